@@ -1,0 +1,49 @@
+// The one interface every disk sits behind (docs/architecture.md): RAM, buffered file ("file:"),
+// raw/direct ("phy:"), remote drivers later, and the guest's own view through blkfront.
+//
+// Offsets and lengths are bytes. Callers (blkback, the NBD/iSCSI servers, the fio runner) validate
+// range, alignment and read-only centrally before calling; drivers assume valid input
+// (nbdkit's validate_request model). Buffers in `iov` may be views of guest memory: a driver reads
+// or writes them in place and must not keep them after the returned promise settles.
+
+export const WRITE_FUA = 1 as const;
+
+export interface BlockDeviceInfo {
+  /** Size in bytes; a multiple of logicalBlockSize. */
+  readonly size: number;
+  /** Smallest addressable unit (512 or 4096); offsets and lengths must be multiples of it. */
+  readonly logicalBlockSize: number;
+  readonly physicalBlockSize: number;
+  readonly readOnly: boolean;
+  /** True when writes may sit in a volatile cache until flush(): flush is then meaningful. */
+  readonly volatileCache: boolean;
+  /** flush() is supported (always true for drivers here; false only for remote peers that refuse). */
+  readonly canFlush: boolean;
+  readonly canFua: boolean;
+  readonly canDiscard: boolean;
+  readonly canWriteZeroes: boolean;
+  /** Discard granularity in bytes (0 when canDiscard is false). */
+  readonly discardGranularity: number;
+  /** Required alignment of buffer addresses, in bytes (O_DIRECT: the logical block size; else 1). */
+  readonly bufferAlignment: number;
+}
+
+export interface BlockDevice {
+  /** What the user called it, for messages: "ram:1G", "/dev/loop0", "file:/tmp/disk.img". */
+  readonly name: string;
+  /** Current description; `size` changes after resize(). */
+  readonly info: BlockDeviceInfo;
+  /** Read consecutive bytes starting at `offset` into the buffers, in order. */
+  readv(offset: number, iov: readonly Uint8Array[]): Promise<void>;
+  /** Write the buffers' bytes, in order, starting at `offset`. With WRITE_FUA it is durable on return. */
+  writev(offset: number, iov: readonly Uint8Array[], flags?: number): Promise<void>;
+  /** Every write completed before this call is durable when it resolves. */
+  flush(): Promise<void>;
+  /** The range may read back as anything afterwards (zeroes for drivers here). */
+  discard(offset: number, length: number): Promise<void>;
+  /** The range reads back as zeroes afterwards. */
+  writeZeroes(offset: number, length: number): Promise<void>;
+  /** Grow or shrink (drivers that support it). */
+  resize?(newSize: number): Promise<void>;
+  close(): Promise<void>;
+}
