@@ -1,0 +1,360 @@
+// The data plane of one blkif ring: take requests off the shared ring (each copied out of shared
+// memory once, then validated), map the guest's grants, hand the pages to the block device as an
+// I/O vector, and answer. Everything the frontend wrote is untrusted.
+//
+//   event ──► turn(): up to BATCH requests ──► validate ──► map grants ──► device.readv/writev
+//                ▲                                                              │
+//                └── final check sets req_event ◄── respond: slot, push, notify ◄┘
+import { BLKIF_OP, BLKIF_RSP, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_DISCARD_SECURE, SECTOR_SIZE } from '../blkif/constants.ts';
+import type { BlkifAbi } from '../blkif/constants.ts';
+import { BlkifRequest, decodeRequest, encodeResponse } from '../blkif/codec.ts';
+import { BackRing } from '../blkif/ring.ts';
+import type { SharedRing } from '../blkif/ring.ts';
+import type { BlockDevice } from '../block/types.ts';
+import type { BackendGrants, EventChannel, GrantMapping } from '../hypervisor/types.ts';
+import type { ErrorKind, VbdStats } from './stats.ts';
+import type { InflightBudget } from './inflight-budget.ts';
+
+/** Requests taken per ring per turn before yielding to other rings (fairness between guests). */
+const BATCH = 32;
+
+export interface RingServerOptions {
+  readonly ring: SharedRing;
+  readonly abi: BlkifAbi;
+  readonly frontendDomid: number;
+  readonly grants: BackendGrants;
+  readonly events: EventChannel;
+  readonly device: BlockDevice;
+  readonly readOnly: boolean;
+  readonly discard: boolean;
+  readonly discardSecure?: boolean;
+  readonly stats: VbdStats;
+  readonly budget: InflightBudget;
+  /** Name for messages, e.g. "vbd 3/51712". */
+  readonly name: string;
+  readonly logError: (message: string) => void;
+}
+
+class PendingRequest {
+  readonly req = new BlkifRequest();
+  mapping: GrantMapping | null = null;
+  readonly iov: Uint8Array[] = [];
+  startNs = 0;
+  sectors = 0;
+  bytes = 0;
+  kind: 'read' | 'write' | 'flush' | 'discard' = 'read';
+  readonly onDone: () => void;
+  readonly onFail: (err: unknown) => void;
+
+  constructor(server: RingServer) {
+    this.onDone = () => server.complete(this, BLKIF_RSP.OKAY, null);
+    this.onFail = (err: unknown) => server.complete(this, BLKIF_RSP.ERROR, err);
+  }
+}
+
+export class RingServer {
+  readonly #o: RingServerOptions;
+  readonly #back: BackRing;
+  readonly #slot: Uint8Array;
+  readonly #rsp: Uint8Array;
+  readonly #free: PendingRequest[] = [];
+  readonly #sectorsPerBlock: number;
+  #inflight = 0;
+  #scheduled = false;
+  #halted = false;
+  #stopping = false;
+  #barrier: PendingRequest | null = null;
+  #drained: (() => void) | null = null;
+  #stalledOnBudget = false;
+
+  constructor(options: RingServerOptions) {
+    this.#o = options;
+    // Attach to the ring as the frontend left it (BACK_RING_ATTACH): reconnects keep their indices.
+    this.#back = new BackRing(options.ring, true);
+    this.#slot = new Uint8Array(options.ring.stride);
+    this.#rsp = new Uint8Array(options.ring.stride);
+    for (let i = 0; i < options.ring.size; i++) this.#free.push(new PendingRequest(this));
+    this.#sectorsPerBlock = options.device.info.logicalBlockSize / SECTOR_SIZE;
+    options.events.onEvent(this.kick);
+  }
+
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  get halted(): boolean {
+    return this.#halted;
+  }
+
+  /** Schedules a turn; called on every event from the frontend. */
+  readonly kick = (): void => {
+    if (this.#scheduled || this.#halted || this.#stopping) return;
+    this.#scheduled = true;
+    setImmediate(this.#turn);
+  };
+
+  readonly #turn = (): void => {
+    this.#scheduled = false;
+    if (this.#halted || this.#stopping || this.#barrier !== null) return;
+    let budget = BATCH;
+    for (;;) {
+      if (this.#back.requestProdOverflow()) {
+        this.#halt();
+        return;
+      }
+      while (budget > 0) {
+        if (this.#free.length === 0) return; // every slot in flight: completions kick us
+        if (!this.#o.budget.tryAcquire()) {
+          this.#o.stats.oo_req++;
+          this.#stalledOnBudget = true;
+          this.#o.budget.waitForRoom(this.kick);
+          return;
+        }
+        if (!this.#back.takeRequest(this.#slot)) {
+          this.#o.budget.release();
+          break;
+        }
+        budget--;
+        const pr = this.#free.pop()!;
+        decodeRequest(this.#o.abi, this.#slot, pr.req);
+        this.#inflight++;
+        this.#dispatch(pr);
+        if (this.#barrier !== null) return;
+      }
+      if (budget === 0) {
+        this.kick(); // more may be waiting: come back after other rings had their turn
+        return;
+      }
+      if (!this.#back.finalCheckForRequests()) return;
+    }
+  };
+
+  #halt(): void {
+    this.#halted = true;
+    this.#o.stats.errors.ring_overflow++;
+    this.#o.logError(
+      `${this.#o.name}: frontend produced more requests than the ring holds (req_prod ${this.#o.ring.reqProd}, ` +
+        `responses ${this.#back.rspProdPvt}, ring size ${this.#o.ring.size}); halting ring processing`,
+    );
+  }
+
+  #dispatch(pr: PendingRequest): void {
+    const r = pr.req;
+    pr.startNs = performance.now() * 1e6;
+    switch (r.operation) {
+      case BLKIF_OP.READ:
+        pr.kind = 'read';
+        this.#o.stats.rd_req++;
+        this.#readWrite(pr, false);
+        return;
+      case BLKIF_OP.WRITE:
+        pr.kind = 'write';
+        this.#o.stats.wr_req++;
+        this.#readWrite(pr, true);
+        return;
+      case BLKIF_OP.FLUSH_DISKCACHE:
+        pr.kind = 'flush';
+        this.#o.stats.f_req++;
+        this.#flush(pr);
+        return;
+      case BLKIF_OP.WRITE_BARRIER:
+        pr.kind = 'flush';
+        this.#o.stats.f_req++;
+        this.#barrier = pr; // no new requests until everything before it is done
+        this.#maybeRunBarrier();
+        return;
+      case BLKIF_OP.DISCARD:
+        pr.kind = 'discard';
+        this.#o.stats.ds_req++;
+        this.#discard(pr);
+        return;
+      default:
+        this.#reject(pr, BLKIF_RSP.EOPNOTSUPP, 'bad_op', `unsupported operation ${r.operation}`);
+    }
+  }
+
+  /** Checks segments and range; returns the sector count or -1 after answering with an error. */
+  #validateSegments(pr: PendingRequest, minSegments: number): number {
+    const r = pr.req;
+    const nseg = r.nrSegments;
+    if (nseg < minSegments || nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST) {
+      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_segments', `bad segment count ${nseg}`);
+      return -1;
+    }
+    const mask = this.#sectorsPerBlock - 1;
+    let sectors = 0;
+    for (let i = 0; i < nseg; i++) {
+      const first = r.segFirst[i]!;
+      const last = r.segLast[i]!;
+      if (last > 7 || first > last) {
+        this.#reject(pr, BLKIF_RSP.ERROR, 'bad_segments', `segment ${i}: first_sect ${first}, last_sect ${last}`);
+        return -1;
+      }
+      const n = last - first + 1;
+      if (((first | n) & mask) !== 0) {
+        this.#reject(pr, BLKIF_RSP.ERROR, 'misaligned', `segment ${i} is not aligned to the ${this.#o.device.info.logicalBlockSize}-byte block`);
+        return -1;
+      }
+      sectors += n;
+    }
+    if (nseg > 0 && !this.#checkRange(pr, r.sectorNumber, sectors)) return -1;
+    return sectors;
+  }
+
+  #checkRange(pr: PendingRequest, sector: number, sectors: number): boolean {
+    const mask = this.#sectorsPerBlock - 1;
+    const diskSectors = this.#o.device.info.size / SECTOR_SIZE;
+    if (sector + sectors > diskSectors || sector + sectors < sector) {
+      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_range', `sectors ${sector}+${sectors} past the end (${diskSectors} sectors)`);
+      return false;
+    }
+    // sector_number is a u64: compare in halves so huge values cannot alias small ones.
+    if ((sector % this.#sectorsPerBlock) !== 0 || (sectors & mask) !== 0) {
+      this.#reject(pr, BLKIF_RSP.ERROR, 'misaligned', `sector ${sector}+${sectors} not aligned to the logical block`);
+      return false;
+    }
+    return true;
+  }
+
+  /** Maps the request's grants and builds the I/O vector; false after answering with an error. */
+  #mapSegments(pr: PendingRequest, deviceWrites: boolean): boolean {
+    const r = pr.req;
+    const nseg = r.nrSegments;
+    let mapping: GrantMapping;
+    try {
+      mapping = this.#o.grants.map(this.#o.frontendDomid, r.segGref, nseg, deviceWrites);
+    } catch (err) {
+      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', err instanceof Error ? err.message : String(err));
+      return false;
+    }
+    pr.mapping = mapping;
+    const iov = pr.iov;
+    iov.length = nseg;
+    for (let i = 0; i < nseg; i++) {
+      iov[i] = mapping.pages[i]!.subarray(r.segFirst[i]! * SECTOR_SIZE, (r.segLast[i]! + 1) * SECTOR_SIZE);
+    }
+    return true;
+  }
+
+  #readWrite(pr: PendingRequest, write: boolean): void {
+    if (write && this.#o.readOnly) {
+      this.#reject(pr, BLKIF_RSP.ERROR, 'read_only', 'write to a read-only disk');
+      return;
+    }
+    const sectors = this.#validateSegments(pr, 1);
+    if (sectors < 0) return;
+    // A read fills guest pages, so its grants must be writable; a write only reads them.
+    if (!this.#mapSegments(pr, !write)) return;
+    pr.sectors = sectors;
+    pr.bytes = sectors * SECTOR_SIZE;
+    const offset = pr.req.sectorNumber * SECTOR_SIZE;
+    const io = write ? this.#o.device.writev(offset, pr.iov) : this.#o.device.readv(offset, pr.iov);
+    io.then(pr.onDone, pr.onFail);
+  }
+
+  /** FLUSH_DISKCACHE: flush first (every write completed before it becomes durable), then its data, if any. */
+  #flush(pr: PendingRequest): void {
+    const sectors = this.#validateSegments(pr, 0);
+    if (sectors < 0) return;
+    if (sectors > 0) {
+      if (this.#o.readOnly) {
+        this.#reject(pr, BLKIF_RSP.ERROR, 'read_only', 'flush with data to a read-only disk');
+        return;
+      }
+      if (!this.#mapSegments(pr, false)) return;
+    }
+    pr.sectors = sectors;
+    pr.bytes = sectors * SECTOR_SIZE;
+    const device = this.#o.device;
+    const flushed = device.flush();
+    if (sectors === 0) flushed.then(pr.onDone, pr.onFail);
+    else flushed.then(() => device.writev(pr.req.sectorNumber * SECTOR_SIZE, pr.iov)).then(pr.onDone, pr.onFail);
+  }
+
+  #maybeRunBarrier(): void {
+    const pr = this.#barrier;
+    if (pr === null || this.#inflight !== 1) return; // the barrier itself is the one left
+    this.#flush(pr);
+  }
+
+  #discard(pr: PendingRequest): void {
+    const r = pr.req;
+    if (!this.#o.discard) {
+      this.#reject(pr, BLKIF_RSP.EOPNOTSUPP, 'bad_op', 'discard not advertised');
+      return;
+    }
+    if ((r.discardFlag & BLKIF_DISCARD_SECURE) !== 0 && this.#o.discardSecure !== true) {
+      this.#reject(pr, BLKIF_RSP.EOPNOTSUPP, 'bad_op', 'secure discard not advertised');
+      return;
+    }
+    if (this.#o.readOnly) {
+      this.#reject(pr, BLKIF_RSP.ERROR, 'read_only', 'discard on a read-only disk');
+      return;
+    }
+    if (!this.#checkRange(pr, r.sectorNumber, r.nrSectors)) return;
+    pr.sectors = 0;
+    pr.bytes = 0;
+    this.#o.device.discard(r.sectorNumber * SECTOR_SIZE, r.nrSectors * SECTOR_SIZE).then(pr.onDone, pr.onFail);
+  }
+
+  #reject(pr: PendingRequest, status: number, kind: ErrorKind, why: string): void {
+    this.#o.stats.errors[kind]++;
+    const r = pr.req;
+    this.#o.logError(`${this.#o.name}: request id ${r.idHi ? `${r.idHi}:` : ''}${r.idLo} op ${r.operation} sector ${r.sectorNumber}: ${why}`);
+    this.#respond(pr, status);
+  }
+
+  /** Called when the block device settles a request. */
+  complete(pr: PendingRequest, status: number, err: unknown): void {
+    if (err !== null) {
+      this.#o.stats.errors.io_error++;
+      this.#o.logError(`${this.#o.name}: ${pr.kind} at sector ${pr.req.sectorNumber} failed: ${err instanceof Error ? err.message : String(err)}`);
+    } else {
+      const stats = this.#o.stats;
+      if (pr.kind === 'read') stats.rd_sect += pr.sectors;
+      else if (pr.kind === 'write' || (pr.kind === 'flush' && pr.sectors > 0)) stats.wr_sect += pr.sectors;
+      stats.latency[pr.kind].record(performance.now() * 1e6 - pr.startNs);
+    }
+    this.#respond(pr, status);
+  }
+
+  #respond(pr: PendingRequest, status: number): void {
+    if (pr.mapping !== null) {
+      pr.mapping.unmap();
+      pr.mapping = null;
+    }
+    pr.iov.length = 0;
+    const r = pr.req;
+    const operation = r.operation === BLKIF_OP.INDIRECT ? r.indirectOp : r.operation;
+    encodeResponse(this.#o.abi, this.#rsp, r.idLo, r.idHi, operation, status);
+    this.#back.putResponse(this.#rsp);
+    if (this.#back.pushResponsesAndCheckNotify()) this.#o.events.notify();
+    this.#inflight--;
+    this.#o.budget.release();
+    this.#free.push(pr);
+    if (this.#barrier === pr) {
+      this.#barrier = null;
+      this.kick();
+    } else if (this.#barrier !== null) {
+      this.#maybeRunBarrier();
+    } else if (this.#free.length === 1 || this.#stalledOnBudget) {
+      // We may have stopped taking requests for want of a slot or budget.
+      this.#stalledOnBudget = false;
+      this.kick();
+    }
+    if (this.#inflight === 0 && this.#drained !== null) {
+      const done = this.#drained;
+      this.#drained = null;
+      done();
+    }
+  }
+
+  /** Stops taking requests and resolves once every request in flight has been answered. */
+  stop(): Promise<void> {
+    this.#stopping = true;
+    if (this.#inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#drained = resolve;
+    });
+  }
+}

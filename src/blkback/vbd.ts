@@ -1,0 +1,293 @@
+// One virtual block device: the backend half of the xenbus handshake for
+// /local/domain/0/backend/vbd/<frontend-domid>/<devid>, in the order Linux xen-blkback uses
+// (protocol-notes §2): advertise max-ring-page-order and go to InitWait; when the frontend is
+// Initialised read its ring refs, event channel and protocol, map and bind, write the disk's
+// description and features in one transaction, then Connected; Closing/Closed; reconnect; resize.
+import { abiFromProtocol, SECTOR_SIZE, VDISK_READONLY } from '../blkif/constants.ts';
+import type { BlkifAbi } from '../blkif/constants.ts';
+import { SharedRing } from '../blkif/ring.ts';
+import type { BlockDevice } from '../block/types.ts';
+import type { BackendHypervisor, EventChannel, GrantMapping } from '../hypervisor/types.ts';
+import { BlockError } from '../internal/errors.ts';
+import { backendReaction, parseXenbusState, XenbusState, xenbusStateName } from '../xenbus/state.ts';
+import type { InflightBudget } from './inflight-budget.ts';
+import { RingServer } from './ring-server.ts';
+import { VbdStats } from './stats.ts';
+
+export const MAX_RING_PAGE_ORDER = 4; // 16 pages, 512 requests (Linux's default xen_blkif_max_ring_order)
+
+/** Opens the store named by the toolstack's `type` and `params` keys. */
+export type DeviceOpener = (request: {
+  readonly type: string;
+  readonly params: string;
+  readonly readOnly: boolean;
+  readonly frontendDomid: number;
+  readonly devid: number;
+}) => Promise<OpenedDevice>;
+
+export interface OpenedDevice {
+  readonly device: BlockDevice;
+  release(): Promise<void>;
+}
+
+export interface VbdContext {
+  readonly hv: BackendHypervisor;
+  readonly open: DeviceOpener;
+  readonly budget: InflightBudget;
+  readonly maxRingPageOrder: number;
+  readonly log: (message: string) => void;
+  readonly logError: (message: string) => void;
+}
+
+export class Vbd {
+  readonly frontendDomid: number;
+  readonly devid: number;
+  readonly backendPath: string;
+  readonly stats = new VbdStats();
+  frontendPath = '';
+  state: number = XenbusState.Initialising;
+  abi: BlkifAbi | undefined;
+  ringPages = 0;
+  #ctx: VbdContext;
+  #opened: OpenedDevice | null = null;
+  #readOnly = false;
+  #discard = false;
+  #server: RingServer | null = null;
+  #ringMapping: GrantMapping | null = null;
+  #events: EventChannel | null = null;
+  #serial: Promise<void> = Promise.resolve();
+  #watchToken = '';
+  #removed = false;
+
+  constructor(ctx: VbdContext, frontendDomid: number, devid: number) {
+    this.#ctx = ctx;
+    this.frontendDomid = frontendDomid;
+    this.devid = devid;
+    this.backendPath = `/local/domain/${ctx.hv.domid}/backend/vbd/${frontendDomid}/${devid}`;
+  }
+
+  get name(): string {
+    return `vbd ${this.frontendDomid}/${this.devid}`;
+  }
+
+  get device(): BlockDevice | null {
+    return this.#opened?.device ?? null;
+  }
+
+  get inflight(): number {
+    return this.#server?.inflight ?? 0;
+  }
+
+  get halted(): boolean {
+    return this.#server?.halted ?? false;
+  }
+
+  /** Runs handshake steps one at a time: watch events may arrive while a step awaits the store. */
+  #enqueue(step: () => Promise<void>): Promise<void> {
+    const run = this.#serial.then(step).catch((err: unknown) => this.#fatal(err));
+    this.#serial = run;
+    return run;
+  }
+
+  async #fatal(err: unknown): Promise<void> {
+    const message = err instanceof Error ? err.message : String(err);
+    this.#ctx.logError(`${this.name}: ${message}`);
+    const xs = this.#ctx.hv.xenstore;
+    try {
+      // xenbus_dev_fatal: record the error where the toolstack looks, then give up on the device.
+      await xs.write(`/local/domain/${xs.domid}/error/backend/vbd/${this.frontendDomid}/${this.devid}/error`, message);
+      await this.#disconnect();
+      await this.#switchState(XenbusState.Closing);
+    } catch {
+      // The store may be gone (guest destroyed); nothing more to tell anyone.
+    }
+  }
+
+  probe(): Promise<void> {
+    return this.#enqueue(async () => {
+      const xs = this.#ctx.hv.xenstore;
+      const frontend = await xs.tryRead(`${this.backendPath}/frontend`);
+      const params = await xs.tryRead(`${this.backendPath}/params`);
+      const type = (await xs.tryRead(`${this.backendPath}/type`)) ?? 'phy';
+      const mode = (await xs.tryRead(`${this.backendPath}/mode`)) ?? 'w';
+      if (frontend === undefined) throw new BlockError('BLK_ERR_XENBUS', `${this.backendPath}/frontend is missing`);
+      if (params === undefined) throw new BlockError('BLK_ERR_XENBUS', `${this.backendPath}/params is missing`);
+      this.frontendPath = frontend;
+      this.#readOnly = mode !== 'w';
+      this.#opened = await this.#ctx.open({ type, params, readOnly: this.#readOnly, frontendDomid: this.frontendDomid, devid: this.devid });
+      const info = this.#opened.device.info;
+      this.#readOnly ||= info.readOnly;
+      const discardEnable = (await xs.tryRead(`${this.backendPath}/discard-enable`)) ?? '1';
+      this.#discard = info.canDiscard && discardEnable !== '0' && !this.#readOnly;
+      await xs.write(`${this.backendPath}/max-ring-page-order`, String(this.#ctx.maxRingPageOrder));
+      await this.#switchState(XenbusState.InitWait);
+      this.#ctx.log(`${this.name}: ${type}:${params} (${info.size} bytes) waiting for frontend ${frontend}`);
+      this.#watchToken = `vbd-${this.frontendDomid}-${this.devid}`;
+      await xs.watch(`${frontend}/state`, this.#watchToken, () => void this.#enqueue(() => this.#frontendChanged()));
+    });
+  }
+
+  async #switchState(state: number, tx?: number): Promise<void> {
+    this.state = state;
+    await this.#ctx.hv.xenstore.write(`${this.backendPath}/state`, String(state), tx);
+  }
+
+  async #frontendChanged(): Promise<void> {
+    if (this.#removed) return;
+    const xs = this.#ctx.hv.xenstore;
+    const frontState = parseXenbusState(await xs.tryRead(`${this.frontendPath}/state`));
+    const action = backendReaction(this.state, frontState);
+    switch (action) {
+      case 'none':
+        return;
+      case 'connect':
+        await this.#disconnect();
+        await this.#connectRing();
+        await this.#connect();
+        return;
+      case 'closing':
+        await this.#switchState(XenbusState.Closing);
+        return;
+      case 'close':
+        await this.#disconnect();
+        await this.#switchState(XenbusState.Closed);
+        return;
+      case 'reinit':
+        await this.#switchState(XenbusState.InitWait);
+        return;
+      case 'remove':
+        await this.#disconnect();
+        return;
+      case 'fatal':
+        throw new BlockError('BLK_ERR_XENBUS', `frontend in unexpected state ${xenbusStateName(frontState)}`);
+    }
+  }
+
+  /** Reads what the frontend published, maps the ring and binds the event channel (Linux connect_ring). */
+  async #connectRing(): Promise<void> {
+    const xs = this.#ctx.hv.xenstore;
+    const fe = this.frontendPath;
+    const protocol = await xs.tryRead(`${fe}/protocol`);
+    const abi = abiFromProtocol(protocol);
+    if (abi === undefined) throw new BlockError('BLK_ERR_XENBUS', `${fe}/protocol: unknown protocol '${protocol}'`);
+    const orderText = await xs.tryRead(`${fe}/ring-page-order`);
+    let refs: number[];
+    if (orderText === undefined) {
+      // Without ring-page-order read only ring-ref: a stale ring-ref0 from an earlier frontend must not count.
+      refs = [await this.#readUint(`${fe}/ring-ref`)];
+    } else {
+      const order = parseUint(orderText, `${fe}/ring-page-order`);
+      if (order > this.#ctx.maxRingPageOrder) {
+        throw new BlockError('BLK_ERR_XENBUS', `${fe}/ring-page-order ${order} is above max-ring-page-order ${this.#ctx.maxRingPageOrder}`);
+      }
+      refs = [];
+      for (let i = 0; i < 1 << order; i++) refs.push(await this.#readUint(`${fe}/ring-ref${i}`));
+    }
+    const port = await this.#readUint(`${fe}/event-channel`);
+    const mapping = this.#ctx.hv.grants.map(this.frontendDomid, refs, refs.length, true);
+    let events: EventChannel;
+    try {
+      events = this.#ctx.hv.events.bindInterdomain(this.frontendDomid, port);
+    } catch (err) {
+      mapping.unmap();
+      throw err;
+    }
+    this.#ringMapping = mapping;
+    this.#events = events;
+    this.abi = abi;
+    this.ringPages = refs.length;
+    const ring = new SharedRing(mapping.pages, abi);
+    const device = this.#opened!.device;
+    this.#server = new RingServer({
+      ring,
+      abi,
+      frontendDomid: this.frontendDomid,
+      grants: this.#ctx.hv.grants,
+      events,
+      device,
+      readOnly: this.#readOnly,
+      discard: this.#discard,
+      stats: this.stats,
+      budget: this.#ctx.budget,
+      name: this.name,
+      logError: this.#ctx.logError,
+    });
+  }
+
+  async #readUint(path: string): Promise<number> {
+    const text = await this.#ctx.hv.xenstore.tryRead(path);
+    if (text === undefined) throw new BlockError('BLK_ERR_XENBUS', `${path} is missing`);
+    return parseUint(text, path);
+  }
+
+  /** Advertises the disk and switches to Connected, in one transaction (Linux connect()). */
+  async #connect(): Promise<void> {
+    const xs = this.#ctx.hv.xenstore;
+    const info = this.#opened!.device.info;
+    const be = this.backendPath;
+    await xs.transaction(async (tx) => {
+      await xs.write(`${be}/feature-flush-cache`, '1', tx);
+      await xs.write(`${be}/feature-barrier`, '1', tx);
+      if (this.#discard) {
+        await xs.write(`${be}/discard-granularity`, String(info.discardGranularity || info.logicalBlockSize), tx);
+        await xs.write(`${be}/discard-alignment`, '0', tx);
+        await xs.write(`${be}/discard-secure`, '0', tx);
+        await xs.write(`${be}/feature-discard`, '1', tx);
+      }
+      // `sectors` is always in 512-byte units, as Linux writes it; sector-size only constrains alignment.
+      await xs.write(`${be}/sectors`, String(Math.floor(info.size / SECTOR_SIZE)), tx);
+      await xs.write(`${be}/info`, String(this.#readOnly ? VDISK_READONLY : 0), tx);
+      await xs.write(`${be}/sector-size`, String(info.logicalBlockSize), tx);
+      await xs.write(`${be}/physical-sector-size`, String(info.physicalBlockSize), tx);
+      await this.#switchState(XenbusState.Connected, tx);
+    });
+    this.#ctx.log(`${this.name}: connected (${this.ringPages}-page ring, ${this.abi} ABI)`);
+    this.#server!.kick(); // requests may already be waiting
+  }
+
+  /** Drains I/O in flight, then unmaps the ring and closes the event channel. Idempotent. */
+  async #disconnect(): Promise<void> {
+    const server = this.#server;
+    if (server === null) return;
+    this.#server = null;
+    await server.stop();
+    this.#events?.close();
+    this.#events = null;
+    this.#ringMapping?.unmap();
+    this.#ringMapping = null;
+  }
+
+  /** Tells the frontend the disk changed size: `sectors` and a rewrite of `state`, in one transaction. */
+  resize(newSize: number): Promise<void> {
+    return this.#enqueue(async () => {
+      const device = this.#opened?.device;
+      if (device?.resize === undefined) throw new BlockError('BLK_ERR_UNSUPPORTED', `${this.name}: the store cannot be resized`);
+      await device.resize(newSize);
+      const xs = this.#ctx.hv.xenstore;
+      await xs.transaction(async (tx) => {
+        await xs.write(`${this.backendPath}/sectors`, String(Math.floor(device.info.size / SECTOR_SIZE)), tx);
+        await xs.write(`${this.backendPath}/state`, String(this.state), tx);
+      });
+    });
+  }
+
+  /** The toolstack removed the device (or the domain died): stop serving and release the store. */
+  remove(): Promise<void> {
+    return this.#enqueue(async () => {
+      if (this.#removed) return;
+      this.#removed = true;
+      const xs = this.#ctx.hv.xenstore;
+      if (this.#watchToken !== '') await xs.unwatch(`${this.frontendPath}/state`, this.#watchToken).catch(() => undefined);
+      await this.#disconnect();
+      await this.#opened?.release();
+      this.#opened = null;
+    });
+  }
+}
+
+function parseUint(text: string, path: string): number {
+  if (!/^\d{1,10}$/.test(text.trim())) throw new BlockError('BLK_ERR_XENBUS', `${path}: '${text}' is not an unsigned integer`);
+  const n = Number(text.trim());
+  if (n > 0xffffffff) throw new BlockError('BLK_ERR_XENBUS', `${path}: ${n} does not fit in 32 bits`);
+  return n;
+}

@@ -1,0 +1,192 @@
+// A block device (or file) opened with O_DIRECT: the "phy:" analog. Transfers go straight between the
+// device and the caller's buffers (guest pages are views of a shared, page-aligned WebAssembly.Memory,
+// which O_DIRECT accepts). A buffer that is not aligned to the logical block, or whose backing store
+// turns out not to be (EINVAL, see buffer-alignment.ts), is bounced through an aligned pool instead:
+// a request never fails with EINVAL because of its buffers.
+//
+// FUA writes go through a second descriptor opened O_DSYNC|O_DIRECT; flush is fdatasync, which the
+// kernel turns into a cache flush of the device. No discard: BLKDISCARD is an ioctl Node cannot issue.
+import fs from 'node:fs';
+import type { BlockDevice, BlockDeviceInfo } from './types.ts';
+import { WRITE_FUA } from './types.ts';
+import { BlockError, Errno, UsageError } from '../internal/errors.ts';
+import { closeFd, fdatasync, preadvFull, pwritevFull, writeZeroRange } from './fs-io.ts';
+import { openHostTarget } from './host-target.ts';
+import { alignedZeroes, sharedBouncePool } from './bounce-pool.ts';
+import type { BouncePool } from './bounce-pool.ts';
+import { baseAligned, noteAligned, noteMisaligned } from './buffer-alignment.ts';
+
+export interface DirectDiskOptions {
+  readonly readOnly?: boolean;
+  /** Name for messages; default "phy:PATH". */
+  readonly name?: string;
+  /** Bounce buffers for misaligned callers; default: one process-wide pool. */
+  readonly bouncePool?: BouncePool;
+}
+
+export interface DirectDisk extends BlockDevice {
+  /** Requests that went through the bounce pool (misaligned buffers), for tests and statistics. */
+  readonly bouncedRequests: number;
+}
+
+function openFd(path: string, flags: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.open(path, flags, (err, fd) => (err === null ? resolve(fd) : reject(err))));
+}
+
+const isEinval = (err: unknown): boolean => err instanceof BlockError && err.errno === Errno.EINVAL;
+
+/** Copies `n` bytes between the iov (starting at logical byte `pos`) and `flat`, either way. */
+function scatterGather(iov: readonly Uint8Array[], pos: number, flat: Uint8Array, n: number, toIov: boolean): void {
+  let done = 0;
+  for (let b = 0; b < iov.length && done < n; b++) {
+    const buf = iov[b] as Uint8Array;
+    if (pos >= buf.byteLength) {
+      pos -= buf.byteLength;
+      continue;
+    }
+    const k = Math.min(buf.byteLength - pos, n - done);
+    if (toIov) buf.set(flat.subarray(done, done + k), pos);
+    else flat.set(buf.subarray(pos, pos + k), done);
+    done += k;
+    pos = 0;
+  }
+}
+
+export async function openDirectDisk(path: string, opts: DirectDiskOptions = {}): Promise<DirectDisk> {
+  const name = opts.name ?? `phy:${path}`;
+  const readOnly = opts.readOnly ?? false;
+  const pool = opts.bouncePool ?? sharedBouncePool();
+  const { fd, geometry } = await openHostTarget(path, name, readOnly, fs.constants.O_DIRECT);
+  let fuaFd = -1;
+  if (!readOnly) {
+    try {
+      fuaFd = await openFd(path, fs.constants.O_RDWR | fs.constants.O_DIRECT | fs.constants.O_DSYNC);
+    } catch (err) {
+      await closeFd(fd).catch(() => undefined);
+      const e = err as NodeJS.ErrnoException;
+      throw new UsageError(`${name}: cannot open ${path} with O_DSYNC for FUA writes: ${e.message}`, { cause: err });
+    }
+  }
+  const align = geometry.logicalBlockSize;
+  const info: BlockDeviceInfo = {
+    ...geometry,
+    canFlush: true,
+    canFua: true,
+    canDiscard: false,
+    canWriteZeroes: true,
+    discardGranularity: 0,
+    bufferAlignment: align,
+  };
+  let bounced = 0;
+  let closed = false;
+
+  // 'yes': go direct; 'no': bounce; 'unknown': try direct and learn from the answer.
+  const verdict = (iov: readonly Uint8Array[]): 'yes' | 'no' | 'unknown' => {
+    let result: 'yes' | 'no' | 'unknown' = 'yes';
+    for (let i = 0; i < iov.length; i++) {
+      const b = iov[i] as Uint8Array;
+      if (b.byteOffset % align !== 0 || b.byteLength % align !== 0) return 'no';
+      const base = baseAligned(b.buffer, align);
+      if (base === 'no') return 'no';
+      if (base === 'unknown') result = 'unknown';
+    }
+    return result;
+  };
+
+  const learnGood = (iov: readonly Uint8Array[]): void => {
+    for (let i = 0; i < iov.length; i++) noteAligned((iov[i] as Uint8Array).buffer, align);
+  };
+
+  // EINVAL with aligned offsets and lengths: blame the backing store if there is only one.
+  const learnBad = (iov: readonly Uint8Array[]): void => {
+    const first = iov[0]?.buffer;
+    if (first !== undefined && iov.every((b) => b.buffer === first)) noteMisaligned(first, align);
+  };
+
+  const bounceRead = async (offset: number, iov: readonly Uint8Array[]): Promise<void> => {
+    bounced++;
+    let total = 0;
+    for (const b of iov) total += b.byteLength;
+    const slot = await pool.acquire();
+    try {
+      for (let done = 0; done < total; ) {
+        const n = Math.min(pool.slotSize, total - done);
+        await preadvFull(fd, name, offset + done, [slot.subarray(0, n)]);
+        scatterGather(iov, done, slot, n, true);
+        done += n;
+      }
+    } finally {
+      pool.release(slot);
+    }
+  };
+
+  const bounceWrite = async (offset: number, iov: readonly Uint8Array[], wfd: number): Promise<void> => {
+    bounced++;
+    let total = 0;
+    for (const b of iov) total += b.byteLength;
+    const slot = await pool.acquire();
+    try {
+      for (let done = 0; done < total; ) {
+        const n = Math.min(pool.slotSize, total - done);
+        scatterGather(iov, done, slot, n, false);
+        await pwritevFull(wfd, name, offset + done, [slot.subarray(0, n)]);
+        done += n;
+      }
+    } finally {
+      pool.release(slot);
+    }
+  };
+
+  const disk: DirectDisk = {
+    name,
+    info,
+    get bouncedRequests() {
+      return bounced;
+    },
+    readv(offset, iov) {
+      const v = verdict(iov);
+      if (v === 'no') return bounceRead(offset, iov);
+      const direct = preadvFull(fd, name, offset, iov);
+      if (v === 'yes') return direct;
+      return direct.then(
+        () => learnGood(iov),
+        (err: unknown) => {
+          if (!isEinval(err)) throw err;
+          learnBad(iov);
+          return bounceRead(offset, iov);
+        },
+      );
+    },
+    writev(offset, iov, flags = 0) {
+      const wfd = (flags & WRITE_FUA) !== 0 ? fuaFd : fd;
+      const v = verdict(iov);
+      if (v === 'no') return bounceWrite(offset, iov, wfd);
+      const direct = pwritevFull(wfd, name, offset, iov);
+      if (v === 'yes') return direct;
+      return direct.then(
+        () => learnGood(iov),
+        (err: unknown) => {
+          if (!isEinval(err)) throw err;
+          learnBad(iov);
+          return bounceWrite(offset, iov, wfd);
+        },
+      );
+    },
+    flush() {
+      return fdatasync(fd, name);
+    },
+    discard() {
+      return Promise.reject(new BlockError('BLK_ERR_UNSUPPORTED', `${name}: discard is not supported`, { errno: Errno.EOPNOTSUPP }));
+    },
+    writeZeroes(offset, length) {
+      return writeZeroRange(fd, name, offset, length, alignedZeroes());
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await closeFd(fd);
+      if (fuaFd >= 0) await closeFd(fuaFd);
+    },
+  };
+  return disk;
+}

@@ -1,0 +1,63 @@
+// Store specs (src/config/store-spec.ts) to block devices. A bare path is served with O_DIRECT when it
+// is a block device and through the page cache when it is a regular file: the same split libxl makes
+// between phy and qdisk, and O_DIRECT is not available on every filesystem (tmpfs refuses it) while
+// every block device takes it.
+import { stat } from 'node:fs/promises';
+import type { BlockDevice } from './types.ts';
+import { UsageError } from '../internal/errors.ts';
+import { parseStoreSpec } from '../config/store-spec.ts';
+import type { StoreSpec } from '../config/store-spec.ts';
+import { createRamDisk } from './ram.ts';
+import { createNullDisk } from './null.ts';
+import { openFileDisk } from './file.ts';
+import { openDirectDisk } from './direct.ts';
+import { createVolatileCache } from './volatile-cache.ts';
+
+export interface OpenBlockDeviceOptions {
+  readonly readOnly?: boolean;
+  /** RAM disk chunk size (tests). */
+  readonly ramChunkSize?: number;
+}
+
+export async function openBlockDevice(spec: string, opts: OpenBlockDeviceOptions = {}): Promise<BlockDevice> {
+  return openParsed(parseStoreSpec(spec), spec, opts);
+}
+
+async function openParsed(s: StoreSpec, spec: string, opts: OpenBlockDeviceOptions): Promise<BlockDevice> {
+  const readOnly = opts.readOnly ?? false;
+  const withName = (inner: string): string => `store spec '${spec}': ${inner}`;
+  const wrap = async <T>(open: () => Promise<T>): Promise<T> => {
+    try {
+      return await open();
+    } catch (err) {
+      if (err instanceof UsageError && !err.message.includes(spec)) throw new UsageError(withName(err.message), { cause: err, errno: err.errno });
+      throw err;
+    }
+  };
+  switch (s.kind) {
+    case 'ram':
+      return createRamDisk(s.size, {
+        name: spec, readOnly, ...(opts.ramChunkSize === undefined ? {} : { chunkSize: opts.ramChunkSize }),
+      });
+    case 'null':
+      return createNullDisk(s.size, { name: spec, readOnly });
+    case 'file':
+      return wrap(() => openFileDisk(s.path, { readOnly, name: spec }));
+    case 'direct':
+      return wrap(() => openDirectDisk(s.path, { readOnly, name: spec }));
+    case 'volatile':
+      return createVolatileCache(await openParsed(s.inner, spec, opts), { name: spec });
+    case 'path': {
+      let st;
+      try {
+        st = await stat(s.path);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        throw new UsageError(withName(`cannot use ${s.path}: ${e.message}`), { cause: err });
+      }
+      if (st.isBlockDevice()) return wrap(() => openDirectDisk(s.path, { readOnly, name: spec }));
+      if (st.isFile()) return wrap(() => openFileDisk(s.path, { readOnly, name: spec }));
+      throw new UsageError(withName(`${s.path} is neither a block device nor a regular file`));
+    }
+  }
+}

@@ -1,0 +1,110 @@
+// The one event dispatcher a thread runs for a domain: it waits on the domain's upcall word with
+// Atomics.waitAsync (so the thread's timers and I/O keep running), then scans pending, unmasked
+// ports and calls their handlers. A pending waitAsync does not keep Node's event loop alive, so
+// while this thread owns an open port a long idle interval timer does; with no open port the
+// thread may exit.
+
+import { UPCALL } from './evtchn-table.ts';
+import type { EvtchnTable } from './evtchn-table.ts';
+
+/** Wake-ups handled back to back before yielding to the event loop with setImmediate. */
+const MAX_ROUNDS = 64;
+const KEEP_ALIVE_MS = 0x7fffffff;
+
+const dispatchers = new WeakMap<SharedArrayBuffer, Dispatcher>();
+
+function noop(): void {}
+function rethrow(error: unknown): never {
+  throw error;
+}
+
+export class Dispatcher {
+  readonly #table: EvtchnTable;
+  readonly #handlers: ((() => void) | undefined)[];
+  #open = 0;
+  #waiting = false;
+  #running = false;
+  #keepAlive: ReturnType<typeof setInterval> | undefined;
+  readonly #wake = (): void => {
+    this.#waiting = false;
+    this.#run();
+  };
+  readonly #resume = (): void => {
+    this.#run();
+  };
+  readonly #deliver = (port: number): boolean => {
+    const handler = this.#handlers[port];
+    // A port with no handler yet stays pending; onEvent re-posts it.
+    if (handler === undefined) return false;
+    this.#table.clearPending(port);
+    try {
+      handler();
+    } catch (error) {
+      process.nextTick(rethrow, error);
+    }
+    return true;
+  };
+
+  private constructor(table: EvtchnTable) {
+    this.#table = table;
+    this.#handlers = new Array<(() => void) | undefined>(table.ports);
+  }
+
+  /** This thread's dispatcher for the domain whose event table this is. */
+  static for(table: EvtchnTable): Dispatcher {
+    let dispatcher = dispatchers.get(table.sab);
+    if (dispatcher === undefined) {
+      dispatcher = new Dispatcher(table);
+      dispatchers.set(table.sab, dispatcher);
+    }
+    return dispatcher;
+  }
+
+  /** Ports this thread has open on the domain. */
+  get openPorts(): number {
+    return this.#open;
+  }
+
+  portOpened(): void {
+    if (this.#open++ === 0) this.#keepAlive = setInterval(noop, KEEP_ALIVE_MS);
+    this.#run();
+  }
+
+  portClosed(port: number): void {
+    this.#handlers[port] = undefined;
+    if (--this.#open === 0 && this.#keepAlive !== undefined) {
+      clearInterval(this.#keepAlive);
+      this.#keepAlive = undefined;
+    }
+  }
+
+  setHandler(port: number, handler: () => void): void {
+    this.#handlers[port] = handler;
+    // An event that arrived before the handler was set is still pending: deliver it now.
+    this.#table.repost(port);
+  }
+
+  #run(): void {
+    if (this.#running) return; // a handler opened or re-posted a port: the loop below sees it
+    this.#running = true;
+    try {
+      const words = this.#table.words;
+      for (let round = 0; round < MAX_ROUNDS; round++) {
+        if (Atomics.exchange(words, UPCALL, 0) !== 0) {
+          this.#table.scan(this.#deliver);
+          continue;
+        }
+        if (this.#open === 0 || this.#waiting) return;
+        const result = Atomics.waitAsync(words, UPCALL, 0);
+        if (result.async) {
+          this.#waiting = true;
+          void result.value.then(this.#wake);
+          return;
+        }
+      }
+      setImmediate(this.#resume);
+    } finally {
+      this.#running = false;
+    }
+  }
+}

@@ -1,0 +1,155 @@
+// The simulated hypervisor as the toolstack and dom0 see it, in the main thread: it creates
+// domains (guest RAM, grant table and event table, all shared memory), hands their handles to
+// guest workers, and gives dom0's backend its grant and event operations.
+
+import { DomainError } from '../errors.ts';
+import type { BackendHypervisor, XenstoreClient } from '../types.ts';
+import { SimBackendGrants } from './backend-grants.ts';
+import {
+  DEFAULT_GRANT_FRAMES,
+  DEFAULT_MAX_EVENT_PORTS,
+  DOM0,
+  DOMID_MAX,
+  GRANT_ENTRIES_PER_FRAME,
+  MAX_MEMORY_BYTES,
+  WASM_PAGE_SIZE,
+} from './constants.ts';
+import { SimBackendEvents, closeAllPorts } from './event-channel.ts';
+import { EvtchnTable, evtchnTableBytes } from './evtchn-table.ts';
+import { GrantDomain } from './grant-domain.ts';
+import { PAGE_SIZE } from '../types.ts';
+import { createSharedMemory } from './wasm-memory.ts';
+import type { SharedWasmMemory } from './wasm-memory.ts';
+
+export interface SimHypervisorOptions {
+  /** Grant-table frames per domain, 512 entries each (default 64, Xen's max_grant_frames). */
+  readonly grantFrames?: number;
+  /** Event-channel ports per domain, a multiple of 32 (default 4096, the 2-level ABI's limit). */
+  readonly maxEventPorts?: number;
+}
+
+export interface CreateDomainOptions {
+  readonly name: string;
+  /** Rounded up to whole 64 KiB WebAssembly pages; at most 4 GiB. */
+  readonly memoryBytes: number;
+}
+
+/** Everything a guest worker needs, as a structured-clonable object for workerData or postMessage. */
+export interface GuestDomainHandles {
+  readonly domid: number;
+  readonly name: string;
+  readonly memory: SharedWasmMemory;
+  readonly grantTable: SharedArrayBuffer;
+  readonly events: SharedArrayBuffer;
+  readonly maxEventPorts: number;
+  readonly backendDomid: number;
+  readonly backendEvents: SharedArrayBuffer;
+}
+
+export interface SimDomain {
+  readonly domid: number;
+  readonly name: string;
+  readonly memoryBytes: number;
+  readonly handles: GuestDomainHandles;
+}
+
+interface DomainRecord {
+  readonly domain: SimDomain;
+  readonly grants: GrantDomain;
+  readonly events: EvtchnTable;
+}
+
+export class SimHypervisor {
+  readonly grantFrames: number;
+  readonly maxEventPorts: number;
+  readonly #domains = new Map<number, DomainRecord>();
+  readonly #dom0Events: EvtchnTable;
+  readonly #grants: SimBackendGrants;
+  readonly #events: SimBackendEvents;
+  #nextDomid = 1;
+
+  constructor(options: SimHypervisorOptions = {}) {
+    const grantFrames = options.grantFrames ?? DEFAULT_GRANT_FRAMES;
+    if (!Number.isInteger(grantFrames) || grantFrames < 1 || grantFrames > 4096) {
+      throw new DomainError(`grantFrames ${grantFrames} must be an integer from 1 to 4096`);
+    }
+    const maxEventPorts = options.maxEventPorts ?? DEFAULT_MAX_EVENT_PORTS;
+    if (!Number.isInteger(maxEventPorts) || maxEventPorts < 64 || maxEventPorts > 131072 || maxEventPorts % 32 !== 0) {
+      throw new DomainError(`maxEventPorts ${maxEventPorts} must be a multiple of 32 from 64 to 131072`);
+    }
+    this.grantFrames = grantFrames;
+    this.maxEventPorts = maxEventPorts;
+    this.#dom0Events = new EvtchnTable(DOM0, new SharedArrayBuffer(evtchnTableBytes(maxEventPorts)), maxEventPorts);
+    const peers = (domid: number): EvtchnTable | undefined => this.#eventTable(domid);
+    this.#grants = new SimBackendGrants(DOM0, (domid) => this.#domains.get(domid)?.grants);
+    this.#events = new SimBackendEvents(this.#dom0Events, peers);
+  }
+
+  createDomain(options: CreateDomainOptions): SimDomain {
+    const { name, memoryBytes } = options;
+    if (typeof name !== 'string' || name === '') throw new DomainError('createDomain: a domain needs a name');
+    for (const record of this.#domains.values()) {
+      if (record.domain.name === name) throw new DomainError(`createDomain: domain name '${name}' is already used by domain ${record.domain.domid}`);
+    }
+    if (!Number.isSafeInteger(memoryBytes) || memoryBytes < 1) {
+      throw new DomainError(`createDomain '${name}': memoryBytes ${memoryBytes} must be a positive integer`);
+    }
+    if (memoryBytes > MAX_MEMORY_BYTES) {
+      throw new DomainError(`createDomain '${name}': memoryBytes ${memoryBytes} exceeds 4 GiB, the most a shared WebAssembly.Memory can hold`);
+    }
+    if (this.#nextDomid > DOMID_MAX) throw new DomainError('createDomain: no domids left');
+    const domid = this.#nextDomid++;
+    const wasmPages = Math.ceil(memoryBytes / WASM_PAGE_SIZE);
+    const memory = createSharedMemory(wasmPages);
+    const grantTable = new SharedArrayBuffer(this.grantFrames * PAGE_SIZE);
+    const nrEntries = this.grantFrames * GRANT_ENTRIES_PER_FRAME;
+    const active = new SharedArrayBuffer(GrantDomain.activeTableBytes(nrEntries));
+    const events = new SharedArrayBuffer(evtchnTableBytes(this.maxEventPorts));
+    const handles: GuestDomainHandles = {
+      domid,
+      name,
+      memory,
+      grantTable,
+      events,
+      maxEventPorts: this.maxEventPorts,
+      backendDomid: DOM0,
+      backendEvents: this.#dom0Events.sab,
+    };
+    const domain: SimDomain = { domid, name, memoryBytes: wasmPages * WASM_PAGE_SIZE, handles };
+    this.#domains.set(domid, {
+      domain,
+      grants: new GrantDomain(domid, grantTable, active, memory.buffer),
+      events: new EvtchnTable(domid, events, this.maxEventPorts),
+    });
+    return domain;
+  }
+
+  /**
+   * Removes a domain: new grant maps of it fail with GNTST_bad_domain and its event ports close
+   * (their peers become unbound). Existing mappings stay valid until unmapped; the guest's worker
+   * is the caller's to terminate.
+   */
+  destroyDomain(domid: number): void {
+    const record = this.#domains.get(domid);
+    if (record === undefined) throw new DomainError(`destroyDomain: no domain ${domid}`);
+    this.#domains.delete(domid);
+    closeAllPorts(record.events, (peer) => (peer === domid ? record.events : this.#eventTable(peer)));
+  }
+
+  domain(domid: number): SimDomain | undefined {
+    return this.#domains.get(domid)?.domain;
+  }
+
+  get domains(): SimDomain[] {
+    return [...this.#domains.values()].map((record) => record.domain);
+  }
+
+  /** dom0's view (main thread). Every call shares the same grant and event state. */
+  backend(xenstore: XenstoreClient): BackendHypervisor {
+    return { domid: DOM0, grants: this.#grants, events: this.#events, xenstore };
+  }
+
+  #eventTable(domid: number): EvtchnTable | undefined {
+    return domid === DOM0 ? this.#dom0Events : this.#domains.get(domid)?.events;
+  }
+}

@@ -1,0 +1,212 @@
+// A simulated Xen host: a xenstore daemon, the hypervisor, dom0's xenstore connection and our
+// blkback, plus the toolstack's part of creating a guest (what `xl create` and libxl write into
+// xenstore, protocol-notes §2) with the guest itself running as a worker thread.
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { Blkback } from '../blkback/blkback.ts';
+import { vdevToDeviceId } from '../config/xl-disk.ts';
+import type { BlockDevice } from '../block/types.ts';
+import { SimHypervisor } from '../hypervisor/sim/hypervisor.ts';
+import { BlockError } from '../internal/errors.ts';
+import { XenstoreDaemon } from '../xenstore/daemon.ts';
+import { connectInProcess } from '../xenstore/client.ts';
+import type { XsClient } from '../xenstore/client.ts';
+import type { GuestMessage, GuestWorkerData } from '../guest/context.ts';
+import { XenbusState } from '../xenbus/state.ts';
+import { StoreRegistry } from './stores.ts';
+
+export interface GuestDisk {
+  /** What `params` says: a path, a store spec (ram:1G) or a registered store name. */
+  readonly target: string;
+  readonly vdev: string;
+  readonly readOnly: boolean;
+  /** phy: direct I/O (kernel blkback analog); qdisk: page cache (QEMU qdisk analog). */
+  readonly backendtype: 'phy' | 'qdisk';
+}
+
+export interface GuestConfig {
+  readonly name: string;
+  readonly memoryMiB: number;
+  readonly vcpus?: number;
+  readonly disks: readonly GuestDisk[];
+}
+
+export interface GuestRun {
+  /** URL of the workload module (default export: GuestWorkload). */
+  readonly workload: string | URL;
+  readonly params?: unknown;
+  readonly front?: GuestWorkerData['front'];
+  readonly onReport?: (message: unknown) => void;
+}
+
+export interface HostOptions {
+  readonly maps?: ReadonlyMap<string, string>;
+  readonly xenstoreSocket?: string;
+  readonly maxRingPageOrder?: number;
+  readonly maxInflight?: number;
+  readonly log?: (line: string) => void;
+}
+
+export class GuestHandle {
+  readonly domid: number;
+  readonly name: string;
+  readonly worker: Worker;
+  readonly result: Promise<unknown>;
+
+  constructor(domid: number, name: string, worker: Worker, result: Promise<unknown>) {
+    this.domid = domid;
+    this.name = name;
+    this.worker = worker;
+    this.result = result;
+  }
+}
+
+export class SimHost {
+  readonly daemon: XenstoreDaemon;
+  readonly hypervisor: SimHypervisor;
+  readonly xs: XsClient;
+  readonly blkback: Blkback;
+  readonly stores: StoreRegistry;
+  readonly #guests = new Map<number, GuestHandle>();
+  readonly #log: (line: string) => void;
+
+  private constructor(options: HostOptions) {
+    this.#log = options.log ?? (() => undefined);
+    this.daemon = new XenstoreDaemon();
+    this.hypervisor = new SimHypervisor();
+    this.xs = connectInProcess(this.daemon, 0);
+    this.stores = new StoreRegistry(options.maps);
+    const blkbackOptions = {
+      open: this.stores.open,
+      log: this.#log,
+      ...(options.maxRingPageOrder === undefined ? {} : { maxRingPageOrder: options.maxRingPageOrder }),
+      ...(options.maxInflight === undefined ? {} : { maxInflight: options.maxInflight }),
+    };
+    this.blkback = new Blkback(this.hypervisor.backend(this.xs), blkbackOptions);
+  }
+
+  static async start(options: HostOptions = {}): Promise<SimHost> {
+    const host = new SimHost(options);
+    if (options.xenstoreSocket !== undefined) await host.daemon.listenUnix(options.xenstoreSocket);
+    await host.xs.write('/local/domain/0/name', 'Domain-0');
+    await host.xs.write('/local/domain/0/domid', '0');
+    await host.blkback.start();
+    return host;
+  }
+
+  registerStore(name: string, device: BlockDevice): void {
+    this.stores.register(name, device);
+  }
+
+  async createGuest(config: GuestConfig, run: GuestRun): Promise<GuestHandle> {
+    const disks = config.disks.map((d) => ({ ...d, devid: vdevToDeviceId(d.vdev) }));
+    const seen = new Set<number>();
+    for (const d of disks) {
+      if (seen.has(d.devid)) throw new BlockError('BLK_ERR_CONFIG', `guest ${config.name}: vdev ${d.vdev} given twice`);
+      seen.add(d.devid);
+    }
+    const domain = this.hypervisor.createDomain({ name: config.name, memoryBytes: config.memoryMiB * 1024 * 1024 });
+    const id = domain.domid;
+    const xs = this.xs;
+    const dom = `/local/domain/${id}`;
+    await xs.transaction(async (tx) => {
+      // libxl: the domain's directory is dom0's, readable by the guest; device/ is the guest's own.
+      await xs.write(`${dom}/name`, config.name, tx);
+      await xs.write(`${dom}/domid`, String(id), tx);
+      await xs.setPerms(dom, [{ domid: 0, perm: 'n' }, { domid: id, perm: 'r' }], tx);
+      await xs.mkdir(`${dom}/device`, tx);
+      await xs.setPerms(`${dom}/device`, [{ domid: id, perm: 'n' }], tx);
+      await xs.mkdir(`${dom}/data`, tx);
+      await xs.setPerms(`${dom}/data`, [{ domid: id, perm: 'n' }], tx);
+      for (const d of disks) {
+        const be = `/local/domain/0/backend/vbd/${id}/${d.devid}`;
+        const fe = `${dom}/device/vbd/${d.devid}`;
+        const backend: [string, string][] = [
+          ['frontend', fe],
+          ['params', d.target],
+          ['frontend-id', String(id)],
+          ['online', '1'],
+          ['removable', '0'],
+          ['bootable', '1'],
+          ['state', String(XenbusState.Initialising)],
+          ['dev', d.vdev],
+          ['type', d.backendtype],
+          ['mode', d.readOnly ? 'r' : 'w'],
+          ['device-type', 'disk'],
+          ['discard-enable', '1'],
+        ];
+        const frontend: [string, string][] = [
+          ['backend', be],
+          ['backend-id', '0'],
+          ['state', String(XenbusState.Initialising)],
+          ['virtual-device', String(d.devid)],
+          ['device-type', 'disk'],
+        ];
+        await xs.mkdir(be, tx);
+        await xs.setPerms(be, [{ domid: 0, perm: 'n' }, { domid: id, perm: 'r' }], tx);
+        for (const [k, v] of backend) await xs.write(`${be}/${k}`, v, tx);
+        await xs.mkdir(fe, tx);
+        await xs.setPerms(fe, [{ domid: id, perm: 'n' }, { domid: 0, perm: 'r' }], tx);
+        for (const [k, v] of frontend) await xs.write(`${fe}/${k}`, v, tx);
+      }
+    });
+
+    const { port1, port2 } = new MessageChannel();
+    this.daemon.connectPort(id, port1);
+    const data: GuestWorkerData = {
+      domid: id,
+      name: config.name,
+      handles: domain.handles,
+      xenstorePort: port2,
+      disks: disks.map((d) => ({ vdev: d.vdev, devid: d.devid })),
+      workload: String(run.workload),
+      params: run.params,
+      front: run.front ?? {},
+    };
+    const worker = new Worker(new URL('../guest/worker.js', import.meta.url), { workerData: data, transferList: [port2] });
+    const result = new Promise<unknown>((resolve, reject) => {
+      let settled = false;
+      worker.on('message', (m: GuestMessage) => {
+        if (m.type === 'report') run.onReport?.(m.message);
+        else if (m.type === 'result') {
+          settled = true;
+          resolve(m.result);
+        } else if (m.type === 'error') {
+          settled = true;
+          reject(new BlockError('BLK_ERR_GUEST', `guest ${config.name} (domain ${id}): ${m.message}`));
+        }
+      });
+      worker.on('error', (err) => {
+        settled = true;
+        reject(new BlockError('BLK_ERR_GUEST', `guest ${config.name} (domain ${id}) crashed: ${err.message}`, { cause: err }));
+      });
+      worker.on('exit', (code) => {
+        if (!settled) reject(new BlockError('BLK_ERR_GUEST', `guest ${config.name} (domain ${id}) exited with code ${code} before finishing`));
+      });
+    });
+    const handle = new GuestHandle(id, config.name, worker, result);
+    this.#guests.set(id, handle);
+    // Whatever the outcome, the toolstack destroys the domain once its worker is gone.
+    worker.once('exit', () => void this.destroyGuest(id));
+    this.#log(`created guest ${config.name} as domain ${id} with ${disks.map((d) => d.vdev).join(', ') || 'no disks'}`);
+    return handle;
+  }
+
+  /** xl destroy: stop the worker, remove its xenstore entries (blkback tears its devices down), free the domain. */
+  async destroyGuest(domid: number): Promise<void> {
+    const handle = this.#guests.get(domid);
+    if (handle === undefined) return;
+    this.#guests.delete(domid);
+    await handle.worker.terminate();
+    await this.xs.rm(`/local/domain/0/backend/vbd/${domid}`).catch(() => undefined);
+    await this.xs.rm(`/local/domain/${domid}`).catch(() => undefined);
+    this.hypervisor.destroyDomain(domid);
+  }
+
+  async stop(): Promise<void> {
+    for (const id of [...this.#guests.keys()]) await this.destroyGuest(id);
+    await this.blkback.stop();
+    await this.stores.close();
+    this.xs.close();
+    await this.daemon.close();
+  }
+}

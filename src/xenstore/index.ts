@@ -1,0 +1,12 @@
+export { XsType, XSD_ERRORS, XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, xsTypeName } from './constants.ts';
+export type { XsErrorName } from './constants.ts';
+export { XsDecoder, encodeMessage, decodeHeader, nulStrings, splitNul } from './codec.ts';
+export type { XsHeader, XsMessage } from './codec.ts';
+export { XenstoreError } from './errors.ts';
+export { XsClient, clientFromPort, connectInProcess, connectUnix, messagePortTransport } from './client.ts';
+export type { XsClientOptions } from './client.ts';
+export { XenstoreDaemon } from './daemon.ts';
+export type { XenstoreDaemonOptions, XsConnection } from './daemon.ts';
+export { transportPair, socketTransport } from './transport.ts';
+export type { XsTransport } from './transport.ts';
+export type { XsUnixServer } from './unix.ts';

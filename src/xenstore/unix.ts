@@ -1,0 +1,64 @@
+// xenstored's Unix socket: listen, refuse to steal a live daemon's path, remove the file at close.
+
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { xsError } from './errors.ts';
+import { socketTransport } from './transport.ts';
+import type { XsTransport } from './transport.ts';
+
+export interface XsUnixServer {
+  readonly path: string;
+  /** Stops listening, closes its connections and removes the socket file. */
+  close(): Promise<void>;
+}
+
+function probe(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createConnection(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export async function listenUnix(path: string, onConnection: (t: XsTransport) => void): Promise<XsUnixServer> {
+  if (existsSync(path)) {
+    if (!lstatSync(path).isSocket()) throw xsError('EEXIST', 'listen', path, 'exists and is not a socket');
+    if (await probe(path)) throw xsError('EBUSY', 'listen', path, 'another daemon is serving this socket');
+    unlinkSync(path); // stale socket of a daemon that died
+  }
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    onConnection(socketTransport(socket));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  let closing: Promise<void> | undefined;
+  return {
+    path,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        // net.Server unlinks its Unix socket path on close.
+        server.close(() => {
+          try {
+            unlinkSync(path);
+          } catch {
+            // already gone
+          }
+          resolve();
+        });
+      });
+      return closing;
+    },
+  };
+}

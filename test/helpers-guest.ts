@@ -1,0 +1,45 @@
+// Shared helpers for tests that run simulated guests.
+import { execFileSync } from 'node:child_process';
+import type { BlockDevice } from '../src/block/types.ts';
+import { allocAlignedShared } from '../src/block/aligned-memory.ts';
+import { checkSector } from '../src/workload/pattern.ts';
+
+export const VERIFY = new URL('../src/guest/workloads/verify.js', import.meta.url);
+export const WRITE_PATTERN = new URL('./fixtures/guest/write-pattern.js', import.meta.url);
+
+/** Reads [offset, offset+length) of a store straight from the host and counts sectors that do not carry generation `generation`. */
+export async function countBadSectors(device: BlockDevice, offset: number, length: number, seed: number, generation: number): Promise<number> {
+  const chunk = 1 << 20;
+  const buf = allocAlignedShared(chunk);
+  let bad = 0;
+  for (let at = offset; at < offset + length; at += chunk) {
+    const n = Math.min(chunk, offset + length - at);
+    await device.readv(at, [buf.subarray(0, n)]);
+    const words = new Uint32Array(buf.buffer, buf.byteOffset, n / 4);
+    for (let s = 0; s < n / 512; s++) if (checkSector(words, s, seed, at / 512 + s, generation) >= 0) bad++;
+  }
+  return bad;
+}
+
+/** Why a loop device cannot be made here, or null. */
+export function loopUnavailable(): string | null {
+  if (process.getuid?.() !== 0) return 'needs root for losetup';
+  try {
+    execFileSync('losetup', ['--version'], { stdio: 'ignore' });
+  } catch {
+    return 'losetup not installed';
+  }
+  return null;
+}
+
+export function makeLoop(image: string): string {
+  return execFileSync('losetup', ['--direct-io=on', '-f', '--show', image], { encoding: 'utf8' }).trim();
+}
+
+export function dropLoop(device: string): void {
+  try {
+    execFileSync('losetup', ['-d', device]);
+  } catch {
+    // already gone
+  }
+}
