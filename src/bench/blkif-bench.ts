@@ -40,6 +40,7 @@ export interface BenchOptions {
   readonly cases: readonly BenchCase[];
   readonly kernel: boolean;
   readonly progress: (line: string) => void;
+  readonly xenstoreSocket?: string;
 }
 
 export function defaultCases(): BenchCase[] {
@@ -54,7 +55,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const { seconds, span } = options;
   const ram = createRamDisk(span, { name: 'ram:bench' });
   await prefill(ram, span);
-  const host = await SimHost.start();
+  const host = await SimHost.start(options.xenstoreSocket === undefined ? {} : { xenstoreSocket: options.xenstoreSocket });
   host.registerStore('bench-ram', ram);
   const arena = allocAlignedShared(Math.max(...options.cases.map((c) => c.iodepth * Math.ceil(c.bs / 4096) * 4096), 65536));
   let kernel: KernelPath | null = null;

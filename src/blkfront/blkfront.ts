@@ -38,6 +38,8 @@ export interface BlkfrontStats {
   notifies: number;
   events: number;
   errors: number;
+  /** Size changes announced by the backend. */
+  resizes: number;
 }
 
 /** One user call (readv, writev, flush, discard); may become several ring requests. */
@@ -71,7 +73,7 @@ const PROTOCOL_NAME: Record<BlkifAbi, string> = { x86_64: 'x86_64-abi', x86_32: 
 export class Blkfront implements BlockDevice {
   readonly name: string;
   readonly devid: number;
-  readonly stats: BlkfrontStats = { requests: 0, responses: 0, queued: 0, maxQueued: 0, notifies: 0, events: 0, errors: 0 };
+  readonly stats: BlkfrontStats = { requests: 0, responses: 0, queued: 0, maxQueued: 0, notifies: 0, events: 0, errors: 0, resizes: 0 };
   #info: BlockDeviceInfo;
   #hv: GuestHypervisor;
   #abi: BlkifAbi;
@@ -188,6 +190,27 @@ export class Blkfront implements BlockDevice {
     await this.#waitBackend((s) => s === XenbusState.Connected, 'Connected');
     await this.#readDiskInfo();
     await xs.write(`${fe}/state`, String(XenbusState.Connected));
+    // The backend announces a resize by rewriting `sectors` and `state` (Connected again): re-read the size.
+    await xs.watch(`${this.#backendPath}/state`, this.#resizeToken, () => void this.#backendChanged());
+  }
+
+  get #resizeToken(): string {
+    return `blkfront-${this.devid}-backend`;
+  }
+
+  async #backendChanged(): Promise<void> {
+    if (this.#closed) return;
+    const xs = this.#hv.xenstore;
+    const state = parseXenbusState(await xs.tryRead(`${this.#backendPath}/state`).catch(() => undefined));
+    if (state !== XenbusState.Connected) return;
+    const text = await xs.tryRead(`${this.#backendPath}/sectors`).catch(() => undefined);
+    const sectors = Number(text);
+    if (text === undefined || !Number.isSafeInteger(sectors) || sectors < 0) return;
+    const size = sectors * SECTOR_SIZE;
+    if (size !== this.#info.size) {
+      this.stats.resizes++;
+      this.#info = { ...this.#info, size };
+    }
   }
 
   async #readDiskInfo(): Promise<void> {
@@ -565,6 +588,7 @@ export class Blkfront implements BlockDevice {
     this.#closed = true;
     if (this.#inflight > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
     const xs = this.#hv.xenstore;
+    await xs.unwatch(`${this.#backendPath}/state`, this.#resizeToken).catch(() => undefined);
     await xs.write(`${this.#frontendPath}/state`, String(XenbusState.Closing));
     await this.#waitBackend((s) => s >= XenbusState.Closing, 'Closing').catch(() => XenbusState.Closing);
     await xs.write(`${this.#frontendPath}/state`, String(XenbusState.Closed));

@@ -92,3 +92,15 @@ export class LatencyHistogram {
     return { count: this.count, min: this.count ? this.min : 0, max: this.max, mean: this.mean, p50: p50!, p99: p99!, p999: p999! };
   }
 }
+
+/** A histogram that crossed a thread boundary (structured clone drops the prototype): give it back its methods. */
+export function reviveHistogram(data: { buckets: Float64Array; count: number; sum: number; sumSquares: number; min: number; max: number }): LatencyHistogram {
+  const h = new LatencyHistogram();
+  h.buckets.set(data.buckets);
+  h.count = data.count;
+  h.sum = data.sum;
+  h.sumSquares = data.sumSquares;
+  h.min = data.min;
+  h.max = data.max;
+  return h;
+}

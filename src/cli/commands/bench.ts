@@ -24,6 +24,7 @@ Options:
   --iodepth LIST  queue depths (default 1,32,256)
   --quick         0.5 s per run and QD 1 and 32 only
   --no-kernel     skip the fio yardstick
+  --xenstore-socket PATH  serve the simulated host's xenstore on this Unix socket while it runs
   --json          print one JSON document: { machine, results: [{ path, rw, bs, iodepth, iops, mbps }] }
 
 Figures move with the machine's load: compare paths within one run, not across runs.
@@ -49,6 +50,7 @@ export const benchCommand: Command = {
         quick: { type: 'boolean', default: false },
         'no-kernel': { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
+        'xenstore-socket': { type: 'string' },
       },
       strict: true,
     });
@@ -70,7 +72,8 @@ export const benchCommand: Command = {
     const progress = (line: string): void => {
       process.stderr.write(`${line}\n`);
     };
-    const report = await runBench({ seconds, span, cases, kernel: !values['no-kernel'], progress });
+    const socket = values['xenstore-socket'];
+    const report = await runBench({ seconds, span, cases, kernel: !values['no-kernel'], progress, ...(socket === undefined ? {} : { xenstoreSocket: socket }) });
     if (values.json) {
       process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     } else {
