@@ -66,6 +66,12 @@ export class RingServer {
   #barrier: PendingRequest | null = null;
   #drained: (() => void) | null = null;
   #stalledOnBudget = false;
+  #publishScheduled = false;
+
+  readonly #publish = (): void => {
+    this.#publishScheduled = false;
+    if (this.#back.pushResponsesAndCheckNotify()) this.#o.events.notify();
+  };
 
   constructor(options: RingServerOptions) {
     this.#o = options;
@@ -328,7 +334,12 @@ export class RingServer {
     const operation = r.operation === BLKIF_OP.INDIRECT ? r.indirectOp : r.operation;
     encodeResponse(this.#o.abi, this.#rsp, r.idLo, r.idHi, operation, status);
     this.#back.putResponse(this.#rsp);
-    if (this.#back.pushResponsesAndCheckNotify()) this.#o.events.notify();
+    // Completions that land together (a RAM disk finishes a whole turn's requests in one microtask
+    // run) are published with one push and at most one notify, not one wake-up of the guest each.
+    if (!this.#publishScheduled) {
+      this.#publishScheduled = true;
+      queueMicrotask(this.#publish);
+    }
     this.#inflight--;
     this.#o.budget.release();
     this.#free.push(pr);
@@ -343,6 +354,7 @@ export class RingServer {
       this.kick();
     }
     if (this.#inflight === 0 && this.#drained !== null) {
+      this.#publish(); // the ring is about to be unmapped: publish now, not in a microtask
       const done = this.#drained;
       this.#drained = null;
       done();
