@@ -18,7 +18,7 @@ For each pattern (random reads or writes, block size, queue depth) it runs, in t
 
 Options:
   --seconds N     run time per pattern and path (default 2; --quick: 0.5)
-  --span SIZE     bytes of disk the random offsets cover (default 256M)
+  --span SIZE     bytes of disk the random offsets cover (default 1G, like the kernel-path baselines)
   --rw LIST       randread, randwrite or both (default both)
   --bs LIST       block sizes (default 4k,64k)
   --iodepth LIST  queue depths (default 1,32,256)
@@ -56,7 +56,7 @@ export const benchCommand: Command = {
     });
     const seconds = values.seconds !== undefined ? Number(values.seconds) : values.quick ? 0.5 : 2;
     if (!(seconds > 0)) throw new UsageError(`--seconds: '${values.seconds}' is not a positive number`);
-    const span = parseSize(values.span ?? '256M', '--span');
+    const span = parseSize(values.span ?? '1G', '--span');
     const rws = (values.rw ?? 'randread,randwrite').split(',').map((s) => {
       if (s !== 'randread' && s !== 'randwrite') throw new UsageError(`--rw: '${s}' is not randread or randwrite`);
       return s;
