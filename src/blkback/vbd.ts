@@ -259,16 +259,21 @@ export class Vbd {
 
   /** Tells the frontend the disk changed size: `sectors` and a rewrite of `state`, in one transaction. */
   resize(newSize: number): Promise<void> {
-    return this.#enqueue(async () => {
-      const device = this.#opened?.device;
-      if (device?.resize === undefined) throw new BlockError('BLK_ERR_UNSUPPORTED', `${this.name}: the store cannot be resized`);
-      await device.resize(newSize);
+    const device = this.#opened?.device;
+    if (device?.resize === undefined) {
+      return Promise.reject(new BlockError('BLK_ERR_UNSUPPORTED', `${this.name}: the store (${device?.name ?? 'not open'}) cannot be resized`));
+    }
+    // A refused resize is the caller's error, not the device's: it must not tear the disk down.
+    const run = this.#serial.then(async () => {
+      await device.resize!(newSize);
       const xs = this.#ctx.hv.xenstore;
       await xs.transaction(async (tx) => {
         await xs.write(`${this.backendPath}/sectors`, String(Math.floor(device.info.size / SECTOR_SIZE)), tx);
         await xs.write(`${this.backendPath}/state`, String(this.state), tx);
       });
     });
+    this.#serial = run.catch(() => undefined);
+    return run;
   }
 
   /** The toolstack removed the device (or the domain died): stop serving and release the store. */

@@ -147,7 +147,10 @@ export class Blkfront implements BlockDevice {
     if (backend === undefined) throw new BlockError('BLK_ERR_XENBUS', `${this.name}: ${fe}/backend is missing (no such disk?)`);
     this.#backendPath = backend;
     this.#backendId = Number((await xs.tryRead(`${fe}/backend-id`)) ?? '0');
-    await this.#waitBackend((s) => s >= XenbusState.InitWait, 'InitWait');
+    // Announce a (re)start: a backend left Closed by an earlier frontend goes back to InitWait on
+    // Initialising, and only InitWait means it is ready for our ring (Linux blkfront does the same).
+    await xs.write(`${fe}/state`, String(XenbusState.Initialising));
+    await this.#waitBackend((s) => s === XenbusState.InitWait, 'InitWait', false);
 
     const maxOrder = Number((await xs.tryRead(`${backend}/max-ring-page-order`)) ?? '0');
     const order = Math.max(0, Math.min(wantedOrder, Number.isInteger(maxOrder) ? maxOrder : 0));
@@ -245,7 +248,8 @@ export class Blkfront implements BlockDevice {
     };
   }
 
-  #waitBackend(done: (state: number) => boolean, what: string): Promise<number> {
+  /** Waits for the backend's state to satisfy `done`; Closing/Closed meanwhile is an error when `failOnClose`. */
+  #waitBackend(done: (state: number) => boolean, what: string, failOnClose = true): Promise<number> {
     const xs = this.#hv.xenstore;
     const path = `${this.#backendPath}/state`;
     const token = `blkfront-${this.devid}-${what}`;
@@ -268,7 +272,7 @@ export class Blkfront implements BlockDevice {
           void xs.tryRead(path).then((text) => {
             const state = parseXenbusState(text);
             if (done(state)) finish(null, state);
-            else if (state === XenbusState.Closing || state === XenbusState.Closed) {
+            else if (failOnClose && (state === XenbusState.Closing || state === XenbusState.Closed)) {
               finish(new BlockError('BLK_ERR_XENBUS', `${this.name}: backend went to state ${state} while we waited for ${what}`));
             }
           }, () => undefined);

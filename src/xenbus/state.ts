@@ -52,9 +52,8 @@ export function backendReaction(backendState: number, frontendState: number): Ba
       return backendState === XenbusState.Closed ? 'none' : 'close';
     case XenbusState.Unknown:
       return 'remove';
-    case XenbusState.InitWait:
-      return 'none';
     default:
+      // InitWait, Reconfiguring, Reconfigured or garbage: Linux calls xenbus_dev_fatal ("saw state %d at frontend").
       return 'fatal';
   }
 }
