@@ -3,6 +3,8 @@
 import type { BackendHypervisor } from '../hypervisor/types.ts';
 import { RateLimitedLog } from '../stats/rate-limited-log.ts';
 import { InflightBudget } from './inflight-budget.ts';
+import { FairShare } from './fair-share.ts';
+import { TURN_COST } from './ring-server.ts';
 import { MAX_RING_PAGE_ORDER, Vbd } from './vbd.ts';
 import type { DeviceOpener, VbdContext } from './vbd.ts';
 
@@ -34,6 +36,7 @@ export class Blkback {
       hv,
       open: options.open,
       budget: new InflightBudget(options.maxInflight ?? 4096),
+      fairShare: new FairShare(TURN_COST),
       maxRingPageOrder: Math.min(MAX_RING_PAGE_ORDER, Math.max(0, options.maxRingPageOrder ?? MAX_RING_PAGE_ORDER)),
       log,
       logError: (message) => this.#errors.log(message),

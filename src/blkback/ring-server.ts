@@ -2,7 +2,7 @@
 // memory once, then validated), map the guest's grants, hand the pages to the block device as an
 // I/O vector, and answer. Everything the frontend wrote is untrusted.
 //
-//   event ──► turn(): up to BATCH requests ──► validate ──► map grants ──► device.readv/writev
+//   event ──► turn(): up to TURN_COST segments ──► validate ──► map grants ──► device.readv/writev
 //                ▲                                                              │
 //                └── final check sets req_event ◄── respond: slot, push, notify ◄┘
 import { BLKIF_OP, BLKIF_RSP, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_DISCARD_SECURE, SECTOR_SIZE } from '../blkif/constants.ts';
@@ -14,9 +14,15 @@ import type { BlockDevice } from '../block/types.ts';
 import type { BackendGrants, EventChannel, GrantMapping } from '../hypervisor/types.ts';
 import type { ErrorKind, VbdStats } from './stats.ts';
 import type { InflightBudget } from './inflight-budget.ts';
+import type { FairShare } from './fair-share.ts';
 
-/** Requests taken per ring per turn before yielding to other rings (fairness between guests). */
-const BATCH = 32;
+/**
+ * Work a ring may take per turn before yielding to the other rings, counted in segments (a request
+ * costs its segment count, at least 1): a guest flooding 11-segment requests must not get 11 times
+ * the service of a guest doing 4 KiB I/O. The turn that overdraws carries the debt to the next one.
+ */
+export const TURN_COST = 16;
+
 
 export interface RingServerOptions {
   readonly ring: SharedRing;
@@ -30,6 +36,8 @@ export interface RingServerOptions {
   readonly discardSecure?: boolean;
   readonly stats: VbdStats;
   readonly budget: InflightBudget;
+  /** Splits the turn quantum among a domain's saturated rings. */
+  readonly fairShare?: FairShare;
   /** Name for messages, e.g. "vbd 3/51712". */
   readonly name: string;
   readonly logError: (message: string) => void;
@@ -67,6 +75,8 @@ export class RingServer {
   #drained: (() => void) | null = null;
   #stalledOnBudget = false;
   #publishScheduled = false;
+  /** Overdraft of the last turn (<= 0), charged to the next. */
+  #carry = 0;
 
   readonly #publish = (): void => {
     this.#publishScheduled = false;
@@ -81,7 +91,7 @@ export class RingServer {
     this.#rsp = new Uint8Array(options.ring.stride);
     for (let i = 0; i < options.ring.size; i++) this.#free.push(new PendingRequest(this));
     this.#sectorsPerBlock = options.device.info.logicalBlockSize / SECTOR_SIZE;
-    options.events.onEvent(this.kick);
+    options.events.onEvent(this.#onEvent);
   }
 
   get inflight(): number {
@@ -92,7 +102,17 @@ export class RingServer {
     return this.#halted;
   }
 
-  /** Schedules a turn; called on every event from the frontend. */
+  /**
+   * An event from the frontend: an idle ring is served at once, from the event itself, rather than
+   * behind the turns other (saturated) rings already have queued; a ring with a turn already queued
+   * just keeps it. This is what keeps a lightly loaded guest's latency low next to a flooding one.
+   */
+  readonly #onEvent = (): void => {
+    if (this.#scheduled || this.#halted || this.#stopping) return;
+    this.#turn();
+  };
+
+  /** Schedules a turn (after the other rings' queued turns). */
   readonly kick = (): void => {
     if (this.#scheduled || this.#halted || this.#stopping) return;
     this.#scheduled = true;
@@ -101,8 +121,14 @@ export class RingServer {
 
   readonly #turn = (): void => {
     this.#scheduled = false;
+    this.#takeRequests();
+  };
+
+  #takeRequests(): void {
     if (this.#halted || this.#stopping || this.#barrier !== null) return;
-    let budget = BATCH;
+    const fair = this.#o.fairShare;
+    let budget = (fair === undefined ? TURN_COST : fair.quantum(this.#o.frontendDomid)) + this.#carry;
+    this.#carry = 0;
     for (;;) {
       if (this.#back.requestProdOverflow()) {
         this.#halt();
@@ -120,23 +146,29 @@ export class RingServer {
           this.#o.budget.release();
           break;
         }
-        budget--;
         const pr = this.#free.pop()!;
         decodeRequest(this.#o.abi, this.#slot, pr.req);
+        budget -= Math.max(1, Math.min(pr.req.nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST));
         this.#inflight++;
         this.#dispatch(pr);
         if (this.#barrier !== null) return;
       }
-      if (budget === 0) {
+      if (budget <= 0) {
+        this.#carry = budget;
+        this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, true);
         this.kick(); // more may be waiting: come back after other rings had their turn
         return;
       }
-      if (!this.#back.finalCheckForRequests()) return;
+      if (!this.#back.finalCheckForRequests()) {
+        this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
+        return;
+      }
     }
-  };
+  }
 
   #halt(): void {
     this.#halted = true;
+    this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
     this.#o.stats.errors.ring_overflow++;
     this.#o.logError(
       `${this.#o.name}: frontend produced more requests than the ring holds (req_prod ${this.#o.ring.reqProd}, ` +
@@ -254,7 +286,12 @@ export class RingServer {
     pr.sectors = sectors;
     pr.bytes = sectors * SECTOR_SIZE;
     const offset = pr.req.sectorNumber * SECTOR_SIZE;
-    const io = write ? this.#o.device.writev(offset, pr.iov) : this.#o.device.readv(offset, pr.iov);
+    let io: Promise<void>;
+    try {
+      io = write ? this.#o.device.writev(offset, pr.iov) : this.#o.device.readv(offset, pr.iov);
+    } catch (err) {
+      io = Promise.reject(err); // a store that throws instead of rejecting must not kill the ring
+    }
     io.then(pr.onDone, pr.onFail);
   }
 
@@ -272,7 +309,7 @@ export class RingServer {
     pr.sectors = sectors;
     pr.bytes = sectors * SECTOR_SIZE;
     const device = this.#o.device;
-    const flushed = device.flush();
+    const flushed = Promise.resolve().then(() => device.flush());
     if (sectors === 0) flushed.then(pr.onDone, pr.onFail);
     else flushed.then(() => device.writev(pr.req.sectorNumber * SECTOR_SIZE, pr.iov)).then(pr.onDone, pr.onFail);
   }
@@ -300,7 +337,9 @@ export class RingServer {
     if (!this.#checkRange(pr, r.sectorNumber, r.nrSectors)) return;
     pr.sectors = 0;
     pr.bytes = 0;
-    this.#o.device.discard(r.sectorNumber * SECTOR_SIZE, r.nrSectors * SECTOR_SIZE).then(pr.onDone, pr.onFail);
+    Promise.resolve()
+      .then(() => this.#o.device.discard(r.sectorNumber * SECTOR_SIZE, r.nrSectors * SECTOR_SIZE))
+      .then(pr.onDone, pr.onFail);
   }
 
   #reject(pr: PendingRequest, status: number, kind: ErrorKind, why: string): void {
@@ -364,6 +403,7 @@ export class RingServer {
   /** Stops taking requests and resolves once every request in flight has been answered. */
   stop(): Promise<void> {
     this.#stopping = true;
+    this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
     if (this.#inflight === 0) return Promise.resolve();
     return new Promise((resolve) => {
       this.#drained = resolve;

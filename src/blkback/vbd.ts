@@ -11,6 +11,7 @@ import type { BackendHypervisor, EventChannel, GrantMapping } from '../hyperviso
 import { BlockError } from '../internal/errors.ts';
 import { backendReaction, parseXenbusState, XenbusState, xenbusStateName } from '../xenbus/state.ts';
 import type { InflightBudget } from './inflight-budget.ts';
+import type { FairShare } from './fair-share.ts';
 import { RingServer } from './ring-server.ts';
 import { VbdStats } from './stats.ts';
 
@@ -34,6 +35,7 @@ export interface VbdContext {
   readonly hv: BackendHypervisor;
   readonly open: DeviceOpener;
   readonly budget: InflightBudget;
+  readonly fairShare: FairShare;
   readonly maxRingPageOrder: number;
   readonly log: (message: string) => void;
   readonly logError: (message: string) => void;
@@ -209,6 +211,7 @@ export class Vbd {
       discard: this.#discard,
       stats: this.stats,
       budget: this.#ctx.budget,
+      fairShare: this.#ctx.fairShare,
       name: this.name,
       logError: this.#ctx.logError,
     });
