@@ -126,6 +126,10 @@ export interface FioJob {
   readonly kbBase: 1024 | 1000;
   /** The options as written for this job (after inheritance), in fio's `job options` JSON form: name -> value string. */
   readonly options: Readonly<Record<string, string>>;
+  /** Added by the job-file parser: offset_increment given as N% of the file (1..100; 0 = given in bytes, see offsetIncrement). */
+  readonly offsetIncrementPercent: number;
+  /** Added by the job-file parser: io_size given as N% (1..100; 0 = given in bytes, see ioSize). */
+  readonly ioSizePercent: number;
 }
 
 /** Result of parsing one or more job files. */

@@ -1,0 +1,551 @@
+// Runs one job (one clone) against a BlockDevice: fio's do_io/do_verify loop (backend.c) as an
+// async pump. Up to iodepth I/Os are in flight; submissions go out in iodepth_batch_submit groups;
+// when the queue is full it reaps at least iodepth_batch_complete_min completions and, with
+// iodepth_low, keeps reaping down to that depth before submitting again. Every wait is a promise
+// (with a coarse ticker for runtime/ramp/log windows), so timers keep running while the device is
+// slow and a fast in-process device cannot starve the event loop (the pump yields every few ms).
+import { randomInt } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { setImmediate as immediate } from 'node:timers/promises';
+import type { Ddir, FioJob, PerDdir } from '../job.ts';
+import type { JobResult, VerifyFailure } from '../stats.ts';
+import { LatencyHistogram } from '../../stats/latency-histogram.ts';
+import { BlockError, Errno } from '../../internal/errors.ts';
+import { WorkloadPattern, type IoDesc } from './pattern.ts';
+import { STREAM, streamSeed, Taus88 } from './rand.ts';
+import { jobGeometry, type JobGeometry } from './region.ts';
+import { StatsCollector } from './stats-collector.ts';
+import type { EngineContext, JobProgress, LogSink, RunControl } from './types.ts';
+import { checkVerifyRead, EILSEQ, prepareVerifyWrite, verifyContext, type VerifyContext } from './verify.ts';
+
+/** fio's default randseed (options.c: 0x89). */
+export const FIO_DEFAULT_RANDSEED = 0x89;
+/** Engines fio runs synchronously: "queue depth will be capped at 1". */
+const SYNC_ENGINES = new Set(['sync', 'psync', 'vsync', 'pvsync', 'pvsync2', 'mmap']);
+const TICK_MS = 5;
+const YIELD_EVERY_MS = 2;
+
+interface Slot {
+  readonly buf: Uint8Array;
+  readonly words: Uint32Array;
+  readonly view: DataView;
+  readonly iovs: Map<number, Uint8Array[]>;
+  ddir: Ddir;
+  offset: number;
+  len: number;
+  prepMs: number;
+  issueMs: number;
+  /** Check the data when the read completes (verify phase, or a read job with verify=). */
+  check: boolean;
+  onDone: () => void;
+  onErr: (e: unknown) => void;
+}
+
+export function effectiveDepth(job: FioJob): number {
+  return SYNC_ENGINES.has(job.ioengine) ? 1 : Math.max(1, job.iodepth);
+}
+
+export function jobBaseSeed(job: FioJob): number {
+  if ('randseed' in job.options || job.randrepeat) return job.randseed;
+  return randomInt(0, 2 ** 32);
+}
+
+export class JobRunner {
+  readonly job: FioJob;
+  readonly geo: JobGeometry;
+  private readonly ctx: EngineContext;
+  private readonly now: () => number;
+  private readonly depth: number;
+  private readonly stats: StatsCollector;
+  private readonly slots: Slot[] = [];
+  private readonly free: Slot[] = [];
+  private readonly done: Slot[] = [];
+  private readonly batch: Slot[] = [];
+  private readonly desc: IoDesc = { ddir: 0, offset: 0, len: 0 };
+  private hasPending = false;
+  private waiter: (() => void) | null = null;
+  private waitNeed = 0;
+  private ticker: ReturnType<typeof setInterval> | null = null;
+  private readonly totalBytes: [number, number, number] = [0, 0, 0];
+  private readonly totalIos: [number, number, number] = [0, 0, 0];
+  private readonly paceBytes: [number, number, number] = [0, 0, 0];
+  private readonly paceIos: [number, number, number] = [0, 0, 0];
+  private paceStart = 0;
+  private startMs = 0;
+  private rampEnd = 0;
+  private measuring = false;
+  private measureStart = 0;
+  private measureEpoch = 0;
+  private cpu0: NodeJS.CpuUsage = { user: 0, system: 0 };
+  private ru0: NodeJS.ResourceUsage | null = null;
+  private phaseOver = false;
+  private stopped = false;
+  private finished = false;
+  private drainToLow = false;
+  private thinkCount = 0;
+  private writesSinceSync = 0;
+  private numberio = 0;
+  private error = 0;
+  private errorMessage = '';
+  private readonly failures: VerifyFailure[] = [];
+  private readonly syncLat = new LatencyHistogram();
+  private syncIos = 0;
+  private readonly verify: VerifyContext | null;
+  private readonly dataRand: Taus88;
+  private readonly dataFill: () => number;
+  /** Written blocks (offset, length, order) for the verify phase. */
+  private readonly written: number[] = [];
+  private readonly baseSeed: number;
+  private readonly sink: LogSink | null;
+
+  constructor(job: FioJob, ctx: EngineContext) {
+    this.job = job;
+    this.ctx = ctx;
+    this.now = ctx.now ?? (() => performance.now());
+    this.geo = jobGeometry(job, ctx.device.info.size);
+    this.depth = effectiveDepth(job);
+    this.baseSeed = jobBaseSeed(job);
+    this.sink = ctx.logs?.(job) ?? null;
+    this.stats = new StatsCollector(job, this.geo.ddirs, this.sink);
+    this.verify = job.verify !== 'none' ? verifyContext(job, ctx.device.name) : null;
+    this.dataRand = new Taus88(streamSeed(this.baseSeed, job.threadNumber, STREAM.DATA));
+    const r = this.dataRand;
+    this.dataFill = () => r.next();
+  }
+
+  progress(): JobProgress {
+    return {
+      bytes: [...this.totalBytes] as PerDdir<number>,
+      ios: [...this.totalIos] as PerDdir<number>,
+      elapsedMs: this.startMs === 0 ? 0 : this.now() - this.startMs,
+      done: this.finished,
+    };
+  }
+
+  /** Stops early: nothing new is issued; in-flight I/O completes and run() returns the results. */
+  stop(): void {
+    this.stopped = true;
+    this.kick();
+  }
+
+  async run(control: RunControl = {}): Promise<JobResult> {
+    const job = this.job;
+    const signal = control.signal;
+    const onAbort = (): void => this.stop();
+    signal?.addEventListener('abort', onAbort);
+    if (signal?.aborted === true) this.stopped = true;
+    try {
+      const delayMs = startDelayMs(job, this.baseSeed);
+      if (delayMs > 0 && !this.stopped) await abortableSleep(delayMs, signal);
+      this.setup();
+      this.startMs = this.now();
+      this.paceStart = this.startMs;
+      this.rampEnd = this.startMs + job.rampTimeUs / 1000;
+      if (job.rampTimeUs <= 0) this.beginMeasure(this.startMs);
+      this.ticker = setInterval(() => this.kick(), TICK_MS);
+      const pattern = new WorkloadPattern(job, this.geo, this.baseSeed);
+      this.patternRef = pattern;
+      if (job.rate[0] + job.rate[1] + job.rateIops[0] + job.rateIops[1] > 0) {
+        // A direction over its rate gives way to the other if that one is due sooner (fio's rate_ddir),
+        // so one capped direction does not hold back the other.
+        pattern.rateGate = (d) => {
+          const other = (d ^ 1) as Ddir;
+          return this.dueMs(d) > this.dueMs(other) ? other : d;
+        };
+      }
+      const doesWrite = this.geo.ddirs.includes(1);
+      await this.pump((out) => pattern.next(out), true);
+      if (this.verify !== null && job.doVerify && doesWrite && !this.stopped && this.error === 0) {
+        this.stats.activate(0);
+        this.phaseOver = false;
+        await this.pump(this.verifySource(), false);
+      }
+      if (job.endFsync && doesWrite && this.error === 0) await this.sync();
+      const end = this.now();
+      if (!this.measuring) this.beginMeasure(end);
+      this.stats.finish(end);
+      // The job's rows are complete: the sink may flush its file (shared sinks count their closes).
+      await this.sink?.close();
+      return this.result(end, control.groupId ?? 0);
+    } finally {
+      if (this.ticker !== null) clearInterval(this.ticker);
+      this.ticker = null;
+      signal?.removeEventListener('abort', onAbort);
+      this.finished = true;
+    }
+  }
+
+  private patternRef: WorkloadPattern | null = null;
+
+  private setup(): void {
+    const bytes = Math.max(this.geo.bufferBytes, 512);
+    const fillData = this.geo.ddirs.includes(1) && this.verify === null;
+    for (let i = 0; i < this.depth; i++) {
+      const buf = this.ctx.allocBuffer(bytes);
+      const words = new Uint32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
+      // fio fills write buffers with random data once (refill_buffers is off by default).
+      if (fillData) for (let w = 0; w < words.length; w++) words[w] = this.dataRand.next();
+      const slot: Slot = {
+        buf,
+        words,
+        view: new DataView(buf.buffer, buf.byteOffset, buf.byteLength),
+        iovs: new Map(),
+        ddir: 0,
+        offset: 0,
+        len: 0,
+        prepMs: 0,
+        issueMs: 0,
+        check: false,
+        onDone: () => {},
+        onErr: () => {},
+      };
+      slot.onDone = () => this.complete(slot);
+      slot.onErr = (e: unknown) => this.failed(slot, e);
+      this.slots.push(slot);
+      this.free.push(slot);
+    }
+  }
+
+  private beginMeasure(now: number): void {
+    this.measuring = true;
+    this.measureStart = now;
+    this.measureEpoch = Date.now();
+    this.stats.begin(now);
+    this.patternRef?.resetCounters();
+    this.cpu0 = process.cpuUsage();
+    this.ru0 = process.resourceUsage();
+  }
+
+  private timeCheck(now: number): void {
+    if (!this.measuring) {
+      if (now >= this.rampEnd) this.beginMeasure(now);
+    } else {
+      this.stats.tick(now);
+      const rt = this.job.runtimeUs;
+      if (rt > 0 && now - this.measureStart >= rt / 1000) this.phaseOver = true;
+    }
+  }
+
+  private kick(): void {
+    const w = this.waiter;
+    if (w !== null) {
+      this.waiter = null;
+      w();
+    }
+  }
+
+  private waitDone(n: number, untilMs = 0): Promise<void> | null {
+    if (this.done.length >= n) return null;
+    return new Promise<void>((resolve) => {
+      this.waitNeed = n;
+      this.waiter = resolve;
+      if (untilMs > 0) {
+        const ms = untilMs - this.now();
+        if (ms >= 1) setTimeout(() => this.kick(), ms);
+        else setImmediate(() => this.kick());
+      }
+    });
+  }
+
+  private reap(): void {
+    const max = this.job.iodepthBatchCompleteMax > 0 ? this.job.iodepthBatchCompleteMax : this.depth;
+    let n = 0;
+    while (this.done.length > 0 && n < max) {
+      this.free.push(this.done.pop()!);
+      n++;
+    }
+  }
+
+  private dueMs(d: Ddir): number {
+    const job = this.job;
+    let due = 0;
+    const rate = job.rate[d];
+    if (rate > 0) due = this.paceStart + (this.paceBytes[d] * 1000) / rate;
+    const iops = job.rateIops[d];
+    if (iops > 0) due = Math.max(due, this.paceStart + (this.paceIos[d] * 1000) / iops);
+    return due;
+  }
+
+  /** The main loop for one phase: `next` supplies I/Os until it returns false. */
+  private async pump(next: (out: IoDesc) => boolean, paced: boolean): Promise<void> {
+    const job = this.job;
+    const depth = this.depth;
+    const batchSize = job.iodepthBatchSubmit > 0 ? Math.min(job.iodepthBatchSubmit, depth) : depth;
+    const low = job.iodepthLow > 0 ? Math.min(job.iodepthLow, depth) : depth;
+    const minEvents = Math.max(1, job.iodepthBatchCompleteMin);
+    const desc = this.desc;
+    let exhausted = false;
+    let lastYield = performance.now();
+    this.hasPending = false;
+    for (;;) {
+      let now = this.now();
+      this.timeCheck(now);
+      if (this.stopped || this.phaseOver) break;
+      this.reap();
+      if (this.drainToLow && depth - this.free.length <= low) this.drainToLow = false;
+      let waitUntil = 0;
+      let think = false;
+      let syncNow = false;
+      let n = 0;
+      while (!exhausted && !this.drainToLow && this.free.length > 0) {
+        if (!this.hasPending) {
+          if (!next(desc)) {
+            exhausted = true;
+            break;
+          }
+          this.hasPending = true;
+        }
+        if (paced) {
+          const due = this.dueMs(desc.ddir);
+          if (due > now) {
+            waitUntil = due;
+            break;
+          }
+        }
+        this.hasPending = false;
+        this.prepare(desc, now, !paced);
+        if (this.batch.length >= batchSize) this.commit();
+        if (job.thinktimeUs > 0 && ++this.thinkCount >= Math.max(1, job.thinktimeBlocks)) {
+          this.thinkCount = 0;
+          think = true;
+          break;
+        }
+        if (desc.ddir === 1) {
+          const every = job.fsync > 0 ? job.fsync : job.fdatasync;
+          if (every > 0 && ++this.writesSinceSync >= every) {
+            this.writesSinceSync = 0;
+            syncNow = true;
+            break;
+          }
+        }
+        if ((++n & 63) === 0) {
+          now = this.now();
+          this.timeCheck(now);
+          if (this.phaseOver || this.stopped) break;
+        }
+      }
+      if (this.batch.length > 0) this.commit();
+      if (think || syncNow) {
+        // thinktime (and fsync=N) first let everything in flight complete, as fio's io_u_quiesce.
+        await this.quiesce();
+        if (syncNow) await this.sync();
+        if (think) await sleep(job.thinktimeUs / 1000);
+        continue;
+      }
+      const inflight = depth - this.free.length;
+      if (inflight === 0) {
+        if (exhausted) break;
+        if (waitUntil > 0) await this.waitDone(1, waitUntil);
+      } else if (this.free.length === 0 || this.drainToLow) {
+        if (this.free.length === 0 && low < depth) this.drainToLow = true;
+        await this.waitDone(this.drainToLow ? 1 : Math.min(minEvents, inflight));
+      } else if (waitUntil > 0) {
+        await this.waitDone(1, waitUntil);
+      } else if (exhausted) {
+        await this.waitDone(1);
+      }
+      if (performance.now() - lastYield > YIELD_EVERY_MS) {
+        await immediate();
+        lastYield = performance.now();
+      }
+    }
+    await this.quiesce();
+  }
+
+  /** Waits for every in-flight I/O (fio's io_u_quiesce), the clock still ticking. */
+  private async quiesce(): Promise<void> {
+    this.reap();
+    while (this.free.length + this.done.length < this.depth) {
+      await this.waitDone(this.depth - this.free.length);
+      this.timeCheck(this.now());
+      this.reap();
+    }
+    this.reap();
+  }
+
+  private prepare(desc: IoDesc, now: number, verifyRead: boolean): void {
+    const slot = this.free.pop()!;
+    const d = desc.ddir;
+    slot.ddir = d;
+    slot.offset = desc.offset;
+    slot.len = desc.len;
+    slot.check = false;
+    const v = this.verify;
+    if (v !== null) {
+      if (d === 1) {
+        prepareVerifyWrite(v, slot.buf, slot.words, slot.view, desc.offset, desc.len, this.baseSeed, this.numberio++, this.dataFill);
+        if (this.job.doVerify) this.written.push(desc.offset, desc.len);
+      } else if (d === 0 && (verifyRead || !this.geo.ddirs.includes(1))) {
+        slot.check = true;
+      }
+    }
+    slot.prepMs = now;
+    this.batch.push(slot);
+  }
+
+  private commit(): void {
+    const dev = this.ctx.device;
+    const batch = this.batch;
+    for (let i = 0; i < batch.length; i++) {
+      const slot = batch[i]!;
+      const d = slot.ddir;
+      this.paceBytes[d] += slot.len;
+      this.paceIos[d]++;
+      if (this.measuring) this.stats.markIssue(d, this.depth - this.free.length - this.done.length - (batch.length - 1 - i));
+      let p: Promise<void>;
+      try {
+        if (d === 0) p = dev.readv(slot.offset, this.iov(slot));
+        else if (d === 1) p = dev.writev(slot.offset, this.iov(slot));
+        else p = dev.discard(slot.offset, slot.len);
+      } catch (e) {
+        p = Promise.reject(e);
+      }
+      slot.issueMs = this.now();
+      p.then(slot.onDone, slot.onErr);
+    }
+    batch.length = 0;
+  }
+
+  private iov(slot: Slot): Uint8Array[] {
+    let v = slot.iovs.get(slot.len);
+    if (v === undefined) {
+      v = [slot.buf.subarray(0, slot.len)];
+      slot.iovs.set(slot.len, v);
+    }
+    return v;
+  }
+
+  private complete(slot: Slot): void {
+    const t = this.now();
+    const d = slot.ddir;
+    this.totalBytes[d] += slot.len;
+    this.totalIos[d]++;
+    if (slot.check && this.verify !== null && this.error === 0) {
+      const msg = checkVerifyRead(this.verify, slot.buf, slot.view, slot.offset, slot.len);
+      if (msg !== null) {
+        this.failures.push({ offset: slot.offset, length: slot.len, message: `${this.job.name}: ${msg}` });
+        this.error = EILSEQ;
+        this.errorMessage = `${this.job.name}: ${msg}`;
+        this.stopped = true;
+      }
+    }
+    if (this.measuring) this.stats.complete(d, slot.len, slot.offset, (slot.issueMs - slot.prepMs) * 1e6, (t - slot.issueMs) * 1e6, t);
+    this.done.push(slot);
+    if (this.waiter !== null && this.done.length >= this.waitNeed) this.kick();
+  }
+
+  private failed(slot: Slot, e: unknown): void {
+    if (this.error === 0) {
+      this.error = e instanceof BlockError ? e.errno : Errno.EIO;
+      const what = slot.ddir === 0 ? 'read' : slot.ddir === 1 ? 'write' : 'trim';
+      this.errorMessage = `${this.job.name}: ${what} offset=${slot.offset}, buflen=${slot.len}: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    this.stopped = true;
+    this.done.push(slot);
+    if (this.waiter !== null && this.done.length >= this.waitNeed) this.kick();
+  }
+
+  private async sync(): Promise<void> {
+    const t0 = this.now();
+    try {
+      await this.ctx.device.flush();
+    } catch (e) {
+      if (this.error === 0) {
+        this.error = e instanceof BlockError ? e.errno : Errno.EIO;
+        this.errorMessage = `${this.job.name}: fsync: ${e instanceof Error ? e.message : String(e)}`;
+      }
+      this.stopped = true;
+      return;
+    }
+    if (this.measuring) {
+      this.syncLat.record((this.now() - t0) * 1e6);
+      this.syncIos++;
+    }
+  }
+
+  /** The verify phase reads back every written block (the newest write where blocks overlap). */
+  private verifySource(): (out: IoDesc) => boolean {
+    const w = this.written;
+    const n = w.length / 2;
+    const order = new Array<number>(n);
+    for (let i = 0; i < n; i++) order[i] = i;
+    order.sort((a, b) => w[2 * a]! - w[2 * b]! || a - b);
+    // Keep only blocks no later write overlapped (norandommap can overwrite; fio's rb-tree log drops those).
+    const kept: number[] = [];
+    for (const i of order) {
+      let drop = false;
+      while (kept.length > 0) {
+        const j = kept[kept.length - 1]!;
+        if (w[2 * j]! + w[2 * j + 1]! <= w[2 * i]!) break;
+        if (j > i) {
+          drop = true;
+          break;
+        }
+        kept.pop();
+      }
+      if (!drop) kept.push(i);
+    }
+    let k = 0;
+    return (out) => {
+      if (k >= kept.length) return false;
+      const i = kept[k++]!;
+      out.ddir = 0;
+      out.offset = w[2 * i]!;
+      out.len = w[2 * i + 1]!;
+      return true;
+    };
+  }
+
+  private result(end: number, groupId: number): JobResult {
+    const runtimeMs = Math.max(0, Math.round(end - this.measureStart));
+    const dirs = this.stats.dirs;
+    for (const s of dirs) if (s.totalIos > 0) s.runtimeMs = runtimeMs;
+    const cpu = process.cpuUsage(this.cpu0);
+    const ru = process.resourceUsage();
+    const ru0 = this.ru0 ?? ru;
+    const wallUs = Math.max(1, (end - this.measureStart) * 1000);
+    const depthTotal = this.stats.depthCounts.reduce((a, b) => a + b, 0);
+    return {
+      job: this.job,
+      groupId,
+      error: this.error,
+      errorMessage: this.errorMessage,
+      dirs,
+      sync: { totalIos: this.syncIos, lat: this.syncLat },
+      runtimeMs,
+      startedAt: this.measureEpoch,
+      usrCpu: (cpu.user / wallUs) * 100,
+      sysCpu: (cpu.system / wallUs) * 100,
+      ctx: ru.voluntaryContextSwitches + ru.involuntaryContextSwitches - (ru0.voluntaryContextSwitches + ru0.involuntaryContextSwitches),
+      majf: ru.majorPageFault - ru0.majorPageFault,
+      minf: ru.minorPageFault - ru0.minorPageFault,
+      iodepthLevels: Array.from(this.stats.depthCounts, (c) => (depthTotal > 0 ? (c * 100) / depthTotal : 0)),
+      issued: [...this.stats.issued] as PerDdir<number>,
+      verifyFailures: this.failures,
+    };
+  }
+}
+
+/** startdelay: a fixed time, or a random point in its range drawn per clone (repeatable with the job's seed). */
+export function startDelayMs(job: FioJob, baseSeed: number): number {
+  const [lo, hi] = job.startDelayUs;
+  if (hi <= lo) return lo / 1000;
+  const r = new Taus88(streamSeed(baseSeed, job.threadNumber, STREAM.STARTDELAY));
+  return (lo + r.frand() * (hi - lo)) / 1000;
+}
+
+function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done);
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+}
