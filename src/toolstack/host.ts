@@ -117,37 +117,7 @@ export class SimHost {
       await xs.setPerms(`${dom}/device`, [{ domid: id, perm: 'n' }], tx);
       await xs.mkdir(`${dom}/data`, tx);
       await xs.setPerms(`${dom}/data`, [{ domid: id, perm: 'n' }], tx);
-      for (const d of disks) {
-        const be = `/local/domain/0/backend/vbd/${id}/${d.devid}`;
-        const fe = `${dom}/device/vbd/${d.devid}`;
-        const backend: [string, string][] = [
-          ['frontend', fe],
-          ['params', d.target],
-          ['frontend-id', String(id)],
-          ['online', '1'],
-          ['removable', '0'],
-          ['bootable', '1'],
-          ['state', String(XenbusState.Initialising)],
-          ['dev', d.vdev],
-          ['type', d.backendtype],
-          ['mode', d.readOnly ? 'r' : 'w'],
-          ['device-type', 'disk'],
-          ['discard-enable', '1'],
-        ];
-        const frontend: [string, string][] = [
-          ['backend', be],
-          ['backend-id', '0'],
-          ['state', String(XenbusState.Initialising)],
-          ['virtual-device', String(d.devid)],
-          ['device-type', 'disk'],
-        ];
-        await xs.mkdir(be, tx);
-        await xs.setPerms(be, [{ domid: 0, perm: 'n' }, { domid: id, perm: 'r' }], tx);
-        for (const [k, v] of backend) await xs.write(`${be}/${k}`, v, tx);
-        await xs.mkdir(fe, tx);
-        await xs.setPerms(fe, [{ domid: id, perm: 'n' }, { domid: 0, perm: 'r' }], tx);
-        for (const [k, v] of frontend) await xs.write(`${fe}/${k}`, v, tx);
-      }
+      for (const d of disks) await writeVbdEntries(xs, tx, id, d, d.devid);
     });
 
     const { port1, port2 } = new MessageChannel();
@@ -191,6 +161,16 @@ export class SimHost {
     return handle;
   }
 
+  /**
+   * xl block-attach: add a disk to a running domain (backend and frontend entries). The guest's
+   * worker is not told; code in the guest connects it itself (Blkfront.connect with the device id).
+   */
+  async attachDisk(domid: number, disk: GuestDisk): Promise<number> {
+    const devid = vdevToDeviceId(disk.vdev);
+    await this.xs.transaction((tx) => writeVbdEntries(this.xs, tx, domid, disk, devid));
+    return devid;
+  }
+
   /** xl destroy: stop the worker, remove its xenstore entries (blkback tears its devices down), free the domain. */
   async destroyGuest(domid: number): Promise<void> {
     const handle = this.#guests.get(domid);
@@ -209,4 +189,38 @@ export class SimHost {
     this.xs.close();
     await this.daemon.close();
   }
+}
+
+/** What libxl writes for one disk (protocol-notes §2): the backend's directory, owned by dom0 and
+ * readable by the guest, and the frontend's, owned by the guest and readable by dom0. */
+async function writeVbdEntries(xs: XsClient, tx: number, domid: number, d: GuestDisk, devid: number): Promise<void> {
+  const be = `/local/domain/0/backend/vbd/${domid}/${devid}`;
+  const fe = `/local/domain/${domid}/device/vbd/${devid}`;
+  const backend: [string, string][] = [
+    ['frontend', fe],
+    ['params', d.target],
+    ['frontend-id', String(domid)],
+    ['online', '1'],
+    ['removable', '0'],
+    ['bootable', '1'],
+    ['state', String(XenbusState.Initialising)],
+    ['dev', d.vdev],
+    ['type', d.backendtype],
+    ['mode', d.readOnly ? 'r' : 'w'],
+    ['device-type', 'disk'],
+    ['discard-enable', '1'],
+  ];
+  const frontend: [string, string][] = [
+    ['backend', be],
+    ['backend-id', '0'],
+    ['state', String(XenbusState.Initialising)],
+    ['virtual-device', String(devid)],
+    ['device-type', 'disk'],
+  ];
+  await xs.mkdir(be, tx);
+  await xs.setPerms(be, [{ domid: 0, perm: 'n' }, { domid, perm: 'r' }], tx);
+  for (const [k, v] of backend) await xs.write(`${be}/${k}`, v, tx);
+  await xs.mkdir(fe, tx);
+  await xs.setPerms(fe, [{ domid, perm: 'n' }, { domid: 0, perm: 'r' }], tx);
+  for (const [k, v] of frontend) await xs.write(`${fe}/${k}`, v, tx);
 }
