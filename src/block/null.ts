@@ -1,11 +1,22 @@
 // A disk with no storage (QEMU's block/null.c, nbdkit's null plugin): reads return zeroes, writes
-// and discards are dropped. For benchmarks of everything above the block layer.
+// and discards are dropped. For benchmarks of everything above the block layer. With
+// `touchBuffers: false` reads leave the caller's buffers as they are, as fio's null engine does
+// (engines/null.c completes every I/O without touching its memory): what is then measured is the
+// caller alone, with no memset of the read data.
 import type { BlockDevice, BlockDeviceInfo } from './types.ts';
 import { UsageError } from '../internal/errors.ts';
 
 const DONE: Promise<void> = Promise.resolve();
 
-export function createNullDisk(size: number, opts: { readonly name?: string; readonly logicalBlockSize?: number; readonly readOnly?: boolean } = {}): BlockDevice {
+export interface NullDiskOptions {
+  readonly name?: string;
+  readonly logicalBlockSize?: number;
+  readonly readOnly?: boolean;
+  /** Reads fill the buffers with zeroes (default true); false leaves them untouched, like fio's null engine. */
+  readonly touchBuffers?: boolean;
+}
+
+export function createNullDisk(size: number, opts: NullDiskOptions = {}): BlockDevice {
   const lbs = opts.logicalBlockSize ?? 512;
   const name = opts.name ?? `null:${size}`;
   const check = (n: number): void => {
@@ -28,13 +39,14 @@ export function createNullDisk(size: number, opts: { readonly name?: string; rea
     bufferAlignment: 1,
   });
   let info = makeInfo(size);
+  const zeroFill = opts.touchBuffers ?? true;
   return {
     name,
     get info() {
       return info;
     },
     readv(_offset: number, iov: readonly Uint8Array[]): Promise<void> {
-      for (let i = 0; i < iov.length; i++) (iov[i] as Uint8Array).fill(0);
+      if (zeroFill) for (let i = 0; i < iov.length; i++) (iov[i] as Uint8Array).fill(0);
       return DONE;
     },
     writev(): Promise<void> {

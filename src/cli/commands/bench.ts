@@ -1,48 +1,80 @@
 import { parseArgs } from 'node:util';
 import { defaultCases, formatBenchTable, runBench } from '../../bench/blkif-bench.ts';
-import type { BenchCase } from '../../bench/blkif-bench.ts';
+import type { BenchCase, BenchReport } from '../../bench/blkif-bench.ts';
+import { machineInfo } from '../../bench/machine.ts';
+import type { MachineInfo } from '../../bench/machine.ts';
+import { formatRunnerTable, runRunnerBench } from '../../bench/runner-bench.ts';
+import type { RunnerBenchReport } from '../../bench/runner-bench.ts';
+import { formatSeedTables, runSeedBench, SEED_JOBS } from '../../bench/seed-bench.ts';
+import type { SeedBenchReport, SeedJob } from '../../bench/seed-bench.ts';
 import { parseSize } from '../../config/size.ts';
 import { UsageError } from '../../internal/errors.ts';
 import type { Command } from '../command.ts';
 
-const help = `blkback bench — measure the virtualization path against bare storage and the kernel
+const SUITES = ['blkif', 'runner', 'seed', 'all'] as const;
+type Suite = (typeof SUITES)[number];
 
-usage: blkback bench [--seconds N] [--span SIZE] [--rw randread,randwrite] [--bs 4k,64k]
-                     [--iodepth 1,32,256] [--quick] [--no-kernel] [--json]
+const help = `blkback bench — measure the virtualization path, the fio runner and the seed's jobs
 
-For each pattern (random reads or writes, block size, queue depth) it runs, in turn:
-  guest   a simulated guest (worker thread) -> blkfront -> blkif ring -> blkback -> RAM disk
-  bare    the same load straight on the same RAM disk, no guest: the cost of the path shows as a ratio
-  kernel  real fio (ioengine=libaio, direct=1) on a loop device (direct-io=on) over a /dev/shm file:
-          the kernel block path, our yardstick (needs root and fio; skipped otherwise, and said so)
+usage: blkback bench [--suite blkif|runner|seed|all] [--seconds N] [--rounds N] [--quick] [--json]
+                     [--span SIZE] [--rw randread,randwrite] [--bs 4k,64k] [--iodepth 1,32,256]
+                     [--no-kernel] [--seed-size SIZE] [--seed-jobs randw,iometer]
+
+Suites (default blkif; 'npm run bench' runs blkif as well):
+  blkif   for each pattern (random reads or writes, block size, queue depth), in turn:
+            guest   a simulated guest (worker thread) -> blkfront -> blkif ring -> blkback -> RAM disk
+            bare    the same load straight on the same RAM disk, no guest: the path's cost as a ratio
+            kernel  real fio (ioengine=libaio, direct=1) on a loop device (direct-io=on) over a
+                    /dev/shm file: the kernel block path, our yardstick (needs root and fio)
+  runner  the fio runner's own cost: one job file (4 KiB random reads, iodepth 256, time based) run
+          by our bare runner on a null disk that leaves read buffers untouched and by
+          'fio --ioengine=null', alternately; IOPS per CPU core of each and their ratio (goal >= 0.25x)
+  seed    the seed's jobs/randw.fio and jobs/iometer.fio, --set size/runtime/time_based=1, no logs,
+          three ways over one store: guest ('blkback fio'), bare ('blkback fio --bare') and real fio
+          3.x with libaio on the loop device (derived job copies: rw=randwrite, filename=/dev/loopN).
+          As root the store is a loop device (direct-io=on) over a /dev/shm file of random data
+          (the guest's disk is 'phy:' on it); otherwise a RAM disk, and the fio path is skipped.
+          Paths take turns within each round. MB/s and IOPS per path; guest/fio and bare/fio.
+  all     blkif, runner, seed (about 3 minutes on 2 cores)
 
 Options:
-  --seconds N     run time per pattern and path (default 2; --quick: 0.5)
-  --span SIZE     bytes of disk the random offsets cover (default 1G, like the kernel-path baselines)
-  --rw LIST       randread, randwrite or both (default both)
-  --bs LIST       block sizes (default 4k,64k)
-  --iodepth LIST  queue depths (default 1,32,256)
-  --quick         0.5 s per run and QD 1 and 32 only
-  --no-kernel     skip the fio yardstick
+  --seconds N       run time of every run (default: blkif 2, runner 3, seed 4; --quick: 0.5, 1, 1)
+  --rounds N        runner and seed: rounds (default 2; --quick: 1)
+  --quick           short runs: a smoke test, not a measurement
+  --json            print one JSON document: { machine, results: [...] } for one suite (blkif:
+                    { path, rw, bs, iodepth, iops, mbps }; runner: { path, round, ios, iops,
+                    cpuSeconds, iopsPerCore } and summary.ratio; seed: { job, path, round, mbps,
+                    iops, avgIoBytes } and ratios), or { machine, blkif, runner, seed } for all
+ blkif only:
+  --span SIZE       bytes of disk the random offsets cover (default 1G)
+  --rw LIST         randread, randwrite or both (default both)
+  --bs LIST         block sizes (default 4k,64k)
+  --iodepth LIST    queue depths (default 1,32,256; --quick: 1,32)
+  --no-kernel       skip the fio yardstick
   --xenstore-socket PATH  serve the simulated host's xenstore on this Unix socket while it runs
-  --json          print one JSON document: { machine, results: [{ path, rw, bs, iodepth, iops, mbps }] }
+ seed only:
+  --seed-size SIZE  size= of every job and of the store (default 512m; --quick: 128m)
+  --seed-jobs LIST  randw, iometer or both (default both)
 
 Figures move with the machine's load: compare paths within one run, not across runs.
 
-example:
+examples:
   blkback bench --quick
-  blkback bench --bs 4k --iodepth 32 --seconds 5 --json > bench.json
+  blkback bench --suite runner
+  blkback bench --suite all --json > bench.json
 `;
 
 export const benchCommand: Command = {
   name: 'bench',
-  summary: 'guest path vs bare RAM disk vs kernel loop device (fio), random I/O',
+  summary: 'guest path vs bare vs kernel (fio); the fio runner vs fio; the seed jobs three ways',
   help,
   async run(argv) {
     const { values } = parseArgs({
       args: argv,
       options: {
+        suite: { type: 'string', default: 'blkif' },
         seconds: { type: 'string' },
+        rounds: { type: 'string' },
         span: { type: 'string' },
         rw: { type: 'string' },
         bs: { type: 'string' },
@@ -51,35 +83,89 @@ export const benchCommand: Command = {
         'no-kernel': { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         'xenstore-socket': { type: 'string' },
+        'seed-size': { type: 'string' },
+        'seed-jobs': { type: 'string' },
       },
       strict: true,
     });
-    const seconds = values.seconds !== undefined ? Number(values.seconds) : values.quick ? 0.5 : 2;
-    if (!(seconds > 0)) throw new UsageError(`--seconds: '${values.seconds}' is not a positive number`);
-    const span = parseSize(values.span ?? '1G', '--span');
-    const rws = (values.rw ?? 'randread,randwrite').split(',').map((s) => {
-      if (s !== 'randread' && s !== 'randwrite') throw new UsageError(`--rw: '${s}' is not randread or randwrite`);
+    const suite = values.suite as Suite;
+    if (!(SUITES as readonly string[]).includes(suite)) throw new UsageError(`--suite: '${values.suite}' is not one of ${SUITES.join(', ')}`);
+    const quick = values.quick;
+    const secondsFor = (normal: number, short: number): number => {
+      if (values.seconds === undefined) return quick ? short : normal;
+      const s = Number(values.seconds);
+      if (!(s > 0)) throw new UsageError(`--seconds: '${values.seconds}' is not a positive number`);
       return s;
-    });
-    const bss = (values.bs ?? '4k,64k').split(',').map((s) => parseSize(s, '--bs'));
-    const depths = (values.iodepth ?? (values.quick ? '1,32' : '1,32,256')).split(',').map((s) => {
-      const n = Number(s);
-      if (!Number.isInteger(n) || n < 1 || n > 4096) throw new UsageError(`--iodepth: '${s}' is not a queue depth (1..4096)`);
-      return n;
-    });
-    const cases: BenchCase[] = defaultCases().filter(() => false);
-    for (const bs of bss) for (const rw of rws) for (const iodepth of depths) cases.push({ rw, bs, iodepth });
+    };
+    const rounds = values.rounds === undefined ? (quick ? 1 : 2) : Number(values.rounds);
+    if (!Number.isInteger(rounds) || rounds < 1) throw new UsageError(`--rounds: '${values.rounds}' is not a positive whole number`);
     const progress = (line: string): void => {
       process.stderr.write(`${line}\n`);
     };
-    const socket = values['xenstore-socket'];
-    const report = await runBench({ seconds, span, cases, kernel: !values['no-kernel'], progress, ...(socket === undefined ? {} : { xenstoreSocket: socket }) });
+    const want = (s: Exclude<Suite, 'all'>): boolean => suite === s || suite === 'all';
+
+    // Everything is validated before the first run starts.
+    let blkifRun: (() => Promise<BenchReport>) | null = null;
+    if (want('blkif')) {
+      const seconds = secondsFor(2, 0.5);
+      const span = parseSize(values.span ?? '1G', '--span');
+      const rws = (values.rw ?? 'randread,randwrite').split(',').map((s) => {
+        if (s !== 'randread' && s !== 'randwrite') throw new UsageError(`--rw: '${s}' is not randread or randwrite`);
+        return s;
+      });
+      const bss = (values.bs ?? '4k,64k').split(',').map((s) => parseSize(s, '--bs'));
+      const depths = (values.iodepth ?? (quick ? '1,32' : '1,32,256')).split(',').map((s) => {
+        const n = Number(s);
+        if (!Number.isInteger(n) || n < 1 || n > 4096) throw new UsageError(`--iodepth: '${s}' is not a queue depth (1..4096)`);
+        return n;
+      });
+      const cases: BenchCase[] = defaultCases().filter(() => false);
+      for (const bs of bss) for (const rw of rws) for (const iodepth of depths) cases.push({ rw, bs, iodepth });
+      const socket = values['xenstore-socket'];
+      blkifRun = () => runBench({ seconds, span, cases, kernel: !values['no-kernel'], progress, ...(socket === undefined ? {} : { xenstoreSocket: socket }) });
+    }
+    let runnerRun: (() => Promise<RunnerBenchReport>) | null = null;
+    if (want('runner')) {
+      const seconds = secondsFor(3, 1);
+      runnerRun = () => runRunnerBench({ seconds, rounds, progress });
+    }
+    let seedRun: (() => Promise<SeedBenchReport>) | null = null;
+    if (want('seed')) {
+      const seconds = secondsFor(4, 1);
+      const size = parseSize(values['seed-size'] ?? (quick ? '128m' : '512m'), '--seed-size');
+      const jobs = (values['seed-jobs'] ?? SEED_JOBS.join(',')).split(',').map((s) => {
+        if (!(SEED_JOBS as readonly string[]).includes(s)) throw new UsageError(`--seed-jobs: '${s}' is not one of ${SEED_JOBS.join(', ')}`);
+        return s as SeedJob;
+      });
+      seedRun = () => runSeedBench({ seconds, rounds, size, jobs, progress });
+    }
+
+    const blkif = blkifRun === null ? null : await blkifRun();
+    const runner = runnerRun === null ? null : await runnerRun();
+    const seed = seedRun === null ? null : await seedRun();
+
     if (values.json) {
-      process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-    } else {
-      const m = report.machine;
-      process.stdout.write(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.loadAverage.join(' ')}\n`);
-      process.stdout.write(`kernel path: ${report.kernel}\n\n${formatBenchTable(report)}\n`);
+      let doc: unknown;
+      if (suite === 'all') {
+        const strip = <T extends { machine: MachineInfo }>(r: T | null): Omit<T, 'machine'> | null => {
+          if (r === null) return null;
+          const { machine: _machine, ...rest } = r;
+          return rest;
+        };
+        doc = { machine: machineInfo(), blkif: strip(blkif), runner: strip(runner), seed: strip(seed) };
+      } else {
+        doc = blkif ?? runner ?? seed;
+      }
+      process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+      return 0;
+    }
+    const m = (blkif ?? runner ?? seed)!.machine;
+    process.stdout.write(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.loadAverage.join(' ')}\n`);
+    if (blkif !== null) process.stdout.write(`\n## blkif: guest vs bare vs kernel\nkernel path: ${blkif.kernel}\n\n${formatBenchTable(blkif)}\n`);
+    if (runner !== null) process.stdout.write(`\n## runner: bare runner on a null disk vs fio --ioengine=null (${runner.seconds} s x ${runner.rounds} rounds)\n\n${formatRunnerTable(runner)}\n`);
+    if (seed !== null) {
+      process.stdout.write(`\n## seed: jobs/randw.fio and jobs/iometer.fio, guest vs bare vs fio (${seed.seconds} s x ${seed.rounds} rounds, size=${seed.sizeBytes})\n`);
+      process.stdout.write(`store: ${seed.store}\nfio: ${seed.fio}\n\n${formatSeedTables(seed)}\n`);
     }
     return 0;
   },
