@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildMapTable, parseMapOption } from '../../config/map.ts';
@@ -117,6 +117,18 @@ export const fioCommand: Command = {
       };
     }
 
+    // A --log-dir that does not exist yet is made now, not found missing by the first log file mid-run.
+    const logDir = values['log-dir'] ?? process.cwd();
+    if (values['log-dir'] !== undefined) {
+      try {
+        makeDirs(logDir);
+      } catch (err) {
+        throw new UsageError(`--log-dir ${logDir}: cannot create: ${(err as Error).message}`);
+      }
+    }
+    // The simulated host's log (blkback's view of the disk) is kept quiet unless the run fails: then it
+    // holds the cause, e.g. a disk target that does not exist here and wants --map.
+    const hostLog: string[] = [];
     const status = new StatusLine(process.stderr, process.stderr.isTTY === true);
     const outcome = await runFio({
       files,
@@ -127,9 +139,14 @@ export const fioCommand: Command = {
         return undefined;
       },
       target,
-      logDir: values['log-dir'] ?? process.cwd(),
+      logDir,
       onWarning: (w) => log(`note: ${w}`),
       onProgress: (p, jobs) => status.update(formatStatusLine(progressLine(p, jobs))),
+      onLog: (line) => hostLog.push(line),
+    }).catch((err: unknown) => {
+      status.done();
+      for (const line of hostLog) log(line);
+      throw err;
     });
     status.done();
     const results = outcome.results;
@@ -142,6 +159,16 @@ export const fioCommand: Command = {
     return results.some((r) => r.error !== 0) ? 1 : 0;
   },
 };
+
+/** mkdir -p, one level at a time: Node 20's recursive mkdirSync spins forever on some paths (/proc/x). */
+function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let at = resolve(dir); !existsSync(at); at = dirname(at)) {
+    missing.push(at);
+    if (dirname(at) === at) break;
+  }
+  for (const d of missing.reverse()) mkdirSync(d);
+}
 
 function readText(path: string): string {
   try {

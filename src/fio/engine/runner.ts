@@ -75,6 +75,9 @@ export class JobRunner {
   private rampEnd = 0;
   private measuring = false;
   private measureStart = 0;
+  /** First issue and last completion of each direction in the measured period (ms). */
+  private readonly dirFirstMs = [Infinity, Infinity, Infinity];
+  private readonly dirLastMs = [0, 0, 0];
   private measureEpoch = 0;
   private cpu0: NodeJS.CpuUsage = { user: 0, system: 0 };
   private ru0: NodeJS.ResourceUsage | null = null;
@@ -429,7 +432,13 @@ export class JobRunner {
         this.stopped = true;
       }
     }
-    if (this.measuring) this.stats.complete(d, slot.len, slot.offset, (slot.issueMs - slot.prepMs) * 1e6, (t - slot.issueMs) * 1e6, t);
+    if (this.measuring) {
+      this.stats.complete(d, slot.len, slot.offset, (slot.issueMs - slot.prepMs) * 1e6, (t - slot.issueMs) * 1e6, t);
+      // A direction's runtime spans its own I/O: a write job's verify reads get the verify phase's time.
+      const issued = Math.max(slot.issueMs, this.measureStart);
+      if (issued < this.dirFirstMs[d]!) this.dirFirstMs[d] = issued;
+      if (t > this.dirLastMs[d]!) this.dirLastMs[d] = t;
+    }
     this.done.push(slot);
     if (this.waiter !== null && this.done.length >= this.waitNeed) this.kick();
   }
@@ -499,7 +508,9 @@ export class JobRunner {
   private result(end: number, groupId: number): JobResult {
     const runtimeMs = Math.max(0, Math.round(end - this.measureStart));
     const dirs = this.stats.dirs;
-    for (const s of dirs) if (s.totalIos > 0) s.runtimeMs = runtimeMs;
+    dirs.forEach((s, d) => {
+      if (s.totalIos > 0) s.runtimeMs = Math.max(1, Math.round(this.dirLastMs[d]! - this.dirFirstMs[d]!));
+    });
     const cpu = process.cpuUsage(this.cpu0);
     const ru = process.resourceUsage();
     const ru0 = this.ru0 ?? ru;
