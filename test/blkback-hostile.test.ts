@@ -28,7 +28,7 @@ const GOOD = new URL('./fixtures/hostile/good-guest.js', import.meta.url);
 
 const IO_SECONDS = 1.5;
 /** Share of its solo IOPS the neighbour must keep under attack (see the comment at the check). */
-const FAIR_SHARE = 0.25;
+const FAIR_SHARE = 0.4;
 const RO_SEED = 0x5eed0123;
 const RO_SIZE = 4 << 20;
 /** RateLimitedLog in blkback.ts: 20 lines per 5 s window, plus one "suppressed" summary line per window. */
@@ -237,11 +237,10 @@ test('blkback survives a hostile guest: malformed requests, ring overflow, flood
     const ratio = under.result.io.iops / baseline;
     // `npm test` runs this file alone, after the others: the share is a measurement, and other tests'
     // guests on the same 2 cores would take it down with them (21% seen when run beside another file).
-    // The issue asks for half. Measured on this 2-core machine with segment-charged turns and
-    // per-domain fair share: 29-49% over two dozen runs (the backend thread idles ~40% meanwhile: the
-    // loss is the three busy threads' CPU and wake-up contention); the request-counted turns this
-    // replaced gave 10-25%. The bar below is what holds reliably today, inside the full suite;
-    // reaching 0.5 is open work (see the issue's closing note).
+    // The issue asks for half. Measured on this 2-core machine with segment-charged turns, batched
+    // answers on flooded rings and the per-domain time cap (src/blkback/fair-share.ts): 49-82% over
+    // eleven runs, median about 60% (before the cap: 29-49%; with request-counted turns: 10-25%).
+    // The bar is set below the lowest run seen so that a shared machine does not turn CI red.
     assert.ok(
       ratio >= FAIR_SHARE,
       `good guest kept ${Math.round(ratio * 100)}% of its solo IOPS (${Math.round(under.result.io.iops)} vs ${Math.round(baseline)}, solo runs ${Math.round(solo.result.io.iops)} and ${Math.round(soloAfter.result.io.iops)})`,
