@@ -8,6 +8,7 @@ import { SimHost } from '../toolstack/host.ts';
 import { runRandomIo } from '../workload/random-io.ts';
 import type { RandomIoParams } from '../workload/random-io.ts';
 import { KernelPath } from './kernel-fio.ts';
+import { Spawner } from './spawner.ts';
 import { machineInfo } from './machine.ts';
 import type { MachineInfo } from './machine.ts';
 
@@ -53,20 +54,24 @@ const GUEST_WORKLOAD = new URL('../guest/workloads/random-io.js', import.meta.ur
 
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const { seconds, span } = options;
+  // Everything that forks (losetup, fio) goes through a helper forked now, while this process is
+  // small: a fork from here after the RAM disk is filled would make each later write to it fault.
+  const unavailable = options.kernel ? KernelPath.unavailable() : 'not requested';
+  let kernelNote = unavailable ?? 'fio libaio direct=1 on a loop device (direct-io=on) over /dev/shm';
+  const spawner = unavailable === null ? Spawner.start() : null;
+  let kernel: KernelPath | null = null;
+  if (spawner !== null) {
+    try {
+      kernel = await KernelPath.create(span, spawner);
+    } catch (err) {
+      kernelNote = `could not set up a loop device: ${err instanceof Error ? err.message : String(err)}`;
+    }
+  }
   const ram = createRamDisk(span, { name: 'ram:bench' });
   await prefill(ram, span);
   const host = await SimHost.start(options.xenstoreSocket === undefined ? {} : { xenstoreSocket: options.xenstoreSocket });
   host.registerStore('bench-ram', ram);
   const arena = allocAlignedShared(Math.max(...options.cases.map((c) => c.iodepth * Math.ceil(c.bs / 4096) * 4096), 65536));
-  let kernel: KernelPath | null = null;
-  let kernelNote = options.kernel ? (KernelPath.unavailable() ?? 'fio libaio direct=1 on a loop device (direct-io=on) over /dev/shm') : 'not requested';
-  if (options.kernel && KernelPath.unavailable() === null) {
-    try {
-      kernel = await KernelPath.create(span);
-    } catch (err) {
-      kernelNote = `could not set up a loop device: ${err instanceof Error ? err.message : String(err)}`;
-    }
-  }
   const results: BenchResult[] = [];
   try {
     let n = 0;
@@ -102,6 +107,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   } finally {
     await host.stop();
     await kernel?.close();
+    spawner?.close();
     await ram.close();
   }
   return { machine: machineInfo(), seconds, spanBytes: span, kernel: kernelNote, results };

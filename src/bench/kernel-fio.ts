@@ -1,12 +1,10 @@
 // The yardstick: the kernel block path, measured by real fio (libaio, O_DIRECT) on a loop device
 // with direct I/O over a file in /dev/shm, as in docs/perf-baselines.md §1. Needs root and fio;
 // `available()` says why not otherwise.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
-import { promisify } from 'node:util';
-
-const run = promisify(execFile);
+import type { Spawner } from './spawner.ts';
 
 export interface KernelResult {
   iops: number;
@@ -16,10 +14,12 @@ export interface KernelResult {
 export class KernelPath {
   readonly device: string;
   readonly #image: string;
+  readonly #spawner: Spawner;
 
-  private constructor(device: string, image: string) {
+  private constructor(device: string, image: string, spawner: Spawner) {
     this.device = device;
     this.#image = image;
+    this.#spawner = spawner;
   }
 
   /** Why the kernel path cannot be measured here, or null when it can. */
@@ -39,7 +39,7 @@ export class KernelPath {
   }
 
   /** Creates a /dev/shm file of `bytes` random bytes and a direct-I/O loop device over it. */
-  static async create(bytes: number): Promise<KernelPath> {
+  static async create(bytes: number, spawner: Spawner): Promise<KernelPath> {
     const image = `/dev/shm/blkback-bench-${process.pid}.img`;
     const fd = openSync(image, 'w');
     try {
@@ -52,8 +52,8 @@ export class KernelPath {
       closeSync(fd);
     }
     try {
-      const { stdout } = await run('losetup', ['--direct-io=on', '-f', '--show', image]);
-      return new KernelPath(stdout.trim(), image);
+      const stdout = await spawner.check('losetup', ['--direct-io=on', '-f', '--show', image]);
+      return new KernelPath(stdout.trim(), image, spawner);
     } catch (err) {
       rmSync(image, { force: true });
       throw err;
@@ -75,7 +75,7 @@ export class KernelPath {
       '--norandommap=1',
       '--output-format=json',
     ];
-    const { stdout } = await run('fio', args, { maxBuffer: 16 << 20 });
+    const stdout = await this.#spawner.check('fio', args);
     const json = JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: { read: FioDir; write: FioDir }[] };
     const job = json.jobs[0]!;
     const dir = rw.includes('read') ? job.read : job.write;
@@ -83,7 +83,7 @@ export class KernelPath {
   }
 
   async close(): Promise<void> {
-    await run('losetup', ['-d', this.device]).catch(() => undefined);
+    await this.#spawner.run('losetup', ['-d', this.device]);
     rmSync(this.#image, { force: true });
   }
 }

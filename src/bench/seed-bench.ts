@@ -7,11 +7,9 @@
 // opens it as a `phy:` disk, bare opens it with O_DIRECT, fio gets derived job copies naming it.
 // Otherwise the store is an in-process RAM disk and the fio path is skipped (and said so).
 // The paths take turns within each round, so drift in a shared machine's load hits them alike.
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { randomFillSync } from 'node:crypto';
 import { createRamDisk } from '../block/ram.ts';
 import { openBlockDevice } from '../block/open.ts';
@@ -22,11 +20,11 @@ import type { JobResult } from '../fio/stats.ts';
 import { SimHost } from '../toolstack/host.ts';
 import type { GuestConfig } from '../toolstack/host.ts';
 import { KernelPath } from './kernel-fio.ts';
+import { Spawner } from './spawner.ts';
 import { machineInfo } from './machine.ts';
 import type { MachineInfo } from './machine.ts';
 import { parseFioJson } from './runner-bench.ts';
 
-const run = promisify(execFile);
 
 export const SEED_JOBS = ['randw', 'iometer'] as const;
 export type SeedJob = (typeof SEED_JOBS)[number];
@@ -122,9 +120,11 @@ export async function runSeedBench(options: SeedBenchOptions): Promise<SeedBench
 
   let kernel: KernelPath | null = null;
   let fioNote = KernelPath.unavailable() ?? '';
-  if (fioNote === '') {
+  // losetup and fio run from a helper forked now: see src/bench/spawner.ts for why not from here.
+  const spawner = fioNote === '' ? Spawner.start() : null;
+  if (spawner !== null) {
     try {
-      kernel = await KernelPath.create(size);
+      kernel = await KernelPath.create(size, spawner);
       fioNote = `fio (libaio, direct=1, derived job copies as docs/perf-baselines.md) on ${kernel.device}`;
     } catch (err) {
       fioNote = `could not set up a loop device: ${err instanceof Error ? err.message : String(err)}`;
@@ -162,7 +162,7 @@ export async function runSeedBench(options: SeedBenchOptions): Promise<SeedBench
           if (p === 'fio') {
             const file = join(tmp, `${job}.fio`);
             writeFileSync(file, deriveFioJob(text, kernel!.device, size, seconds));
-            results.push(await measureFio(file, job, round));
+            results.push(await measureFio(spawner!, file, job, round));
           } else {
             const target: FioTarget = p === 'guest' ? { kind: 'guest', guest, host } : { kind: 'bare', device: bareDevice };
             // logDir null: no log files and no per-I/O log sampling (the jobs' write_bw_log/write_lat_log
@@ -178,6 +178,7 @@ export async function runSeedBench(options: SeedBenchOptions): Promise<SeedBench
     await host.stop();
     await bareDevice.close();
     await kernel?.close();
+    spawner?.close();
   }
   return {
     suite: 'seed',
@@ -208,8 +209,8 @@ function summarize(results: readonly JobResult[], job: SeedJob, path: SeedPath, 
   return rates(job, path, round, bytes, ios, ms / 1000);
 }
 
-async function measureFio(file: string, job: SeedJob, round: number): Promise<SeedBenchResult> {
-  const { stdout } = await run('fio', ['--output-format=json', file], { maxBuffer: 64 << 20 });
+async function measureFio(spawner: Spawner, file: string, job: SeedJob, round: number): Promise<SeedBenchResult> {
+  const stdout = await spawner.check('fio', ['--output-format=json', file]);
   let bytes = 0;
   let ios = 0;
   let ms = 0;
