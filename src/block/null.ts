@@ -5,6 +5,7 @@
 // caller alone, with no memset of the read data.
 import type { BlockDevice, BlockDeviceInfo } from './types.ts';
 import { UsageError } from '../internal/errors.ts';
+import { memoryDiskInfo } from './memory-info.ts';
 
 const DONE: Promise<void> = Promise.resolve();
 
@@ -25,19 +26,7 @@ export function createNullDisk(size: number, opts: NullDiskOptions = {}): BlockD
     }
   };
   check(size);
-  const makeInfo = (s: number): BlockDeviceInfo => ({
-    size: s,
-    logicalBlockSize: lbs,
-    physicalBlockSize: lbs,
-    readOnly: opts.readOnly ?? false,
-    volatileCache: false,
-    canFlush: true,
-    canFua: true,
-    canDiscard: true,
-    canWriteZeroes: true,
-    discardGranularity: lbs,
-    bufferAlignment: 1,
-  });
+  const makeInfo = (s: number): BlockDeviceInfo => memoryDiskInfo(s, lbs, opts.readOnly ?? false);
   let info = makeInfo(size);
   const zeroFill = opts.touchBuffers ?? true;
   return {

@@ -5,6 +5,7 @@
 // op returns one shared, already-resolved promise.
 import type { BlockDevice, BlockDeviceInfo } from './types.ts';
 import { UsageError } from '../internal/errors.ts';
+import { memoryDiskInfo } from './memory-info.ts';
 
 export const RAM_CHUNK_SIZE = 1 << 30;
 
@@ -56,19 +57,7 @@ export function createRamDisk(size: number, opts: RamDiskOptions = {}): RamDisk 
     return c;
   };
 
-  const makeInfo = (): BlockDeviceInfo => ({
-    size: diskSize,
-    logicalBlockSize: lbs,
-    physicalBlockSize: lbs,
-    readOnly: opts.readOnly ?? false,
-    volatileCache: false,
-    canFlush: true,
-    canFua: true,
-    canDiscard: true,
-    canWriteZeroes: true,
-    discardGranularity: lbs,
-    bufferAlignment: 1,
-  });
+  const makeInfo = (): BlockDeviceInfo => memoryDiskInfo(diskSize, lbs, opts.readOnly ?? false);
   let info = makeInfo();
 
   // Zeroes [offset, offset+length); frees chunks wholly inside it.

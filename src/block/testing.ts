@@ -3,18 +3,10 @@
 import { randomFillSync } from 'node:crypto';
 import type { BlockDevice } from './types.ts';
 import { WRITE_FUA } from './types.ts';
+import { mulberry32Float } from '../internal/prng.ts';
 
-/** mulberry32. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, as floats in [0, 1). */
+export const seededRandom = mulberry32Float;
 
 export interface IntegrityOptions {
   readonly seed: number;

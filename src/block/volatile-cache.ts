@@ -13,6 +13,7 @@
 import type { BlockDevice, BlockDeviceInfo } from './types.ts';
 import { WRITE_FUA } from './types.ts';
 import { BlockError, Errno } from '../internal/errors.ts';
+import { mulberry32Float } from '../internal/prng.ts';
 
 export interface PowerCutOptions {
   /** Fraction (0..1) of unflushed blocks that reach the medium anyway, as on a real disk. Default 0. */
@@ -30,17 +31,8 @@ export interface VolatileCacheDisk extends BlockDevice {
 
 type Overlay = Map<number, Uint8Array>;
 
-/** mulberry32: a small seeded PRNG, enough to pick surviving blocks reproducibly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Picks surviving blocks reproducibly. */
+const prng = mulberry32Float;
 
 /** Copies `data` into the iov at logical byte `pos`, across buffer edges. */
 function copyToIov(iov: readonly Uint8Array[], pos: number, data: Uint8Array): void {
