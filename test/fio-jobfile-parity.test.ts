@@ -15,7 +15,7 @@ import { expandClones, parseJobFiles, readIncludeFromFs } from '../src/fio/jobfi
 
 const here = dirname(fileURLToPath(import.meta.url));
 // tsc output lives in <out>/test; the fixtures stay in the source tree
-const candidates = [join(here, 'fixtures/fio-corpus'), join(here, '../../test/fixtures/fio-corpus'), '/work/main/test/fixtures/fio-corpus'];
+const candidates = [join(here, 'fixtures/fio-corpus'), join(here, '../../test/fixtures/fio-corpus')];
 const CORPUS = candidates.find((p) => { try { return readdirSync(p).length > 0; } catch { return false; } }) ?? candidates[0] ?? '';
 const ENV = { FIOTEST_SIZE: '128k', FIOTEST_BS: '8' };
 const fioVersion = spawnSync('fio', ['--version'], { encoding: 'utf8' });
