@@ -7,13 +7,13 @@ import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writ
 import { randomFillSync } from 'node:crypto';
 import { join } from 'node:path';
 import { parseXlConfig } from '../config/xl-cfg.ts';
-import type { XlConfig } from '../config/xl-cfg.ts';
 import { runFio } from '../fio/session.ts';
 import type { JobFileText } from '../fio/session.ts';
 import type { FioJob } from '../fio/job.ts';
 import type { JobResult } from '../fio/stats.ts';
 import { LatencyHistogram } from '../stats/latency-histogram.ts';
 import type { GuestConfig } from '../toolstack/host.ts';
+import { guestConfigFromXl } from '../toolstack/from-xl.ts';
 
 export const BACKENDS = ['phy', 'file'] as const;
 export type Backend = (typeof BACKENDS)[number];
@@ -56,8 +56,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentOut
   const store = await prepareStore(o, notes);
   try {
     const configs: Record<Backend, GuestConfig> = {
-      phy: guestFrom(parseXlConfig(o.guestConfigs.phy.text, o.guestConfigs.phy.path)),
-      file: guestFrom(parseXlConfig(o.guestConfigs.file.text, o.guestConfigs.file.path)),
+      phy: guestConfigFromXl(parseXlConfig(o.guestConfigs.phy.text, o.guestConfigs.phy.path)),
+      file: guestConfigFromXl(parseXlConfig(o.guestConfigs.file.text, o.guestConfigs.file.path)),
     };
     const records: RunRecord[] = [];
     const overrides = [`size=${o.storeBytes}`, `runtime=${o.runtimeSeconds}`, 'time_based=1'];
@@ -88,15 +88,6 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentOut
   } finally {
     store.cleanup();
   }
-}
-
-function guestFrom(cfg: XlConfig): GuestConfig {
-  return {
-    name: cfg.name,
-    memoryMiB: cfg.memory,
-    vcpus: cfg.vcpus,
-    disks: cfg.disks.map((d) => ({ target: d.target, vdev: d.vdev, readOnly: d.access === 'r', backendtype: d.backendtype === 'phy' ? 'phy' : 'qdisk' })),
-  };
 }
 
 interface PreparedStore {

@@ -4,7 +4,8 @@ import { parseArgs } from 'node:util';
 import { buildMapTable, parseMapOption } from '../../config/map.ts';
 import { parseXlConfig } from '../../config/xl-cfg.ts';
 import { parseXlDiskSpec } from '../../config/xl-disk.ts';
-import type { GuestConfig, GuestDisk } from '../../toolstack/host.ts';
+import type { GuestConfig } from '../../toolstack/host.ts';
+import { guestConfigFromXl, guestDiskFromXl } from '../../toolstack/from-xl.ts';
 import { formatJson, formatNormal, formatStatusLine, formatTerse, StatusLine, stringifyFioJson } from '../../fio/output/index.ts';
 import { runFio } from '../../fio/session.ts';
 import type { FioTarget, JobFileText } from '../../fio/session.ts';
@@ -104,10 +105,9 @@ export const fioCommand: Command = {
       if (values.guest !== undefined) {
         const cfg = parseXlConfig(readText(values.guest), values.guest);
         if (cfg.ignored.length > 0) log(`${cfg.file}: ignoring keys that mean nothing here: ${cfg.ignored.join(', ')}`);
-        const disks = disk === undefined ? cfg.disks : [disk];
-        guest = { name: cfg.name, memoryMiB: cfg.memory, vcpus: cfg.vcpus, disks: disks.map(toGuestDisk) };
+        guest = guestConfigFromXl(cfg, disk === undefined ? cfg.disks : [disk]);
       } else if (disk !== undefined) {
-        guest = { name: 'fio', memoryMiB: 512, disks: [toGuestDisk(disk)] };
+        guest = { name: 'fio', memoryMiB: 512, disks: [guestDiskFromXl(disk, '--disk')] };
       }
       target = {
         kind: 'guest',
@@ -176,11 +176,6 @@ function readText(path: string): string {
   } catch (err) {
     throw new UsageError(`${path}: cannot read: ${(err as Error).message}`);
   }
-}
-
-function toGuestDisk(d: ReturnType<typeof parseXlDiskSpec>): GuestDisk {
-  if (d.backendtype === 'tap') throw new UsageError(`disk '${d.spec}': backendtype tap is not supported here (use phy or qdisk)`);
-  return { target: d.target, vdev: d.vdev, readOnly: d.access === 'r', backendtype: d.backendtype };
 }
 
 function progressLine(p: FioProgress, jobs: readonly { runtimeUs: number; timeBased: boolean }[]): Parameters<typeof formatStatusLine>[0] {

@@ -6,7 +6,7 @@ import type { XlConfig } from '../../config/xl-cfg.ts';
 import { parseSize } from '../../config/size.ts';
 import { UsageError } from '../../internal/errors.ts';
 import { SimHost } from '../../toolstack/host.ts';
-import type { GuestDisk } from '../../toolstack/host.ts';
+import { guestConfigFromXl } from '../../toolstack/from-xl.ts';
 import type { VerifyResult } from '../../workload/verify.ts';
 import type { Command } from '../command.ts';
 
@@ -105,7 +105,7 @@ export const runCommand: Command = {
       const guests = await Promise.all(
         configs.map((c, i) =>
           host.createGuest(
-            { name: c.name, memoryMiB: c.memory, vcpus: c.vcpus, disks: c.disks.map((d) => toGuestDisk(d, c.file)) },
+            guestConfigFromXl(c),
             // Guests may share a store (both seed configs name /dev/sdb): each checks its own slice.
             { workload: new URL('../../guest/workloads/verify.js', import.meta.url), params: { ...params, seed: i + 1, slice: [i, configs.length] }, front: { abi } },
           ),
@@ -143,8 +143,3 @@ export const runCommand: Command = {
     return failed === 0 ? 0 : 1;
   },
 };
-
-function toGuestDisk(d: XlConfig['disks'][number], file: string): GuestDisk {
-  if (d.backendtype === 'tap') throw new UsageError(`${file}: disk '${d.spec}': backendtype tap is not supported here (use phy or qdisk)`);
-  return { target: d.target, vdev: d.vdev, readOnly: d.access === 'r', backendtype: d.backendtype };
-}
