@@ -21,7 +21,7 @@ const ENV = { FIOTEST_SIZE: '128k', FIOTEST_BS: '8' };
 const fioVersion = spawnSync('fio', ['--version'], { encoding: 'utf8' });
 const haveFio = fioVersion.status === 0;
 
-interface FioRun { readonly ok: boolean; readonly json: { jobs: { jobname: string; groupid: number; 'job options': Record<string, string> }[]; 'global options'?: Record<string, string> } | null; readonly headers: string[] }
+interface FioRun { readonly viaShowcmd?: boolean; readonly ok: boolean; readonly json: { jobs: { jobname: string; groupid: number; 'job options': Record<string, string> }[]; 'global options'?: Record<string, string> } | null; readonly headers: string[] }
 
 function runFio(file: string, cwd: string): FioRun {
   const env = { ...process.env, ...ENV };
@@ -32,7 +32,12 @@ function runFio(file: string, cwd: string): FioRun {
   // resolved options come from --showcmd instead, and the header check is left to null-engine files.
   if (realIo(file)) return showcmd(file, cwd, env);
   // one run, both formats: the job header lines come with normal output, then the JSON document
-  const j = spawnSync('fio', ['--output-format=normal,json', file], { cwd, env, encoding: 'utf8', timeout: 30_000 });
+  // fio 3.33 itself sometimes hangs on a null-engine job with thinktime_spin (ok-ranges.fio): a run
+  // killed by the timeout says nothing about parsing, so it is tried once more, then compared through
+  // --showcmd (which cannot see the errors fio raises only when it runs: rate with rate_iops, ...).
+  let j = spawnSync('fio', ['--output-format=normal,json', file], { cwd, env, encoding: 'utf8', timeout: 10_000 });
+  if (j.status === null) j = spawnSync('fio', ['--output-format=normal,json', file], { cwd, env, encoding: 'utf8', timeout: 10_000 });
+  if (j.status === null) return showcmd(file, cwd, env);
   if (j.status !== 0) return { ok: false, json: null, headers: [] };
   const start = j.stdout.indexOf('\n{');
   const headers = j.stdout.slice(0, start).split('\n').filter((l) => /: \(g=\d+\): rw=/.test(l));
@@ -66,7 +71,9 @@ function showcmd(file: string, cwd: string, env: NodeJS.ProcessEnv): FioRun {
     } else (current === null ? global : current.options)[key] = value;
   }
   flush();
-  return { ok: true, json: { jobs, 'global options': global }, headers: [] };
+  // fio refuses to run a file with no job ("No job(s) defined"), though --parse-only accepts it.
+  if (jobs.length === 0) return { viaShowcmd: true, ok: false, json: null, headers: [] };
+  return { viaShowcmd: true, ok: true, json: { jobs, 'global options': global }, headers: [] };
 }
 
 function ours(file: string, cwd: string): FioJob[] | Error {
@@ -131,7 +138,7 @@ test('corpus: accept/reject and resolved options match fio 3.33', (t) => {
       });
       // header: "NAME: (g=0): rw=randrw, bs=(R) 8192B-8192B, (W) 32.0KiB-32.0KiB, (T) 4096B-4096B, ioengine=null, iodepth=1"
       const firsts = mine.filter((j) => j.cloneIndex === 0);
-      if (realIo(file)) continue; // compared via --showcmd
+      if (fio.viaShowcmd === true) continue; // no header lines without a run
       assert.equal(fio.headers.length, firsts.length, `${name}: header lines`);
       firsts.forEach((j, i) => {
         const h = fio.headers[i] ?? '';
