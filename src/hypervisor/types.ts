@@ -96,8 +96,13 @@ export interface BackendGrants {
    * GrantError naming the ref and its GNTST code is thrown.
    */
   map(domid: number, refs: ArrayLike<number>, count: number, writable: boolean): GrantMapping;
-  /** GNTTABOP_copy: returns one GNTST code per op. */
+  /** GNTTABOP_copy: returns one GNTST code per op. A `buffer` end must lie in memory from allocBuffer(). */
   copy(ops: readonly GrantCopyOp[]): number[];
+  /**
+   * Page-aligned local memory (zeroed) for bounce buffers: the only memory copy() ops may name as
+   * `buffer` ends (a real hypervisor needs its address), and aligned for O_DIRECT I/O.
+   */
+  allocBuffer(bytes: number): Uint8Array;
 }
 
 export interface BackendEvents {

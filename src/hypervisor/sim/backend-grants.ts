@@ -19,6 +19,9 @@ import {
 } from './constants.ts';
 import { PIN_LOCK, PIN_READER, PIN_READERS_MASK, PIN_WRITER, PIN_WRITERS_MASK } from './grant-domain.ts';
 import type { GrantDomain } from './grant-domain.ts';
+import { createSharedMemory } from './wasm-memory.ts';
+
+const WASM_PAGE_BYTES = 65536;
 
 // Why the last pin failed; turned into words only when an error is thrown.
 const Why = {
@@ -88,6 +91,11 @@ export class SimBackendGrants implements BackendGrants {
     if (!HOST_IS_LITTLE_ENDIAN) throw new Error('the simulated grant table needs a little-endian host');
     this.domid = domid;
     this.#lookup = lookup;
+  }
+
+  allocBuffer(bytes: number): Uint8Array {
+    if (!Number.isInteger(bytes) || bytes <= 0) throw new RangeError(`allocBuffer: bad size ${bytes}`);
+    return new Uint8Array(createSharedMemory(Math.ceil(bytes / WASM_PAGE_BYTES)).buffer, 0, bytes);
   }
 
   map(domid: number, refs: ArrayLike<number>, count: number, writable: boolean): GrantMapping {
