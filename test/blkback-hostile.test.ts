@@ -12,6 +12,7 @@ import { BLKIF_RSP, VDISK_READONLY } from '../src/blkif/constants.ts';
 import { ERROR_KINDS } from '../src/blkback/stats.ts';
 import type { ErrorKind } from '../src/blkback/stats.ts';
 import type { Vbd } from '../src/blkback/vbd.ts';
+import { MAX_INDIRECT_SEGMENTS } from '../src/blkback/ring-server.ts';
 import { createRamDisk } from '../src/block/ram.ts';
 import { vdevToDeviceId } from '../src/config/xl-disk.ts';
 import { SimHost } from '../src/toolstack/host.ts';
@@ -166,7 +167,7 @@ test('blkback survives a hostile guest: malformed requests, ring overflow, flood
     assert.ok(h.cases.filter((c) => c.expectStatus === BLKIF_RSP.EOPNOTSUPP).length >= 6);
     assert.equal(h.strayResponses, 0, 'every response carries the id of a request');
     assert.equal(h.extraResponses, 0, 'no responses beyond the requests');
-    assert.equal(h.advertised.malformed.maxIndirectSegments, undefined, 'INDIRECT is not advertised');
+    assert.equal(h.advertised.malformed.maxIndirectSegments, String(MAX_INDIRECT_SEGMENTS), 'INDIRECT is advertised, as Linux does');
     assert.equal(h.advertised.malformed.featureDiscard, '1');
     assert.equal(h.advertised.malformed.discardSecure, '0');
     assert.ok((h.advertised.readOnly.info & VDISK_READONLY) !== 0, 'read-only disk advertised as such');

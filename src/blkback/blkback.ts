@@ -4,7 +4,8 @@ import type { BackendHypervisor } from '../hypervisor/types.ts';
 import { RateLimitedLog } from '../stats/rate-limited-log.ts';
 import { InflightBudget } from './inflight-budget.ts';
 import { FairShare } from './fair-share.ts';
-import { TURN_COST } from './ring-server.ts';
+import { MAX_INDIRECT_SEGMENTS, TURN_COST } from './ring-server.ts';
+import type { DataPath } from './ring-server.ts';
 import { MAX_RING_PAGE_ORDER, Vbd } from './vbd.ts';
 import type { DeviceOpener, VbdContext } from './vbd.ts';
 
@@ -12,6 +13,10 @@ export interface BlkbackOptions {
   readonly open: DeviceOpener;
   /** Largest ring the frontend may use, as 2^order pages (0..4; default 4). */
   readonly maxRingPageOrder?: number;
+  /** Segments per indirect request, advertised as feature-max-indirect-segments (default 256, as Linux; 0: none). */
+  readonly maxIndirectSegments?: number;
+  /** `map` (default; zero-copy into granted pages) or `copy` (grant copy through bounce pages; the default on real Xen). */
+  readonly dataPath?: DataPath;
   /** Requests in flight across all rings before rings wait (default 4096). */
   readonly maxInflight?: number;
   readonly log?: (message: string) => void;
@@ -37,6 +42,8 @@ export class Blkback {
       open: options.open,
       budget: new InflightBudget(options.maxInflight ?? 4096),
       fairShare: new FairShare(TURN_COST),
+      maxIndirectSegments: Math.max(0, Math.min(MAX_INDIRECT_SEGMENTS, options.maxIndirectSegments ?? MAX_INDIRECT_SEGMENTS)),
+      dataPath: options.dataPath ?? 'map',
       maxRingPageOrder: Math.min(MAX_RING_PAGE_ORDER, Math.max(0, options.maxRingPageOrder ?? MAX_RING_PAGE_ORDER)),
       log,
       logError: (message) => this.#errors.log(message),

@@ -5,13 +5,22 @@
 //   event ──► turn(): up to TURN_COST segments ──► validate ──► map grants ──► device.readv/writev
 //                ▲                                                              │
 //                └── final check sets req_event ◄── respond: slot, push, notify ◄┘
-import { BLKIF_OP, BLKIF_RSP, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_DISCARD_SECURE, SECTOR_SIZE } from '../blkif/constants.ts';
+import {
+  BLKIF_OP,
+  BLKIF_RSP,
+  BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
+  BLKIF_DISCARD_SECURE,
+  SECTOR_SIZE,
+  SEGS_PER_INDIRECT_FRAME,
+} from '../blkif/constants.ts';
 import type { BlkifAbi } from '../blkif/constants.ts';
-import { BlkifRequest, decodeRequest, encodeResponse } from '../blkif/codec.ts';
+import { BlkifRequest, decodeIndirectSegments, decodeRequest, encodeResponse } from '../blkif/codec.ts';
 import { BackRing } from '../blkif/ring.ts';
 import type { SharedRing } from '../blkif/ring.ts';
 import type { BlockDevice } from '../block/types.ts';
-import type { BackendGrants, EventChannel, GrantMapping } from '../hypervisor/types.ts';
+import { GNTST, PAGE_SIZE } from '../hypervisor/types.ts';
+import type { BackendGrants, EventChannel, GrantCopyOp, GrantMapping } from '../hypervisor/types.ts';
 import type { ErrorKind, VbdStats } from './stats.ts';
 import type { InflightBudget } from './inflight-budget.ts';
 import type { FairShare } from './fair-share.ts';
@@ -36,6 +45,20 @@ const MAX_MERGE_IOV = 128;
  */
 const COALESCE_QUEUED = 2 * TURN_COST;
 
+/**
+ * Segments one indirect request may carry, advertised as feature-max-indirect-segments (Linux's
+ * MAX_INDIRECT_SEGMENTS, drivers/block/xen-blkback/common.h). Its segment list fits one indirect page.
+ */
+export const MAX_INDIRECT_SEGMENTS = 256;
+
+/**
+ * How guest data reaches the store. `map`: grant-map the guest's pages and do I/O straight into them
+ * (zero-copy; on the simulator a mapping is just a view). `copy`: GNTTABOP_copy between the guest's
+ * pages and our own bounce pages: one hypercall per request and no mapping to tear down, which on
+ * real Xen is cheaper than map+unmap and immune to XSA-229-style unmap races.
+ */
+export type DataPath = 'map' | 'copy';
+
 
 export interface RingServerOptions {
   readonly ring: SharedRing;
@@ -46,6 +69,10 @@ export interface RingServerOptions {
   readonly device: BlockDevice;
   readonly readOnly: boolean;
   readonly discard: boolean;
+  /** Largest indirect request accepted (0: indirect requests are not advertised, answered EOPNOTSUPP). */
+  readonly maxIndirectSegments?: number;
+  /** Default `map`. */
+  readonly dataPath?: DataPath;
   readonly discardSecure?: boolean;
   readonly stats: VbdStats;
   readonly budget: InflightBudget;
@@ -58,7 +85,16 @@ export interface RingServerOptions {
 
 class PendingRequest {
   readonly req = new BlkifRequest();
+  /** The request's segments: the ring slot's own (direct), or read once from its indirect pages. */
+  nseg = 0;
+  segGref: Uint32Array = this.req.segGref;
+  segFirst: Uint8Array = this.req.segFirst;
+  segLast: Uint8Array = this.req.segLast;
+  /** Storage for an indirect request's segments, allocated on first use. */
+  indirect: { gref: Uint32Array; first: Uint8Array; last: Uint8Array } | null = null;
   mapping: GrantMapping | null = null;
+  /** Data path `copy`: the bounce pages this request holds (page indices in the ring's pool). */
+  readonly bouncePages: number[] = [];
   readonly iov: Uint8Array[] = [];
   startNs = 0;
   sectors = 0;
@@ -68,7 +104,7 @@ class PendingRequest {
   readonly onFail: (err: unknown) => void;
 
   constructor(server: RingServer) {
-    this.onDone = () => server.complete(this, BLKIF_RSP.OKAY, null);
+    this.onDone = () => server.ioDone(this);
     this.onFail = (err: unknown) => server.complete(this, BLKIF_RSP.ERROR, err);
   }
 }
@@ -99,11 +135,20 @@ export class RingServer {
   /** Responses written to the ring but not yet pushed. */
   #unpushed = 0;
   readonly #coalesceMax: number;
+  readonly #maxIndirect: number;
+  /** Segments of the last request taken: the ring's queue is weighed in turn quanta with it. */
+  #lastCost = 1;
+  /** Data path `copy`: bounce pages (one per segment in flight), free page indices, and a page per indirect frame. */
+  readonly #pool: Uint8Array | null = null;
+  readonly #poolFree: number[] = [];
+  /** Pages a request may need: taking one waits until this many are free. */
+  readonly #maxRequestPages: number;
+  readonly #indirectScratch: Uint8Array | null = null;
 
   readonly #publish = (): void => {
     this.#publishScheduled = false;
     // A deferred push happens after the queued turn (see #turn) or at #coalesceMax answers.
-    if (this.#scheduled && !this.#stopping && this.#unpushed < this.#coalesceMax && this.#back.unconsumedRequests() >= COALESCE_QUEUED) return;
+    if (this.#scheduled && !this.#stopping && this.#unpushed < this.#coalesceMax && this.#back.unconsumedRequests() * this.#lastCost >= COALESCE_QUEUED) return;
     this.#push();
   };
 
@@ -121,6 +166,15 @@ export class RingServer {
     for (let i = 0; i < options.ring.size; i++) this.#free.push(new PendingRequest(this));
     this.#sectorsPerBlock = options.device.info.logicalBlockSize / SECTOR_SIZE;
     this.#coalesceMax = Math.max(TURN_COST, options.ring.size >>> 2);
+    this.#maxIndirect = Math.max(0, Math.min(options.maxIndirectSegments ?? 0, SEGS_PER_INDIRECT_FRAME * BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST));
+    this.#maxRequestPages = Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, this.#maxIndirect);
+    if (options.dataPath === 'copy') {
+      // Enough for every slot to carry a direct request, and never less than a few of the largest.
+      const pages = Math.max(options.ring.size * BLKIF_MAX_SEGMENTS_PER_REQUEST, 4 * this.#maxRequestPages);
+      this.#pool = options.grants.allocBuffer(pages * PAGE_SIZE);
+      for (let i = pages - 1; i >= 0; i--) this.#poolFree.push(i);
+      this.#indirectScratch = options.grants.allocBuffer(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * PAGE_SIZE);
+    }
     options.events.onEvent(this.#onEvent);
   }
 
@@ -189,6 +243,10 @@ export class RingServer {
       }
       while (budget > 0) {
         if (this.#free.length === 0) return; // every slot in flight: completions kick us
+        if (this.#pool !== null && this.#poolFree.length < this.#maxRequestPages) {
+          this.#stalledOnBudget = true; // bounce pages run low: completions kick us
+          return;
+        }
         if (!this.#o.budget.tryAcquire()) {
           this.#o.stats.oo_req++;
           this.#stalledOnBudget = true;
@@ -201,7 +259,10 @@ export class RingServer {
         }
         const pr = this.#free.pop()!;
         decodeRequest(this.#o.abi, this.#slot, pr.req);
-        budget -= Math.max(1, Math.min(pr.req.nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST));
+        const r = pr.req;
+        const segments = r.operation === BLKIF_OP.INDIRECT ? Math.min(r.indirectNrSegments, this.#maxIndirect) : Math.min(r.nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST);
+        this.#lastCost = Math.max(1, segments);
+        budget -= this.#lastCost;
         this.#inflight++;
         this.#dispatch(pr);
         if (this.#barrier !== null) return;
@@ -245,6 +306,10 @@ export class RingServer {
   #dispatch(pr: PendingRequest): void {
     const r = pr.req;
     pr.startNs = performance.now() * 1e6;
+    pr.nseg = r.nrSegments;
+    pr.segGref = r.segGref;
+    pr.segFirst = r.segFirst;
+    pr.segLast = r.segLast;
     // Flushes, barriers and discards must not overtake the reads and writes taken before them.
     if (r.operation !== BLKIF_OP.READ && r.operation !== BLKIF_OP.WRITE) this.#submitBatch();
     switch (r.operation) {
@@ -274,24 +339,102 @@ export class RingServer {
         this.#o.stats.ds_req++;
         this.#discard(pr);
         return;
+      case BLKIF_OP.INDIRECT:
+        this.#indirect(pr);
+        return;
       default:
         this.#reject(pr, BLKIF_RSP.EOPNOTSUPP, 'bad_op', `unsupported operation ${r.operation}`);
     }
   }
 
-  /** Checks segments and range; returns the sector count or -1 after answering with an error. */
-  #validateSegments(pr: PendingRequest, minSegments: number): number {
+  /**
+   * BLKIF_OP_INDIRECT: a read or write whose segment list lives in up to 8 granted pages. The list is
+   * read once into our own arrays (the guest may rewrite those pages meanwhile), then the request is
+   * an ordinary read or write (Linux's dispatch_rw_block_io does the same).
+   */
+  #indirect(pr: PendingRequest): void {
     const r = pr.req;
-    const nseg = r.nrSegments;
-    if (nseg < minSegments || nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST) {
+    const max = this.#maxIndirect;
+    const op = r.indirectOp;
+    pr.kind = op === BLKIF_OP.WRITE ? 'write' : 'read';
+    if (max === 0) {
+      this.#reject(pr, BLKIF_RSP.EOPNOTSUPP, 'bad_op', 'indirect request, but feature-max-indirect-segments is not advertised');
+      return;
+    }
+    if (op !== BLKIF_OP.READ && op !== BLKIF_OP.WRITE) {
+      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_op', `indirect request for operation ${op} (only read and write may be indirect)`);
+      return;
+    }
+    if (op === BLKIF_OP.READ) this.#o.stats.rd_req++;
+    else this.#o.stats.wr_req++;
+    const nseg = r.indirectNrSegments;
+    if (nseg < 1 || nseg > max) {
+      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_segments', `indirect request with ${nseg} segments (at most ${max})`);
+      return;
+    }
+    const store = (pr.indirect ??= { gref: new Uint32Array(max), first: new Uint8Array(max), last: new Uint8Array(max) });
+    if (!this.#readIndirectPages(pr, nseg, store)) return;
+    pr.nseg = nseg;
+    pr.segGref = store.gref;
+    pr.segFirst = store.first;
+    pr.segLast = store.last;
+    this.#readWrite(pr, op === BLKIF_OP.WRITE, max);
+  }
+
+  /** Copies an indirect request's segment list out of its granted pages; false after answering with an error. */
+  #readIndirectPages(pr: PendingRequest, nseg: number, store: { gref: Uint32Array; first: Uint8Array; last: Uint8Array }): boolean {
+    const r = pr.req;
+    const pages = Math.ceil(nseg / SEGS_PER_INDIRECT_FRAME);
+    const domid = this.#o.frontendDomid;
+    const decode = (page: Uint8Array, p: number): void => {
+      const at = p * SEGS_PER_INDIRECT_FRAME;
+      decodeIndirectSegments(page, Math.min(SEGS_PER_INDIRECT_FRAME, nseg - at), store.gref, store.first, store.last, at);
+    };
+    const scratch = this.#indirectScratch;
+    if (scratch !== null) {
+      const ops: GrantCopyOp[] = [];
+      for (let p = 0; p < pages; p++) {
+        ops.push({ source: { ref: r.indirectGrefs[p]!, domid, offset: 0 }, dest: { buffer: scratch.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE) }, length: PAGE_SIZE });
+      }
+      const status = this.#o.grants.copy(ops);
+      const bad = status.findIndex((st) => st !== GNTST.okay);
+      if (bad >= 0) {
+        this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', `indirect page ${bad} (gref ${r.indirectGrefs[bad]}): grant copy failed with GNTST ${status[bad]}`);
+        return false;
+      }
+      for (let p = 0; p < pages; p++) decode(scratch.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), p);
+      return true;
+    }
+    let mapping: GrantMapping;
+    try {
+      mapping = this.#o.grants.map(domid, r.indirectGrefs, pages, false);
+    } catch (err) {
+      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', `indirect pages: ${err instanceof Error ? err.message : String(err)}`);
+      return false;
+    }
+    try {
+      for (let p = 0; p < pages; p++) decode(mapping.pages[p]!, p);
+    } finally {
+      mapping.unmap();
+    }
+    return true;
+  }
+
+  /** Checks segments and range; returns the sector count or -1 after answering with an error. */
+  #validateSegments(pr: PendingRequest, minSegments: number, maxSegments = BLKIF_MAX_SEGMENTS_PER_REQUEST): number {
+    const r = pr.req;
+    const nseg = pr.nseg;
+    if (nseg < minSegments || nseg > maxSegments) {
       this.#reject(pr, BLKIF_RSP.ERROR, 'bad_segments', `bad segment count ${nseg}`);
       return -1;
     }
     const mask = this.#sectorsPerBlock - 1;
     let sectors = 0;
+    const segFirst = pr.segFirst;
+    const segLast = pr.segLast;
     for (let i = 0; i < nseg; i++) {
-      const first = r.segFirst[i]!;
-      const last = r.segLast[i]!;
+      const first = segFirst[i]!;
+      const last = segLast[i]!;
       if (last > 7 || first > last) {
         this.#reject(pr, BLKIF_RSP.ERROR, 'bad_segments', `segment ${i}: first_sect ${first}, last_sect ${last}`);
         return -1;
@@ -322,35 +465,72 @@ export class RingServer {
     return true;
   }
 
-  /** Maps the request's grants and builds the I/O vector; false after answering with an error. */
-  #mapSegments(pr: PendingRequest, deviceWrites: boolean): boolean {
-    const r = pr.req;
-    const nseg = r.nrSegments;
+  /**
+   * Builds the request's I/O vector over the guest's pages (data path `map`) or over bounce pages
+   * (`copy`, filling them from the guest first when the device will read them); false after
+   * answering with an error.
+   */
+  #attachSegments(pr: PendingRequest, deviceWrites: boolean): boolean {
+    const nseg = pr.nseg;
+    const iov = pr.iov;
+    iov.length = nseg;
+    const pool = this.#pool;
+    if (pool !== null) {
+      for (let i = 0; i < nseg; i++) {
+        const page = this.#poolFree.pop()!; // #takeRequests saw enough free pages
+        pr.bouncePages.push(page);
+        iov[i] = pool.subarray(page * PAGE_SIZE + pr.segFirst[i]! * SECTOR_SIZE, page * PAGE_SIZE + (pr.segLast[i]! + 1) * SECTOR_SIZE);
+      }
+      return deviceWrites || this.#copySegments(pr, false);
+    }
     let mapping: GrantMapping;
     try {
-      mapping = this.#o.grants.map(this.#o.frontendDomid, r.segGref, nseg, deviceWrites);
+      mapping = this.#o.grants.map(this.#o.frontendDomid, pr.segGref, nseg, deviceWrites);
     } catch (err) {
       this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', err instanceof Error ? err.message : String(err));
       return false;
     }
     pr.mapping = mapping;
-    const iov = pr.iov;
-    iov.length = nseg;
     for (let i = 0; i < nseg; i++) {
-      iov[i] = mapping.pages[i]!.subarray(r.segFirst[i]! * SECTOR_SIZE, (r.segLast[i]! + 1) * SECTOR_SIZE);
+      iov[i] = mapping.pages[i]!.subarray(pr.segFirst[i]! * SECTOR_SIZE, (pr.segLast[i]! + 1) * SECTOR_SIZE);
     }
     return true;
   }
 
-  #readWrite(pr: PendingRequest, write: boolean): void {
+  /** Data path `copy`: one GNTTABOP_copy batch between the guest's segments and the bounce vector; false after answering with an error. */
+  #copySegments(pr: PendingRequest, toGuest: boolean): boolean {
+    const domid = this.#o.frontendDomid;
+    const ops: GrantCopyOp[] = new Array<GrantCopyOp>(pr.nseg);
+    for (let i = 0; i < pr.nseg; i++) {
+      const guest = { ref: pr.segGref[i]!, domid, offset: pr.segFirst[i]! * SECTOR_SIZE };
+      const local = { buffer: pr.iov[i]! };
+      ops[i] = toGuest ? { source: local, dest: guest, length: local.buffer.length } : { source: guest, dest: local, length: local.buffer.length };
+    }
+    const status = this.#o.grants.copy(ops);
+    for (let i = 0; i < status.length; i++) {
+      if (status[i] !== GNTST.okay) {
+        this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', `segment ${i} (gref ${pr.segGref[i]}): grant copy ${toGuest ? 'to' : 'from'} the guest failed with GNTST ${status[i]}`);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** The store finished a request's I/O: a bounced read still has to reach the guest. */
+  ioDone(pr: PendingRequest): void {
+    if (pr.bouncePages.length > 0 && pr.kind === 'read' && !this.#copySegments(pr, true)) return;
+    this.complete(pr, BLKIF_RSP.OKAY, null);
+  }
+
+  #readWrite(pr: PendingRequest, write: boolean, maxSegments = BLKIF_MAX_SEGMENTS_PER_REQUEST): void {
     if (write && this.#o.readOnly) {
       this.#reject(pr, BLKIF_RSP.ERROR, 'read_only', 'write to a read-only disk');
       return;
     }
-    const sectors = this.#validateSegments(pr, 1);
+    const sectors = this.#validateSegments(pr, 1, maxSegments);
     if (sectors < 0) return;
     // A read fills guest pages, so its grants must be writable; a write only reads them.
-    if (!this.#mapSegments(pr, !write)) return;
+    if (!this.#attachSegments(pr, !write)) return;
     pr.sectors = sectors;
     pr.bytes = sectors * SECTOR_SIZE;
     const offset = pr.req.sectorNumber * SECTOR_SIZE;
@@ -420,7 +600,7 @@ export class RingServer {
         this.#reject(pr, BLKIF_RSP.ERROR, 'read_only', 'flush with data to a read-only disk');
         return;
       }
-      if (!this.#mapSegments(pr, false)) return;
+      if (!this.#attachSegments(pr, false)) return;
     }
     pr.sectors = sectors;
     pr.bytes = sectors * SECTOR_SIZE;
@@ -484,6 +664,9 @@ export class RingServer {
       pr.mapping.unmap();
       pr.mapping = null;
     }
+    const pages = pr.bouncePages;
+    for (let i = 0; i < pages.length; i++) this.#poolFree.push(pages[i]!);
+    pages.length = 0;
     pr.iov.length = 0;
     const r = pr.req;
     const operation = r.operation === BLKIF_OP.INDIRECT ? r.indirectOp : r.operation;

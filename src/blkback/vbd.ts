@@ -13,6 +13,7 @@ import { backendReaction, parseXenbusState, XenbusState, xenbusStateName } from 
 import type { InflightBudget } from './inflight-budget.ts';
 import type { FairShare } from './fair-share.ts';
 import { RingServer } from './ring-server.ts';
+import type { DataPath } from './ring-server.ts';
 import { VbdStats } from './stats.ts';
 
 export const MAX_RING_PAGE_ORDER = 4; // 16 pages, 512 requests (Linux's default xen_blkif_max_ring_order)
@@ -37,6 +38,9 @@ export interface VbdContext {
   readonly budget: InflightBudget;
   readonly fairShare: FairShare;
   readonly maxRingPageOrder: number;
+  /** Advertised as feature-max-indirect-segments; 0 advertises none. */
+  readonly maxIndirectSegments: number;
+  readonly dataPath: DataPath;
   readonly log: (message: string) => void;
   readonly logError: (message: string) => void;
 }
@@ -209,6 +213,8 @@ export class Vbd {
       device,
       readOnly: this.#readOnly,
       discard: this.#discard,
+      maxIndirectSegments: this.#ctx.maxIndirectSegments,
+      dataPath: this.#ctx.dataPath,
       stats: this.stats,
       budget: this.#ctx.budget,
       fairShare: this.#ctx.fairShare,
@@ -231,6 +237,7 @@ export class Vbd {
     await xs.transaction(async (tx) => {
       await xs.write(`${be}/feature-flush-cache`, '1', tx);
       await xs.write(`${be}/feature-barrier`, '1', tx);
+      if (this.#ctx.maxIndirectSegments > 0) await xs.write(`${be}/feature-max-indirect-segments`, String(this.#ctx.maxIndirectSegments), tx);
       if (this.#discard) {
         await xs.write(`${be}/discard-granularity`, String(info.discardGranularity || info.logicalBlockSize), tx);
         await xs.write(`${be}/discard-alignment`, '0', tx);

@@ -9,11 +9,12 @@ import {
   BLKIF_OP,
   BLKIF_RSP,
   SECTOR_SIZE,
+  SEGS_PER_INDIRECT_FRAME,
   VDISK_READONLY,
   XEN_PAGE_SIZE,
 } from '../blkif/constants.ts';
 import type { BlkifAbi } from '../blkif/constants.ts';
-import { BlkifRequest, BlkifResponse, decodeResponse, encodeRequest } from '../blkif/codec.ts';
+import { BlkifRequest, BlkifResponse, decodeResponse, encodeIndirectSegments, encodeRequest } from '../blkif/codec.ts';
 import { FrontRing, frontRingInit, SharedRing } from '../blkif/ring.ts';
 import type { BlockDevice, BlockDeviceInfo } from '../block/types.ts';
 import type { EventChannel, GuestHypervisor } from '../hypervisor/types.ts';
@@ -27,6 +28,11 @@ export interface BlkfrontOptions {
   readonly ringPageOrder?: number;
   /** How long to wait for each handshake step (ms, default 10000). */
   readonly timeoutMs?: number;
+  /**
+   * Segments per request when the backend offers indirect requests (default 32, Linux blkfront's
+   * max_indirect_segments; at most 512, one indirect page). 0 or <= 11: direct requests only.
+   */
+  readonly maxIndirectSegments?: number;
 }
 
 export interface BlkfrontStats {
@@ -40,6 +46,8 @@ export interface BlkfrontStats {
   errors: number;
   /** Size changes announced by the backend. */
   resizes: number;
+  /** Requests sent as BLKIF_OP_INDIRECT. */
+  indirect: number;
 }
 
 /** One user call (readv, writev, flush, discard); may become several ring requests. */
@@ -66,6 +74,9 @@ interface Piece {
 interface Shadow {
   piece: Piece | null;
   refs: Int32Array;
+  /** The page holding this slot's indirect segment list (allocated on first use), and its grant while in flight. */
+  indirectFrame: number;
+  indirectRef: number;
 }
 
 const PROTOCOL_NAME: Record<BlkifAbi, string> = { x86_64: 'x86_64-abi', x86_32: 'x86_32-abi' };
@@ -73,7 +84,7 @@ const PROTOCOL_NAME: Record<BlkifAbi, string> = { x86_64: 'x86_64-abi', x86_32: 
 export class Blkfront implements BlockDevice {
   readonly name: string;
   readonly devid: number;
-  readonly stats: BlkfrontStats = { requests: 0, responses: 0, queued: 0, maxQueued: 0, notifies: 0, events: 0, errors: 0, resizes: 0 };
+  readonly stats: BlkfrontStats = { requests: 0, responses: 0, queued: 0, maxQueued: 0, notifies: 0, events: 0, errors: 0, resizes: 0, indirect: 0 };
   #info: BlockDeviceInfo;
   #hv: GuestHypervisor;
   #abi: BlkifAbi;
@@ -101,6 +112,10 @@ export class Blkfront implements BlockDevice {
   #closed = false;
   #idle: (() => void) | null = null;
   #timeoutMs: number;
+  #wantedIndirect: number;
+  /** Segments per request: 11, or what indirect requests allow. */
+  #maxSegs = BLKIF_MAX_SEGMENTS_PER_REQUEST;
+  #segRefs = new Uint32Array(BLKIF_MAX_SEGMENTS_PER_REQUEST);
 
   private constructor(hv: GuestHypervisor, devid: number, name: string, options: BlkfrontOptions) {
     this.#hv = hv;
@@ -108,6 +123,7 @@ export class Blkfront implements BlockDevice {
     this.name = name;
     this.#abi = options.abi ?? 'x86_64';
     this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#wantedIndirect = Math.max(0, Math.min(SEGS_PER_INDIRECT_FRAME, options.maxIndirectSegments ?? 32));
     this.#frontendPath = `/local/domain/${hv.domid}/device/vbd/${devid}`;
     this.#info = emptyInfo();
   }
@@ -173,7 +189,7 @@ export class Blkfront implements BlockDevice {
     this.#ring = new FrontRing(this.#sring);
     this.#slot = new Uint8Array(this.#sring.stride);
     for (let id = this.#sring.size - 1; id >= 0; id--) {
-      this.#shadows[id] = { piece: null, refs: new Int32Array(BLKIF_MAX_SEGMENTS_PER_REQUEST).fill(-1) };
+      this.#shadows[id] = { piece: null, refs: new Int32Array(BLKIF_MAX_SEGMENTS_PER_REQUEST).fill(-1), indirectFrame: -1, indirectRef: -1 };
       this.#freeIds.push(id);
     }
     this.#events = this.#hv.events.allocUnbound(this.#backendId);
@@ -233,6 +249,12 @@ export class Blkfront implements BlockDevice {
     this.#featureBarrier = (await num('feature-barrier', 0)) === 1;
     this.#featureDiscard = (await num('feature-discard', 0)) === 1;
     const granularity = this.#featureDiscard ? await num('discard-granularity', sectorSize) : 0;
+    const indirect = Math.min(this.#wantedIndirect, await num('feature-max-indirect-segments', 0));
+    if (indirect > BLKIF_MAX_SEGMENTS_PER_REQUEST && indirect > this.#maxSegs) {
+      this.#maxSegs = indirect;
+      this.#segRefs = new Uint32Array(indirect);
+      for (const shadow of this.#shadows) shadow.refs = new Int32Array(indirect).fill(-1);
+    }
     this.#info = {
       size: sectors * SECTOR_SIZE,
       logicalBlockSize: sectorSize,
@@ -392,7 +414,7 @@ export class Blkfront implements BlockDevice {
     return true;
   }
 
-  /** Cuts the vector into requests of at most 11 page segments each. */
+  /** Cuts the vector into requests of at most #maxSegs page segments each (11 without indirect requests). */
   #split(op: number, sector: number, iov: readonly Uint8Array[], io: UserIo): void {
     let piece = this.#newPiece(op, sector, io);
     const pieces: Piece[] = [piece];
@@ -400,7 +422,7 @@ export class Blkfront implements BlockDevice {
       let addr = b.byteOffset;
       const end = addr + b.length;
       while (addr < end) {
-        if (piece.nseg === BLKIF_MAX_SEGMENTS_PER_REQUEST) {
+        if (piece.nseg === this.#maxSegs) {
           sector += piece.nrSectors;
           piece = this.#newPiece(op, sector, io);
           pieces.push(piece);
@@ -425,9 +447,9 @@ export class Blkfront implements BlockDevice {
       op,
       sector,
       nseg: 0,
-      frames: new Uint32Array(BLKIF_MAX_SEGMENTS_PER_REQUEST),
-      first: new Uint8Array(BLKIF_MAX_SEGMENTS_PER_REQUEST),
-      last: new Uint8Array(BLKIF_MAX_SEGMENTS_PER_REQUEST),
+      frames: new Uint32Array(this.#maxSegs),
+      first: new Uint8Array(this.#maxSegs),
+      last: new Uint8Array(this.#maxSegs),
       nrSectors: 0,
       io,
     };
@@ -486,6 +508,14 @@ export class Blkfront implements BlockDevice {
       }
       shadow.refs[i] = ref;
     }
+    const indirect = piece.nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    if (indirect && !this.#grantIndirectPage(piece, shadow)) {
+      for (let j = 0; j < piece.nseg; j++) {
+        this.#hv.grants.endAccess(shadow.refs[j]!);
+        shadow.refs[j] = -1;
+      }
+      return false;
+    }
     this.#freeIds.pop();
     shadow.piece = piece;
     const r = this.#req;
@@ -494,7 +524,14 @@ export class Blkfront implements BlockDevice {
     r.idLo = id;
     r.idHi = 0;
     r.sectorNumber = piece.sector;
-    if (piece.op === BLKIF_OP.DISCARD) {
+    if (indirect) {
+      r.operation = BLKIF_OP.INDIRECT;
+      r.indirectOp = piece.op;
+      r.indirectNrSegments = piece.nseg;
+      r.indirectGrefs.fill(0);
+      r.indirectGrefs[0] = shadow.indirectRef;
+      this.stats.indirect++;
+    } else if (piece.op === BLKIF_OP.DISCARD) {
       r.discardFlag = 0;
       r.nrSectors = piece.nrSectors;
       r.nrSegments = 0;
@@ -509,6 +546,21 @@ export class Blkfront implements BlockDevice {
     encodeRequest(this.#abi, r, this.#slot);
     this.#ring.putRequest(this.#slot);
     this.stats.requests++;
+    return true;
+  }
+
+  /** Writes the piece's segment list to the slot's indirect page and grants it (read-only); false if out of memory or grants. */
+  #grantIndirectPage(piece: Piece, shadow: Shadow): boolean {
+    if (shadow.indirectFrame < 0) {
+      shadow.indirectFrame = this.#hv.memory.allocPages(1);
+      if (shadow.indirectFrame < 0) return false;
+    }
+    const refs = this.#segRefs;
+    for (let i = 0; i < piece.nseg; i++) refs[i] = shadow.refs[i]!;
+    encodeIndirectSegments(this.#hv.memory.view(shadow.indirectFrame, 1), piece.nseg, refs, piece.first, piece.last, 0);
+    const ref = this.#hv.grants.grantAccess(this.#backendId, shadow.indirectFrame, true);
+    if (ref < 0) return false;
+    shadow.indirectRef = ref;
     return true;
   }
 
@@ -538,6 +590,10 @@ export class Blkfront implements BlockDevice {
       const ref = shadow.refs[i]!;
       if (!this.#hv.grants.endAccess(ref)) this.#deferEnd(ref);
       shadow.refs[i] = -1;
+    }
+    if (shadow.indirectRef >= 0) {
+      if (!this.#hv.grants.endAccess(shadow.indirectRef)) this.#deferEnd(shadow.indirectRef);
+      shadow.indirectRef = -1;
     }
     shadow.piece = null;
     this.#freeIds.push(id);
@@ -601,6 +657,10 @@ export class Blkfront implements BlockDevice {
     for (const ref of this.#ringRefs) if (!this.#hv.grants.endAccess(ref)) this.#deferEnd(ref);
     this.#ringRefs = [];
     if (this.#ringFrame >= 0) this.#hv.memory.freePages(this.#ringFrame, this.#ringPages);
+    for (const shadow of this.#shadows) {
+      if (shadow.indirectFrame >= 0) this.#hv.memory.freePages(shadow.indirectFrame, 1);
+      shadow.indirectFrame = -1;
+    }
     this.#ringFrame = -1;
   }
 }

@@ -34,7 +34,7 @@ export interface GuestWorkerData {
   /** URL of a module whose default export is a GuestWorkload. */
   readonly workload: string;
   readonly params: unknown;
-  readonly front: { readonly abi?: 'x86_64' | 'x86_32'; readonly ringPageOrder?: number };
+  readonly front: { readonly abi?: 'x86_64' | 'x86_32'; readonly ringPageOrder?: number; readonly maxIndirectSegments?: number };
 }
 
 /** Messages from the guest worker to the host. */

@@ -15,6 +15,8 @@ export interface VerifyParams {
   readonly iodepth?: number;
   /** Largest I/O in bytes (default 128 KiB: larger than one blkif request, so splitting is exercised). */
   readonly maxBytes?: number;
+  /** Smallest I/O in bytes (default one block). */
+  readonly minBytes?: number;
   readonly seed?: number;
   /** Share of writes among operations, 0..1 (default 0.6). */
   readonly writeFraction?: number;
@@ -52,6 +54,7 @@ export async function runVerify(device: BlockDevice, allocate: BufferAllocator, 
   const operations = params.operations ?? 2000;
   const depth = params.iodepth ?? 32;
   const maxBytes = Math.max(block, Math.floor(Math.min(params.maxBytes ?? 128 << 10, length) / block) * block);
+  const minBlocks = Math.max(1, Math.min(maxBytes / block, Math.floor((params.minBytes ?? block) / block)));
   const seed = params.seed ?? 1;
   const writeFraction = params.writeFraction ?? 0.6;
   const rng = new Rng(seed);
@@ -88,7 +91,7 @@ export async function runVerify(device: BlockDevice, allocate: BufferAllocator, 
         result.flushes++;
         continue;
       }
-      const blocks = 1 + rng.below(maxBytes / block);
+      const blocks = minBlocks + rng.below(maxBytes / block - minBlocks + 1);
       const count = (blocks * block) / 512;
       // Find a free range (no overlap with I/O in flight); give up after a few tries and just wait a turn.
       let start = -1;
