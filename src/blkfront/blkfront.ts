@@ -652,7 +652,8 @@ export class Blkfront implements BlockDevice {
     await xs.write(`${this.#frontendPath}/state`, String(XenbusState.Closing));
     await this.#waitBackend((s) => s >= XenbusState.Closing, 'Closing').catch(() => XenbusState.Closing);
     await xs.write(`${this.#frontendPath}/state`, String(XenbusState.Closed));
-    await this.#waitBackend((s) => s === XenbusState.Closed, 'Closed').catch(() => XenbusState.Closed);
+    // A backend directory the toolstack already removed (state unreadable: Unknown) is as good as Closed.
+    await this.#waitBackend((s) => s === XenbusState.Closed || s === XenbusState.Unknown, 'Closed').catch(() => XenbusState.Closed);
     this.#events.close();
     for (const ref of this.#ringRefs) if (!this.#hv.grants.endAccess(ref)) this.#deferEnd(ref);
     this.#ringRefs = [];

@@ -6,13 +6,17 @@ import type { XlConfig } from '../../config/xl-cfg.ts';
 import { parseSize } from '../../config/size.ts';
 import { UsageError } from '../../internal/errors.ts';
 import { SimHost } from '../../toolstack/host.ts';
+import { blkbackControlTarget } from '../../control/blkback-target.ts';
+import { serveControl } from '../../control/server.ts';
+import type { ControlServer } from '../../control/server.ts';
+import { simToolstack } from '../../control/sim-toolstack.ts';
 import { guestConfigFromXl } from '../../toolstack/from-xl.ts';
 import type { VerifyResult } from '../../workload/verify.ts';
 import type { Command } from '../command.ts';
 
 const help = `blkback run — start simulated guests from xl config files and check their disks
 
-usage: blkback run GUEST.cfg... [--map PATH=SPEC]... [--xenstore-socket PATH]
+usage: blkback run GUEST.cfg... [--map PATH=SPEC]... [--xenstore-socket PATH] [--control-socket PATH]
                    [--operations N] [--iodepth N] [--max-io SIZE] [--length SIZE] [--abi x86_64|x86_32]
                    [--hold] [--json]
 
@@ -31,6 +35,10 @@ Options:
                            (the seed configs name /dev/sdb: --map /dev/sdb=ram:1G)
   --xenstore-socket PATH   also serve the xenstore on this Unix socket, so that
                            XENSTORED_PATH=PATH xenstore-ls /local/domain shows the live tree
+  --control-socket PATH    serve 'blkback ctl --socket PATH' (list, stats, attach, detach,
+                           resize) while the host is up; with --hold, until Ctrl-C. Disks to
+                           hot-plug must resolve here too: --map /dev/sdc=ram:256M, then
+                           blkback ctl --socket PATH attach DOMID 'vdev=xvdb,target=/dev/sdc'
   --operations N           I/Os per guest (default 5000)
   --iodepth N              I/Os in flight per guest (default 32)
   --max-io SIZE            largest I/O (default 128k)
@@ -54,6 +62,7 @@ export const runCommand: Command = {
       options: {
         map: { type: 'string', multiple: true },
         'xenstore-socket': { type: 'string' },
+        'control-socket': { type: 'string' },
         operations: { type: 'string' },
         iodepth: { type: 'string' },
         'max-io': { type: 'string' },
@@ -93,6 +102,16 @@ export const runCommand: Command = {
     }
     const maps = buildMapTable((values.map ?? []).map(parseMapOption));
     const host = await SimHost.start({ maps, log, ...(values['xenstore-socket'] === undefined ? {} : { xenstoreSocket: values['xenstore-socket'] }) });
+    let control: ControlServer | undefined;
+    const controlPath = values['control-socket'];
+    if (controlPath !== undefined) {
+      try {
+        control = await serveControl(blkbackControlTarget(host.blkback, simToolstack(host), { xenstore: host.xs }), { path: controlPath, log });
+      } catch (err) {
+        await host.stop();
+        throw err;
+      }
+    }
     const params = {
       operations: count(values.operations, '--operations', 5000),
       iodepth: count(values.iodepth, '--iodepth', 32),
@@ -138,6 +157,7 @@ export const runCommand: Command = {
         });
       }
     } finally {
+      await control?.close();
       await host.stop();
     }
     return failed === 0 ? 0 : 1;

@@ -1,0 +1,156 @@
+// `blkback serve`: the backend in a real Xen dom0. Owns /local/domain/0/backend/vbd and serves each
+// disk the toolstack sets up there (xl create, xl block-attach) until SIGINT or SIGTERM, with the
+// control socket for `blkback ctl`. On a machine without Xen it says what is missing and exits 2.
+import { parseArgs } from 'node:util';
+import { Blkback } from '../../blkback/blkback.ts';
+import { blkbackControlTarget } from '../../control/blkback-target.ts';
+import { defaultControlSocket, ROOT_CONTROL_SOCKET } from '../../control/paths.ts';
+import { serveControl } from '../../control/server.ts';
+import type { ControlServer } from '../../control/server.ts';
+import { xlToolstack } from '../../control/xl-toolstack.ts';
+import { UsageError } from '../../internal/errors.ts';
+import { StoreRegistry } from '../../toolstack/stores.ts';
+import type { Command } from '../command.ts';
+
+/** Exit status when Xen is not there: the environment, not the command line, is wrong (but not a crash). */
+export const EXIT_NO_XEN = 2;
+
+const help = `blkback serve — be the block backend of a real Xen host (run in dom0, as root)
+
+usage: blkback serve [--control-socket PATH] [--xenstore-socket PATH]
+                     [--max-ring-page-order N] [--max-inflight N] [--data-path copy|map]
+
+Takes over /local/domain/0/backend/vbd: every guest disk the toolstack sets up there with
+backendtype=phy (at 'xl create', or later with 'xl block-attach' or 'blkback ctl attach') is
+served from the path in its params key (a block device such as /dev/loop0, /dev/vg0/guest, or a
+raw image file), with Linux xen-blkback's handshake and keys. Logs go to stderr with timestamps.
+SIGINT or SIGTERM stops it cleanly: each disk answers the requests in flight, then blkback exits 0.
+
+Before you start:
+  - do not load the kernel's backend: 'modprobe -r xen-blkback' (and blacklist it), or both
+    backends race for the same devices;
+  - start 'blkback serve' before 'xl create', so the guest finds its disks at boot;
+  - in the guest's xl config, ask for a phy backend, e.g.
+      disk = ['format=raw,vdev=xvda,access=rw,backendtype=phy,target=/dev/loop0']
+    (qdisk disks stay QEMU's, and show up nowhere here).
+
+On a machine without Xen (no /dev/xen, no xenstored) it prints one line saying what is missing
+and exits with status 2.
+
+options:
+  --control-socket PATH    serve 'blkback ctl' on this Unix socket, mode 0600 (default
+                           ${ROOT_CONTROL_SOCKET} when root)
+  --xenstore-socket PATH   xenstored's Unix socket (default /run/xenstored/socket)
+  --max-ring-page-order N  largest ring a frontend may use, 2^N pages (0..4, default 4)
+  --max-inflight N         requests in flight across all disks before rings wait (default 4096)
+  --data-path copy|map     how guest data moves (default copy): 'copy' grant-copies between the
+                           guest's pages and our own (one hypercall a request, nothing mapped, so
+                           immune to XSA-229-style unmap races); 'map' maps the guest's pages
+                           through gntdev and does I/O straight into them
+
+example:
+  losetup --direct-io=on -f --show guest.img        # -> /dev/loop0
+  blkback serve 2>>/var/log/blkback.log &
+  xl create guest.cfg        # disk = ['format=raw,vdev=xvda,access=rw,backendtype=phy,target=/dev/loop0']
+  blkback ctl list
+  blkback ctl stats 1/xvda
+`;
+
+function count(text: string | undefined, what: string, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) throw new UsageError(`serve: ${what} '${text}' is not a whole number in ${min}..${max}`);
+  return n;
+}
+
+function timestamped(line: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+}
+
+export const serveCommand: Command = {
+  name: 'serve',
+  summary: 'serve the disks of real Xen guests (dom0), with a control socket for blkback ctl',
+  help,
+  async run(argv) {
+    let values: Record<string, string | undefined>;
+    try {
+      ({ values } = parseArgs({
+        args: argv,
+        allowPositionals: false,
+        strict: true,
+        options: {
+          'control-socket': { type: 'string' },
+          'xenstore-socket': { type: 'string' },
+          'max-ring-page-order': { type: 'string' },
+          'max-inflight': { type: 'string' },
+          'data-path': { type: 'string' },
+        },
+      }));
+    } catch (err) {
+      throw new UsageError(`serve: ${(err as Error).message} (see 'blkback serve --help')`);
+    }
+    const maxRingPageOrder = count(values['max-ring-page-order'], '--max-ring-page-order', 0, 4);
+    const maxInflight = count(values['max-inflight'], '--max-inflight', 1, 1 << 20);
+    const dataPath = values['data-path'] ?? 'copy';
+    if (dataPath !== 'copy' && dataPath !== 'map') throw new UsageError(`serve: --data-path '${dataPath}' is neither 'copy' nor 'map'`);
+    const controlPath = values['control-socket'] ?? defaultControlSocket();
+    const xenstoreSocket = values['xenstore-socket'];
+
+    // Loaded only here: the binding to /dev/xen (and its FFI library) is no business of other commands.
+    const noXen = (why: string): number => {
+      process.stderr.write(`blkback serve: Xen is not available here: ${why}\n`);
+      return EXIT_NO_XEN;
+    };
+    let xen: typeof import('../../hypervisor/xen/index.ts');
+    try {
+      xen = await import('../../hypervisor/xen/index.ts');
+    } catch (err) {
+      // A broken install (the FFI package missing) is still an environment problem, not a crash.
+      return noXen(`the Xen binding cannot be loaded: ${String((err as Error).message).split('\n')[0]} (run npm ci)`);
+    }
+    const available = xen.xenAvailable(xenstoreSocket === undefined ? {} : { xenstoreSocket });
+    if (!available.ok) return noXen(available.why ?? 'no Xen hypervisor interface found');
+    let hv;
+    try {
+      hv = await xen.openXenHypervisor(xenstoreSocket === undefined ? {} : { xenstoreSocket });
+    } catch (err) {
+      if (err instanceof xen.XenUnavailableError) return noXen(err.message);
+      throw err;
+    }
+
+    const log = timestamped;
+    const stores = new StoreRegistry();
+    const blkback = new Blkback(hv, {
+      open: stores.open,
+      log,
+      dataPath,
+      ...(maxRingPageOrder === undefined ? {} : { maxRingPageOrder }),
+      ...(maxInflight === undefined ? {} : { maxInflight }),
+    });
+    let control: ControlServer | undefined;
+    try {
+      await blkback.start();
+      control = await serveControl(blkbackControlTarget(blkback, xlToolstack(), { xenstore: hv.xenstore }), { path: controlPath, log });
+      log(`serve: blkback serves /local/domain/${hv.domid}/backend/vbd; control socket ${controlPath}`);
+      const signal = await new Promise<NodeJS.Signals>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      log(`serve: ${signal}: answering the requests in flight, then stopping`);
+      // A second signal while draining gives up on a clean stop.
+      const force = (sig: NodeJS.Signals): void => {
+        log(`serve: ${sig} again: exiting without draining`);
+        process.exit(1);
+      };
+      process.once('SIGINT', force);
+      process.once('SIGTERM', force);
+    } finally {
+      await control?.close();
+      await blkback.stop();
+      await stores.close();
+      await hv.close();
+    }
+    log('serve: stopped');
+    return 0;
+  },
+};

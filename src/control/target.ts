@@ -1,0 +1,90 @@
+// What the control socket serves: a ControlTarget answers the five operations. The server turns
+// its results into JSON answers and its thrown errors into error answers (ControlError keeps its code).
+//
+// Counter names are Linux xen-blkback's (/sys/bus/xen-backend/devices/vbd-D-N/statistics/*), so
+// scripts written against a kernel backend read ours unchanged.
+
+export interface DiskSummary {
+  /** "<domid>/<devid>", the key under /local/domain/0/backend/vbd. */
+  readonly key: string;
+  readonly domid: number;
+  readonly devid: number;
+  readonly vdev: string;
+  /** XenbusState name of the backend: InitWait, Connected, Closing ... */
+  readonly state: string;
+  /** What serves it: "<type>:<params>" as the toolstack wrote them (phy:/dev/loop0), or the store's name. */
+  readonly store: string;
+  /** Bytes; 0 while the store is not open yet. */
+  readonly size: number;
+  readonly readOnly: boolean;
+  /** Pages of the shared ring (0 before the frontend connects). */
+  readonly ringPages: number;
+  /** Ring ABI the frontend asked for, or null before it connects. */
+  readonly abi: string | null;
+  readonly inflight: number;
+}
+
+/** One operation's latency, in nanoseconds, from the fio-bucket histogram blkback keeps. */
+export interface OpLatency {
+  readonly count: number;
+  readonly min: number;
+  readonly max: number;
+  readonly mean: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly p999: number;
+  /** Counts per range, in order: each bucket holds latencies up to `le_ns` (null: no upper bound). */
+  readonly buckets: readonly { readonly le_ns: number | null; readonly count: number }[];
+}
+
+export interface DiskStatistics {
+  readonly key: string;
+  readonly vdev: string;
+  readonly oo_req: number;
+  readonly rd_req: number;
+  readonly wr_req: number;
+  readonly f_req: number;
+  readonly ds_req: number;
+  readonly rd_sect: number;
+  readonly wr_sect: number;
+  /** Requests answered with an error, by kind (src/blkback/stats.ts ERROR_KINDS). */
+  readonly errors: Readonly<Record<string, number>>;
+  readonly latency_ns: {
+    readonly read: OpLatency;
+    readonly write: OpLatency;
+    readonly flush: OpLatency;
+    readonly discard: OpLatency;
+  };
+}
+
+export interface AttachResult {
+  readonly key: string;
+  readonly domid: number;
+  readonly devid: number;
+  readonly vdev: string;
+}
+
+export interface DetachResult {
+  readonly key: string;
+  readonly vdev: string;
+}
+
+export interface ResizeResult {
+  readonly key: string;
+  readonly vdev: string;
+  readonly oldSize: number;
+  readonly newSize: number;
+}
+
+export interface ControlTarget {
+  list(): Promise<DiskSummary[]>;
+  /** Every disk, or the one named ("3/51712", "3/xvda"). */
+  stats(disk?: string): Promise<DiskStatistics[]>;
+  /** xl block-attach: `spec` in xl disk syntax (docs/misc/xl-disk-configuration.txt). */
+  attach(domid: number, spec: string): Promise<AttachResult>;
+  /** xl block-detach. */
+  detach(domid: number, vdev: string): Promise<DetachResult>;
+  /** Grow (or shrink, if the store allows) a disk to `newSize` bytes and tell the frontend. */
+  resize(disk: string, newSize: number): Promise<ResizeResult>;
+}
