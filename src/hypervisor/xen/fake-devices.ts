@@ -3,11 +3,13 @@
 // grant copy (read from packed segments in "native" memory, as the kernel reads them), and the
 // evtchn driver's rule that a reported port stays masked until unmasked.
 //
-// Native memory is simulated: each allocation is an ArrayBuffer at a made-up address. A mapping is a
-// snapshot of the granted pages, written back to the guest on unmap when writable; on a read-only
-// mapping (PROT_READ on real Xen, where a write kills the process) writes never reach the guest and
-// are counted in readOnlyWrites. Unmapped and freed views are detached, so stale use shows up as
-// zero-length views instead of reading someone else's memory.
+// Native memory is simulated: each allocation is an ArrayBuffer at a made-up address. A writable
+// one-page mapping is the guest's frame itself, as gntdev's is, so a shared ring works: both sides see
+// each other's writes at once. Any other mapping is a snapshot of the granted pages (one ArrayBuffer
+// cannot alias several separate frames), written back to the guest on unmap when writable; on a
+// read-only mapping (PROT_READ on real Xen, where a write kills the process) writes never reach the
+// guest and are counted in readOnlyWrites. Unmapped snapshots and freed views are detached, so stale
+// use shows up as zero-length views instead of reading someone else's memory.
 
 import { PAGE_SIZE, GNTST } from '../types.ts';
 import type { EvtchnDevice, GnttabDevice, NativeMemory, NativeRegion, PendingListener, XenDevices } from './devices.ts';
@@ -107,6 +109,8 @@ interface Mapping {
   readonly writable: boolean;
   readonly snapshot: Uint8Array;
   readonly view: ArrayBuffer;
+  /** The view is the guest's frame (a writable one-page run), not a snapshot. */
+  readonly live: boolean;
 }
 
 interface BackendPort {
@@ -262,10 +266,17 @@ export class FakeXenDevices implements XenDevices {
       }
       frames.push(grant.frame);
     }
+    if (count === 1 && writable) {
+      // Each frame is its own PAGE_SIZE ArrayBuffer: hand out the frame itself, at a fresh address.
+      const address = this.#newRegion(PAGE_SIZE).address;
+      const view = domain.page(frames[0]!).buffer as ArrayBuffer;
+      this.#mappings.set(address, { domain, frames, writable, snapshot: new Uint8Array(0), view, live: true });
+      return { address: BigInt(address), view };
+    }
     const region = this.#newRegion(count * PAGE_SIZE);
     const bytes = new Uint8Array(region.view);
     for (let i = 0; i < count; i++) bytes.set(domain.page(frames[i]!), i * PAGE_SIZE);
-    this.#mappings.set(region.address, { domain, frames, writable, snapshot: bytes.slice(), view: region.view });
+    this.#mappings.set(region.address, { domain, frames, writable, snapshot: bytes.slice(), view: region.view, live: false });
     return { address: BigInt(region.address), view: region.view };
   }
 
@@ -274,6 +285,7 @@ export class FakeXenDevices implements XenDevices {
     const mapping = this.#mappings.get(Number(address));
     if (mapping === undefined || mapping.frames.length !== count) throw new XenDeviceError('xengnttab_unmap', E.EINVAL, `0x${address.toString(16)}`);
     this.#mappings.delete(Number(address));
+    if (mapping.live) return; // the guest's own page: nothing to write back, and it must stay attached
     const bytes = new Uint8Array(mapping.view);
     for (let i = 0; i < count; i++) {
       const mapped = bytes.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
