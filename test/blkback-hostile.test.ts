@@ -73,7 +73,7 @@ function isErrorLine(line: string): boolean {
   return /request id|failed:|similar messages suppressed|produced more requests/.test(line);
 }
 
-test('blkback survives a hostile guest: malformed requests, ring overflow, flood and shared-memory scribbling', { timeout: 90_000 }, async () => {
+test('blkback survives a hostile guest: malformed requests, ring overflow, flood and shared-memory scribbling', { timeout: 90_000 }, async (t) => {
   const lines: string[] = [];
   const started = Date.now();
   const host = await SimHost.start({ log: (line) => lines.push(line) });
@@ -236,12 +236,15 @@ test('blkback survives a hostile guest: malformed requests, ring overflow, flood
     const soloAfter = await runGood(host, 'good-solo-after', 'good', { io });
     const baseline = (solo.result.io.iops + soloAfter.result.io.iops) / 2;
     const ratio = under.result.io.iops / baseline;
+    t.diagnostic(`neighbour kept ${Math.round(ratio * 100)}% of its solo IOPS (${Math.round(under.result.io.iops)} vs ${Math.round(baseline)})`);
     // `npm test` runs this file alone, after the others: the share is a measurement, and other tests'
     // guests on the same 2 cores would take it down with them (21% seen when run beside another file).
     // The issue asks for half. Measured on this 2-core machine with segment-charged turns, batched
     // answers on flooded rings and the per-domain time cap (src/blkback/fair-share.ts): 49-82% over
-    // eleven runs, median about 60% (before the cap: 29-49%; with request-counted turns: 10-25%).
-    // The bar is set below the lowest run seen so that a shared machine does not turn CI red.
+    // eleven runs, median about 60% (before the cap: 29-49%; with request-counted turns: 10-25%);
+    // with indirect requests and the solo quantum, 59-70% over six quiet runs. With an emulator
+    // taking a core beside it, 12-31%. The bar is set below the lowest quiet run seen so that a
+    // shared machine does not turn CI red; the diagnostic line prints the share of every run.
     assert.ok(
       ratio >= FAIR_SHARE,
       `good guest kept ${Math.round(ratio * 100)}% of its solo IOPS (${Math.round(under.result.io.iops)} vs ${Math.round(baseline)}, solo runs ${Math.round(solo.result.io.iops)} and ${Math.round(soloAfter.result.io.iops)})`,
