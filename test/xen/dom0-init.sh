@@ -1,0 +1,205 @@
+#!/bin/bash
+# dom0's /init for the Xen-under-QEMU harness (arrives in the per-run payload; see docs/xen-tcg.md).
+# Brings up the Xen toolstack, makes a backing disk, starts one block backend (MODE=kernel: Linux's
+# xen-blkback; MODE=ours: `blkback serve`), then runs the guests and reports on the serial console:
+#   BLKBACK-PHASE <text>              where it is (the orchestrator prints these as progress)
+#   BLKBACK-RESULT {json}             one fact per line, asserted by test/xen/run.ts
+#   BLKBACK-FILE-BEGIN <name> ... BLKBACK-FILE-END <name>   a text file, verbatim
+#   G <tag>| <line>                   a guest's console, as xenconsoled logs it
+export PATH=/usr/lib/xen-4.17/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+. /opt/blkback-test/config.sh
+
+phase() { echo "BLKBACK-PHASE $*"; }
+result() { echo "BLKBACK-RESULT $1"; }
+print_file() { echo "BLKBACK-FILE-BEGIN $1"; cat "$2" 2>&1 | tr -d '\r'; echo; echo "BLKBACK-FILE-END $1"; }
+finish() { phase "dom0: done"; sync; /bin/busybox poweroff -f; }
+die() { result "{\"src\":\"dom0\",\"check\":\"fatal\",\"ok\":false,\"message\":\"$*\"}"; finish; }
+
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /run
+mkdir -p /run/lock /run/xen /run/xenstored /var/lib/xenstored /var/log/xen/console /var/lib/xen /run/blkback
+phase "dom0: init (mode=$MODE)"
+
+for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd loop; do modprobe $m || die "modprobe $m failed"; done
+mount -t xenfs xenfs /proc/xen
+xenstored --pid-file=/run/xenstored.pid || die "xenstored failed"
+sleep 1
+xen-init-dom0 >/dev/null || die "xen-init-dom0 failed"
+xenconsoled --log=guest --log-dir=/var/log/xen/console || die "xenconsoled failed"
+phase "dom0: toolstack up"
+
+# ---- backing disks (files in dom0's RAM behind loop devices) -----------------------------------
+phase "dom0: backing file ${DISK_MIB} MiB of random data"
+dd if=/dev/urandom of=/root/disk.img bs=1M count="$DISK_MIB" 2>/dev/null
+dd if=/dev/urandom of=/root/disk2.img bs=1M count="$DISK2_MIB" 2>/dev/null
+losetup /dev/loop0 /root/disk.img && losetup /dev/loop1 /root/disk2.img || die "losetup failed"
+DISK_BYTES=$(stat -c %s /root/disk.img)
+MARKER_OFF=$(( DISK_BYTES - 65536 ))   # in the last MiB, which the fio jobs leave alone
+DISKSPEC="format=raw,vdev=xvda,access=rw,backendtype=phy,script=/etc/xen/scripts/block-fast,target=/dev/loop0"
+DISK2SPEC="format=raw,vdev=xvdb,access=rw,backendtype=phy,script=/etc/xen/scripts/block-fast,target=/dev/loop1"
+
+# ---- the backend under test ---------------------------------------------------------------------
+SERVE_PID=
+if [ "$MODE" = kernel ]; then
+  modprobe xen-blkback || die "modprobe xen-blkback failed"
+  phase "dom0: backend is the kernel's xen-blkback"
+else
+  lsmod | grep -q '^xen_blkback' && die "xen-blkback is loaded in mode=ours"
+  : > /run/blkback/serve.log
+  node /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
+  SERVE_PID=$!
+  tail -n +1 -F /run/blkback/serve.log 2>/dev/null | sed -u 's/^/SERVE| /' &
+  for i in $(seq 1 60); do [ -S "$CONTROL_SOCKET" ] && break; kill -0 $SERVE_PID 2>/dev/null || break; sleep 1; done
+  if [ -S "$CONTROL_SOCKET" ]; then
+    phase "dom0: backend is blkback serve (pid $SERVE_PID, up after ${i}s)"
+  else
+    die "blkback serve did not create $CONTROL_SOCKET within 60 s"
+  fi
+fi
+result "{\"src\":\"dom0\",\"check\":\"backend\",\"mode\":\"$MODE\",\"ok\":true,\"disk_bytes\":$DISK_BYTES}"
+
+serve_alive() { [ -z "$SERVE_PID" ] || kill -0 "$SERVE_PID" 2>/dev/null; }
+ctl() { # NAME ARGS...: run `blkback ctl ARGS` and print its output as a file
+  local name=$1; shift
+  timeout -k 10 90 node /opt/blkback/dist/src/cli/main.js ctl "$@" $CTL_ARGS > /run/ctl.out 2>&1
+  local rc=$?
+  print_file "$name" /run/ctl.out
+  # on failure, what dom0 was doing (a busy or stuck process shows here)
+  if [ $rc != 0 ]; then ps -eo pid,stat,pcpu,time,wchan:20,args > /run/ps.out 2>&1; print_file "ps-$name" /run/ps.out; fi
+  result "{\"src\":\"dom0\",\"check\":\"$name\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc}"
+}
+backend_stats() { # TAG DOMID: the vbd's request counters as the backend reports them
+  if [ "$MODE" = kernel ]; then
+    local d=/sys/bus/xen-backend/devices/vbd-$2-51712/statistics s=""
+    for c in rd_req wr_req f_req ds_req oo_req; do s="$s\"$c\":$(cat $d/$c 2>/dev/null || echo -1),"; done
+    result "{\"src\":\"dom0\",\"check\":\"stats\",\"guest\":\"$1\",\"ok\":true,${s%,}}"
+  else
+    ctl "ctl-stats-$1" stats --json
+  fi
+}
+
+# ---- guests ---------------------------------------------------------------------------------------
+TAILS=""
+guest_log() { echo "/var/log/xen/console/guest-$1.log"; }
+start_guest() { # TAG TYPE EXTRA...: xl create, then stream the guest's console to ours
+  local tag=$1 type=$2; shift 2
+  cat > /root/$tag.cfg <<EOC
+name="$tag"
+type="$type"
+kernel="/root/vmlinuz"
+ramdisk="/run/domu.cpio.gz"
+extra="console=hvc0 quiet bb_tag=$tag $*"
+memory=$GUEST_MEM
+vcpus=1
+disk=[ '$DISKSPEC' ]
+on_poweroff="destroy"
+on_crash="destroy"
+EOC
+  [ "$type" = pvh ] && echo 'cpuid="host,rdtscp=0"' >> /root/$tag.cfg   # TSC feature TCG lacks
+  phase "$tag guest: xl create ($type)"
+  local t0=$(cut -d' ' -f1 /proc/uptime)
+  timeout 300 xl create /root/$tag.cfg > /run/xl-$tag.log 2>&1
+  local rc=$? t1=$(cut -d' ' -f1 /proc/uptime)
+  [ $rc = 0 ] || print_file "xl-create-$tag" /run/xl-$tag.log
+  result "{\"src\":\"dom0\",\"check\":\"create\",\"guest\":\"$tag\",\"type\":\"$type\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc,\"seconds\":$(echo "$t1 - $t0" | awk '{print $1-$3}')}"
+  [ $rc = 0 ] || return 1
+  DOMID=$(xl domid $tag)
+  local log; log=$(guest_log $tag)
+  tail -n +1 -F "$log" 2>/dev/null | sed -u "s/\r\$//; s/^/G $tag| /" &
+}
+stop_tail() { pkill -f "tail -n +1 -F $(guest_log $1)" 2>/dev/null; }
+wait_guest() { # TAG WORD SECONDS: until the guest prints "BLKBACK-GUEST WORD"
+  local i id; id=$(xl domid "$1" 2>/dev/null)
+  for i in $(seq 1 "$3"); do
+    grep -q "BLKBACK-GUEST $2" "$(guest_log $1)" 2>/dev/null && return 0
+    # a dead backend leaves the guest's I/O hanging: stop here rather than wait out every timeout
+    serve_alive || { print_file serve-log /run/blkback/serve.log; dmesg | tail -40 > /run/dmesg.txt; print_file dom0-dmesg /run/dmesg.txt; die "blkback serve died (see SERVE| lines and the serve-log file)"; }
+    # every 5 s: is the guest still there? (xenstore-exists is far cheaper than xl under emulation)
+    [ $((i % 5)) != 0 ] || xenstore-exists /local/domain/${id:-none} 2>/dev/null || { result "{\"src\":\"dom0\",\"check\":\"wait-$2\",\"guest\":\"$1\",\"ok\":false,\"message\":\"guest is gone\"}"; return 1; }
+    sleep 1
+  done
+  result "{\"src\":\"dom0\",\"check\":\"wait-$2\",\"guest\":\"$1\",\"ok\":false,\"message\":\"no '$2' within $3 s\"}"
+  return 1
+}
+destroy_guest() { # TAG: xl destroy, then the backend's xenstore directory must go
+  local tag=$1 id; id=$(xl domid $tag 2>/dev/null)
+  # the whole console log once more: the live relay (tail -F | sed) has lost a guest's lines
+  print_file "console-$tag" "$(guest_log $tag)"
+  phase "$tag guest: xl destroy"
+  # xl itself crashes now and then under emulation (SIGSEGV, malloc aborts): try it up to 3 times
+  local rc=1 attempt gone=false i
+  for attempt in 1 2 3; do
+    timeout 120 xl destroy $tag >> /run/xl-destroy.log 2>&1; rc=$?
+    [ $rc = 0 ] && break
+    xl domid $tag >/dev/null 2>&1 || { rc=0; break; }
+  done
+  for i in $(seq 1 30); do
+    xenstore-exists /local/domain/0/backend/vbd/$id 2>/dev/null || { gone=true; break; }
+    sleep 1
+  done
+  sleep 1; stop_tail $tag
+  result "{\"src\":\"dom0\",\"check\":\"destroy\",\"guest\":\"$tag\",\"ok\":$([ $rc = 0 ] && $gone && echo true || echo false),\"rc\":$rc,\"attempts\":$attempt,\"backend_dir_gone\":$gone,\"backend_alive\":$(serve_alive && echo true || echo false)}"
+}
+marker_check() { # TAG MARKER: is the guest's fsynced marker in the backing file?
+  local got; got=$(dd if=/root/disk.img bs=4096 skip=$(( MARKER_OFF / 4096 )) count=1 2>/dev/null | head -c ${#2})
+  result "{\"src\":\"dom0\",\"check\":\"marker\",\"guest\":\"$1\",\"ok\":$([ "$got" = "$2" ] && echo true || echo false),\"offset\":$MARKER_OFF}"
+}
+dom0_md5() { # TAG: the backing file as dom0 sees it, before the guest reads it
+  result "{\"src\":\"dom0\",\"check\":\"backing\",\"guest\":\"$1\",\"ok\":true,\"bytes\":$DISK_BYTES,\"md5\":\"$(md5sum < /root/disk.img | cut -d' ' -f1)\"}"
+}
+
+# The guests' initramfs: the cached base (busybox, blkfront, fio) + this run's /init and job files
+cat /root/domu-base.cpio.gz /opt/blkback-test/domu-overlay.cpio.gz > /run/domu.cpio.gz
+
+full_guest() { # TAG TYPE HOTPLUG: every check, both fio jobs, optionally disk hotplug
+  local tag=$1 type=$2 marker="BLKBACK-MARKER-$1-$RANDOM$RANDOM"
+  dom0_md5 $tag
+  start_guest $tag $type bb_role=checks bb_marker=$marker bb_marker_off=$MARKER_OFF bb_hotplug=$3 || return
+  wait_guest $tag marker-written 300 && marker_check $tag "$marker"
+  wait_guest $tag checks-done 900
+  backend_stats $tag $DOMID
+  [ "$MODE" = ours ] && ctl "ctl-list-$tag" list
+  if [ "$3" = 1 ] && wait_guest $tag hotplug-ready 60; then
+    result "{\"src\":\"dom0\",\"check\":\"backing2\",\"guest\":\"$tag\",\"ok\":true,\"bytes\":$(stat -c %s /root/disk2.img),\"md5\":\"$(md5sum < /root/disk2.img | cut -d' ' -f1)\"}"
+    phase "$tag guest: xl block-attach xvdb"
+    timeout 120 xl block-attach $tag "$DISK2SPEC" > /run/xl-attach.log 2>&1
+    local rc=$?; [ $rc = 0 ] || print_file "xl-block-attach-$tag" /run/xl-attach.log
+    result "{\"src\":\"dom0\",\"check\":\"block-attach\",\"guest\":\"$tag\",\"ok\":$([ $rc = 0 ] && echo true || echo false)}"
+    [ "$MODE" = ours ] && ctl "ctl-list-$tag-attached" list
+    if wait_guest $tag hotplug-seen 120; then
+      phase "$tag guest: xl block-detach xvdb"
+      timeout 120 xl block-detach $tag xvdb > /run/xl-detach.log 2>&1
+      rc=$?; [ $rc = 0 ] || print_file "xl-block-detach-$tag" /run/xl-detach.log
+      result "{\"src\":\"dom0\",\"check\":\"block-detach\",\"guest\":\"$tag\",\"ok\":$([ $rc = 0 ] && echo true || echo false)}"
+      wait_guest $tag hotplug-gone 120
+    fi
+  fi
+  destroy_guest $tag
+}
+
+for g in $GUESTS; do
+  case $g in
+    pv) full_guest pv pv 1 ;;
+    pvh) full_guest pvh pvh 0 ;;
+  esac
+done
+
+if [ "$MIDIO" = 1 ]; then
+  # a guest destroyed while fio has requests in flight; then a new guest must still be served
+  start_guest busy pv bb_role=busy && wait_guest busy busy-started 300 && sleep 5 && destroy_guest busy
+  marker="BLKBACK-MARKER-after-$RANDOM$RANDOM"
+  dom0_md5 after
+  if start_guest after pv bb_role=quick bb_marker=$marker bb_marker_off=$MARKER_OFF; then
+    wait_guest after marker-written 300 && marker_check after "$marker"
+    wait_guest after checks-done 300
+    [ "$MODE" = ours ] && ctl "ctl-list-after" list
+    destroy_guest after
+  fi
+fi
+
+if [ "$MODE" = ours ]; then
+  result "{\"src\":\"dom0\",\"check\":\"serve-alive\",\"ok\":$(serve_alive && echo true || echo false)}"
+  kill $SERVE_PID 2>/dev/null; sleep 2
+fi
+xl dmesg > /run/xl-dmesg.log 2>&1; print_file xl-dmesg /run/xl-dmesg.log
+finish

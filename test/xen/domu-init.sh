@@ -1,0 +1,91 @@
+#!/bin/busybox sh
+# A guest's /init for the Xen-under-QEMU harness (busybox, xen-blkfront.ko, fio; see docs/xen-tcg.md).
+# Its role and parameters come on the kernel command line from dom0 (bb_role, bb_tag, bb_marker, ...).
+# It reports on its console (hvc0), which dom0 relays: BLKBACK-RESULT {json}, BLKBACK-PHASE text,
+# BLKBACK-GUEST <word> for dom0 to wait on, BLKBACK-FILE-BEGIN/END around fio's JSON and bw logs.
+/bin/busybox --install -s /bin
+export PATH=/bin:/usr/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmpfs /tmp
+
+arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
+ROLE=$(arg bb_role); TAG=$(arg bb_tag); MARKER=$(arg bb_marker); MARKER_OFF=$(arg bb_marker_off); HOTPLUG=$(arg bb_hotplug)
+up() { cut -d' ' -f1 /proc/uptime; }
+phase() { echo "BLKBACK-PHASE $TAG guest: $*"; }
+result() { echo "BLKBACK-RESULT {\"src\":\"guest\",\"guest\":\"$TAG\",$1}"; }
+said() { echo "BLKBACK-GUEST $1"; }
+okf() { [ "$1" = 0 ] && echo true || echo false; }
+print_file() { echo "BLKBACK-FILE-BEGIN $1"; cat "$2"; echo; echo "BLKBACK-FILE-END $1"; }
+hold() { said holding; while true; do sleep 3600; done; }
+wait_dev() { # DEV SECONDS PRESENT(1|0)
+  i=0; while [ $i -lt "$2" ]; do
+    if [ "$3" = 1 ]; then [ -b "$1" ] && return 0; else [ -b "$1" ] || return 0; fi
+    sleep 1; i=$((i + 1))
+  done; return 1
+}
+
+phase "booted ($ROLE) at $(up)s"
+insmod /lib/modules/xen-blkfront.ko || result "\"check\":\"blkfront\",\"ok\":false"
+if ! wait_dev /dev/xvda 120 1; then result "\"check\":\"xvda\",\"ok\":false"; said checks-done; hold; fi
+
+size_check() {
+  result "\"check\":\"size\",\"ok\":true,\"bytes\":$(( $(cat /sys/block/xvda/size) * 512 )),\"write_cache\":\"$(cat /sys/block/xvda/queue/write_cache)\""
+}
+read_check() { # full read, checksum to compare with dom0's md5 of the backing file
+  phase "full read of /dev/xvda"
+  t0=$(up); sum=$(md5sum /dev/xvda | cut -d' ' -f1); t1=$(up)
+  result "\"check\":\"read\",\"ok\":true,\"md5\":\"$sum\",\"seconds\":$(echo "$t0 $t1" | awk '{print $2-$1}')"
+}
+marker_write() { # a write that must be in the backing file once fsync returns
+  [ -n "$MARKER" ] || MARKER=$(arg bb_marker)   # once seen empty after a segfault under TCG
+  [ -n "$MARKER" ] || { result "\"check\":\"fsync-write\",\"ok\":false,\"message\":\"no bb_marker\""; said marker-written; return; }
+  printf '%s' "$MARKER" | dd of=/dev/xvda bs=4096 seek=$((MARKER_OFF / 4096)) conv=notrunc,sync,fsync 2>/tmp/dd.err
+  rc=$?; result "\"check\":\"fsync-write\",\"ok\":$(okf $rc),\"rc\":$rc"
+  said marker-written
+}
+flush_check() { # fsync on an idle block device sends the backend a flush (blkdev_issue_flush)
+  sync /dev/xvda; rc=$?
+  result "\"check\":\"flush\",\"ok\":$(okf $rc),\"rc\":$rc,\"write_cache\":\"$(cat /sys/block/xvda/queue/write_cache)\""
+}
+run_fio() { # JOB
+  phase "fio $1 ($(grep -c . /jobs/$1.fio) lines, $(sed -n 's/^numjobs=//p' /jobs/$1.fio) jobs)"
+  mkdir -p /tmp/$1 && cd /tmp/$1
+  t0=$(up); fio --output-format=json --output=/tmp/$1.json /jobs/$1.fio > /tmp/$1.err 2>&1; rc=$?; t1=$(up)
+  cd /
+  result "\"check\":\"fio\",\"job\":\"$1\",\"ok\":$(okf $rc),\"rc\":$rc,\"seconds\":$(echo "$t0 $t1" | awk '{print $2-$1}')"
+  [ -s /tmp/$1.err ] && print_file "fio-stderr-$TAG-$1" /tmp/$1.err
+  print_file "fio-json-$TAG-$1" /tmp/$1.json
+  for f in /tmp/$1/*_bw.*.log; do [ -f "$f" ] && print_file "bwlog-$TAG-$1-${f##*/}" "$f"; done
+  phase "fio $1 done rc=$rc"
+}
+hotplug() { # dom0 attaches xvdb, we read it whole, dom0 detaches it
+  said hotplug-ready
+  if wait_dev /dev/xvdb 180 1; then
+    result "\"check\":\"hotplug-read\",\"ok\":true,\"bytes\":$(( $(cat /sys/block/xvdb/size) * 512 )),\"md5\":\"$(md5sum /dev/xvdb | cut -d' ' -f1)\""
+  else
+    result "\"check\":\"hotplug-read\",\"ok\":false"
+  fi
+  said hotplug-seen
+  wait_dev /dev/xvdb 180 0; rc=$?
+  result "\"check\":\"hotplug-gone\",\"ok\":$(okf $rc)"
+  said hotplug-gone
+}
+
+case "$ROLE" in
+  checks)
+    size_check; read_check; marker_write; flush_check
+    n=0
+    for f in /jobs/*.fio; do
+      [ -f "$f" ] || continue
+      job=${f##*/}; run_fio "${job%.fio}"; n=$((n + 1))
+    done
+    [ $n -gt 0 ] || result "\"check\":\"fio\",\"job\":\"none\",\"ok\":false,\"message\":\"no job files in /jobs: $(ls -la / /jobs 2>&1 | tr '\n' ' ')\"" 
+    said checks-done
+    [ "$HOTPLUG" = 1 ] && hotplug ;;
+  quick)
+    size_check; read_check; marker_write; flush_check; said checks-done ;;
+  busy)  # writes until dom0 destroys us
+    cd /tmp && fio --name=busy --filename=/dev/xvda --rw=randwrite --bs=64k --iodepth=32 --ioengine=libaio \
+      --direct=1 --size=64m --time_based --runtime=900 > /tmp/busy.out 2>&1 &
+    sleep 3; phase "fio busy writing"; said busy-started ;;
+esac
+hold

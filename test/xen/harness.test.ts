@@ -1,0 +1,105 @@
+// The harness's pure parts: derived job files (checked by fio 3.33 itself when installed), the
+// console parser and the checks. Not part of `npm test`'s glob (dist/test/*.test.js); run with
+// node --test dist/test/xen/harness.test.js
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { deriveGuestJob, seedNumjobs } from './fio-jobs.ts';
+import { ConsoleParser } from './console.ts';
+import type { ConsoleEvent, HarnessResult } from './console.ts';
+import { counterFromText, evaluateBoot, fioFigures } from './checks.ts';
+import type { BootPlan } from './checks.ts';
+
+// the repository: the working directory (npm runs there), else above this file (source or dist/)
+const repo =
+  [process.cwd(), fileURLToPath(new URL('../../..', import.meta.url)), fileURLToPath(new URL('../..', import.meta.url))].find((d) =>
+    existsSync(join(d, 'jobs/randw.fio')),
+  ) ?? process.cwd();
+const seed = (name: string): string => readFileSync(join(repo, 'jobs', `${name}.fio`), 'utf8');
+const hasFio = spawnSync('fio', ['--version']).status === 0;
+
+test('derived seed jobs: randwrite, verify, own regions, scaled size, fio 3.33 accepts them', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'xen-jobs-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  for (const name of ['randw', 'iometer']) {
+    const text = deriveGuestJob(seed(name), { bytesPerJob: 32 * 1048576, runtimeSeconds: 60, ioengine: 'libaio', source: `jobs/${name}.fio` });
+    assert.match(text, /^rw=randwrite$/m);
+    assert.match(text, /^verify=crc32c$/m);
+    assert.match(text, /^size=32m$/m);
+    assert.match(text, /^offset_increment=32m$/m);
+    assert.match(text, /^filename=\/dev\/xvda$/m);
+    assert.doesNotMatch(text, /write_lat_log|rwmixread|size=4g|rw=randw$/m);
+    assert.equal(seedNumjobs(text), seedNumjobs(seed(name)));
+    if (hasFio) {
+      const path = join(dir, `${name}.fio`);
+      writeFileSync(path, text);
+      const r = spawnSync('fio', ['--parse-only', path], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+    }
+  }
+  if (!hasFio) t.diagnostic('fio not installed: --parse-only not checked');
+});
+
+test('console parser: phases, results and files per source, markers mid-line, split chunks', () => {
+  const p = new ConsoleParser();
+  const events: ConsoleEvent[] = [];
+  const text = [
+    '(XEN) noise BLKBACK-PHASE dom0: toolstack up\r',
+    'BLKBACK-RESULT {"src":"dom0","check":"backing","guest":"pv","ok":true,"md5":"abc"}',
+    'G pv| BLKBACK-FILE-BEGIN fio-json-pv-randw',
+    'SERVE| some log line',
+    'G pv| {"jobs": []}',
+    'BLKBACK-RESULT {"check":',
+    'G pv| ',
+    'G pv| BLKBACK-FILE-END fio-json-pv-randw',
+    'G pv| BLKBACK-GUEST checks-done',
+    'BLKBACK-FILE-BEGIN console-pv',
+    'BLKBACK-FILE-BEGIN inner',
+    'BLKBACK-FILE-END inner',
+    'BLKBACK-FILE-END console-pv',
+  ].join('\n');
+  for (let i = 0; i < text.length; i += 7) events.push(...p.push(text.slice(i, i + 7)));
+  events.push(...p.push('\n'), ...p.end());
+  assert.deepEqual(events[0], { kind: 'phase', source: 'dom0', text: 'dom0: toolstack up' });
+  assert.equal(events[1]?.kind, 'result');
+  assert.equal(events[2]?.kind, 'bad-result');
+  assert.deepEqual(events[3], { kind: 'file', source: 'guest:pv', name: 'fio-json-pv-randw', text: '{"jobs": []}' });
+  assert.deepEqual(events[4], { kind: 'file', source: 'dom0', name: 'console-pv', text: 'BLKBACK-FILE-BEGIN inner\nBLKBACK-FILE-END inner' });
+  assert.equal(events.length, 5);
+});
+
+test('fio figures: bytes over the longest job, verify reads, errors', () => {
+  const json = JSON.stringify({
+    jobs: [
+      { error: 0, write: { io_bytes: 1e6, runtime: 1000, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 500 } },
+      { error: 0, write: { io_bytes: 1e6, runtime: 2000, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 500 } },
+    ],
+  });
+  const f = fioFigures('pv', 'randw', `note: something\n${json.replace('"error":0', '"error":0,"stddev" : inf,"x" : -nan')}`);
+  assert.equal(f.writeMBps, 1);
+  assert.equal(f.writeIops, 16);
+  assert.equal(f.verifyMBps, 4);
+  assert.equal(counterFromText('{"vbd": {"f_req": 3}}', 'f_req'), 3);
+  assert.equal(counterFromText('f_req=7', 'f_req'), 7);
+});
+
+test('checks: a missing result fails, a matching md5 passes, a different one fails', () => {
+  const plan: BootPlan = { guests: ['pv'], jobs: [], bytesPerJob: new Map(), hotplugGuest: undefined, midIo: false };
+  const r = (x: Record<string, unknown>): HarnessResult => x as unknown as HarnessResult;
+  const results = [
+    r({ src: 'dom0', check: 'backend', ok: true }),
+    r({ src: 'dom0', check: 'backing', guest: 'pv', ok: true, bytes: 100, md5: 'aa' }),
+    r({ src: 'guest', check: 'size', guest: 'pv', ok: true, bytes: 100 }),
+    r({ src: 'guest', check: 'read', guest: 'pv', ok: true, md5: 'bb' }),
+  ];
+  const { checks } = evaluateBoot({ mode: 'kernel', results, files: new Map(), finished: true }, plan);
+  const by = (name: string): boolean | undefined => checks.find((c) => c.name === name)?.ok;
+  assert.equal(by('pv: disk size equals backing file'), true);
+  assert.equal(by('pv: full read md5 equals backing file'), false);
+  assert.equal(by('pv: xl create'), false);
+  assert.equal(by('dom0 ran to the end'), true);
+});

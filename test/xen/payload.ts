@@ -1,0 +1,104 @@
+// The per-run payload: a small cpio appended to the cached dom0.cpio (Linux unpacks concatenated
+// initramfs archives in order). It holds everything that changes without a package changing:
+//   /init                                 dom0-init.sh (the test phases)
+//   /etc/xen/scripts/block-fast           the hotplug script
+//   /opt/blkback-test/config.sh           MODE and sizes for dom0-init.sh
+//   /opt/blkback-test/domu-overlay.cpio.gz  the guests' /init and derived job files
+//   /opt/blkback/{package.json,dist/src,node_modules}  the blkback build under test and its runtime deps
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+export interface PayloadConfig {
+  readonly mode: 'kernel' | 'ours';
+  readonly diskMiB: number;
+  readonly disk2MiB: number;
+  readonly guestMemMiB: number;
+  readonly guests: readonly string[];
+  readonly midIo: boolean;
+  readonly controlSocket: string;
+}
+
+export interface PayloadInput {
+  /** Where dom0-init.sh, domu-init.sh and block-fast are. */
+  readonly scriptsDir: string;
+  /** The repository (package.json, node_modules). */
+  readonly repoDir: string;
+  /** A compiled tree with src/cli/main.js. */
+  readonly distDir: string;
+  readonly config: PayloadConfig;
+  /** Derived job files for the guests: name (without .fio) to text. */
+  readonly jobs: ReadonlyMap<string, string>;
+}
+
+/** newc cpio of a directory (sorted, so parents come before children). */
+export function packCpio(dir: string, out: string, gzip: boolean): void {
+  const compress = gzip ? ' | gzip -1' : '';
+  execFileSync('sh', ['-c', `cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet${compress} > "$2"`, 'sh', dir, out]);
+}
+
+export function configScript(c: PayloadConfig): string {
+  const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+  return [
+    '# written by test/xen/payload.ts for one harness boot',
+    `MODE=${c.mode}`,
+    `DISK_MIB=${c.diskMiB}`,
+    `DISK2_MIB=${c.disk2MiB}`,
+    `GUEST_MEM=${c.guestMemMiB}`,
+    `GUESTS=${q(c.guests.join(' '))}`,
+    `MIDIO=${c.midIo ? 1 : 0}`,
+    `CONTROL_SOCKET=${q(c.controlSocket)}`,
+    `SERVE_ARGS=${q(`--control-socket ${c.controlSocket}`)}`,
+    `CTL_ARGS=${q(`--socket ${c.controlSocket}`)}`,
+    '',
+  ].join('\n');
+}
+
+/** The npm packages the build needs at run time: package.json's dependencies and the platform
+ * packages among their optionalDependencies that are installed (koffi's and resvg's binaries). */
+export function runtimePackages(repoDir: string): string[] {
+  const modules = join(repoDir, 'node_modules');
+  const pkg = JSON.parse(readFileSync(join(repoDir, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+  const out = new Set<string>();
+  for (const name of Object.keys(pkg.dependencies ?? {})) {
+    const dir = join(modules, name);
+    if (!existsSync(dir)) continue;
+    out.add(name);
+    const own = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { optionalDependencies?: Record<string, string> };
+    for (const opt of Object.keys(own.optionalDependencies ?? {})) if (existsSync(join(modules, opt))) out.add(opt);
+  }
+  return [...out].sort();
+}
+
+export function buildPayload(input: PayloadInput, workDir: string): string {
+  const root = join(workDir, 'payload');
+  const overlay = join(workDir, 'domu-overlay');
+  mkdirSync(join(overlay, 'jobs'), { recursive: true });
+  cpSync(join(input.scriptsDir, 'domu-init.sh'), join(overlay, 'init'));
+  for (const [name, text] of input.jobs) writeFileSync(join(overlay, 'jobs', `${name}.fio`), text);
+
+  const test = join(root, 'opt/blkback-test');
+  mkdirSync(test, { recursive: true });
+  mkdirSync(join(root, 'etc/xen/scripts'), { recursive: true });
+  cpSync(join(input.scriptsDir, 'dom0-init.sh'), join(root, 'init'));
+  cpSync(join(input.scriptsDir, 'block-fast'), join(root, 'etc/xen/scripts/block-fast'));
+  writeFileSync(join(test, 'config.sh'), configScript(input.config));
+  packCpio(overlay, join(test, 'domu-overlay.cpio.gz'), true);
+
+  const app = join(root, 'opt/blkback');
+  mkdirSync(app, { recursive: true });
+  cpSync(join(input.repoDir, 'package.json'), join(app, 'package.json'));
+  // only the runtime tree; source maps and declarations are not needed in dom0
+  cpSync(join(input.distDir, 'src'), join(app, 'dist/src'), {
+    recursive: true,
+    filter: (src) => !src.endsWith('.map') && !src.endsWith('.d.ts'),
+  });
+  for (const name of runtimePackages(input.repoDir)) {
+    const dest = join(app, 'node_modules', name);
+    mkdirSync(dirname(dest), { recursive: true });
+    cpSync(join(input.repoDir, 'node_modules', name), dest, { recursive: true });
+  }
+  const out = join(workDir, 'payload.cpio');
+  packCpio(root, out, false);
+  return out;
+}

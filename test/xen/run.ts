@@ -1,0 +1,338 @@
+// `npm run test:xen`: real Xen under QEMU's software emulation, Linux PV and PVH guests with their
+// unmodified xen-blkfront, served once by the kernel's xen-blkback and once by `blkback serve`.
+// See docs/xen-tcg.md. Usage:
+//   node dist/test/xen/run.js [--mode kernel|ours|both] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
+import { execFileSync, spawnSync } from 'node:child_process';
+import { appendFileSync, copyFileSync, createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { evaluateBoot } from './checks.ts';
+import type { BootPlan, BootRecord, Check, FioFigures, Mode } from './checks.ts';
+import { ConsoleParser } from './console.ts';
+import type { HarnessResult } from './console.ts';
+import { deriveGuestJob, seedNumjobs } from './fio-jobs.ts';
+import { DEFAULT_CACHE, ensureImages } from './images.ts';
+import type { Images } from './images.ts';
+import { buildPayload } from './payload.ts';
+import type { PayloadConfig } from './payload.ts';
+import { bootXen, waitForQuiet } from './qemu.ts';
+import { comparisonMarkdown, comparisonRows, writePlots } from './report.ts';
+import type { BwLogs } from './report.ts';
+
+const QUIET_FLAG = '/tmp/blkback-quiet';
+const GOAL = 0.9;
+// QEMU 7.2's TCG emulation of AVX/AVX2 (new in 7.2) corrupted user space in dom0 and guests here:
+// bash printing a mangled command name, xl's inflate failing, init segfaulting. glibc picks its
+// AVX2 string functions when the CPU has them, so the emulated CPU does not offer them.
+const DEFAULT_CPU = 'max,avx=off,avx2=off';
+const SEED_JOBS = ['randw', 'iometer'] as const;
+
+const help = `test:xen — blkback against real Xen 4.17 under QEMU (TCG), PV and PVH guests
+
+usage: node dist/test/xen/run.js [--mode kernel|ours|both] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
+
+  --mode      kernel: Linux's xen-blkback serves the guests; ours: blkback serve does (xen-blkback
+              not loaded); both (default): one boot each, then the comparison table and plots
+  --dist      the compiled blkback to put in dom0 (default: <repo>/dist)
+  --repo      the repository: seed jobs, test/xen scripts, node_modules (default: the current directory)
+  --out       report directory (default ./xen-report): console logs, results.json, comparison
+  --cache     image cache (default \$BLKBACK_XEN_CACHE or ${DEFAULT_CACHE})
+  --disk-mib  backing disk size in MiB (default 128); --fio-mib: MiB randw writes (96; iometer a third)
+  --timeout   seconds per boot before QEMU is killed (default 1800)
+  --cpu       QEMU's -cpu (default ${DEFAULT_CPU})
+  --keep      keep the work directory (payload, initramfs)
+  --replay    no boot: check again the <mode>-console.log files already in --out
+`;
+
+function repoDir(given: string | undefined): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const c of given !== undefined ? [resolve(given)] : [process.cwd(), resolve(here, '../../..')]) {
+    if (existsSync(join(c, 'test/xen/images.sh'))) return c;
+  }
+  throw new Error('cannot find the repository (test/xen/images.sh): run from its root or give --repo');
+}
+
+interface ModeRun {
+  readonly mode: Mode;
+  readonly checks: Check[];
+  readonly fio: FioFigures[];
+  readonly bwLogs: BwLogs[];
+  readonly seconds: number;
+  readonly phases: { at: number; text: string }[];
+  readonly results: HarnessResult[];
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      mode: { type: 'string', default: 'both' },
+      dist: { type: 'string' },
+      repo: { type: 'string' },
+      out: { type: 'string', default: 'xen-report' },
+      cache: { type: 'string', default: process.env.BLKBACK_XEN_CACHE ?? DEFAULT_CACHE },
+      'disk-mib': { type: 'string', default: '128' },
+      'fio-mib': { type: 'string', default: '96' },
+      timeout: { type: 'string', default: '1800' },
+      cpu: { type: 'string', default: DEFAULT_CPU },
+      keep: { type: 'boolean', default: false },
+      replay: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(help);
+    return 0;
+  }
+  const modes: Mode[] = values.mode === 'both' ? ['kernel', 'ours'] : values.mode === 'kernel' || values.mode === 'ours' ? [values.mode] : [];
+  if (modes.length === 0) throw new Error(`--mode ${values.mode}: expected kernel, ours or both`);
+  const repo = repoDir(values.repo);
+  const scripts = join(repo, 'test/xen');
+  const dist = resolve(values.dist ?? join(repo, 'dist'));
+  const out = resolve(values.out);
+  const diskMiB = Number(values['disk-mib']);
+  const fioMiB = Number(values['fio-mib']);
+  if (!(fioMiB <= diskMiB - 1)) throw new Error(`--fio-mib ${fioMiB} must leave the backing disk's last MiB (the marker) alone`);
+  mkdirSync(out, { recursive: true });
+  const t0 = Date.now();
+  const say = (line: string): void => {
+    process.stdout.write(`[${Math.round((Date.now() - t0) / 1000).toString().padStart(5)}s] ${line}\n`);
+  };
+
+  // host tools (qemu, debootstrap, cpio, fio): installed from Debian when missing
+  execFileSync('bash', [join(scripts, 'images.sh'), 'tools'], { stdio: 'inherit' });
+  if (!existsSync(join(dist, 'src/cli/main.js'))) throw new Error(`${dist}/src/cli/main.js is missing: build first (npx tsc -p . --outDir DIR)`);
+  if (modes.includes('ours')) {
+    const probe = spawnSync(process.execPath, [join(dist, 'src/cli/main.js'), 'serve', '--help'], { encoding: 'utf8', timeout: 30_000 });
+    if (probe.status !== 0) {
+      throw new Error(`mode=ours needs 'blkback serve', and ${dist} has none: ${(probe.stderr || probe.stdout).split('\n')[0]}`);
+    }
+  }
+
+  // the seed's jobs, derived for the guest (the seed files stay as they are)
+  const engines = spawnSync('fio', ['--enghelp'], { encoding: 'utf8' }).stdout ?? '';
+  const ioengine = /^\s*libaio\s*$/m.test(engines) ? 'libaio' : 'psync';
+  const jobs = new Map<string, string>();
+  const bytesPerJob = new Map<string, number>();
+  const work = mkdtempSync(join(tmpdir(), 'blkback-xen-'));
+  // also on SIGINT/SIGTERM (qemu.ts exits the process after killing QEMU's group)
+  const cleanWork = (): void => {
+    if (!values.keep) rmSync(work, { recursive: true, force: true });
+  };
+  process.on('exit', cleanWork);
+  // a signal while no QEMU runs (image build, waiting for quiet) must clean up too
+  process.once('SIGINT', () => process.exit(130));
+  process.once('SIGTERM', () => process.exit(143));
+  for (const name of SEED_JOBS) {
+    const seed = readFileSync(join(repo, 'jobs', `${name}.fio`), 'utf8');
+    // iometer's small blocks (about 11 KiB on average) cost several times more per byte than
+    // randw's 64 KiB under emulation: it gets a third of the bytes, so the two take similar time
+    const mib = name === 'iometer' ? Math.max(2, Math.floor(fioMiB / 3)) : fioMiB;
+    const perJob = Math.floor(mib / seedNumjobs(seed)) * 1048576;
+    // runtime is only a cap; it must leave the verify phase time to read everything back
+    const text = deriveGuestJob(seed, { bytesPerJob: perJob, runtimeSeconds: 600, ioengine, source: `jobs/${name}.fio` });
+    const path = join(work, `${name}.fio`);
+    writeFileSync(path, text);
+    const parse = spawnSync('fio', ['--parse-only', path], { encoding: 'utf8' });
+    if (parse.status !== 0) throw new Error(`fio --parse-only rejects the derived ${name}.fio: ${parse.stderr}`);
+    writeFileSync(join(out, `${name}.guest.fio`), text);
+    jobs.set(name, text);
+    bytesPerJob.set(name, perJob);
+  }
+  say(`derived job files (ioengine=${ioengine}, fio --parse-only ok): ${[...jobs.keys()].map((j) => `${out}/${j}.guest.fio`).join(', ')}`);
+
+  const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: [...jobs.keys()], bytesPerJob, hotplugGuest: 'pv', midIo: true };
+  if (values.replay) {
+    cleanWork();
+    const runs = modes.map((mode) => ({ ...evaluateConsoleLog(mode, readFileSync(join(out, `${mode}-console.log`), 'latin1'), plan, out), seconds: 0, phases: [] }));
+    return report(runs, out, say, {});
+  }
+
+  let images: Images;
+  try {
+    images = await ensureImages(join(scripts, 'images.sh'), values.cache, say);
+  } catch (e) {
+    cleanWork();
+    throw e;
+  }
+  say(images.buildSeconds > 0 ? `images built in ${images.buildSeconds.toFixed(0)} s: ${images.dir}` : `images from cache: ${images.dir}`);
+
+  const runs: ModeRun[] = [];
+  try {
+    for (const mode of modes) {
+      runs.push(await runMode(mode, { images, plan, scripts, repo, dist, out, work, diskMiB, jobs, timeout: Number(values.timeout), cpu: values.cpu, say }));
+    }
+  } finally {
+    if (values.keep) say(`work directory kept: ${work}`);
+    cleanWork();
+  }
+
+  return report(runs, out, say, { images: { dir: images.dir, key: images.key, buildSeconds: images.buildSeconds, manifest: images.manifest } });
+}
+
+/** Failures, fio figures, results.json; with both modes the comparison table and plots. */
+function report(runs: readonly ModeRun[], out: string, say: (line: string) => void, extra: Record<string, unknown>): number {
+  let failed = 0;
+  for (const run of runs) {
+    const bad = run.checks.filter((c) => !c.ok);
+    failed += bad.length;
+    say(`mode=${run.mode}: ${run.checks.length - bad.length}/${run.checks.length} checks passed in ${run.seconds.toFixed(0)} s`);
+    for (const c of bad) say(`  FAIL ${c.name}: ${c.detail}`);
+    for (const f of run.fio) say(`  fio ${f.job} in ${f.guest}: write ${f.writeMBps.toFixed(1)} MB/s (${f.writeIops.toFixed(0)} IOPS), verify ${f.verifyMBps.toFixed(1)} MB/s`);
+  }
+  const summary: Record<string, unknown> = {
+    ...extra,
+    goal: GOAL,
+    runs: runs.map((r) => ({ mode: r.mode, seconds: r.seconds, phases: r.phases, checks: r.checks, fio: r.fio, results: r.results })),
+  };
+  const kernel = runs.find((r) => r.mode === 'kernel');
+  const ours = runs.find((r) => r.mode === 'ours');
+  if (kernel !== undefined && ours !== undefined) {
+    const rows = comparisonRows(kernel.fio, ours.fio);
+    summary.comparison = rows;
+    const md = comparisonMarkdown(rows, GOAL);
+    writeFileSync(join(out, 'comparison.md'), md);
+    const plots = writePlots([...kernel.bwLogs, ...ours.bwLogs], out);
+    process.stdout.write(`\n${md}\n`);
+    say(`wrote ${out}/comparison.md and ${plots.join(', ')}`);
+  }
+  writeFileSync(join(out, 'results.json'), `${JSON.stringify(summary, null, 2)}\n`);
+  say(`${failed === 0 ? 'PASS' : `FAIL (${failed} checks)`}: results in ${out}/results.json, console logs in ${out}/<mode>-console.log`);
+  return failed === 0 ? 0 : 1;
+}
+
+interface ModeContext {
+  readonly images: Images;
+  readonly plan: BootPlan;
+  readonly scripts: string;
+  readonly repo: string;
+  readonly dist: string;
+  readonly out: string;
+  readonly work: string;
+  readonly diskMiB: number;
+  readonly jobs: ReadonlyMap<string, string>;
+  readonly timeout: number;
+  readonly cpu: string;
+  readonly say: (line: string) => void;
+}
+
+async function runMode(mode: Mode, c: ModeContext): Promise<ModeRun> {
+  const config: PayloadConfig = {
+    mode,
+    diskMiB: c.diskMiB,
+    disk2MiB: 16,
+    guestMemMiB: 512,
+    guests: c.plan.guests,
+    midIo: c.plan.midIo,
+    controlSocket: '/run/blkback/control.sock',
+  };
+  const modeWork = join(c.work, mode);
+  mkdirSync(modeWork, { recursive: true });
+  const payload = buildPayload({ scriptsDir: c.scripts, repoDir: c.repo, distDir: c.dist, config, jobs: c.jobs }, modeWork);
+  const initrd = join(modeWork, 'dom0-run.cpio');
+  copyFileSync(c.images.dom0Cpio, initrd);
+  await pipeline(createReadStream(payload), createWriteStream(initrd, { flags: 'a' }));
+
+  await waitForQuiet(QUIET_FLAG, c.say);
+  const logPath = join(c.out, `${mode}-console.log`);
+  writeFileSync(logPath, '');
+  const parser = new ConsoleParser();
+  const phases: { at: number; text: string }[] = [];
+  let finished = false;
+  const bootStart = Date.now();
+  const at = (): number => (Date.now() - bootStart) / 1000;
+  c.say(`mode=${mode}: booting Xen under QEMU (TCG), console in ${logPath}`);
+  const handle = (events: ReturnType<ConsoleParser['push']>): void => {
+    for (const e of events) {
+      if (e.kind === 'phase') {
+        phases.push({ at: at(), text: e.text });
+        if (e.text === 'dom0: done') finished = true;
+        process.stdout.write(`[${at().toFixed(0).padStart(5)}s] ${mode}: ${e.text}\n`);
+      } else if (e.kind === 'result') {
+        if (e.result.ok === false) process.stdout.write(`[${at().toFixed(0).padStart(5)}s] ${mode}: not ok: ${JSON.stringify(e.result)}\n`);
+      } else if (e.kind === 'bad-result') {
+        process.stdout.write(`[${at().toFixed(0).padStart(5)}s] ${mode}: unreadable result (${e.error}): ${e.text}\n`);
+      }
+    }
+  };
+  const outcome = await bootXen({
+    xen: c.images.xen,
+    vmlinuz: c.images.vmlinuz,
+    initrd,
+    timeoutSeconds: c.timeout,
+    cpu: c.cpu,
+    onOutput: (chunk) => {
+      appendFileSync(logPath, chunk, 'latin1');
+      handle(parser.push(chunk));
+      // with noreboot Xen halts when dom0 dies, and QEMU would sit there until the timeout
+      return /Hardware Dom0 crashed|Hardware Dom0 halted/.test(chunk) && !finished;
+    },
+  });
+  handle(parser.end());
+  const how = outcome.timedOut ? `killed after the ${c.timeout} s timeout` : outcome.stopped ? 'stopped: dom0 crashed' : `exited (${outcome.exitCode ?? outcome.signal})`;
+  c.say(`mode=${mode}: QEMU ${how} after ${outcome.seconds.toFixed(0)} s`);
+  rmSync(initrd, { force: true });
+
+  return { ...evaluateConsoleLog(mode, readFileSync(logPath, 'latin1'), c.plan, c.out), seconds: outcome.seconds, phases };
+}
+
+/** The checks of one boot from its saved console log (after a boot, and for --replay). */
+function evaluateConsoleLog(mode: Mode, text: string, plan: BootPlan, out: string): Omit<ModeRun, 'seconds' | 'phases'> {
+  const parser = new ConsoleParser();
+  const results: HarnessResult[] = [];
+  const files = new Map<string, string>();
+  let finished = false;
+  for (const e of [...parser.push(text), ...parser.end()]) {
+    if (e.kind === 'result') results.push(e.result);
+    else if (e.kind === 'file') files.set(e.name, e.text);
+    else if (e.kind === 'phase' && e.text === 'dom0: done') finished = true;
+  }
+  replayGuestConsoles(results, files);
+
+  // fio's JSON and logs, ctl output, guests' consoles: files beside the console log
+  const filesDir = join(out, `${mode}-files`);
+  mkdirSync(filesDir, { recursive: true });
+  for (const [name, body] of files) writeFileSync(join(filesDir, name.replace(/[^\w.-]/g, '_')), `${body}\n`);
+
+  const { checks, fio } = evaluateBoot({ mode, results, files, finished }, plan);
+  const bwLogs: BwLogs[] = [];
+  for (const guest of plan.guests) {
+    for (const job of plan.jobs) {
+      const prefix = `bwlog-${guest}-${job}-`;
+      bwLogs.push({ mode, guest, job, files: [...files].filter(([n]) => n.startsWith(prefix)).map(([, t]) => t) });
+    }
+  }
+  return { mode, checks, fio, bwLogs, results };
+}
+
+/**
+ * dom0 prints each guest's whole console log before destroying it (file console-<tag>). Where the
+ * live relay lost lines, that copy is the record: its results and files replace the live ones.
+ */
+function replayGuestConsoles(results: HarnessResult[], files: Map<string, string>): void {
+  for (const [name, text] of [...files]) {
+    const m = /^console-(\S+)$/.exec(name);
+    if (m === null) continue;
+    const tag = m[1] as string;
+    const parser = new ConsoleParser();
+    const events = [...parser.push(`${text.split('\n').map((l) => `G ${tag}| ${l}`).join('\n')}\n`), ...parser.end()];
+    const replayed = events.flatMap((e) => (e.kind === 'result' ? [e.result] : []));
+    if (replayed.length === 0) continue;
+    for (let i = results.length - 1; i >= 0; i--) {
+      const r = results[i] as HarnessResult;
+      if (r.src === 'guest' && r.guest === tag) results.splice(i, 1);
+    }
+    results.push(...replayed);
+    for (const e of events) if (e.kind === 'file') files.set(e.name, e.text);
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`test:xen: ${(e as Error).message}\n`);
+    process.exit(2);
+  },
+);
