@@ -6,6 +6,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs
 import net from 'node:net';
 import { dirname } from 'node:path';
 import { BlockError, Errno, UsageError } from '../internal/errors.ts';
+import { listenUnixSocket } from '../internal/unix-listener.ts';
 import { ControlError, decodeRequest, encodeError, encodeResult, LineDecoder, MAX_REQUEST_LINE } from './protocol.ts';
 import type { ControlErrorBody, ControlRequest } from './protocol.ts';
 import type { ControlTarget } from './target.ts';
@@ -37,48 +38,21 @@ export async function serveControl(target: ControlTarget, options: ControlServer
   const idleMs = options.idleMs ?? 10 * 60_000;
   await claimPath(path);
 
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    if (sockets.size >= maxConnections) {
+  const listener = await listenUnixSocket(path, (socket, othersOpen) => {
+    if (othersOpen >= maxConnections) {
       socket.end(encodeError(null, { code: 'CTL_ERR_FAILED', message: `too many control connections (${maxConnections})` }));
       return;
     }
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined); // a client that vanishes mid-answer is not our error
     socket.setTimeout(idleMs, () => socket.destroy());
     serveConnection(socket, target, log);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => {
-      server.off('error', reject);
-      resolve();
-    });
   });
   // The socket is created with the umask's mode (0755 under the usual 022, which already keeps other
   // users from connecting: connect needs write permission); narrow it to the owner.
   chmodSync(path, 0o600);
   log(`control: listening on ${path}`);
 
-  let closing: Promise<void> | undefined;
-  return {
-    path,
-    close() {
-      closing ??= new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => {
-          try {
-            unlinkSync(path);
-          } catch {
-            // net.Server already unlinked it
-          }
-          resolve();
-        });
-      });
-      return closing;
-    },
-  };
+  return { path, close: () => listener.close() };
 }
 
 function serveConnection(socket: net.Socket, target: ControlTarget, log: (line: string) => void): void {

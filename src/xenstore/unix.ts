@@ -4,6 +4,7 @@ import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { xsError } from './errors.ts';
 import { socketTransport } from './transport.ts';
+import { listenUnixSocket } from '../internal/unix-listener.ts';
 import type { XsTransport } from './transport.ts';
 
 export interface XsUnixServer {
@@ -29,36 +30,9 @@ export async function listenUnix(path: string, onConnection: (t: XsTransport) =>
     if (await probe(path)) throw xsError('EBUSY', 'listen', path, 'another daemon is serving this socket');
     unlinkSync(path); // stale socket of a daemon that died
   }
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    onConnection(socketTransport(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  let closing: Promise<void> | undefined;
+  const listener = await listenUnixSocket(path, (socket) => onConnection(socketTransport(socket)));
   return {
     path,
-    close() {
-      closing ??= new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        // net.Server unlinks its Unix socket path on close.
-        server.close(() => {
-          try {
-            unlinkSync(path);
-          } catch {
-            // already gone
-          }
-          resolve();
-        });
-      });
-      return closing;
-    },
+    close: () => listener.close(),
   };
 }
