@@ -3,12 +3,11 @@
 // end to end: guest -> blkfront -> ring -> blkback -> store, every read checked in the guest.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { createRamDisk } from '../src/block/ram.ts';
 import { SimHost } from '../src/toolstack/host.ts';
 import type { GuestDisk } from '../src/toolstack/host.ts';
 import type { VerifyResult } from '../src/workload/verify.ts';
-import { countBadSectors, dropLoop, loopUnavailable, makeLoop, VERIFY, WRITE_PATTERN } from './helpers-guest.ts';
+import { countBadSectors, scratchLoop, VERIFY, WRITE_PATTERN } from './helpers-guest.ts';
 
 type VerifyOutput = VerifyResult & { front: { requests: number; indirect: number }; abi: string };
 
@@ -102,32 +101,17 @@ test('grant-copy data path: both ABIs, direct and indirect requests, data intact
 });
 
 test('grant-copy data path on phy: O_DIRECT through page-aligned bounce pages', async (t) => {
-  const why = loopUnavailable();
-  if (why !== null) {
-    t.skip(why);
-    return;
-  }
-  const image = `/dev/shm/blkback-copy-${process.pid}.img`;
-  writeFileSync(image, '');
-  truncateSync(image, 16 << 20);
-  let loop: string;
-  try {
-    loop = makeLoop(image);
-  } catch (err) {
-    rmSync(image, { force: true });
-    t.skip(`losetup --direct-io=on failed: ${(err as Error).message}`);
-    return;
-  }
+  const loop = scratchLoop(t, 'copy', 16 << 20);
+  if (loop === null) return;
   const host = await SimHost.start({ dataPath: 'copy' });
   try {
     const g = await host.createGuest(
-      { name: 'copy-phy', memoryMiB: 32, disks: [disk(loop)] },
+      { name: 'copy-phy', memoryMiB: 32, disks: [disk(loop.device)] },
       { workload: VERIFY, params: { operations: 800, iodepth: 32, maxBytes: 128 << 10, seed: 45 } },
     );
     assertClean((await g.result) as VerifyOutput, 'copy phy');
   } finally {
     await host.stop();
-    dropLoop(loop);
-    rmSync(image, { force: true });
+    loop.drop();
   }
 });

@@ -11,7 +11,7 @@ import { openFileDisk } from '../src/block/file.ts';
 import { SimHost } from '../src/toolstack/host.ts';
 import type { GuestDisk } from '../src/toolstack/host.ts';
 import type { VerifyResult } from '../src/workload/verify.ts';
-import { countBadSectors, dropLoop, loopUnavailable, makeLoop, VERIFY, WRITE_PATTERN } from './helpers-guest.ts';
+import { countBadSectors, scratchLoop, VERIFY, WRITE_PATTERN } from './helpers-guest.ts';
 
 type VerifyOutput = VerifyResult & { front: { requests: number; maxQueued: number; queued: number }; ringSize: number; abi: string };
 
@@ -129,22 +129,9 @@ test('file: store through the page cache (qdisk analog)', async () => {
 });
 
 test('phy: store with O_DIRECT on a loop device (kernel blkback analog)', async (t) => {
-  const why = loopUnavailable();
-  if (why !== null) {
-    t.skip(why);
-    return;
-  }
-  const image = `/dev/shm/blkback-test-${process.pid}.img`;
-  writeFileSync(image, '');
-  truncateSync(image, 24 << 20);
-  let loop: string;
-  try {
-    loop = makeLoop(image);
-  } catch (err) {
-    rmSync(image, { force: true });
-    t.skip(`losetup --direct-io=on failed: ${(err as Error).message}`);
-    return;
-  }
+  const scratch = scratchLoop(t, 'test', 24 << 20);
+  if (scratch === null) return;
+  const { device: loop, image } = scratch;
   const host = await SimHost.start();
   try {
     for (const abi of ['x86_64', 'x86_32'] as const) {
@@ -168,7 +155,6 @@ test('phy: store with O_DIRECT on a loop device (kernel blkback analog)', async 
     }
   } finally {
     await host.stop();
-    dropLoop(loop);
-    rmSync(image, { force: true });
+    scratch.drop();
   }
 });

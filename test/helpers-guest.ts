@@ -1,5 +1,6 @@
 // Shared helpers for tests that run simulated guests.
 import { execFileSync } from 'node:child_process';
+import { rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { BlockDevice } from '../src/block/types.ts';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
 import { checkSector } from '../src/workload/pattern.ts';
@@ -42,4 +43,44 @@ export function dropLoop(device: string): void {
   } catch {
     // already gone
   }
+}
+
+export interface ScratchLoop {
+  /** The loop device, e.g. /dev/loop3, with direct I/O on. */
+  readonly device: string;
+  /** Its backing file in /dev/shm. */
+  readonly image: string;
+  /** Detaches the loop device and removes the file. */
+  drop(): void;
+}
+
+/**
+ * A `bytes`-long /dev/shm file behind a `losetup --direct-io=on` loop device, or null after
+ * skipping the test with the reason when that cannot be made here (not root, no losetup).
+ */
+export function scratchLoop(t: { skip(message: string): void }, name: string, bytes: number): ScratchLoop | null {
+  const why = loopUnavailable();
+  if (why !== null) {
+    t.skip(why);
+    return null;
+  }
+  const image = `/dev/shm/blkback-${name}-${process.pid}.img`;
+  writeFileSync(image, '');
+  truncateSync(image, bytes);
+  let device: string;
+  try {
+    device = makeLoop(image);
+  } catch (err) {
+    rmSync(image, { force: true });
+    t.skip(`losetup --direct-io=on failed: ${(err as Error).message}`);
+    return null;
+  }
+  return {
+    device,
+    image,
+    drop() {
+      dropLoop(device);
+      rmSync(image, { force: true });
+    },
+  };
 }
