@@ -40,6 +40,11 @@ export class FairShare {
     return busy <= 1 ? base : Math.max(1, Math.floor(base / busy));
   }
 
+  /** No other domain was served in this window or the previous one. */
+  alone(domid: number): boolean {
+    return !this.#anyOther(domid);
+  }
+
   setBusy(domid: number, ring: object, busy: boolean): void {
     let set = this.#busy.get(domid);
     if (busy) {

