@@ -46,7 +46,14 @@ if [ "$MODE" = kernel ]; then
 else
   lsmod | grep -q '^xen_blkback' && die "xen-blkback is loaded in mode=ours"
   : > /run/blkback/serve.log
-  node /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
+  if [ -x /usr/bin/gdb ]; then
+    # BLKBACK_XEN_DEBUG=1 put the host's gdb in the payload (payload.ts): a crash leaves every thread's backtrace in the serve log
+    gdb -q -batch -ex 'set pagination off' -ex 'handle SIGPIPE SIGUSR1 SIGUSR2 nostop noprint pass' -ex run \
+      -ex 'info registers' -ex 'x/6i $pc' -ex 'info threads' -ex 'thread apply all bt 30' \
+      --args node /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
+  else
+    node /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
+  fi
   SERVE_PID=$!
   tail -n +1 -F /run/blkback/serve.log 2>/dev/null | sed -u 's/^/SERVE| /' &
   for i in $(seq 1 60); do [ -S "$CONTROL_SOCKET" ] && break; kill -0 $SERVE_PID 2>/dev/null || break; sleep 1; done

@@ -13,6 +13,7 @@ import { ConsoleParser } from './console.ts';
 import type { ConsoleEvent, HarnessResult } from './console.ts';
 import { counterFromText, evaluateBoot, fioFigures } from './checks.ts';
 import type { BootPlan } from './checks.ts';
+import { qemuArgs } from './qemu.ts';
 
 // the repository: the working directory (npm runs there), else above this file (source or dist/)
 const repo =
@@ -102,4 +103,10 @@ test('checks: a missing result fails, a matching md5 passes, a different one fai
   assert.equal(by('pv: full read md5 equals backing file'), false);
   assert.equal(by('pv: xl create'), false);
   assert.equal(by('dom0 ran to the end'), true);
+});
+
+test('Xen is booted with eager FPU switching (lazy switching corrupts user space under TCG) and the known TCG guards', () => {
+  const args = qemuArgs({ xen: '/x/xen', vmlinuz: '/x/vmlinuz', initrd: '/x/dom0.cpio', cpu: 'max' });
+  const xen = args[args.indexOf('-append') + 1]!.split(' ');
+  for (const option of ['spec-ctrl=eager-fpu', 'smap=0', 'pcid=0', 'invpcid=0']) assert.ok(xen.includes(option), `${option} in ${xen.join(' ')}`);
 });

@@ -48,7 +48,8 @@ export function configScript(c: PayloadConfig): string {
     `GUESTS=${q(c.guests.join(' '))}`,
     `MIDIO=${c.midIo ? 1 : 0}`,
     `CONTROL_SOCKET=${q(c.controlSocket)}`,
-    `SERVE_ARGS=${q(`--control-socket ${c.controlSocket}`)}`,
+    // BLKBACK_XEN_SERVE_ARGS: extra options for `blkback serve` (experiments, e.g. --data-path map)
+    `SERVE_ARGS=${q(`--control-socket ${c.controlSocket} ${process.env.BLKBACK_XEN_SERVE_ARGS ?? ''}`.trim())}`,
     `CTL_ARGS=${q(`--socket ${c.controlSocket}`)}`,
     '',
   ].join('\n');
@@ -98,7 +99,31 @@ export function buildPayload(input: PayloadInput, workDir: string): string {
     mkdirSync(dirname(dest), { recursive: true });
     cpSync(join(input.repoDir, 'node_modules', name), dest, { recursive: true });
   }
+  if (process.env.BLKBACK_XEN_DEBUG === '1') addDebugTools(root);
   const out = join(workDir, 'payload.cpio');
   packCpio(root, out, false);
   return out;
+}
+
+/**
+ * BLKBACK_XEN_DEBUG=1: the host's gdb (with its libraries and Python) in dom0's payload, so
+ * dom0-init.sh runs `blkback serve` under gdb and a crash leaves every thread's backtrace in the
+ * serve log. Off by default: it adds about 60 MB to the boot. The host and dom0 are both Debian
+ * bookworm, so the host's binaries run there.
+ */
+function addDebugTools(root: string): void {
+  const script = [
+    'set -e; root=$1',
+    'for bin in /usr/bin/gdb /usr/bin/strace; do',
+    '  [ -x "$bin" ] || continue',
+    '  install -D -m755 "$bin" "$root$bin"',
+    '  for lib in $(ldd "$bin" | awk \'/=> \\//{print $3}\'); do',
+    '    dest=$(readlink -f "$(dirname "$lib")")/$(basename "$lib"); [ -e "$root$dest" ] || install -D -m644 "$(readlink -f "$lib")" "$root$dest"',
+    '  done',
+    'done',
+    'mkdir -p "$root/usr/lib" "$root/usr/share"',
+    'cp -a /usr/share/gdb "$root/usr/share/gdb"',
+    'tar -C /usr/lib --exclude=test --exclude=tests --exclude=idlelib --exclude=tkinter --exclude=ensurepip -cf - python3.11 | tar -C "$root/usr/lib" -xf -',
+  ].join('\n');
+  execFileSync('bash', ['-c', script, 'bash', root]);
 }

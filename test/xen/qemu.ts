@@ -29,7 +29,13 @@ export interface BootOutcome {
 // smap=0: QEMU 7.2's TCG mishandles SMAP on the PV dom0's IRET path and dom0 crashes at boot.
 // pcid=0 invpcid=0: Xen flushes TLBs whole instead of per PCID, a guard against TCG's emulation of
 // the PCID paths (suspected, not proven, in the rare user-space crashes seen under emulation).
-const XEN_ARGS = 'console=com1 com1=115200,8n1 dom0_mem=2048M,max:2048M noreboot smap=0 pcid=0 invpcid=0';
+// spec-ctrl=eager-fpu: without it Xen switches FPU/SSE state between vCPUs lazily (CR0.TS and #NM;
+// its default for the AMD-like CPU QEMU emulates: "Support for PV VMs: None" in Xen's boot log), and
+// under QEMU 7.2's TCG that corrupted user space across domains: as soon as a guest's fio started its
+// SSE-heavy work (crc32c verify), processes in dom0 died of heap corruption (`blkback serve`, busy then,
+// every time; the kernel backend's boots now and then) and guests' processes segfaulted. With eager
+// switching the same boots pass.
+const XEN_ARGS = 'console=com1 com1=115200,8n1 dom0_mem=2048M,max:2048M noreboot smap=0 pcid=0 invpcid=0 spec-ctrl=eager-fpu';
 const DOM0_ARGS = 'console=hvc0 quiet';
 
 export function qemuArgs(o: Pick<BootOptions, 'xen' | 'vmlinuz' | 'initrd' | 'cpu'>): string[] {
@@ -38,6 +44,8 @@ export function qemuArgs(o: Pick<BootOptions, 'xen' | 'vmlinuz' | 'initrd' | 'cp
     if (/[, ]/.test(p)) throw new Error(`qemu: path '${p}' has a comma or space, which multiboot modules cannot carry`);
   }
   return [
+    // BLKBACK_XEN_TCG_THREAD=single|multi: TCG's vCPU threading (experiments; unset: QEMU's default, multi)
+    ...(process.env.BLKBACK_XEN_TCG_THREAD ? ['-accel', `tcg,thread=${process.env.BLKBACK_XEN_TCG_THREAD}`] : []),
     '-machine', 'pc', '-cpu', o.cpu, '-smp', '2', '-m', '4096',
     '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot',
     '-kernel', o.xen, '-append', XEN_ARGS,
