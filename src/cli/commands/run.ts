@@ -48,7 +48,7 @@ Options:
   --json                   print the results as JSON
 
 example:
-  blkback run ../shared/seed/guest-phy.cfg ../shared/seed/guest-qdisk.cfg --map /dev/sdb=ram:1G
+  blkback run examples/guest-phy.cfg examples/guest-qdisk.cfg --map /dev/sdb=ram:1G
 `;
 
 export const runCommand: Command = {
