@@ -118,6 +118,7 @@ test('bench --quick --no-kernel --json prints results {path, rw, bs, iodepth, io
     assert.ok(row.rw === 'randread' || row.rw === 'randwrite', String(row.rw));
     assert.equal(row.bs, 4096);
     assert.equal(row.iodepth, 1);
+    assert.equal(row.round, 1, '--quick runs one round');
     assert.ok(typeof row.iops === 'number' && row.iops > 0, `iops ${String(row.iops)}`);
     assert.ok(typeof row.mbps === 'number' && row.mbps > 0, `mbps ${String(row.mbps)}`);
     assert.ok(Math.abs((row.iops as number) * 4096 - (row.mbps as number) * 1e6) / ((row.mbps as number) * 1e6) < 0.05, 'mbps = iops * bs / 1e6');

@@ -1,6 +1,8 @@
 // `blkback bench`: the guest path (guest -> blkfront -> ring -> blkback -> RAM disk) against the same
 // load straight on the RAM disk (bare) and the kernel block path under real fio, one pattern at a
-// time, each path in turn so that drift in the machine's load hits all three alike.
+// time, each path in turn so that drift in the machine's load hits all three alike; then the whole
+// set again for each further round. The table gives medians over the rounds, and the guest/kernel
+// ratio as the median of each round's own ratio with its range.
 import { allocAlignedShared } from '../block/aligned-memory.ts';
 import { createRamDisk } from '../block/ram.ts';
 import type { BlockDevice } from '../block/types.ts';
@@ -20,6 +22,8 @@ export interface BenchCase {
 
 export interface BenchResult {
   path: 'guest' | 'bare' | 'kernel';
+  /** 1-based. */
+  round: number;
   rw: string;
   bs: number;
   iodepth: number;
@@ -30,6 +34,7 @@ export interface BenchResult {
 export interface BenchReport {
   machine: MachineInfo;
   seconds: number;
+  rounds: number;
   spanBytes: number;
   kernel: string;
   results: BenchResult[];
@@ -37,6 +42,8 @@ export interface BenchReport {
 
 export interface BenchOptions {
   readonly seconds: number;
+  /** Times the whole set of patterns is run (default 1). */
+  readonly rounds?: number;
   readonly span: number;
   readonly cases: readonly BenchCase[];
   readonly kernel: boolean;
@@ -73,22 +80,24 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   host.registerStore('bench-ram', ram);
   const arena = allocAlignedShared(Math.max(...options.cases.map((c) => c.iodepth * Math.ceil(c.bs / 4096) * 4096), 65536));
   const results: BenchResult[] = [];
+  const rounds = options.rounds ?? 1;
+  const total = rounds * options.cases.length;
   try {
     let n = 0;
-    for (const c of options.cases) {
+    for (let round = 1; round <= rounds; round++) for (const c of options.cases) {
       n++;
-      const label = `${c.rw} ${c.bs / 1024}k QD${c.iodepth}`;
+      const label = `${rounds > 1 ? `round ${round}: ` : ''}${c.rw} ${c.bs / 1024}k QD${c.iodepth}`;
       const params: RandomIoParams = { ...c, seconds, span };
 
-      options.progress(`[${n}/${options.cases.length}] ${label}: guest`);
+      options.progress(`[${n}/${total}] ${label}: guest`);
       const guest = await host.createGuest(
         { name: `bench${n}`, memoryMiB: 64, disks: [{ target: 'bench-ram', vdev: 'xvda', readOnly: false, backendtype: 'phy' }] },
         { workload: GUEST_WORKLOAD, params },
       );
       const g = (await guest.result) as { iops: number; mbps: number };
-      results.push({ path: 'guest', ...c, iops: g.iops, mbps: g.mbps });
+      results.push({ path: 'guest', round, ...c, iops: g.iops, mbps: g.mbps });
 
-      options.progress(`[${n}/${options.cases.length}] ${label}: bare`);
+      options.progress(`[${n}/${total}] ${label}: bare`);
       let next = 0; // buffers are carved afresh for each pattern
       const bare = await runRandomIo(ram, (bytes) => {
         if (next + bytes > arena.length) throw new Error(`bench: ${bytes}-byte buffers at QD${c.iodepth} do not fit the ${arena.length}-byte arena`);
@@ -96,12 +105,12 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         next += Math.ceil(bytes / 4096) * 4096;
         return view;
       }, params);
-      results.push({ path: 'bare', ...c, iops: bare.iops, mbps: bare.mbps });
+      results.push({ path: 'bare', round, ...c, iops: bare.iops, mbps: bare.mbps });
 
       if (kernel !== null) {
-        options.progress(`[${n}/${options.cases.length}] ${label}: kernel (fio)`);
+        options.progress(`[${n}/${total}] ${label}: kernel (fio)`);
         const k = await kernel.measure(c.rw, c.bs, c.iodepth, seconds);
-        results.push({ path: 'kernel', ...c, iops: k.iops, mbps: k.mbps });
+        results.push({ path: 'kernel', round, ...c, iops: k.iops, mbps: k.mbps });
       }
     }
   } finally {
@@ -110,7 +119,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     spawner?.close();
     await ram.close();
   }
-  return { machine: machineInfo(), seconds, spanBytes: span, kernel: kernelNote, results };
+  return { machine: machineInfo(), seconds, rounds, spanBytes: span, kernel: kernelNote, results };
 }
 
 async function prefill(device: BlockDevice, bytes: number): Promise<void> {
@@ -119,21 +128,43 @@ async function prefill(device: BlockDevice, bytes: number): Promise<void> {
   for (let at = 0; at < bytes; at += chunk.length) await device.writev(at, [chunk.subarray(0, Math.min(chunk.length, bytes - at))]);
 }
 
-/** The README table: one row per pattern, IOPS per path and the ratios that matter. */
+function median(values: readonly number[]): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/**
+ * The README table: one row per pattern, the median IOPS and MB/s of each path over the rounds, and
+ * the ratios that matter as the median of each round's own ratio (with its range over the rounds,
+ * when there are several: a ratio is only meaningful between paths measured side by side).
+ */
 export function formatBenchTable(report: BenchReport): string {
   const rows: string[] = [];
-  rows.push('| pattern | guest IOPS | bare IOPS | kernel IOPS | guest MB/s | kernel MB/s | guest/bare | guest/kernel |');
-  rows.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+  const several = report.rounds > 1;
+  rows.push(`| pattern | guest IOPS | bare IOPS | kernel IOPS | guest MB/s | kernel MB/s | guest/bare | guest/kernel |${several ? ' guest/kernel per round |' : ''}`);
+  rows.push(`|---|---:|---:|---:|---:|---:|---:|---:|${several ? '---|' : ''}`);
   const key = (r: BenchResult): string => `${r.rw} ${r.bs / 1024}k QD${r.iodepth}`;
   const keys = [...new Set(report.results.map(key))];
   const fmt = (n: number | undefined, digits = 0): string => (n === undefined ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
   for (const k of keys) {
-    const of = (path: BenchResult['path']): BenchResult | undefined => report.results.find((r) => key(r) === k && r.path === path);
-    const g = of('guest');
-    const b = of('bare');
-    const kr = of('kernel');
+    const runs = report.results.filter((r) => key(r) === k);
+    const of = (path: BenchResult['path'], round: number): BenchResult | undefined => runs.find((r) => r.path === path && r.round === round);
+    const med = (path: BenchResult['path'], field: 'iops' | 'mbps'): number | undefined => median(runs.filter((r) => r.path === path).map((r) => r[field]));
+    const ratios = (path: BenchResult['path']): number[] => {
+      const out: number[] = [];
+      for (const round of new Set(runs.map((r) => r.round))) {
+        const g = of('guest', round);
+        const other = of(path, round);
+        if (g !== undefined && other !== undefined && other.iops > 0) out.push(g.iops / other.iops);
+      }
+      return out;
+    };
+    const vsKernel = ratios('kernel');
+    const range = vsKernel.length > 1 ? ` ${fmt(Math.min(...vsKernel), 2)}–${fmt(Math.max(...vsKernel), 2)} |` : ' – |';
     rows.push(
-      `| ${k} | ${fmt(g?.iops)} | ${fmt(b?.iops)} | ${fmt(kr?.iops)} | ${fmt(g?.mbps)} | ${fmt(kr?.mbps)} | ${g && b ? fmt(g.iops / b.iops, 2) : '–'} | ${g && kr ? fmt(g.iops / kr.iops, 2) : '–'} |`,
+      `| ${k} | ${fmt(med('guest', 'iops'))} | ${fmt(med('bare', 'iops'))} | ${fmt(med('kernel', 'iops'))} | ${fmt(med('guest', 'mbps'))} | ${fmt(med('kernel', 'mbps'))} | ${fmt(median(ratios('bare')), 2)} | ${fmt(median(vsKernel), 2)} |${several ? range : ''}`,
     );
   }
   return rows.join('\n');

@@ -39,8 +39,8 @@ const MAX_MERGE_IOV = 128;
 /**
  * Response coalescing for a flooded ring: while a ring has at least this many requests queued that
  * we have not taken yet (and another turn of it is queued), its frontend does not need answers to
- * keep us busy, so its responses are pushed (and it is notified) only every ring.size / 4 answers or
- * when its queue runs low. Each push that wakes a guest costs the backend thread 10-30 µs and the
+ * keep us busy, so its responses are pushed (and it is notified) only every ring.size / 4 answers,
+ * when we hold as many answers as it has requests queued, or when its queue runs low. Each push that wakes a guest costs the backend thread 10-30 µs and the
  * guest a wake-up; for a guest flooding a large ring that was most of what it cost its neighbours.
  */
 const COALESCE_QUEUED = 2 * TURN_COST;
@@ -88,6 +88,45 @@ export interface RingServerOptions {
   /** Name for messages, e.g. "vbd 3/51712". */
   readonly name: string;
   readonly logError: (message: string) => void;
+}
+
+/**
+ * Fills `iov` with the segments' byte ranges of their mapped pages, one entry per run of segments
+ * that continue each other in the same memory (a guest's 64 KiB buffer in frames it allocated
+ * together, or a real gntdev mapping, which is one contiguous range): the store then moves the run
+ * with one copy or one iovec, as the block layer merges physically contiguous bio segments.
+ * Returns the number of entries.
+ */
+export function mergeSegments(pages: readonly Uint8Array[], segFirst: Uint8Array, segLast: Uint8Array, nseg: number, iov: Uint8Array[]): number {
+  let n = 0;
+  let runBuffer: ArrayBufferLike | null = null;
+  let runStart = 0;
+  let runEnd = 0;
+  let runPage: Uint8Array | null = null; // the run's only segment, while it has one
+  for (let i = 0; i < nseg; i++) {
+    const page = pages[i]!;
+    const from = page.byteOffset + segFirst[i]! * SECTOR_SIZE;
+    const to = page.byteOffset + (segLast[i]! + 1) * SECTOR_SIZE;
+    const buffer = page.buffer;
+    if (runBuffer === buffer && runEnd === from) {
+      runEnd = to;
+      runPage = null;
+      continue;
+    }
+    if (runBuffer !== null) iov[n++] = runView(runBuffer, runStart, runEnd, runPage);
+    runBuffer = buffer;
+    runStart = from;
+    runEnd = to;
+    runPage = page;
+  }
+  if (runBuffer !== null) iov[n++] = runView(runBuffer, runStart, runEnd, runPage);
+  return n;
+}
+
+function runView(buffer: ArrayBufferLike, start: number, end: number, page: Uint8Array | null): Uint8Array {
+  // A lone whole page is handed over as the mapping's own view: no new object.
+  if (page !== null && page.byteOffset === start && page.byteLength === end - start) return page;
+  return new Uint8Array(buffer, start, end - start);
 }
 
 class PendingRequest {
@@ -157,8 +196,12 @@ export class RingServer {
 
   readonly #publish = (): void => {
     this.#publishScheduled = false;
-    // A deferred push happens after the queued turn (see #turn) or at #coalesceMax answers.
-    if (this.#scheduled && !this.#stopping && this.#unpushed < this.#coalesceMax && this.#back.unconsumedRequests() * this.#lastCost >= COALESCE_QUEUED) return;
+    // A deferred push happens after the queued turn (see #turn), at #coalesceMax answers, or once we
+    // hold as many answers as the frontend still has queued: past that point it is we who leave the
+    // frontend idle. (A guest keeping 32 requests in flight on a 512-slot ring waited for all 32 in
+    // one push and refilled while we slept: 64 KiB QD32 reads went from 2.9 to 3.8-4.3 GB/s.)
+    const queued = this.#back.unconsumedRequests();
+    if (this.#scheduled && !this.#stopping && this.#unpushed < this.#coalesceMax && this.#unpushed < queued && queued * this.#lastCost >= COALESCE_QUEUED) return;
     this.#push();
   };
 
@@ -534,9 +577,7 @@ export class RingServer {
       return false;
     }
     pr.mapping = mapping;
-    for (let i = 0; i < nseg; i++) {
-      iov[i] = mapping.pages[i]!.subarray(pr.segFirst[i]! * SECTOR_SIZE, (pr.segLast[i]! + 1) * SECTOR_SIZE);
-    }
+    iov.length = mergeSegments(mapping.pages, pr.segFirst, pr.segLast, nseg, iov);
     return true;
   }
 

@@ -35,14 +35,15 @@ Suites (default blkif; 'npm run bench' runs blkif as well):
           As root the store is a loop device (direct-io=on) over a /dev/shm file of random data
           (the guest's disk is 'phy:' on it); otherwise a RAM disk, and the fio path is skipped.
           Paths take turns within each round. MB/s and IOPS per path; guest/fio and bare/fio.
-  all     blkif, runner, seed (about 3 minutes on 2 cores)
+  all     blkif, runner, seed (about 6 minutes on 2 cores)
 
 Options:
   --seconds N       run time of every run (default: blkif 2, runner 3, seed 4; --quick: 0.5, 1, 1)
-  --rounds N        runner and seed: rounds (default 2; --quick: 1)
+  --rounds N        times each suite runs its whole set, taking turns (default: blkif 3, runner and
+                    seed 2; --quick: 1); tables give medians and each ratio's median over rounds
   --quick           short runs: a smoke test, not a measurement
   --json            print one JSON document: { machine, results: [...] } for one suite (blkif:
-                    { path, rw, bs, iodepth, iops, mbps }; runner: { path, round, ios, iops,
+                    { path, round, rw, bs, iodepth, iops, mbps }; runner: { path, round, ios, iops,
                     cpuSeconds, iopsPerCore } and summary.ratio; seed: { job, path, round, mbps,
                     iops, avgIoBytes } and ratios), or { machine, blkif, runner, seed } for all
  blkif only:
@@ -97,8 +98,13 @@ export const benchCommand: Command = {
       if (!(s > 0)) throw new UsageError(`--seconds: '${values.seconds}' is not a positive number`);
       return s;
     };
-    const rounds = values.rounds === undefined ? (quick ? 1 : 2) : Number(values.rounds);
-    if (!Number.isInteger(rounds) || rounds < 1) throw new UsageError(`--rounds: '${values.rounds}' is not a positive whole number`);
+    const roundsFor = (normal: number): number => {
+      if (values.rounds === undefined) return quick ? 1 : normal;
+      const n = Number(values.rounds);
+      if (!Number.isInteger(n) || n < 1) throw new UsageError(`--rounds: '${values.rounds}' is not a positive whole number`);
+      return n;
+    };
+    const rounds = roundsFor(2);
     const progress = (line: string): void => {
       process.stderr.write(`${line}\n`);
     };
@@ -122,7 +128,8 @@ export const benchCommand: Command = {
       const cases: BenchCase[] = defaultCases().filter(() => false);
       for (const bs of bss) for (const rw of rws) for (const iodepth of depths) cases.push({ rw, bs, iodepth });
       const socket = values['xenstore-socket'];
-      blkifRun = () => runBench({ seconds, span, cases, kernel: !values['no-kernel'], progress, ...(socket === undefined ? {} : { xenstoreSocket: socket }) });
+      const blkifRounds = roundsFor(3);
+      blkifRun = () => runBench({ seconds, rounds: blkifRounds, span, cases, kernel: !values['no-kernel'], progress, ...(socket === undefined ? {} : { xenstoreSocket: socket }) });
     }
     let runnerRun: (() => Promise<RunnerBenchReport>) | null = null;
     if (want('runner')) {
@@ -161,7 +168,7 @@ export const benchCommand: Command = {
     }
     const m = (blkif ?? runner ?? seed)!.machine;
     process.stdout.write(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.loadAverage.join(' ')}\n`);
-    if (blkif !== null) process.stdout.write(`\n## blkif: guest vs bare vs kernel\nkernel path: ${blkif.kernel}\n\n${formatBenchTable(blkif)}\n`);
+    if (blkif !== null) process.stdout.write(`\n## blkif: guest vs bare vs kernel (${blkif.seconds} s x ${blkif.rounds} rounds)\nkernel path: ${blkif.kernel}\n\n${formatBenchTable(blkif)}\n`);
     if (runner !== null) process.stdout.write(`\n## runner: bare runner on a null disk vs fio --ioengine=null (${runner.seconds} s x ${runner.rounds} rounds)\n\n${formatRunnerTable(runner)}\n`);
     if (seed !== null) {
       process.stdout.write(`\n## seed: jobs/randw.fio and jobs/iometer.fio, guest vs bare vs fio (${seed.seconds} s x ${seed.rounds} rounds, size=${seed.sizeBytes})\n`);
