@@ -219,7 +219,7 @@ export class SimBackendGrants implements BackendGrants {
       }
       Atomics.store(active, at + 1, frame);
     } else {
-      frame = Atomics.load(active, at + 1);
+      frame = active[at + 1]!; // written by an earlier pin under the lock we hold
     }
     Atomics.store(active, at, pins + (writable ? PIN_WRITER : PIN_READER));
     this.#frame = frame;
@@ -247,7 +247,8 @@ export class SimBackendGrants implements BackendGrants {
   #setStatus(domain: GrantDomain, at: number, writable: boolean, pinned: boolean, mapping: boolean): number {
     const entries = domain.entries;
     const typeMask = mapping ? GTF_type_mask | GTF_sub_page : GTF_type_mask;
-    let word = Atomics.load(entries, at);
+    // A plain read: the checks below are only trusted once the compare-exchange confirms the word.
+    let word = entries[at]!;
     for (let retries = 0; ; retries++) {
       if (!pinned) {
         if ((word & typeMask) !== GTF_permit_access) {
@@ -282,7 +283,8 @@ export class SimBackendGrants implements BackendGrants {
   /** Spins for the entry's lock bit; returns the pin counts, or -1 if the lock never came free. */
   #lock(active: Int32Array, at: number): number {
     for (let spins = 0; spins < LOCK_SPIN_LIMIT; spins++) {
-      const pins = Atomics.load(active, at);
+      // A plain read picks the value to compare with: the exchange below is the access that counts.
+      const pins = active[at]!;
       if ((pins & PIN_LOCK) === 0 && Atomics.compareExchange(active, at, pins, pins | PIN_LOCK) === pins) return pins;
     }
     return -1;
