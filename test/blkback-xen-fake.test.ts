@@ -601,6 +601,32 @@ for (const dataPath of ['map', 'copy'] as const) {
       release(s.kernel, segs);
     });
 
+    test('writes taken in one turn, one of them naming an ungranted ref: that one fails alone, the rest land (one grant-copy batch on the copy path)', async () => {
+      const stats = vbd().stats;
+      const before = stats.errors.bad_grant;
+      const copiesBefore = s.fake.grantCopyCalls;
+      const writes = Array.from({ length: 6 }, (_, i) => {
+        const segs = makeSegments(s.kernel, 1 + (i % 4), true, rnd, true);
+        const data = randomBytes(segmentBytes(segs), rnd);
+        scatter(s.kernel, segs, data);
+        return { sector: 20000 + i * 64, segs, data };
+      });
+      const badAt = 3;
+      const original = await storeBytes(s.disk, writes[badAt]!.sector * SECTOR_SIZE, writes[badAt]!.data.length);
+      const forged = writes[badAt]!.segs.map((seg, i) => (i === 0 ? { ...seg, ref: UNGRANTED_REF } : seg));
+      // All six go on the ring before the backend's turn: it takes them together.
+      const answers = await Promise.all(writes.map((w, i) => front.readWrite(BLKIF_OP.WRITE, w.sector, i === badAt ? forged : w.segs)));
+      assert.deepEqual(answers, writes.map((_, i) => (i === badAt ? BLKIF_RSP.ERROR : BLKIF_RSP.OKAY)));
+      assert.equal(stats.errors.bad_grant, before + 1);
+      for (const [i, w] of writes.entries()) {
+        const expected = i === badAt ? original : w.data;
+        sameBytes(await storeBytes(s.disk, w.sector * SECTOR_SIZE, expected.length), expected, `write ${i} in the store`);
+        release(s.kernel, w.segs);
+      }
+      if (dataPath === 'copy') assert.ok(s.fake.grantCopyCalls - copiesBefore < writes.length, `${s.fake.grantCopyCalls - copiesBefore} grant-copy calls for ${writes.length} writes taken together`);
+      else assert.equal(s.fake.grantCopyCalls, copiesBefore, 'the map path copies nothing');
+    });
+
     test('closing (frontend Closing -> Closed) unmaps everything and unbinds the port', async () => {
       const port = front.port;
       await front.close();
@@ -637,7 +663,7 @@ for (const dataPath of ['map', 'copy'] as const) {
       await front.close();
       assert.equal(s.fake.mappedRuns, 0);
       assert.equal(s.fake.boundPorts, 0);
-      assert.equal(s.log.filter((m) => /request id/.test(m)).length, 3, 'no request refused but the three forged ones');
+      assert.equal(s.log.filter((m) => /request id/.test(m)).length, 4, 'no request refused but the four forged ones');
     });
   });
 }

@@ -178,6 +178,8 @@ export class RingServer {
   /** Contiguous reads or writes of this turn not yet sent to the store. */
   readonly #batch = { write: false, offset: 0, end: 0, length: 0, iovCount: 0, members: new Array<PendingRequest | null>(MAX_MERGE).fill(null) };
 
+  /** Data path `copy`: writes taken this turn whose data is still to be fetched from the guest. */
+  readonly #copyIn: PendingRequest[] = [];
   /** Responses written to the ring but not yet pushed. */
   #unpushed = 0;
   readonly #coalesceMax: number;
@@ -556,7 +558,7 @@ export class RingServer {
    * (`copy`, filling them from the guest first when the device will read them); false after
    * answering with an error.
    */
-  #attachSegments(pr: PendingRequest, deviceWrites: boolean): boolean {
+  #attachSegments(pr: PendingRequest, deviceWrites: boolean, deferCopy = false): boolean {
     const nseg = pr.nseg;
     const iov = pr.iov;
     iov.length = nseg;
@@ -567,7 +569,7 @@ export class RingServer {
         pr.bouncePages.push(page);
         iov[i] = pool.subarray(page * PAGE_SIZE + pr.segFirst[i]! * SECTOR_SIZE, page * PAGE_SIZE + (pr.segLast[i]! + 1) * SECTOR_SIZE);
       }
-      return deviceWrites || this.#copySegments(pr, false);
+      return deviceWrites || deferCopy || this.#copySegments(pr, false);
     }
     let mapping: GrantMapping;
     try {
@@ -583,21 +585,51 @@ export class RingServer {
 
   /** Data path `copy`: one GNTTABOP_copy batch between the guest's segments and the bounce vector; false after answering with an error. */
   #copySegments(pr: PendingRequest, toGuest: boolean): boolean {
+    const ops: GrantCopyOp[] = [];
+    this.#copyOps(pr, toGuest, ops);
+    return this.#copied(pr, toGuest, this.#o.grants.copy(ops), 0);
+  }
+
+  /** Appends the GNTTABOP_copy ops between the request's guest segments and its bounce vector. */
+  #copyOps(pr: PendingRequest, toGuest: boolean, ops: GrantCopyOp[]): void {
     const domid = this.#o.frontendDomid;
-    const ops: GrantCopyOp[] = new Array<GrantCopyOp>(pr.nseg);
     for (let i = 0; i < pr.nseg; i++) {
       const guest = { ref: pr.segGref[i]!, domid, offset: pr.segFirst[i]! * SECTOR_SIZE };
       const local = { buffer: pr.iov[i]! };
-      ops[i] = toGuest ? { source: local, dest: guest, length: local.buffer.length } : { source: guest, dest: local, length: local.buffer.length };
+      ops.push(toGuest ? { source: local, dest: guest, length: local.buffer.length } : { source: guest, dest: local, length: local.buffer.length });
     }
-    const status = this.#o.grants.copy(ops);
-    for (let i = 0; i < status.length; i++) {
-      if (status[i] !== GNTST.okay) {
-        this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', `segment ${i} (gref ${pr.segGref[i]}): grant copy ${toGuest ? 'to' : 'from'} the guest failed with GNTST ${status[i]}`);
+  }
+
+  /** Checks the request's copy statuses (from `at` in `status`); false after answering with an error. */
+  #copied(pr: PendingRequest, toGuest: boolean, status: readonly number[], at: number): boolean {
+    for (let i = 0; i < pr.nseg; i++) {
+      const st = status[at + i];
+      if (st !== GNTST.okay) {
+        this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', `segment ${i} (gref ${pr.segGref[i]}): grant copy ${toGuest ? 'to' : 'from'} the guest failed with GNTST ${st}`);
         return false;
       }
     }
     return true;
+  }
+
+  /**
+   * Data path `copy`: the writes taken this turn fetch their data from the guest in one GNTTABOP_copy
+   * batch, not one each; on real Xen every batch is an ioctl and a hypercall. Then they go to the
+   * store in the order they were taken. Runs before anything is sent to the store.
+   */
+  #flushCopyIn(): void {
+    const queue = this.#copyIn;
+    if (queue.length === 0) return;
+    const taken = queue.splice(0, queue.length);
+    const ops: GrantCopyOp[] = [];
+    for (const pr of taken) this.#copyOps(pr, false, ops);
+    const status = this.#o.grants.copy(ops);
+    let at = 0;
+    for (const pr of taken) {
+      const ok = this.#copied(pr, false, status, at);
+      at += pr.nseg;
+      if (ok) this.#addToBatch(pr, true);
+    }
   }
 
   /** The store finished a request's I/O: a bounced read still has to reach the guest. */
@@ -613,10 +645,17 @@ export class RingServer {
     }
     const sectors = this.#validateSegments(pr, 1, maxSegments);
     if (sectors < 0) return;
-    // A read fills guest pages, so its grants must be writable; a write only reads them.
-    if (!this.#attachSegments(pr, !write)) return;
+    // A read fills guest pages, so its grants must be writable; a write only reads them. A write's
+    // data is fetched with the turn's other writes (#flushCopyIn) on the copy path.
+    const deferCopy = write && this.#pool !== null;
+    if (!this.#attachSegments(pr, !write, deferCopy)) return;
     pr.sectors = sectors;
     pr.bytes = sectors * SECTOR_SIZE;
+    if (deferCopy) this.#copyIn.push(pr);
+    else this.#addToBatch(pr, write);
+  }
+
+  #addToBatch(pr: PendingRequest, write: boolean): void {
     const offset = pr.req.sectorNumber * SECTOR_SIZE;
     // Requests taken in one turn that continue each other (a 64 KiB guest I/O arrives as 44 + 20 KiB)
     // go to the store as one vectored call, as the kernel's block layer merges bios.
@@ -637,6 +676,7 @@ export class RingServer {
 
   /** Sends the pending merged read or write (if any) to the store. */
   #submitBatch(): void {
+    this.#flushCopyIn();
     const batch = this.#batch;
     const n = batch.length;
     if (n === 0) return;

@@ -62,6 +62,9 @@ export class ConsoleParser {
       source = 'serve';
       line = serve[1] as string;
     }
+    // dom0's CPU samples (BLKBACK-CPU, every 2 s) may fall between the lines of a file dom0 prints:
+    // they belong to no file (the report reads them from the console log itself).
+    if (source === 'dom0' && line.startsWith('BLKBACK-CPU ')) return;
     const m = MARKER.exec(line);
     const open = this.#open.get(source);
     if (open !== undefined) {

@@ -11,7 +11,9 @@ export PATH=/usr/lib/xen-4.17/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 phase() { echo "BLKBACK-PHASE $*"; }
 result() { echo "BLKBACK-RESULT $1"; }
-print_file() { echo "BLKBACK-FILE-BEGIN $1"; cat "$2" 2>&1 | tr -d '\r'; echo; echo "BLKBACK-FILE-END $1"; }
+# One write() per line (sed -u): lines other processes print meanwhile (relays, the CPU sampler) then
+# fall between this file's lines, never inside one, and the orchestrator can sort them out.
+print_file() { echo "BLKBACK-FILE-BEGIN $1"; sed -u 's/\r//g' "$2" 2>&1; echo; echo "BLKBACK-FILE-END $1"; }
 finish() { phase "dom0: done"; sync; /bin/busybox poweroff -f; }
 die() { result "{\"src\":\"dom0\",\"check\":\"fatal\",\"ok\":false,\"message\":\"$*\"}"; finish; }
 
@@ -52,7 +54,8 @@ else
       -ex 'info registers' -ex 'x/6i $pc' -ex 'info threads' -ex 'thread apply all bt 30' \
       --args node /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
   else
-    node /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
+    NODE_ARGS=""; [ "$PROFILE" = 1 ] && NODE_ARGS="--cpu-prof --cpu-prof-dir=/run/prof"
+    env $SERVE_ENV node $NODE_ARGS /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
   fi
   SERVE_PID=$!
   tail -n +1 -F /run/blkback/serve.log 2>/dev/null | sed -u 's/^/SERVE| /' &
@@ -64,6 +67,22 @@ else
   fi
 fi
 result "{\"src\":\"dom0\",\"check\":\"backend\",\"mode\":\"$MODE\",\"ok\":true,\"disk_bytes\":$DISK_BYTES}"
+
+# Every 2 s: dom0's CPU ticks (busy = user+nice+system+irq+softirq, idle = idle+iowait, steal = time
+# Xen ran other vCPUs) and, in mode=ours, serve's own (utime+stime, split, and its main thread's).
+# The orchestrator attributes the samples to the fio jobs they fall in: where the two backends spend
+# dom0's CPU.
+cpu_sampler() {
+  local serve
+  while :; do
+    set -- $(head -1 /proc/stat)
+    serve="serve=0"; [ -n "$SERVE_PID" ] && serve=$(awk '{print "serve=" $14 + $15 " serve_user=" $14 " serve_sys=" $15}' /proc/$SERVE_PID/stat 2>/dev/null)
+    [ -n "$SERVE_PID" ] && serve="$serve $(awk '{print "main_user=" $14 " main_sys=" $15}' /proc/$SERVE_PID/task/$SERVE_PID/stat 2>/dev/null)"
+    echo "BLKBACK-CPU $(cut -d' ' -f1 /proc/uptime) busy=$(( $2 + $3 + $4 + $7 + $8 )) idle=$(( $5 + $6 )) steal=${9:-0} $serve"
+    sleep 2
+  done
+}
+cpu_sampler &
 
 serve_alive() { [ -z "$SERVE_PID" ] || kill -0 "$SERVE_PID" 2>/dev/null; }
 ctl() { # NAME ARGS...: run `blkback ctl ARGS` and print its output as a file
@@ -209,4 +228,10 @@ if [ "$MODE" = ours ]; then
   kill $SERVE_PID 2>/dev/null; sleep 2
 fi
 xl dmesg > /run/xl-dmesg.log 2>&1; print_file xl-dmesg /run/xl-dmesg.log
+if [ "$PROFILE" = 1 ]; then
+  # serve writes its profile as it exits (SIGTERM above): wait for it, then print the profile's top
+  for i in $(seq 1 120); do serve_alive || break; sleep 1; done
+  node /opt/blkback-test/profile-top.js --top 60 /run/prof/*.cpuprofile > /run/prof-top.txt 2>&1
+  print_file serve-profile /run/prof-top.txt
+fi
 finish

@@ -14,6 +14,7 @@ import type { ConsoleEvent, HarnessResult } from './console.ts';
 import { counterFromText, evaluateBoot, fioFigures } from './checks.ts';
 import type { BootPlan } from './checks.ts';
 import { qemuArgs } from './qemu.ts';
+import { cpuDuringJobs } from './cpu.ts';
 
 // the repository: the working directory (npm runs there), else above this file (source or dist/)
 const repo =
@@ -45,7 +46,7 @@ test('derived seed jobs: randwrite, verify, own regions, scaled size, fio 3.33 a
   if (!hasFio) t.diagnostic('fio not installed: --parse-only not checked');
 });
 
-test('console parser: phases, results and files per source, markers mid-line, split chunks', () => {
+test('console parser: phases, results and files per source, markers mid-line, split chunks, CPU samples in no file', () => {
   const p = new ConsoleParser();
   const events: ConsoleEvent[] = [];
   const text = [
@@ -60,6 +61,7 @@ test('console parser: phases, results and files per source, markers mid-line, sp
     'G pv| BLKBACK-GUEST checks-done',
     'BLKBACK-FILE-BEGIN console-pv',
     'BLKBACK-FILE-BEGIN inner',
+    'BLKBACK-CPU 154.35 busy=17453 idle=7995 steal=4571 serve=9675',
     'BLKBACK-FILE-END inner',
     'BLKBACK-FILE-END console-pv',
   ].join('\n');
@@ -109,4 +111,30 @@ test('Xen is booted with eager FPU switching (lazy switching corrupts user space
   const args = qemuArgs({ xen: '/x/xen', vmlinuz: '/x/vmlinuz', initrd: '/x/dom0.cpio', cpu: 'max' });
   const xen = args[args.indexOf('-append') + 1]!.split(' ');
   for (const option of ['spec-ctrl=eager-fpu', 'smap=0', 'pcid=0', 'invpcid=0']) assert.ok(xen.includes(option), `${option} in ${xen.join(' ')}`);
+});
+
+test('dom0 CPU per fio job: samples between the job\'s phase lines, in CPUs; a repeated console copy is ignored', () => {
+  const log = [
+    'BLKBACK-CPU 10.00 busy=100 idle=100 steal=0 serve=0',
+    'G pv| BLKBACK-PHASE pv guest: fio randw (24 lines, 4 jobs)\r\r',
+    'BLKBACK-CPU 12.00 busy=200 idle=150 steal=10 serve=50 serve_user=30 serve_sys=20 main_user=20 main_sys=10',
+    'G pv| some fio output',
+    'BLKBACK-CPU 14.00 busy=400 idle=160 steal=30 serve=250 serve_user=150 serve_sys=100 main_user=120 main_sys=50',
+    'BLKBACK-CPU 16.00 busy=600 idle=170 steal=50 serve=450 serve_user=270 serve_sys=180 main_user=220 main_sys=90',
+    'G pv| BLKBACK-PHASE pv guest: fio randw done rc=0',
+    'BLKBACK-CPU 18.00 busy=700 idle=300 steal=50 serve=450',
+    'G pv| BLKBACK-PHASE pv guest: fio randw (24 lines, 4 jobs)',
+    'G pv| BLKBACK-PHASE pv guest: fio randw done rc=0',
+  ].join('\n');
+  const [c, ...rest] = cpuDuringJobs(log);
+  assert.equal(rest.length, 0);
+  assert.equal(c?.guest, 'pv');
+  assert.equal(c?.job, 'randw');
+  assert.equal(c?.seconds, 4);
+  assert.equal(c?.dom0Busy, 1); // (600 - 200) ticks / 100 per s / 4 s
+  assert.equal(c?.steal, 0.1);
+  assert.equal(c?.serve, 1);
+  assert.equal(c?.serveUser, 0.6);
+  assert.equal(c?.serveSys, 0.4);
+  assert.equal(c?.mainThread, 0.7);
 });

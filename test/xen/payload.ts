@@ -51,6 +51,10 @@ export function configScript(c: PayloadConfig): string {
     // BLKBACK_XEN_SERVE_ARGS: extra options for `blkback serve` (experiments, e.g. --data-path map)
     `SERVE_ARGS=${q(`--control-socket ${c.controlSocket} ${process.env.BLKBACK_XEN_SERVE_ARGS ?? ''}`.trim())}`,
     `CTL_ARGS=${q(`--socket ${c.controlSocket}`)}`,
+    // BLKBACK_XEN_SERVE_ENV: environment for `blkback serve` (experiments, e.g. UV_USE_IO_URING=1)
+    `SERVE_ENV=${q(process.env.BLKBACK_XEN_SERVE_ENV ?? '')}`,
+    // BLKBACK_XEN_PROFILE=1: serve runs under --cpu-prof, and dom0 prints the top of its profile at the end
+    `PROFILE=${process.env.BLKBACK_XEN_PROFILE === '1' ? 1 : 0}`,
     '',
   ].join('\n');
 }
@@ -100,6 +104,7 @@ export function buildPayload(input: PayloadInput, workDir: string): string {
     cpSync(join(input.repoDir, 'node_modules', name), dest, { recursive: true });
   }
   if (process.env.BLKBACK_XEN_DEBUG === '1') addDebugTools(root);
+  if (process.env.BLKBACK_XEN_PROFILE === '1') cpSync(join(input.distDir, 'test/xen/profile-top.js'), join(test, 'profile-top.js'));
   const out = join(workDir, 'payload.cpio');
   packCpio(root, out, false);
   return out;

@@ -20,6 +20,8 @@ import { buildPayload } from './payload.ts';
 import type { PayloadConfig } from './payload.ts';
 import { bootXen, waitForQuiet } from './qemu.ts';
 import { comparisonMarkdown, comparisonRows, writePlots } from './report.ts';
+import { cpuDuringJobs, cpuMarkdown } from './cpu.ts';
+import type { JobCpu } from './cpu.ts';
 import type { BwLogs } from './report.ts';
 
 const QUIET_FLAG = '/tmp/blkback-quiet';
@@ -63,6 +65,8 @@ interface ModeRun {
   readonly seconds: number;
   readonly phases: { at: number; text: string }[];
   readonly results: HarnessResult[];
+  /** dom0's CPU during each fio job (test/xen/cpu.ts). */
+  readonly cpu: JobCpu[];
 }
 
 async function main(): Promise<number> {
@@ -181,18 +185,23 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
     say(`mode=${run.mode}: ${run.checks.length - bad.length}/${run.checks.length} checks passed in ${run.seconds.toFixed(0)} s`);
     for (const c of bad) say(`  FAIL ${c.name}: ${c.detail}`);
     for (const f of run.fio) say(`  fio ${f.job} in ${f.guest}: write ${f.writeMBps.toFixed(1)} MB/s (${f.writeIops.toFixed(0)} IOPS), verify ${f.verifyMBps.toFixed(1)} MB/s`);
+    for (const c of run.cpu) {
+      const serve = run.mode === 'ours' ? `, serve ${c.serve.toFixed(2)} (user ${c.serveUser.toFixed(2)}, sys ${c.serveSys.toFixed(2)}; main thread ${c.mainThread.toFixed(2)})` : '';
+      say(`  cpu during fio ${c.job} in ${c.guest}: dom0 busy ${c.dom0Busy.toFixed(2)} CPUs${serve}`);
+    }
   }
   const summary: Record<string, unknown> = {
     ...extra,
     goal: GOAL,
-    runs: runs.map((r) => ({ mode: r.mode, seconds: r.seconds, phases: r.phases, checks: r.checks, fio: r.fio, results: r.results })),
+    runs: runs.map((r) => ({ mode: r.mode, seconds: r.seconds, phases: r.phases, checks: r.checks, fio: r.fio, cpu: r.cpu, results: r.results })),
   };
   const kernel = runs.find((r) => r.mode === 'kernel');
   const ours = runs.find((r) => r.mode === 'ours');
   if (kernel !== undefined && ours !== undefined) {
     const rows = comparisonRows(kernel.fio, ours.fio);
     summary.comparison = rows;
-    const md = comparisonMarkdown(rows, GOAL);
+    const cpu = cpuMarkdown(new Map(runs.map((r) => [r.mode, r.cpu])));
+    const md = `${comparisonMarkdown(rows, GOAL)}\n\ndom0's CPU during each job (2-second samples; 2 vCPUs):\n\n${cpu}\n`;
     writeFileSync(join(out, 'comparison.md'), md);
     const plots = writePlots([...kernel.bwLogs, ...ours.bwLogs], out);
     process.stdout.write(`\n${md}\n`);
@@ -304,7 +313,7 @@ function evaluateConsoleLog(mode: Mode, text: string, plan: BootPlan, out: strin
       bwLogs.push({ mode, guest, job, files: [...files].filter(([n]) => n.startsWith(prefix)).map(([, t]) => t) });
     }
   }
-  return { mode, checks, fio, bwLogs, results };
+  return { mode, checks, fio, bwLogs, results, cpu: cpuDuringJobs(text) };
 }
 
 /**
