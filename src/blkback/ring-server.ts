@@ -40,8 +40,9 @@ const MAX_MERGE_IOV = 128;
  * Response coalescing for a flooded ring: while a ring has at least this many requests queued that
  * we have not taken yet (and another turn of it is queued), its frontend does not need answers to
  * keep us busy, so its responses are pushed (and it is notified) only every ring.size / 4 answers,
- * when we hold as many answers as it has requests queued, or when its queue runs low. Each push that wakes a guest costs the backend thread 10-30 µs and the
- * guest a wake-up; for a guest flooding a large ring that was most of what it cost its neighbours.
+ * when we hold as many answers as it has requests queued, or when its queue runs low. Each push
+ * that wakes a guest costs the backend thread 10-30 µs and the guest a wake-up; for a guest
+ * flooding a large ring that was most of what it cost its neighbours.
  */
 const COALESCE_QUEUED = 2 * TURN_COST;
 
