@@ -83,6 +83,8 @@ cpu_sampler() {
   done
 }
 cpu_sampler &
+# an experiment's knob: one dom0 vCPU kept busy, as serve keeps it in mode=ours
+[ "$DOM0_HOG" = 1 ] && { phase "dom0: busy loop started (DOM0_HOG)"; (while :; do :; done) & }
 
 serve_alive() { [ -z "$SERVE_PID" ] || kill -0 "$SERVE_PID" 2>/dev/null; }
 ctl() { # NAME ARGS...: run `blkback ctl ARGS` and print its output as a file

@@ -55,6 +55,8 @@ export function configScript(c: PayloadConfig): string {
     `SERVE_ENV=${q(process.env.BLKBACK_XEN_SERVE_ENV ?? '')}`,
     // BLKBACK_XEN_PROFILE=1: serve runs under --cpu-prof, and dom0 prints the top of its profile at the end
     `PROFILE=${process.env.BLKBACK_XEN_PROFILE === '1' ? 1 : 0}`,
+    // BLKBACK_XEN_DOM0_HOG=1: a busy loop in dom0 beside the backend (does a busy dom0 make PVH guests fault?)
+    `DOM0_HOG=${process.env.BLKBACK_XEN_DOM0_HOG === '1' ? 1 : 0}`,
     '',
   ].join('\n');
 }
