@@ -142,8 +142,13 @@ wait_guest() { # TAG WORD SECONDS: until the guest prints "BLKBACK-GUEST WORD"
     grep -q "BLKBACK-GUEST $2" "$(guest_log $1)" 2>/dev/null && return 0
     # a dead backend leaves the guest's I/O hanging: stop here rather than wait out every timeout
     serve_alive || { print_file serve-log /run/blkback/serve.log; dmesg | tail -40 > /run/dmesg.txt; print_file dom0-dmesg /run/dmesg.txt; die "blkback serve died (see SERVE| lines and the serve-log file)"; }
-    # every 5 s: is the guest still there? (xenstore-exists is far cheaper than xl under emulation)
-    [ $((i % 5)) != 0 ] || xenstore-exists /local/domain/${id:-none} 2>/dev/null || { result "{\"src\":\"dom0\",\"check\":\"wait-$2\",\"guest\":\"$1\",\"ok\":false,\"message\":\"guest is gone\"}"; return 1; }
+    # every 5 s: is the guest still there? (xenstore-exists is far cheaper than xl under emulation;
+    # xl itself fails now and then there, so a domid it did not give is asked for again, not taken
+    # for a dead guest; and the guest counts as gone only when two looks a second apart agree)
+    if [ $((i % 5)) = 0 ]; then
+      [ -n "$id" ] || id=$(xl domid "$1" 2>/dev/null)
+      [ -z "$id" ] || xenstore-exists /local/domain/$id 2>/dev/null || { sleep 1; xenstore-exists /local/domain/$id 2>/dev/null; } || { result "{\"src\":\"dom0\",\"check\":\"wait-$2\",\"guest\":\"$1\",\"ok\":false,\"message\":\"guest is gone\"}"; return 1; }
+    fi
     sleep 1
   done
   result "{\"src\":\"dom0\",\"check\":\"wait-$2\",\"guest\":\"$1\",\"ok\":false,\"message\":\"no '$2' within $3 s\"}"
