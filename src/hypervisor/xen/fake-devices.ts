@@ -130,8 +130,6 @@ export class FakeXenDevices implements XenDevices {
   readonly calls = new Map<string, number>();
   /** Writes found on a read-only mapping at unmap (on real Xen each would have been a SIGSEGV). */
   readOnlyWrites = 0;
-  /** xengnttab_grant_copy calls (batches), successful or not. */
-  grantCopyCalls = 0;
   readonly gnttab: GnttabDevice;
   readonly evtchn: EvtchnDevice;
   readonly memory: NativeMemory;
@@ -302,7 +300,6 @@ export class FakeXenDevices implements XenDevices {
 
   #grantCopy(segments: bigint, count: number): void {
     this.#checkOpen('grantCopy');
-    this.grantCopyCalls++;
     const at = this.#resolve(Number(segments), count * SEG_SIZE);
     if (at === undefined) throw new XenDeviceError('xengnttab_grant_copy', E.EFAULT, 'segment array is not native memory');
     const view = new DataView(at.view, at.offset, count * SEG_SIZE);
