@@ -2,41 +2,19 @@
 // on misaligned O_DIRECT on this kernel).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { rm, truncate, writeFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
-import { openDirectDisk } from '../src/block/direct.ts';
+import { IO_ENGINES, openDirectDisk } from '../src/block/direct.ts';
 import { WRITE_FUA } from '../src/block/types.ts';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
 import { exerciseIntegrity, ringAllocator } from '../src/block/testing.ts';
+import { withLoopDevice } from './helpers-loop.ts';
 
-const run = promisify(execFile);
 const MiB = 1 << 20;
 
-async function withLoopDevice(size: number, t: { skip(reason: string): void }, body: (dev: string) => Promise<void>): Promise<void> {
-  if (process.getuid?.() !== 0) return t.skip('needs root for losetup');
-  const backing = `/dev/shm/blk-direct-test-${process.pid}.img`;
-  await writeFile(backing, '');
-  await truncate(backing, size);
-  let dev: string;
-  try {
-    dev = (await run('losetup', ['--direct-io=on', '-f', '--show', backing])).stdout.trim();
-  } catch (err) {
-    await rm(backing, { force: true });
-    return t.skip(`losetup --direct-io=on failed: ${(err as Error).message.split('\n')[0]}`);
-  }
-  try {
-    await body(dev);
-  } finally {
-    await run('losetup', ['-d', dev]).catch(() => undefined);
-    await rm(backing, { force: true });
-  }
-}
-
-test('direct: random vectored I/O from shared WebAssembly.Memory buffers goes straight through', async (t) => {
+for (const ioEngine of IO_ENGINES) test(`direct (${ioEngine}): random vectored I/O from shared WebAssembly.Memory buffers goes straight through`, async (t) => {
   await withLoopDevice(16 * MiB, t, async (dev) => {
-    const disk = await openDirectDisk(dev);
+    const disk = await openDirectDisk(dev, { ioEngine });
     try {
+      assert.equal(disk.ioEngine, ioEngine);
       assert.equal(disk.info.size, 16 * MiB);
       assert.equal(disk.info.bufferAlignment, disk.info.logicalBlockSize);
       const lbs = disk.info.logicalBlockSize;

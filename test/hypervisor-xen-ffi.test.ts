@@ -520,6 +520,7 @@ describe('the koffi layer', () => {
       const frameOf = gt.func('uint8_t *standin_frame(uint32_t frame)');
       const copyCalls = gt.func('unsigned int standin_copy_calls(void)');
       const liveMaps = gt.func('int standin_live_maps(void)');
+      const failEintr = gt.func('void standin_fail_eintr(unsigned int n)');
       const raise = ev.func('int standin_raise(uint32_t port)');
       const notified = ev.func('unsigned int standin_notified(uint32_t port)');
       const unmasks = ev.func('unsigned int standin_unmasks(uint32_t port)');
@@ -542,6 +543,14 @@ describe('the koffi layer', () => {
         const ro = grants.map(GUEST, [15], 1, false);
         assert.deepEqual(ro.pages[0], frame(15));
         ro.unmap();
+        // a signal during the map (EINTR) is retried, not taken for a bad grant; one that never stops is an error
+        failEintr(3);
+        const retried = grants.map(GUEST, [6], 1, true);
+        assert.deepEqual(retried.pages[0], frame(6));
+        retried.unmap();
+        failEintr(1000);
+        expectGrantError(() => grants.map(GUEST, [6], 1, true), 6, GUEST, GNTST.general_error, /EINTR/);
+        failEintr(0);
         expectGrantError(() => grants.map(GUEST, [1, 15], 2, true), 15, GUEST, GNTST.general_error, /writable \(EINVAL\)/);
         expectGrantError(() => grants.map(GUEST, [1, 2, 40], 3, false), 40, GUEST, GNTST.general_error, /read-only \(EINVAL\)/);
         assert.equal(liveMaps(), 0);
@@ -561,6 +570,11 @@ describe('the koffi layer', () => {
         assert.equal(copyCalls(), calls + 1);
         assert.deepEqual(buffer.subarray(PAGE_SIZE + 1, PAGE_SIZE + 301), frame(3).subarray(100, 400));
         assert.deepEqual(frame(4).subarray(4000), buffer.subarray(5, 101));
+        failEintr(2);
+        buffer.fill(0, 0, 64);
+        assert.deepEqual(grants.copy([{ source: { ref: 7, domid: GUEST, offset: 0 }, dest: { buffer }, length: 64 }]), [GNTST.okay]);
+        assert.equal(copyCalls(), calls + 4, 'interrupted twice, done on the third call');
+        assert.deepEqual(buffer.subarray(0, 64), frame(7).subarray(0, 64));
 
         // events: bind (starts pending), delivery via the reader thread, unmask after the handler
         const ch = events.bindInterdomain(GUEST, 3);

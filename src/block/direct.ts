@@ -4,13 +4,17 @@
 // turns out not to be (EINVAL, see buffer-alignment.ts), is bounced through an aligned pool instead:
 // a request never fails with EINVAL because of its buffers.
 //
-// FUA writes go through a second descriptor opened O_DSYNC|O_DIRECT; flush is fdatasync, which the
-// kernel turns into a cache flush of the device. No discard: BLKDISCARD is an ioctl Node cannot issue.
+// Reads and writes go through Linux native AIO (linux-aio.ts) where it works, else libuv's pool
+// ('threads'); a short AIO transfer is finished on the pool. FUA writes go through a second
+// descriptor opened O_DSYNC|O_DIRECT; flush is fdatasync, which the kernel turns into a cache flush
+// of the device. No discard: BLKDISCARD is an ioctl Node cannot issue.
 import fs from 'node:fs';
 import type { BlockDevice, BlockDeviceInfo } from './types.ts';
 import { WRITE_FUA } from './types.ts';
 import { BlockError, Errno, UsageError } from '../internal/errors.ts';
-import { closeFd, fdatasync, preadvFull, pwritevFull, writeZeroRange } from './fs-io.ts';
+import { closeFd, dropFront, fdatasync, ioError, preadvFull, pwritevFull, writeZeroRange } from './fs-io.ts';
+import { linuxAioProblem, sharedLinuxAio } from './linux-aio.ts';
+import type { LinuxAio } from './linux-aio.ts';
 import { openHostTarget } from './host-target.ts';
 import { alignedZeroes, sharedBouncePool } from './bounce-pool.ts';
 import type { BouncePool } from './bounce-pool.ts';
@@ -22,11 +26,55 @@ export interface DirectDiskOptions {
   readonly name?: string;
   /** Bounce buffers for misaligned callers; default: one process-wide pool. */
   readonly bouncePool?: BouncePool;
+  /** How requests reach the kernel; default 'native' where Linux AIO works, else 'threads'. */
+  readonly ioEngine?: IoEngine;
 }
+
+/** 'native': Linux AIO, a turn's requests in one io_submit; 'threads': libuv's pool, one hand-off each. */
+export type IoEngine = 'native' | 'threads';
+export const IO_ENGINES: readonly IoEngine[] = ['native', 'threads'];
 
 export interface DirectDisk extends BlockDevice {
   /** Requests that went through the bounce pool (misaligned buffers), for tests and statistics. */
   readonly bouncedRequests: number;
+  readonly ioEngine: IoEngine;
+}
+
+function totalLength(iov: readonly Uint8Array[]): number {
+  let n = 0;
+  for (let i = 0; i < iov.length; i++) n += (iov[i] as Uint8Array).byteLength;
+  return n;
+}
+
+/** The engine asked for, or an error saying why it cannot be had here. */
+function chooseEngine(name: string, asked: IoEngine | undefined): LinuxAio | undefined {
+  if (asked === 'threads') return undefined;
+  const aio = sharedLinuxAio();
+  if (aio === undefined && asked === 'native') {
+    throw new UsageError(`${name}: io engine 'native' asked for, but ${linuxAioProblem() ?? 'Linux AIO is unavailable'}; use 'threads'`);
+  }
+  return aio;
+}
+
+/** preadv through AIO; a short read (end of device, a signal) is finished on the pool. */
+function aioRead(aio: LinuxAio, fd: number, name: string, offset: number, iov: readonly Uint8Array[]): Promise<void> {
+  const want = totalLength(iov);
+  return aio.readv(fd, offset, iov).then(
+    (n) => (n === want ? undefined : preadvFull(fd, name, offset + n, dropFront(iov, n))),
+    (err: NodeJS.ErrnoException) => {
+      throw ioError('read', name, offset, want, err);
+    },
+  );
+}
+
+function aioWrite(aio: LinuxAio, fd: number, name: string, offset: number, iov: readonly Uint8Array[]): Promise<void> {
+  const want = totalLength(iov);
+  return aio.writev(fd, offset, iov).then(
+    (n) => (n === want ? undefined : pwritevFull(fd, name, offset + n, dropFront(iov, n))),
+    (err: NodeJS.ErrnoException) => {
+      throw ioError('write', name, offset, want, err);
+    },
+  );
 }
 
 function openFd(path: string, flags: number): Promise<number> {
@@ -56,6 +104,7 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
   const name = opts.name ?? `phy:${path}`;
   const readOnly = opts.readOnly ?? false;
   const pool = opts.bouncePool ?? sharedBouncePool();
+  const aio = chooseEngine(name, opts.ioEngine);
   const { fd, geometry } = await openHostTarget(path, name, readOnly, fs.constants.O_DIRECT);
   let fuaFd = -1;
   if (!readOnly) {
@@ -143,10 +192,11 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
     get bouncedRequests() {
       return bounced;
     },
+    ioEngine: aio === undefined ? 'threads' : 'native',
     readv(offset, iov) {
       const v = verdict(iov);
       if (v === 'no') return bounceRead(offset, iov);
-      const direct = preadvFull(fd, name, offset, iov);
+      const direct = aio === undefined ? preadvFull(fd, name, offset, iov) : aioRead(aio, fd, name, offset, iov);
       if (v === 'yes') return direct;
       return direct.then(
         () => learnGood(iov),
@@ -161,7 +211,7 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
       const wfd = (flags & WRITE_FUA) !== 0 ? fuaFd : fd;
       const v = verdict(iov);
       if (v === 'no') return bounceWrite(offset, iov, wfd);
-      const direct = pwritevFull(wfd, name, offset, iov);
+      const direct = aio === undefined ? pwritevFull(wfd, name, offset, iov) : aioWrite(aio, wfd, name, offset, iov);
       if (v === 'yes') return direct;
       return direct.then(
         () => learnGood(iov),

@@ -11,7 +11,7 @@ function totalLength(iov: readonly Uint8Array[]): number {
 }
 
 /** The part of `iov` after its first `skip` bytes (only on the rare short-transfer path). */
-function dropFront(iov: readonly Uint8Array[], skip: number): Uint8Array[] {
+export function dropFront(iov: readonly Uint8Array[], skip: number): Uint8Array[] {
   const out: Uint8Array[] = [];
   for (const b of iov) {
     if (skip >= b.byteLength) {

@@ -11,16 +11,23 @@ import { createRamDisk } from './ram.ts';
 import { createNullDisk } from './null.ts';
 import { openFileDisk } from './file.ts';
 import { openDirectDisk } from './direct.ts';
+import type { IoEngine } from './direct.ts';
 import { createVolatileCache } from './volatile-cache.ts';
 
 export interface OpenBlockDeviceOptions {
   readonly readOnly?: boolean;
   /** RAM disk chunk size (tests). */
   readonly ramChunkSize?: number;
+  /** How O_DIRECT disks reach the kernel (direct.ts); default 'native' where it works. */
+  readonly ioEngine?: IoEngine;
 }
 
 export async function openBlockDevice(spec: string, opts: OpenBlockDeviceOptions = {}): Promise<BlockDevice> {
   return openParsed(parseStoreSpec(spec), spec, opts);
+}
+
+function engine(opts: OpenBlockDeviceOptions): { ioEngine?: IoEngine } {
+  return opts.ioEngine === undefined ? {} : { ioEngine: opts.ioEngine };
 }
 
 async function openParsed(s: StoreSpec, spec: string, opts: OpenBlockDeviceOptions): Promise<BlockDevice> {
@@ -44,7 +51,7 @@ async function openParsed(s: StoreSpec, spec: string, opts: OpenBlockDeviceOptio
     case 'file':
       return wrap(() => openFileDisk(s.path, { readOnly, name: spec }));
     case 'direct':
-      return wrap(() => openDirectDisk(s.path, { readOnly, name: spec }));
+      return wrap(() => openDirectDisk(s.path, { readOnly, name: spec, ...engine(opts) }));
     case 'volatile':
       return createVolatileCache(await openParsed(s.inner, spec, opts), { name: spec });
     case 'path': {
@@ -55,7 +62,7 @@ async function openParsed(s: StoreSpec, spec: string, opts: OpenBlockDeviceOptio
         const e = err as NodeJS.ErrnoException;
         throw new UsageError(withName(`cannot use ${s.path}: ${e.message}`), { cause: err });
       }
-      if (st.isBlockDevice()) return wrap(() => openDirectDisk(s.path, { readOnly, name: spec }));
+      if (st.isBlockDevice()) return wrap(() => openDirectDisk(s.path, { readOnly, name: spec, ...engine(opts) }));
       if (st.isFile()) return wrap(() => openFileDisk(s.path, { readOnly, name: spec }));
       throw new UsageError(withName(`${s.path} is neither a block device nor a regular file`));
     }

@@ -5,6 +5,7 @@
 // the page cache, as the kernel blkback and QEMU's qdisk do.
 import { existsSync } from 'node:fs';
 import { openDirectDisk } from '../block/direct.ts';
+import type { IoEngine } from '../block/direct.ts';
 import { openFileDisk } from '../block/file.ts';
 import { openBlockDevice } from '../block/open.ts';
 import type { BlockDevice } from '../block/types.ts';
@@ -22,8 +23,12 @@ export class StoreRegistry {
   readonly #maps: ReadonlyMap<string, string>;
   readonly #shared = new Map<string, Shared>();
 
-  constructor(maps: ReadonlyMap<string, string> = new Map()) {
+  readonly #ioEngine: { ioEngine?: IoEngine };
+
+  /** `ioEngine`: how O_DIRECT ('phy') disks reach the kernel (block/direct.ts); default native AIO where it works. */
+  constructor(maps: ReadonlyMap<string, string> = new Map(), options: { readonly ioEngine?: IoEngine } = {}) {
     this.#maps = maps;
+    this.#ioEngine = options.ioEngine === undefined ? {} : { ioEngine: options.ioEngine };
   }
 
   /** Makes `name` (as it appears in a disk spec's target) resolve to this device. */
@@ -49,9 +54,9 @@ export class StoreRegistry {
       );
     }
     const device = prefixed
-      ? await openBlockDevice(spec, { readOnly })
+      ? await openBlockDevice(spec, { readOnly, ...this.#ioEngine })
       : type === 'phy'
-        ? await openDirectDisk(spec, { readOnly })
+        ? await openDirectDisk(spec, { readOnly, ...this.#ioEngine })
         : await openFileDisk(spec, { readOnly });
     return { device, release: () => device.close() };
   };

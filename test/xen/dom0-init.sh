@@ -136,6 +136,12 @@ EOC
   tail -n +1 -F "$log" 2>/dev/null | sed -u "s/\r\$//; s/^/G $tag| /" &
 }
 stop_tail() { pkill -f "tail -n +1 -F $(guest_log $1)" 2>/dev/null; }
+guest_gone() { # TAG WORD OLD_DOMID: report the guest gone, or restarted under a new domid (an HVM
+  # triple fault is a reboot to Xen, and xl restarts the guest)
+  local now why="guest is gone"; now=$(xl domid "$1" 2>/dev/null)
+  [ -n "$now" ] && [ "$now" != "$3" ] && why="guest restarted as domain $now (was $3): it crashed or triple-faulted"
+  result "{\"src\":\"dom0\",\"check\":\"wait-$2\",\"guest\":\"$1\",\"ok\":false,\"message\":\"$why\"}"
+}
 wait_guest() { # TAG WORD SECONDS: until the guest prints "BLKBACK-GUEST WORD"
   local i id; id=$(xl domid "$1" 2>/dev/null)
   for i in $(seq 1 "$3"); do
@@ -147,7 +153,7 @@ wait_guest() { # TAG WORD SECONDS: until the guest prints "BLKBACK-GUEST WORD"
     # for a dead guest; and the guest counts as gone only when two looks a second apart agree)
     if [ $((i % 5)) = 0 ]; then
       [ -n "$id" ] || id=$(xl domid "$1" 2>/dev/null)
-      [ -z "$id" ] || xenstore-exists /local/domain/$id 2>/dev/null || { sleep 1; xenstore-exists /local/domain/$id 2>/dev/null; } || { result "{\"src\":\"dom0\",\"check\":\"wait-$2\",\"guest\":\"$1\",\"ok\":false,\"message\":\"guest is gone\"}"; return 1; }
+      [ -z "$id" ] || xenstore-exists /local/domain/$id 2>/dev/null || { sleep 1; xenstore-exists /local/domain/$id 2>/dev/null; } || { guest_gone "$1" "$2" "$id"; return 1; }
     fi
     sleep 1
   done

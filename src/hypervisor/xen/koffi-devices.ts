@@ -43,6 +43,12 @@ const PROT_WRITE = 0x2;
 const MAP_PRIVATE = 0x02;
 const MAP_ANONYMOUS = 0x20;
 const PAGE_SIZE = 4096;
+/**
+ * Tries of a gntdev call that a signal interrupted. Mapping fails with EINTR when a signal arrives
+ * during gntdev's mmap (seen under --cpu-prof's SIGPROF: the ring of a new guest could not be
+ * mapped); a map or a copy can simply be done again.
+ */
+const EINTR_TRIES = 8;
 
 type Fn = (...args: unknown[]) => unknown;
 
@@ -271,7 +277,11 @@ export function openKoffiDevices(options: KoffiDevicesOptions = {}): XenDevices 
     mapDomainGrantRefs(domid, refs, count, writable) {
       check('xengnttab_map_domain_grant_refs');
       const prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
-      const address = gt.mapDomainGrantRefs(xgt, count, domid, refs, prot) as number | bigint;
+      let address: number | bigint = 0;
+      for (let tries = 0; tries < EINTR_TRIES && Number(address) === 0; tries++) {
+        address = gt.mapDomainGrantRefs(xgt, count, domid, refs, prot) as number | bigint;
+        if (Number(address) === 0 && koffi.errno() !== constants.errno.EINTR) break;
+      }
       if (Number(address) === 0) throw new XenDeviceError('xengnttab_map_domain_grant_refs', koffi.errno(), `${count} refs of domain ${domid}`);
       return { address: BigInt(address), view: koffi.view(address, count * PAGE_SIZE) };
     },
@@ -281,7 +291,10 @@ export function openKoffiDevices(options: KoffiDevicesOptions = {}): XenDevices 
     },
     grantCopy(segments, count) {
       check('xengnttab_grant_copy');
-      if ((gt.grantCopy(xgt, count, segments) as number) !== 0) throw new XenDeviceError('xengnttab_grant_copy', koffi.errno(), `${count} segments`);
+      for (let tries = 1; (gt.grantCopy(xgt, count, segments) as number) !== 0; tries++) {
+        // Copying again is harmless: the same bytes land in the same places.
+        if (koffi.errno() !== constants.errno.EINTR || tries === EINTR_TRIES) throw new XenDeviceError('xengnttab_grant_copy', koffi.errno(), `${count} segments`);
+      }
     },
   };
 

@@ -1,0 +1,402 @@
+// Linux native AIO (io_setup/io_submit/io_getevents) for O_DIRECT descriptors: what QEMU calls
+// aio=native and tapdisk uses. libuv's pool costs every request a thread hand-off (a mutex, a futex
+// wake, an eventfd write back); io_submit takes all the requests of a turn in one system call and
+// the kernel runs them asynchronously. That matters most where system calls are dear, as in a Xen PV
+// dom0, where each one goes through the hypervisor (docs/xen-tcg.md).
+//
+// One context per process, shared by every disk: requests queued during a turn go out together in a
+// microtask. Completions signal an eventfd (IOCB_FLAG_RESFD); while anything is in flight, one read of
+// it waits on libuv's pool, and when it returns every finished event is reaped with one
+// io_getevents. Only O_DIRECT I/O is asynchronous in Linux AIO: buffered I/O would block the caller
+// in io_submit, so the page-cache driver (file.ts) keeps the pool.
+//
+// Layouts and numbers: struct iocb and struct io_event from <linux/aio_abi.h>; system call numbers
+// from the kernel's syscall tables (x86_64: arch/x86/entry/syscalls/syscall_64.tbl; arm64 uses
+// include/uapi/asm-generic/unistd.h). Both are little-endian, which the typed-array packing assumes.
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import { getSystemErrorName } from 'node:util';
+
+// Loaded on first use, not at import: every command imports the block drivers, and a broken FFI
+// install must cost only this engine (the pool still works), not the whole CLI.
+type Koffi = typeof import('koffi');
+let koffi: Koffi;
+
+/** Outstanding requests per context (io_setup's nr_events); more wait in a queue here. */
+export const AIO_DEPTH = 512;
+
+const IOCB_SIZE = 64;
+const IOCB_DATA = 0; // u64 aio_data: the slot, returned in the event
+const IOCB_OPCODE = 16; // u16 aio_lio_opcode
+const IOCB_FILDES = 20; // u32 aio_fildes
+const IOCB_BUF = 24; // u64 aio_buf
+const IOCB_NBYTES = 32; // u64 aio_nbytes
+const IOCB_OFFSET = 40; // s64 aio_offset
+const IOCB_FLAGS = 56; // u32 aio_flags
+const IOCB_RESFD = 60; // u32 aio_resfd
+const IOCB_CMD_PREAD = 0;
+const IOCB_CMD_PWRITE = 1;
+const IOCB_CMD_PREADV = 7;
+const IOCB_CMD_PWRITEV = 8;
+const IOCB_FLAG_RESFD = 1;
+const IO_EVENT_SIZE = 32; // u64 data, u64 obj, s64 res, s64 res2
+const IO_EVENT_RES = 16;
+const IOVEC_SIZE = 16; // void *iov_base, size_t iov_len
+const EVENTS_PER_REAP = 256;
+const EFD_CLOEXEC = 0o2000000;
+const EAGAIN = 11;
+const TWO_32 = 2 ** 32;
+
+/** The layout packed here by hand, for the test that compiles <linux/aio_abi.h> and compares. */
+export const AIO_ABI_LAYOUT: Readonly<Record<string, number>> = Object.freeze({
+  iocb_size: IOCB_SIZE,
+  aio_data: IOCB_DATA,
+  aio_lio_opcode: IOCB_OPCODE,
+  aio_fildes: IOCB_FILDES,
+  aio_buf: IOCB_BUF,
+  aio_nbytes: IOCB_NBYTES,
+  aio_offset: IOCB_OFFSET,
+  aio_flags: IOCB_FLAGS,
+  aio_resfd: IOCB_RESFD,
+  io_event_size: IO_EVENT_SIZE,
+  io_event_res: IO_EVENT_RES,
+  IOCB_CMD_PREAD,
+  IOCB_CMD_PWRITE,
+  IOCB_CMD_PREADV,
+  IOCB_CMD_PWRITEV,
+  IOCB_FLAG_RESFD,
+});
+
+export const SYSCALLS: Readonly<Record<string, { setup: number; destroy: number; getevents: number; submit: number }>> = {
+  x64: { setup: 206, destroy: 207, getevents: 208, submit: 209 },
+  arm64: { setup: 0, destroy: 1, getevents: 4, submit: 2 },
+};
+
+type Fn = (...args: unknown[]) => number;
+
+interface Native {
+  readonly nr: { setup: number; destroy: number; getevents: number; submit: number };
+  readonly ioSetup: Fn;
+  readonly ioDestroy: Fn;
+  readonly ioSubmit: Fn;
+  readonly ioGetevents: Fn;
+  readonly eventfd: Fn;
+}
+
+let native: Native | undefined;
+let nativeProblem: string | undefined;
+
+// glibc's syscall() is variadic, but on these ABIs integer arguments travel in the same registers
+// either way and its assembly reads nothing else, so fixed prototypes (cheaper for koffi) are safe.
+function loadNative(): Native | undefined {
+  if (native !== undefined || nativeProblem !== undefined) return native;
+  const nr = SYSCALLS[process.arch];
+  if (process.platform !== 'linux' || nr === undefined) {
+    nativeProblem = `Linux AIO is not supported on ${process.platform}/${process.arch}`;
+    return undefined;
+  }
+  try {
+    koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    const libc = koffi.load('libc.so.6');
+    native = {
+      nr,
+      ioSetup: libc.func('long syscall(long nr, unsigned long nr_events, uint64_t *ctxp)') as Fn,
+      ioDestroy: libc.func('long syscall(long nr, uint64_t ctx)') as Fn,
+      ioSubmit: libc.func('long syscall(long nr, uint64_t ctx, long n, uint8_t *iocbpp)') as Fn,
+      ioGetevents: libc.func('long syscall(long nr, uint64_t ctx, long min_nr, long n, uint8_t *events, uint8_t *timeout)') as Fn,
+      eventfd: libc.func('int eventfd(unsigned int initval, int flags)') as Fn,
+    };
+  } catch (error) {
+    nativeProblem = `cannot reach libc through koffi: ${(error as Error).message.split('\n')[0]}`;
+  }
+  return native;
+}
+
+/** An I/O error as Node reports them (negative errno, code), so callers treat both engines alike. */
+export function aioError(errno: number, syscall: string): NodeJS.ErrnoException {
+  let code = `errno ${errno}`;
+  try {
+    code = getSystemErrorName(-errno);
+  } catch {
+    // not a known errno: keep the number
+  }
+  const error: NodeJS.ErrnoException = new Error(`${code}: ${syscall} failed`);
+  error.errno = -errno;
+  error.code = code;
+  error.syscall = syscall;
+  return error;
+}
+
+interface Slot {
+  resolve: (bytes: number) => void;
+  reject: (error: Error) => void;
+  /** Kept until completion: the kernel writes into (or reads from) these buffers meanwhile. */
+  iov: readonly Uint8Array[] | undefined;
+}
+
+/** Base addresses of the ArrayBuffers (or SharedArrayBuffers) requests point into. */
+const baseAddresses = new WeakMap<ArrayBufferLike, number>();
+
+function addressOf(view: Uint8Array): number {
+  let base = baseAddresses.get(view.buffer);
+  if (base === undefined) {
+    base = Number(koffi.address(new Uint8Array(view.buffer, 0, 0)));
+    baseAddresses.set(view.buffer, base);
+  }
+  return base + view.byteOffset;
+}
+
+function putU64(words: Uint32Array, byte: number, value: number): void {
+  const i = byte >>> 2;
+  words[i] = value % TWO_32;
+  words[i + 1] = Math.floor(value / TWO_32);
+}
+
+export class LinuxAio {
+  readonly #native: Native;
+  readonly #ctx: bigint;
+  readonly #eventFd: number;
+  readonly #iocbs = new Uint8Array(AIO_DEPTH * IOCB_SIZE);
+  readonly #iocbWords = new Uint32Array(this.#iocbs.buffer);
+  readonly #iocbHalves = new Uint16Array(this.#iocbs.buffer);
+  /** io_submit's array of iocb pointers, filled for each submission from #queue. */
+  readonly #pointers = new Uint8Array(AIO_DEPTH * 8);
+  readonly #pointerWords = new Uint32Array(this.#pointers.buffer);
+  readonly #iocbBase: number;
+  /** struct iovec arrays of the requests being submitted; read by the kernel inside io_submit only. */
+  #iovecs = new Uint8Array(64 * IOVEC_SIZE);
+  #iovecWords = new Uint32Array(this.#iovecs.buffer);
+  readonly #events = new Uint8Array(EVENTS_PER_REAP * IO_EVENT_SIZE);
+  readonly #eventWords = new Uint32Array(this.#events.buffer);
+  readonly #eventSigned = new Int32Array(this.#events.buffer);
+  readonly #zeroTimeout = new Uint8Array(16);
+  readonly #counter = new Uint8Array(8);
+  readonly #slots: (Slot | undefined)[] = new Array<Slot | undefined>(AIO_DEPTH).fill(undefined);
+  readonly #freeSlots: number[] = [];
+  /** Slots with an iocb filled in, not yet accepted by io_submit. */
+  readonly #queue: number[] = [];
+  /** Requests waiting for a free slot (more than AIO_DEPTH outstanding). */
+  readonly #backlog: (() => void)[] = [];
+  #submitCalls = 0;
+  #submitted = 0;
+  #flushScheduled = false;
+  #waiting = false;
+  #inflight = 0;
+  #closed = false;
+
+  constructor(nat: Native) {
+    this.#native = nat;
+    const ctx = new BigUint64Array(1);
+    if (nat.ioSetup(nat.nr.setup, AIO_DEPTH, ctx) !== 0) {
+      const errno = koffi.errno();
+      throw aioError(errno, 'io_setup');
+    }
+    this.#ctx = ctx[0]!;
+    this.#eventFd = nat.eventfd(0, EFD_CLOEXEC);
+    if (this.#eventFd < 0) {
+      const errno = koffi.errno();
+      nat.ioDestroy(nat.nr.destroy, this.#ctx);
+      throw aioError(errno, 'eventfd');
+    }
+    this.#iocbBase = addressOf(this.#iocbs);
+    for (let slot = AIO_DEPTH - 1; slot >= 0; slot--) this.#freeSlots.push(slot);
+  }
+
+  /** io_submit calls made, and requests they took: their ratio is the batching achieved. */
+  get submitCalls(): number {
+    return this.#submitCalls;
+  }
+
+  get submitted(): number {
+    return this.#submitted;
+  }
+
+  /** Requests handed to the kernel (or queued for it) and not yet complete. */
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** Reads into the buffers, in order, from `offset`; resolves with the bytes read (short at end of file). */
+  readv(fd: number, offset: number, iov: readonly Uint8Array[]): Promise<number> {
+    return this.#start(false, fd, offset, iov);
+  }
+
+  /** Writes the buffers' bytes, in order, at `offset`; resolves with the bytes written. */
+  writev(fd: number, offset: number, iov: readonly Uint8Array[]): Promise<number> {
+    return this.#start(true, fd, offset, iov);
+  }
+
+  /** Frees the context; only once nothing is in flight (the owner drains first). */
+  close(): void {
+    if (this.#closed) return;
+    if (this.#inflight !== 0) throw new Error(`LinuxAio.close with ${this.#inflight} requests in flight`);
+    this.#closed = true;
+    this.#native.ioDestroy(this.#native.nr.destroy, this.#ctx);
+    fs.closeSync(this.#eventFd);
+  }
+
+  #start(write: boolean, fd: number, offset: number, iov: readonly Uint8Array[]): Promise<number> {
+    if (this.#closed) return Promise.reject(new Error('LinuxAio is closed'));
+    return new Promise<number>((resolve, reject) => {
+      const go = (): void => {
+        const slot = this.#freeSlots.pop()!;
+        this.#slots[slot] = { resolve, reject, iov };
+        this.#inflight++;
+        this.#fill(slot, write, fd, offset, iov);
+        this.#queue.push(slot);
+        if (!this.#flushScheduled) {
+          this.#flushScheduled = true;
+          queueMicrotask(this.#flush);
+        }
+      };
+      if (this.#freeSlots.length > 0) go();
+      else this.#backlog.push(go);
+    });
+  }
+
+  /** Writes the iocb of `slot`; vectored requests get their iovec array at submission (#flush). */
+  #fill(slot: number, write: boolean, fd: number, offset: number, iov: readonly Uint8Array[]): void {
+    const at = slot * IOCB_SIZE;
+    this.#iocbs.fill(0, at, at + IOCB_SIZE);
+    const w = this.#iocbWords;
+    putU64(w, at + IOCB_DATA, slot);
+    this.#iocbHalves[(at + IOCB_OPCODE) >>> 1] = iov.length === 1 ? (write ? IOCB_CMD_PWRITE : IOCB_CMD_PREAD) : write ? IOCB_CMD_PWRITEV : IOCB_CMD_PREADV;
+    w[(at + IOCB_FILDES) >>> 2] = fd;
+    if (iov.length === 1) {
+      const b = iov[0]!;
+      putU64(w, at + IOCB_BUF, addressOf(b));
+      putU64(w, at + IOCB_NBYTES, b.byteLength);
+    } else {
+      putU64(w, at + IOCB_NBYTES, iov.length); // aio_buf is set when the iovecs are laid out
+    }
+    putU64(w, at + IOCB_OFFSET, offset);
+    w[(at + IOCB_FLAGS) >>> 2] = IOCB_FLAG_RESFD;
+    w[(at + IOCB_RESFD) >>> 2] = this.#eventFd;
+  }
+
+  /** Lays out the iovec arrays of the queued vectored requests and points their iocbs at them. */
+  #layOutIovecs(): void {
+    let entries = 0;
+    for (const slot of this.#queue) {
+      const iov = this.#slots[slot]!.iov!;
+      if (iov.length > 1) entries += iov.length;
+    }
+    if (entries === 0) return;
+    if (entries * IOVEC_SIZE > this.#iovecs.byteLength) {
+      this.#iovecs = new Uint8Array(Math.max(entries, this.#iovecs.byteLength / IOVEC_SIZE * 2) * IOVEC_SIZE);
+      this.#iovecWords = new Uint32Array(this.#iovecs.buffer);
+    }
+    const base = addressOf(this.#iovecs);
+    const vw = this.#iovecWords;
+    let at = 0;
+    for (const slot of this.#queue) {
+      const iov = this.#slots[slot]!.iov!;
+      if (iov.length === 1) continue;
+      putU64(this.#iocbWords, slot * IOCB_SIZE + IOCB_BUF, base + at);
+      for (let i = 0; i < iov.length; i++, at += IOVEC_SIZE) {
+        putU64(vw, at, addressOf(iov[i]!));
+        putU64(vw, at + 8, iov[i]!.byteLength);
+      }
+    }
+  }
+
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    const nat = this.#native;
+    while (this.#queue.length > 0) {
+      this.#layOutIovecs();
+      const n = this.#queue.length;
+      for (let i = 0; i < n; i++) putU64(this.#pointerWords, i * 8, this.#iocbBase + this.#queue[i]! * IOCB_SIZE);
+      const submitted = nat.ioSubmit(nat.nr.submit, this.#ctx, n, this.#pointers);
+      this.#submitCalls++;
+      if (submitted > 0) {
+        this.#submitted += submitted;
+        this.#queue.splice(0, submitted);
+        continue;
+      }
+      const errno = submitted === 0 ? EAGAIN : koffi.errno();
+      // The kernel is out of room: what is queued goes out when completions make some.
+      if (errno === EAGAIN && this.#inflight > this.#queue.length) break;
+      // The first queued request is refused (a bad descriptor, say): it fails alone.
+      const slot = this.#queue.shift()!;
+      this.#finish(slot, -errno, 'io_submit');
+    }
+    this.#wait();
+  };
+
+  /** Keeps one read of the eventfd outstanding while requests are in flight. */
+  #wait(): void {
+    if (this.#waiting || this.#inflight === this.#queue.length) return;
+    this.#waiting = true;
+    fs.read(this.#eventFd, this.#counter, 0, 8, -1, this.#onSignal);
+  }
+
+  readonly #onSignal = (error: NodeJS.ErrnoException | null): void => {
+    this.#waiting = false;
+    if (error !== null && error.code !== 'EINTR' && error.code !== 'EAGAIN') {
+      // The eventfd is ours alone; if reading it fails, no completion can ever be seen again.
+      throw aioError(-(error.errno ?? -5), 'read of the AIO eventfd');
+    }
+    this.#reap();
+    if (this.#queue.length > 0) this.#flush();
+    else this.#wait();
+  };
+
+  /** Finishes every completed request the kernel has for us. */
+  #reap(): void {
+    const nat = this.#native;
+    for (;;) {
+      const got = nat.ioGetevents(nat.nr.getevents, this.#ctx, 0, EVENTS_PER_REAP, this.#events, this.#zeroTimeout);
+      if (got < 0) {
+        const errno = koffi.errno();
+        if (errno === 4 /* EINTR */) continue;
+        throw aioError(errno, 'io_getevents');
+      }
+      for (let i = 0; i < got; i++) {
+        const at = i * IO_EVENT_SIZE;
+        const slot = this.#eventWords[at >>> 2]!;
+        // s64 res: a byte count or -errno, both far inside 2^53
+        const res = this.#eventSigned[(at + IO_EVENT_RES + 4) >>> 2]! * TWO_32 + this.#eventWords[(at + IO_EVENT_RES) >>> 2]!;
+        this.#finish(slot, res, 'aio');
+      }
+      if (got < EVENTS_PER_REAP) return;
+    }
+  }
+
+  #finish(slot: number, res: number, syscall: string): void {
+    const state = this.#slots[slot];
+    if (state === undefined) return; // not ours: never expected, and never worth a crash
+    this.#slots[slot] = undefined;
+    this.#inflight--;
+    this.#freeSlots.push(slot);
+    if (res >= 0) state.resolve(res);
+    else state.reject(aioError(-res, syscall));
+    const next = this.#backlog.shift();
+    if (next !== undefined) next();
+  }
+}
+
+let shared: LinuxAio | undefined;
+let sharedProblem: string | undefined;
+
+/** Why Linux AIO cannot be used here, or undefined when it can (sets up the shared context). */
+export function linuxAioProblem(): string | undefined {
+  sharedLinuxAio();
+  return sharedProblem;
+}
+
+/** The process's AIO context, set up on first use; undefined where Linux AIO is unavailable. */
+export function sharedLinuxAio(): LinuxAio | undefined {
+  if (shared !== undefined || sharedProblem !== undefined) return shared;
+  const nat = loadNative();
+  if (nat === undefined) {
+    sharedProblem = nativeProblem;
+    return undefined;
+  }
+  try {
+    shared = new LinuxAio(nat);
+  } catch (error) {
+    sharedProblem = `Linux AIO is unavailable: ${(error as Error).message}`;
+  }
+  return shared;
+}

@@ -1,0 +1,141 @@
+// Linux native AIO (src/block/linux-aio.ts) on a loop device: batching, the queue beyond the
+// kernel's depth, vectored transfers, a refused request failing alone, short transfers.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { allocAlignedShared } from '../src/block/aligned-memory.ts';
+import { AIO_ABI_LAYOUT, AIO_DEPTH, SYSCALLS, sharedLinuxAio } from '../src/block/linux-aio.ts';
+import type { LinuxAio } from '../src/block/linux-aio.ts';
+import { withLoopDevice } from './helpers-loop.ts';
+
+const MiB = 1 << 20;
+const BLOCK = 4096;
+
+function pattern(buf: Uint8Array, seed: number): Uint8Array {
+  for (let i = 0; i < buf.byteLength; i++) buf[i] = (seed * 131 + i * 7 + (i >>> 9)) & 0xff;
+  return buf;
+}
+
+async function withAio(size: number, t: { skip(reason: string): void }, body: (aio: LinuxAio, fd: number) => Promise<void>): Promise<void> {
+  const aio = sharedLinuxAio();
+  if (aio === undefined) return t.skip('Linux AIO is unavailable here');
+  await withLoopDevice(size, t, async (dev) => {
+    const fd = fs.openSync(dev, fs.constants.O_RDWR | fs.constants.O_DIRECT);
+    try {
+      await body(aio, fd);
+      assert.equal(aio.inflight, 0, 'nothing left in flight');
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+}
+
+test('linux aio: the requests of one turn go out in one io_submit, and read back as written', async (t) => {
+  await withAio(4 * MiB, t, async (aio, fd) => {
+    const n = 64;
+    const arena = allocAlignedShared(2 * n * BLOCK);
+    const calls = aio.submitCalls;
+    const taken = aio.submitted;
+    const writes: Promise<number>[] = [];
+    for (let i = 0; i < n; i++) writes.push(aio.writev(fd, i * 3 * BLOCK, [pattern(arena.subarray(i * BLOCK, (i + 1) * BLOCK), i)]));
+    assert.deepEqual(await Promise.all(writes), new Array(n).fill(BLOCK));
+    assert.equal(aio.submitCalls - calls, 1, 'one system call for the turn');
+    assert.equal(aio.submitted - taken, n);
+
+    // Read them back vectored: each block split over two buffers, far apart in memory.
+    const back = arena.subarray(n * BLOCK);
+    const reads: Promise<number>[] = [];
+    for (let i = 0; i < n; i++) {
+      const first = back.subarray(i * BLOCK, i * BLOCK + BLOCK / 2);
+      const second = back.subarray(((n - 1 - i) * BLOCK) + BLOCK / 2, (n - i) * BLOCK);
+      reads.push(aio.readv(fd, i * 3 * BLOCK, [first, second]));
+    }
+    assert.deepEqual(await Promise.all(reads), new Array(n).fill(BLOCK));
+    for (let i = 0; i < n; i++) {
+      const want = pattern(new Uint8Array(BLOCK), i);
+      const got = Buffer.concat([back.subarray(i * BLOCK, i * BLOCK + BLOCK / 2), back.subarray(((n - 1 - i) * BLOCK) + BLOCK / 2, (n - i) * BLOCK)]);
+      assert.ok(got.equals(want), `block ${i} reads back as written`);
+    }
+    // The blocks between were never written: still zero.
+    const gap = allocAlignedShared(BLOCK);
+    assert.equal(await aio.readv(fd, BLOCK, [gap]), BLOCK);
+    assert.ok(gap.every((x) => x === 0));
+  });
+});
+
+test('linux aio: more requests than the kernel context holds wait their turn, none lost', async (t) => {
+  await withAio(16 * MiB, t, async (aio, fd) => {
+    const n = AIO_DEPTH * 2 + 17;
+    const size = 2 * BLOCK;
+    const arena = allocAlignedShared(n * size);
+    const writes: Promise<number>[] = [];
+    for (let i = 0; i < n; i++) writes.push(aio.writev(fd, i * size, [pattern(arena.subarray(i * size, (i + 1) * size), i + 1000)]));
+    assert.ok(aio.inflight <= n);
+    assert.deepEqual(new Set(await Promise.all(writes)), new Set([size]));
+    const back = allocAlignedShared(n * size);
+    assert.equal(await aio.readv(fd, 0, [back]), n * size);
+    for (let i = 0; i < n; i++) {
+      assert.ok(Buffer.from(back.subarray(i * size, (i + 1) * size)).equals(pattern(new Uint8Array(size), i + 1000)), `request ${i}`);
+    }
+  });
+});
+
+test('linux aio: a request the kernel refuses fails alone; the rest of its turn lands', async (t) => {
+  await withAio(MiB, t, async (aio, fd) => {
+    const arena = allocAlignedShared(4 * BLOCK);
+    const closed = fs.openSync('/dev/null', 'r');
+    fs.closeSync(closed); // a descriptor number that is no longer open
+    const good1 = aio.writev(fd, 0, [pattern(arena.subarray(0, BLOCK), 1)]);
+    // Checked from the start: it fails during the flush, before anything below awaits it.
+    const bad = assert.rejects(aio.writev(closed, 0, [arena.subarray(BLOCK, 2 * BLOCK)]), (err: NodeJS.ErrnoException) => err.code === 'EBADF' && err.errno === -9);
+    const good2 = aio.writev(fd, BLOCK, [pattern(arena.subarray(2 * BLOCK, 3 * BLOCK), 2)]);
+    // Misaligned for O_DIRECT: the kernel answers EINVAL in the completion, not at submission.
+    const misaligned = assert.rejects(aio.writev(fd, 100, [arena.subarray(3 * BLOCK, 4 * BLOCK)]), (err: NodeJS.ErrnoException) => err.code === 'EINVAL');
+    assert.equal(await good1, BLOCK);
+    await bad;
+    assert.equal(await good2, BLOCK);
+    await misaligned;
+    const back = allocAlignedShared(2 * BLOCK);
+    await aio.readv(fd, 0, [back]);
+    assert.ok(Buffer.from(back.subarray(0, BLOCK)).equals(pattern(new Uint8Array(BLOCK), 1)));
+    assert.ok(Buffer.from(back.subarray(BLOCK)).equals(pattern(new Uint8Array(BLOCK), 2)));
+  });
+});
+
+test('linux aio: a read across the end of the device comes back short, with the bytes there are', async (t) => {
+  await withAio(MiB, t, async (aio, fd) => {
+    const tail = pattern(allocAlignedShared(BLOCK), 9);
+    assert.equal(await aio.writev(fd, MiB - BLOCK, [tail]), BLOCK);
+    const back = allocAlignedShared(4 * BLOCK);
+    assert.equal(await aio.readv(fd, MiB - BLOCK, [back]), BLOCK);
+    assert.ok(Buffer.from(back.subarray(0, BLOCK)).equals(tail));
+    assert.equal(await aio.readv(fd, MiB, [back]), 0, 'nothing past the end');
+  });
+});
+
+test('linux aio: our struct iocb and io_event packing and system call numbers are the kernel header\'s', (t) => {
+  if (spawnSync('gcc', ['--version']).status !== 0) return t.skip('gcc not found');
+  const source = resolve(dirname(fileURLToPath(import.meta.url)), '../../test/fixtures/aio-layout.c');
+  const dir = fs.mkdtempSync(join(os.tmpdir(), 'aio-layout-'));
+  try {
+    const bin = join(dir, 'layout');
+    const cc = spawnSync('gcc', ['-Wall', '-Werror', '-o', bin, source], { encoding: 'utf8' });
+    assert.equal(cc.status, 0, cc.stderr);
+    const out = spawnSync(bin, { encoding: 'utf8' }).stdout;
+    const c = Object.fromEntries(out.trim().split('\n').map((line) => {
+      const [name, value] = line.split(' ');
+      return [name!, Number(value)];
+    }));
+    for (const [name, value] of Object.entries(AIO_ABI_LAYOUT)) assert.equal(value, c[name], name);
+    const nr = SYSCALLS[process.arch];
+    if (nr !== undefined) {
+      assert.deepEqual(nr, { setup: c['SYS_io_setup'], destroy: c['SYS_io_destroy'], getevents: c['SYS_io_getevents'], submit: c['SYS_io_submit'] });
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
