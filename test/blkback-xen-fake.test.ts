@@ -136,7 +136,8 @@ class GuestFrontend {
     return this.#kernel.domain;
   }
 
-  async connect(): Promise<void> {
+  /** `persistent`: write feature-persistent=1, as Linux blkfront does (its default), before Initialised. */
+  async connect(options: { persistent?: boolean } = {}): Promise<void> {
     const xs = this.#xs;
     const backend = await xs.read(`${FE}/backend`);
     assert.equal(backend, BE);
@@ -154,11 +155,12 @@ class GuestFrontend {
       await xs.write(`${FE}/ring-ref`, String(this.#ringRef), tx);
       await xs.write(`${FE}/event-channel`, String(this.port), tx);
       await xs.write(`${FE}/protocol`, 'x86_64-abi', tx);
+      if (options.persistent === true) await xs.write(`${FE}/feature-persistent`, '1', tx);
       await xs.write(`${FE}/state`, String(XenbusState.Initialised), tx);
     });
     await waitForNode(xs, `${backend}/state`, String(XenbusState.Connected), 'the backend to reach Connected');
     this.sectors = Number(await xs.read(`${backend}/sectors`));
-    for (const key of ['feature-flush-cache', 'feature-barrier', 'feature-max-indirect-segments', 'sector-size', 'physical-sector-size', 'info']) {
+    for (const key of ['feature-flush-cache', 'feature-barrier', 'feature-max-indirect-segments', 'feature-persistent', 'sector-size', 'physical-sector-size', 'info']) {
       this.features[key] = await xs.tryRead(`${backend}/${key}`);
     }
     await xs.write(`${FE}/state`, String(XenbusState.Connected));
@@ -451,11 +453,13 @@ async function stopStack(s: Stack): Promise<void> {
 
 // ------------------------------------------------------------------------------- the tests
 
-for (const dataPath of ['map', 'copy'] as const) {
+for (const dataPath of ['map', 'copy', 'persistent'] as const) {
   describe(`Blkback over the real-Xen adapters (FakeXenDevices), data path ${dataPath}`, () => {
     let s: Stack;
     let front: GuestFrontend;
-    const rnd = mulberry32(dataPath === 'map' ? 0x5eed01 : 0x5eed02);
+    const rnd = mulberry32(dataPath === 'map' ? 0x5eed01 : dataPath === 'copy' ? 0x5eed02 : 0x5eed03);
+    // This frontend does not take up feature-persistent: the persistent path then copies.
+    const copying = dataPath !== 'map';
     const vbd = () => {
       const v = s.blkback.vbds.get(`${GUEST}/${XVDA}`);
       assert.ok(v !== undefined, 'blkback serves the device');
@@ -477,6 +481,8 @@ for (const dataPath of ['map', 'copy'] as const) {
         'feature-flush-cache': '1',
         'feature-barrier': '1',
         'feature-max-indirect-segments': '256',
+        // offered on the persistent path only; this frontend does not take it up, so grants map per request
+        'feature-persistent': dataPath === 'persistent' ? '1' : undefined,
         'sector-size': '512',
         'physical-sector-size': '512',
         info: '0',
@@ -624,7 +630,7 @@ for (const dataPath of ['map', 'copy'] as const) {
         sameBytes(await storeBytes(s.disk, w.sector * SECTOR_SIZE, expected.length), expected, `write ${i} in the store`);
         release(s.kernel, w.segs);
       }
-      if (dataPath === 'copy') assert.ok(copies() - copiesBefore < writes.length, `${copies() - copiesBefore} grant-copy calls for ${writes.length} writes taken together`);
+      if (copying) assert.ok(copies() - copiesBefore < writes.length, `${copies() - copiesBefore} grant-copy calls for ${writes.length} writes taken together`);
       else assert.equal(copies(), copiesBefore, 'the map path copies nothing');
     });
 
@@ -638,7 +644,7 @@ for (const dataPath of ['map', 'copy'] as const) {
       assert.equal(front.domain.ports.get(port)?.bound, -1, "the guest's port is unbound again");
       assert.equal(s.fake.readOnlyWrites, 0);
       assert.equal(vbd().state, XenbusState.Closed);
-      if (dataPath === 'copy') {
+      if (copying) {
         assert.equal(s.fake.calls.get('mapDomainGrantRefs'), 1, 'the copy path maps only the ring, never a data page');
         assert.ok((s.fake.calls.get('grantCopy') ?? 0) > 0);
       }
@@ -668,3 +674,77 @@ for (const dataPath of ['map', 'copy'] as const) {
     });
   });
 }
+
+describe('persistent grants (data path persistent, a frontend that agrees)', () => {
+  let s: Stack;
+  const rnd = mulberry32(0x5eed04);
+  const vbd = () => s.blkback.vbds.get(`${GUEST}/${XVDA}`)!;
+  const maps = (): number => s.fake.calls.get('mapDomainGrantRefs') ?? 0;
+  const unmaps = (): number => s.fake.calls.get('unmap') ?? 0;
+
+  before(async () => {
+    s = await startStack('persistent');
+  });
+  after(async () => {
+    if (s !== undefined) await stopStack(s);
+  });
+
+  test('each grant is mapped once and kept; later requests map nothing; the data is right both ways; close unmaps them all', async () => {
+    const front = new GuestFrontend(s.kernel, s.guestXs);
+    await front.connect({ persistent: true });
+    assert.equal(front.features['feature-persistent'], '1');
+    assert.equal(vbd().persistentGrants, true);
+    // blkfront's pool: pages granted writable once, reused by every request
+    const pool = Array.from({ length: 24 }, () => {
+      const frame = s.kernel.allocFrame();
+      return { frame, ref: s.kernel.grant(frame, false) };
+    });
+    const pick = (n: number): Segment[] => {
+      const start = rnd() % (pool.length - n + 1);
+      return pool.slice(start, start + n).map((p) => {
+        s.kernel.domain.page(p.frame).fill(CANARY);
+        const first = rnd() % 8;
+        return { ...p, first, last: first + (rnd() % (8 - first)) };
+      });
+    };
+    const round = async (i: number): Promise<void> => {
+      const sector = 4096 + i * 64;
+      const out = pick(1 + (rnd() % 11));
+      const data = randomBytes(segmentBytes(out), rnd);
+      scatter(s.kernel, out, data);
+      assert.equal(await front.readWrite(BLKIF_OP.WRITE, sector, out), BLKIF_RSP.OKAY, `write ${i}`);
+      sameBytes(await storeBytes(s.disk, sector * SECTOR_SIZE, data.length), data, `write ${i}`);
+      const back = pick(1 + (rnd() % 11));
+      const expected = await storeBytes(s.disk, sector * SECTOR_SIZE, segmentBytes(back));
+      assert.equal(await front.readWrite(BLKIF_OP.READ, sector, back), BLKIF_RSP.OKAY, `read ${i}`);
+      sameBytes(gather(s.kernel, back, `read ${i}`), expected, `read ${i}`);
+    };
+    const mapsAtConnect = maps();
+    // Warm up: every pool page once (two 11-segment writes and a 2-segment one cover 24 pages).
+    for (const [at, n] of [[0, 11], [11, 11], [22, 2]] as const) {
+      const segs = pool.slice(at, at + n).map((p) => ({ ...p, first: 0, last: 7 }));
+      scatter(s.kernel, segs, randomBytes(segmentBytes(segs), rnd));
+      assert.equal(await front.readWrite(BLKIF_OP.WRITE, 20_000 + at * 8, segs), BLKIF_RSP.OKAY);
+    }
+    assert.equal(maps() - mapsAtConnect, pool.length, 'each new grant mapped once');
+    assert.equal(s.fake.mappedRuns, 1 + pool.length, 'the ring and the kept grants');
+    const warm = { maps: maps(), unmaps: unmaps() };
+    for (let i = 0; i < 40; i++) await round(i);
+    assert.equal(maps(), warm.maps, 'no grant mapped again');
+    assert.equal(unmaps(), warm.unmaps, 'and none unmapped');
+    assert.equal(s.fake.readOnlyWrites, 0);
+
+    // A ref outside the pool, granted read-only (a frontend's slip): mapped per request as it is, and it works.
+    const frame = s.kernel.allocFrame();
+    const odd = { frame, ref: s.kernel.grant(frame, true), first: 0, last: 7 };
+    const data = randomBytes(PAGE_SIZE, rnd);
+    scatter(s.kernel, [odd], data);
+    assert.equal(await front.readWrite(BLKIF_OP.WRITE, 30_000, [odd]), BLKIF_RSP.OKAY);
+    sameBytes(await storeBytes(s.disk, 30_000 * SECTOR_SIZE, PAGE_SIZE), data, 'write through a read-only grant');
+    assert.equal(s.fake.mappedRuns, 1 + pool.length, 'that one was not kept');
+
+    await front.close();
+    assert.equal(s.fake.mappedRuns, 0, 'closing unmapped the kept grants and the ring');
+    assert.equal(vbd().state, XenbusState.Closed);
+  });
+});

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { commands } from '../src/cli/commands/index.ts';
+import { AIO_CASES, aioBenchUnavailable } from '../src/bench/aio-bench.ts';
 
 // Compiled layout: dist/test/cli.test.js -> dist/src/cli/main.js; examples/ sits beside dist/.
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -98,6 +99,25 @@ test('a syntax error in a config file is reported as file:line', async () => {
     assert.ok(r2.stderr.includes(`${bad}:3:`), r2.stderr);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bench --suite aio --json: native AIO, the thread pool and fio on one loop device, with our CPU per I/O', async (t) => {
+  const why = aioBenchUnavailable();
+  if (why !== null) return t.skip(why);
+  const r = await blkback(['bench', '--suite', 'aio', '--quick', '--seconds', '0.2', '--json'], 60_000);
+  assert.equal(r.code, 0, r.stderr);
+  const doc = JSON.parse(r.stdout) as { device: string; results: Record<string, unknown>[] };
+  assert.match(doc.device, /^\/dev\/loop\d+ \(direct-io=on\)/);
+  assert.equal(doc.results.length, AIO_CASES.length * 3);
+  for (const c of AIO_CASES) {
+    const rows = doc.results.filter((x) => x.rw === c.rw && x.bs === c.bs && x.iodepth === c.iodepth);
+    assert.deepEqual(rows.map((x) => x.path).sort(), ['fio', 'native', 'threads']);
+    for (const row of rows) {
+      assert.ok(typeof row.iops === 'number' && row.iops > 0, `${String(row.path)} iops ${String(row.iops)}`);
+      if (row.path === 'fio') assert.equal(row.cpuUsPerIo, null, 'fio runs in another process');
+      else assert.ok(typeof row.cpuUsPerIo === 'number' && row.cpuUsPerIo > 0, `${String(row.path)} cpu ${String(row.cpuUsPerIo)}`);
+    }
   }
 });
 

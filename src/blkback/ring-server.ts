@@ -58,7 +58,14 @@ export const MAX_INDIRECT_SEGMENTS = 256;
  * pages and our own bounce pages: one hypercall per request and no mapping to tear down, which on
  * real Xen is cheaper than map+unmap and immune to XSA-229-style unmap races.
  */
-export type DataPath = 'map' | 'copy';
+export type DataPath = 'map' | 'copy' | 'persistent';
+
+/**
+ * Grants a ring keeps mapped on the `persistent` path: Linux xen-blkback's default
+ * (xen_blkif_max_pgrants, drivers/block/xen-blkback/blkback.c), enough for blkfront's pool on a
+ * one-page ring with 32-segment indirect requests. Past it, requests map and unmap per request.
+ */
+export const MAX_PERSISTENT_GRANTS = 1056;
 
 /**
  * How long a drained ring keeps looking for new requests before it sleeps (see #unconsumedOrPoll):
@@ -79,7 +86,12 @@ export interface RingServerOptions {
   readonly discard: boolean;
   /** Largest indirect request accepted (0: indirect requests are not advertised, answered EOPNOTSUPP). */
   readonly maxIndirectSegments?: number;
-  /** Default `map`. */
+  /**
+   * Default `map`. `persistent` (given only once the frontend agreed to feature-persistent): a grant is
+   * mapped writable the first time a request names it and stays mapped, for every later request
+   * that names it, until stop(); the frontend copies data into and out of those pages, as Linux's
+   * blkfront does with persistent grants.
+   */
   readonly dataPath?: DataPath;
   readonly discardSecure?: boolean;
   readonly stats: VbdStats;
@@ -196,6 +208,12 @@ export class RingServer {
   /** Pages a request may need: taking one waits until this many are free. */
   readonly #maxRequestPages: number;
   readonly #indirectScratch: Uint8Array | null = null;
+  /** Data path `persistent`: each kept grant's page, and the mappings holding them (unmapped by stop()). */
+  readonly #persistent: Map<number, Uint8Array> | null = null;
+  readonly #persistentMappings: GrantMapping[] = [];
+  readonly #missingRefs: number[] = [];
+  readonly #oneRef = new Uint32Array(1);
+  readonly #segmentPages: Uint8Array[] = [];
 
   readonly #publish = (): void => {
     this.#publishScheduled = false;
@@ -231,7 +249,13 @@ export class RingServer {
       for (let i = pages - 1; i >= 0; i--) this.#poolFree.push(i);
       this.#indirectScratch = options.grants.allocBuffer(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * PAGE_SIZE);
     }
+    if (options.dataPath === 'persistent') this.#persistent = new Map();
     options.events.onEvent(this.#onEvent);
+  }
+
+  /** Data path `persistent`: grants kept mapped now. */
+  get persistentGrants(): number {
+    return this.#persistent?.size ?? 0;
   }
 
   get inflight(): number {
@@ -494,6 +518,11 @@ export class RingServer {
       for (let p = 0; p < pages; p++) decode(scratch.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), p);
       return true;
     }
+    // blkfront takes its indirect pages from its persistent pool too
+    if (this.#persistent !== null && this.#persistentPages(r.indirectGrefs, pages)) {
+      for (let p = 0; p < pages; p++) decode(this.#segmentPages[p]!, p);
+      return true;
+    }
     let mapping: GrantMapping;
     try {
       mapping = this.#o.grants.map(domid, r.indirectGrefs, pages, false);
@@ -572,6 +601,10 @@ export class RingServer {
       }
       return deviceWrites || deferCopy || this.#copySegments(pr, false);
     }
+    if (this.#persistent !== null && this.#persistentPages(pr.segGref, nseg)) {
+      iov.length = mergeSegments(this.#segmentPages, pr.segFirst, pr.segLast, nseg, iov);
+      return true;
+    }
     let mapping: GrantMapping;
     try {
       mapping = this.#o.grants.map(this.#o.frontendDomid, pr.segGref, nseg, deviceWrites);
@@ -581,6 +614,43 @@ export class RingServer {
     }
     pr.mapping = mapping;
     iov.length = mergeSegments(mapping.pages, pr.segFirst, pr.segLast, nseg, iov);
+    return true;
+  }
+
+  /**
+   * Data path `persistent`: the pages of refs[0..count) in #segmentPages, mapping those not kept yet
+   * (writable, in one call) and keeping them. False when that cannot be done (the ring keeps its
+   * limit, or a ref does not map writable): the caller then maps per request, which also answers a
+   * bad grant with the right error.
+   */
+  #persistentPages(refs: ArrayLike<number>, count: number): boolean {
+    const kept = this.#persistent!;
+    const missing = this.#missingRefs;
+    missing.length = 0;
+    for (let i = 0; i < count; i++) {
+      const ref = refs[i]!;
+      if (!kept.has(ref) && !missing.includes(ref)) missing.push(ref);
+    }
+    if (missing.length > 0) {
+      if (kept.size + missing.length > MAX_PERSISTENT_GRANTS) return false;
+      // One mapping a grant: each is kept on its own, and a page that fails to map writable (a
+      // read-only grant) leaves those before it kept and the request to the per-request path.
+      const one = this.#oneRef;
+      for (let j = 0; j < missing.length; j++) {
+        one[0] = missing[j]!;
+        let mapping: GrantMapping;
+        try {
+          mapping = this.#o.grants.map(this.#o.frontendDomid, one, 1, true);
+        } catch {
+          return false;
+        }
+        this.#persistentMappings.push(mapping);
+        kept.set(missing[j]!, mapping.pages[0]!);
+      }
+    }
+    const pages = this.#segmentPages;
+    pages.length = count;
+    for (let i = 0; i < count; i++) pages[i] = kept.get(refs[i]!)!;
     return true;
   }
 
@@ -830,9 +900,16 @@ export class RingServer {
     this.#stopping = true;
     this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
     if (this.#unpushed > 0) this.#push(); // coalesced answers: the ring may be unmapped once we resolve
-    if (this.#inflight === 0) return Promise.resolve();
-    return new Promise((resolve) => {
+    const drained = this.#inflight === 0 ? Promise.resolve() : new Promise<void>((resolve) => {
       this.#drained = resolve;
     });
+    // Kept grants go only once no I/O can still be reading or writing their pages.
+    return drained.then(() => this.#releasePersistent());
+  }
+
+  #releasePersistent(): void {
+    this.#persistent?.clear();
+    const mappings = this.#persistentMappings.splice(0);
+    for (const mapping of mappings) mapping.unmap();
   }
 }

@@ -54,6 +54,8 @@ export class Vbd {
   state: number = XenbusState.Initialising;
   abi: BlkifAbi | undefined;
   ringPages = 0;
+  /** The frontend agreed to persistent grants (data path `persistent`) at the last connect. */
+  persistentGrants = false;
   #ctx: VbdContext;
   #opened: OpenedDevice | null = null;
   #readOnly = false;
@@ -190,6 +192,12 @@ export class Vbd {
       for (let i = 0; i < 1 << order; i++) refs.push(await this.#readUint(`${fe}/ring-ref${i}`));
     }
     const port = await this.#readUint(`${fe}/event-channel`);
+    // Persistent grants only when both sides want them (Linux connect_ring: our parameter and the
+    // frontend's feature-persistent). Without them the persistent path copies: mapping and
+    // unmapping every request's grants costs more (docs/xen-tcg.md).
+    let dataPath = this.#ctx.dataPath;
+    if (dataPath === 'persistent' && (await xs.tryRead(`${fe}/feature-persistent`)) !== '1') dataPath = 'copy';
+    this.persistentGrants = dataPath === 'persistent';
     const mapping = this.#ctx.hv.grants.map(this.frontendDomid, refs, refs.length, true);
     let events: EventChannel;
     try {
@@ -214,7 +222,7 @@ export class Vbd {
       readOnly: this.#readOnly,
       discard: this.#discard,
       maxIndirectSegments: this.#ctx.maxIndirectSegments,
-      dataPath: this.#ctx.dataPath,
+      dataPath,
       stats: this.stats,
       budget: this.#ctx.budget,
       fairShare: this.#ctx.fairShare,
@@ -237,6 +245,7 @@ export class Vbd {
     await xs.transaction(async (tx) => {
       await xs.write(`${be}/feature-flush-cache`, '1', tx);
       await xs.write(`${be}/feature-barrier`, '1', tx);
+      if (this.#ctx.dataPath === 'persistent') await xs.write(`${be}/feature-persistent`, '1', tx);
       if (this.#ctx.maxIndirectSegments > 0) await xs.write(`${be}/feature-max-indirect-segments`, String(this.#ctx.maxIndirectSegments), tx);
       if (this.#discard) {
         await xs.write(`${be}/discard-granularity`, String(info.discardGranularity || info.logicalBlockSize), tx);
@@ -251,7 +260,7 @@ export class Vbd {
       await xs.write(`${be}/physical-sector-size`, String(info.physicalBlockSize), tx);
       await this.#switchState(XenbusState.Connected, tx);
     });
-    this.#ctx.log(`${this.name}: connected (${this.ringPages}-page ring, ${this.abi} ABI)`);
+    this.#ctx.log(`${this.name}: connected (${this.ringPages}-page ring, ${this.abi} ABI${this.persistentGrants ? ', persistent grants' : ''})`);
     this.#server!.kick(); // requests may already be waiting
   }
 

@@ -55,7 +55,8 @@ else
       --args node /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
   else
     NODE_ARGS=""; [ "$PROFILE" = 1 ] && NODE_ARGS="--cpu-prof --cpu-prof-dir=/run/prof"
-    env $SERVE_ENV node $NODE_ARGS /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
+    TRACER=""; [ "$STRACE" = 1 ] && [ -x /usr/bin/strace ] && TRACER="strace -c -f -o /run/strace.txt"
+    env $SERVE_ENV $TRACER node $NODE_ARGS /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
   fi
   SERVE_PID=$!
   tail -n +1 -F /run/blkback/serve.log 2>/dev/null | sed -u 's/^/SERVE| /' &
@@ -238,9 +239,16 @@ fi
 
 if [ "$MODE" = ours ]; then
   result "{\"src\":\"dom0\",\"check\":\"serve-alive\",\"ok\":$(serve_alive && echo true || echo false)}"
+  # where serve's CPU went over the whole run, thread by thread (clock ticks: name tid user system)
+  for t in /proc/$SERVE_PID/task/*; do echo "$(cat $t/comm 2>/dev/null | tr ' ' _) ${t##*/} $(awk '{print $14, $15}' $t/stat 2>/dev/null)"; done > /run/serve-threads.txt
+  print_file serve-threads /run/serve-threads.txt
   kill $SERVE_PID 2>/dev/null; sleep 2
 fi
 xl dmesg > /run/xl-dmesg.log 2>&1; print_file xl-dmesg /run/xl-dmesg.log
+if [ "$STRACE" = 1 ]; then
+  for i in $(seq 1 60); do [ -s /run/strace.txt ] && break; sleep 1; done
+  print_file serve-strace /run/strace.txt
+fi
 if [ "$PROFILE" = 1 ]; then
   # serve writes its profile as it exits (SIGTERM above): wait for it, then print the profile's top
   for i in $(seq 1 120); do serve_alive || break; sleep 1; done

@@ -57,6 +57,8 @@ export function configScript(c: PayloadConfig): string {
     `PROFILE=${process.env.BLKBACK_XEN_PROFILE === '1' ? 1 : 0}`,
     // BLKBACK_XEN_DOM0_HOG=1: a busy loop in dom0 beside the backend (does a busy dom0 make PVH guests fault?)
     `DOM0_HOG=${process.env.BLKBACK_XEN_DOM0_HOG === '1' ? 1 : 0}`,
+    // BLKBACK_XEN_STRACE=1: serve runs under 'strace -c -f' (system calls counted, all threads), printed at the end
+    `STRACE=${process.env.BLKBACK_XEN_STRACE === '1' ? 1 : 0}`,
     '',
   ].join('\n');
 }
@@ -106,6 +108,7 @@ export function buildPayload(input: PayloadInput, workDir: string): string {
     cpSync(join(input.repoDir, 'node_modules', name), dest, { recursive: true });
   }
   if (process.env.BLKBACK_XEN_DEBUG === '1') addDebugTools(root);
+  else if (process.env.BLKBACK_XEN_STRACE === '1') addHostBinaries(root, ['/usr/bin/strace']);
   if (process.env.BLKBACK_XEN_PROFILE === '1') cpSync(join(input.distDir, 'test/xen/profile-top.js'), join(test, 'profile-top.js'));
   const out = join(workDir, 'payload.cpio');
   packCpio(root, out, false);
@@ -119,18 +122,27 @@ export function buildPayload(input: PayloadInput, workDir: string): string {
  * bookworm, so the host's binaries run there.
  */
 function addDebugTools(root: string): void {
+  addHostBinaries(root, ['/usr/bin/gdb', '/usr/bin/strace']);
   const script = [
     'set -e; root=$1',
-    'for bin in /usr/bin/gdb /usr/bin/strace; do',
+    'mkdir -p "$root/usr/lib" "$root/usr/share"',
+    'cp -a /usr/share/gdb "$root/usr/share/gdb"',
+    'tar -C /usr/lib --exclude=test --exclude=tests --exclude=idlelib --exclude=tkinter --exclude=ensurepip -cf - python3.11 | tar -C "$root/usr/lib" -xf -',
+  ].join('\n');
+  execFileSync('bash', ['-c', script, 'bash', root]);
+}
+
+/** Host binaries (those present) and the libraries they link, copied into the payload at the same paths. */
+function addHostBinaries(root: string, binaries: readonly string[]): void {
+  const script = [
+    'set -e; root=$1; shift',
+    'for bin in "$@"; do',
     '  [ -x "$bin" ] || continue',
     '  install -D -m755 "$bin" "$root$bin"',
     '  for lib in $(ldd "$bin" | awk \'/=> \\//{print $3}\'); do',
     '    dest=$(readlink -f "$(dirname "$lib")")/$(basename "$lib"); [ -e "$root$dest" ] || install -D -m644 "$(readlink -f "$lib")" "$root$dest"',
     '  done',
     'done',
-    'mkdir -p "$root/usr/lib" "$root/usr/share"',
-    'cp -a /usr/share/gdb "$root/usr/share/gdb"',
-    'tar -C /usr/lib --exclude=test --exclude=tests --exclude=idlelib --exclude=tkinter --exclude=ensurepip -cf - python3.11 | tar -C "$root/usr/lib" -xf -',
   ].join('\n');
-  execFileSync('bash', ['-c', script, 'bash', root]);
+  execFileSync('bash', ['-c', script, 'bash', root, ...binaries]);
 }

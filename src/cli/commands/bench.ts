@@ -2,6 +2,8 @@ import { parseArgs } from 'node:util';
 import { defaultCases, formatBenchTable, runBench } from '../../bench/blkif-bench.ts';
 import type { BenchCase, BenchReport } from '../../bench/blkif-bench.ts';
 import { machineInfo } from '../../bench/machine.ts';
+import { AIO_CASES, formatAioTable, runAioBench } from '../../bench/aio-bench.ts';
+import type { AioReport } from '../../bench/aio-bench.ts';
 import type { MachineInfo } from '../../bench/machine.ts';
 import { formatRunnerTable, runRunnerBench } from '../../bench/runner-bench.ts';
 import type { RunnerBenchReport } from '../../bench/runner-bench.ts';
@@ -11,12 +13,12 @@ import { parseSize } from '../../config/size.ts';
 import { UsageError } from '../../internal/errors.ts';
 import type { Command } from '../command.ts';
 
-const SUITES = ['blkif', 'runner', 'seed', 'all'] as const;
+const SUITES = ['blkif', 'runner', 'seed', 'aio', 'all'] as const;
 type Suite = (typeof SUITES)[number];
 
 const help = `blkback bench — measure the virtualization path, the fio runner and the seed's jobs
 
-usage: blkback bench [--suite blkif|runner|seed|all] [--seconds N] [--rounds N] [--quick] [--json]
+usage: blkback bench [--suite blkif|runner|seed|aio|all] [--seconds N] [--rounds N] [--quick] [--json]
                      [--span SIZE] [--rw randread,randwrite] [--bs 4k,64k] [--iodepth 1,32,256]
                      [--no-kernel] [--seed-size SIZE] [--seed-jobs randw,iometer]
 
@@ -35,7 +37,12 @@ Suites (default blkif; 'npm run bench' runs blkif as well):
           As root the store is a loop device (direct-io=on) over a /dev/shm file of random data
           (the guest's disk is 'phy:' on it); otherwise a RAM disk, and the fio path is skipped.
           Paths take turns within each round. MB/s and IOPS per path; guest/fio and bare/fio.
-  all     blkif, runner, seed (about 6 minutes on 2 cores)
+  aio     how a phy: (O_DIRECT) disk's requests reach the kernel: random I/O (4 and 64 KiB, QD 32)
+          on a loop device (direct-io=on) over /dev/shm by our direct driver with Linux native
+          AIO (--aio native: a turn's requests in one io_submit), by the same driver on libuv's
+          thread pool (--aio threads), and by fio (libaio) as the yardstick; IOPS, our CPU time
+          per I/O, native/threads and native/fio (needs root and fio)
+  all     blkif, runner, seed, aio (about 7 minutes on 2 cores)
 
 Options:
   --seconds N       run time of every run (default: blkif 2, runner 3, seed 4; --quick: 0.5, 1, 1)
@@ -45,7 +52,8 @@ Options:
   --json            print one JSON document: { machine, results: [...] } for one suite (blkif:
                     { path, round, rw, bs, iodepth, iops, mbps }; runner: { path, round, ios, iops,
                     cpuSeconds, iopsPerCore } and summary.ratio; seed: { job, path, round, mbps,
-                    iops, avgIoBytes } and ratios), or { machine, blkif, runner, seed } for all
+                    iops, avgIoBytes } and ratios; aio: { path, round, rw, bs, iodepth, iops, mbps,
+                    cpuUsPerIo }), or { machine, blkif, runner, seed, aio } for all
  blkif only:
   --span SIZE       bytes of disk the random offsets cover (default 1G)
   --rw LIST         randread, randwrite or both (default both)
@@ -136,6 +144,12 @@ export const benchCommand: Command = {
       const seconds = secondsFor(3, 1);
       runnerRun = () => runRunnerBench({ seconds, rounds, progress });
     }
+    let aioRun: (() => Promise<AioReport>) | null = null;
+    if (want('aio')) {
+      const seconds = secondsFor(2, 0.5);
+      const aioRounds = roundsFor(3);
+      aioRun = () => runAioBench({ seconds, rounds: aioRounds, span: 256 << 20, cases: AIO_CASES, progress });
+    }
     let seedRun: (() => Promise<SeedBenchReport>) | null = null;
     if (want('seed')) {
       const seconds = secondsFor(4, 1);
@@ -150,6 +164,7 @@ export const benchCommand: Command = {
     const blkif = blkifRun === null ? null : await blkifRun();
     const runner = runnerRun === null ? null : await runnerRun();
     const seed = seedRun === null ? null : await seedRun();
+    const aio = aioRun === null ? null : await aioRun();
 
     if (values.json) {
       let doc: unknown;
@@ -159,20 +174,23 @@ export const benchCommand: Command = {
           const { machine: _machine, ...rest } = r;
           return rest;
         };
-        doc = { machine: machineInfo(), blkif: strip(blkif), runner: strip(runner), seed: strip(seed) };
+        doc = { machine: machineInfo(), blkif: strip(blkif), runner: strip(runner), seed: strip(seed), aio: strip(aio) };
       } else {
-        doc = blkif ?? runner ?? seed;
+        doc = blkif ?? runner ?? seed ?? aio;
       }
       process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
       return 0;
     }
-    const m = (blkif ?? runner ?? seed)!.machine;
+    const m = (blkif ?? runner ?? seed ?? aio)!.machine;
     process.stdout.write(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.loadAverage.join(' ')}\n`);
     if (blkif !== null) process.stdout.write(`\n## blkif: guest vs bare vs kernel (${blkif.seconds} s x ${blkif.rounds} rounds)\nkernel path: ${blkif.kernel}\n\n${formatBenchTable(blkif)}\n`);
     if (runner !== null) process.stdout.write(`\n## runner: bare runner on a null disk vs fio --ioengine=null (${runner.seconds} s x ${runner.rounds} rounds)\n\n${formatRunnerTable(runner)}\n`);
     if (seed !== null) {
       process.stdout.write(`\n## seed: jobs/randw.fio and jobs/iometer.fio, guest vs bare vs fio (${seed.seconds} s x ${seed.rounds} rounds, size=${seed.sizeBytes})\n`);
       process.stdout.write(`store: ${seed.store}\nfio: ${seed.fio}\n\n${formatSeedTables(seed)}\n`);
+    }
+    if (aio !== null) {
+      process.stdout.write(`\n## aio: phy: disk I/O, native AIO vs libuv's pool vs fio libaio (${aio.seconds} s x ${aio.rounds} rounds)\ndevice: ${aio.device}\n\n${formatAioTable(aio)}\n`);
     }
     return 0;
   },

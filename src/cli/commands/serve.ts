@@ -21,7 +21,7 @@ export const EXIT_NO_XEN = 2;
 const help = `blkback serve — be the block backend of a real Xen host (run in dom0, as root)
 
 usage: blkback serve [--control-socket PATH] [--xenstore-socket PATH]
-                     [--max-ring-page-order N] [--max-inflight N] [--data-path copy|map]
+                     [--max-ring-page-order N] [--max-inflight N] [--data-path persistent|copy|map]
                      [--aio native|threads]
 
 Takes over /local/domain/0/backend/vbd: every guest disk the toolstack sets up there with
@@ -47,10 +47,17 @@ options:
   --xenstore-socket PATH   xenstored's Unix socket (default /run/xenstored/socket)
   --max-ring-page-order N  largest ring a frontend may use, 2^N pages (0..4, default 4)
   --max-inflight N         requests in flight across all disks before rings wait (default 4096)
-  --data-path copy|map     how guest data moves (default copy): 'copy' grant-copies between the
-                           guest's pages and our own (one hypercall a request, nothing mapped, so
-                           immune to XSA-229-style unmap races); 'map' maps the guest's pages
-                           through gntdev and does I/O straight into them
+  --data-path persistent|copy|map
+                           how guest data moves (default persistent): 'persistent' advertises
+                           feature-persistent and, with a frontend that agrees (Linux blkfront
+                           does by default), maps each grant once and keeps it (up to 1056 a
+                           ring) until the frontend disconnects: no grant system call a request,
+                           I/O straight from the guest's pages, and the guest copies its data
+                           into its granted pool (as with Linux's own blkback); a frontend that
+                           does not agree gets 'copy'. 'copy' grant-copies between the guest's
+                           pages and our own (one hypercall a turn, nothing mapped: the
+                           conservative choice, immune to XSA-229-style unmap races); 'map' maps
+                           and unmaps each request's grants (the slowest here)
   --aio native|threads     how disk I/O reaches the kernel (default native): 'native' hands all
                            the requests of a turn to Linux AIO in one io_submit; 'threads' gives
                            each to a thread of libuv's pool (costs a thread hand-off a request;
@@ -100,8 +107,10 @@ export const serveCommand: Command = {
     }
     const maxRingPageOrder = count(values['max-ring-page-order'], '--max-ring-page-order', 0, 4);
     const maxInflight = count(values['max-inflight'], '--max-inflight', 1, 1 << 20);
-    const dataPath = values['data-path'] ?? 'copy';
-    if (dataPath !== 'copy' && dataPath !== 'map') throw new UsageError(`serve: --data-path '${dataPath}' is neither 'copy' nor 'map'`);
+    const dataPath = values['data-path'] ?? 'persistent';
+    if (dataPath !== 'copy' && dataPath !== 'map' && dataPath !== 'persistent') {
+      throw new UsageError(`serve: --data-path '${dataPath}' is not one of persistent, copy, map`);
+    }
     const ioEngine = values.aio;
     if (ioEngine !== undefined && !IO_ENGINES.includes(ioEngine as IoEngine)) {
       throw new UsageError(`serve: --aio '${ioEngine}' is neither 'native' nor 'threads'`);
