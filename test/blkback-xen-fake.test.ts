@@ -491,6 +491,7 @@ for (const dataPath of ['map', 'copy', 'persistent'] as const) {
       const v = vbd();
       assert.equal(v.abi, 'x86_64');
       assert.equal(v.ringPages, 1);
+      assert.equal(v.dataPath, copying ? 'copy' : 'map', 'a frontend without feature-persistent is copied for on the persistent path');
       assert.equal(s.fake.boundPorts, 1, 'the guest port is bound');
       assert.ok((front.domain.ports.get(front.port)?.bound ?? -1) >= 0, "the backend bound the guest's port");
       assert.equal(s.fake.mappedRuns, 1, 'only the ring is mapped');
@@ -727,6 +728,8 @@ describe('persistent grants (data path persistent, a frontend that agrees)', () 
       assert.equal(await front.readWrite(BLKIF_OP.WRITE, 20_000 + at * 8, segs), BLKIF_RSP.OKAY);
     }
     assert.equal(maps() - mapsAtConnect, pool.length, 'each new grant mapped once');
+    assert.equal(vbd().dataPath, 'persistent');
+    assert.equal(vbd().grantsKept, pool.length);
     assert.equal(s.fake.mappedRuns, 1 + pool.length, 'the ring and the kept grants');
     const warm = { maps: maps(), unmaps: unmaps() };
     for (let i = 0; i < 40; i++) await round(i);

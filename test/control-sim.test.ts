@@ -104,11 +104,13 @@ test('blkback ctl on the simulated host: list, stats, attach, detach, resize, ba
       assert.equal(disk.readOnly, false);
       assert.equal(disk.abi, 'x86_64');
       assert.ok(disk.ringPages >= 1);
+      assert.equal(disk.dataPath, 'map', "the simulation's default data path");
+      assert.equal(disk.grantsKept, 0);
       const out = await ctl(socket, ['list']);
       assert.equal(out.code, 0, out.stderr);
       const lines = out.stdout.trim().split('\n');
       assert.match(lines[0]!, /^DISK\s+VDEV\s+STATE\s+SIZE/);
-      assert.match(lines[1]!, new RegExp(`^${key}\\s+xvda\\s+Connected\\s+16 MiB\\s+rw\\s+\\d+p\\s+x86_64\\s+0\\s+phy:ctl-root$`));
+      assert.match(lines[1]!, new RegExp(`^${key}\\s+xvda\\s+Connected\\s+16 MiB\\s+rw\\s+\\d+p\\s+x86_64\\s+map\\s+0\\s+phy:ctl-root$`));
     });
 
     await t.test('stats counters grow with the guest I/O, with Linux names and latency histograms', async () => {

@@ -253,6 +253,10 @@ export class RingServer {
     options.events.onEvent(this.#onEvent);
   }
 
+  get dataPath(): DataPath {
+    return this.#o.dataPath ?? 'map';
+  }
+
   /** Data path `persistent`: grants kept mapped now. */
   get persistentGrants(): number {
     return this.#persistent?.size ?? 0;

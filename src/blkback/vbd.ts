@@ -86,6 +86,16 @@ export class Vbd {
     return this.#server?.inflight ?? 0;
   }
 
+  /** How guest data moves on the current connection (null before the frontend connects). */
+  get dataPath(): DataPath | null {
+    return this.#server?.dataPath ?? null;
+  }
+
+  /** Persistent grants kept mapped on the current connection. */
+  get grantsKept(): number {
+    return this.#server?.persistentGrants ?? 0;
+  }
+
   get halted(): boolean {
     return this.#server?.halted ?? false;
   }

@@ -85,6 +85,8 @@ export function blkbackControlTarget(blkback: Blkback, toolstack: Toolstack, opt
             readOnly,
             ringPages: vbd.ringPages,
             abi: vbd.abi ?? null,
+            dataPath: vbd.dataPath,
+            grantsKept: vbd.grantsKept,
             inflight: vbd.inflight,
           };
         }),

@@ -41,7 +41,7 @@ function table(rows: readonly (readonly string[])[], rightAligned: ReadonlySet<n
 
 export function formatDiskList(disks: readonly DiskSummary[]): string {
   if (disks.length === 0) return 'no disks are served (blkback serves what the toolstack writes under /local/domain/0/backend/vbd)\n';
-  const rows = [['DISK', 'VDEV', 'STATE', 'SIZE', 'MODE', 'RING', 'ABI', 'INFLIGHT', 'STORE']];
+  const rows = [['DISK', 'VDEV', 'STATE', 'SIZE', 'MODE', 'RING', 'ABI', 'DATA', 'INFLIGHT', 'STORE']];
   for (const d of disks) {
     rows.push([
       d.key,
@@ -51,11 +51,12 @@ export function formatDiskList(disks: readonly DiskSummary[]): string {
       d.readOnly ? 'ro' : 'rw',
       d.ringPages === 0 ? '-' : `${d.ringPages}p`,
       d.abi ?? '-',
+      d.dataPath === null ? '-' : d.dataPath === 'persistent' ? `persistent:${d.grantsKept}` : d.dataPath,
       String(d.inflight),
       d.store,
     ]);
   }
-  return `${table(rows, new Set([7]))}\n`;
+  return `${table(rows, new Set([8]))}\n`;
 }
 
 function edgeLabel(le: number | null, previous: number | undefined): string {

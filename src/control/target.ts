@@ -21,6 +21,10 @@ export interface DiskSummary {
   readonly ringPages: number;
   /** Ring ABI the frontend asked for, or null before it connects. */
   readonly abi: string | null;
+  /** How guest data moves (copy, map, persistent), or null before the frontend connects. */
+  readonly dataPath: string | null;
+  /** Persistent grants kept mapped (data path persistent), else 0. */
+  readonly grantsKept: number;
   readonly inflight: number;
 }
 
