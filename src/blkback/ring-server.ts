@@ -56,7 +56,9 @@ export const MAX_INDIRECT_SEGMENTS = 256;
  * How guest data reaches the store. `map`: grant-map the guest's pages and do I/O straight into them
  * (zero-copy; on the simulator a mapping is just a view). `copy`: GNTTABOP_copy between the guest's
  * pages and our own bounce pages: one hypercall per request and no mapping to tear down, which on
- * real Xen is cheaper than map+unmap and immune to XSA-229-style unmap races.
+ * real Xen is cheaper than map+unmap and immune to XSA-229-style unmap races. `persistent`: `map`,
+ * but each grant is mapped once and kept (feature-persistent, see RingServerOptions.dataPath):
+ * in the steady state no grant call at all, the fastest on real Xen (docs/xen-tcg.md).
  */
 export type DataPath = 'map' | 'copy' | 'persistent';
 
@@ -623,7 +625,7 @@ export class RingServer {
 
   /**
    * Data path `persistent`: the pages of refs[0..count) in #segmentPages, mapping those not kept yet
-   * (writable, in one call) and keeping them. False when that cannot be done (the ring keeps its
+   * (writable, one call each) and keeping them. False when that cannot be done (the ring keeps its
    * limit, or a ref does not map writable): the caller then maps per request, which also answers a
    * bad grant with the right error.
    */
