@@ -3,13 +3,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
-import { spawnSync } from 'node:child_process';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
 import { AIO_ABI_LAYOUT, AIO_DEPTH, SYSCALLS, sharedLinuxAio } from '../src/block/linux-aio.ts';
 import type { LinuxAio } from '../src/block/linux-aio.ts';
+import { compileAndReadValues, gccMissing } from './helpers-c.ts';
 import { withLoopDevice } from './helpers-loop.ts';
 
 const MiB = 1 << 20;
@@ -118,24 +117,12 @@ test('linux aio: a read across the end of the device comes back short, with the 
 });
 
 test('linux aio: our struct iocb and io_event packing and system call numbers are the kernel header\'s', (t) => {
-  if (spawnSync('gcc', ['--version']).status !== 0) return t.skip('gcc not found');
-  const source = resolve(dirname(fileURLToPath(import.meta.url)), '../../test/fixtures/aio-layout.c');
-  const dir = fs.mkdtempSync(join(os.tmpdir(), 'aio-layout-'));
-  try {
-    const bin = join(dir, 'layout');
-    const cc = spawnSync('gcc', ['-Wall', '-Werror', '-o', bin, source], { encoding: 'utf8' });
-    assert.equal(cc.status, 0, cc.stderr);
-    const out = spawnSync(bin, { encoding: 'utf8' }).stdout;
-    const c = Object.fromEntries(out.trim().split('\n').map((line) => {
-      const [name, value] = line.split(' ');
-      return [name!, Number(value)];
-    }));
-    for (const [name, value] of Object.entries(AIO_ABI_LAYOUT)) assert.equal(value, c[name], name);
-    const nr = SYSCALLS[process.arch];
-    if (nr !== undefined) {
-      assert.deepEqual(nr, { setup: c['SYS_io_setup'], destroy: c['SYS_io_destroy'], getevents: c['SYS_io_getevents'], submit: c['SYS_io_submit'] });
-    }
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+  const missing = gccMissing();
+  if (missing !== undefined) return t.skip(missing);
+  const c = compileAndReadValues(resolve(dirname(fileURLToPath(import.meta.url)), '../../test/fixtures/aio-layout.c'));
+  for (const [name, value] of Object.entries(AIO_ABI_LAYOUT)) assert.equal(value, c[name], name);
+  const nr = SYSCALLS[process.arch];
+  if (nr !== undefined) {
+    assert.deepEqual(nr, { setup: c['SYS_io_setup'], destroy: c['SYS_io_destroy'], getevents: c['SYS_io_getevents'], submit: c['SYS_io_submit'] });
   }
 });

@@ -22,6 +22,7 @@ import type { FakeForeignDomain } from '../src/hypervisor/xen/fake-devices.ts';
 import { openXenHypervisor, xenAvailable, XenUnavailableError } from '../src/hypervisor/xen/index.ts';
 import { PACKED_SEGMENT_LAYOUT, koffiNativeMemory, koffiSegmentLayout, openKoffiDevices } from '../src/hypervisor/xen/koffi-devices.ts';
 import { XenstoreDaemon } from '../src/xenstore/daemon.ts';
+import { compileAndReadValues, gccMissing } from './helpers-c.ts';
 
 const GUEST = 7;
 
@@ -53,18 +54,20 @@ function expectGrantError(fn: () => unknown, ref: number, domid: number, status:
   });
 }
 
+/** Why the C fixtures cannot be built here: they need gcc and Xen's headers (libxen-dev). */
+function xenCcMissing(): string | undefined {
+  const missing = gccMissing();
+  if (missing !== undefined) return missing;
+  for (const h of ['/usr/include/xengnttab.h', '/usr/include/xenevtchn.h']) if (!fs.existsSync(h)) return `${h} absent (apt-get install libxen-dev)`;
+  return undefined;
+}
+
 function findFixture(name: string): string | undefined {
   const here = dirname(fileURLToPath(import.meta.url));
   const rel = join('test', 'fixtures', 'xen-ffi', name);
   return [resolve(here, 'fixtures/xen-ffi', name), resolve(here, '../..', rel), resolve(process.cwd(), rel)].find((p) => fs.existsSync(p));
 }
 
-function gccMissing(): string | undefined {
-  const r = spawnSync('gcc', ['--version'], { encoding: 'utf8' });
-  if (r.error !== undefined || r.status !== 0) return 'gcc not found';
-  for (const h of ['/usr/include/xengnttab.h', '/usr/include/xenevtchn.h']) if (!fs.existsSync(h)) return `${h} absent (apt-get install libxen-dev)`;
-  return undefined;
-}
 
 // ------------------------------------------------------------------------------------ grants
 
@@ -446,32 +449,20 @@ describe('openXenHypervisor', () => {
 
 describe('the koffi layer', () => {
   test('xengnttab_grant_copy_segment_t: our packing, koffi and the C compiler agree', (t) => {
-    const missing = gccMissing();
+    const missing = xenCcMissing();
     const source = findFixture('segment-layout.c');
     if (missing !== undefined || source === undefined) {
       t.skip(missing ?? 'test/fixtures/xen-ffi/segment-layout.c not found');
       return;
     }
-    const dir = fs.mkdtempSync(join(os.tmpdir(), 'xen-ffi-'));
-    try {
-      const bin = join(dir, 'layout');
-      const cc = spawnSync('gcc', ['-Wall', '-Werror', '-o', bin, source], { encoding: 'utf8' });
-      assert.equal(cc.status, 0, cc.stderr);
-      const out = spawnSync(bin, { encoding: 'utf8' }).stdout;
-      const c = Object.fromEntries(out.trim().split('\n').map((line) => {
-        const [name, value] = line.split(' ');
-        return [name!, Number(value)];
-      }));
-      const ours = koffiSegmentLayout();
-      for (const [field, offset] of Object.entries(PACKED_SEGMENT_LAYOUT)) {
-        assert.equal(c[field], offset, `C ${field}`);
-        assert.equal(ours[field], offset, `koffi ${field}`);
-      }
-      assert.equal(c['GNTCOPY_source_gref'], 1);
-      assert.equal(c['GNTCOPY_dest_gref'], 2);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
+    const c = compileAndReadValues(source);
+    const ours = koffiSegmentLayout();
+    for (const [field, offset] of Object.entries(PACKED_SEGMENT_LAYOUT)) {
+      assert.equal(c[field], offset, `C ${field}`);
+      assert.equal(ours[field], offset, `koffi ${field}`);
     }
+    assert.equal(c['GNTCOPY_source_gref'], 1);
+    assert.equal(c['GNTCOPY_dest_gref'], 2);
   });
 
   test('native memory: mmap gives page-aligned, writable memory; munmap takes it back', () => {
@@ -487,7 +478,7 @@ describe('the koffi layer', () => {
   });
 
   describe('end to end over stand-in libxengnttab and libxenevtchn', () => {
-    const missing = gccMissing();
+    const missing = xenCcMissing();
     const gtSource = findFixture('standin-xengnttab.c');
     const evSource = findFixture('standin-xenevtchn.c');
     const skip = missing ?? (gtSource === undefined || evSource === undefined ? 'stand-in sources not found' : undefined);

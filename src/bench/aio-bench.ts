@@ -10,6 +10,7 @@ import { linuxAioProblem } from '../block/linux-aio.ts';
 import { runRandomIo } from '../workload/random-io.ts';
 import { KernelPath } from './kernel-fio.ts';
 import { machineInfo } from './machine.ts';
+import { median } from './median.ts';
 import type { MachineInfo } from './machine.ts';
 import { Spawner } from './spawner.ts';
 
@@ -103,13 +104,6 @@ export async function runAioBench(options: AioOptions): Promise<AioReport> {
     spawner.close();
   }
   return { machine: machineInfo(), seconds: options.seconds, rounds: options.rounds, device: `${device.device} (direct-io=on) over a ${options.span}-byte /dev/shm file`, results };
-}
-
-function median(values: readonly number[]): number | undefined {
-  if (values.length === 0) return undefined;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /** One row per pattern: median IOPS and CPU per I/O of each path, and the per-round ratios' medians. */

@@ -12,6 +12,7 @@ import type { RandomIoParams } from '../workload/random-io.ts';
 import { KernelPath } from './kernel-fio.ts';
 import { Spawner } from './spawner.ts';
 import { machineInfo } from './machine.ts';
+import { median } from './median.ts';
 import type { MachineInfo } from './machine.ts';
 
 export interface BenchCase {
@@ -126,13 +127,6 @@ async function prefill(device: BlockDevice, bytes: number): Promise<void> {
   const chunk = new Uint8Array(1 << 20);
   for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131 + 7) & 0xff;
   for (let at = 0; at < bytes; at += chunk.length) await device.writev(at, [chunk.subarray(0, Math.min(chunk.length, bytes - at))]);
-}
-
-function median(values: readonly number[]): number | undefined {
-  if (values.length === 0) return undefined;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /**

@@ -56,23 +56,17 @@ function chooseEngine(name: string, asked: IoEngine | undefined): LinuxAio | und
   return aio;
 }
 
-/** preadv through AIO; a short read (end of device, a signal) is finished on the pool. */
-function aioRead(aio: LinuxAio, fd: number, name: string, offset: number, iov: readonly Uint8Array[]): Promise<void> {
+/** preadv or pwritev through AIO; a short transfer (end of device, a signal) is finished on the pool. */
+function aioTransfer(aio: LinuxAio, write: boolean, fd: number, name: string, offset: number, iov: readonly Uint8Array[]): Promise<void> {
   const want = totalLength(iov);
-  return aio.readv(fd, offset, iov).then(
-    (n) => (n === want ? undefined : preadvFull(fd, name, offset + n, dropFront(iov, n))),
-    (err: NodeJS.ErrnoException) => {
-      throw ioError('read', name, offset, want, err);
+  return (write ? aio.writev(fd, offset, iov) : aio.readv(fd, offset, iov)).then(
+    (n) => {
+      if (n === want) return undefined;
+      const rest = dropFront(iov, n);
+      return write ? pwritevFull(fd, name, offset + n, rest) : preadvFull(fd, name, offset + n, rest);
     },
-  );
-}
-
-function aioWrite(aio: LinuxAio, fd: number, name: string, offset: number, iov: readonly Uint8Array[]): Promise<void> {
-  const want = totalLength(iov);
-  return aio.writev(fd, offset, iov).then(
-    (n) => (n === want ? undefined : pwritevFull(fd, name, offset + n, dropFront(iov, n))),
     (err: NodeJS.ErrnoException) => {
-      throw ioError('write', name, offset, want, err);
+      throw ioError(write ? 'write' : 'read', name, offset, want, err);
     },
   );
 }
@@ -196,7 +190,7 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
     readv(offset, iov) {
       const v = verdict(iov);
       if (v === 'no') return bounceRead(offset, iov);
-      const direct = aio === undefined ? preadvFull(fd, name, offset, iov) : aioRead(aio, fd, name, offset, iov);
+      const direct = aio === undefined ? preadvFull(fd, name, offset, iov) : aioTransfer(aio, false, fd, name, offset, iov);
       if (v === 'yes') return direct;
       return direct.then(
         () => learnGood(iov),
@@ -211,7 +205,7 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
       const wfd = (flags & WRITE_FUA) !== 0 ? fuaFd : fd;
       const v = verdict(iov);
       if (v === 'no') return bounceWrite(offset, iov, wfd);
-      const direct = aio === undefined ? pwritevFull(wfd, name, offset, iov) : aioWrite(aio, wfd, name, offset, iov);
+      const direct = aio === undefined ? pwritevFull(wfd, name, offset, iov) : aioTransfer(aio, true, wfd, name, offset, iov);
       if (v === 'yes') return direct;
       return direct.then(
         () => learnGood(iov),
