@@ -2,12 +2,13 @@
 // kernel's depth, vectored transfers, a refused request failing alone, short transfers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
-import { AIO_ABI_LAYOUT, AIO_DEPTH, SYSCALLS, sharedLinuxAio } from '../src/block/linux-aio.ts';
-import type { LinuxAio } from '../src/block/linux-aio.ts';
+import { AIO_ABI_LAYOUT, AIO_DEPTH, SYSCALLS, sharedLinuxAio } from '../src/internal/linux-aio.ts';
+import type { LinuxAio } from '../src/internal/linux-aio.ts';
 import { compileAndReadValues, gccMissing } from './helpers-c.ts';
 import { withLoopDevice } from './helpers-loop.ts';
 
@@ -123,6 +124,44 @@ test('linux aio: our struct iocb and io_event packing and system call numbers ar
   for (const [name, value] of Object.entries(AIO_ABI_LAYOUT)) assert.equal(value, c[name], name);
   const nr = SYSCALLS[process.arch];
   if (nr !== undefined) {
-    assert.deepEqual(nr, { setup: c['SYS_io_setup'], destroy: c['SYS_io_destroy'], getevents: c['SYS_io_getevents'], submit: c['SYS_io_submit'] });
+    assert.deepEqual(nr, { setup: c['SYS_io_setup'], destroy: c['SYS_io_destroy'], getevents: c['SYS_io_getevents'], submit: c['SYS_io_submit'], cancel: c['SYS_io_cancel'] });
   }
 });
+
+test('linux aio: a poll of a pipe completes when it becomes readable, beside I/O, and a waiting poll can be cancelled', async (t) => {
+  await withAio(MiB, t, async (aio, fd) => {
+    const [readEnd, writeEnd] = pipePair();
+    try {
+      const POLLIN = 1;
+      const polled = aio.poll(readEnd, POLLIN);
+      let fired = false;
+      void polled.done.then(() => {
+        fired = true;
+      });
+      // I/O completes while the poll waits
+      const buf = pattern(allocAlignedShared(BLOCK), 5);
+      assert.equal(await aio.writev(fd, 0, [buf]), BLOCK);
+      assert.equal(fired, false, 'nothing to read yet');
+      fs.writeSync(writeEnd, Buffer.from([1, 2, 3]));
+      assert.equal((await polled.done) & POLLIN, POLLIN);
+      // a poll that never fires is cancelled, and nothing is left in flight
+      const idle = aio.poll(readEnd + 0, POLLIN);
+      fs.readSync(readEnd, Buffer.alloc(3)); // drained again: the new poll waits
+      idle.cancel();
+      await idle.done;
+    } finally {
+      fs.closeSync(readEnd);
+      fs.closeSync(writeEnd);
+    }
+  });
+});
+
+function pipePair(): [number, number] {
+  const dir = fs.mkdtempSync('/tmp/aio-pipe-');
+  const path = `${dir}/fifo`;
+  execFileSync('mkfifo', [path]);
+  const r = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const w = fs.openSync(path, fs.constants.O_WRONLY);
+  fs.rmSync(dir, { recursive: true, force: true });
+  return [r, w];
+}

@@ -6,7 +6,7 @@
 import { allocAlignedShared } from '../block/aligned-memory.ts';
 import { openDirectDisk } from '../block/direct.ts';
 import type { IoEngine } from '../block/direct.ts';
-import { linuxAioProblem } from '../block/linux-aio.ts';
+import { linuxAioProblem } from '../internal/linux-aio.ts';
 import { runRandomIo } from '../workload/random-io.ts';
 import { KernelPath } from './kernel-fio.ts';
 import { machineInfo } from './machine.ts';

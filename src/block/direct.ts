@@ -4,7 +4,7 @@
 // turns out not to be (EINVAL, see buffer-alignment.ts), is bounced through an aligned pool instead:
 // a request never fails with EINVAL because of its buffers.
 //
-// Reads and writes go through Linux native AIO (linux-aio.ts) where it works, else libuv's pool
+// Reads and writes go through Linux native AIO (src/internal/linux-aio.ts) where it works, else libuv's pool
 // ('threads'); a short AIO transfer is finished on the pool. FUA writes go through a second
 // descriptor opened O_DSYNC|O_DIRECT; flush is fdatasync, which the kernel turns into a cache flush
 // of the device. No discard: BLKDISCARD is an ioctl Node cannot issue.
@@ -13,8 +13,8 @@ import type { BlockDevice, BlockDeviceInfo } from './types.ts';
 import { WRITE_FUA } from './types.ts';
 import { BlockError, Errno, UsageError } from '../internal/errors.ts';
 import { closeFd, dropFront, fdatasync, ioError, preadvFull, pwritevFull, writeZeroRange } from './fs-io.ts';
-import { linuxAioProblem, sharedLinuxAio } from './linux-aio.ts';
-import type { LinuxAio } from './linux-aio.ts';
+import { linuxAioProblem, sharedLinuxAio } from '../internal/linux-aio.ts';
+import type { LinuxAio } from '../internal/linux-aio.ts';
 import { openHostTarget } from './host-target.ts';
 import { alignedZeroes, sharedBouncePool } from './bounce-pool.ts';
 import type { BouncePool } from './bounce-pool.ts';

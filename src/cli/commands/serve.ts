@@ -10,7 +10,7 @@ import type { ControlServer } from '../../control/server.ts';
 import { xlToolstack } from '../../control/xl-toolstack.ts';
 import { UsageError } from '../../internal/errors.ts';
 import { IO_ENGINES } from '../../block/direct.ts';
-import { linuxAioProblem } from '../../block/linux-aio.ts';
+import { linuxAioProblem } from '../../internal/linux-aio.ts';
 import type { IoEngine } from '../../block/direct.ts';
 import { StoreRegistry } from '../../toolstack/stores.ts';
 import type { Command } from '../command.ts';

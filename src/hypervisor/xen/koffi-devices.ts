@@ -23,6 +23,9 @@ import {
 import { XenDeviceError, XenUnavailableError, hostErrnoName } from './errors.ts';
 import { startPendingReader } from './evtchn-reader.ts';
 import type { PendingReader } from './evtchn-reader.ts';
+import { startAioPendingReader } from './evtchn-aio-reader.ts';
+import type { ArmablePendingReader } from './evtchn-aio-reader.ts';
+import { sharedLinuxAio } from '../../internal/linux-aio.ts';
 
 export const GNTDEV_PATH = '/dev/xen/gntdev';
 export const EVTCHN_PATH = '/dev/xen/evtchn';
@@ -32,6 +35,11 @@ export const EVTCHN_LIBRARY = 'libxenevtchn.so.1';
 export interface KoffiDevicesOptions {
   readonly gntdevPath?: string;
   readonly evtchnPath?: string;
+  /**
+   * How pending ports are waited for: 'aio' (default where Linux AIO works), a poll in the process's
+   * AIO context, read on the JavaScript thread; 'thread', a reader thread of its own.
+   */
+  readonly evtchnReader?: 'aio' | 'thread';
   /** A library file name or path (tests point these at stand-ins). */
   readonly gnttabLibrary?: string;
   readonly evtchnLibrary?: string;
@@ -300,11 +308,14 @@ export function openKoffiDevices(options: KoffiDevicesOptions = {}): XenDevices 
 
   let listener: PendingListener | undefined;
   let reader: PendingReader | undefined;
+  let armable: ArmablePendingReader | undefined;
+  let boundPorts = 0;
   const evtchn: EvtchnDevice = {
     bindInterdomain(domid, remotePort) {
       check('xenevtchn_bind_interdomain');
       const port = ev.bindInterdomain(xce, domid, remotePort) as number;
       if (port < 0) throw new XenDeviceError('xenevtchn_bind_interdomain', koffi.errno(), `port ${remotePort} of domain ${domid}`);
+      if (++boundPorts === 1) armable?.setActive(true);
       return port;
     },
     notify(port) {
@@ -318,19 +329,29 @@ export function openKoffiDevices(options: KoffiDevicesOptions = {}): XenDevices 
     unbind(port) {
       check('xenevtchn_unbind');
       if ((ev.unbind(xce, port) as number) < 0) throw new XenDeviceError('xenevtchn_unbind', koffi.errno(), `port ${port}`);
+      if (--boundPorts === 0) armable?.setActive(false);
     },
     listen(next) {
       check('listen');
       listener = next;
-      reader ??= startPendingReader(fd, {
-        onPorts: (ports, lost) => listener?.(ports, lost),
+      if (reader !== undefined) return;
+      const callbacks = {
+        onPorts: (ports: Uint32Array, lost: boolean) => listener?.(ports, lost),
         // A dead reader means no event is ever delivered again: fail loudly rather than hang.
-        onError: (error) => {
+        onError: (error: Error) => {
           process.nextTick(() => {
             throw new XenDeviceError('xenevtchn_pending', constants.errno.EIO, error.message, { cause: error, fatal: true });
           });
         },
-      });
+      };
+      const aio = options.evtchnReader === 'thread' ? undefined : sharedLinuxAio();
+      if (aio !== undefined) {
+        armable = startAioPendingReader(fd, aio, callbacks);
+        reader = armable;
+        armable.setActive(boundPorts > 0);
+      } else {
+        reader = startPendingReader(fd, callbacks);
+      }
     },
   };
 

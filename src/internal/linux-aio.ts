@@ -2,7 +2,8 @@
 // aio=native and tapdisk uses. libuv's pool costs every request a thread hand-off (a mutex, a futex
 // wake, an eventfd write back); io_submit takes all the requests of a turn in one system call and
 // the kernel runs them asynchronously. That matters most where system calls are dear, as in a Xen PV
-// dom0, where each one goes through the hypervisor (docs/xen-tcg.md).
+// dom0, where each one goes through the hypervisor (docs/xen-tcg.md). It also polls: IOCB_CMD_POLL
+// lets the event-channel fd share the same wait (src/hypervisor/xen/evtchn-aio-reader.ts).
 //
 // One context per process, shared by every disk: requests queued during a turn go out together in a
 // microtask. Completions signal an eventfd (IOCB_FLAG_RESFD); while anything is in flight, one read of
@@ -38,6 +39,7 @@ const IOCB_CMD_PREAD = 0;
 const IOCB_CMD_PWRITE = 1;
 const IOCB_CMD_PREADV = 7;
 const IOCB_CMD_PWRITEV = 8;
+const IOCB_CMD_POLL = 5;
 const IOCB_FLAG_RESFD = 1;
 const IO_EVENT_SIZE = 32; // u64 data, u64 obj, s64 res, s64 res2
 const IO_EVENT_RES = 16;
@@ -46,6 +48,7 @@ const EVENTS_PER_REAP = 256;
 const EFD_CLOEXEC = 0o2000000;
 const EAGAIN = 11;
 const TWO_32 = 2 ** 32;
+const NO_IOV: readonly Uint8Array[] = [];
 
 /** The layout packed here by hand, for the test that compiles <linux/aio_abi.h> and compares. */
 export const AIO_ABI_LAYOUT: Readonly<Record<string, number>> = Object.freeze({
@@ -64,18 +67,20 @@ export const AIO_ABI_LAYOUT: Readonly<Record<string, number>> = Object.freeze({
   IOCB_CMD_PWRITE,
   IOCB_CMD_PREADV,
   IOCB_CMD_PWRITEV,
+  IOCB_CMD_POLL,
   IOCB_FLAG_RESFD,
 });
 
-export const SYSCALLS: Readonly<Record<string, { setup: number; destroy: number; getevents: number; submit: number }>> = {
-  x64: { setup: 206, destroy: 207, getevents: 208, submit: 209 },
-  arm64: { setup: 0, destroy: 1, getevents: 4, submit: 2 },
+export const SYSCALLS: Readonly<Record<string, { setup: number; destroy: number; getevents: number; submit: number; cancel: number }>> = {
+  x64: { setup: 206, destroy: 207, getevents: 208, submit: 209, cancel: 210 },
+  arm64: { setup: 0, destroy: 1, getevents: 4, submit: 2, cancel: 3 },
 };
 
 type Fn = (...args: unknown[]) => number;
 
 interface Native {
-  readonly nr: { setup: number; destroy: number; getevents: number; submit: number };
+  readonly nr: { setup: number; destroy: number; getevents: number; submit: number; cancel: number };
+  readonly ioCancel: Fn;
   readonly ioSetup: Fn;
   readonly ioDestroy: Fn;
   readonly ioSubmit: Fn;
@@ -102,6 +107,7 @@ function loadNative(): Native | undefined {
       nr,
       ioSetup: libc.func('long syscall(long nr, unsigned long nr_events, uint64_t *ctxp)') as Fn,
       ioDestroy: libc.func('long syscall(long nr, uint64_t ctx)') as Fn,
+      ioCancel: libc.func('long syscall(long nr, uint64_t ctx, uint64_t iocb, uint8_t *result)') as Fn,
       ioSubmit: libc.func('long syscall(long nr, uint64_t ctx, long n, uint8_t *iocbpp)') as Fn,
       ioGetevents: libc.func('long syscall(long nr, uint64_t ctx, long min_nr, long n, uint8_t *events, uint8_t *timeout)') as Fn,
       eventfd: libc.func('int eventfd(unsigned int initval, int flags)') as Fn,
@@ -226,6 +232,27 @@ export class LinuxAio {
     return this.#start(true, fd, offset, iov);
   }
 
+  /**
+   * IOCB_CMD_POLL: resolves with the poll mask once `fd` has one of `events`, through the same
+   * completions as the I/O (one wait for both). cancel() ends a poll still waiting; it then
+   * resolves too (with whatever the kernel reports).
+   */
+  poll(fd: number, events: number): { readonly done: Promise<number>; cancel(): void } {
+    let slot = -1;
+    const done = this.#start(false, fd, 0, NO_IOV, events, (s) => {
+      slot = s;
+    });
+    return {
+      done,
+      cancel: () => {
+        if (slot < 0 || this.#slots[slot] === undefined) return;
+        if (this.#queue.includes(slot)) this.#flush(); // the kernel must have it before it can cancel it
+        const nat = this.#native;
+        nat.ioCancel(nat.nr.cancel, this.#ctx, this.#iocbBase + slot * IOCB_SIZE, this.#events);
+      },
+    };
+  }
+
   /** Frees the context; only once nothing is in flight (the owner drains first). */
   close(): void {
     if (this.#closed) return;
@@ -235,14 +262,15 @@ export class LinuxAio {
     fs.closeSync(this.#eventFd);
   }
 
-  #start(write: boolean, fd: number, offset: number, iov: readonly Uint8Array[]): Promise<number> {
+  #start(write: boolean, fd: number, offset: number, iov: readonly Uint8Array[], pollEvents = 0, onSlot?: (slot: number) => void): Promise<number> {
     if (this.#closed) return Promise.reject(new Error('LinuxAio is closed'));
     return new Promise<number>((resolve, reject) => {
       const go = (): void => {
         const slot = this.#freeSlots.pop()!;
         this.#slots[slot] = { resolve, reject, iov };
         this.#inflight++;
-        this.#fill(slot, write, fd, offset, iov);
+        this.#fill(slot, write, fd, offset, iov, pollEvents);
+        onSlot?.(slot);
         this.#queue.push(slot);
         if (!this.#flushScheduled) {
           this.#flushScheduled = true;
@@ -255,11 +283,20 @@ export class LinuxAio {
   }
 
   /** Writes the iocb of `slot`; vectored requests get their iovec array at submission (#flush). */
-  #fill(slot: number, write: boolean, fd: number, offset: number, iov: readonly Uint8Array[]): void {
+  #fill(slot: number, write: boolean, fd: number, offset: number, iov: readonly Uint8Array[], pollEvents: number): void {
     const at = slot * IOCB_SIZE;
     this.#iocbs.fill(0, at, at + IOCB_SIZE);
     const w = this.#iocbWords;
     putU64(w, at + IOCB_DATA, slot);
+    if (iov.length === 0) {
+      // IOCB_CMD_POLL: the events in aio_buf; offset, length and rw_flags must stay zero
+      this.#iocbHalves[(at + IOCB_OPCODE) >>> 1] = IOCB_CMD_POLL;
+      w[(at + IOCB_FILDES) >>> 2] = fd;
+      putU64(w, at + IOCB_BUF, pollEvents);
+      w[(at + IOCB_FLAGS) >>> 2] = IOCB_FLAG_RESFD;
+      w[(at + IOCB_RESFD) >>> 2] = this.#eventFd;
+      return;
+    }
     this.#iocbHalves[(at + IOCB_OPCODE) >>> 1] = iov.length === 1 ? (write ? IOCB_CMD_PWRITE : IOCB_CMD_PREAD) : write ? IOCB_CMD_PWRITEV : IOCB_CMD_PREADV;
     w[(at + IOCB_FILDES) >>> 2] = fd;
     if (iov.length === 1) {
@@ -291,7 +328,7 @@ export class LinuxAio {
     let at = 0;
     for (const slot of this.#queue) {
       const iov = this.#slots[slot]!.iov!;
-      if (iov.length === 1) continue;
+      if (iov.length <= 1) continue;
       putU64(this.#iocbWords, slot * IOCB_SIZE + IOCB_BUF, base + at);
       for (let i = 0; i < iov.length; i++, at += IOVEC_SIZE) {
         putU64(vw, at, addressOf(iov[i]!));
