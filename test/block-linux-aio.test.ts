@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
 import { AIO_ABI_LAYOUT, AIO_DEPTH, SYSCALLS, sharedLinuxAio } from '../src/internal/linux-aio.ts';
@@ -157,8 +158,8 @@ test('linux aio: a poll of a pipe completes when it becomes readable, beside I/O
 });
 
 function pipePair(): [number, number] {
-  const dir = fs.mkdtempSync('/tmp/aio-pipe-');
-  const path = `${dir}/fifo`;
+  const dir = fs.mkdtempSync(join(tmpdir(), 'aio-pipe-'));
+  const path = join(dir, 'fifo');
   execFileSync('mkfifo', [path]);
   const r = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   const w = fs.openSync(path, fs.constants.O_WRONLY);
