@@ -8,26 +8,19 @@ import { openDirectDisk } from '../block/direct.ts';
 import type { IoEngine } from '../block/direct.ts';
 import { linuxAioProblem } from '../internal/linux-aio.ts';
 import { runRandomIo } from '../workload/random-io.ts';
+import type { BenchCase, BenchResult } from './blkif-bench.ts';
 import { KernelPath } from './kernel-fio.ts';
 import { machineInfo } from './machine.ts';
 import { median } from './median.ts';
 import type { MachineInfo } from './machine.ts';
 import { Spawner } from './spawner.ts';
 
-export interface AioCase {
-  readonly rw: 'randread' | 'randwrite';
-  readonly bs: number;
-  readonly iodepth: number;
-}
+/** The same patterns as the blkif suite's. */
+export type AioCase = BenchCase;
 
-export interface AioResult {
+/** A blkif-suite row with another set of paths, and our CPU time per I/O. */
+export interface AioResult extends Omit<BenchResult, 'path'> {
   path: IoEngine | 'fio';
-  round: number;
-  rw: string;
-  bs: number;
-  iodepth: number;
-  iops: number;
-  mbps: number;
   /** CPU time of this process (user + system) per I/O, in µs; null for fio (another process). */
   cpuUsPerIo: number | null;
 }
