@@ -2,14 +2,14 @@
 // kernel's depth, vectored transfers, a refused request failing alone, short transfers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
-import { AIO_ABI_LAYOUT, AIO_DEPTH, SYSCALLS, sharedLinuxAio } from '../src/internal/linux-aio.ts';
-import type { LinuxAio } from '../src/internal/linux-aio.ts';
+import { AIO_ABI_LAYOUT, AIO_DEPTH, SYSCALLS, openLinuxAio, sharedLinuxAio } from '../src/internal/linux-aio.ts';
+import type { CompletionWait, LinuxAio } from '../src/internal/linux-aio.ts';
 import { compileAndReadValues, gccMissing } from './helpers-c.ts';
 import { withLoopDevice } from './helpers-loop.ts';
 
@@ -21,9 +21,10 @@ function pattern(buf: Uint8Array, seed: number): Uint8Array {
   return buf;
 }
 
-async function withAio(size: number, t: { skip(reason: string): void }, body: (aio: LinuxAio, fd: number) => Promise<void>): Promise<void> {
-  const aio = sharedLinuxAio();
-  if (aio === undefined) return t.skip('Linux AIO is unavailable here');
+/** Runs `body` on a loop device with the shared context (the default wait), or with a context of its own that waits on the pool. */
+async function withAio(size: number, t: { skip(reason: string): void }, body: (aio: LinuxAio, fd: number) => Promise<void>, wait?: CompletionWait): Promise<void> {
+  if (sharedLinuxAio() === undefined) return t.skip('Linux AIO is unavailable here');
+  const aio = wait === undefined ? sharedLinuxAio()! : openLinuxAio(wait);
   await withLoopDevice(size, t, async (dev) => {
     const fd = fs.openSync(dev, fs.constants.O_RDWR | fs.constants.O_DIRECT);
     try {
@@ -31,11 +32,12 @@ async function withAio(size: number, t: { skip(reason: string): void }, body: (a
       assert.equal(aio.inflight, 0, 'nothing left in flight');
     } finally {
       fs.closeSync(fd);
+      if (wait !== undefined) aio.close();
     }
   });
 }
 
-test('linux aio: the requests of one turn go out in one io_submit, and read back as written', async (t) => {
+for (const wait of [undefined, 'pool'] as const) test(`linux aio${wait === undefined ? '' : ` (${wait} wait)`}: the requests of one turn go out in one io_submit, and read back as written`, async (t) => {
   await withAio(4 * MiB, t, async (aio, fd) => {
     const n = 64;
     const arena = allocAlignedShared(2 * n * BLOCK);
@@ -65,7 +67,7 @@ test('linux aio: the requests of one turn go out in one io_submit, and read back
     const gap = allocAlignedShared(BLOCK);
     assert.equal(await aio.readv(fd, BLOCK, [gap]), BLOCK);
     assert.ok(gap.every((x) => x === 0));
-  });
+  }, wait);
 });
 
 test('linux aio: more requests than the kernel context holds wait their turn, none lost', async (t) => {
@@ -125,44 +127,32 @@ test('linux aio: our struct iocb and io_event packing and system call numbers ar
   for (const [name, value] of Object.entries(AIO_ABI_LAYOUT)) assert.equal(value, c[name], name);
   const nr = SYSCALLS[process.arch];
   if (nr !== undefined) {
-    assert.deepEqual(nr, { setup: c['SYS_io_setup'], destroy: c['SYS_io_destroy'], getevents: c['SYS_io_getevents'], submit: c['SYS_io_submit'], cancel: c['SYS_io_cancel'] });
+    assert.deepEqual(nr, { setup: c['SYS_io_setup'], destroy: c['SYS_io_destroy'], getevents: c['SYS_io_getevents'], submit: c['SYS_io_submit'] });
   }
 });
 
-test('linux aio: a poll of a pipe completes when it becomes readable, beside I/O, and a waiting poll can be cancelled', async (t) => {
-  await withAio(MiB, t, async (aio, fd) => {
-    const [readEnd, writeEnd] = pipePair();
-    try {
-      const POLLIN = 1;
-      const polled = aio.poll(readEnd, POLLIN);
-      let fired = false;
-      void polled.done.then(() => {
-        fired = true;
-      });
-      // I/O completes while the poll waits
-      const buf = pattern(allocAlignedShared(BLOCK), 5);
-      assert.equal(await aio.writev(fd, 0, [buf]), BLOCK);
-      assert.equal(fired, false, 'nothing to read yet');
-      fs.writeSync(writeEnd, Buffer.from([1, 2, 3]));
-      assert.equal((await polled.done) & POLLIN, POLLIN);
-      // a poll that never fires is cancelled, and nothing is left in flight
-      const idle = aio.poll(readEnd + 0, POLLIN);
-      fs.readSync(readEnd, Buffer.alloc(3)); // drained again: the new poll waits
-      idle.cancel();
-      await idle.done;
-    } finally {
-      fs.closeSync(readEnd);
-      fs.closeSync(writeEnd);
-    }
-  });
+test('linux aio: a process whose I/O is done exits (the completion wait holds the event loop only while requests are in flight)', (t) => {
+  if (sharedLinuxAio() === undefined) return t.skip('Linux AIO is unavailable here');
+  const dir = fs.mkdtempSync(join(tmpdir(), 'aio-exit-'));
+  try {
+    const aioModule = pathToFileURL(resolve(dirname(fileURLToPath(import.meta.url)), '../src/internal/linux-aio.js')).href;
+    const script = join(dir, 'exit.mjs');
+    // A regular file without O_DIRECT: io_submit does the write itself, the completion still goes through the eventfd.
+    fs.writeFileSync(
+      script,
+      `import fs from 'node:fs';
+import { sharedLinuxAio } from ${JSON.stringify(aioModule)};
+const fd = fs.openSync(${JSON.stringify(join(dir, 'data'))}, 'w+');
+const n = await sharedLinuxAio().writev(fd, 0, [new Uint8Array(4096).fill(7)]);
+console.log('wrote', n);
+`,
+    );
+    const run = spawnSync(process.execPath, [script], { encoding: 'utf8', timeout: 10_000 });
+    assert.equal(run.signal, null, 'the process hung after its I/O');
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stdout.trim(), 'wrote 4096');
+    assert.equal(fs.readFileSync(join(dir, 'data')).length, 4096);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
-
-function pipePair(): [number, number] {
-  const dir = fs.mkdtempSync(join(tmpdir(), 'aio-pipe-'));
-  const path = join(dir, 'fifo');
-  execFileSync('mkfifo', [path]);
-  const r = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  const w = fs.openSync(path, fs.constants.O_WRONLY);
-  fs.rmSync(dir, { recursive: true, force: true });
-  return [r, w];
-}

@@ -500,9 +500,9 @@ describe('the koffi layer', () => {
       if (dir !== '') fs.rmSync(dir, { recursive: true, force: true });
     });
 
-    // The default reader (a poll in the AIO context); the thread reader's delivery is checked below
+    // The default reader (the fd on libuv's epoll); the thread reader's delivery is checked below
     // in a process of its own, since the stand-in libraries keep their state for the process.
-    test('map, copy and events through koffi, the AIO-poll reader and close', async (t) => {
+    test('map, copy and events through koffi, the epoll reader and close', async (t) => {
       if (skip !== undefined) {
         t.skip(skip);
         return;
@@ -520,7 +520,7 @@ describe('the koffi layer', () => {
       const isBound = ev.func('int standin_bound(uint32_t port)');
       const frame = (n: number): Uint8Array => new Uint8Array(koffi.view(frameOf(n), PAGE_SIZE));
 
-      const devices = openKoffiDevices({ gntdevPath: '/dev/null', evtchnPath: '/dev/null', gnttabLibrary: gtLib, evtchnLibrary: evLib, evtchnReader: 'aio' });
+      const devices = openKoffiDevices({ gntdevPath: '/dev/null', evtchnPath: '/dev/null', gnttabLibrary: gtLib, evtchnLibrary: evLib, evtchnReader: 'epoll' });
       const grants = new XenBackendGrants(devices);
       const events = new XenBackendEvents(devices);
       try {
@@ -595,7 +595,7 @@ describe('the koffi layer', () => {
       assert.throws(() => devices.evtchn.notify(103), /closed/);
     });
 
-    for (const evtchnReader of ['aio', 'thread'] as const) test(`${evtchnReader} reader: an event is delivered, and a process that never closes the devices still exits`, (t) => {
+    for (const evtchnReader of ['epoll', 'thread'] as const) test(`${evtchnReader} reader: an event is delivered, and a process that never closes the devices still exits`, (t) => {
       if (skip !== undefined) {
         t.skip(skip);
         return;

@@ -24,6 +24,7 @@ import type { BackendGrants, EventChannel, GrantCopyOp, GrantMapping } from '../
 import type { ErrorKind, VbdStats } from './stats.ts';
 import type { InflightBudget } from './inflight-budget.ts';
 import type { FairShare } from './fair-share.ts';
+import { freshNow, tickNow } from '../internal/tick-clock.ts';
 
 /**
  * Work a ring may take per turn before yielding to the other rings, counted in segments (a request
@@ -136,6 +137,14 @@ export function mergeSegments(pages: readonly Uint8Array[], segFirst: Uint8Array
   }
   if (runBuffer !== null) iov[n++] = runView(runBuffer, runStart, runEnd, runPage);
   return n;
+}
+
+/**
+ * Drops entries past `n`. Setting an array's length is a call into V8's runtime, the one item of
+ * bookkeeping that showed in serve's profile (1% under emulated Xen); popping is inlined.
+ */
+function truncate(array: unknown[], n: number): void {
+  while (array.length > n) array.pop();
 }
 
 function runView(buffer: ArrayBufferLike, start: number, end: number, page: Uint8Array | null): Uint8Array {
@@ -293,7 +302,8 @@ export class RingServer {
     this.#scheduled = false;
     this.#polling = false;
     const fair = this.#o.fairShare;
-    if (fair !== undefined) this.#turnStart = performance.now();
+    // One reading for the turn: its charge starts here, and it is the start time of every request it takes.
+    this.#turnStart = freshNow();
     this.#takeRequests();
     this.#submitBatch();
     // Queued behind the reactions to this turn's I/O that already settled (a RAM disk's), so the
@@ -309,7 +319,7 @@ export class RingServer {
   /** Charges the turn's backend time to its domain, then schedules the next turn if it ended saturated. */
   readonly #charge = (): void => {
     const fair = this.#o.fairShare!;
-    const now = performance.now();
+    const now = freshNow();
     fair.charge(this.#o.frontendDomid, now - this.#turnStart, now);
     if (!this.#deferred) return;
     this.#deferred = false;
@@ -393,7 +403,7 @@ export class RingServer {
     }
     // Only a domain alone may spend the backend thread on looking: next to others, that time is theirs.
     if (this.#stopping || this.#halted || this.#o.fairShare?.alone(this.#o.frontendDomid) === false) return false;
-    const now = performance.now();
+    const now = tickNow(); // the turn just read the clock
     if (this.#pollUntil === 0) this.#pollUntil = now + POLL_MS;
     else if (now >= this.#pollUntil) {
       this.#pollUntil = 0;
@@ -424,7 +434,7 @@ export class RingServer {
 
   #dispatch(pr: PendingRequest): void {
     const r = pr.req;
-    pr.startNs = performance.now() * 1e6;
+    pr.startNs = this.#turnStart * 1e6;
     pr.nseg = r.nrSegments;
     pr.segGref = r.segGref;
     pr.segFirst = r.segFirst;
@@ -596,8 +606,7 @@ export class RingServer {
    */
   #attachSegments(pr: PendingRequest, deviceWrites: boolean, deferCopy = false): boolean {
     const nseg = pr.nseg;
-    const iov = pr.iov;
-    iov.length = nseg;
+    const iov = pr.iov; // empty: #respond emptied it
     const pool = this.#pool;
     if (pool !== null) {
       for (let i = 0; i < nseg; i++) {
@@ -608,7 +617,7 @@ export class RingServer {
       return deviceWrites || deferCopy || this.#copySegments(pr, false);
     }
     if (this.#persistent !== null && this.#persistentPages(pr.segGref, nseg)) {
-      iov.length = mergeSegments(this.#segmentPages, pr.segFirst, pr.segLast, nseg, iov);
+      truncate(iov, mergeSegments(this.#segmentPages, pr.segFirst, pr.segLast, nseg, iov));
       return true;
     }
     let mapping: GrantMapping;
@@ -619,7 +628,7 @@ export class RingServer {
       return false;
     }
     pr.mapping = mapping;
-    iov.length = mergeSegments(mapping.pages, pr.segFirst, pr.segLast, nseg, iov);
+    truncate(iov, mergeSegments(mapping.pages, pr.segFirst, pr.segLast, nseg, iov));
     return true;
   }
 
@@ -632,7 +641,7 @@ export class RingServer {
   #persistentPages(refs: ArrayLike<number>, count: number): boolean {
     const kept = this.#persistent!;
     const missing = this.#missingRefs;
-    missing.length = 0;
+    truncate(missing, 0);
     for (let i = 0; i < count; i++) {
       const ref = refs[i]!;
       if (!kept.has(ref) && !missing.includes(ref)) missing.push(ref);
@@ -655,8 +664,8 @@ export class RingServer {
       }
     }
     const pages = this.#segmentPages;
-    pages.length = count;
-    for (let i = 0; i < count; i++) pages[i] = kept.get(refs[i]!)!;
+    truncate(pages, count);
+    for (let i = 0; i < count; i++) pages[i] = kept.get(refs[i]!)!; // in order: grows a shorter array
     return true;
   }
 
@@ -855,7 +864,10 @@ export class RingServer {
       const stats = this.#o.stats;
       if (pr.kind === 'read') stats.rd_sect += pr.sectors;
       else if (pr.kind === 'write' || (pr.kind === 'flush' && pr.sectors > 0)) stats.wr_sect += pr.sectors;
-      stats.latency[pr.kind].record(performance.now() * 1e6 - pr.startNs);
+      // The turn's reading, unless the request is from this same turn (a RAM disk's): then a fresh one.
+      let nowNs = tickNow() * 1e6;
+      if (nowNs <= pr.startNs) nowNs = freshNow() * 1e6;
+      stats.latency[pr.kind].record(nowNs - pr.startNs);
     }
     this.#respond(pr, status);
   }
@@ -867,8 +879,8 @@ export class RingServer {
     }
     const pages = pr.bouncePages;
     for (let i = 0; i < pages.length; i++) this.#poolFree.push(pages[i]!);
-    pages.length = 0;
-    pr.iov.length = 0;
+    truncate(pages, 0);
+    truncate(pr.iov, 0);
     const r = pr.req;
     const operation = r.operation === BLKIF_OP.INDIRECT ? r.indirectOp : r.operation;
     encodeResponse(this.#o.abi, this.#rsp, r.idLo, r.idHi, operation, status);

@@ -2,13 +2,12 @@
 // aio=native and tapdisk uses. libuv's pool costs every request a thread hand-off (a mutex, a futex
 // wake, an eventfd write back); io_submit takes all the requests of a turn in one system call and
 // the kernel runs them asynchronously. That matters most where system calls are dear, as in a Xen PV
-// dom0, where each one goes through the hypervisor (docs/xen-tcg.md). It also polls: IOCB_CMD_POLL
-// lets the event-channel fd share the same wait (src/hypervisor/xen/evtchn-aio-reader.ts).
+// dom0, where each one goes through the hypervisor (docs/xen-tcg.md).
 //
 // One context per process, shared by every disk: requests queued during a turn go out together in a
-// microtask. Completions signal an eventfd (IOCB_FLAG_RESFD); while anything is in flight, one read of
-// it waits on libuv's pool, and when it returns every finished event is reaped with one
-// io_getevents. Only O_DIRECT I/O is asynchronous in Linux AIO: buffered I/O would block the caller
+// microtask. Completions signal an eventfd (IOCB_FLAG_RESFD), read as a stream on libuv's epoll
+// (fd-stream.ts; where Node does not allow that, a read of it waits on libuv's pool while anything
+// is in flight); when it fires, every finished event is reaped with one io_getevents. Only O_DIRECT I/O is asynchronous in Linux AIO: buffered I/O would block the caller
 // in io_submit, so the page-cache driver (file.ts) keeps the pool.
 //
 // Layouts and numbers: struct iocb and struct io_event from <linux/aio_abi.h>; system call numbers
@@ -16,7 +15,9 @@
 // include/uapi/asm-generic/unistd.h). Both are little-endian, which the typed-array packing assumes.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import type net from 'node:net';
 import { getSystemErrorName } from 'node:util';
+import { fdStream, fdStreamProblem } from './fd-stream.ts';
 
 // Loaded on first use, not at import: every command imports the block drivers, and a broken FFI
 // install must cost only this engine (the pool still works), not the whole CLI.
@@ -39,7 +40,6 @@ const IOCB_CMD_PREAD = 0;
 const IOCB_CMD_PWRITE = 1;
 const IOCB_CMD_PREADV = 7;
 const IOCB_CMD_PWRITEV = 8;
-const IOCB_CMD_POLL = 5;
 const IOCB_FLAG_RESFD = 1;
 const IO_EVENT_SIZE = 32; // u64 data, u64 obj, s64 res, s64 res2
 const IO_EVENT_RES = 16;
@@ -48,7 +48,6 @@ const EVENTS_PER_REAP = 256;
 const EFD_CLOEXEC = 0o2000000;
 const EAGAIN = 11;
 const TWO_32 = 2 ** 32;
-const NO_IOV: readonly Uint8Array[] = [];
 
 /** The layout packed here by hand, for the test that compiles <linux/aio_abi.h> and compares. */
 export const AIO_ABI_LAYOUT: Readonly<Record<string, number>> = Object.freeze({
@@ -67,20 +66,18 @@ export const AIO_ABI_LAYOUT: Readonly<Record<string, number>> = Object.freeze({
   IOCB_CMD_PWRITE,
   IOCB_CMD_PREADV,
   IOCB_CMD_PWRITEV,
-  IOCB_CMD_POLL,
   IOCB_FLAG_RESFD,
 });
 
-export const SYSCALLS: Readonly<Record<string, { setup: number; destroy: number; getevents: number; submit: number; cancel: number }>> = {
-  x64: { setup: 206, destroy: 207, getevents: 208, submit: 209, cancel: 210 },
-  arm64: { setup: 0, destroy: 1, getevents: 4, submit: 2, cancel: 3 },
+export const SYSCALLS: Readonly<Record<string, { setup: number; destroy: number; getevents: number; submit: number }>> = {
+  x64: { setup: 206, destroy: 207, getevents: 208, submit: 209 },
+  arm64: { setup: 0, destroy: 1, getevents: 4, submit: 2 },
 };
 
 type Fn = (...args: unknown[]) => number;
 
 interface Native {
-  readonly nr: { setup: number; destroy: number; getevents: number; submit: number; cancel: number };
-  readonly ioCancel: Fn;
+  readonly nr: { setup: number; destroy: number; getevents: number; submit: number };
   readonly ioSetup: Fn;
   readonly ioDestroy: Fn;
   readonly ioSubmit: Fn;
@@ -107,7 +104,6 @@ function loadNative(): Native | undefined {
       nr,
       ioSetup: libc.func('long syscall(long nr, unsigned long nr_events, uint64_t *ctxp)') as Fn,
       ioDestroy: libc.func('long syscall(long nr, uint64_t ctx)') as Fn,
-      ioCancel: libc.func('long syscall(long nr, uint64_t ctx, uint64_t iocb, uint8_t *result)') as Fn,
       ioSubmit: libc.func('long syscall(long nr, uint64_t ctx, long n, uint8_t *iocbpp)') as Fn,
       ioGetevents: libc.func('long syscall(long nr, uint64_t ctx, long min_nr, long n, uint8_t *events, uint8_t *timeout)') as Fn,
       eventfd: libc.func('int eventfd(unsigned int initval, int flags)') as Fn,
@@ -132,6 +128,12 @@ export function aioError(errno: number, syscall: string): NodeJS.ErrnoException 
   error.syscall = syscall;
   return error;
 }
+
+/**
+ * How completions are waited for: 'epoll', the eventfd read as a stream on libuv's epoll (the
+ * default where Node allows it); 'pool', a read of it outstanding on libuv's pool.
+ */
+export type CompletionWait = 'epoll' | 'pool';
 
 interface Slot {
   resolve: (bytes: number) => void;
@@ -187,10 +189,14 @@ export class LinuxAio {
   #submitted = 0;
   #flushScheduled = false;
   #waiting = false;
+  /** The eventfd as a stream on libuv's epoll (fd-stream.ts), or undefined: a read waits on the pool. */
+  readonly #signal: net.Socket | undefined;
+  /** Whether #signal keeps the event loop alive (only while requests are in flight). */
+  #signalRef = false;
   #inflight = 0;
   #closed = false;
 
-  constructor(nat: Native) {
+  constructor(nat: Native, completions: CompletionWait) {
     this.#native = nat;
     const ctx = new BigUint64Array(1);
     if (nat.ioSetup(nat.nr.setup, AIO_DEPTH, ctx) !== 0) {
@@ -205,6 +211,14 @@ export class LinuxAio {
       throw aioError(errno, 'eventfd');
     }
     this.#iocbBase = addressOf(this.#iocbs);
+    if (completions === 'epoll') {
+      this.#signal = fdStream(this.#eventFd);
+      this.#signal.unref();
+      this.#signal.on('data', this.#onSignalData);
+      this.#signal.on('error', (error: NodeJS.ErrnoException) => {
+        throw aioError(-(error.errno ?? -5), 'read of the AIO eventfd');
+      });
+    }
     for (let slot = AIO_DEPTH - 1; slot >= 0; slot--) this.#freeSlots.push(slot);
   }
 
@@ -232,45 +246,24 @@ export class LinuxAio {
     return this.#start(true, fd, offset, iov);
   }
 
-  /**
-   * IOCB_CMD_POLL: resolves with the poll mask once `fd` has one of `events`, through the same
-   * completions as the I/O (one wait for both). cancel() ends a poll still waiting; it then
-   * resolves too (with whatever the kernel reports).
-   */
-  poll(fd: number, events: number): { readonly done: Promise<number>; cancel(): void } {
-    let slot = -1;
-    const done = this.#start(false, fd, 0, NO_IOV, events, (s) => {
-      slot = s;
-    });
-    return {
-      done,
-      cancel: () => {
-        if (slot < 0 || this.#slots[slot] === undefined) return;
-        if (this.#queue.includes(slot)) this.#flush(); // the kernel must have it before it can cancel it
-        const nat = this.#native;
-        nat.ioCancel(nat.nr.cancel, this.#ctx, this.#iocbBase + slot * IOCB_SIZE, this.#events);
-      },
-    };
-  }
-
   /** Frees the context; only once nothing is in flight (the owner drains first). */
   close(): void {
     if (this.#closed) return;
     if (this.#inflight !== 0) throw new Error(`LinuxAio.close with ${this.#inflight} requests in flight`);
     this.#closed = true;
     this.#native.ioDestroy(this.#native.nr.destroy, this.#ctx);
-    fs.closeSync(this.#eventFd);
+    if (this.#signal !== undefined) this.#signal.destroy();
+    else fs.closeSync(this.#eventFd);
   }
 
-  #start(write: boolean, fd: number, offset: number, iov: readonly Uint8Array[], pollEvents = 0, onSlot?: (slot: number) => void): Promise<number> {
+  #start(write: boolean, fd: number, offset: number, iov: readonly Uint8Array[]): Promise<number> {
     if (this.#closed) return Promise.reject(new Error('LinuxAio is closed'));
     return new Promise<number>((resolve, reject) => {
       const go = (): void => {
         const slot = this.#freeSlots.pop()!;
         this.#slots[slot] = { resolve, reject, iov };
         this.#inflight++;
-        this.#fill(slot, write, fd, offset, iov, pollEvents);
-        onSlot?.(slot);
+        this.#fill(slot, write, fd, offset, iov);
         this.#queue.push(slot);
         if (!this.#flushScheduled) {
           this.#flushScheduled = true;
@@ -283,20 +276,11 @@ export class LinuxAio {
   }
 
   /** Writes the iocb of `slot`; vectored requests get their iovec array at submission (#flush). */
-  #fill(slot: number, write: boolean, fd: number, offset: number, iov: readonly Uint8Array[], pollEvents: number): void {
+  #fill(slot: number, write: boolean, fd: number, offset: number, iov: readonly Uint8Array[]): void {
     const at = slot * IOCB_SIZE;
     this.#iocbs.fill(0, at, at + IOCB_SIZE);
     const w = this.#iocbWords;
     putU64(w, at + IOCB_DATA, slot);
-    if (iov.length === 0) {
-      // IOCB_CMD_POLL: the events in aio_buf; offset, length and rw_flags must stay zero
-      this.#iocbHalves[(at + IOCB_OPCODE) >>> 1] = IOCB_CMD_POLL;
-      w[(at + IOCB_FILDES) >>> 2] = fd;
-      putU64(w, at + IOCB_BUF, pollEvents);
-      w[(at + IOCB_FLAGS) >>> 2] = IOCB_FLAG_RESFD;
-      w[(at + IOCB_RESFD) >>> 2] = this.#eventFd;
-      return;
-    }
     this.#iocbHalves[(at + IOCB_OPCODE) >>> 1] = iov.length === 1 ? (write ? IOCB_CMD_PWRITE : IOCB_CMD_PREAD) : write ? IOCB_CMD_PWRITEV : IOCB_CMD_PREADV;
     w[(at + IOCB_FILDES) >>> 2] = fd;
     if (iov.length === 1) {
@@ -361,8 +345,20 @@ export class LinuxAio {
     this.#wait();
   };
 
-  /** Keeps one read of the eventfd outstanding while requests are in flight. */
+  /**
+   * Makes sure completions will be seen while requests are in flight: the eventfd's stream keeps the
+   * event loop alive, or one read of it is outstanding on the pool.
+   */
   #wait(): void {
+    const signal = this.#signal;
+    if (signal !== undefined) {
+      const busy = this.#inflight > this.#queue.length;
+      if (busy === this.#signalRef) return;
+      this.#signalRef = busy;
+      if (busy) signal.ref();
+      else signal.unref();
+      return;
+    }
     if (this.#waiting || this.#inflight === this.#queue.length) return;
     this.#waiting = true;
     fs.read(this.#eventFd, this.#counter, 0, 8, -1, this.#onSignal);
@@ -374,6 +370,12 @@ export class LinuxAio {
       // The eventfd is ours alone; if reading it fails, no completion can ever be seen again.
       throw aioError(-(error.errno ?? -5), 'read of the AIO eventfd');
     }
+    this.#reap();
+    if (this.#queue.length > 0) this.#flush();
+    else this.#wait();
+  };
+
+  readonly #onSignalData = (): void => {
     this.#reap();
     if (this.#queue.length > 0) this.#flush();
     else this.#wait();
@@ -431,9 +433,16 @@ export function sharedLinuxAio(): LinuxAio | undefined {
     return undefined;
   }
   try {
-    shared = new LinuxAio(nat);
+    shared = new LinuxAio(nat, fdStreamProblem() === undefined ? 'epoll' : 'pool');
   } catch (error) {
     sharedProblem = `Linux AIO is unavailable: ${(error as Error).message}`;
   }
   return shared;
+}
+
+/** A context of its own (tests use it for the 'pool' wait); the caller closes it. Throws where Linux AIO is unavailable. */
+export function openLinuxAio(completions: CompletionWait): LinuxAio {
+  const nat = loadNative();
+  if (nat === undefined) throw new Error(nativeProblem);
+  return new LinuxAio(nat, completions);
 }

@@ -1,4 +1,4 @@
-// The fallback where Linux AIO is unavailable (the default waits through it: evtchn-aio-reader.ts).
+// The fallback where the fd cannot be read on libuv's epoll (the default: evtchn-epoll-reader.ts).
 // Starts and stops the thread that waits on the event-channel fd (evtchn-reader-worker.ts). The
 // blocking poll sits in a thread of its own: never on the JS thread, never in libuv's pool (whose
 // few threads serve file I/O). Stopping writes to an eventfd the thread also polls; a process that

@@ -23,9 +23,9 @@ import {
 import { XenDeviceError, XenUnavailableError, hostErrnoName } from './errors.ts';
 import { startPendingReader } from './evtchn-reader.ts';
 import type { PendingReader } from './evtchn-reader.ts';
-import { startAioPendingReader } from './evtchn-aio-reader.ts';
-import type { ArmablePendingReader } from './evtchn-aio-reader.ts';
-import { sharedLinuxAio } from '../../internal/linux-aio.ts';
+import { startEpollPendingReader } from './evtchn-epoll-reader.ts';
+import type { ArmablePendingReader } from './evtchn-epoll-reader.ts';
+import { fdStreamProblem } from '../../internal/fd-stream.ts';
 
 export const GNTDEV_PATH = '/dev/xen/gntdev';
 export const EVTCHN_PATH = '/dev/xen/evtchn';
@@ -36,10 +36,10 @@ export interface KoffiDevicesOptions {
   readonly gntdevPath?: string;
   readonly evtchnPath?: string;
   /**
-   * How pending ports are waited for: 'aio' (default where Linux AIO works), a poll in the process's
-   * AIO context, read on the JavaScript thread; 'thread', a reader thread of its own.
+   * How pending ports are waited for: 'epoll' (the default where Node lets us), the fd read as a
+   * stream on libuv's epoll, on the JavaScript thread; 'thread', a reader thread of its own.
    */
-  readonly evtchnReader?: 'aio' | 'thread';
+  readonly evtchnReader?: 'epoll' | 'thread';
   /** A library file name or path (tests point these at stand-ins). */
   readonly gnttabLibrary?: string;
   readonly evtchnLibrary?: string;
@@ -344,9 +344,8 @@ export function openKoffiDevices(options: KoffiDevicesOptions = {}): XenDevices 
           });
         },
       };
-      const aio = options.evtchnReader === 'thread' ? undefined : sharedLinuxAio();
-      if (aio !== undefined) {
-        armable = startAioPendingReader(fd, aio, callbacks);
+      if (options.evtchnReader !== 'thread' && fdStreamProblem() === undefined) {
+        armable = startEpollPendingReader(fd, callbacks);
         reader = armable;
         armable.setActive(boundPorts > 0);
       } else {
