@@ -302,8 +302,9 @@ export class RingServer {
     this.#scheduled = false;
     this.#polling = false;
     const fair = this.#o.fairShare;
-    // One reading for the turn: its charge starts here, and it is the start time of every request it takes.
-    this.#turnStart = freshNow();
+    // One reading for the turn: the start time of every request it takes and, next to other domains,
+    // of its charge (which needs it fresh; alone, one read earlier in this loop turn will do).
+    this.#turnStart = fair !== undefined && !fair.alone(this.#o.frontendDomid) ? freshNow() : tickNow();
     this.#takeRequests();
     this.#submitBatch();
     // Queued behind the reactions to this turn's I/O that already settled (a RAM disk's), so the
@@ -319,11 +320,15 @@ export class RingServer {
   /** Charges the turn's backend time to its domain, then schedules the next turn if it ended saturated. */
   readonly #charge = (): void => {
     const fair = this.#o.fairShare!;
-    const now = freshNow();
-    fair.charge(this.#o.frontendDomid, now - this.#turnStart, now);
+    const domid = this.#o.frontendDomid;
+    // A domain alone is never throttled (FairShare.delay), so its charge needs no fresh clock reading;
+    // it is still charged, which is how other domains learn that they are not alone.
+    const alone = fair.alone(domid);
+    const now = alone ? tickNow() : freshNow();
+    fair.charge(domid, now - this.#turnStart, now);
     if (!this.#deferred) return;
     this.#deferred = false;
-    const wait = fair.delay(this.#o.frontendDomid, now);
+    const wait = alone ? 0 : fair.delay(domid, now);
     if (wait > 0) setTimeout(this.#turn, wait);
     else setImmediate(this.#turn);
   };

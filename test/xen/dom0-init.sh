@@ -30,6 +30,16 @@ xen-init-dom0 >/dev/null || die "xen-init-dom0 failed"
 xenconsoled --log=guest --log-dir=/var/log/xen/console || die "xenconsoled failed"
 phase "dom0: toolstack up"
 
+# What a clock reading and a system call cost here: in a PV dom0 every system call goes through Xen,
+# and a clock without vDSO support makes each clock reading one too (docs/xen-tcg.md, 2026-11-27).
+CLOCKSOURCE=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)
+phase "dom0: clocksource ${CLOCKSOURCE:-unknown}; $(node -e '
+const fs = require("fs");
+const per = (n, f) => { const t = performance.now(); for (let i = 0; i < n; i++) f(); return ((performance.now() - t) * 1000 / n).toFixed(2); };
+per(200, () => performance.now()); per(50, () => fs.fstatSync(0));
+console.log(`performance.now() ${per(20000, () => performance.now())} us, a system call (fstat) ${per(5000, () => fs.fstatSync(0))} us`);
+' 2>&1)"
+
 # ---- backing disks (files in dom0's RAM behind loop devices) -----------------------------------
 phase "dom0: backing file ${DISK_MIB} MiB of random data"
 dd if=/dev/urandom of=/root/disk.img bs=1M count="$DISK_MIB" 2>/dev/null
@@ -239,8 +249,13 @@ fi
 
 if [ "$MODE" = ours ]; then
   result "{\"src\":\"dom0\",\"check\":\"serve-alive\",\"ok\":$(serve_alive && echo true || echo false)}"
-  # where serve's CPU went over the whole run, thread by thread (clock ticks: name tid user system)
-  for t in /proc/$SERVE_PID/task/*; do echo "$(cat $t/comm 2>/dev/null | tr ' ' _) ${t##*/} $(awk '{print $14, $15}' $t/stat 2>/dev/null)"; done > /run/serve-threads.txt
+  # where serve's CPU went over the whole run, thread by thread (clock ticks: name tid user system),
+  # and how often each thread slept and woke (voluntary, then involuntary context switches)
+  for t in /proc/$SERVE_PID/task/*; do
+    echo "$(cat $t/comm 2>/dev/null | tr ' ' _) ${t##*/} $(awk '{print $14, $15}' $t/stat 2>/dev/null) $(awk '/ctxt_switches/ {printf "%s ", $2}' $t/status 2>/dev/null)"
+  done > /run/serve-threads.txt
+  # system calls that moved data (read-like, write-like) over the whole run, all threads
+  grep -E '^sysc[rw]' /proc/$SERVE_PID/io >> /run/serve-threads.txt 2>/dev/null
   print_file serve-threads /run/serve-threads.txt
   kill $SERVE_PID 2>/dev/null; sleep 2
 fi
