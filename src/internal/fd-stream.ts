@@ -37,15 +37,24 @@ export function fdStreamProblem(): string | undefined {
 
 /**
  * A read-only stream over `fd`, which it then owns: destroying the stream closes it. The descriptor's
- * open file description becomes non-blocking (shared by any dup of it). Data arrives as 'data'
- * events, in reads of up to 64 KiB; a read error (EFBIG from an overflowed event channel, say)
- * arrives as 'error' and ends the stream.
+ * open file description becomes non-blocking (shared by any dup of it). Each read goes into `buffer`
+ * and is handed to `onData` (net.Socket's `onread`: no allocation and no stream machinery per
+ * read); the bytes are valid only during the call. A read shorter than the buffer ends a wake-up,
+ * so a buffer larger than any one read saves a read that would only find nothing more. A read
+ * error (EFBIG from an overflowed event channel, say) arrives as 'error' and ends the stream.
  */
-export function fdStream(fd: number): net.Socket {
+export function fdStream(fd: number, buffer: Uint8Array, onData: (bytes: Uint8Array) => void): net.Socket {
   const binding = pipeBinding();
   if (binding === undefined) throw new Error(problem);
   const handle = new binding.Pipe(binding.socketType);
   const status = handle.open(fd);
   if (status !== 0) throw new Error(`cannot stream from fd ${fd}: libuv error ${status}`);
-  return new net.Socket({ handle, readable: true, writable: false } as net.SocketConstructorOpts);
+  const onread = {
+    buffer,
+    callback: (n: number, buf: Uint8Array): boolean => {
+      onData(buf.subarray(0, n));
+      return true;
+    },
+  };
+  return new net.Socket({ handle, readable: true, writable: false, onread } as net.SocketConstructorOpts);
 }

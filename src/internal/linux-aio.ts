@@ -7,7 +7,10 @@
 // One context per process, shared by every disk: requests queued during a turn go out together in a
 // microtask. Completions signal an eventfd (IOCB_FLAG_RESFD), read as a stream on libuv's epoll
 // (fd-stream.ts; where Node does not allow that, a read of it waits on libuv's pool while anything
-// is in flight); when it fires, every finished event is reaped with one io_getevents. Only O_DIRECT I/O is asynchronous in Linux AIO: buffered I/O would block the caller
+// is in flight); when it fires, every finished event is reaped. The kernel keeps the events in a
+// ring mapped into our memory at the context's address, so they are read from there, as fio's
+// libaio engine does with userspace_reap, with no system call; io_getevents is the fallback for a
+// ring whose header we do not recognise. Only O_DIRECT I/O is asynchronous in Linux AIO: buffered I/O would block the caller
 // in io_submit, so the page-cache driver (file.ts) keeps the pool.
 //
 // Layouts and numbers: struct iocb and struct io_event from <linux/aio_abi.h>; system call numbers
@@ -45,6 +48,17 @@ const IO_EVENT_SIZE = 32; // u64 data, u64 obj, s64 res, s64 res2
 const IO_EVENT_RES = 16;
 const IOVEC_SIZE = 16; // void *iov_base, size_t iov_len
 const EVENTS_PER_REAP = 256;
+// struct aio_ring, the header of the completion ring at the address io_setup returns (Linux
+// fs/aio.c; user space has read it since 2.6.19, and the kernel honours a head we advance:
+// user_refill_reqs_available): eight u32 fields, then the io_events.
+const RING_NR = 1; // u32 index: events the ring holds
+const RING_HEAD = 2;
+const RING_TAIL = 3;
+const RING_MAGIC = 4;
+const RING_INCOMPAT_FEATURES = 6;
+const RING_HEADER_LENGTH = 7;
+const RING_HEADER_SIZE = 32;
+const AIO_RING_MAGIC = 0xa10a10a1;
 const EFD_CLOEXEC = 0o2000000;
 const EAGAIN = 11;
 const TWO_32 = 2 ** 32;
@@ -187,6 +201,10 @@ export class LinuxAio {
   readonly #backlog: (() => void)[] = [];
   #submitCalls = 0;
   #submitted = 0;
+  #geteventsCalls = 0;
+  /** The kernel's completion ring (header words, and the same memory as signed words), or undefined: io_getevents. */
+  readonly #ring: Uint32Array | undefined;
+  readonly #ringSigned: Int32Array | undefined;
   #flushScheduled = false;
   #waiting = false;
   /** The eventfd as a stream on libuv's epoll (fd-stream.ts), or undefined: a read waits on the pool. */
@@ -211,10 +229,13 @@ export class LinuxAio {
       throw aioError(errno, 'eventfd');
     }
     this.#iocbBase = addressOf(this.#iocbs);
+    const ring = mapCompletionRing(this.#ctx);
+    this.#ring = ring;
+    this.#ringSigned = ring === undefined ? undefined : new Int32Array(ring.buffer, ring.byteOffset, ring.length);
     if (completions === 'epoll') {
-      this.#signal = fdStream(this.#eventFd);
+      // 16 bytes: an eventfd read gives 8, and a read shorter than the buffer ends the wake-up
+      this.#signal = fdStream(this.#eventFd, new Uint8Array(16), this.#onSignalData);
       this.#signal.unref();
-      this.#signal.on('data', this.#onSignalData);
       this.#signal.on('error', (error: NodeJS.ErrnoException) => {
         throw aioError(-(error.errno ?? -5), 'read of the AIO eventfd');
       });
@@ -229,6 +250,16 @@ export class LinuxAio {
 
   get submitted(): number {
     return this.#submitted;
+  }
+
+  /** io_getevents calls made: none while completions are read from the ring in our memory. */
+  get geteventsCalls(): number {
+    return this.#geteventsCalls;
+  }
+
+  /** Whether completions are read from the kernel's ring directly (else through io_getevents). */
+  get reapsFromRing(): boolean {
+    return this.#ring !== undefined;
   }
 
   /** Requests handed to the kernel (or queued for it) and not yet complete. */
@@ -383,8 +414,13 @@ export class LinuxAio {
 
   /** Finishes every completed request the kernel has for us. */
   #reap(): void {
+    if (this.#ring !== undefined) {
+      this.#reapRing(this.#ring, this.#ringSigned!);
+      return;
+    }
     const nat = this.#native;
     for (;;) {
+      this.#geteventsCalls++;
       const got = nat.ioGetevents(nat.nr.getevents, this.#ctx, 0, EVENTS_PER_REAP, this.#events, this.#zeroTimeout);
       if (got < 0) {
         const errno = koffi.errno();
@@ -402,6 +438,26 @@ export class LinuxAio {
     }
   }
 
+  /**
+   * Reads the events between head and tail of the kernel's ring, then moves head past them. The
+   * kernel writes an event before it publishes the new tail; the atomic load of tail keeps our reads
+   * of the events after it, and the atomic store of head keeps them before the slots are handed back.
+   */
+  #reapRing(ring: Uint32Array, signed: Int32Array): void {
+    const nr = ring[RING_NR]!;
+    let head = Atomics.load(ring, RING_HEAD);
+    const tail = Atomics.load(ring, RING_TAIL);
+    if (head >= nr || tail >= nr) throw new Error(`Linux AIO completion ring out of range (head ${head}, tail ${tail}, size ${nr})`);
+    while (head !== tail) {
+      const at = (RING_HEADER_SIZE + head * IO_EVENT_SIZE) >>> 2;
+      const slot = ring[at]!;
+      const res = signed[at + (IO_EVENT_RES >>> 2) + 1]! * TWO_32 + ring[at + (IO_EVENT_RES >>> 2)]!;
+      head = head + 1 === nr ? 0 : head + 1;
+      Atomics.store(ring, RING_HEAD, head); // before #finish: a resolved request may submit more
+      this.#finish(slot, res, 'aio');
+    }
+  }
+
   #finish(slot: number, res: number, syscall: string): void {
     const state = this.#slots[slot];
     if (state === undefined) return; // not ours: never expected, and never worth a crash
@@ -412,6 +468,18 @@ export class LinuxAio {
     else state.reject(aioError(-res, syscall));
     const next = this.#backlog.shift();
     if (next !== undefined) next();
+  }
+}
+
+/** A view of the completion ring at `ctx`, or undefined when its header is not the one we know. */
+function mapCompletionRing(ctx: bigint): Uint32Array | undefined {
+  try {
+    const header = new Uint32Array(koffi.view(ctx, RING_HEADER_SIZE));
+    if (header[RING_MAGIC] !== AIO_RING_MAGIC || header[RING_INCOMPAT_FEATURES] !== 0 || header[RING_HEADER_LENGTH] !== RING_HEADER_SIZE) return undefined;
+    const nr = header[RING_NR]!;
+    return new Uint32Array(koffi.view(ctx, RING_HEADER_SIZE + nr * IO_EVENT_SIZE));
+  } catch {
+    return undefined;
   }
 }
 

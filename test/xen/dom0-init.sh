@@ -31,7 +31,7 @@ xenconsoled --log=guest --log-dir=/var/log/xen/console || die "xenconsoled faile
 phase "dom0: toolstack up"
 
 # What a clock reading and a system call cost here: in a PV dom0 every system call goes through Xen,
-# and a clock without vDSO support makes each clock reading one too (docs/xen-tcg.md, 2026-11-27).
+# and a clock without vDSO support makes each clock reading one too (docs/xen-tcg.md, "System calls are the cost").
 CLOCKSOURCE=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)
 phase "dom0: clocksource ${CLOCKSOURCE:-unknown}; $(node -e '
 const fs = require("fs");
@@ -183,6 +183,18 @@ destroy_guest() { # TAG: xl destroy, then the backend's xenstore directory must 
     [ $rc = 0 ] && break
     xl domid $tag >/dev/null 2>&1 || { rc=0; break; }
   done
+  # xl restarts a guest that rebooted (to Xen an HVM triple fault is a reboot), and a restart can land
+  # just as the guest is destroyed: one came back under the same name and wrote to the disk while the
+  # next guest read it. No guest may outlive this function.
+  local again revived=0
+  for again in 1 2 3 4 5; do
+    sleep 1
+    xl domid $tag >/dev/null 2>&1 || continue
+    revived=$(( revived + 1 ))
+    timeout 120 xl destroy $tag >> /run/xl-destroy.log 2>&1
+  done
+  xl domid $tag >/dev/null 2>&1 && rc=1
+  [ $revived != 0 ] && phase "$tag guest: came back after xl destroy ($revived times); destroyed again"
   for i in $(seq 1 30); do
     xenstore-exists /local/domain/0/backend/vbd/$id 2>/dev/null || { gone=true; break; }
     sleep 1

@@ -17,6 +17,8 @@ import type { PendingReader, PendingReaderCallbacks } from './evtchn-reader.ts';
 /** IOCTL_EVTCHN_RESET = _IOC(_IOC_NONE, 'E', 5, 0) (xen/sys/evtchn.h): clears the overflow condition. */
 const IOCTL_EVTCHN_RESET = 0x4505;
 const F_DUPFD_CLOEXEC = 1030;
+/** The most a read of the device returns (evtchn_read caps a read at PAGE_SIZE). */
+const BATCH_BYTES = 4096;
 
 let libc: { ioctl: (fd: number, request: number, arg: number) => number; fcntl: (fd: number, cmd: number, arg: number) => number } | undefined;
 
@@ -42,30 +44,21 @@ export function startEpollPendingReader(fd: number, callbacks: PendingReaderCall
   let stopped = false;
   let stream: net.Socket | null = null;
   let closed: Promise<void> = Promise.resolve();
-  /** Bytes of a port split across two reads (never seen: the device hands out whole ports). */
-  let partial = new Uint8Array(0);
-
-  const onData = (chunk: Buffer): void => {
-    let bytes: Uint8Array = chunk;
-    if (partial.length > 0) {
-      bytes = new Uint8Array(partial.length + chunk.length);
-      bytes.set(partial);
-      bytes.set(chunk, partial.length);
-    }
-    const whole = bytes.length & ~3;
-    partial = bytes.slice(whole);
-    // Buffers of a read start at offset 0 of their own memory, so the view is aligned; copy if not.
-    const ports = (bytes.byteOffset & 3) === 0 ? new Uint32Array(bytes.buffer, bytes.byteOffset, whole >>> 2) : new Uint32Array(bytes.slice(0, whole).buffer);
-    if (ports.length > 0) callbacks.onPorts(ports, false);
+  // Reads land here. The device hands out whole ports, at most a page of them per read; a larger
+  // buffer lets a read that empties the device end the wake-up (see fdStream).
+  const buffer = new Uint8Array(2 * BATCH_BYTES);
+  const ports = new Uint32Array(buffer.buffer);
+  const onData = (bytes: Uint8Array): void => {
+    // A copy: the owner may keep the array, and the next read reuses the buffer.
+    if (bytes.length >= 4) callbacks.onPorts(ports.slice(0, bytes.length >>> 2), false);
   };
 
   const open = (): void => {
     const dup = native().fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dup < 0) throw new Error(`cannot duplicate the event channel fd ${fd}: errno ${koffi.errno()}`);
-    const s = fdStream(dup);
+    const s = fdStream(dup, buffer, onData);
     stream = s;
     closed = new Promise((resolve) => s.once('close', () => resolve()));
-    s.on('data', onData);
     s.on('error', (error: NodeJS.ErrnoException) => {
       if (stream === s) stream = null;
       if (stopped) return;
