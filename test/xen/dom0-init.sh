@@ -64,7 +64,7 @@ else
       -ex 'info registers' -ex 'x/6i $pc' -ex 'info threads' -ex 'thread apply all bt 30' \
       --args node /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
   else
-    NODE_ARGS=""; [ "$PROFILE" = 1 ] && NODE_ARGS="--cpu-prof --cpu-prof-dir=/run/prof"
+    NODE_ARGS="$NODE_FLAGS"; [ "$PROFILE" = 1 ] && NODE_ARGS="$NODE_ARGS --cpu-prof --cpu-prof-dir=/run/prof"
     TRACER=""; [ "$STRACE" = 1 ] && [ -x /usr/bin/strace ] && TRACER="strace -c -f -o /run/strace.txt"
     env $SERVE_ENV $TRACER node $NODE_ARGS /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
   fi

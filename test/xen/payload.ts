@@ -53,6 +53,8 @@ export function configScript(c: PayloadConfig): string {
     `CTL_ARGS=${q(`--socket ${c.controlSocket}`)}`,
     // BLKBACK_XEN_SERVE_ENV: environment for `blkback serve` (experiments, e.g. UV_USE_IO_URING=1)
     `SERVE_ENV=${q(process.env.BLKBACK_XEN_SERVE_ENV ?? '')}`,
+    // BLKBACK_XEN_NODE_ARGS: options for the node that runs serve (experiments, e.g. V8's --single-threaded-gc)
+    `NODE_FLAGS=${q(process.env.BLKBACK_XEN_NODE_ARGS ?? '')}`,
     // BLKBACK_XEN_PROFILE=1: serve runs under --cpu-prof, and dom0 prints the top of its profile at the end
     `PROFILE=${process.env.BLKBACK_XEN_PROFILE === '1' ? 1 : 0}`,
     // BLKBACK_XEN_DOM0_HOG=1: a busy loop in dom0 beside the backend (does a busy dom0 make PVH guests fault?)
