@@ -48,7 +48,7 @@ for (const wait of [undefined, 'pool'] as const) test(`linux aio${wait === undef
     assert.deepEqual(await Promise.all(writes), new Array(n).fill(BLOCK));
     assert.equal(aio.submitCalls - calls, 1, 'one system call for the turn');
     assert.equal(aio.submitted - taken, n);
-    // Completions are read from the kernel's ring in our memory (its header is Linux's since 2.6.19).
+    // Completions are read from the kernel's ring in our memory, with no system call.
     assert.equal(aio.reapsFromRing, true);
     assert.equal(aio.geteventsCalls, 0, 'no io_getevents');
 

@@ -10,8 +10,8 @@
 // is in flight); when it fires, every finished event is reaped. The kernel keeps the events in a
 // ring mapped into our memory at the context's address, so they are read from there, as fio's
 // libaio engine does with userspace_reap, with no system call; io_getevents is the fallback for a
-// ring whose header we do not recognise. Only O_DIRECT I/O is asynchronous in Linux AIO: buffered I/O would block the caller
-// in io_submit, so the page-cache driver (file.ts) keeps the pool.
+// ring whose header we do not recognise. Only O_DIRECT I/O is asynchronous in Linux AIO: buffered
+// I/O would block the caller in io_submit, so the page-cache driver (file.ts) keeps the pool.
 //
 // Layouts and numbers: struct iocb and struct io_event from <linux/aio_abi.h>; system call numbers
 // from the kernel's syscall tables (x86_64: arch/x86/entry/syscalls/syscall_64.tbl; arm64 uses
@@ -49,7 +49,7 @@ const IO_EVENT_RES = 16;
 const IOVEC_SIZE = 16; // void *iov_base, size_t iov_len
 const EVENTS_PER_REAP = 256;
 // struct aio_ring, the header of the completion ring at the address io_setup returns (Linux
-// fs/aio.c; user space has read it since 2.6.19, and the kernel honours a head we advance:
+// fs/aio.c, where the kernel also honours a head that user space advances:
 // user_refill_reqs_available): eight u32 fields, then the io_events.
 const RING_NR = 1; // u32 index: events the ring holds
 const RING_HEAD = 2;
