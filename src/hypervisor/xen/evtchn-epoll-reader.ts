@@ -65,16 +65,23 @@ export function startEpollPendingReader(fd: number, callbacks: PendingReaderCall
       if (error.errno === -constants.errno.EFBIG) {
         // The kernel's ring of pending ports overflowed: reset it, tell the owner that reports were
         // lost (it then looks at every port), and read on through a fresh duplicate.
-        native().ioctl(fd, IOCTL_EVTCHN_RESET, 0);
+        if (native().ioctl(fd, IOCTL_EVTCHN_RESET, 0) < 0) {
+          callbacks.onError(new Error(`event channel fd ${fd} overflowed, and IOCTL_EVTCHN_RESET failed: errno ${koffi.errno()}`));
+          return;
+        }
         callbacks.onPorts(new Uint32Array(0), true);
-        open();
+        try {
+          open();
+        } catch (reopen) {
+          callbacks.onError(reopen as Error); // here, not thrown out of a stream's event
+        }
         return;
       }
-      callbacks.onError(new Error(`read of the event channel fd failed: ${error.message}`));
+      callbacks.onError(new Error(`read of the event channel fd ${fd} failed: ${error.message}`));
     });
     s.on('end', () => {
       if (stream === s) stream = null;
-      if (!stopped) callbacks.onError(new Error('the event channel fd reported end of file'));
+      if (!stopped) callbacks.onError(new Error(`the event channel fd ${fd} reported end of file`));
     });
     if (!active) s.unref();
   };
