@@ -338,13 +338,17 @@ export class RingServer {
     if (this.#halted || this.#stopping || this.#barrier !== null) return;
     const fair = this.#o.fairShare;
     let budget = (fair === undefined ? TURN_COST : fair.quantum(this.#o.frontendDomid)) + this.#carry;
+    // Alone, a turn takes at least this many requests, past the segment budget (FairShare.minRequests).
+    let floor = fair === undefined ? 0 : fair.minRequests(this.#o.frontendDomid);
     this.#carry = 0;
     for (;;) {
       if (this.#back.requestProdOverflow()) {
         this.#halt();
         return;
       }
-      while (budget > 0) {
+      let drained = false;
+      let byFloor = false; // the last request was taken past the segment budget
+      while (budget > 0 || floor > 0) {
         if (this.#free.length === 0) return; // every slot in flight: completions kick us
         if (this.#pool !== null && this.#poolFree.length < this.#maxRequestPages) {
           this.#stalledOnBudget = true; // bounce pages run low: completions kick us
@@ -358,6 +362,7 @@ export class RingServer {
         }
         if (!this.#back.takeRequest(this.#slot)) {
           this.#o.budget.release();
+          drained = true;
           break;
         }
         const pr = this.#free.pop()!;
@@ -365,13 +370,16 @@ export class RingServer {
         const r = pr.req;
         const segments = r.operation === BLKIF_OP.INDIRECT ? Math.min(r.indirectNrSegments, this.#maxIndirect) : Math.min(r.nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST);
         this.#lastCost = Math.max(1, segments);
+        byFloor = budget <= 0;
         budget -= this.#lastCost;
+        floor--;
         this.#inflight++;
         this.#dispatch(pr);
         if (this.#barrier !== null) return;
       }
-      if (budget <= 0) {
-        this.#carry = budget;
+      if (!drained) {
+        // An overdraft of the floor is not carried: the floor is what a domain alone may take.
+        this.#carry = byFloor ? 0 : budget;
         // Only a ring with requests left waits for another turn; one that took exactly its quantum
         // and has nothing more (a QD16 4 KiB guest) goes idle, so its next event is served at once.
         if (this.#back.finalCheckForRequests()) {

@@ -1,0 +1,88 @@
+// How many requests blkback takes from a ring per turn. A turn is one synchronous run of the ring
+// server, so the store's calls made in it share a microtask checkpoint; that is how they are grouped
+// here. Alone, a domain's turn takes at least 32 requests whatever their size (FairShare.minRequests),
+// so Linux's default 32-slot ring full of 64 KiB writes reaches the store (and, on a native-AIO disk,
+// the kernel's io_submit) in one turn; next to another domain the segment quantum alone applies.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRamDisk } from '../src/block/ram.ts';
+import type { BlockDevice } from '../src/block/types.ts';
+import { FairShare } from '../src/blkback/fair-share.ts';
+import { TURN_COST } from '../src/blkback/ring-server.ts';
+import { SimHost } from '../src/toolstack/host.ts';
+import type { VerifyResult } from '../src/workload/verify.ts';
+import { VERIFY } from './helpers-guest.ts';
+
+/** A store that counts its reads and writes per synchronous run (per turn of the ring server). */
+function turnCounting(inner: BlockDevice): { device: BlockDevice; turns: number[] } {
+  const turns: number[] = [];
+  let open = false;
+  const count = (): void => {
+    if (!open) {
+      open = true;
+      turns.push(0);
+      queueMicrotask(() => {
+        open = false;
+      });
+    }
+    turns[turns.length - 1]!++;
+  };
+  const device: BlockDevice = {
+    name: inner.name,
+    get info() {
+      return inner.info;
+    },
+    readv: (offset, iov) => {
+      count();
+      return inner.readv(offset, iov);
+    },
+    writev: (offset, iov, flags) => {
+      count();
+      return inner.writev(offset, iov, flags);
+    },
+    flush: () => inner.flush(),
+    discard: (offset, length) => inner.discard(offset, length),
+    writeZeroes: (offset, length) => inner.writeZeroes(offset, length),
+    close: () => inner.close(),
+  };
+  return { device, turns };
+}
+
+test('FairShare: alone, a turn may take 32 requests past its segment quantum; next to another domain, none', () => {
+  const fair = new FairShare(TURN_COST);
+  assert.equal(fair.quantum(1), 4 * TURN_COST, 'alone: four quanta of segments');
+  assert.equal(fair.minRequests(1), 32, 'alone: a 32-slot ring in one turn');
+  const ringA = {};
+  const ringB = {};
+  fair.setBusy(1, ringA, true);
+  fair.setBusy(1, ringB, true);
+  assert.equal(fair.minRequests(1), 16, 'two saturated rings of one domain share the floor');
+  fair.setBusy(1, ringB, false);
+  fair.charge(2, 0.1, 1);
+  assert.equal(fair.quantum(1), TURN_COST, 'another domain was served: one quantum');
+  assert.equal(fair.minRequests(1), 0, 'and no floor');
+  assert.equal(fair.minRequests(2), 32, 'domain 1 has not been served yet: 2 is alone');
+  fair.charge(1, 0.1, 1.2);
+  assert.equal(fair.minRequests(2), 0, 'once 1 is served, 2 is not alone either');
+});
+
+test('a domain alone gets a full 32-slot ring of 64 KiB writes to the store in one turn, and its data back', async () => {
+  const host = await SimHost.start();
+  try {
+    const { device, turns } = turnCounting(createRamDisk(32 << 20));
+    host.registerStore('ram', device);
+    const g = await host.createGuest(
+      { name: 'big-turns', memoryMiB: 64, disks: [{ target: 'ram', vdev: 'xvda', readOnly: false, backendtype: 'phy' }] },
+      // Linux's blkfront defaults: a one-page ring (32 slots) and 32 indirect segments.
+      { workload: VERIFY, params: { operations: 1500, iodepth: 32, minBytes: 64 << 10, maxBytes: 64 << 10, seed: 7 }, front: { ringPageOrder: 0, maxIndirectSegments: 32 } },
+    );
+    const r = (await g.result) as VerifyResult;
+    assert.equal(r.mismatches, 0, r.firstMismatches.join('\n'));
+    const largest = Math.max(...turns);
+    // The segment quantum alone (4 x 16 segments) allowed 4 such requests a turn.
+    assert.ok(largest > (4 * TURN_COST) / 16, `largest turn ${largest} requests (turns: ${turns.length})`);
+    assert.ok(largest <= 32, `a turn never takes more than the ring holds: ${largest}`);
+  } finally {
+    await host.stop();
+  }
+});
