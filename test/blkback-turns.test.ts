@@ -3,6 +3,8 @@
 // here. Alone, a domain's turn takes at least 32 requests whatever their size (FairShare.minRequests),
 // so Linux's default 32-slot ring full of 64 KiB writes reaches the store (and, on a native-AIO disk,
 // the kernel's io_submit) in one turn; next to another domain the segment quantum alone applies.
+// And a ring nearly full of requests in flight is refilled several slots at a time, not one slot
+// per completion (RingServer #refillAt).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRamDisk } from '../src/block/ram.ts';
@@ -13,8 +15,11 @@ import { SimHost } from '../src/toolstack/host.ts';
 import type { VerifyResult } from '../src/workload/verify.ts';
 import { VERIFY } from './helpers-guest.ts';
 
-/** A store that counts its reads and writes per synchronous run (per turn of the ring server). */
-function turnCounting(inner: BlockDevice): { device: BlockDevice; turns: number[] } {
+/**
+ * A store that counts its reads and writes per synchronous run (per turn of the ring server).
+ * `serialMs`: requests complete one at a time, this long apart, as a loop device's worker does.
+ */
+function turnCounting(inner: BlockDevice, serialMs = 0): { device: BlockDevice; turns: number[] } {
   const turns: number[] = [];
   let open = false;
   const count = (): void => {
@@ -27,6 +32,13 @@ function turnCounting(inner: BlockDevice): { device: BlockDevice; turns: number[
     }
     turns[turns.length - 1]!++;
   };
+  let tail: Promise<void> = Promise.resolve();
+  const serially = (io: () => Promise<void>): Promise<void> => {
+    if (serialMs === 0) return io();
+    const done = tail.then(() => new Promise<void>((resolve) => setTimeout(resolve, serialMs))).then(io);
+    tail = done.catch(() => undefined);
+    return done;
+  };
   const device: BlockDevice = {
     name: inner.name,
     get info() {
@@ -34,11 +46,11 @@ function turnCounting(inner: BlockDevice): { device: BlockDevice; turns: number[
     },
     readv: (offset, iov) => {
       count();
-      return inner.readv(offset, iov);
+      return serially(() => inner.readv(offset, iov));
     },
     writev: (offset, iov, flags) => {
       count();
-      return inner.writev(offset, iov, flags);
+      return serially(() => inner.writev(offset, iov, flags));
     },
     flush: () => inner.flush(),
     discard: (offset, length) => inner.discard(offset, length),
@@ -82,6 +94,28 @@ test('a domain alone gets a full 32-slot ring of 64 KiB writes to the store in o
     // The segment quantum alone (4 x 16 segments) allowed 4 such requests a turn.
     assert.ok(largest > (4 * TURN_COST) / 16, `largest turn ${largest} requests (turns: ${turns.length})`);
     assert.ok(largest <= 32, `a turn never takes more than the ring holds: ${largest}`);
+  } finally {
+    await host.stop();
+  }
+});
+
+test('a ring nearly full of requests in flight is refilled several slots a turn, not one per completion', async () => {
+  const host = await SimHost.start();
+  try {
+    // One request at a time, 1 ms each: the ring stays full and completions come one by one.
+    const { device, turns } = turnCounting(createRamDisk(16 << 20), 1);
+    host.registerStore('ram', device);
+    const g = await host.createGuest(
+      { name: 'refill', memoryMiB: 64, disks: [{ target: 'ram', vdev: 'xvda', readOnly: false, backendtype: 'phy' }] },
+      // twice as many I/Os outstanding as the 32-slot ring holds
+      { workload: VERIFY, params: { operations: 400, iodepth: 64, minBytes: 4096, maxBytes: 4096, seed: 8 }, front: { ringPageOrder: 0, maxIndirectSegments: 32 } },
+    );
+    const r = (await g.result) as VerifyResult;
+    assert.equal(r.mismatches, 0, r.firstMismatches.join('\n'));
+    // After the first fill, turns happen as completions bring the ring down to 24 in flight: 8 slots.
+    const steady = turns.slice(2, -2).sort((a, b) => a - b);
+    const median = steady[steady.length >> 1]!;
+    assert.ok(median >= 4, `median turn ${median} requests over ${steady.length} turns: ${turns.slice(0, 40).join(' ')}`);
   } finally {
     await host.stop();
   }

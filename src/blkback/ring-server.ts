@@ -186,6 +186,14 @@ export class RingServer {
   readonly #slot: Uint8Array;
   readonly #rsp: Uint8Array;
   readonly #free: PendingRequest[] = [];
+  /**
+   * Requests in flight above which a drained ring takes no new ones: the store has plenty queued,
+   * so req_event stays unarmed and completions bring us back once they cross this mark (#respond).
+   * A frontend with more I/O than the ring holds then refills several slots per turn, with one
+   * io_submit and no notification of ours, instead of one slot per completion (three quarters of
+   * the ring: 24 of Linux's 32 slots).
+   */
+  readonly #refillAt: number;
   readonly #sectorsPerBlock: number;
   #inflight = 0;
   #scheduled = false;
@@ -252,6 +260,7 @@ export class RingServer {
     for (let i = 0; i < options.ring.size; i++) this.#free.push(new PendingRequest(this));
     this.#sectorsPerBlock = options.device.info.logicalBlockSize / SECTOR_SIZE;
     this.#coalesceMax = Math.max(TURN_COST, options.ring.size >>> 2);
+    this.#refillAt = Math.max(1, Math.floor((options.ring.size * 3) / 4));
     this.#maxIndirect = Math.max(0, Math.min(options.maxIndirectSegments ?? 0, SEGS_PER_INDIRECT_FRAME * BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST));
     this.#maxRequestPages = Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, this.#maxIndirect);
     if (options.dataPath === 'copy') {
@@ -394,6 +403,11 @@ export class RingServer {
           }
           return;
         }
+        this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
+        return;
+      }
+      // Drained with most slots still in flight: completions bring us back (#respond).
+      if (this.#inflight > this.#refillAt) {
         this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
         return;
       }
@@ -914,8 +928,8 @@ export class RingServer {
       this.kick();
     } else if (this.#barrier !== null) {
       this.#maybeRunBarrier();
-    } else if (this.#free.length === 1 || this.#stalledOnBudget) {
-      // We may have stopped taking requests for want of a slot or budget.
+    } else if (this.#inflight === this.#refillAt || this.#stalledOnBudget) {
+      // We may have stopped taking requests: too many in flight (#refillAt), no slot, or no budget.
       this.#stalledOnBudget = false;
       this.kick();
     }

@@ -19,6 +19,8 @@ export interface BootPlan {
   readonly guests: readonly ('pv' | 'pvh')[];
   /** The fio jobs each of them runs (names of the derived job files). */
   readonly jobs: readonly string[];
+  /** How many times each guest runs every job (the seed's mail: three); 1 when absent. */
+  readonly runs: Readonly<Partial<Record<string, number>>>;
   /** Bytes each job of a job file writes (its region), by job name. */
   readonly bytesPerJob: ReadonlyMap<string, number>;
   /** The guest that gets xvdb attached and detached. */
@@ -36,6 +38,8 @@ export interface Check {
 export interface FioFigures {
   readonly guest: string;
   readonly job: string;
+  /** 1, 2, 3 ...: the job's run in its guest. */
+  readonly run: number;
   readonly jobs: number;
   /** Write phase: bytes of all jobs over the longest job's write time. */
   readonly writeMBps: number;
@@ -54,7 +58,7 @@ interface FioJobJson {
 }
 
 /** fio --output-format=json to figures; throws when the text is not fio's JSON. */
-export function fioFigures(guest: string, job: string, json: string): FioFigures {
+export function fioFigures(guest: string, job: string, run: number, json: string): FioFigures {
   // fio may print notes before the JSON object (e.g. "note: both iodepth >= 1 and synchronous ...")
   const start = json.indexOf('{');
   // fio 3.33 prints non-finite numbers bare ("stddev" : inf, -nan), which JSON has no words for
@@ -80,6 +84,7 @@ export function fioFigures(guest: string, job: string, json: string): FioFigures
   return {
     guest,
     job,
+    run,
     jobs: jobs.length,
     writeMBps: perSecond(writeBytes, writeMs) / 1e6,
     writeIops: perSecond(ios, writeMs),
@@ -154,32 +159,35 @@ export function evaluateBoot(boot: BootRecord, plan: BootPlan): { checks: Check[
     }
     add(`${guest}: backend counted the flushes`, flushes !== undefined && flushes > 0, flushes === undefined ? 'no f_req counter found' : `f_req=${flushes}`);
 
-    for (const job of plan.jobs) {
-      const name = `${guest}: fio ${job}`;
-      const run = boot.results.find((x) => x.check === 'fio' && x.guest === guest && x.job === job);
-      if (run === undefined) {
-        add(name, false, 'missing: the guest never reported this job');
-        continue;
-      }
-      const json = boot.files.get(`fio-json-${guest}-${job}`);
-      if (json === undefined) {
-        add(name, false, `rc=${String(run.rc)}, no JSON output on the console`);
-        continue;
-      }
-      try {
-        const f = fioFigures(guest, job, json);
-        fio.push(f);
-        const want = (plan.bytesPerJob.get(job) ?? 0) * f.jobs;
-        const wroteAll = f.writeBytes === want;
-        const verified = f.verifyBytes >= f.writeBytes && f.writeBytes > 0;
-        add(
-          name,
-          run.rc === 0 && f.errors === 0 && verified,
-          `rc=${String(run.rc)} errors=${f.errors} wrote ${f.writeBytes} B${wroteAll ? '' : ` (of ${want}: runtime cap)`} ` +
-            `verified ${f.verifyBytes} B; write ${f.writeMBps.toFixed(1)} MB/s, ${f.writeIops.toFixed(0)} IOPS`,
-        );
-      } catch (e) {
-        add(name, false, `fio JSON unreadable: ${(e as Error).message}`);
+    const runs = plan.runs[guest] ?? 1;
+    for (let n = 1; n <= runs; n++) {
+      for (const job of plan.jobs) {
+        const name = `${guest}: fio ${job}${runs > 1 ? ` run ${n}` : ''}`;
+        const run = boot.results.find((x) => x.check === 'fio' && x.guest === guest && x.job === job && x.run === n);
+        if (run === undefined) {
+          add(name, false, 'missing: the guest never reported this job');
+          continue;
+        }
+        const json = boot.files.get(`fio-json-${guest}-${job}-${n}`);
+        if (json === undefined) {
+          add(name, false, `rc=${String(run.rc)}, no JSON output on the console`);
+          continue;
+        }
+        try {
+          const f = fioFigures(guest, job, n, json);
+          fio.push(f);
+          const want = (plan.bytesPerJob.get(job) ?? 0) * f.jobs;
+          const wroteAll = f.writeBytes === want;
+          const verified = f.verifyBytes >= f.writeBytes && f.writeBytes > 0;
+          add(
+            name,
+            run.rc === 0 && f.errors === 0 && verified,
+            `rc=${String(run.rc)} errors=${f.errors} wrote ${f.writeBytes} B${wroteAll ? '' : ` (of ${want}: runtime cap)`} ` +
+              `verified ${f.verifyBytes} B; write ${f.writeMBps.toFixed(1)} MB/s, ${f.writeIops.toFixed(0)} IOPS`,
+          );
+        } catch (e) {
+          add(name, false, `fio JSON unreadable: ${(e as Error).message}`);
+        }
       }
     }
 

@@ -5,6 +5,8 @@
 export interface JobCpu {
   readonly guest: string;
   readonly job: string;
+  /** The job's run in its guest (1 when it runs once). */
+  readonly run: number;
   /** Between the first and last sample inside the job. */
   readonly seconds: number;
   /** dom0's CPUs busy (user+nice+system+irq+softirq), on average. */
@@ -28,7 +30,8 @@ interface Sample {
 }
 
 const SAMPLE = /BLKBACK-CPU (\d+(?:\.\d+)?) (.*)$/;
-const JOB = /^G (\S+)\| BLKBACK-PHASE \S+ guest: fio (\S+) (done|\()/;
+// "fio randw (..." and "fio randw done", or with several runs "fio randw run 2/3 (..."
+const JOB = /^G (\S+)\| BLKBACK-PHASE \S+ guest: fio (\S+)(?: run (\d+)\/\d+)? (done|\()/;
 
 export function cpuDuringJobs(consoleText: string): JobCpu[] {
   const lines = consoleText.split('\n');
@@ -49,14 +52,15 @@ export function cpuDuringJobs(consoleText: string): JobCpu[] {
     }
     const j = JOB.exec(text);
     if (j === null) continue;
-    const key = `${j[1] as string}/${j[2] as string}`;
-    if (j[3] === '(') {
+    const run = j[3] === undefined ? 1 : Number(j[3]);
+    const key = `${j[1] as string}/${j[2] as string}/${run}`;
+    if (j[4] === '(') {
       // a guest's console printed again whole (before its destroy) repeats the lines: first wins
       if (!starts.has(key)) starts.set(key, i);
       continue;
     }
     const from = starts.get(key);
-    if (from === undefined || out.some((c) => `${c.guest}/${c.job}` === key)) continue;
+    if (from === undefined || out.some((c) => `${c.guest}/${c.job}/${c.run}` === key)) continue;
     const inside = samples.filter((x) => x.line > from && x.line < i);
     if (inside.length < 2) continue;
     const a = inside[0]!;
@@ -67,6 +71,7 @@ export function cpuDuringJobs(consoleText: string): JobCpu[] {
     out.push({
       guest: j[1] as string,
       job: j[2] as string,
+      run,
       seconds,
       dom0Busy: rate('busy'),
       steal: rate('steal'),
@@ -81,12 +86,12 @@ export function cpuDuringJobs(consoleText: string): JobCpu[] {
 
 /** A Markdown table of both modes' figures, one row per mode, guest and job. */
 export function cpuMarkdown(byMode: ReadonlyMap<string, readonly JobCpu[]>): string {
-  const rows = ['| mode | guest | job | seconds sampled | dom0 busy (CPUs) | steal | serve | serve user / sys | serve main thread |', '|---|---|---|---:|---:|---:|---:|---:|---:|'];
+  const rows = ['| mode | guest | job | run | seconds sampled | dom0 busy (CPUs) | steal | serve | serve user / sys | serve main thread |', '|---|---|---|---:|---:|---:|---:|---:|---:|---:|'];
   const f = (n: number): string => n.toFixed(2);
   for (const [mode, jobs] of byMode) {
     for (const c of jobs) {
       const serve = mode === 'kernel' ? ['–', '–', '–'] : [f(c.serve), `${f(c.serveUser)} / ${f(c.serveSys)}`, f(c.mainThread)];
-      rows.push(`| ${mode} | ${c.guest} | ${c.job} | ${c.seconds.toFixed(0)} | ${f(c.dom0Busy)} | ${f(c.steal)} | ${serve.join(' | ')} |`);
+      rows.push(`| ${mode} | ${c.guest} | ${c.job} | ${c.run} | ${c.seconds.toFixed(0)} | ${f(c.dom0Busy)} | ${f(c.steal)} | ${serve.join(' | ')} |`);
     }
   }
   return rows.join('\n');

@@ -216,7 +216,8 @@ cat /root/domu-base.cpio.gz /opt/blkback-test/domu-overlay.cpio.gz > /run/domu.c
 full_guest() { # TAG TYPE HOTPLUG: every check, both fio jobs, optionally disk hotplug
   local tag=$1 type=$2 marker="BLKBACK-MARKER-$1-$RANDOM$RANDOM"
   dom0_md5 $tag
-  start_guest $tag $type bb_role=checks bb_marker=$marker bb_marker_off=$MARKER_OFF bb_hotplug=$3 || return
+  local runs; eval "runs=\${RUNS_$tag:-1}"   # runs of each fio job in this guest (config.sh)
+  start_guest $tag $type bb_role=checks bb_marker=$marker bb_marker_off=$MARKER_OFF bb_hotplug=$3 bb_runs=$runs || return
   wait_guest $tag marker-written 300 && marker_check $tag "$marker"
   wait_guest $tag checks-done 900
   backend_stats $tag $DOMID

@@ -9,6 +9,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; m
 
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
 ROLE=$(arg bb_role); TAG=$(arg bb_tag); MARKER=$(arg bb_marker); MARKER_OFF=$(arg bb_marker_off); HOTPLUG=$(arg bb_hotplug)
+RUNS=$(arg bb_runs); [ -n "$RUNS" ] || RUNS=1   # runs of each fio job (the seed's mail made three)
 up() { cut -d' ' -f1 /proc/uptime; }
 phase() { echo "BLKBACK-PHASE $TAG guest: $*"; }
 result() { echo "BLKBACK-RESULT {\"src\":\"guest\",\"guest\":\"$TAG\",$1}"; }
@@ -46,16 +47,18 @@ flush_check() { # fsync on an idle block device sends the backend a flush (blkde
   sync /dev/xvda; rc=$?
   result "\"check\":\"flush\",\"ok\":$(okf $rc),\"rc\":$rc,\"write_cache\":\"$(cat /sys/block/xvda/queue/write_cache)\""
 }
-run_fio() { # JOB
-  phase "fio $1 ($(grep -c . /jobs/$1.fio) lines, $(sed -n 's/^numjobs=//p' /jobs/$1.fio) jobs)"
-  mkdir -p /tmp/$1 && cd /tmp/$1
-  t0=$(up); fio --output-format=json --output=/tmp/$1.json /jobs/$1.fio > /tmp/$1.err 2>&1; rc=$?; t1=$(up)
+run_fio() { # JOB RUN: files and results carry the run number; the phase names it when there are several
+  name="fio $1"; [ "$RUNS" -gt 1 ] && name="fio $1 run $2/$RUNS"
+  phase "$name ($(grep -c . /jobs/$1.fio) lines, $(sed -n 's/^numjobs=//p' /jobs/$1.fio) jobs)"
+  dir=/tmp/$1-$2; mkdir -p $dir && cd $dir
+  t0=$(up); fio --output-format=json --output=$dir.json /jobs/$1.fio > $dir.err 2>&1; rc=$?; t1=$(up)
   cd /
-  result "\"check\":\"fio\",\"job\":\"$1\",\"ok\":$(okf $rc),\"rc\":$rc,\"seconds\":$(echo "$t0 $t1" | awk '{print $2-$1}')"
-  [ -s /tmp/$1.err ] && print_file "fio-stderr-$TAG-$1" /tmp/$1.err
-  print_file "fio-json-$TAG-$1" /tmp/$1.json
-  for f in /tmp/$1/*_bw.*.log; do [ -f "$f" ] && print_file "bwlog-$TAG-$1-${f##*/}" "$f"; done
-  phase "fio $1 done rc=$rc"
+  result "\"check\":\"fio\",\"job\":\"$1\",\"run\":$2,\"ok\":$(okf $rc),\"rc\":$rc,\"seconds\":$(echo "$t0 $t1" | awk '{print $2-$1}')"
+  [ -s $dir.err ] && print_file "fio-stderr-$TAG-$1-$2" $dir.err
+  print_file "fio-json-$TAG-$1-$2" $dir.json
+  for f in $dir/*_bw.*.log; do [ -f "$f" ] && print_file "bwlog-$TAG-$1-$2-${f##*/}" "$f"; done
+  rm -rf $dir $dir.json $dir.err   # the guest's /tmp is RAM
+  phase "$name done rc=$rc"
 }
 hotplug() { # dom0 attaches xvdb, we read it whole, dom0 detaches it
   said hotplug-ready
@@ -73,10 +76,13 @@ hotplug() { # dom0 attaches xvdb, we read it whole, dom0 detaches it
 case "$ROLE" in
   checks)
     size_check; read_check; marker_write; flush_check
-    n=0
-    for f in /jobs/*.fio; do
-      [ -f "$f" ] || continue
-      job=${f##*/}; run_fio "${job%.fio}"; n=$((n + 1))
+    n=0; r=1
+    while [ $r -le "$RUNS" ]; do
+      for f in /jobs/*.fio; do
+        [ -f "$f" ] || continue
+        job=${f##*/}; run_fio "${job%.fio}" $r; n=$((n + 1))
+      done
+      r=$((r + 1))
     done
     [ $n -gt 0 ] || result "\"check\":\"fio\",\"job\":\"none\",\"ok\":false,\"message\":\"no job files in /jobs: $(ls -la / /jobs 2>&1 | tr '\n' ' ')\"" 
     said checks-done

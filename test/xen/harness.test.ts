@@ -12,6 +12,8 @@ import { deriveGuestJob, seedNumjobs } from './fio-jobs.ts';
 import { ConsoleParser } from './console.ts';
 import type { ConsoleEvent, HarnessResult } from './console.ts';
 import { counterFromText, evaluateBoot, fioFigures } from './checks.ts';
+import type { FioFigures } from './checks.ts';
+import { comparisonMarkdown, comparisonRows, median } from './report.ts';
 import type { BootPlan } from './checks.ts';
 import { qemuArgs } from './qemu.ts';
 import { cpuDuringJobs } from './cpu.ts';
@@ -82,7 +84,7 @@ test('fio figures: bytes over the longest job, verify reads, errors', () => {
       { error: 0, write: { io_bytes: 1e6, runtime: 2000, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 500 } },
     ],
   });
-  const f = fioFigures('pv', 'randw', `note: something\n${json.replace('"error":0', '"error":0,"stddev" : inf,"x" : -nan')}`);
+  const f = fioFigures('pv', 'randw', 1, `note: something\n${json.replace('"error":0', '"error":0,"stddev" : inf,"x" : -nan')}`);
   assert.equal(f.writeMBps, 1);
   assert.equal(f.writeIops, 16);
   assert.equal(f.verifyMBps, 4);
@@ -91,7 +93,7 @@ test('fio figures: bytes over the longest job, verify reads, errors', () => {
 });
 
 test('checks: a missing result fails, a matching md5 passes, a different one fails', () => {
-  const plan: BootPlan = { guests: ['pv'], jobs: [], bytesPerJob: new Map(), hotplugGuest: undefined, midIo: false };
+  const plan: BootPlan = { guests: ['pv'], jobs: [], runs: {}, bytesPerJob: new Map(), hotplugGuest: undefined, midIo: false };
   const r = (x: Record<string, unknown>): HarnessResult => x as unknown as HarnessResult;
   const results = [
     r({ src: 'dom0', check: 'backend', ok: true }),
@@ -137,4 +139,58 @@ test('dom0 CPU per fio job: samples between the job\'s phase lines, in CPUs; a r
   assert.equal(c?.serveUser, 0.6);
   assert.equal(c?.serveSys, 0.4);
   assert.equal(c?.mainThread, 0.7);
+});
+
+test('several runs of each job: every run is checked, and the comparison takes each backend\'s median', () => {
+  const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: ['randw'], runs: { pv: 3 }, bytesPerJob: new Map([['randw', 1e6]]), hotplugGuest: undefined, midIo: false };
+  const r = (x: Record<string, unknown>): HarnessResult => x as unknown as HarnessResult;
+  const fioJson = (ms: number): string => JSON.stringify({ jobs: [{ error: 0, write: { io_bytes: 1e6, runtime: ms, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 100 } }] });
+  const results = [
+    r({ src: 'guest', check: 'fio', guest: 'pv', job: 'randw', run: 1, ok: true, rc: 0 }),
+    r({ src: 'guest', check: 'fio', guest: 'pv', job: 'randw', run: 3, ok: true, rc: 0 }),
+    r({ src: 'guest', check: 'fio', guest: 'pvh', job: 'randw', run: 1, ok: true, rc: 0 }),
+  ];
+  // run 2 never reported; pvh runs once
+  const files = new Map([
+    ['fio-json-pv-randw-1', fioJson(1000)],
+    ['fio-json-pv-randw-3', fioJson(250)],
+    ['fio-json-pvh-randw-1', fioJson(500)],
+  ]);
+  const { checks, fio } = evaluateBoot({ mode: 'kernel', results, files, finished: true }, plan);
+  const by = (name: string): boolean | undefined => checks.find((c) => c.name === name)?.ok;
+  assert.equal(by('pv: fio randw run 1'), true);
+  assert.equal(by('pv: fio randw run 2'), false, 'a run that never reported fails');
+  assert.equal(by('pv: fio randw run 3'), true);
+  assert.equal(by('pvh: fio randw'), true, 'one run: no run number in the name');
+  assert.deepEqual(fio.map((f) => [f.guest, f.run, f.writeMBps]), [['pv', 1, 1], ['pv', 3, 4], ['pvh', 1, 2]]);
+
+  assert.equal(median([3, 1, 2]), 2);
+  assert.equal(median([4, 1, 3, 2]), 2.5);
+  const fig = (guest: string, run: number, writeMBps: number): FioFigures =>
+    ({ guest, job: 'randw', run, jobs: 4, writeMBps, writeIops: 0, verifyMBps: 0, writeBytes: 0, verifyBytes: 0, errors: 0 });
+  const rows = comparisonRows([fig('pv', 1, 20), fig('pv', 2, 10), fig('pv', 3, 30)], [fig('pv', 2, 18), fig('pv', 1, 9), fig('pv', 3, 27)]);
+  const pv = rows.find((x) => x.guest === 'pv')!;
+  assert.deepEqual(pv.kernelRuns, [20, 10, 30]);
+  assert.deepEqual(pv.oursRuns, [9, 18, 27], 'in run order');
+  assert.equal(pv.kernelMBps, 20);
+  assert.equal(pv.oursMBps, 18);
+  assert.equal(pv.ratio, 0.9);
+  const md = comparisonMarkdown(rows, 0.9);
+  assert.match(md, /\| randw \| pv \| 20\.0 \(20\.0, 10\.0, 30\.0\) \| 18\.0 \(9\.0, 18\.0, 27\.0\) \| 0\.90 \|/);
+  assert.match(md, /\| randw \| all \| 20\.0 \| 18\.0 \| 0\.90 \(>= goal\) \|/);
+});
+
+test('dom0 CPU per fio job tells the runs of a job apart', () => {
+  const log = [
+    'G pv| BLKBACK-PHASE pv guest: fio randw run 1/3 (24 lines, 4 jobs)',
+    'BLKBACK-CPU 10.00 busy=100 serve=0',
+    'BLKBACK-CPU 12.00 busy=200 serve=0',
+    'G pv| BLKBACK-PHASE pv guest: fio randw run 1/3 done rc=0',
+    'G pv| BLKBACK-PHASE pv guest: fio randw run 2/3 (24 lines, 4 jobs)',
+    'BLKBACK-CPU 14.00 busy=200 serve=0',
+    'BLKBACK-CPU 16.00 busy=400 serve=0',
+    'G pv| BLKBACK-PHASE pv guest: fio randw run 2/3 done rc=0',
+  ].join('\n');
+  const cpu = cpuDuringJobs(log);
+  assert.deepEqual(cpu.map((c) => [c.job, c.run, c.dom0Busy]), [['randw', 1, 0.5], ['randw', 2, 1]]);
 });

@@ -15,6 +15,8 @@ export interface PayloadConfig {
   readonly disk2MiB: number;
   readonly guestMemMiB: number;
   readonly guests: readonly string[];
+  /** Runs of each fio job, by guest tag (1 when absent). */
+  readonly runs: Readonly<Partial<Record<string, number>>>;
   readonly midIo: boolean;
   readonly controlSocket: string;
 }
@@ -46,6 +48,7 @@ export function configScript(c: PayloadConfig): string {
     `DISK2_MIB=${c.disk2MiB}`,
     `GUEST_MEM=${c.guestMemMiB}`,
     `GUESTS=${q(c.guests.join(' '))}`,
+    ...c.guests.map((g) => `RUNS_${g}=${c.runs[g] ?? 1}`),
     `MIDIO=${c.midIo ? 1 : 0}`,
     `CONTROL_SOCKET=${q(c.controlSocket)}`,
     // BLKBACK_XEN_SERVE_ARGS: extra options for `blkback serve` (experiments, e.g. --data-path map)

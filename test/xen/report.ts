@@ -10,17 +10,42 @@ import type { FioFigures, Mode } from './checks.ts';
 export interface ComparisonRow {
   readonly job: string;
   readonly guest: string;
+  /** Write MB/s of each run, in run order (empty in the 'all' rows). */
+  readonly kernelRuns: readonly number[];
+  readonly oursRuns: readonly number[];
+  /** The median over runs (the 'all' rows: the harmonic mean of the guests' medians). */
   readonly kernelMBps: number;
   readonly oursMBps: number;
   readonly ratio: number;
 }
 
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return 0;
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/**
+ * Per job and guest type, the median write bandwidth of each backend's runs and their ratio. The
+ * runs of the two backends come from different boots, so they are not paired: medians, not a
+ * median of per-run ratios.
+ */
 export function comparisonRows(kernel: readonly FioFigures[], ours: readonly FioFigures[]): ComparisonRow[] {
   const rows: ComparisonRow[] = [];
-  for (const k of kernel) {
-    const o = ours.find((x) => x.job === k.job && x.guest === k.guest);
-    if (o === undefined) continue;
-    rows.push({ job: k.job, guest: k.guest, kernelMBps: k.writeMBps, oursMBps: o.writeMBps, ratio: k.writeMBps > 0 ? o.writeMBps / k.writeMBps : 0 });
+  const runsOf = (figures: readonly FioFigures[], job: string, guest: string): number[] =>
+    figures
+      .filter((x) => x.job === job && x.guest === guest)
+      .sort((a, b) => a.run - b.run)
+      .map((x) => x.writeMBps);
+  const pairs = [...new Map(kernel.map((k) => [`${k.job}/${k.guest}`, k])).values()];
+  for (const k of pairs) {
+    const kernelRuns = runsOf(kernel, k.job, k.guest);
+    const oursRuns = runsOf(ours, k.job, k.guest);
+    if (oursRuns.length === 0) continue;
+    const kernelMBps = median(kernelRuns);
+    const oursMBps = median(oursRuns);
+    rows.push({ job: k.job, guest: k.guest, kernelRuns, oursRuns, kernelMBps, oursMBps, ratio: kernelMBps > 0 ? oursMBps / kernelMBps : 0 });
   }
   // per job over the guest types: total bytes over total time is the mean of rates weighted by
   // time; with equal bytes per guest that is the harmonic mean
@@ -29,18 +54,26 @@ export function comparisonRows(kernel: readonly FioFigures[], ours: readonly Fio
     const harmonic = (xs: number[]): number => xs.length / xs.reduce((s, x) => s + 1 / x, 0);
     const k = harmonic(of.map((r) => r.kernelMBps));
     const o = harmonic(of.map((r) => r.oursMBps));
-    rows.push({ job, guest: 'all', kernelMBps: k, oursMBps: o, ratio: k > 0 ? o / k : 0 });
+    rows.push({ job, guest: 'all', kernelRuns: [], oursRuns: [], kernelMBps: k, oursMBps: o, ratio: k > 0 ? o / k : 0 });
   }
   return rows;
 }
 
 export function comparisonMarkdown(rows: readonly ComparisonRow[], goal: number): string {
+  const cell = (mbps: number, runs: readonly number[]): string =>
+    runs.length > 1 ? `${mbps.toFixed(1)} (${runs.map((x) => x.toFixed(1)).join(', ')})` : mbps.toFixed(1);
   const lines = [
     '| job | guest | kernel xen-blkback MB/s | blkback serve MB/s | ours / kernel |',
     '|---|---|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.job} | ${r.guest} | ${r.kernelMBps.toFixed(1)} | ${r.oursMBps.toFixed(1)} | ${r.ratio.toFixed(2)}${r.guest === 'all' ? (r.ratio >= goal ? ' (>= goal)' : ' (< goal)') : ''} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.job} | ${r.guest} | ${cell(r.kernelMBps, r.kernelRuns)} | ${cell(r.oursMBps, r.oursRuns)} | ${r.ratio.toFixed(2)}` +
+        `${r.guest === 'all' ? (r.ratio >= goal ? ' (>= goal)' : ' (< goal)') : ''} |`,
+    ),
   ];
-  return `${lines.join('\n')}\n`;
+  const several = rows.some((r) => r.kernelRuns.length > 1 || r.oursRuns.length > 1);
+  const note = several ? '\nWith several runs a cell is their median, then each run in order; the ratio is of the medians.\n' : '';
+  return `${lines.join('\n')}\n${note}`;
 }
 
 /** Only the write rows (ddir 1) of a bw log: the verify phase's reads are another workload. */
@@ -55,20 +88,23 @@ export interface BwLogs {
   readonly mode: Mode;
   readonly guest: string;
   readonly job: string;
+  readonly run: number;
   readonly files: readonly string[];
 }
 
-/** One PNG and SVG per job: a line per backend and guest type. Returns the files written. */
+/** One PNG and SVG per job: a line per backend, guest type and run. Returns the files written. */
 export function writePlots(logs: readonly BwLogs[], outDir: string): string[] {
   const written: string[] = [];
   for (const job of [...new Set(logs.map((l) => l.job))]) {
-    const guests = [...new Set(logs.map((l) => l.guest))];
+    const several = logs.some((l) => l.job === job && l.run > 1);
+    // within a backend, each guest type's runs in turn: pv runs 1-3, then pvh's
+    const order = [...new Set(logs.filter((l) => l.job === job).map((l) => `${l.guest}/${l.run}`))];
     const runs: RunLogs[] = logs
       .filter((l) => l.job === job && l.files.length > 0)
       .map((l) => ({
-        label: `${l.mode === 'kernel' ? 'kernel xen-blkback' : 'blkback serve'} (${l.guest})`,
+        label: `${l.mode === 'kernel' ? 'kernel xen-blkback' : 'blkback serve'} (${l.guest}${several ? `, run ${l.run}` : ''})`,
         group: l.mode,
-        run: guests.indexOf(l.guest) + 1,
+        run: order.indexOf(`${l.guest}/${l.run}`) + 1,
         files: l.files.map(writeRows),
       }));
     if (runs.length === 0) continue;

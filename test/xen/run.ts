@@ -43,6 +43,8 @@ usage: node dist/test/xen/run.js [--mode kernel|ours|both] [--dist DIR] [--out D
   --out       report directory (default ./xen-report): console logs, results.json, comparison
   --cache     image cache (default \$BLKBACK_XEN_CACHE or ${DEFAULT_CACHE})
   --disk-mib  backing disk size in MiB (default 128); --fio-mib: MiB randw writes (96; iometer a third)
+  --runs      runs of each fio job in the PV guest (default 3, as the seed's mail; the PVH guest: 1);
+              the comparison takes each backend's median
   --timeout   seconds per boot before QEMU is killed (default 1800)
   --cpu       QEMU's -cpu (default ${DEFAULT_CPU})
   --keep      keep the work directory (payload, initramfs)
@@ -79,6 +81,7 @@ async function main(): Promise<number> {
       cache: { type: 'string', default: process.env.BLKBACK_XEN_CACHE ?? DEFAULT_CACHE },
       'disk-mib': { type: 'string', default: '128' },
       'fio-mib': { type: 'string', default: '96' },
+      runs: { type: 'string', default: '3' },
       timeout: { type: 'string', default: '1800' },
       cpu: { type: 'string', default: DEFAULT_CPU },
       keep: { type: 'boolean', default: false },
@@ -99,6 +102,8 @@ async function main(): Promise<number> {
   const diskMiB = Number(values['disk-mib']);
   const fioMiB = Number(values['fio-mib']);
   if (!(fioMiB <= diskMiB - 1)) throw new Error(`--fio-mib ${fioMiB} must leave the backing disk's last MiB (the marker) alone`);
+  const pvRuns = Number(values.runs);
+  if (!Number.isInteger(pvRuns) || pvRuns < 1 || pvRuns > 9) throw new Error(`--runs ${values.runs}: expected a whole number from 1 to 9`);
   mkdirSync(out, { recursive: true });
   const t0 = Date.now();
   const say = (line: string): void => {
@@ -147,7 +152,7 @@ async function main(): Promise<number> {
   }
   say(`derived job files (ioengine=${ioengine}, fio --parse-only ok): ${[...jobs.keys()].map((j) => `${out}/${j}.guest.fio`).join(', ')}`);
 
-  const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: [...jobs.keys()], bytesPerJob, hotplugGuest: 'pv', midIo: true };
+  const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: [...jobs.keys()], runs: { pv: pvRuns, pvh: 1 }, bytesPerJob, hotplugGuest: 'pv', midIo: true };
   if (values.replay) {
     cleanWork();
     const runs = modes.map((mode) => ({ ...evaluateConsoleLog(mode, readFileSync(join(out, `${mode}-console.log`), 'latin1'), plan, out), seconds: 0, phases: [] }));
@@ -184,10 +189,10 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
     failed += bad.length;
     say(`mode=${run.mode}: ${run.checks.length - bad.length}/${run.checks.length} checks passed in ${run.seconds.toFixed(0)} s`);
     for (const c of bad) say(`  FAIL ${c.name}: ${c.detail}`);
-    for (const f of run.fio) say(`  fio ${f.job} in ${f.guest}: write ${f.writeMBps.toFixed(1)} MB/s (${f.writeIops.toFixed(0)} IOPS), verify ${f.verifyMBps.toFixed(1)} MB/s`);
+    for (const f of run.fio) say(`  fio ${f.job} in ${f.guest}${run.fio.some((x) => x.guest === f.guest && x.run > 1) ? ` run ${f.run}` : ''}: write ${f.writeMBps.toFixed(1)} MB/s (${f.writeIops.toFixed(0)} IOPS), verify ${f.verifyMBps.toFixed(1)} MB/s`);
     for (const c of run.cpu) {
       const serve = run.mode === 'ours' ? `, serve ${c.serve.toFixed(2)} (user ${c.serveUser.toFixed(2)}, sys ${c.serveSys.toFixed(2)}; main thread ${c.mainThread.toFixed(2)})` : '';
-      say(`  cpu during fio ${c.job} in ${c.guest}: dom0 busy ${c.dom0Busy.toFixed(2)} CPUs${serve}`);
+      say(`  cpu during fio ${c.job} in ${c.guest}${run.cpu.some((x) => x.guest === c.guest && x.run > 1) ? ` run ${c.run}` : ''}: dom0 busy ${c.dom0Busy.toFixed(2)} CPUs${serve}`);
     }
   }
   const summary: Record<string, unknown> = {
@@ -234,6 +239,7 @@ async function runMode(mode: Mode, c: ModeContext): Promise<ModeRun> {
     disk2MiB: 16,
     guestMemMiB: 512,
     guests: c.plan.guests,
+    runs: c.plan.runs,
     midIo: c.plan.midIo,
     controlSocket: '/run/blkback/control.sock',
   };
@@ -308,9 +314,11 @@ function evaluateConsoleLog(mode: Mode, text: string, plan: BootPlan, out: strin
   const { checks, fio } = evaluateBoot({ mode, results, files, finished }, plan);
   const bwLogs: BwLogs[] = [];
   for (const guest of plan.guests) {
-    for (const job of plan.jobs) {
-      const prefix = `bwlog-${guest}-${job}-`;
-      bwLogs.push({ mode, guest, job, files: [...files].filter(([n]) => n.startsWith(prefix)).map(([, t]) => t) });
+    for (let run = 1; run <= (plan.runs[guest] ?? 1); run++) {
+      for (const job of plan.jobs) {
+        const prefix = `bwlog-${guest}-${job}-${run}-`;
+        bwLogs.push({ mode, guest, job, run, files: [...files].filter(([n]) => n.startsWith(prefix)).map(([, t]) => t) });
+      }
     }
   }
   return { mode, checks, fio, bwLogs, results, cpu: cpuDuringJobs(text) };
