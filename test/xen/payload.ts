@@ -5,6 +5,7 @@
 //   /opt/blkback-test/config.sh           MODE and sizes for dom0-init.sh
 //   /opt/blkback-test/domu-overlay.cpio.gz  the guests' /init and derived job files
 //   /opt/blkback/{package.json,dist/src,node_modules}  the blkback build under test and its runtime deps
+//   /opt/blkback/cost-probe.js            what a clock reading, a system call, JS and a loop turn cost
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -102,6 +103,8 @@ export function buildPayload(input: PayloadInput, workDir: string): string {
   const app = join(root, 'opt/blkback');
   mkdirSync(app, { recursive: true });
   cpSync(join(input.repoDir, 'package.json'), join(app, 'package.json'));
+  // beside package.json, which makes it an ES module as in dist/
+  cpSync(join(input.distDir, 'test/xen/cost-probe.js'), join(app, 'cost-probe.js'));
   // only the runtime tree; source maps and declarations are not needed in dom0
   cpSync(join(input.distDir, 'src'), join(app, 'dist/src'), {
     recursive: true,

@@ -151,6 +151,9 @@ async function main(): Promise<number> {
     bytesPerJob.set(name, perJob);
   }
   say(`derived job files (ioengine=${ioengine}, fio --parse-only ok): ${[...jobs.keys()].map((j) => `${out}/${j}.guest.fio`).join(', ')}`);
+  // the same probe dom0 runs at boot ("dom0: clocksource ..."), for comparison
+  const probe = spawnSync(process.execPath, [join(dist, 'test/xen/cost-probe.js')], { encoding: 'utf8' });
+  if (probe.status === 0) say(`this host: ${probe.stdout.trim()}`);
 
   const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: [...jobs.keys()], runs: { pv: pvRuns, pvh: 1 }, bytesPerJob, hotplugGuest: 'pv', midIo: true };
   if (values.replay) {
