@@ -3,7 +3,8 @@
 // cannot pass.
 import type { HarnessResult } from './console.ts';
 
-export type Mode = 'kernel' | 'ours';
+/** kernel or ours: one backend for the whole boot; paired: both, taking turns (evaluatePaired). */
+export type Mode = 'kernel' | 'ours' | 'paired';
 
 export interface BootRecord {
   readonly mode: Mode;
@@ -27,6 +28,8 @@ export interface BootPlan {
   readonly hotplugGuest: string | undefined;
   /** The destroyed-mid-I/O guest and the one after it. */
   readonly midIo: boolean;
+  /** --mode paired: turns of each backend (guests kernel-1, ours-1, ours-2, kernel-2, ...). */
+  readonly pairs?: number;
 }
 
 export interface Check {
@@ -101,6 +104,64 @@ export function counterFromText(text: string, name: string): number | undefined 
   return m === null ? undefined : Number(m[1]);
 }
 
+/** One run of one job in one guest: reported, exit 0, no job errors, everything written verified. */
+function checkFio(boot: BootRecord, plan: BootPlan, guest: string, job: string, n: number, name: string, add: (name: string, ok: boolean, detail: string) => void, fio: FioFigures[]): void {
+  const run = boot.results.find((x) => x.check === 'fio' && x.guest === guest && x.job === job && x.run === n);
+  if (run === undefined) {
+    add(name, false, 'missing: the guest never reported this job');
+    return;
+  }
+  const json = boot.files.get(`fio-json-${guest}-${job}-${n}`);
+  if (json === undefined) {
+    add(name, false, `rc=${String(run.rc)}, no JSON output on the console`);
+    return;
+  }
+  try {
+    const f = fioFigures(guest, job, n, json);
+    fio.push(f);
+    const want = (plan.bytesPerJob.get(job) ?? 0) * f.jobs;
+    const wroteAll = f.writeBytes === want;
+    const verified = f.verifyBytes >= f.writeBytes && f.writeBytes > 0;
+    add(
+      name,
+      run.rc === 0 && f.errors === 0 && verified,
+      `rc=${String(run.rc)} errors=${f.errors} wrote ${f.writeBytes} B${wroteAll ? '' : ` (of ${want}: runtime cap)`} ` +
+        `verified ${f.verifyBytes} B; write ${f.writeMBps.toFixed(1)} MB/s, ${f.writeIops.toFixed(0)} IOPS`,
+    );
+  } catch (e) {
+    add(name, false, `fio JSON unreadable: ${(e as Error).message}`);
+  }
+}
+
+/** --mode paired: the guests' tags in the order dom0 runs them (the order alternates each pair). */
+export function pairedGuests(pairs: number): { tag: string; backend: 'kernel' | 'ours'; pair: number }[] {
+  const out: { tag: string; backend: 'kernel' | 'ours'; pair: number }[] = [];
+  for (let pair = 1; pair <= pairs; pair++) {
+    const order = pair % 2 === 1 ? (['kernel', 'ours'] as const) : (['ours', 'kernel'] as const);
+    for (const backend of order) out.push({ tag: `${backend}-${pair}`, backend, pair });
+  }
+  return out;
+}
+
+/** --mode paired: every guest ran every job once, cleanly, and was destroyed. */
+export function evaluatePaired(boot: BootRecord, plan: BootPlan): { checks: Check[]; fio: FioFigures[] } {
+  const checks: Check[] = [];
+  const fio: FioFigures[] = [];
+  const add = (name: string, ok: boolean, detail: string): void => {
+    checks.push({ name, ok, detail });
+  };
+  add('dom0 ran to the end', boot.finished, boot.finished ? 'ok' : 'dom0 never printed its last phase (crash or timeout)');
+  for (const r of boot.results) if (r.check === 'fatal') add('dom0 fatal', false, String(r.message));
+  for (const { tag } of pairedGuests(plan.pairs ?? 0)) {
+    const created = boot.results.find((r) => r.check === 'create' && r.guest === tag);
+    add(`${tag}: xl create`, created?.ok === true, created === undefined ? 'missing: no result on the console' : JSON.stringify(created));
+    for (const job of plan.jobs) checkFio(boot, plan, tag, job, 1, `${tag}: fio ${job}`, add, fio);
+    const destroyed = boot.results.find((r) => r.check === 'destroy' && r.guest === tag);
+    add(`${tag}: xl destroy, backend directory removed`, destroyed?.ok === true, destroyed === undefined ? 'missing: no result on the console' : JSON.stringify(destroyed));
+  }
+  return { checks, fio };
+}
+
 export function evaluateBoot(boot: BootRecord, plan: BootPlan): { checks: Check[]; fio: FioFigures[] } {
   const checks: Check[] = [];
   const fio: FioFigures[] = [];
@@ -161,34 +222,7 @@ export function evaluateBoot(boot: BootRecord, plan: BootPlan): { checks: Check[
 
     const runs = plan.runs[guest] ?? 1;
     for (let n = 1; n <= runs; n++) {
-      for (const job of plan.jobs) {
-        const name = `${guest}: fio ${job}${runs > 1 ? ` run ${n}` : ''}`;
-        const run = boot.results.find((x) => x.check === 'fio' && x.guest === guest && x.job === job && x.run === n);
-        if (run === undefined) {
-          add(name, false, 'missing: the guest never reported this job');
-          continue;
-        }
-        const json = boot.files.get(`fio-json-${guest}-${job}-${n}`);
-        if (json === undefined) {
-          add(name, false, `rc=${String(run.rc)}, no JSON output on the console`);
-          continue;
-        }
-        try {
-          const f = fioFigures(guest, job, n, json);
-          fio.push(f);
-          const want = (plan.bytesPerJob.get(job) ?? 0) * f.jobs;
-          const wroteAll = f.writeBytes === want;
-          const verified = f.verifyBytes >= f.writeBytes && f.writeBytes > 0;
-          add(
-            name,
-            run.rc === 0 && f.errors === 0 && verified,
-            `rc=${String(run.rc)} errors=${f.errors} wrote ${f.writeBytes} B${wroteAll ? '' : ` (of ${want}: runtime cap)`} ` +
-              `verified ${f.verifyBytes} B; write ${f.writeMBps.toFixed(1)} MB/s, ${f.writeIops.toFixed(0)} IOPS`,
-          );
-        } catch (e) {
-          add(name, false, `fio JSON unreadable: ${(e as Error).message}`);
-        }
-      }
+      for (const job of plan.jobs) checkFio(boot, plan, guest, job, n, `${guest}: fio ${job}${runs > 1 ? ` run ${n}` : ''}`, add, fio);
     }
 
     if (guest === plan.hotplugGuest) {

@@ -48,10 +48,16 @@ DISK2SPEC="format=raw,vdev=xvdb,access=rw,backendtype=phy,script=/etc/xen/script
 
 # ---- the backend under test ---------------------------------------------------------------------
 SERVE_PID=
-if [ "$MODE" = kernel ]; then
+start_kernel_backend() {
   modprobe xen-blkback || die "modprobe xen-blkback failed"
   phase "dom0: backend is the kernel's xen-blkback"
-else
+}
+stop_kernel_backend() { # --mode paired: unload it so that serve can own backend/vbd
+  local i
+  for i in $(seq 1 30); do rmmod xen_blkback 2>/dev/null && { phase "dom0: xen-blkback unloaded"; return 0; }; sleep 1; done
+  die "rmmod xen_blkback failed for 30 s"
+}
+start_serve() {
   lsmod | grep -q '^xen_blkback' && die "xen-blkback is loaded in mode=ours"
   : > /run/blkback/serve.log
   if [ -x /usr/bin/gdb ]; then
@@ -65,14 +71,28 @@ else
     env $SERVE_ENV $TRACER node $NODE_ARGS /opt/blkback/dist/src/cli/main.js serve $SERVE_ARGS >> /run/blkback/serve.log 2>&1 &
   fi
   SERVE_PID=$!
-  tail -n +1 -F /run/blkback/serve.log 2>/dev/null | sed -u 's/^/SERVE| /' &
+  echo $SERVE_PID > /run/blkback/serve.pid   # for the CPU sampler
+  [ -n "$SERVE_TAIL" ] || { tail -n +1 -F /run/blkback/serve.log 2>/dev/null | sed -u 's/^/SERVE| /' & SERVE_TAIL=1; }
+  local i
   for i in $(seq 1 60); do [ -S "$CONTROL_SOCKET" ] && break; kill -0 $SERVE_PID 2>/dev/null || break; sleep 1; done
   if [ -S "$CONTROL_SOCKET" ]; then
     phase "dom0: backend is blkback serve (pid $SERVE_PID, up after ${i}s)"
   else
     die "blkback serve did not create $CONTROL_SOCKET within 60 s"
   fi
-fi
+}
+stop_serve() { # --mode paired: serve exits on SIGTERM
+  local i
+  kill $SERVE_PID 2>/dev/null
+  for i in $(seq 1 60); do kill -0 $SERVE_PID 2>/dev/null || break; sleep 1; done
+  kill -0 $SERVE_PID 2>/dev/null && die "blkback serve did not exit within 60 s of SIGTERM"
+  rm -f /run/blkback/serve.pid "$CONTROL_SOCKET"; SERVE_PID=
+  phase "dom0: blkback serve stopped"
+}
+case "$MODE" in
+  kernel) start_kernel_backend ;;
+  ours) start_serve ;;
+esac
 result "{\"src\":\"dom0\",\"check\":\"backend\",\"mode\":\"$MODE\",\"ok\":true,\"disk_bytes\":$DISK_BYTES}"
 
 # Every 2 s: dom0's CPU ticks (busy = user+nice+system+irq+softirq, idle = idle+iowait, steal = time
@@ -80,8 +100,9 @@ result "{\"src\":\"dom0\",\"check\":\"backend\",\"mode\":\"$MODE\",\"ok\":true,\
 # The orchestrator attributes the samples to the fio jobs they fall in: where the two backends spend
 # dom0's CPU.
 cpu_sampler() {
-  local serve
+  local serve SERVE_PID
   while :; do
+    SERVE_PID=$(cat /run/blkback/serve.pid 2>/dev/null)
     set -- $(head -1 /proc/stat)
     serve="serve=0"; [ -n "$SERVE_PID" ] && serve=$(awk '{print "serve=" $14 + $15 " serve_user=" $14 " serve_sys=" $15}' /proc/$SERVE_PID/stat 2>/dev/null)
     [ -n "$SERVE_PID" ] && serve="$serve $(awk '{print "main_user=" $14 " main_sys=" $15}' /proc/$SERVE_PID/task/$SERVE_PID/stat 2>/dev/null)"
@@ -235,6 +256,29 @@ full_guest() { # TAG TYPE HOTPLUG: every check, both fio jobs, optionally disk h
   fi
   destroy_guest $tag
 }
+
+if [ "$MODE" = paired ]; then
+  # The two backends take turns in this one boot, a PV guest running the jobs once under each, in
+  # the order kernel, ours, ours, kernel, kernel, ...: the comparison is then free of how fast the
+  # emulator happens to run in a boot (the cost probe above varies by 1.7x between boots).
+  # The first guest of a boot runs its jobs slower than the ones after it (the runs of --mode both
+  # show it too): an uncounted warm-up turn goes first, under the kernel's backend.
+  start_kernel_backend
+  start_guest warmup pv bb_role=jobs bb_runs=1 && wait_guest warmup checks-done 900
+  destroy_guest warmup
+  stop_kernel_backend
+  for i in $(seq 1 "$PAIRS"); do
+    order="kernel ours"; [ $((i % 2)) = 0 ] && order="ours kernel"
+    for b in $order; do
+      if [ $b = kernel ]; then start_kernel_backend; else start_serve; fi
+      start_guest $b-$i pv bb_role=jobs bb_runs=1 && wait_guest $b-$i checks-done 900
+      destroy_guest $b-$i
+      if [ $b = kernel ]; then stop_kernel_backend; else stop_serve; fi
+    done
+  done
+  xl dmesg > /run/xl-dmesg.log 2>&1; print_file xl-dmesg /run/xl-dmesg.log
+  finish
+fi
 
 for g in $GUESTS; do
   case $g in

@@ -11,9 +11,9 @@ import { fileURLToPath } from 'node:url';
 import { deriveGuestJob, seedNumjobs } from './fio-jobs.ts';
 import { ConsoleParser } from './console.ts';
 import type { ConsoleEvent, HarnessResult } from './console.ts';
-import { counterFromText, evaluateBoot, fioFigures } from './checks.ts';
+import { counterFromText, evaluateBoot, evaluatePaired, fioFigures, pairedGuests } from './checks.ts';
 import type { FioFigures } from './checks.ts';
-import { comparisonMarkdown, comparisonRows, median } from './report.ts';
+import { comparisonMarkdown, comparisonRows, median, pairedMarkdown, pairedRows } from './report.ts';
 import type { BootPlan } from './checks.ts';
 import { qemuArgs } from './qemu.ts';
 import { cpuDuringJobs } from './cpu.ts';
@@ -193,4 +193,27 @@ test('dom0 CPU per fio job tells the runs of a job apart', () => {
   ].join('\n');
   const cpu = cpuDuringJobs(log);
   assert.deepEqual(cpu.map((c) => [c.job, c.run, c.dom0Busy]), [['randw', 1, 0.5], ['randw', 2, 1]]);
+});
+
+test('paired mode: the backends alternate, every turn is checked, the ratio is the median of the pairs\' ratios', () => {
+  assert.deepEqual(pairedGuests(3).map((g) => g.tag), ['kernel-1', 'ours-1', 'ours-2', 'kernel-2', 'kernel-3', 'ours-3']);
+  const plan: BootPlan = { guests: [], jobs: ['randw'], runs: {}, bytesPerJob: new Map([['randw', 1e6]]), hotplugGuest: undefined, midIo: false, pairs: 2 };
+  const r = (x: Record<string, unknown>): HarnessResult => x as unknown as HarnessResult;
+  const fioJson = (ms: number): string => JSON.stringify({ jobs: [{ error: 0, write: { io_bytes: 1e6, runtime: ms, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 100 } }] });
+  const results: HarnessResult[] = [];
+  const files = new Map<string, string>();
+  const ms: Record<string, number> = { 'kernel-1': 100, 'ours-1': 125, 'ours-2': 100, 'kernel-2': 100 };
+  for (const [tag, t] of Object.entries(ms)) {
+    results.push(r({ src: 'dom0', check: 'create', guest: tag, ok: true }), r({ src: 'dom0', check: 'destroy', guest: tag, ok: true }));
+    if (tag !== 'kernel-2') results.push(r({ src: 'guest', check: 'fio', guest: tag, job: 'randw', run: 1, ok: true, rc: 0 }));
+    files.set(`fio-json-${tag}-randw-1`, fioJson(t));
+  }
+  const { checks, fio } = evaluatePaired({ mode: 'paired', results, files, finished: true }, plan);
+  const by = (name: string): boolean | undefined => checks.find((c) => c.name === name)?.ok;
+  assert.equal(by('kernel-1: fio randw'), true);
+  assert.equal(by('kernel-2: fio randw'), false, 'a turn whose job never reported fails');
+  assert.equal(by('ours-2: xl destroy, backend directory removed'), true);
+  const rows = pairedRows(fio, 2);
+  assert.deepEqual(rows.map((x) => [x.pair, x.ratio]), [[1, 0.8], [0, 0.8]], 'pair 2 is incomplete: left out');
+  assert.match(pairedMarkdown(rows, 0.9), /\| randw \| median \| 10\.0 \| 8\.0 \| \*\*0\.80\*\* \(< goal\) \|/);
 });

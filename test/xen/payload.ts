@@ -11,7 +11,9 @@ import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node
 import { dirname, join } from 'node:path';
 
 export interface PayloadConfig {
-  readonly mode: 'kernel' | 'ours';
+  readonly mode: 'kernel' | 'ours' | 'paired';
+  /** mode paired: turns of each backend. */
+  readonly pairs: number;
   readonly diskMiB: number;
   readonly disk2MiB: number;
   readonly guestMemMiB: number;
@@ -51,6 +53,7 @@ export function configScript(c: PayloadConfig): string {
     `GUESTS=${q(c.guests.join(' '))}`,
     ...c.guests.map((g) => `RUNS_${g}=${c.runs[g] ?? 1}`),
     `MIDIO=${c.midIo ? 1 : 0}`,
+    `PAIRS=${c.pairs}`,
     `CONTROL_SOCKET=${q(c.controlSocket)}`,
     // BLKBACK_XEN_SERVE_ARGS: extra options for `blkback serve` (experiments, e.g. --data-path map)
     `SERVE_ARGS=${q(`--control-socket ${c.controlSocket} ${process.env.BLKBACK_XEN_SERVE_ARGS ?? ''}`.trim())}`,

@@ -76,6 +76,54 @@ export function comparisonMarkdown(rows: readonly ComparisonRow[], goal: number)
   return `${lines.join('\n')}\n${note}`;
 }
 
+export interface PairedRow {
+  readonly job: string;
+  /** 1, 2, ...; 0 for the job's summary row (medians over the pairs). */
+  readonly pair: number;
+  readonly kernelMBps: number;
+  readonly oursMBps: number;
+  readonly ratio: number;
+}
+
+/**
+ * --mode paired: per job, each pair's two runs (same boot, back to back) and their ratio, then a
+ * summary row: the median of each backend's runs and the median of the pairs' ratios.
+ */
+export function pairedRows(fio: readonly FioFigures[], pairs: number): PairedRow[] {
+  const rows: PairedRow[] = [];
+  for (const job of [...new Set(fio.map((f) => f.job))]) {
+    const of: PairedRow[] = [];
+    for (let pair = 1; pair <= pairs; pair++) {
+      const k = fio.find((f) => f.job === job && f.guest === `kernel-${pair}`);
+      const o = fio.find((f) => f.job === job && f.guest === `ours-${pair}`);
+      if (k === undefined || o === undefined || !(k.writeMBps > 0)) continue;
+      of.push({ job, pair, kernelMBps: k.writeMBps, oursMBps: o.writeMBps, ratio: o.writeMBps / k.writeMBps });
+    }
+    if (of.length === 0) continue;
+    rows.push(...of, {
+      job,
+      pair: 0,
+      kernelMBps: median(of.map((r) => r.kernelMBps)),
+      oursMBps: median(of.map((r) => r.oursMBps)),
+      ratio: median(of.map((r) => r.ratio)),
+    });
+  }
+  return rows;
+}
+
+export function pairedMarkdown(rows: readonly PairedRow[], goal: number): string {
+  const lines = [
+    '| job | pair | kernel xen-blkback MB/s | blkback serve MB/s | ours / kernel |',
+    '|---|---|---:|---:|---:|',
+    ...rows.map((r) =>
+      r.pair === 0
+        ? `| ${r.job} | median | ${r.kernelMBps.toFixed(1)} | ${r.oursMBps.toFixed(1)} | **${r.ratio.toFixed(2)}** ${r.ratio >= goal ? '(>= goal)' : '(< goal)'} |`
+        : `| ${r.job} | ${r.pair} | ${r.kernelMBps.toFixed(1)} | ${r.oursMBps.toFixed(1)} | ${r.ratio.toFixed(2)} |`,
+    ),
+  ];
+  return `${lines.join('\n')}\n\nOne boot, one PV guest per turn, the backends taking turns (kernel, ours, then ours, kernel, ...); the median ratio is the median of the pairs' ratios.\n`;
+}
+
 /** Only the write rows (ddir 1) of a bw log: the verify phase's reads are another workload. */
 export function writeRows(log: string): string {
   return log
@@ -93,7 +141,7 @@ export interface BwLogs {
 }
 
 /** One PNG and SVG per job: a line per backend, guest type and run. Returns the files written. */
-export function writePlots(logs: readonly BwLogs[], outDir: string): string[] {
+export function writePlots(logs: readonly BwLogs[], outDir: string, prefix = ''): string[] {
   const written: string[] = [];
   for (const job of [...new Set(logs.map((l) => l.job))]) {
     const several = logs.some((l) => l.job === job && l.run > 1);
@@ -102,16 +150,16 @@ export function writePlots(logs: readonly BwLogs[], outDir: string): string[] {
     const runs: RunLogs[] = logs
       .filter((l) => l.job === job && l.files.length > 0)
       .map((l) => ({
-        label: `${l.mode === 'kernel' ? 'kernel xen-blkback' : 'blkback serve'} (${l.guest}${several ? `, run ${l.run}` : ''})`,
+        label: `${l.mode === 'kernel' ? 'kernel xen-blkback' : 'blkback serve'} (${l.guest}${several ? `, ${prefix === '' ? 'run' : 'pair'} ${l.run}` : ''})`,
         group: l.mode,
         run: order.indexOf(`${l.guest}/${l.run}`) + 1,
         files: l.files.map(writeRows),
       }));
     if (runs.length === 0) continue;
     const svg = renderBandwidthChart({ title: `Write bandwidth - ${job} (Xen under QEMU TCG)`, series: bandwidthSeriesFromLogs(runs) });
-    writeFileSync(join(outDir, `${job}-bw.svg`), svg);
-    writeFileSync(join(outDir, `${job}-bw.png`), svgToPng(svg));
-    written.push(`${job}-bw.png`, `${job}-bw.svg`);
+    writeFileSync(join(outDir, `${prefix}${job}-bw.svg`), svg);
+    writeFileSync(join(outDir, `${prefix}${job}-bw.png`), svgToPng(svg));
+    written.push(`${prefix}${job}-bw.png`, `${prefix}${job}-bw.svg`);
   }
   return written;
 }

@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { evaluateBoot } from './checks.ts';
+import { evaluateBoot, evaluatePaired, pairedGuests } from './checks.ts';
 import type { BootPlan, BootRecord, Check, FioFigures, Mode } from './checks.ts';
 import { ConsoleParser } from './console.ts';
 import type { HarnessResult } from './console.ts';
@@ -19,7 +19,7 @@ import type { Images } from './images.ts';
 import { buildPayload } from './payload.ts';
 import type { PayloadConfig } from './payload.ts';
 import { bootXen, waitForQuiet } from './qemu.ts';
-import { comparisonMarkdown, comparisonRows, writePlots } from './report.ts';
+import { comparisonMarkdown, comparisonRows, pairedMarkdown, pairedRows, writePlots } from './report.ts';
 import { cpuDuringJobs, cpuMarkdown } from './cpu.ts';
 import type { JobCpu } from './cpu.ts';
 import type { BwLogs } from './report.ts';
@@ -34,10 +34,14 @@ const SEED_JOBS = ['randw', 'iometer'] as const;
 
 const help = `test:xen — blkback against real Xen 4.17 under QEMU (TCG), PV and PVH guests
 
-usage: node dist/test/xen/run.js [--mode kernel|ours|both] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
+usage: node dist/test/xen/run.js [--mode kernel|ours|both|paired] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
 
   --mode      kernel: Linux's xen-blkback serves the guests; ours: blkback serve does (xen-blkback
-              not loaded); both (default): one boot each, then the comparison table and plots
+              not loaded); both (default): one boot each, then the comparison table and plots;
+              paired: one boot in which the two backends take turns serving a PV guest that runs
+              the jobs (xen-blkback loaded and unloaded, serve started and stopped): the
+              comparison without the emulator's boot-to-boot speed in it
+  --pairs     turns of each backend in --mode paired (default 3)
   --dist      the compiled blkback to put in dom0 (default: <repo>/dist)
   --repo      the repository: seed jobs, test/xen scripts, node_modules (default: the current directory)
   --out       report directory (default ./xen-report): console logs, results.json, comparison
@@ -82,6 +86,7 @@ async function main(): Promise<number> {
       'disk-mib': { type: 'string', default: '128' },
       'fio-mib': { type: 'string', default: '96' },
       runs: { type: 'string', default: '3' },
+      pairs: { type: 'string', default: '3' },
       timeout: { type: 'string', default: '1800' },
       cpu: { type: 'string', default: DEFAULT_CPU },
       keep: { type: 'boolean', default: false },
@@ -93,8 +98,11 @@ async function main(): Promise<number> {
     process.stdout.write(help);
     return 0;
   }
-  const modes: Mode[] = values.mode === 'both' ? ['kernel', 'ours'] : values.mode === 'kernel' || values.mode === 'ours' ? [values.mode] : [];
-  if (modes.length === 0) throw new Error(`--mode ${values.mode}: expected kernel, ours or both`);
+  const modes: Mode[] =
+    values.mode === 'both' ? ['kernel', 'ours'] : values.mode === 'kernel' || values.mode === 'ours' || values.mode === 'paired' ? [values.mode] : [];
+  if (modes.length === 0) throw new Error(`--mode ${values.mode}: expected kernel, ours, both or paired`);
+  const pairs = Number(values.pairs);
+  if (!Number.isInteger(pairs) || pairs < 1 || pairs > 9) throw new Error(`--pairs ${values.pairs}: expected a whole number from 1 to 9`);
   const repo = repoDir(values.repo);
   const scripts = join(repo, 'test/xen');
   const dist = resolve(values.dist ?? join(repo, 'dist'));
@@ -155,7 +163,7 @@ async function main(): Promise<number> {
   const probe = spawnSync(process.execPath, [join(dist, 'test/xen/cost-probe.js')], { encoding: 'utf8' });
   if (probe.status === 0) say(`this host: ${probe.stdout.trim()}`);
 
-  const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: [...jobs.keys()], runs: { pv: pvRuns, pvh: 1 }, bytesPerJob, hotplugGuest: 'pv', midIo: true };
+  const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: [...jobs.keys()], runs: { pv: pvRuns, pvh: 1 }, bytesPerJob, hotplugGuest: 'pv', midIo: true, pairs };
   if (values.replay) {
     cleanWork();
     const runs = modes.map((mode) => ({ ...evaluateConsoleLog(mode, readFileSync(join(out, `${mode}-console.log`), 'latin1'), plan, out), seconds: 0, phases: [] }));
@@ -194,7 +202,7 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
     for (const c of bad) say(`  FAIL ${c.name}: ${c.detail}`);
     for (const f of run.fio) say(`  fio ${f.job} in ${f.guest}${run.fio.some((x) => x.guest === f.guest && x.run > 1) ? ` run ${f.run}` : ''}: write ${f.writeMBps.toFixed(1)} MB/s (${f.writeIops.toFixed(0)} IOPS), verify ${f.verifyMBps.toFixed(1)} MB/s`);
     for (const c of run.cpu) {
-      const serve = run.mode === 'ours' ? `, serve ${c.serve.toFixed(2)} (user ${c.serveUser.toFixed(2)}, sys ${c.serveSys.toFixed(2)}; main thread ${c.mainThread.toFixed(2)})` : '';
+      const serve = run.mode === 'ours' || c.guest.startsWith('ours-') ? `, serve ${c.serve.toFixed(2)} (user ${c.serveUser.toFixed(2)}, sys ${c.serveSys.toFixed(2)}; main thread ${c.mainThread.toFixed(2)})` : '';
       say(`  cpu during fio ${c.job} in ${c.guest}${run.cpu.some((x) => x.guest === c.guest && x.run > 1) ? ` run ${c.run}` : ''}: dom0 busy ${c.dom0Busy.toFixed(2)} CPUs${serve}`);
     }
   }
@@ -214,6 +222,17 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
     const plots = writePlots([...kernel.bwLogs, ...ours.bwLogs], out);
     process.stdout.write(`\n${md}\n`);
     say(`wrote ${out}/comparison.md and ${plots.join(', ')}`);
+  }
+  const paired = runs.find((r) => r.mode === 'paired');
+  if (paired !== undefined) {
+    const rows = pairedRows(paired.fio, Math.max(0, ...paired.fio.map((f) => Number(/-(\d+)$/.exec(f.guest)?.[1] ?? 0))));
+    summary.paired = rows;
+    const cpu = cpuMarkdown(new Map([['paired', paired.cpu]]));
+    const md = `${pairedMarkdown(rows, GOAL)}\n\ndom0's CPU during each job (2-second samples; 2 vCPUs; serve's columns mean nothing in the kernel's turns):\n\n${cpu}\n`;
+    writeFileSync(join(out, 'paired.md'), md);
+    const plots = writePlots(paired.bwLogs, out, 'paired-');
+    process.stdout.write(`\n${md}\n`);
+    say(`wrote ${out}/paired.md and ${plots.join(', ')}`);
   }
   writeFileSync(join(out, 'results.json'), `${JSON.stringify(summary, null, 2)}\n`);
   say(`${failed === 0 ? 'PASS' : `FAIL (${failed} checks)`}: results in ${out}/results.json, console logs in ${out}/<mode>-console.log`);
@@ -243,6 +262,7 @@ async function runMode(mode: Mode, c: ModeContext): Promise<ModeRun> {
     guestMemMiB: 512,
     guests: c.plan.guests,
     runs: c.plan.runs,
+    pairs: c.plan.pairs ?? 0,
     midIo: c.plan.midIo,
     controlSocket: '/run/blkback/control.sock',
   };
@@ -314,8 +334,18 @@ function evaluateConsoleLog(mode: Mode, text: string, plan: BootPlan, out: strin
   mkdirSync(filesDir, { recursive: true });
   for (const [name, body] of files) writeFileSync(join(filesDir, name.replace(/[^\w.-]/g, '_')), `${body}\n`);
 
-  const { checks, fio } = evaluateBoot({ mode, results, files, finished }, plan);
+  const boot = { mode, results, files, finished };
+  const { checks, fio } = mode === 'paired' ? evaluatePaired(boot, plan) : evaluateBoot(boot, plan);
   const bwLogs: BwLogs[] = [];
+  if (mode === 'paired') {
+    for (const { tag, backend, pair } of pairedGuests(plan.pairs ?? 0)) {
+      for (const job of plan.jobs) {
+        const prefix = `bwlog-${tag}-${job}-1-`;
+        bwLogs.push({ mode: backend, guest: 'pv', job, run: pair, files: [...files].filter(([n]) => n.startsWith(prefix)).map(([, t]) => t) });
+      }
+    }
+    return { mode, checks, fio, bwLogs, results, cpu: cpuDuringJobs(text) };
+  }
   for (const guest of plan.guests) {
     for (let run = 1; run <= (plan.runs[guest] ?? 1); run++) {
       for (const job of plan.jobs) {
