@@ -119,6 +119,7 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
     canWriteZeroes: true,
     discardGranularity: 0,
     bufferAlignment: align,
+    batchedSubmission: aio !== undefined,
   };
   let bounced = 0;
   let closed = false;

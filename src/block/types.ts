@@ -26,6 +26,12 @@ export interface BlockDeviceInfo {
   readonly discardGranularity: number;
   /** Required alignment of buffer addresses, in bytes (O_DIRECT: the logical block size; else 1). */
   readonly bufferAlignment: number;
+  /**
+   * Requests issued together reach the kernel in one system call (Linux native AIO's io_submit):
+   * a backend saves by issuing many at once. Absent or false for stores that complete in-process,
+   * where smaller batches let completions overlap the next requests.
+   */
+  readonly batchedSubmission?: boolean;
 }
 
 export interface BlockDevice {

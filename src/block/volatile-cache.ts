@@ -108,7 +108,8 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
     await base.flush();
   };
 
-  const describe = (): BlockDeviceInfo => ({ ...base.info, volatileCache: true, canFlush: true, canFua: true });
+  // writes complete in this process (into the cache), whatever the device below does with its own
+  const describe = (): BlockDeviceInfo => ({ ...base.info, volatileCache: true, canFlush: true, canFua: true, batchedSubmission: false });
   let info = describe();
 
   return {
