@@ -20,11 +20,11 @@ const BUSY_SHARE = 0.2;
  */
 const SOLO_QUANTA = 4;
 /**
- * ...and at least this many requests, whatever their size: a ring of large requests (64 KiB, 16
- * segments each) would otherwise take four a turn, and each turn costs an event-loop round trip and,
- * on a native-AIO disk, an io_submit. Linux's blkfront ring holds 32 requests, so a full one now goes
- * to the kernel in one call. Counted in requests, not segments, so small requests keep the
- * segment quantum and their pipelining on a RAM disk (docs/benchmarks.md §3).
+ * ...and, on a store that takes a turn's requests in one system call (native AIO; RingServer asks
+ * BlockDeviceInfo.batchedSubmission), at least this many requests whatever their size: a ring of
+ * 64 KiB requests (16 segments each) would otherwise take four a turn, each turn an event-loop round
+ * trip and an io_submit. Linux's blkfront ring holds 32, so a full one goes to the kernel in one
+ * call. Counted in requests, so small requests keep the segment quantum (docs/benchmarks.md §2).
  */
 const SOLO_REQUESTS = 32;
 
