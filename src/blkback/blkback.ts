@@ -1,6 +1,8 @@
-// The backend service: owns /local/domain/<self>/backend/vbd, creating a Vbd for each
-// <frontend-domid>/<devid> the toolstack writes there and tearing it down when the directory goes.
+// The backend service: owns /local/domain/<self>/backend/<kind> (vbd unless told otherwise),
+// creating a Vbd for each <frontend-domid>/<devid> the toolstack writes there and tearing it down
+// when the directory goes.
 import type { BackendHypervisor } from '../hypervisor/types.ts';
+import { BlockError } from '../internal/errors.ts';
 import { RateLimitedLog } from '../stats/rate-limited-log.ts';
 import { InflightBudget } from './inflight-budget.ts';
 import { FairShare } from './fair-share.ts';
@@ -19,7 +21,17 @@ export interface BlkbackOptions {
   readonly dataPath?: DataPath;
   /** Requests in flight across all rings before rings wait (default 4096). */
   readonly maxInflight?: number;
+  /**
+   * The backend directory this service owns (default "vbd", Linux xen-blkback's). Another name
+   * ("blkback") lets it run beside the kernel's backend, each serving its own guests' disks.
+   */
+  readonly backendKind?: string;
   readonly log?: (message: string) => void;
+}
+
+/** A backend directory name: one xenstore path element, as Linux names xenbus device types. */
+export function isBackendKind(text: string): boolean {
+  return /^[a-z][a-z0-9_-]{0,31}$/.test(text);
 }
 
 export class Blkback {
@@ -27,6 +39,7 @@ export class Blkback {
   readonly #ctx: VbdContext;
   readonly #vbds = new Map<string, Vbd>();
   readonly #root: string;
+  readonly backendKind: string;
   #scanning = false;
   #rescan = false;
   #stopped = false;
@@ -34,6 +47,9 @@ export class Blkback {
 
   constructor(hv: BackendHypervisor, options: BlkbackOptions) {
     this.#hv = hv;
+    const backendKind = options.backendKind ?? 'vbd';
+    if (!isBackendKind(backendKind)) throw new BlockError('BLK_ERR_CONFIG', `backend kind '${backendKind}' is not a xenstore directory name (a-z, 0-9, _ and -, a letter first)`);
+    this.backendKind = backendKind;
     const log = options.log ?? (() => undefined);
     // Protocol errors are rate-limited so a hostile guest cannot flood the log.
     this.#errors = new RateLimitedLog(log, 20, 5000);
@@ -45,10 +61,11 @@ export class Blkback {
       maxIndirectSegments: Math.max(0, Math.min(MAX_INDIRECT_SEGMENTS, options.maxIndirectSegments ?? MAX_INDIRECT_SEGMENTS)),
       dataPath: options.dataPath ?? 'map',
       maxRingPageOrder: Math.min(MAX_RING_PAGE_ORDER, Math.max(0, options.maxRingPageOrder ?? MAX_RING_PAGE_ORDER)),
+      backendKind,
       log,
       logError: (message) => this.#errors.log(message),
     };
-    this.#root = `/local/domain/${hv.domid}/backend/vbd`;
+    this.#root = `/local/domain/${hv.domid}/backend/${backendKind}`;
   }
 
   async start(): Promise<void> {

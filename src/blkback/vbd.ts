@@ -41,6 +41,8 @@ export interface VbdContext {
   /** Advertised as feature-max-indirect-segments; 0 advertises none. */
   readonly maxIndirectSegments: number;
   readonly dataPath: DataPath;
+  /** The backend directory under /local/domain/<self>/backend ("vbd" unless serve was told otherwise). */
+  readonly backendKind: string;
   readonly log: (message: string) => void;
   readonly logError: (message: string) => void;
 }
@@ -71,7 +73,7 @@ export class Vbd {
     this.#ctx = ctx;
     this.frontendDomid = frontendDomid;
     this.devid = devid;
-    this.backendPath = `/local/domain/${ctx.hv.domid}/backend/vbd/${frontendDomid}/${devid}`;
+    this.backendPath = `/local/domain/${ctx.hv.domid}/backend/${ctx.backendKind}/${frontendDomid}/${devid}`;
   }
 
   get name(): string {
@@ -113,7 +115,7 @@ export class Vbd {
     const xs = this.#ctx.hv.xenstore;
     try {
       // xenbus_dev_fatal: record the error where the toolstack looks, then give up on the device.
-      await xs.write(`/local/domain/${xs.domid}/error/backend/vbd/${this.frontendDomid}/${this.devid}/error`, message);
+      await xs.write(`/local/domain/${xs.domid}/error/backend/${this.#ctx.backendKind}/${this.frontendDomid}/${this.devid}/error`, message);
       await this.#disconnect();
       await this.#switchState(XenbusState.Closing);
     } catch {

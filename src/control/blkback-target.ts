@@ -126,7 +126,7 @@ export function blkbackControlTarget(blkback: Blkback, toolstack: Toolstack, opt
       }
       await toolstack.attach(domid, disk);
       await settle(
-        `${toolstack.name} attached ${disk.vdev} to domain ${domid}, but blkback did not pick up backend/vbd/${key} ` +
+        `${toolstack.name} attached ${disk.vdev} to domain ${domid}, but blkback did not pick up backend/${blkback.backendKind}/${key} ` +
           '(a disk served by another backend, such as backendtype=qdisk under QEMU, does not show up here)',
         () => blkback.vbds.has(key),
       );

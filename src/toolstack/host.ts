@@ -7,12 +7,12 @@ import type { DataPath } from '../blkback/ring-server.ts';
 import { vdevToDeviceId } from '../config/xl-disk.ts';
 import type { BlockDevice } from '../block/types.ts';
 import { SimHypervisor } from '../hypervisor/sim/hypervisor.ts';
-import { BlockError, Errno } from '../internal/errors.ts';
+import { BlockError } from '../internal/errors.ts';
 import { XenstoreDaemon } from '../xenstore/daemon.ts';
 import { connectInProcess } from '../xenstore/client.ts';
 import type { XsClient } from '../xenstore/client.ts';
 import type { GuestMessage, GuestWorkerData } from '../guest/context.ts';
-import { parseXenbusState, XenbusState } from '../xenbus/state.ts';
+import { removeDiskEntries, writeDiskEntries } from './disk-entries.ts';
 import { StoreRegistry } from './stores.ts';
 
 export interface GuestDisk {
@@ -176,37 +176,9 @@ export class SimHost {
     return devid;
   }
 
-  /**
-   * xl block-detach, as libxl does it (libxl__initiate_device_generic_remove): in one transaction the
-   * backend goes offline (`online` = 0) and to Closing, which tells the frontend to let go; once the
-   * backend reaches Closed (the frontend closed and blkback drained its ring) the frontend's and the
-   * backend's directories are removed, and blkback drops the device. If the guest does not answer
-   * within `timeoutMs`, the entries are removed anyway, as libxl's forced remove does after its own
-   * timeout. Resolves with whether it had to force.
-   */
+  /** xl block-detach, as libxl does it (disk-entries.ts removeDiskEntries). Resolves with whether it had to force. */
   async detachDisk(domid: number, devid: number, timeoutMs = 10_000): Promise<{ forced: boolean }> {
-    const be = `/local/domain/0/backend/vbd/${domid}/${devid}`;
-    const fe = `/local/domain/${domid}/device/vbd/${devid}`;
-    const xs = this.xs;
-    if ((await xs.tryRead(`${be}/frontend`)) === undefined) {
-      throw new BlockError('BLK_ERR_NODEV', `domain ${domid} has no disk with device id ${devid} (${be} is missing)`, { errno: Errno.ENOENT });
-    }
-    const state = parseXenbusState(await xs.tryRead(`${be}/state`));
-    let forced = false;
-    if (state !== XenbusState.Closed) {
-      await xs.transaction(async (tx) => {
-        await xs.write(`${be}/online`, '0', tx);
-        await xs.write(`${be}/state`, String(XenbusState.Closing), tx);
-      });
-      // A state node that vanished means the device went with its domain: nothing left to wait for.
-      forced = !(await waitForNode(xs, `${be}/state`, (v) => v === undefined || parseXenbusState(v) === XenbusState.Closed, timeoutMs));
-      if (forced) this.#log(`domain ${domid}: disk ${devid} did not close within ${timeoutMs} ms; removing it anyway`);
-    }
-    await xs.transaction(async (tx) => {
-      await xs.rm(fe, tx).catch(() => undefined);
-      await xs.rm(be, tx).catch(() => undefined);
-    });
-    return { forced };
+    return removeDiskEntries(this.xs, 'vbd', domid, devid, { timeoutMs, log: this.#log });
   }
 
   /** xl destroy: stop the worker, remove its xenstore entries (blkback tears its devices down), free the domain. */
@@ -229,60 +201,7 @@ export class SimHost {
   }
 }
 
-/** What libxl writes for one disk (protocol-notes §2): the backend's directory, owned by dom0 and
- * readable by the guest, and the frontend's, owned by the guest and readable by dom0. */
-async function writeVbdEntries(xs: XsClient, tx: number, domid: number, d: GuestDisk, devid: number): Promise<void> {
-  const be = `/local/domain/0/backend/vbd/${domid}/${devid}`;
-  const fe = `/local/domain/${domid}/device/vbd/${devid}`;
-  const backend: [string, string][] = [
-    ['frontend', fe],
-    ['params', d.target],
-    ['frontend-id', String(domid)],
-    ['online', '1'],
-    ['removable', '0'],
-    ['bootable', '1'],
-    ['state', String(XenbusState.Initialising)],
-    ['dev', d.vdev],
-    ['type', d.backendtype],
-    ['mode', d.readOnly ? 'r' : 'w'],
-    ['device-type', 'disk'],
-    ['discard-enable', '1'],
-  ];
-  const frontend: [string, string][] = [
-    ['backend', be],
-    ['backend-id', '0'],
-    ['state', String(XenbusState.Initialising)],
-    ['virtual-device', String(devid)],
-    ['device-type', 'disk'],
-  ];
-  await xs.mkdir(be, tx);
-  await xs.setPerms(be, [{ domid: 0, perm: 'n' }, { domid, perm: 'r' }], tx);
-  for (const [k, v] of backend) await xs.write(`${be}/${k}`, v, tx);
-  await xs.mkdir(fe, tx);
-  await xs.setPerms(fe, [{ domid, perm: 'n' }, { domid: 0, perm: 'r' }], tx);
-  for (const [k, v] of frontend) await xs.write(`${fe}/${k}`, v, tx);
-}
-
-let waitTokens = 0;
-
-/** Resolves true once `path`'s value satisfies `done`, false after `timeoutMs`. */
-async function waitForNode(xs: XsClient, path: string, done: (value: string | undefined) => boolean, timeoutMs: number): Promise<boolean> {
-  const token = `toolstack-wait-${++waitTokens}`;
-  const reached = await new Promise<boolean>((resolve) => {
-    let finished = false;
-    const finish = (value: boolean): void => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      resolve(value);
-    };
-    const timer = setTimeout(() => finish(false), timeoutMs);
-    void xs
-      .watch(path, token, () => {
-        void xs.tryRead(path).then((v) => done(v) && finish(true), () => undefined);
-      })
-      .catch(() => finish(false));
-  });
-  await xs.unwatch(path, token).catch(() => undefined);
-  return reached;
+/** What libxl writes for one disk (protocol-notes §2), under backend/vbd. */
+function writeVbdEntries(xs: XsClient, tx: number, domid: number, d: GuestDisk, devid: number): Promise<void> {
+  return writeDiskEntries(xs, tx, { kind: 'vbd', domid, devid, vdev: d.vdev, target: d.target, type: d.backendtype, readOnly: d.readOnly });
 }

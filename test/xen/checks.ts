@@ -3,8 +3,11 @@
 // cannot pass.
 import type { HarnessResult } from './console.ts';
 
-/** kernel or ours: one backend for the whole boot; paired: both, taking turns (evaluatePaired). */
-export type Mode = 'kernel' | 'ours' | 'paired';
+/**
+ * kernel or ours: one backend for the whole boot; paired: both, taking turns (evaluatePaired);
+ * same-guest: both at once, one guest with a disk from each (evaluateSameGuest).
+ */
+export type Mode = 'kernel' | 'ours' | 'paired' | 'same-guest';
 
 export interface BootRecord {
   readonly mode: Mode;
@@ -28,7 +31,7 @@ export interface BootPlan {
   readonly hotplugGuest: string | undefined;
   /** The destroyed-mid-I/O guest and the one after it. */
   readonly midIo: boolean;
-  /** --mode paired: turns of each backend (guests kernel-1, ours-1, ours-2, kernel-2, ...). */
+  /** --mode paired and same-guest: turns of each backend (kernel-1, ours-1, ours-2, kernel-2, ...). */
   readonly pairs?: number;
 }
 
@@ -159,6 +162,38 @@ export function evaluatePaired(boot: BootRecord, plan: BootPlan): { checks: Chec
     const destroyed = boot.results.find((r) => r.check === 'destroy' && r.guest === tag);
     add(`${tag}: xl destroy, backend directory removed`, destroyed?.ok === true, destroyed === undefined ? 'missing: no result on the console' : JSON.stringify(destroyed));
   }
+  return { checks, fio };
+}
+
+/**
+ * --mode same-guest: one guest, xvda from the kernel's backend and xvdb from serve (attached with
+ * `blkback ctl attach`); every job ran on each disk once a pair, cleanly; xvdb detached; the guest
+ * destroyed; serve still up.
+ */
+export function evaluateSameGuest(boot: BootRecord, plan: BootPlan): { checks: Check[]; fio: FioFigures[] } {
+  const checks: Check[] = [];
+  const fio: FioFigures[] = [];
+  const add = (name: string, ok: boolean, detail: string): void => {
+    checks.push({ name, ok, detail });
+  };
+  const okResult = (name: string, check: string, src?: string): HarnessResult | undefined => {
+    const r = boot.results.find((x) => x.check === check && (src === undefined || x.src === src));
+    add(name, r?.ok === true, r === undefined ? 'missing: no result on the console' : r.ok === true ? 'ok' : JSON.stringify(r));
+    return r;
+  };
+  add('dom0 ran to the end', boot.finished, boot.finished ? 'ok' : 'dom0 never printed its last phase (crash or timeout)');
+  for (const r of boot.results) if (r.check === 'fatal') add('dom0 fatal', false, String(r.message));
+  okResult('twin: xl create (xvda from xen-blkback)', 'create', 'dom0');
+  okResult('twin: blkback ctl attach xvdb (backend/blkback)', 'ctl-attach', 'dom0');
+  const xvdb = okResult('twin: the guest sees xvdb', 'xvdb', 'guest');
+  if (xvdb !== undefined) add('twin: xvdb advertises a write cache (feature-flush-cache)', xvdb.write_cache === 'write back', `write_cache=${String(xvdb.write_cache)}`);
+  for (const { tag } of pairedGuests(plan.pairs ?? 0)) {
+    for (const job of plan.jobs) checkFio(boot, plan, tag, job, 1, `${tag}: fio ${job}`, add, fio);
+  }
+  okResult('twin: blkback ctl detach xvdb, its backend directory removed', 'ctl-detach', 'dom0');
+  okResult('twin: xvdb gone from the guest', 'xvdb-gone', 'guest');
+  okResult('twin: xl destroy, backend directory removed', 'destroy', 'dom0');
+  okResult('blkback serve alive at the end', 'serve-alive', 'dom0');
   return { checks, fio };
 }
 

@@ -31,7 +31,9 @@ interface Sample {
 
 const SAMPLE = /BLKBACK-CPU (\d+(?:\.\d+)?) (.*)$/;
 // "fio randw (..." and "fio randw done", or with several runs "fio randw run 2/3 (..."
-const JOB = /^G (\S+)\| BLKBACK-PHASE \S+ guest: fio (\S+)(?: run (\d+)\/\d+)? (done|\()/;
+// The guest is the phase's tag, not the console's: in --mode same-guest one guest (console "twin")
+// runs the jobs as kernel-1, ours-1, ...
+const JOB = /^G \S+\| BLKBACK-PHASE (\S+) guest: fio (\S+)(?: run (\d+)\/\d+)? (done|\()/;
 
 export function cpuDuringJobs(consoleText: string): JobCpu[] {
   const lines = consoleText.split('\n');

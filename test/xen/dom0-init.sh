@@ -58,7 +58,8 @@ stop_kernel_backend() { # --mode paired: unload it so that serve can own backend
   die "rmmod xen_blkback failed for 30 s"
 }
 start_serve() {
-  lsmod | grep -q '^xen_blkback' && die "xen-blkback is loaded in mode=ours"
+  # beside the kernel's backend (--mode same-guest) serve owns backend/blkback; otherwise backend/vbd
+  [ "$MODE" = same-guest ] || ! lsmod | grep -q '^xen_blkback' || die "xen-blkback is loaded in mode=$MODE"
   : > /run/blkback/serve.log
   if [ -x /usr/bin/gdb ]; then
     # BLKBACK_XEN_DEBUG=1 put the host's gdb in the payload (payload.ts): a crash leaves every thread's backtrace in the serve log
@@ -256,6 +257,38 @@ full_guest() { # TAG TYPE HOTPLUG: every check, both fio jobs, optionally disk h
   fi
   destroy_guest $tag
 }
+
+if [ "$MODE" = same-guest ]; then
+  # One PV guest, two disks: xvda from the kernel's xen-blkback (backend/vbd, made by xl create),
+  # xvdb from blkback serve (backend/blkback, made by 'blkback ctl attach': xl knows only vbd and
+  # qdisk). The guest runs each job on one disk, then the other, alternating which goes first
+  # (kernel, ours, then ours, kernel, ...): the two backends compared seconds apart in one guest.
+  phase "dom0: second backing file ${DISK_MIB} MiB of random data (xvdb, blkback serve's)"
+  dd if=/dev/urandom of=/root/disk3.img bs=1M count="$DISK_MIB" 2>/dev/null
+  losetup /dev/loop2 /root/disk3.img || die "losetup /dev/loop2 failed"
+  SERVE_ARGS="$SERVE_ARGS --backend-kind blkback"
+  start_kernel_backend
+  start_serve
+  if start_guest twin pv bb_role=twin bb_runs=$PAIRS; then
+    phase "twin guest: blkback ctl attach xvdb (/dev/loop2)"
+    node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS attach $DOMID format=raw,vdev=xvdb,access=rw,target=/dev/loop2 > /run/ctl-attach.log 2>&1
+    rc=$?; print_file ctl-attach-twin /run/ctl-attach.log
+    result "{\"src\":\"dom0\",\"check\":\"ctl-attach\",\"guest\":\"twin\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc}"
+    ctl ctl-list-twin list
+    wait_guest twin checks-done $(( 600 + 300 * PAIRS ))
+    ctl ctl-stats-twin stats --json
+    phase "twin guest: blkback ctl detach xvdb"
+    node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS detach $DOMID xvdb > /run/ctl-detach.log 2>&1
+    rc=$?; print_file ctl-detach-twin /run/ctl-detach.log
+    gone=true; xenstore-exists /local/domain/0/backend/blkback/$DOMID/51728 2>/dev/null && gone=false
+    result "{\"src\":\"dom0\",\"check\":\"ctl-detach\",\"guest\":\"twin\",\"ok\":$([ $rc = 0 ] && $gone && echo true || echo false),\"rc\":$rc,\"backend_dir_gone\":$gone}"
+    wait_guest twin xvdb-gone 120
+    destroy_guest twin
+  fi
+  result "{\"src\":\"dom0\",\"check\":\"serve-alive\",\"ok\":$(serve_alive && echo true || echo false)}"
+  xl dmesg > /run/xl-dmesg.log 2>&1; print_file xl-dmesg /run/xl-dmesg.log
+  finish
+fi
 
 if [ "$MODE" = paired ]; then
   # The two backends take turns in this one boot, a PV guest running the jobs once under each, in

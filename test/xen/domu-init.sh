@@ -47,11 +47,12 @@ flush_check() { # fsync on an idle block device sends the backend a flush (blkde
   sync /dev/xvda; rc=$?
   result "\"check\":\"flush\",\"ok\":$(okf $rc),\"rc\":$rc,\"write_cache\":\"$(cat /sys/block/xvda/queue/write_cache)\""
 }
-run_fio() { # JOB RUN: files and results carry the run number; the phase names it when there are several
+run_fio() { # JOB RUN [JOBDIR]: files and results carry the run number; the phase names it when there are several
   name="fio $1"; [ "$RUNS" -gt 1 ] && name="fio $1 run $2/$RUNS"
-  phase "$name ($(grep -c . /jobs/$1.fio) lines, $(sed -n 's/^numjobs=//p' /jobs/$1.fio) jobs)"
+  jobs=${3:-/jobs}
+  phase "$name ($(grep -c . $jobs/$1.fio) lines, $(sed -n 's/^numjobs=//p' $jobs/$1.fio) jobs, $(sed -n 's/^filename=//p' $jobs/$1.fio))"
   dir=/tmp/$1-$2; mkdir -p $dir && cd $dir
-  t0=$(up); fio --output-format=json --output=$dir.json /jobs/$1.fio > $dir.err 2>&1; rc=$?; t1=$(up)
+  t0=$(up); fio --output-format=json --output=$dir.json $jobs/$1.fio > $dir.err 2>&1; rc=$?; t1=$(up)
   cd /
   result "\"check\":\"fio\",\"job\":\"$1\",\"run\":$2,\"ok\":$(okf $rc),\"rc\":$rc,\"seconds\":$(echo "$t0 $t1" | awk '{print $2-$1}')"
   [ -s $dir.err ] && print_file "fio-stderr-$TAG-$1-$2" $dir.err
@@ -94,6 +95,33 @@ case "$ROLE" in
       r=$((r + 1))
     done
     said checks-done ;;
+  twin)  # --mode same-guest: xvda is the kernel's backend's, xvdb blkback serve's (dom0 attaches it
+    # after boot). Each job runs on one disk, then on the other, the order alternating (kernel
+    # first, then ours first, ...), RUNS pairs of each; results and files are tagged kernel-N and
+    # ours-N as if from guests of those names. A warm-up run of each job on each disk goes first,
+    # uncounted (the first runs in a guest are slower; serve's JavaScript compiles as it runs).
+    if ! wait_dev /dev/xvdb 300 1; then result "\"check\":\"xvdb\",\"ok\":false"; said checks-done; hold; fi
+    result "\"check\":\"xvdb\",\"ok\":true,\"bytes\":$(( $(cat /sys/block/xvdb/size) * 512 )),\"write_cache\":\"$(cat /sys/block/xvdb/queue/write_cache)\""
+    mkdir -p /jobs-xvdb
+    for f in /jobs/*.fio; do sed 's#/dev/xvda#/dev/xvdb#g' "$f" > /jobs-xvdb/${f##*/}; done
+    PAIRS=$RUNS; RUNS=1; GUEST_TAG=$TAG
+    on() { # LABEL JOBDIR JOB: one run, reported under LABEL
+      TAG=$1; run_fio $3 1 $2; TAG=$GUEST_TAG
+    }
+    for f in /jobs/*.fio; do job=${f##*/}; on warmup-kernel /jobs ${job%.fio}; on warmup-ours /jobs-xvdb ${job%.fio}; done
+    p=1
+    while [ $p -le "$PAIRS" ]; do
+      for f in /jobs/*.fio; do
+        job=${f##*/}; job=${job%.fio}
+        if [ $((p % 2)) = 1 ]; then on kernel-$p /jobs $job; on ours-$p /jobs-xvdb $job
+        else on ours-$p /jobs-xvdb $job; on kernel-$p /jobs $job; fi
+      done
+      p=$((p + 1))
+    done
+    said checks-done
+    wait_dev /dev/xvdb 180 0; rc=$?   # dom0 detaches xvdb ('blkback ctl detach')
+    result "\"check\":\"xvdb-gone\",\"ok\":$(okf $rc)"
+    said xvdb-gone ;;
   quick)
     size_check; read_check; marker_write; flush_check; said checks-done ;;
   busy)  # writes until dom0 destroys us

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { deriveGuestJob, seedNumjobs } from './fio-jobs.ts';
 import { ConsoleParser } from './console.ts';
 import type { ConsoleEvent, HarnessResult } from './console.ts';
-import { counterFromText, evaluateBoot, evaluatePaired, fioFigures, pairedGuests } from './checks.ts';
+import { counterFromText, evaluateBoot, evaluatePaired, evaluateSameGuest, fioFigures, pairedGuests } from './checks.ts';
 import type { FioFigures } from './checks.ts';
 import { comparisonMarkdown, comparisonRows, median, pairedMarkdown, pairedRows } from './report.ts';
 import type { BootPlan } from './checks.ts';
@@ -215,5 +215,46 @@ test('paired mode: the backends alternate, every turn is checked, the ratio is t
   assert.equal(by('ours-2: xl destroy, backend directory removed'), true);
   const rows = pairedRows(fio, 2);
   assert.deepEqual(rows.map((x) => [x.pair, x.ratio]), [[1, 0.8], [0, 0.8]], 'pair 2 is incomplete: left out');
-  assert.match(pairedMarkdown(rows, 0.9), /\| randw \| median \| 10\.0 \| 8\.0 \| \*\*0\.80\*\* \(< goal\) \|/);
+  assert.match(pairedMarkdown(rows, 0.9, 'how'), /\| randw \| median \| 10\.0 \| 8\.0 \| \*\*0\.80\*\* \(< goal\) \|/);
+});
+
+test('same-guest mode: one guest reports under kernel-N and ours-N; its disks, attach, detach and destroy are checked', () => {
+  const plan: BootPlan = { guests: [], jobs: ['randw'], runs: {}, bytesPerJob: new Map([['randw', 1e6]]), hotplugGuest: undefined, midIo: false, pairs: 2 };
+  const r = (x: Record<string, unknown>): HarnessResult => x as unknown as HarnessResult;
+  const fioJson = (ms: number): string => JSON.stringify({ jobs: [{ error: 0, write: { io_bytes: 1e6, runtime: ms, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 100 } }] });
+  const results: HarnessResult[] = [
+    r({ src: 'dom0', check: 'create', guest: 'twin', ok: true }),
+    r({ src: 'dom0', check: 'ctl-attach', guest: 'twin', ok: true }),
+    r({ src: 'guest', check: 'xvdb', guest: 'twin', ok: true, write_cache: 'write back' }),
+    r({ src: 'dom0', check: 'ctl-detach', guest: 'twin', ok: false, backend_dir_gone: false }),
+    r({ src: 'dom0', check: 'destroy', guest: 'twin', ok: true }),
+    r({ src: 'dom0', check: 'serve-alive', ok: true }),
+  ];
+  const files = new Map<string, string>();
+  const ms: Record<string, number> = { 'warmup-kernel': 50, 'kernel-1': 100, 'ours-1': 110, 'ours-2': 100, 'kernel-2': 100 };
+  for (const [tag, t] of Object.entries(ms)) {
+    results.push(r({ src: 'guest', check: 'fio', guest: tag, job: 'randw', run: 1, ok: true, rc: 0 }));
+    files.set(`fio-json-${tag}-randw-1`, fioJson(t));
+  }
+  const { checks, fio } = evaluateSameGuest({ mode: 'same-guest', results, files, finished: true }, plan);
+  const by = (name: string): boolean | undefined => checks.find((c) => c.name === name)?.ok;
+  assert.equal(by('twin: blkback ctl attach xvdb (backend/blkback)'), true);
+  assert.equal(by('twin: xvdb advertises a write cache (feature-flush-cache)'), true);
+  assert.equal(by('ours-2: fio randw'), true);
+  assert.equal(by('twin: blkback ctl detach xvdb, its backend directory removed'), false, 'a failed detach fails');
+  assert.equal(by('twin: xvdb gone from the guest'), false, 'a result that never came fails');
+  assert.equal(checks.filter((c) => c.name.includes('warmup')).length, 0, 'warm-up runs are not counted');
+  assert.deepEqual(fio.map((f) => f.guest), ['kernel-1', 'ours-1', 'ours-2', 'kernel-2']);
+  const rows = pairedRows(fio, 2);
+  assert.deepEqual(rows.map((x) => [x.pair, Number(x.ratio.toFixed(3))]), [[1, 0.909], [2, 1], [0, 0.955]]);
+  assert.match(pairedMarkdown(rows, 0.9, 'one guest'), /\n\none guest\n$/);
+
+  // the CPU sampler attributes samples to the phase's tag, not the console's
+  const log = [
+    'G twin| BLKBACK-PHASE ours-1 guest: fio randw (24 lines, 4 jobs, /dev/xvdb)',
+    'BLKBACK-CPU 10.00 busy=100 serve=10',
+    'BLKBACK-CPU 12.00 busy=300 serve=110',
+    'G twin| BLKBACK-PHASE ours-1 guest: fio randw done rc=0',
+  ].join('\n');
+  assert.deepEqual(cpuDuringJobs(log).map((c) => [c.guest, c.job, c.dom0Busy, c.serve]), [['ours-1', 'randw', 1, 0.5]]);
 });

@@ -11,8 +11,8 @@ import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node
 import { dirname, join } from 'node:path';
 
 export interface PayloadConfig {
-  readonly mode: 'kernel' | 'ours' | 'paired';
-  /** mode paired: turns of each backend. */
+  readonly mode: 'kernel' | 'ours' | 'paired' | 'same-guest';
+  /** modes paired and same-guest: turns of each backend. */
   readonly pairs: number;
   readonly diskMiB: number;
   readonly disk2MiB: number;

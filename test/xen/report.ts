@@ -111,7 +111,7 @@ export function pairedRows(fio: readonly FioFigures[], pairs: number): PairedRow
   return rows;
 }
 
-export function pairedMarkdown(rows: readonly PairedRow[], goal: number): string {
+export function pairedMarkdown(rows: readonly PairedRow[], goal: number, how: string): string {
   const lines = [
     '| job | pair | kernel xen-blkback MB/s | blkback serve MB/s | ours / kernel |',
     '|---|---|---:|---:|---:|',
@@ -121,7 +121,7 @@ export function pairedMarkdown(rows: readonly PairedRow[], goal: number): string
         : `| ${r.job} | ${r.pair} | ${r.kernelMBps.toFixed(1)} | ${r.oursMBps.toFixed(1)} | ${r.ratio.toFixed(2)} |`,
     ),
   ];
-  return `${lines.join('\n')}\n\nOne boot, one PV guest per turn, the backends taking turns (kernel, ours, then ours, kernel, ...); the median ratio is the median of the pairs' ratios.\n`;
+  return `${lines.join('\n')}\n\n${how}\n`;
 }
 
 /** Only the write rows (ddir 1) of a bw log: the verify phase's reads are another workload. */

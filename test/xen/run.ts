@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { evaluateBoot, evaluatePaired, pairedGuests } from './checks.ts';
+import { evaluateBoot, evaluatePaired, evaluateSameGuest, pairedGuests } from './checks.ts';
 import type { BootPlan, BootRecord, Check, FioFigures, Mode } from './checks.ts';
 import { ConsoleParser } from './console.ts';
 import type { HarnessResult } from './console.ts';
@@ -34,14 +34,17 @@ const SEED_JOBS = ['randw', 'iometer'] as const;
 
 const help = `test:xen — blkback against real Xen 4.17 under QEMU (TCG), PV and PVH guests
 
-usage: node dist/test/xen/run.js [--mode kernel|ours|both|paired] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
+usage: node dist/test/xen/run.js [--mode kernel|ours|both|paired|same-guest] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
 
   --mode      kernel: Linux's xen-blkback serves the guests; ours: blkback serve does (xen-blkback
               not loaded); both (default): one boot each, then the comparison table and plots;
               paired: one boot in which the two backends take turns serving a PV guest that runs
               the jobs (xen-blkback loaded and unloaded, serve started and stopped): the
-              comparison without the emulator's boot-to-boot speed in it
-  --pairs     turns of each backend in --mode paired (default 3)
+              comparison without the emulator's boot-to-boot speed in it; same-guest: one
+              boot, one PV guest with xvda from xen-blkback and xvdb from blkback serve
+              (--backend-kind blkback, attached with blkback ctl), each job run on one disk then
+              the other: the comparison without the guest-to-guest spread either
+  --pairs     turns of each backend in --mode paired and same-guest (default 3)
   --dist      the compiled blkback to put in dom0 (default: <repo>/dist)
   --repo      the repository: seed jobs, test/xen scripts, node_modules (default: the current directory)
   --out       report directory (default ./xen-report): console logs, results.json, comparison
@@ -99,8 +102,12 @@ async function main(): Promise<number> {
     return 0;
   }
   const modes: Mode[] =
-    values.mode === 'both' ? ['kernel', 'ours'] : values.mode === 'kernel' || values.mode === 'ours' || values.mode === 'paired' ? [values.mode] : [];
-  if (modes.length === 0) throw new Error(`--mode ${values.mode}: expected kernel, ours, both or paired`);
+    values.mode === 'both'
+      ? ['kernel', 'ours']
+      : values.mode === 'kernel' || values.mode === 'ours' || values.mode === 'paired' || values.mode === 'same-guest'
+        ? [values.mode]
+        : [];
+  if (modes.length === 0) throw new Error(`--mode ${values.mode}: expected kernel, ours, both, paired or same-guest`);
   const pairs = Number(values.pairs);
   if (!Number.isInteger(pairs) || pairs < 1 || pairs > 9) throw new Error(`--pairs ${values.pairs}: expected a whole number from 1 to 9`);
   const repo = repoDir(values.repo);
@@ -121,10 +128,13 @@ async function main(): Promise<number> {
   // host tools (qemu, debootstrap, cpio, fio): installed from Debian when missing
   execFileSync('bash', [join(scripts, 'images.sh'), 'tools'], { stdio: 'inherit' });
   if (!existsSync(join(dist, 'src/cli/main.js'))) throw new Error(`${dist}/src/cli/main.js is missing: build first (npx tsc -p . --outDir DIR)`);
-  if (modes.includes('ours')) {
+  if (modes.some((m) => m !== 'kernel')) {
     const probe = spawnSync(process.execPath, [join(dist, 'src/cli/main.js'), 'serve', '--help'], { encoding: 'utf8', timeout: 30_000 });
     if (probe.status !== 0) {
-      throw new Error(`mode=ours needs 'blkback serve', and ${dist} has none: ${(probe.stderr || probe.stdout).split('\n')[0]}`);
+      throw new Error(`mode=${modes.join(',')} needs 'blkback serve', and ${dist} has none: ${(probe.stderr || probe.stdout).split('\n')[0]}`);
+    }
+    if (modes.includes('same-guest') && !probe.stdout.includes('--backend-kind')) {
+      throw new Error(`mode=same-guest needs 'blkback serve --backend-kind', and ${dist}'s serve has none: rebuild`);
     }
   }
 
@@ -223,16 +233,19 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
     process.stdout.write(`\n${md}\n`);
     say(`wrote ${out}/comparison.md and ${plots.join(', ')}`);
   }
-  const paired = runs.find((r) => r.mode === 'paired');
-  if (paired !== undefined) {
-    const rows = pairedRows(paired.fio, Math.max(0, ...paired.fio.map((f) => Number(/-(\d+)$/.exec(f.guest)?.[1] ?? 0))));
-    summary.paired = rows;
-    const cpu = cpuMarkdown(new Map([['paired', paired.cpu]]));
-    const md = `${pairedMarkdown(rows, GOAL)}\n\ndom0's CPU during each job (2-second samples; 2 vCPUs; serve's columns mean nothing in the kernel's turns):\n\n${cpu}\n`;
-    writeFileSync(join(out, 'paired.md'), md);
-    const plots = writePlots(paired.bwLogs, out, 'paired-');
+  for (const paired of runs.filter((r) => r.mode === 'paired' || r.mode === 'same-guest')) {
+    const rows = pairedRows(paired.fio, Math.max(0, ...paired.fio.map((f) => Number(/^(?:kernel|ours)-(\d+)$/.exec(f.guest)?.[1] ?? 0))));
+    summary[paired.mode === 'paired' ? 'paired' : 'sameGuest'] = rows;
+    const cpu = cpuMarkdown(new Map([[paired.mode, paired.cpu]]));
+    const how =
+      paired.mode === 'paired'
+        ? "One boot, one PV guest per turn, the backends taking turns (kernel, ours, then ours, kernel, ...); the median ratio is the median of the pairs' ratios."
+        : "One boot, one PV guest: xvda from the kernel's xen-blkback, xvdb from blkback serve; each job on one disk then the other (kernel first, then ours first, ...) after an uncounted warm-up run on each; the median ratio is the median of the pairs' ratios.";
+    const md = `${pairedMarkdown(rows, GOAL, how)}\n\ndom0's CPU during each job (2-second samples; 2 vCPUs; serve's columns mean nothing in the kernel's turns):\n\n${cpu}\n`;
+    writeFileSync(join(out, `${paired.mode}.md`), md);
+    const plots = writePlots(paired.bwLogs, out, `${paired.mode}-`);
     process.stdout.write(`\n${md}\n`);
-    say(`wrote ${out}/paired.md and ${plots.join(', ')}`);
+    say(`wrote ${out}/${paired.mode}.md and ${plots.join(', ')}`);
   }
   writeFileSync(join(out, 'results.json'), `${JSON.stringify(summary, null, 2)}\n`);
   say(`${failed === 0 ? 'PASS' : `FAIL (${failed} checks)`}: results in ${out}/results.json, console logs in ${out}/<mode>-console.log`);
@@ -335,13 +348,13 @@ function evaluateConsoleLog(mode: Mode, text: string, plan: BootPlan, out: strin
   for (const [name, body] of files) writeFileSync(join(filesDir, name.replace(/[^\w.-]/g, '_')), `${body}\n`);
 
   const boot = { mode, results, files, finished };
-  const { checks, fio } = mode === 'paired' ? evaluatePaired(boot, plan) : evaluateBoot(boot, plan);
+  const { checks, fio } = mode === 'paired' ? evaluatePaired(boot, plan) : mode === 'same-guest' ? evaluateSameGuest(boot, plan) : evaluateBoot(boot, plan);
   const bwLogs: BwLogs[] = [];
-  if (mode === 'paired') {
+  if (mode === 'paired' || mode === 'same-guest') {
     for (const { tag, backend, pair } of pairedGuests(plan.pairs ?? 0)) {
       for (const job of plan.jobs) {
         const prefix = `bwlog-${tag}-${job}-1-`;
-        bwLogs.push({ mode: backend, guest: 'pv', job, run: pair, files: [...files].filter(([n]) => n.startsWith(prefix)).map(([, t]) => t) });
+        bwLogs.push({ mode: backend, guest: mode === 'paired' ? 'pv' : backend === 'kernel' ? 'xvda' : 'xvdb', job, run: pair, files: [...files].filter(([n]) => n.startsWith(prefix)).map(([, t]) => t) });
       }
     }
     return { mode, checks, fio, bwLogs, results, cpu: cpuDuringJobs(text) };
@@ -370,9 +383,11 @@ function replayGuestConsoles(results: HarnessResult[], files: Map<string, string
     const events = [...parser.push(`${text.split('\n').map((l) => `G ${tag}| ${l}`).join('\n')}\n`), ...parser.end()];
     const replayed = events.flatMap((e) => (e.kind === 'result' ? [e.result] : []));
     if (replayed.length === 0) continue;
+    // one guest may report under several tags (--mode same-guest: kernel-1, ours-1, ...)
+    const tags = new Set([tag, ...replayed.map((r) => r.guest)]);
     for (let i = results.length - 1; i >= 0; i--) {
       const r = results[i] as HarnessResult;
-      if (r.src === 'guest' && r.guest === tag) results.splice(i, 1);
+      if (r.src === 'guest' && tags.has(r.guest)) results.splice(i, 1);
     }
     results.push(...replayed);
     for (const e of events) if (e.kind === 'file') files.set(e.name, e.text);

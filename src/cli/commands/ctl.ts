@@ -26,9 +26,11 @@ over their control socket. The same commands work in both.
              f_req, ds_req, rd_sect, wr_sect), errors by kind, and per operation the latency
              percentiles p50/p90/p99/p99.9 (fio's histogram buckets) and counts per decade
   attach     add a disk to a running guest, as 'xl block-attach DOMID DISKSPEC' (on real Xen it
-             runs exactly that); DISKSPEC is in xl disk syntax, several arguments are joined by ','
+             runs exactly that; with 'serve --backend-kind NAME' serve writes the xenstore
+             entries itself, as xl would); DISKSPEC is in xl disk syntax, several arguments are
+             joined by ','
   detach     remove a disk: the guest closes it, blkback drains it, the toolstack removes it
-             (on real Xen: 'xl block-detach DOMID VDEV')
+             (on real Xen: 'xl block-detach DOMID VDEV', or serve itself as for attach)
   resize     grow the disk's store to SIZE (512, 4k, 10G ...) and tell the guest the new size
 
 DISK names one served disk: DOMID/DEVID (3/51712), DOMID/VDEV (3/xvda) or vbd-3-51712.

@@ -1,12 +1,13 @@
-// `blkback serve`: the backend in a real Xen dom0. Owns /local/domain/0/backend/vbd and serves each
-// disk the toolstack sets up there (xl create, xl block-attach) until SIGINT or SIGTERM, with the
+// `blkback serve`: the backend in a real Xen dom0. Owns /local/domain/0/backend/vbd (or another
+// directory, --backend-kind) and serves each disk the toolstack sets up there (xl create, xl block-attach) until SIGINT or SIGTERM, with the
 // control socket for `blkback ctl`. On a machine without Xen it says what is missing and exits 2.
 import { parseArgs } from 'node:util';
-import { Blkback } from '../../blkback/blkback.ts';
+import { Blkback, isBackendKind } from '../../blkback/blkback.ts';
 import { blkbackControlTarget } from '../../control/blkback-target.ts';
 import { defaultControlSocket, ROOT_CONTROL_SOCKET } from '../../control/paths.ts';
 import { serveControl } from '../../control/server.ts';
 import type { ControlServer } from '../../control/server.ts';
+import { xenstoreToolstack } from '../../control/xenstore-toolstack.ts';
 import { xlToolstack } from '../../control/xl-toolstack.ts';
 import { UsageError } from '../../internal/errors.ts';
 import { IO_ENGINES } from '../../block/direct.ts';
@@ -22,7 +23,7 @@ const help = `blkback serve — be the block backend of a real Xen host (run in 
 
 usage: blkback serve [--control-socket PATH] [--xenstore-socket PATH]
                      [--max-ring-page-order N] [--max-inflight N] [--data-path persistent|copy|map]
-                     [--aio native|threads]
+                     [--aio native|threads] [--backend-kind NAME]
 
 Takes over /local/domain/0/backend/vbd: every guest disk the toolstack sets up there with
 backendtype=phy (at 'xl create', or later with 'xl block-attach' or 'blkback ctl attach') is
@@ -58,17 +59,31 @@ options:
                            pages and our own (one hypercall a turn, nothing mapped: the
                            conservative choice, immune to XSA-229-style unmap races); 'map' maps
                            and unmaps each request's grants (the slowest here)
+  --backend-kind NAME      own /local/domain/0/backend/NAME instead of backend/vbd (default vbd).
+                           The kernel's xen-blkback owns backend/vbd, so with another name (e.g.
+                           'blkback') both can run, each serving its own disks: one guest can
+                           then have a disk from each, to compare them. xl makes only vbd and
+                           qdisk disks, so disks of another kind are attached and detached with
+                           'blkback ctl attach/detach', which write the xenstore entries
+                           themselves (no hotplug script: serve opens the target); detach them
+                           before 'xl destroy', which does not know them
   --aio native|threads     how disk I/O reaches the kernel (default native): 'native' hands all
                            the requests of a turn to Linux AIO in one io_submit; 'threads' gives
                            each to a thread of libuv's pool (costs a thread hand-off a request;
                            the only choice where io_setup fails, e.g. aio-max-nr reached)
 
-example:
+examples:
   losetup --direct-io=on -f --show guest.img        # -> /dev/loop0
   blkback serve 2>>/var/log/blkback.log &
   xl create guest.cfg        # disk = ['format=raw,vdev=xvda,access=rw,backendtype=phy,target=/dev/loop0']
   blkback ctl list
   blkback ctl stats 1/xvda
+
+  modprobe xen-blkback                              # the kernel's backend keeps backend/vbd
+  blkback serve --backend-kind blkback &
+  xl create guest.cfg                               # xvda from the kernel's backend
+  blkback ctl attach 1 'vdev=xvdb,access=rw,target=/dev/loop1'  # domain 1's xvdb from blkback
+  blkback ctl detach 1 xvdb
 `;
 
 function count(text: string | undefined, what: string, min: number, max: number): number | undefined {
@@ -100,6 +115,7 @@ export const serveCommand: Command = {
           'max-inflight': { type: 'string' },
           'data-path': { type: 'string' },
           aio: { type: 'string' },
+          'backend-kind': { type: 'string' },
         },
       }));
     } catch (err) {
@@ -115,6 +131,11 @@ export const serveCommand: Command = {
     if (ioEngine !== undefined && !IO_ENGINES.includes(ioEngine as IoEngine)) {
       throw new UsageError(`serve: --aio '${ioEngine}' is neither 'native' nor 'threads'`);
     }
+    const backendKind = values['backend-kind'] ?? 'vbd';
+    if (!isBackendKind(backendKind)) {
+      throw new UsageError(`serve: --backend-kind '${backendKind}' is not a xenstore directory name (a-z, 0-9, _ and -, a letter first)`);
+    }
+    if (backendKind === 'qdisk') throw new UsageError("serve: --backend-kind qdisk is QEMU's directory; choose another name, such as 'blkback'");
     const controlPath = values['control-socket'] ?? defaultControlSocket();
     const xenstoreSocket = values['xenstore-socket'];
 
@@ -146,14 +167,17 @@ export const serveCommand: Command = {
       open: stores.open,
       log,
       dataPath,
+      backendKind,
       ...(maxRingPageOrder === undefined ? {} : { maxRingPageOrder }),
       ...(maxInflight === undefined ? {} : { maxInflight }),
     });
     let control: ControlServer | undefined;
     try {
       await blkback.start();
-      control = await serveControl(blkbackControlTarget(blkback, xlToolstack(), { xenstore: hv.xenstore }), { path: controlPath, log });
-      log(`serve: blkback serves /local/domain/${hv.domid}/backend/vbd; control socket ${controlPath}`);
+      // xl writes only vbd (and qdisk) disks; under another directory attach and detach are ours
+      const toolstack = backendKind === 'vbd' ? xlToolstack() : xenstoreToolstack(hv.xenstore, backendKind, { log });
+      control = await serveControl(blkbackControlTarget(blkback, toolstack, { xenstore: hv.xenstore }), { path: controlPath, log });
+      log(`serve: blkback serves /local/domain/${hv.domid}/backend/${backendKind}; control socket ${controlPath}`);
       const aioProblem = ioEngine === 'threads' ? 'as asked' : linuxAioProblem();
       log(`serve: phy disks do I/O through ${aioProblem === undefined ? 'Linux AIO (--aio native)' : `libuv's thread pool (--aio threads: ${aioProblem})`}`);
       const signal = await new Promise<NodeJS.Signals>((resolve) => {
