@@ -37,11 +37,20 @@ CLOCKSOURCE=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksour
 phase "dom0: clocksource ${CLOCKSOURCE:-unknown}; $(node /opt/blkback/cost-probe.js 2>&1)"
 
 # ---- backing disks (files in dom0's RAM behind loop devices) -----------------------------------
+# In a tmpfs of their own, sized for them: the root file system (the unpacked initramfs) has too
+# little room left for two large disks, and a short write there once left an empty guest config.
+DISKS=/srv/disks
+mkdir -p $DISKS
+mount -t tmpfs -o size=$(( 2 * DISK_MIB + DISK2_MIB + 8 ))m disks $DISKS || die "cannot mount a tmpfs for the backing files"
+backing_file() { # PATH MIB: random data, all of it
+  dd if=/dev/urandom of="$1" bs=1M count="$2" 2>/run/dd.err && [ "$(stat -c %s "$1")" = $(( $2 * 1048576 )) ] ||
+    die "cannot write $1 ($2 MiB): $(tail -1 /run/dd.err); $(df -m $DISKS | tail -1)"
+}
 phase "dom0: backing file ${DISK_MIB} MiB of random data"
-dd if=/dev/urandom of=/root/disk.img bs=1M count="$DISK_MIB" 2>/dev/null
-dd if=/dev/urandom of=/root/disk2.img bs=1M count="$DISK2_MIB" 2>/dev/null
-losetup /dev/loop0 /root/disk.img && losetup /dev/loop1 /root/disk2.img || die "losetup failed"
-DISK_BYTES=$(stat -c %s /root/disk.img)
+backing_file $DISKS/disk.img "$DISK_MIB"
+backing_file $DISKS/disk2.img "$DISK2_MIB"
+losetup /dev/loop0 $DISKS/disk.img && losetup /dev/loop1 $DISKS/disk2.img || die "losetup failed"
+DISK_BYTES=$(stat -c %s $DISKS/disk.img)
 MARKER_OFF=$(( DISK_BYTES - 65536 ))   # in the last MiB, which the fio jobs leave alone
 DISKSPEC="format=raw,vdev=xvda,access=rw,backendtype=phy,script=/etc/xen/scripts/block-fast,target=/dev/loop0"
 DISK2SPEC="format=raw,vdev=xvdb,access=rw,backendtype=phy,script=/etc/xen/scripts/block-fast,target=/dev/loop1"
@@ -154,11 +163,17 @@ on_crash="destroy"
 EOC
   [ "$type" = pvh ] && echo 'cpuid="host,rdtscp=0"' >> /root/$tag.cfg   # TSC feature TCG lacks
   phase "$tag guest: xl create ($type)"
-  local t0=$(cut -d' ' -f1 /proc/uptime)
-  timeout 300 xl create /root/$tag.cfg > /run/xl-$tag.log 2>&1
-  local rc=$? t1=$(cut -d' ' -f1 /proc/uptime)
-  [ $rc = 0 ] || print_file "xl-create-$tag" /run/xl-$tag.log
-  result "{\"src\":\"dom0\",\"check\":\"create\",\"guest\":\"$tag\",\"type\":\"$type\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc,\"seconds\":$(echo "$t1 - $t0" | awk '{print $1-$3}')}"
+  local t0=$(cut -d' ' -f1 /proc/uptime) rc attempt
+  # xl itself fails now and then under emulation (once: "Domain name must be specified." for a
+  # config whose first line names it): a second try, after removing anything half made
+  for attempt in 1 2; do
+    timeout 300 xl create /root/$tag.cfg > /run/xl-$tag.log 2>&1; rc=$?
+    [ $rc = 0 ] && break
+    print_file "xl-create-$tag-$attempt" /run/xl-$tag.log
+    timeout 120 xl destroy $tag > /dev/null 2>&1
+  done
+  local t1=$(cut -d' ' -f1 /proc/uptime)
+  result "{\"src\":\"dom0\",\"check\":\"create\",\"guest\":\"$tag\",\"type\":\"$type\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc,\"attempts\":$attempt,\"seconds\":$(echo "$t1 - $t0" | awk '{print $1-$3}')}"
   [ $rc = 0 ] || return 1
   DOMID=$(xl domid $tag)
   local log; log=$(guest_log $tag)
@@ -221,11 +236,11 @@ destroy_guest() { # TAG: xl destroy, then the backend's xenstore directory must 
   result "{\"src\":\"dom0\",\"check\":\"destroy\",\"guest\":\"$tag\",\"ok\":$([ $rc = 0 ] && $gone && echo true || echo false),\"rc\":$rc,\"attempts\":$attempt,\"backend_dir_gone\":$gone,\"backend_alive\":$(serve_alive && echo true || echo false)}"
 }
 marker_check() { # TAG MARKER: is the guest's fsynced marker in the backing file?
-  local got; got=$(dd if=/root/disk.img bs=4096 skip=$(( MARKER_OFF / 4096 )) count=1 2>/dev/null | head -c ${#2})
+  local got; got=$(dd if=$DISKS/disk.img bs=4096 skip=$(( MARKER_OFF / 4096 )) count=1 2>/dev/null | head -c ${#2})
   result "{\"src\":\"dom0\",\"check\":\"marker\",\"guest\":\"$1\",\"ok\":$([ "$got" = "$2" ] && echo true || echo false),\"offset\":$MARKER_OFF}"
 }
 dom0_md5() { # TAG: the backing file as dom0 sees it, before the guest reads it
-  result "{\"src\":\"dom0\",\"check\":\"backing\",\"guest\":\"$1\",\"ok\":true,\"bytes\":$DISK_BYTES,\"md5\":\"$(md5sum < /root/disk.img | cut -d' ' -f1)\"}"
+  result "{\"src\":\"dom0\",\"check\":\"backing\",\"guest\":\"$1\",\"ok\":true,\"bytes\":$DISK_BYTES,\"md5\":\"$(md5sum < $DISKS/disk.img | cut -d' ' -f1)\"}"
 }
 
 # The guests' initramfs: the cached base (busybox, blkfront, fio) + this run's /init and job files
@@ -241,7 +256,7 @@ full_guest() { # TAG TYPE HOTPLUG: every check, both fio jobs, optionally disk h
   backend_stats $tag $DOMID
   [ "$MODE" = ours ] && ctl "ctl-list-$tag" list
   if [ "$3" = 1 ] && wait_guest $tag hotplug-ready 60; then
-    result "{\"src\":\"dom0\",\"check\":\"backing2\",\"guest\":\"$tag\",\"ok\":true,\"bytes\":$(stat -c %s /root/disk2.img),\"md5\":\"$(md5sum < /root/disk2.img | cut -d' ' -f1)\"}"
+    result "{\"src\":\"dom0\",\"check\":\"backing2\",\"guest\":\"$tag\",\"ok\":true,\"bytes\":$(stat -c %s $DISKS/disk2.img),\"md5\":\"$(md5sum < $DISKS/disk2.img | cut -d' ' -f1)\"}"
     phase "$tag guest: xl block-attach xvdb"
     timeout 120 xl block-attach $tag "$DISK2SPEC" > /run/xl-attach.log 2>&1
     local rc=$?; [ $rc = 0 ] || print_file "xl-block-attach-$tag" /run/xl-attach.log
@@ -264,8 +279,8 @@ if [ "$MODE" = same-guest ]; then
   # qdisk). The guest runs each job on one disk, then the other, alternating which goes first
   # (kernel, ours, then ours, kernel, ...): the two backends compared seconds apart in one guest.
   phase "dom0: second backing file ${DISK_MIB} MiB of random data (xvdb, blkback serve's)"
-  dd if=/dev/urandom of=/root/disk3.img bs=1M count="$DISK_MIB" 2>/dev/null
-  losetup /dev/loop2 /root/disk3.img || die "losetup /dev/loop2 failed"
+  backing_file $DISKS/disk3.img "$DISK_MIB"
+  losetup /dev/loop2 $DISKS/disk3.img || die "losetup /dev/loop2 failed"
   SERVE_ARGS="$SERVE_ARGS --backend-kind blkback"
   start_kernel_backend
   start_serve
