@@ -164,8 +164,8 @@ EOC
   [ "$type" = pvh ] && echo 'cpuid="host,rdtscp=0"' >> /root/$tag.cfg   # TSC feature TCG lacks
   phase "$tag guest: xl create ($type)"
   local t0=$(cut -d' ' -f1 /proc/uptime) rc attempt
-  # xl itself fails now and then under emulation (once: "Domain name must be specified." for a
-  # config whose first line names it): a second try, after removing anything half made
+  # xl itself crashes now and then under emulation (SIGSEGV, malloc aborts: see destroy_guest):
+  # a second try, after removing anything half made
   for attempt in 1 2; do
     timeout 300 xl create /root/$tag.cfg > /run/xl-$tag.log 2>&1; rc=$?
     [ $rc = 0 ] && break

@@ -1,6 +1,7 @@
 // `blkback serve`: the backend in a real Xen dom0. Owns /local/domain/0/backend/vbd (or another
-// directory, --backend-kind) and serves each disk the toolstack sets up there (xl create, xl block-attach) until SIGINT or SIGTERM, with the
-// control socket for `blkback ctl`. On a machine without Xen it says what is missing and exits 2.
+// directory, --backend-kind) and serves each disk the toolstack sets up there (xl create, xl
+// block-attach, blkback ctl attach) until SIGINT or SIGTERM, with the control socket for `blkback
+// ctl`. On a machine without Xen it says what is missing and exits 2.
 import { parseArgs } from 'node:util';
 import { Blkback, isBackendKind } from '../../blkback/blkback.ts';
 import { blkbackControlTarget } from '../../control/blkback-target.ts';
