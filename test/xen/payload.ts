@@ -66,6 +66,8 @@ export function configScript(c: PayloadConfig): string {
     `PROFILE=${process.env.BLKBACK_XEN_PROFILE === '1' ? 1 : 0}`,
     // BLKBACK_XEN_DOM0_HOG=1: a busy loop in dom0 beside the backend (does a busy dom0 make PVH guests fault?)
     `DOM0_HOG=${process.env.BLKBACK_XEN_DOM0_HOG === '1' ? 1 : 0}`,
+    // BLKBACK_XEN_PVH_PIN=0: the PVH guest shares the pCPUs with dom0 (default: pCPU 1 its own; see dom0-init.sh)
+    `PVH_PIN=${process.env.BLKBACK_XEN_PVH_PIN === '0' ? 0 : 1}`,
     // BLKBACK_XEN_STRACE=1: serve runs under 'strace -c -f' (system calls counted, all threads), printed at the end
     `STRACE=${process.env.BLKBACK_XEN_STRACE === '1' ? 1 : 0}`,
     '',
