@@ -40,7 +40,7 @@ function table(rows: readonly (readonly string[])[], rightAligned: ReadonlySet<n
 }
 
 export function formatDiskList(disks: readonly DiskSummary[]): string {
-  if (disks.length === 0) return 'no disks are served (blkback serves what the toolstack writes under /local/domain/0/backend/vbd)\n';
+  if (disks.length === 0) return 'no disks are served (blkback serves what the toolstack writes under /local/domain/0/backend/vbd, or under the directory serve was given with --backend-kind)\n';
   const rows = [['DISK', 'VDEV', 'STATE', 'SIZE', 'MODE', 'RING', 'ABI', 'DATA', 'INFLIGHT', 'STORE']];
   for (const d of disks) {
     rows.push([
