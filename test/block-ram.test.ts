@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRamDisk, RAM_CHUNK_SIZE } from '../src/block/ram.ts';
-import { exerciseIntegrity } from '../src/block/testing.ts';
+import { createRamDisk, RAM_CHUNK_SIZE, RAM_STATUS_MAX_EXTENTS } from '../src/block/ram.ts';
+import type { BlockDevice, BlockExtent } from '../src/block/types.ts';
+import { exerciseIntegrity, seededRandom } from '../src/block/testing.ts';
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -122,4 +123,173 @@ test('ram: capabilities', () => {
   assert.equal(disk.info.bufferAlignment, 1);
   assert.throws(() => createRamDisk(1000), /multiple of the 512-byte/);
   assert.throws(() => createRamDisk(MiB, { chunkSize: 3000 }), /power of two/);
+});
+
+/** The whole status of [0, size), asking again where an answer stops short, merged. */
+async function fullStatus(disk: BlockDevice, size: number): Promise<BlockExtent[]> {
+  const out: BlockExtent[] = [];
+  for (let pos = 0; pos < size; ) {
+    const part = await disk.blockStatus!(pos, size - pos);
+    assert.ok(part.length > 0);
+    assert.equal(part[0]!.offset, pos);
+    for (const e of part) {
+      const last = out[out.length - 1];
+      if (last !== undefined && last.allocated === e.allocated) out[out.length - 1] = { ...last, length: last.length + e.length };
+      else out.push(e);
+      pos = e.offset + e.length;
+    }
+  }
+  return out;
+}
+
+function extentsOf(model: readonly boolean[], bs: number): BlockExtent[] {
+  const out: BlockExtent[] = [];
+  model.forEach((allocated, i) => {
+    const last = out[out.length - 1];
+    if (last !== undefined && last.allocated === allocated) out[out.length - 1] = { ...last, length: last.length + bs };
+    else out.push({ offset: i * bs, length: bs, allocated });
+  });
+  return out;
+}
+
+test('ram: blockStatus of a new disk is one hole; a write maps exactly its blocks, even in a fresh chunk', async () => {
+  const disk = createRamDisk(4 * MiB, { chunkSize: MiB });
+  assert.equal(disk.info.discardGranularity, 512);
+  assert.equal(disk.info.discardZeroes, true);
+  assert.deepEqual(await disk.blockStatus!(0, 4 * MiB), [{ offset: 0, length: 4 * MiB, allocated: false }]);
+  // 3 blocks written as buffers that cut blocks (300 + 1236), straddling the chunk edge
+  await disk.writev(MiB - 1024, [new Uint8Array(300).fill(1), new Uint8Array(1236).fill(2)]);
+  assert.deepEqual(await fullStatus(disk, 4 * MiB), [
+    { offset: 0, length: MiB - 1024, allocated: false },
+    { offset: MiB - 1024, length: 1536, allocated: true },
+    { offset: MiB + 512, length: 3 * MiB - 512, allocated: false },
+  ]);
+  // a window inside a run is answered as that window
+  assert.deepEqual(await disk.blockStatus!(MiB - 512, 512), [{ offset: MiB - 512, length: 512, allocated: true }]);
+  assert.deepEqual(await disk.blockStatus!(2 * MiB, 4096), [{ offset: 2 * MiB, length: 4096, allocated: false }]);
+});
+
+test('ram: GET LBA STATUS after UNMAP of single blocks (libiscsi GetLBAStatus.UnmapSingle) sees each block deallocated', async () => {
+  const disk = createRamDisk(64 * MiB);
+  const lbs = disk.info.logicalBlockSize;
+  await disk.writev(0, [new Uint8Array(257 * lbs).fill(0x41)]);
+  for (let i = 0; i < 256; i++) {
+    await disk.discard(i * lbs, lbs);
+    const at = await disk.blockStatus!(i * lbs, 24 * lbs);
+    assert.deepEqual(at[0], { offset: i * lbs, length: lbs, allocated: false }, `block ${i}`);
+    const next = await disk.blockStatus!((i + 1) * lbs, 24 * lbs);
+    assert.deepEqual(next[0], { offset: (i + 1) * lbs, length: Math.min(24, 256 - i) * lbs, allocated: true }, `block ${i + 1}`);
+  }
+  const buf = new Uint8Array(257 * lbs);
+  await disk.readv(0, [buf]);
+  assert.ok(buf.subarray(0, 256 * lbs).every((x) => x === 0) && buf.subarray(256 * lbs).every((x) => x === 0x41));
+});
+
+test('ram: a chunk discarded piece by piece is freed once it is all hole; writes drop the hole map', async () => {
+  const disk = createRamDisk(2 * MiB, { chunkSize: MiB });
+  await disk.writev(0, [new Uint8Array(2 * MiB).fill(7)]);
+  assert.equal(disk.allocatedBytes, 2 * MiB);
+  await disk.discard(0, MiB / 2);
+  await disk.writeZeroes(MiB / 2, MiB / 4);
+  assert.equal(disk.allocatedBytes, 2 * MiB);
+  assert.deepEqual(await fullStatus(disk, 2 * MiB), [
+    { offset: 0, length: 3 * MiB / 4, allocated: false },
+    { offset: 3 * MiB / 4, length: 5 * MiB / 4, allocated: true },
+  ]);
+  await disk.discard(3 * MiB / 4, MiB / 4);
+  assert.equal(disk.allocatedBytes, MiB, 'chunk 0 is all hole: freed');
+  await disk.writev(512, [new Uint8Array(512).fill(3)]);
+  assert.equal(disk.allocatedBytes, 2 * MiB);
+  assert.deepEqual(await fullStatus(disk, 2 * MiB), [
+    { offset: 0, length: 512, allocated: false },
+    { offset: 512, length: 512, allocated: true },
+    { offset: 1024, length: MiB - 1024, allocated: false },
+    { offset: MiB, length: MiB, allocated: true },
+  ]);
+  const buf = new Uint8Array(2048);
+  await disk.readv(0, [buf]);
+  assert.ok(buf.subarray(0, 512).every((x) => x === 0) && buf.subarray(512, 1024).every((x) => x === 3) && buf.subarray(1024).every((x) => x === 0));
+  // filling the rest of the chunk maps it all again
+  await disk.writev(0, [new Uint8Array(512), new Uint8Array(MiB - 1024)], 0);
+  await disk.writev(MiB - 512, [new Uint8Array(512)]);
+  assert.deepEqual(await fullStatus(disk, 2 * MiB), [{ offset: 0, length: 2 * MiB, allocated: true }]);
+});
+
+for (const lbs of [512, 4096]) {
+  test(`ram: blockStatus matches a model under random writes, discards and write-zeroes (${lbs}-byte blocks)`, async () => {
+    const chunk = 64 * 1024;
+    const size = 16 * chunk + 7 * lbs; // a short last chunk
+    const disk = createRamDisk(size, { chunkSize: chunk, logicalBlockSize: lbs });
+    const blocks = size / lbs;
+    const model: boolean[] = new Array<boolean>(blocks).fill(false);
+    const data = new Uint8Array(size);
+    const random = seededRandom(lbs);
+    for (let op = 0; op < 1500; op++) {
+      const first = Math.floor(random() * blocks);
+      const count = 1 + Math.floor(random() * Math.min(blocks - first, random() < 0.1 ? 300 : 20));
+      const r = random();
+      if (r < 0.6) {
+        const bytes = new Uint8Array(count * lbs).map(() => 1 + Math.floor(random() * 255));
+        const cut = Math.floor(random() * bytes.byteLength);
+        await disk.writev(first * lbs, cut === 0 ? [bytes] : [bytes.subarray(0, cut), bytes.subarray(cut)]);
+        data.set(bytes, first * lbs);
+        model.fill(true, first, first + count);
+      } else {
+        await (r < 0.8 ? disk.discard(first * lbs, count * lbs) : disk.writeZeroes(first * lbs, count * lbs));
+        data.fill(0, first * lbs, (first + count) * lbs);
+        model.fill(false, first, first + count);
+      }
+      if (op % 100 === 99) assert.deepEqual(await fullStatus(disk, size), extentsOf(model, lbs), `after op ${op}`);
+    }
+    assert.deepEqual(await fullStatus(disk, size), extentsOf(model, lbs));
+    const back = new Uint8Array(size);
+    await disk.readv(0, [back]);
+    assert.ok(Buffer.from(back).equals(data));
+  });
+}
+
+test('ram: resize keeps the hole map in step (grown blocks are holes)', async () => {
+  const disk = createRamDisk(MiB + 4 * 512, { chunkSize: MiB });
+  await disk.writev(MiB, [new Uint8Array(1024).fill(1)]);
+  assert.deepEqual(await fullStatus(disk, MiB + 2048), [
+    { offset: 0, length: MiB, allocated: false },
+    { offset: MiB, length: 1024, allocated: true },
+    { offset: MiB + 1024, length: 1024, allocated: false },
+  ]);
+  await disk.resize!(MiB + 512);
+  assert.deepEqual(await fullStatus(disk, MiB + 512), [
+    { offset: 0, length: MiB, allocated: false },
+    { offset: MiB, length: 512, allocated: true },
+  ]);
+  await disk.resize!(MiB + 8192);
+  assert.deepEqual(await fullStatus(disk, MiB + 8192), [
+    { offset: 0, length: MiB, allocated: false },
+    { offset: MiB, length: 512, allocated: true },
+    { offset: MiB + 512, length: 8192 - 512, allocated: false },
+  ]);
+  await disk.resize!(3 * MiB);
+  assert.deepEqual(await fullStatus(disk, 3 * MiB), [
+    { offset: 0, length: MiB, allocated: false },
+    { offset: MiB, length: 512, allocated: true },
+    { offset: MiB + 512, length: 2 * MiB - 512, allocated: false },
+  ]);
+  // A chunk fully written before the grow: its new tail is a hole, the old part data.
+  const d2 = createRamDisk(MiB + 1024, { chunkSize: MiB });
+  await d2.writev(0, [new Uint8Array(MiB + 1024).fill(2)]);
+  assert.deepEqual(await fullStatus(d2, MiB + 1024), [{ offset: 0, length: MiB + 1024, allocated: true }]);
+  await d2.resize!(MiB + 4096);
+  assert.deepEqual(await fullStatus(d2, MiB + 4096), [
+    { offset: 0, length: MiB + 1024, allocated: true },
+    { offset: MiB + 1024, length: 3072, allocated: false },
+  ]);
+});
+
+test(`ram: a fragmented disk answers at most ${RAM_STATUS_MAX_EXTENTS} extents a call`, async () => {
+  const disk = createRamDisk(8 * MiB, { chunkSize: MiB });
+  for (let b = 0; b < 16384; b += 2) await disk.writev(b * 512, [new Uint8Array(512).fill(1)]);
+  const first = await disk.blockStatus!(0, 8 * MiB);
+  assert.equal(first.length, RAM_STATUS_MAX_EXTENTS);
+  const all = await fullStatus(disk, 8 * MiB);
+  assert.equal(all.length, 16384);
+  assert.ok(all.every((e, i) => e.length === 512 && e.allocated === (i % 2 === 0)));
 });

@@ -4,6 +4,10 @@ import { createRamDisk } from '../src/block/ram.ts';
 import { createVolatileCache } from '../src/block/volatile-cache.ts';
 import { WRITE_FUA } from '../src/block/types.ts';
 import { exerciseIntegrity } from '../src/block/testing.ts';
+import { openFileDisk } from '../src/block/file.ts';
+import { fsExtraProblem, simulateFsExtraUnavailable } from '../src/internal/fs-extra-ffi.ts';
+import { mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 
 const MiB = 1 << 20;
 
@@ -140,4 +144,108 @@ test('volatile cache: random I/O through the cache; after flush the base holds t
   await base.readv(0, [onBase]);
   assert.ok(Buffer.from(viaCache).equals(onBase));
   assert.ok(onBase.some((x) => x !== 0));
+});
+
+test('volatile cache: blockStatus is the base\'s, with blocks held in the cache counted as data', async () => {
+  const base = createRamDisk(MiB);
+  const disk = createVolatileCache(base);
+  assert.ok(disk.blockStatus !== undefined);
+  await disk.writev(4096, [block(1, 1024)]);
+  await disk.writev(8192, [block(2)], WRITE_FUA);
+  assert.deepEqual(await base.blockStatus!(0, 16384), [
+    { offset: 0, length: 8192, allocated: false },
+    { offset: 8192, length: 512, allocated: true },
+    { offset: 8704, length: 16384 - 8704, allocated: false },
+  ]);
+  const expected = [
+    { offset: 0, length: 4096, allocated: false },
+    { offset: 4096, length: 1024, allocated: true },
+    { offset: 5120, length: 8192 - 5120, allocated: false },
+    { offset: 8192, length: 512, allocated: true },
+    { offset: 8704, length: 16384 - 8704, allocated: false },
+  ];
+  assert.deepEqual(await disk.blockStatus(0, 16384), expected, 'cached blocks are data');
+  const flushing = disk.flush();
+  assert.deepEqual(await disk.blockStatus(0, 16384), expected, 'and stay data while being written back');
+  await flushing;
+  assert.deepEqual(await disk.blockStatus(0, 16384), expected, 'and on the base after the flush');
+  await disk.discard(4096, 512);
+  assert.deepEqual((await disk.blockStatus(4096, 1024))[0], { offset: 4096, length: 512, allocated: false });
+  // A base that cannot tell: neither can the cache.
+  const { blockStatus: _drop, ...blind } = createRamDisk(MiB);
+  assert.equal(createVolatileCache(blind as typeof base).blockStatus, undefined);
+});
+
+async function withShmFile(size: number, body: (file: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(path.join('/dev/shm', 'blk-vc-'));
+  const file = path.join(dir, 'disk.img');
+  try {
+    await writeFile(file, '');
+    await truncate(file, size);
+    await body(file);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('volatile cache over a file: a power cut neither resurrects data a discard removed nor loses the discard', async (t) => {
+  if (fsExtraProblem() !== undefined) return t.skip(fsExtraProblem()!);
+  await withShmFile(MiB, async (file) => {
+    const base = await openFileDisk(file);
+    const disk = createVolatileCache(base);
+    try {
+      assert.equal(disk.info.canDiscard, true);
+      // Flushed A, then unflushed B over it, then a discard: even if every unflushed block survives
+      // the power cut, B must not come back over the discard.
+      await disk.writev(0, [block(0xa, 4096)]);
+      await disk.flush();
+      await disk.writev(0, [block(0xb, 4096)]);
+      await disk.discard(0, 4096);
+      assert.ok((await readBlock(disk, 0, 4096)).every((x) => x === 0));
+      assert.equal((await stat(file)).blocks, 0, 'the hole is in the file');
+      await disk.powerCut({ surviveFraction: 1 });
+      assert.ok((await readBlock(disk, 0, 4096)).every((x) => x === 0), 'B stayed discarded');
+
+      // A write after the discard, lost in the cut: the discard's zeroes remain (not A).
+      await disk.writev(8192, [block(0xa, 4096)]);
+      await disk.flush();
+      await disk.discard(8192, 4096);
+      await disk.writev(8192, [block(0xc, 4096)]);
+      await disk.powerCut();
+      assert.ok((await readBlock(disk, 8192, 4096)).every((x) => x === 0), 'the discard survived, the later write did not');
+
+      // A discard issued while a flush of the same block is being written back lands after it.
+      await disk.writev(16384, [block(0xd, 4096)]);
+      const flushing = disk.flush();
+      const discarding = disk.discard(16384, 4096);
+      await Promise.all([flushing, discarding]);
+      await disk.powerCut({ surviveFraction: 1 });
+      assert.ok((await readBlock(base, 16384, 4096)).every((x) => x === 0));
+      assert.deepEqual((await disk.blockStatus!(16384, 4096))[0], { offset: 16384, length: 4096, allocated: false });
+    } finally {
+      await disk.close();
+    }
+  });
+});
+
+test('volatile cache: a discard the base cannot do is refused before it touches the cached writes', async () => {
+  simulateFsExtraUnavailable('simulated');
+  try {
+    await withShmFile(MiB, async (file) => {
+      const base = await openFileDisk(file);
+      const disk = createVolatileCache(base);
+      try {
+        assert.equal(disk.info.canDiscard, false);
+        await disk.writev(0, [block(5)]);
+        await assert.rejects(disk.discard(0, 512), { code: 'BLK_ERR_UNSUPPORTED' });
+        assert.ok((await readBlock(disk, 0)).every((x) => x === 5), 'the cached write is still there');
+        await disk.flush();
+        assert.ok((await readBlock(base, 0)).every((x) => x === 5));
+      } finally {
+        await disk.close();
+      }
+    });
+  } finally {
+    simulateFsExtraUnavailable(undefined);
+  }
 });

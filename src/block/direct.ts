@@ -7,7 +7,8 @@
 // Reads and writes go through Linux native AIO (src/internal/linux-aio.ts) where it works, else libuv's pool
 // ('threads'); a short AIO transfer is finished on the pool. FUA writes go through a second
 // descriptor opened O_DSYNC|O_DIRECT; flush is fdatasync, which the kernel turns into a cache flush
-// of the device. No discard: BLKDISCARD is an ioctl Node cannot issue.
+// of the device. Discard, write-zeroes and block status go to the kernel (host-space.ts): BLKDISCARD
+// and BLKZEROOUT on a block device, holes punched in a regular file.
 import fs from 'node:fs';
 import type { BlockDevice, BlockDeviceInfo } from './types.ts';
 import { WRITE_FUA } from './types.ts';
@@ -16,6 +17,9 @@ import { closeFd, dropFront, fdatasync, ioError, preadvFull, pwritevFull, writeZ
 import { linuxAioProblem, sharedLinuxAio } from '../internal/linux-aio.ts';
 import type { LinuxAio } from '../internal/linux-aio.ts';
 import { openHostTarget } from './host-target.ts';
+import type { CheckedTarget } from './host-target.ts';
+import { probeHostSpace } from './host-space.ts';
+import type { ZeroMethod } from './host-space.ts';
 import { alignedZeroes, sharedBouncePool } from './bounce-pool.ts';
 import type { BouncePool } from './bounce-pool.ts';
 import { baseAligned, noteAligned, noteMisaligned } from './buffer-alignment.ts';
@@ -28,6 +32,8 @@ export interface DirectDiskOptions {
   readonly bouncePool?: BouncePool;
   /** How requests reach the kernel; default 'native' where Linux AIO works, else 'threads'. */
   readonly ioEngine?: IoEngine;
+  /** Open this already-checked file (path-policy.ts) rather than whatever `path` names now. */
+  readonly checked?: CheckedTarget;
 }
 
 /** 'native': Linux AIO, a turn's requests in one io_submit; 'threads': libuv's pool, one hand-off each. */
@@ -38,6 +44,10 @@ export interface DirectDisk extends BlockDevice {
   /** Requests that went through the bounce pool (misaligned buffers), for tests and statistics. */
   readonly bouncedRequests: number;
   readonly ioEngine: IoEngine;
+  /** Why discard is not offered (undefined when it is). */
+  readonly discardProblem: string | undefined;
+  /** How writeZeroes reaches the store now. */
+  readonly zeroMethod: ZeroMethod;
 }
 
 function totalLength(iov: readonly Uint8Array[]): number {
@@ -99,28 +109,49 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
   const readOnly = opts.readOnly ?? false;
   const pool = opts.bouncePool ?? sharedBouncePool();
   const aio = chooseEngine(name, opts.ioEngine);
-  const { fd, geometry } = await openHostTarget(path, name, readOnly, fs.constants.O_DIRECT);
+  const target = await openHostTarget(path, name, readOnly, fs.constants.O_DIRECT, opts.checked);
+  const { fd, geometry } = target;
   let fuaFd = -1;
-  if (!readOnly) {
-    try {
-      fuaFd = await openFd(path, fs.constants.O_RDWR | fs.constants.O_DIRECT | fs.constants.O_DSYNC);
-    } catch (err) {
-      await closeFd(fd).catch(() => undefined);
-      const e = err as NodeJS.ErrnoException;
-      throw new UsageError(`${name}: cannot open ${path} with O_DSYNC for FUA writes: ${e.message}`, { cause: err });
+  let space;
+  try {
+    if (!readOnly) {
+      // Through /proc/self/fd: the very file the first descriptor has, even if `path` was replaced
+      // since (by name only where /proc is missing and nobody checked the file).
+      const fuaFlags = fs.constants.O_RDWR | fs.constants.O_DIRECT | fs.constants.O_DSYNC;
+      try {
+        fuaFd = await openFd(`/proc/self/fd/${fd}`, fuaFlags).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT' || opts.checked !== undefined) throw err;
+          return openFd(path, fuaFlags);
+        });
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        throw new UsageError(`${name}: cannot open ${path} with O_DSYNC for FUA writes: ${e.message}`, { cause: err });
+      }
     }
+    space = await probeHostSpace({
+      fd, name, target, readOnly,
+      logicalBlockSize: geometry.logicalBlockSize,
+      size: () => geometry.size,
+      writeZeroesByWriting: (offset, length) => writeZeroRange(fd, name, offset, length, alignedZeroes()),
+    });
+  } catch (err) {
+    await closeFd(fd).catch(() => undefined);
+    if (fuaFd >= 0) await closeFd(fuaFd).catch(() => undefined);
+    throw err;
   }
   const align = geometry.logicalBlockSize;
   const info: BlockDeviceInfo = {
     ...geometry,
     canFlush: true,
     canFua: true,
-    canDiscard: false,
+    canDiscard: space.canDiscard,
     canWriteZeroes: true,
-    discardGranularity: 0,
+    discardGranularity: space.discardGranularity,
     bufferAlignment: align,
     batchedSubmission: aio !== undefined,
+    discardZeroes: space.discardZeroes,
   };
+  const blockStatus = space.blockStatus;
   let bounced = 0;
   let closed = false;
 
@@ -188,6 +219,10 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
       return bounced;
     },
     ioEngine: aio === undefined ? 'threads' : 'native',
+    discardProblem: space.discardProblem,
+    get zeroMethod() {
+      return space.zeroMethod;
+    },
     readv(offset, iov) {
       const v = verdict(iov);
       if (v === 'no') return bounceRead(offset, iov);
@@ -220,12 +255,9 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
     flush() {
       return fdatasync(fd, name);
     },
-    discard() {
-      return Promise.reject(new BlockError('BLK_ERR_UNSUPPORTED', `${name}: discard is not supported`, { errno: Errno.EOPNOTSUPP }));
-    },
-    writeZeroes(offset, length) {
-      return writeZeroRange(fd, name, offset, length, alignedZeroes());
-    },
+    discard: space.discard,
+    writeZeroes: space.writeZeroes,
+    ...(blockStatus === undefined ? {} : { blockStatus }),
     async close() {
       if (closed) return;
       closed = true;

@@ -2,27 +2,56 @@
 // readv/writev on libuv's pool; flush is fdatasync, so the device has a volatile cache (the page
 // cache) and FUA is a write followed by fdatasync.
 //
-// No discard: punching holes needs fallocate(2), which Node does not expose. writeZeroes writes a
-// zero buffer.
+// Discard, write-zeroes and block status go to the kernel (host-space.ts): holes punched in a regular
+// file, BLKDISCARD/BLKZEROOUT on a block device. Without the FFI (koffi) there is no discard and
+// writeZeroes writes a zero buffer.
 import type { BlockDevice, BlockDeviceInfo } from './types.ts';
 import { WRITE_FUA } from './types.ts';
-import { BlockError, Errno, UsageError } from '../internal/errors.ts';
+import { UsageError } from '../internal/errors.ts';
 import { closeFd, fdatasync, ftruncate, preadvFull, pwritevFull, writeZeroRange } from './fs-io.ts';
 import { FILE_LOGICAL_BLOCK, openHostTarget } from './host-target.ts';
+import type { CheckedTarget } from './host-target.ts';
+import { probeHostSpace } from './host-space.ts';
+import type { ZeroMethod } from './host-space.ts';
 
 export interface FileDiskOptions {
   readonly readOnly?: boolean;
   /** Name for messages; default "file:PATH". */
   readonly name?: string;
+  /** Open this already-checked file (path-policy.ts) rather than whatever `path` names now. */
+  readonly checked?: CheckedTarget;
+}
+
+export interface FileDisk extends BlockDevice {
+  /** Why discard is not offered (undefined when it is): no FFI, a filesystem without holes, ... */
+  readonly discardProblem: string | undefined;
+  /** How writeZeroes reaches the store now (learnt on first use for ZERO_RANGE). */
+  readonly zeroMethod: ZeroMethod;
 }
 
 const ZERO_BUFFER_SIZE = 1 << 20;
 let zeroBuffer: Uint8Array | undefined;
 
-export async function openFileDisk(path: string, opts: FileDiskOptions = {}): Promise<BlockDevice> {
+export async function openFileDisk(path: string, opts: FileDiskOptions = {}): Promise<FileDisk> {
   const name = opts.name ?? `file:${path}`;
   const readOnly = opts.readOnly ?? false;
-  const { fd, stat, geometry } = await openHostTarget(path, name, readOnly, 0);
+  const target = await openHostTarget(path, name, readOnly, 0, opts.checked);
+  const { fd, stat, geometry } = target;
+  let space;
+  try {
+    space = await probeHostSpace({
+      fd, name, target, readOnly,
+      logicalBlockSize: geometry.logicalBlockSize,
+      size: () => info.size,
+      writeZeroesByWriting: (offset, length) => {
+        zeroBuffer ??= new Uint8Array(ZERO_BUFFER_SIZE);
+        return writeZeroRange(fd, name, offset, length, zeroBuffer);
+      },
+    });
+  } catch (err) {
+    await closeFd(fd).catch(() => undefined);
+    throw err;
+  }
   const makeInfo = (size: number): BlockDeviceInfo => ({
     ...geometry,
     size,
@@ -30,13 +59,15 @@ export async function openFileDisk(path: string, opts: FileDiskOptions = {}): Pr
     volatileCache: true,
     canFlush: true,
     canFua: true,
-    canDiscard: false,
+    canDiscard: space.canDiscard,
     canWriteZeroes: true,
-    discardGranularity: 0,
+    discardGranularity: space.discardGranularity,
     bufferAlignment: 1,
+    discardZeroes: space.discardZeroes,
   });
   let info = makeInfo(geometry.size);
   let closed = false;
+  const blockStatus = space.blockStatus;
 
   const resize = async (newSize: number): Promise<void> => {
     if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % FILE_LOGICAL_BLOCK !== 0) {
@@ -51,6 +82,10 @@ export async function openFileDisk(path: string, opts: FileDiskOptions = {}): Pr
     get info() {
       return info;
     },
+    discardProblem: space.discardProblem,
+    get zeroMethod() {
+      return space.zeroMethod;
+    },
     readv(offset, iov) {
       return preadvFull(fd, name, offset, iov);
     },
@@ -61,13 +96,9 @@ export async function openFileDisk(path: string, opts: FileDiskOptions = {}): Pr
     flush() {
       return fdatasync(fd, name);
     },
-    discard() {
-      return Promise.reject(new BlockError('BLK_ERR_UNSUPPORTED', `${name}: discard is not supported`, { errno: Errno.EOPNOTSUPP }));
-    },
-    writeZeroes(offset, length) {
-      zeroBuffer ??= new Uint8Array(ZERO_BUFFER_SIZE);
-      return writeZeroRange(fd, name, offset, length, zeroBuffer);
-    },
+    discard: space.discard,
+    writeZeroes: space.writeZeroes,
+    ...(blockStatus === undefined ? {} : { blockStatus }),
     close() {
       if (closed) return Promise.resolve();
       closed = true;

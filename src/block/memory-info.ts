@@ -15,5 +15,6 @@ export function memoryDiskInfo(size: number, logicalBlockSize: number, readOnly:
     canWriteZeroes: true,
     discardGranularity: logicalBlockSize,
     bufferAlignment: 1,
+    discardZeroes: true,
   };
 }

@@ -2,8 +2,9 @@
 // and discards are dropped. For benchmarks of everything above the block layer. With
 // `touchBuffers: false` reads leave the caller's buffers as they are, as fio's null engine does
 // (engines/null.c completes every I/O without touching its memory): what is then measured is the
-// caller alone, with no memset of the read data.
-import type { BlockDevice, BlockDeviceInfo } from './types.ts';
+// caller alone, with no memset of the read data. Every block is a hole (nbdkit's null plugin says the
+// same): it reads as zeroes and costs nothing.
+import type { BlockDevice, BlockDeviceInfo, BlockExtent } from './types.ts';
 import { UsageError } from '../internal/errors.ts';
 import { memoryDiskInfo } from './memory-info.ts';
 
@@ -49,6 +50,10 @@ export function createNullDisk(size: number, opts: NullDiskOptions = {}): BlockD
     },
     writeZeroes(): Promise<void> {
       return DONE;
+    },
+    blockStatus(offset: number, length: number): Promise<readonly BlockExtent[]> {
+      const end = Math.min(offset + length, info.size);
+      return Promise.resolve(end > offset ? [{ offset, length: end - offset, allocated: false }] : []);
     },
     resize(newSize: number): Promise<void> {
       try {

@@ -11,6 +11,12 @@ export interface HostBlockGeometry {
   readonly readOnly: boolean;
   /** queue/write_cache says "write back": the device has a volatile cache that needs flushes. */
   readonly writeBack: boolean;
+  /** queue/discard_max_bytes: the largest discard the device takes at once; 0 when it cannot discard. */
+  readonly discardMaxBytes: number;
+  /** queue/discard_granularity in bytes (0 when the device cannot discard). */
+  readonly discardGranularity: number;
+  /** A loop device (loop/ in sysfs): its discards punch holes in the backing file, so they read back as zeroes. */
+  readonly loop: boolean;
   readonly sysfsDir: string;
 }
 
@@ -41,6 +47,10 @@ export async function hostBlockGeometry(rdev: number | bigint): Promise<HostBloc
   const physical = Number((await readTrim(path.join(queue, 'physical_block_size'))) ?? logical);
   const writeCache = await readTrim(path.join(queue, 'write_cache'));
   const ro = await readTrim(path.join(dir, 'ro'));
+  const discardMax = Number((await readTrim(path.join(queue, 'discard_max_bytes'))) ?? 0);
+  const discardGranularity = Number((await readTrim(path.join(queue, 'discard_granularity'))) ?? 0);
+  // A partition's loop/ is its parent's.
+  const loop = (await readTrim(path.join(queue, '..', 'loop', 'backing_file'))) !== undefined;
   const size = Number(sectors) * 512;
   return {
     size: size - (size % logical),
@@ -48,6 +58,9 @@ export async function hostBlockGeometry(rdev: number | bigint): Promise<HostBloc
     physicalBlockSize: Math.max(physical, logical),
     readOnly: ro === '1',
     writeBack: writeCache === undefined ? true : writeCache.startsWith('write back'),
+    discardMaxBytes: Number.isSafeInteger(discardMax) ? discardMax : 0,
+    discardGranularity: Number.isSafeInteger(discardGranularity) ? discardGranularity : 0,
+    loop,
     sysfsDir: dir,
   };
 }

@@ -32,6 +32,20 @@ export interface BlockDeviceInfo {
    * where smaller batches let completions overlap the next requests.
    */
   readonly batchedSubmission?: boolean;
+  /**
+   * Discarded ranges read back as zeroes (SCSI's LBPRZ): true for RAM and null disks, holes punched
+   * in files and loop devices; false or absent where the device does not promise it (a real disk's
+   * BLKDISCARD).
+   */
+  readonly discardZeroes?: boolean;
+}
+
+/** One run of blocks from BlockDevice.blockStatus. */
+export interface BlockExtent {
+  readonly offset: number;
+  readonly length: number;
+  /** False for a hole: deallocated (SCSI) or NBD_STATE_HOLE; such blocks read as zeroes. */
+  readonly allocated: boolean;
 }
 
 export interface BlockDevice {
@@ -45,10 +59,23 @@ export interface BlockDevice {
   writev(offset: number, iov: readonly Uint8Array[], flags?: number): Promise<void>;
   /** Every write completed before this call is durable when it resolves. */
   flush(): Promise<void>;
-  /** The range may read back as anything afterwards (zeroes for drivers here). */
+  /**
+   * The range may read back as anything afterwards (zeroes where info.discardZeroes) and may cost no
+   * space (a hole). Rejects with BLK_ERR_UNSUPPORTED (EOPNOTSUPP) when info.canDiscard is false.
+   */
   discard(offset: number, length: number): Promise<void>;
-  /** The range reads back as zeroes afterwards. */
+  /**
+   * The range reads back as zeroes afterwards. It may become a hole (RAM disks; files on tmpfs, which
+   * has no ZERO_RANGE) or stay allocated (ZERO_RANGE on ext4/xfs, BLKZEROOUT).
+   */
   writeZeroes(offset: number, length: number): Promise<void>;
+  /**
+   * Which parts of [offset, offset+length) hold data and which are holes (deallocated: read as
+   * zeroes, cost no space), as consecutive extents covering at least `offset` onwards (the last may
+   * stop short of `length`; callers ask again from where it ends). Drivers that cannot tell leave it
+   * out: everything then counts as allocated. For SCSI's GET LBA STATUS and NBD's base:allocation.
+   */
+  blockStatus?(offset: number, length: number): Promise<readonly BlockExtent[]>;
   /** Grow or shrink (drivers that support it). */
   resize?(newSize: number): Promise<void>;
   close(): Promise<void>;

@@ -10,7 +10,18 @@
 //
 // FUA writes, discard and writeZeroes go straight to the base (durable on return; being more
 // durable than required is allowed) and drop the overlay's copies of the blocks they cover.
-import type { BlockDevice, BlockDeviceInfo } from './types.ts';
+//
+// Why that is right for discard across a power cut. A write W issued before the discard D is either
+// in the overlay (dropped by D, so neither a later flush nor a power cut's surviving fraction can put
+// it back over D) or already being written back by a flush (D queues behind that write-back, so W
+// lands first and D wins). A write issued after D goes to the new overlay and reaches the base after
+// D through the same queue: the power cut may lose it, which leaves D's zeroes, as it should. D
+// completes only once the base has done it, so nothing acknowledged is lost; a flush afterwards also
+// flushes the base (a hole punched in a file is durable only then). A base that cannot discard is
+// refused up front, before the overlay is touched: a failed discard must not eat cached writes.
+//
+// blockStatus is the base's, except that blocks held in the overlay are data whatever the base says.
+import type { BlockDevice, BlockDeviceInfo, BlockExtent } from './types.ts';
 import { WRITE_FUA } from './types.ts';
 import { BlockError, Errno } from '../internal/errors.ts';
 import { mulberry32Float } from '../internal/prng.ts';
@@ -179,14 +190,67 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
     },
 
     discard(offset, length) {
+      if (!base.info.canDiscard) return base.discard(offset, length); // rejects: unsupported
       dropRange(offset / bs, length / bs);
       return serial(() => base.discard(offset, length));
     },
 
     writeZeroes(offset, length) {
+      if (!base.info.canWriteZeroes) return base.writeZeroes(offset, length);
       dropRange(offset / bs, length / bs);
       return serial(() => base.writeZeroes(offset, length));
     },
+
+    ...(base.blockStatus === undefined
+      ? {}
+      : {
+          async blockStatus(offset: number, length: number): Promise<readonly BlockExtent[]> {
+            // Cached blocks first (as readv does): a write-back finishing meanwhile moves a block from
+            // the overlay to the base, and it is then seen in one or the other.
+            const first = offset / bs;
+            const count = length / bs;
+            const cached: number[] = [];
+            let overlaySize = dirty.size;
+            for (const f of flushing) overlaySize += f.size;
+            if (count <= overlaySize) {
+              for (let b = first; b < first + count; b++) if (lookup(b) !== undefined) cached.push(b);
+            } else {
+              const seen = new Set<number>();
+              for (const overlay of [dirty, ...flushing]) {
+                for (const b of overlay.keys()) if (b >= first && b < first + count) seen.add(b);
+              }
+              cached.push(...[...seen].sort((x, y) => x - y));
+            }
+            const extents = await (base.blockStatus as (o: number, n: number) => Promise<readonly BlockExtent[]>)(offset, length);
+            if (cached.length === 0) return extents;
+            const out: { offset: number; length: number; allocated: boolean }[] = [];
+            const push = (from: number, to: number, allocated: boolean): void => {
+              if (to <= from) return;
+              const last = out[out.length - 1];
+              if (last !== undefined && last.allocated === allocated && last.offset + last.length === from) last.length += to - from;
+              else out.push({ offset: from, length: to - from, allocated });
+            };
+            let c = 0;
+            for (const e of extents) {
+              const end = e.offset + e.length;
+              if (e.allocated) {
+                push(e.offset, end, true);
+                continue;
+              }
+              let pos = e.offset;
+              while (c < cached.length && (cached[c] as number) * bs < pos) c++;
+              while (c < cached.length && (cached[c] as number) * bs < end) {
+                const at = (cached[c] as number) * bs;
+                push(pos, at, false);
+                push(at, at + bs, true);
+                pos = at + bs;
+                c++;
+              }
+              push(pos, end, false);
+            }
+            return out;
+          },
+        }),
 
     async powerCut(cut: PowerCutOptions = {}) {
       generation++;

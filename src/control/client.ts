@@ -3,7 +3,7 @@ import net from 'node:net';
 import { BlockError, Errno } from '../internal/errors.ts';
 import { ControlError, decodeResponse, encodeRequest, LineDecoder, MAX_RESPONSE_LINE } from './protocol.ts';
 import type { ControlCall, ControlResponse } from './protocol.ts';
-import type { AttachResult, DetachResult, DiskStatistics, DiskSummary, ResizeResult } from './target.ts';
+import type { AttachResult, DetachResult, DiskStatistics, DiskSummary, IscsiTargetStatus, ResizeResult, ServerInfo } from './target.ts';
 
 /** Nobody answers at the socket: the message says how to start a server. */
 export class ControlUnavailableError extends BlockError {
@@ -78,6 +78,20 @@ export class ControlClient {
 
   resize(disk: string, size: number): Promise<ResizeResult> {
     return this.#call({ op: 'resize', disk, size }) as Promise<ResizeResult>;
+  }
+
+  /** What the server is; a server from before this op existed is a block backend. */
+  async info(): Promise<ServerInfo> {
+    try {
+      return (await this.#call({ op: 'info' })) as ServerInfo;
+    } catch (err) {
+      if (err instanceof ControlError && err.code === 'CTL_ERR_UNKNOWN_OP') return { service: 'blkback' };
+      throw err;
+    }
+  }
+
+  iscsiStatus(): Promise<IscsiTargetStatus> {
+    return this.#call({ op: 'iscsi-status' }) as Promise<IscsiTargetStatus>;
   }
 
   /** Sends one raw line as is (tests of the server's validation); resolves with the next answer. */

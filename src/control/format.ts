@@ -1,6 +1,6 @@
 // Human output of `blkback ctl`: the disk table and the statistics as Linux names them, with a
 // compact latency histogram per operation. Pure string building; --json prints the data instead.
-import type { DiskStatistics, DiskSummary, OpLatency } from './target.ts';
+import type { DiskStatistics, DiskSummary, IscsiTargetStatus, OpLatency } from './target.ts';
 
 const OPS = ['read', 'write', 'flush', 'discard'] as const;
 /** Linux xen-blkback's statistics/ files, in the order `ls` shows them there. */
@@ -102,4 +102,42 @@ export function formatStatistics(stats: readonly DiskStatistics[]): string {
     return [`vbd-${domid}-${devid} (${s.key}, ${s.vdev})`, table(rows), ...latencyLines(s)].join('\n');
   });
   return `${blocks.join('\n\n')}\n`;
+}
+
+/** `ctl list` of an iSCSI target: who it is, its LUNs and its sessions. */
+export function formatIscsiStatus(st: IscsiTargetStatus): string {
+  const allow = st.allow === 'ALL' ? 'ALL' : st.allow.length === 0 ? 'nobody' : st.allow.join(', ');
+  const head = `iSCSI target ${st.targetName} on ${st.portal}${st.advertise === st.portal ? '' : ` (advertised as ${st.advertise})`}; allowed: ${allow}; CHAP: ${st.chap}; ${st.connections} connection(s)\n`;
+  const luns = [['LUN', 'SIZE', 'BLOCK', 'MODE', 'PROVISIONING', 'STORE']];
+  for (const l of st.luns) luns.push([String(l.lun), formatBytes(l.size), String(l.blockSize), l.readOnly ? 'ro' : 'rw', l.thin ? 'thin' : 'thick', l.store]);
+  let out = `${head}\n${table(luns, new Set([0]))}\n`;
+  if (st.sessions.length === 0) return `${out}\nno sessions\n`;
+  const sessions = [['TSIH', 'TYPE', 'INITIATOR', 'ISID', 'SINCE', 'COMMANDS', 'IN FLIGHT', 'READ', 'WRITTEN', 'PDU OUT/IN', 'BURST']];
+  for (const s of st.sessions) {
+    const p = s.parameters;
+    sessions.push([
+      String(s.tsih), s.type, s.initiatorName, s.isid, s.since.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), String(s.commands), String(s.tasksInFlight),
+      formatBytes(s.bytesRead), formatBytes(s.bytesWritten),
+      `${formatBytes(Number(p.MaxXmitDataSegmentLength))}/${formatBytes(Number(p.MaxRecvDataSegmentLength))}`,
+      `first ${formatBytes(Number(p.FirstBurstLength))} max ${formatBytes(Number(p.MaxBurstLength))}${p.ImmediateData === 'Yes' ? ' immediate' : ''}${p.InitialR2T === 'No' ? ' unsolicited' : ''}`,
+    ]);
+  }
+  out += `\n${table(sessions, new Set([0, 5, 6]))}\n`;
+  return out;
+}
+
+/** `ctl stats` of an iSCSI target: its counters, then each LUN's (or the one asked for). */
+export function formatIscsiCounters(st: IscsiTargetStatus, lun?: string): string {
+  const lines: string[] = [];
+  if (lun === undefined) {
+    lines.push(`target ${st.targetName}`);
+    for (const [k, v] of Object.entries(st.counters)) lines.push(`  ${k.padEnd(24)} ${v}`);
+  }
+  for (const l of st.luns) {
+    if (lun !== undefined && String(l.lun) !== lun) continue;
+    lines.push(`LUN ${l.lun} (${l.store})`);
+    for (const [k, v] of Object.entries(l.counters)) lines.push(`  ${k.padEnd(24)} ${v}`);
+  }
+  if (lines.length === 0) return `no LUN ${lun ?? ''} here (LUNs: ${st.luns.map((l) => l.lun).join(', ')})\n`;
+  return `${lines.join('\n')}\n`;
 }

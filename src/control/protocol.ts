@@ -22,7 +22,7 @@ const MAX_DISK_TEXT = 64;
 const MAX_VDEV_TEXT = 32;
 const MAX_SPEC_TEXT = 4096;
 
-export const CONTROL_OPS = ['list', 'stats', 'attach', 'detach', 'resize'] as const;
+export const CONTROL_OPS = ['list', 'stats', 'attach', 'detach', 'resize', 'info', 'iscsi-status'] as const;
 export type ControlOp = (typeof CONTROL_OPS)[number];
 
 export const CONTROL_ERROR_CODES = [
@@ -44,7 +44,9 @@ export type ControlRequest =
   | { readonly v: number; readonly id: number; readonly op: 'stats'; readonly disk?: string }
   | { readonly v: number; readonly id: number; readonly op: 'attach'; readonly domid: number; readonly spec: string }
   | { readonly v: number; readonly id: number; readonly op: 'detach'; readonly domid: number; readonly vdev: string }
-  | { readonly v: number; readonly id: number; readonly op: 'resize'; readonly disk: string; readonly size: number };
+  | { readonly v: number; readonly id: number; readonly op: 'resize'; readonly disk: string; readonly size: number }
+  | { readonly v: number; readonly id: number; readonly op: 'info' }
+  | { readonly v: number; readonly id: number; readonly op: 'iscsi-status' };
 
 /** A request without its envelope, as a client builds it. */
 export type ControlCall = DistributiveOmit<ControlRequest, 'v' | 'id'>;
@@ -111,6 +113,8 @@ const OP_KEYS: Readonly<Record<ControlOp, readonly string[]>> = {
   attach: ['domid', 'spec'],
   detach: ['domid', 'vdev'],
   resize: ['disk', 'size'],
+  info: [],
+  'iscsi-status': [],
 };
 
 /** Reads one request line (without its "\n"). Never throws: anything wrong becomes an error to answer. */
@@ -144,6 +148,10 @@ export function decodeRequest(line: string): Decoded<ControlRequest> {
   switch (op as ControlOp) {
     case 'list':
       return { ok: true, value: { v, id, op: 'list' } };
+    case 'info':
+      return { ok: true, value: { v, id, op: 'info' } };
+    case 'iscsi-status':
+      return { ok: true, value: { v, id, op: 'iscsi-status' } };
     case 'stats': {
       if (raw.disk === undefined) return { ok: true, value: { v, id, op: 'stats' } };
       const disk = text(raw.disk, MAX_DISK_TEXT);

@@ -114,6 +114,11 @@ async function dispatch(target: ControlTarget, r: ControlRequest): Promise<unkno
       return target.detach(r.domid, r.vdev);
     case 'resize':
       return target.resize(r.disk, r.size);
+    case 'info':
+      return target.info?.() ?? { service: 'blkback' };
+    case 'iscsi-status':
+      if (target.iscsiStatus === undefined) throw new ControlError('CTL_ERR_UNSUPPORTED', 'this server is not an iSCSI target');
+      return target.iscsiStatus();
   }
 }
 

@@ -91,4 +91,50 @@ export interface ControlTarget {
   detach(domid: number, vdev: string): Promise<DetachResult>;
   /** Grow (or shrink, if the store allows) a disk to `newSize` bytes and tell the frontend. */
   resize(disk: string, newSize: number): Promise<ResizeResult>;
+  /** What kind of server this is (absent: a block backend). */
+  info?(): Promise<ServerInfo>;
+  /** An iSCSI target's LUNs, sessions and counters. */
+  iscsiStatus?(): Promise<IscsiTargetStatus>;
+}
+
+export interface ServerInfo {
+  readonly service: 'blkback' | 'iscsi-target';
+}
+
+export interface IscsiLunStatus {
+  readonly lun: number;
+  /** The store's name as the user gave it (no secrets: remote stores name their secret file, not the secret). */
+  readonly store: string;
+  readonly size: number;
+  readonly blockSize: number;
+  readonly readOnly: boolean;
+  readonly thin: boolean;
+  /** The device server's counters for this LUN (reads, writes, bytes, flushes, unmaps, errors). */
+  readonly counters: Readonly<Record<string, number>>;
+}
+
+export interface IscsiSessionStatus {
+  readonly tsih: number;
+  readonly initiatorName: string;
+  readonly isid: string;
+  readonly type: 'Normal' | 'Discovery';
+  readonly since: string;
+  readonly commands: number;
+  readonly bytesRead: number;
+  readonly bytesWritten: number;
+  readonly tasksInFlight: number;
+  /** Negotiated values, e.g. { HeaderDigest: 'None', MaxRecvDataSegmentLength: 262144, ... }. */
+  readonly parameters: Readonly<Record<string, string | number>>;
+}
+
+export interface IscsiTargetStatus {
+  readonly targetName: string;
+  readonly portal: string;
+  readonly advertise: string;
+  readonly allow: readonly string[] | 'ALL';
+  readonly chap: 'none' | 'one-way' | 'mutual';
+  readonly luns: readonly IscsiLunStatus[];
+  readonly sessions: readonly IscsiSessionStatus[];
+  readonly connections: number;
+  readonly counters: Readonly<Record<string, number>>;
 }

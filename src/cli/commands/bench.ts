@@ -5,6 +5,10 @@ import { machineInfo } from '../../bench/machine.ts';
 import { AIO_CASES, formatAioTable, runAioBench } from '../../bench/aio-bench.ts';
 import type { AioReport } from '../../bench/aio-bench.ts';
 import type { MachineInfo } from '../../bench/machine.ts';
+import { formatIscsiTable, runIscsiBench } from '../../bench/iscsi-bench.ts';
+import type { IscsiBenchReport, IscsiBenchTarget } from '../../bench/iscsi-bench.ts';
+import { blkbackTarget } from '../../bench/iscsi-target.ts';
+import { startTgt } from '../../bench/iscsi-tgt.ts';
 import { formatRunnerTable, runRunnerBench } from '../../bench/runner-bench.ts';
 import type { RunnerBenchReport } from '../../bench/runner-bench.ts';
 import { formatSeedTables, runSeedBench, SEED_JOBS } from '../../bench/seed-bench.ts';
@@ -13,14 +17,15 @@ import { parseSize } from '../../config/size.ts';
 import { UsageError } from '../../internal/errors.ts';
 import type { Command } from '../command.ts';
 
-const SUITES = ['blkif', 'runner', 'seed', 'aio', 'all'] as const;
+const SUITES = ['blkif', 'runner', 'seed', 'aio', 'iscsi', 'all'] as const;
 type Suite = (typeof SUITES)[number];
 
 const help = `blkback bench — measure the virtualization path, the fio runner and the seed's jobs
 
-usage: blkback bench [--suite blkif|runner|seed|aio|all] [--seconds N] [--rounds N] [--quick] [--json]
+usage: blkback bench [--suite blkif|runner|seed|aio|iscsi|all] [--seconds N] [--rounds N] [--quick] [--json]
                      [--span SIZE] [--rw randread,randwrite] [--bs 4k,64k] [--iodepth 1,32,256]
                      [--no-kernel] [--seed-size SIZE] [--seed-jobs randw,iometer]
+                     [--iscsi-targets A,B] [--iscsi-size SIZE] [--iscsi-count N]
 
 Suites (default blkif; 'npm run bench' runs blkif as well):
   blkif   for each pattern (random reads or writes, block size, queue depth), in turn:
@@ -42,18 +47,29 @@ Suites (default blkif; 'npm run bench' runs blkif as well):
           AIO (--aio native: a turn's requests in one io_submit), by the same driver on libuv's
           thread pool (--aio threads), and by fio (libaio) as the yardstick; IOPS, our CPU time
           per I/O, native/threads and native/fio (needs root and fio)
+  iscsi   two iSCSI targets, A and B (default: ours, 'blkback iscsi-target', and Debian's tgtd),
+          serving one LUN store (a /dev/shm file of zeros) on 127.0.0.1 to the same clients, in
+          turns within each round: 'qemu-img bench -f raw -t none -d 32 -s 4096|65536 [-w
+          --pattern=0xab]' (reads and writes) and 'iscsi-perf -m 32 -b 8|128' (reads), plus
+          qemu-img on the file itself (no iSCSI). IOPS, MB/s, each target's CPU time per I/O
+          (procfs, all its threads), the client's CPU, and A/B (needs root, tgt, libiscsi-bin,
+          qemu-utils and qemu-block-extra; not part of 'all')
   all     blkif, runner, seed, aio (about 7 minutes on 2 cores)
 
 Options:
-  --seconds N       run time of every run (default: blkif 2, runner 3, seed 4; --quick: 0.5, 1, 1)
-  --rounds N        times each suite runs its whole set, taking turns (default: blkif 3, runner and
-                    seed 2; --quick: 1); tables give medians and each ratio's median over rounds
+  --seconds N       run time of every run (default: blkif 2, runner 3, seed 4, iscsi 10 (iscsi-perf);
+                    --quick: 0.5, 1, 1, 2)
+  --rounds N        times each suite runs its whole set, taking turns (default: blkif and iscsi 3,
+                    runner and seed 2; --quick: 1); tables give medians and each ratio's median over
+                    rounds
   --quick           short runs: a smoke test, not a measurement
   --json            print one JSON document: { machine, results: [...] } for one suite (blkif:
                     { path, round, rw, bs, iodepth, iops, mbps }; runner: { path, round, ios, iops,
                     cpuSeconds, iopsPerCore } and summary.ratio; seed: { job, path, round, mbps,
                     iops, avgIoBytes } and ratios; aio: { path, round, rw, bs, iodepth, iops, mbps,
-                    cpuUsPerIo }), or { machine, blkif, runner, seed, aio } for all
+                    cpuUsPerIo }; iscsi: { path A|B|file, round, tool, rw, bs, ios, seconds, iops,
+                    mbps, targetCpuSeconds, targetCpuUsPerIo, clientCpuSeconds, command }), or
+                    { machine, blkif, runner, seed, aio } for all
  blkif only:
   --span SIZE       bytes of disk the random offsets cover (default 1G)
   --rw LIST         randread, randwrite or both (default both)
@@ -64,6 +80,12 @@ Options:
  seed only:
   --seed-size SIZE  size= of every job and of the store (default 512m; --quick: 128m)
   --seed-jobs LIST  randw, iometer or both (default both)
+ iscsi only:
+  --iscsi-targets A,B  the two targets, each blkback or tgt (default blkback,tgt; ratios are A/B;
+                    tgt,tgt checks the harness: the ratios should be about 1)
+  --iscsi-size SIZE the LUN store (default 1G; --quick: 256m)
+  --iscsi-count N   qemu-img bench requests per 4 KiB run (-c; 64 KiB runs do N/2; default 100000,
+                    --quick: 10000)
 
 Figures move with the machine's load: compare paths within one run, not across runs.
 
@@ -71,6 +93,7 @@ examples:
   blkback bench --quick
   blkback bench --suite runner
   blkback bench --suite all --json > bench.json
+  blkback bench --suite iscsi --iscsi-targets tgt,tgt --quick
 `;
 
 export const benchCommand: Command = {
@@ -94,6 +117,9 @@ export const benchCommand: Command = {
         'xenstore-socket': { type: 'string' },
         'seed-size': { type: 'string' },
         'seed-jobs': { type: 'string' },
+        'iscsi-targets': { type: 'string' },
+        'iscsi-size': { type: 'string' },
+        'iscsi-count': { type: 'string' },
       },
       strict: true,
     });
@@ -161,10 +187,25 @@ export const benchCommand: Command = {
       seedRun = () => runSeedBench({ seconds, rounds, size, jobs, progress });
     }
 
+    let iscsiRun: (() => Promise<IscsiBenchReport>) | null = null;
+    if (suite === 'iscsi') {
+      const seconds = secondsFor(10, 2);
+      const iscsiRounds = roundsFor(3);
+      const lunBytes = parseSize(values['iscsi-size'] ?? (quick ? '256m' : '1G'), '--iscsi-size');
+      const count = Number(values['iscsi-count'] ?? (quick ? 10000 : 100000));
+      if (!Number.isInteger(count) || count < 1) throw new UsageError(`--iscsi-count: '${values['iscsi-count']}' is not a positive whole number`);
+      const kinds = (values['iscsi-targets'] ?? 'blkback,tgt').split(',');
+      if (kinds.length !== 2 || !kinds.every((k) => k === 'blkback' || k === 'tgt')) throw new UsageError(`--iscsi-targets: '${values['iscsi-targets']}' is not two of blkback, tgt (A,B)`);
+      const same = kinds[0] === kinds[1];
+      const targets = kinds.map((k, i): IscsiBenchTarget => ({ label: same ? `${k} ${i === 0 ? 'A' : 'B'}` : k, start: k === 'tgt' ? startTgt : blkbackTarget() })) as [IscsiBenchTarget, IscsiBenchTarget];
+      iscsiRun = () => runIscsiBench({ targets, rounds: iscsiRounds, seconds, count4k: count, count64k: Math.max(1, Math.floor(count / 2)), lunBytes, progress });
+    }
+
     const blkif = blkifRun === null ? null : await blkifRun();
     const runner = runnerRun === null ? null : await runnerRun();
     const seed = seedRun === null ? null : await seedRun();
     const aio = aioRun === null ? null : await aioRun();
+    const iscsi = iscsiRun === null ? null : await iscsiRun();
 
     if (values.json) {
       let doc: unknown;
@@ -176,18 +217,23 @@ export const benchCommand: Command = {
         };
         doc = { machine: machineInfo(), blkif: strip(blkif), runner: strip(runner), seed: strip(seed), aio: strip(aio) };
       } else {
-        doc = blkif ?? runner ?? seed ?? aio;
+        doc = blkif ?? runner ?? seed ?? aio ?? iscsi;
       }
       process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
       return 0;
     }
-    const m = (blkif ?? runner ?? seed ?? aio)!.machine;
+    const m = (blkif ?? runner ?? seed ?? aio ?? iscsi)!.machine;
     process.stdout.write(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.loadAverage.join(' ')}\n`);
     if (blkif !== null) process.stdout.write(`\n## blkif: guest vs bare vs kernel (${blkif.seconds} s x ${blkif.rounds} rounds)\nkernel path: ${blkif.kernel}\n\n${formatBenchTable(blkif)}\n`);
     if (runner !== null) process.stdout.write(`\n## runner: bare runner on a null disk vs fio --ioengine=null (${runner.seconds} s x ${runner.rounds} rounds)\n\n${formatRunnerTable(runner)}\n`);
     if (seed !== null) {
       process.stdout.write(`\n## seed: jobs/randw.fio and jobs/iometer.fio, guest vs bare vs fio (${seed.seconds} s x ${seed.rounds} rounds, size=${seed.sizeBytes})\n`);
       process.stdout.write(`store: ${seed.store}\nfio: ${seed.fio}\n\n${formatSeedTables(seed)}\n`);
+    }
+    if (iscsi !== null) {
+      process.stdout.write(
+        `\n## iscsi: A = ${iscsi.targets.A}, B = ${iscsi.targets.B}, same LUN store and clients (${iscsi.rounds} round${iscsi.rounds === 1 ? '' : 's'}; iscsi-perf ${iscsi.seconds} s, qemu-img bench -c ${iscsi.count4k} / ${iscsi.count64k} for 4k / 64k, QD${iscsi.queueDepth})\nstore: ${iscsi.store}\ncommand: blkback bench ${argv.join(' ')}\n\n${formatIscsiTable(iscsi)}\n`,
+      );
     }
     if (aio !== null) {
       process.stdout.write(`\n## aio: phy: disk I/O, native AIO vs libuv's pool vs fio libaio (${aio.seconds} s x ${aio.rounds} rounds)\ndevice: ${aio.device}\n\n${formatAioTable(aio)}\n`);

@@ -3,8 +3,8 @@
 import { parseArgs } from 'node:util';
 import { parseSize } from '../../config/size.ts';
 import { ControlClient } from '../../control/client.ts';
-import { formatBytes, formatDiskList, formatStatistics } from '../../control/format.ts';
-import { defaultControlSocket, ROOT_CONTROL_SOCKET } from '../../control/paths.ts';
+import { formatBytes, formatDiskList, formatIscsiCounters, formatIscsiStatus, formatStatistics } from '../../control/format.ts';
+import { defaultControlSocket, ISCSI_TARGET_SOCKET_NAME, ROOT_CONTROL_SOCKET } from '../../control/paths.ts';
 import { UsageError } from '../../internal/errors.ts';
 import type { Command } from '../command.ts';
 
@@ -17,7 +17,9 @@ usage: blkback ctl [--socket PATH] [--json] list
        blkback ctl [--socket PATH] resize DISK SIZE
 
 Talks to 'blkback serve' (real Xen, dom0) or 'blkback run --control-socket PATH' (the simulation)
-over their control socket. The same commands work in both.
+over their control socket. The same commands work in both. With --iscsi (or --socket naming an
+iSCSI target's socket) list and stats show a 'blkback iscsi-target': its LUNs, sessions with their
+negotiated parameters, and its counters.
 
   list       one line per disk: DOMID/DEVID, vdev, xenbus state, size, mode, ring pages and ABI,
              requests in flight, and the store serving it (phy:/dev/loop0)
@@ -38,6 +40,7 @@ DISK names one served disk: DOMID/DEVID (3/51712), DOMID/VDEV (3/xvda) or vbd-3-
 options:
   --socket PATH    the control socket (default ${ROOT_CONTROL_SOCKET} when root; otherwise
                    \$XDG_RUNTIME_DIR/blkback/control.sock, or /tmp/blkback-UID/control.sock)
+  --iscsi          the iSCSI target's socket in the same directory (${ISCSI_TARGET_SOCKET_NAME})
   --json           print the answer as JSON, for scripts (counters and latencies in nanoseconds)
   --timeout SECS   give up waiting for an answer after SECS seconds (default 60)
 
@@ -66,21 +69,21 @@ export const ctlCommand: Command = {
   summary: 'list disks, show statistics, attach, detach or resize disks of a running blkback',
   help,
   async run(argv) {
-    let values: { socket?: string | undefined; json?: boolean | undefined; timeout?: string | undefined };
+    let values: { socket?: string | undefined; json?: boolean | undefined; timeout?: string | undefined; iscsi?: boolean | undefined };
     let positionals: string[];
     try {
       ({ values, positionals } = parseArgs({
         args: argv,
         allowPositionals: true,
         strict: true,
-        options: { socket: { type: 'string' }, json: { type: 'boolean' }, timeout: { type: 'string' } },
+        options: { socket: { type: 'string' }, json: { type: 'boolean' }, timeout: { type: 'string' }, iscsi: { type: 'boolean' } },
       }));
     } catch (err) {
       throw new UsageError(`ctl: ${(err as Error).message} (see 'blkback ctl --help')`);
     }
     const [action, ...args] = positionals;
     const json = values.json ?? false;
-    const socket = values.socket ?? defaultControlSocket();
+    const socket = values.socket ?? (values.iscsi === true ? defaultControlSocket(process.env, process.getuid?.() ?? 0, ISCSI_TARGET_SOCKET_NAME) : defaultControlSocket());
     let timeoutMs = 60_000;
     if (values.timeout !== undefined) {
       const s = Number(values.timeout);
@@ -98,6 +101,10 @@ export const ctlCommand: Command = {
       case 'list':
         arity(0, 0, '');
         call = async (c) => {
+          if ((await c.info()).service === 'iscsi-target') {
+            const st = await c.iscsiStatus();
+            return json ? `${JSON.stringify(st, null, 2)}\n` : formatIscsiStatus(st);
+          }
           const disks = await c.list();
           return json ? `${JSON.stringify(disks, null, 2)}\n` : formatDiskList(disks);
         };
@@ -106,6 +113,10 @@ export const ctlCommand: Command = {
         arity(0, 1, '[DISK]');
         const disk = args[0];
         call = async (c) => {
+          if ((await c.info()).service === 'iscsi-target') {
+            const st = await c.iscsiStatus();
+            return json ? `${JSON.stringify(st, null, 2)}\n` : formatIscsiCounters(st, disk);
+          }
           const stats = await c.stats(disk);
           return json ? `${JSON.stringify(stats, null, 2)}\n` : formatStatistics(stats);
         };

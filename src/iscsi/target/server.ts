@@ -1,0 +1,105 @@
+// The target on TCP: accepts connections on a portal and adapts each net.Socket to a
+// TargetConnection. Writes of one turn leave in one writev (cork/uncork); a peer that stops reading
+// stops being read from once a few megabytes of answers wait for it, so memory stays bounded.
+import net from 'node:net';
+import { TargetConnection } from './connection.ts';
+import type { ConnectionIo } from './connection.ts';
+import type { IscsiTarget } from './target.ts';
+
+/** Answers waiting in a socket before we stop reading that socket's requests. */
+const HIGH_WATER = 8 << 20;
+
+export interface Portal {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface IscsiServer {
+  /** Where it listens (the port is the real one when 0 was asked for). */
+  readonly portal: Portal;
+  /** Stops listening and closes every connection. */
+  close(): Promise<void>;
+}
+
+/** "host:port", "[v6]:port" or "host" (port 3260) to a Portal; undefined if it is not one. */
+export function parsePortal(text: string, defaultPort = 3260): Portal | undefined {
+  const v6 = /^\[([0-9a-fA-F:.]+)\](?::(\d+))?$/.exec(text);
+  const v4 = /^([^:\s[\]]+)(?::(\d+))?$/.exec(text);
+  const m = v6 ?? v4;
+  if (m === null) return undefined;
+  const port = m[2] === undefined ? defaultPort : Number(m[2]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) return undefined;
+  return { host: m[1] as string, port };
+}
+
+export function formatPortal(p: Portal): string {
+  return p.host.includes(':') ? `[${p.host}]:${p.port}` : `${p.host}:${p.port}`;
+}
+
+export async function listenIscsi(target: IscsiTarget, portal: Portal): Promise<IscsiServer> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    serveSocket(target, socket);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: portal.host, port: portal.port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => target.log(`iscsi: listener error: ${err.message}`));
+  const address = server.address() as net.AddressInfo;
+  let closing: Promise<void> | undefined;
+  return {
+    portal: { host: portal.host, port: address.port },
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }).then(() => target.close());
+      return closing;
+    },
+  };
+}
+
+function serveSocket(target: IscsiTarget, socket: net.Socket): void {
+  socket.setKeepAlive(true, 30_000);
+  const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+  let paused = false;
+  const io: ConnectionIo = {
+    peer,
+    write(chunks, done) {
+      if (socket.destroyed) return done();
+      socket.cork();
+      const last = chunks.length - 1;
+      for (let i = 0; i < last; i++) socket.write(chunks[i] as Uint8Array);
+      socket.write(chunks[last] as Uint8Array, () => done());
+      socket.uncork();
+      if (!paused && socket.writableLength > HIGH_WATER) {
+        paused = true;
+        socket.pause();
+      }
+    },
+    end(now) {
+      if (now) socket.destroy();
+      else socket.end();
+    },
+  };
+  socket.on('drain', () => {
+    if (paused) {
+      paused = false;
+      socket.resume();
+    }
+  });
+  const conn = new TargetConnection(target, io);
+  if (!target.connectionOpened(conn)) {
+    conn.close('too many connections', true);
+    return;
+  }
+  socket.on('data', (chunk: Buffer) => conn.receive(chunk));
+  socket.on('error', () => undefined); // 'close' follows, which is what we act on
+  socket.on('close', () => conn.transportClosed());
+}

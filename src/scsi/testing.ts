@@ -1,0 +1,171 @@
+// Test helpers for the device server (not exported from the package): a fake transport task whose
+// data-out buffer is given up front, I_T nexuses, and a block device wrapper that records and delays.
+import type { BlockDevice, BlockDeviceInfo, BlockExtent } from '../block/types.ts';
+import { BlockError, Errno } from '../internal/errors.ts';
+import type { ItNexus, ScsiResult, ScsiTask } from './types.ts';
+import { TaskAttribute } from './types.ts';
+
+/** An I_T nexus the way the iSCSI target would build it. */
+export function makeNexus(name = 'iqn.2026-01.test:init1', isid = 0x800000000001, relativeTargetPort = 1): ItNexus {
+  const isidHex = isid.toString(16).padStart(12, '0');
+  return { key: `${name},i,0x${isidHex}`, initiatorName: name, initiatorPortName: `${name},i,0x${isidHex}`, relativeTargetPort };
+}
+
+export interface FakeTaskInit {
+  readonly nexus: ItNexus;
+  readonly lun?: number;
+  readonly cdb: Uint8Array | readonly number[];
+  /** Data-out the initiator sends; its length is the expected data transfer length unless `edtl` says otherwise. */
+  readonly data?: Uint8Array;
+  /** Data-out delivered in pieces of this size (checks the device server takes iovs, not one buffer). */
+  readonly pieceSize?: number;
+  readonly edtl?: number;
+  readonly readBit?: boolean;
+  readonly writeBit?: boolean;
+  readonly attribute?: TaskAttribute;
+}
+
+export class FakeTask implements ScsiTask {
+  readonly nexus: ItNexus;
+  readonly lun: number;
+  readonly cdb: Uint8Array;
+  readonly expectedDataTransferLength: number;
+  readonly writeBit: boolean;
+  readonly readBit: boolean;
+  readonly attribute: TaskAttribute;
+  aborted = false;
+  /** Lengths asked for with dataOut(). */
+  readonly dataOutCalls: number[] = [];
+  readonly #data: Uint8Array;
+  readonly #pieceSize: number;
+  /** When set, dataOut waits for this before answering. */
+  gate: Promise<void> | undefined;
+
+  constructor(init: FakeTaskInit) {
+    this.nexus = init.nexus;
+    this.lun = init.lun ?? 0;
+    this.cdb = Uint8Array.from(init.cdb);
+    this.#data = init.data ?? new Uint8Array(0);
+    this.expectedDataTransferLength = init.edtl ?? this.#data.byteLength;
+    this.writeBit = init.writeBit ?? this.#data.byteLength > 0;
+    this.readBit = init.readBit ?? !this.writeBit;
+    this.attribute = init.attribute ?? TaskAttribute.SIMPLE;
+    this.#pieceSize = init.pieceSize ?? 0;
+  }
+
+  async dataOut(length: number): Promise<readonly Uint8Array[]> {
+    this.dataOutCalls.push(length);
+    if (this.dataOutCalls.length > 1) throw new BlockError('BLK_ERR_INTERNAL', 'dataOut called twice');
+    if (length <= 0 || length > this.expectedDataTransferLength || length > this.#data.byteLength) {
+      throw new BlockError('BLK_ERR_INTERNAL', `dataOut(${length}) beyond the ${this.expectedDataTransferLength}-byte buffer`);
+    }
+    if (this.gate !== undefined) await this.gate;
+    if (this.aborted) throw new BlockError('BLK_ERR_ABORTED', 'task aborted', { errno: Errno.EIO });
+    const out: Uint8Array[] = [];
+    const piece = this.#pieceSize > 0 ? this.#pieceSize : length;
+    for (let off = 0; off < length; off += piece) out.push(this.#data.subarray(off, Math.min(length, off + piece)));
+    return out;
+  }
+}
+
+/** What a test wants from a result: its fields, with dataIn copied out and the buffer released. */
+export interface Outcome {
+  readonly status: number;
+  readonly sense: Uint8Array | undefined;
+  readonly data: Uint8Array;
+  readonly transferLength: number;
+}
+
+export async function settle(result: Promise<ScsiResult>): Promise<Outcome> {
+  const r = await result;
+  const data = r.dataIn === undefined ? new Uint8Array(0) : Uint8Array.from(r.dataIn);
+  r.release?.();
+  return { status: r.status, sense: r.sense, data, transferLength: r.transferLength };
+}
+
+export interface RecordedCall {
+  readonly op: 'readv' | 'writev' | 'flush' | 'discard' | 'writeZeroes';
+  readonly offset: number;
+  readonly length: number;
+  readonly flags: number;
+}
+
+/**
+ * Wraps a device: records every call, and can hold calls until released (to interleave commands
+ * deterministically). `hold(op)` makes the next calls of that kind wait for `releaseHeld()`.
+ */
+export class RecordingDevice implements BlockDevice {
+  readonly inner: BlockDevice;
+  readonly calls: RecordedCall[] = [];
+  readonly #holding = new Set<RecordedCall['op']>();
+  #held: (() => void)[] = [];
+  infoOverride: Partial<BlockDeviceInfo> = {};
+
+  constructor(inner: BlockDevice) {
+    this.inner = inner;
+    const status = inner.blockStatus?.bind(inner);
+    if (status !== undefined) this.blockStatus = status;
+  }
+
+  get name(): string {
+    return this.inner.name;
+  }
+  get info(): BlockDeviceInfo {
+    return { ...this.inner.info, ...this.infoOverride };
+  }
+
+  hold(op: RecordedCall['op']): void {
+    this.#holding.add(op);
+  }
+  unhold(op: RecordedCall['op']): void {
+    this.#holding.delete(op);
+  }
+  /** Number of calls waiting. */
+  get heldCount(): number {
+    return this.#held.length;
+  }
+  releaseHeld(): void {
+    const h = this.#held;
+    this.#held = [];
+    for (const r of h) r();
+  }
+
+  async #gate(call: RecordedCall): Promise<void> {
+    this.calls.push(call);
+    if (this.#holding.has(call.op)) await new Promise<void>((r) => this.#held.push(r));
+  }
+
+  async readv(offset: number, iov: readonly Uint8Array[]): Promise<void> {
+    await this.#gate({ op: 'readv', offset, length: total(iov), flags: 0 });
+    await this.inner.readv(offset, iov);
+  }
+  async writev(offset: number, iov: readonly Uint8Array[], flags = 0): Promise<void> {
+    await this.#gate({ op: 'writev', offset, length: total(iov), flags });
+    await this.inner.writev(offset, iov, flags);
+  }
+  async flush(): Promise<void> {
+    await this.#gate({ op: 'flush', offset: 0, length: 0, flags: 0 });
+    await this.inner.flush();
+  }
+  async discard(offset: number, length: number): Promise<void> {
+    await this.#gate({ op: 'discard', offset, length, flags: 0 });
+    await this.inner.discard(offset, length);
+  }
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    await this.#gate({ op: 'writeZeroes', offset, length, flags: 0 });
+    await this.inner.writeZeroes(offset, length);
+  }
+  blockStatus?: (offset: number, length: number) => Promise<readonly BlockExtent[]>;
+  resize(newSize: number): Promise<void> {
+    return this.inner.resize?.(newSize) ?? Promise.reject(new BlockError('BLK_ERR_UNSUPPORTED', 'no resize'));
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+function total(iov: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const v of iov) n += v.byteLength;
+  return n;
+}
