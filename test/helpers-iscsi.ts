@@ -93,7 +93,8 @@ export class TestInitiator {
     this.socket = socket;
     this.isid = Buffer.concat([Buffer.from([0x80]), randomBytes(3), Buffer.alloc(2)]);
     this.#reader = new PduReader({
-      onPdu: (h, _ahs, data) => this.#onPdu({ opcode: h[0]! & 0x3f, header: Buffer.from(h), data: Buffer.concat(data as Uint8Array[]) }),
+      dataBuffer: () => undefined,
+      onPdu: (h, _ahs, data, length) => this.#onPdu({ opcode: h[0]! & 0x3f, header: Buffer.from(h), data: data === null ? Buffer.alloc(0) : Buffer.from(data.subarray(0, length)) }),
       onDataDigestError: () => this.#fail(new Error('data digest error from the target')),
       onFramingError: (_k, m) => this.#fail(new Error(`framing: ${m}`)),
     });

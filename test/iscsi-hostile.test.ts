@@ -226,8 +226,8 @@ test('10^5 hostile PDUs, thousands of connections and a slow sender: the target 
     allowPaths: [],
     openStore: async (l) => devices.get(l.lun)!,
     maxRecvDataSegmentLength: 8192,
-    loginTimeoutMs: 2000,
-    maxConnections: 1024,
+    loginTimeoutMs: 5000,
+    maxConnections: 300,
     log: (l) => {
       if (logs.length < 1000) logs.push(l);
     },
@@ -316,7 +316,7 @@ test('10^5 hostile PDUs, thousands of connections and a slow sender: the target 
     while (counters.connectionsAccepted + counters.connectionsRefused - seenBefore < many.length && Date.now() - waitStart < 20_000) {
       await new Promise((r) => setTimeout(r, 50));
     }
-    assert.ok(many.length > 1024, `${many.length} connections opened`);
+    assert.ok(many.length > 300, `${many.length} connections opened`);
     assert.ok(counters.connectionsRefused > 0, 'connections past --max-connections are refused');
     await checkGood('with 1500 idle connections open');
     for (const s of many) s.destroy();
@@ -332,7 +332,7 @@ test('10^5 hostile PDUs, thousands of connections and a slow sender: the target 
       await new Promise((r) => setTimeout(r, 100));
     }
     const slowStart = Date.now();
-    while (!slowClosed && Date.now() - slowStart < 5000) await new Promise((r) => setTimeout(r, 100));
+    while (!slowClosed && Date.now() - slowStart < 8000) await new Promise((r) => setTimeout(r, 100));
     assert.ok(slowClosed, 'a login that does not finish within the login timeout is cut off');
     assert.ok(counters.loginTimeouts >= 1);
 

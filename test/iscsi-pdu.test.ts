@@ -56,9 +56,10 @@ function collector(): { sink: PduSink; seen: Seen[]; digestErrors: number[]; fra
     digestErrors,
     framing,
     sink: {
+      dataBuffer: () => undefined,
       onPdu(h, ahs, data, length) {
-        const joined = Buffer.concat(data as Uint8Array[]);
-        assert.equal(joined.byteLength, length);
+        const joined = data === null ? Buffer.alloc(0) : Buffer.from(data.subarray(0, length));
+        assert.equal(data === null, length === 0);
         seen.push({ opcode: h[0]! & 0x3f, itt: Buffer.from(h).readUInt32BE(16), ahs: ahs === null ? null : Buffer.from(ahs), data: joined });
       },
       onDataDigestError(h) {
@@ -110,20 +111,36 @@ test('reader: the same PDUs whatever the chunking: whole, split at every byte, o
   }
 });
 
-test('reader: data inside one chunk is handed over as a view of it, not a copy', () => {
+test('reader: data is copied into the buffer the sink gives, once; the chunks given to push() are not kept', () => {
   const bytes = pdu({ opcode: 0x05, itt: 7, data: Buffer.alloc(8192, 1) });
-  let view: Uint8Array | undefined;
+  const mine = new Uint8Array(10000);
+  let got: Uint8Array | null = null;
+  let asked = 0;
   const r = new PduReader({
-    onPdu: (_h, _a, data) => {
-      assert.equal(data.length, 1);
-      view = data[0];
+    dataBuffer: (h, length) => {
+      asked++;
+      assert.equal(Buffer.from(h).readUInt32BE(16), 7);
+      assert.equal(length, 8192);
+      return mine;
+    },
+    onPdu: (_h, _a, data, length) => {
+      got = data;
+      assert.equal(length, 8192);
     },
     onDataDigestError: () => assert.fail(),
     onFramingError: () => assert.fail(),
   });
-  r.push(bytes);
-  assert.equal(view!.buffer, bytes.buffer);
-  assert.equal(view!.byteOffset, bytes.byteOffset + 48);
+  // the same read buffer reused for every read, as the server does
+  const readBuffer = Buffer.alloc(1000);
+  for (let at = 0; at < bytes.byteLength; at += 1000) {
+    const n = bytes.copy(readBuffer, 0, at, at + 1000);
+    r.push(readBuffer.subarray(0, n));
+    readBuffer.fill(0xff);
+  }
+  assert.equal(asked, 1);
+  assert.equal(got, mine);
+  assert.ok(mine.subarray(0, 8192).every((b) => b === 1));
+  assert.ok(mine.subarray(8192).every((b) => b === 0));
 });
 
 test('reader: header and data digests are checked; a bad data digest skips only that PDU', () => {

@@ -1,6 +1,7 @@
 // A regular file or block device through the page cache: the QEMU qdisk analog ("file:"). Positional
-// readv/writev on libuv's pool; flush is fdatasync, so the device has a volatile cache (the page
-// cache) and FUA is a write followed by fdatasync.
+// readv/writev on libuv's pool, or on the calling thread for files in memory (tmpfs: memory-fs.ts);
+// flush is fdatasync, so the device has a volatile cache (the page cache) and FUA is a write
+// followed by fdatasync.
 //
 // Discard, write-zeroes and block status go to the kernel (host-space.ts): holes punched in a regular
 // file, BLKDISCARD/BLKZEROOUT on a block device. Without the FFI (koffi) there is no discard and
@@ -8,7 +9,8 @@
 import type { BlockDevice, BlockDeviceInfo } from './types.ts';
 import { WRITE_FUA } from './types.ts';
 import { UsageError } from '../internal/errors.ts';
-import { closeFd, fdatasync, ftruncate, preadvFull, pwritevFull, writeZeroRange } from './fs-io.ts';
+import { closeFd, fdatasync, ftruncate, preadvFull, preadvInline, pwritevFull, pwritevInline, writeZeroRange } from './fs-io.ts';
+import { isMemoryBacked } from './memory-fs.ts';
 import { FILE_LOGICAL_BLOCK, openHostTarget } from './host-target.ts';
 import type { CheckedTarget } from './host-target.ts';
 import { probeHostSpace } from './host-space.ts';
@@ -27,6 +29,8 @@ export interface FileDisk extends BlockDevice {
   readonly discardProblem: string | undefined;
   /** How writeZeroes reaches the store now (learnt on first use for ZERO_RANGE). */
   readonly zeroMethod: ZeroMethod;
+  /** Reads and writes run on the calling thread: the file is in memory (tmpfs, ramfs). */
+  readonly inline: boolean;
 }
 
 const ZERO_BUFFER_SIZE = 1 << 20;
@@ -68,6 +72,9 @@ export async function openFileDisk(path: string, opts: FileDiskOptions = {}): Pr
   let info = makeInfo(geometry.size);
   let closed = false;
   const blockStatus = space.blockStatus;
+  const inline = stat.isFile() && isMemoryBacked(fd);
+  const readv = inline ? preadvInline : preadvFull;
+  const writev = inline ? pwritevInline : pwritevFull;
 
   const resize = async (newSize: number): Promise<void> => {
     if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % FILE_LOGICAL_BLOCK !== 0) {
@@ -86,11 +93,12 @@ export async function openFileDisk(path: string, opts: FileDiskOptions = {}): Pr
     get zeroMethod() {
       return space.zeroMethod;
     },
+    inline,
     readv(offset, iov) {
-      return preadvFull(fd, name, offset, iov);
+      return readv(fd, name, offset, iov);
     },
     writev(offset, iov, flags = 0) {
-      const written = pwritevFull(fd, name, offset, iov);
+      const written = writev(fd, name, offset, iov);
       return (flags & WRITE_FUA) === 0 ? written : written.then(() => fdatasync(fd, name));
     },
     flush() {

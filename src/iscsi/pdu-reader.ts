@@ -2,39 +2,46 @@
 // segment padded to 4 bytes, optional data digest. Sans-IO: `push` takes whatever the socket read,
 // complete PDUs go to the sink in order.
 //
-// Zero-copy where it can be: a data segment inside one received chunk is handed over as a view of
-// it, one that spans chunks as several views (received chunks are never reused, so views stay valid
-// after the call). Only the 48-byte header is copied, into one reused buffer, so the sink sees the
-// same `header` object every time and must read what it needs during the call.
+// The reader keeps nothing of the bytes it is given: the transport reads every socket into one
+// fixed buffer (no allocation per read, nothing for the garbage collector), and the reader copies
+// out what it needs. The header lands in the reader's own buffer; the data segment is copied
+// straight into a buffer the sink chooses once it has seen the header (a pooled, page-aligned
+// buffer of the command it belongs to), so data is copied once on its way from the socket to the
+// store, and the sink can refuse to take data it has no place for.
 //
 // Limits are checked before anything is buffered: a DataSegmentLength above the negotiated
 // MaxRecvDataSegmentLength stops the reader at once (the rest of the stream is not trusted).
 import { BHS_LENGTH, DIGEST_LENGTH } from './constants.ts';
 import { ahsLengthOf, dataSegmentLengthOf, padded } from './bhs.ts';
-import { crc32c, crc32cv, readDigest } from './crc32c.ts';
+import { crc32c, readDigest } from './crc32c.ts';
 
 export type FramingErrorKind = 'header-digest' | 'data-segment-too-long';
 
 export interface PduSink {
   /**
-   * One PDU. `header` is the reader's own 48-byte buffer (valid during the call only); `ahs` is
-   * null or a fresh copy; `data` are views of the received bytes, `dataLength` bytes in all
-   * (padding and digest removed).
+   * Where the data segment (`length` bytes) of the PDU with this header is to be copied: a buffer
+   * of at least `length` bytes, or undefined for a fresh one. Asked once the header (and its
+   * digest) is whole, before any of the data is copied.
    */
-  onPdu(header: Uint8Array, ahs: Uint8Array | null, data: readonly Uint8Array[], dataLength: number): void;
+  dataBuffer(header: Uint8Array, length: number): Uint8Array | undefined;
   /**
-   * The data digest did not match: the header is valid (RFC 7143 §7.8 says to Reject and discard the
-   * PDU), the reader goes on with the next PDU.
+   * One PDU. `header` is the reader's own 48-byte buffer (valid during the call only); `ahs` is
+   * null or a fresh copy; `data` is the buffer dataBuffer() gave (or the reader's), its first
+   * `length` bytes the data segment (padding and digest removed), or null without data.
    */
-  onDataDigestError(header: Uint8Array, dataLength: number): void;
+  onPdu(header: Uint8Array, ahs: Uint8Array | null, data: Uint8Array | null, length: number): void;
+  /**
+   * The data digest did not match: the header is valid (RFC 7143 §7.8 says to Reject and discard
+   * the PDU), the reader goes on with the next PDU. `data` is the buffer dataBuffer() gave.
+   */
+  onDataDigestError(header: Uint8Array, data: Uint8Array, length: number): void;
   /** The stream cannot be followed any more; the reader stops and drops what it holds. */
   onFramingError(kind: FramingErrorKind, message: string): void;
 }
 
-const NO_DATA: readonly Uint8Array[] = Object.freeze([]);
-const PAD = new Uint8Array(4);
-
-const State = { HEADER: 0, REST: 1, DEAD: 2 } as const;
+const State = { HEADER: 0, DATA: 1, TRAILER: 2, DEAD: 3 } as const;
+/** Most AHS bytes a BHS can announce (TotalAHSLength is one byte of 4-byte words). */
+const MAX_AHS = 255 * 4;
 
 export class PduReader {
   /** Header digest (CRC32C) expected after the BHS and AHS; set once login negotiated it. */
@@ -45,16 +52,21 @@ export class PduReader {
   maxDataSegmentLength = 8192;
 
   readonly #sink: PduSink;
-  /** Received chunks not yet consumed; the first from `#head`. */
-  #chunks: Buffer[] = [];
-  #head = 0;
-  #buffered = 0;
   #state: number = State.HEADER;
-  readonly #header = Buffer.alloc(BHS_LENGTH);
+  /** BHS, AHS and header digest, gathered here. */
+  readonly #head = Buffer.alloc(BHS_LENGTH + MAX_AHS + DIGEST_LENGTH);
+  /** The BHS alone (a view of #head), as sinks see it. */
+  readonly #header = this.#head.subarray(0, BHS_LENGTH);
+  #headHave = 0;
+  #headNeed = BHS_LENGTH;
   #ahsLength = 0;
   #dataLength = 0;
-  /** Bytes after the BHS: AHS, header digest, padded data, data digest. */
-  #restLength = 0;
+  #data: Uint8Array | null = null;
+  #dataHave = 0;
+  /** Padding and data digest, gathered here. */
+  readonly #trailer = Buffer.alloc(3 + DIGEST_LENGTH);
+  #trailerHave = 0;
+  #trailerNeed = 0;
   #bytesIn = 0;
   #pdusIn = 0;
 
@@ -70,9 +82,9 @@ export class PduReader {
     return this.#pdusIn;
   }
 
-  /** Bytes held waiting for the rest of a PDU. */
+  /** Bytes of an unfinished PDU held now. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#headHave + this.#dataHave + this.#trailerHave;
   }
 
   get dead(): boolean {
@@ -82,145 +94,133 @@ export class PduReader {
   /** Stops reading for good (the connection is closing). */
   stop(): void {
     this.#state = State.DEAD;
-    this.#chunks = [];
-    this.#buffered = 0;
+    this.#data = null;
+    this.#headHave = 0;
+    this.#dataHave = 0;
+    this.#trailerHave = 0;
   }
 
-  push(chunk: Buffer): void {
-    if (this.#state === State.DEAD || chunk.byteLength === 0) return;
-    this.#bytesIn += chunk.byteLength;
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.byteLength;
-    while (this.#state !== State.DEAD) {
-      if (this.#state === State.HEADER) {
-        if (this.#buffered < BHS_LENGTH) return;
-        this.#take(this.#header, BHS_LENGTH);
-        this.#ahsLength = ahsLengthOf(this.#header);
-        this.#dataLength = dataSegmentLengthOf(this.#header);
-        if (this.#dataLength > this.maxDataSegmentLength) {
-          this.#fail('data-segment-too-long', `DataSegmentLength ${this.#dataLength} exceeds MaxRecvDataSegmentLength ${this.maxDataSegmentLength}`);
+  /** Takes bytes off the wire; `chunk` is not kept (it may be reused as soon as this returns). */
+  push(chunk: Uint8Array): void {
+    const n = chunk.byteLength;
+    this.#bytesIn += n;
+    let at = 0;
+    while (at < n || this.#complete()) {
+      switch (this.#state) {
+        case State.DEAD:
           return;
+        case State.HEADER: {
+          const k = Math.min(this.#headNeed - this.#headHave, n - at);
+          copy(chunk, at, this.#head, this.#headHave, k);
+          this.#headHave += k;
+          at += k;
+          if (this.#headHave < this.#headNeed) return;
+          if (this.#headNeed === BHS_LENGTH) {
+            this.#ahsLength = ahsLengthOf(this.#head);
+            this.#dataLength = dataSegmentLengthOf(this.#head);
+            if (this.#dataLength > this.maxDataSegmentLength) {
+              return this.#fail('data-segment-too-long', `DataSegmentLength ${this.#dataLength} exceeds MaxRecvDataSegmentLength ${this.maxDataSegmentLength}`);
+            }
+            this.#headNeed = BHS_LENGTH + this.#ahsLength + (this.headerDigest ? DIGEST_LENGTH : 0);
+            if (this.#headHave < this.#headNeed) continue;
+          }
+          if (this.headerDigest) {
+            const end = BHS_LENGTH + this.#ahsLength;
+            const computed = crc32c(this.#head.subarray(0, end));
+            const sent = readDigest(this.#head, end);
+            if (sent !== computed) {
+              return this.#fail('header-digest', `header digest mismatch (received 0x${sent.toString(16)}, computed 0x${computed.toString(16)}) on opcode 0x${((this.#head[0] as number) & 0x3f).toString(16)}`);
+            }
+          }
+          this.#startData();
+          break;
         }
-        this.#restLength = this.#ahsLength + (this.headerDigest ? DIGEST_LENGTH : 0)
-          + padded(this.#dataLength) + (this.#dataLength > 0 && this.dataDigest ? DIGEST_LENGTH : 0);
-        this.#state = State.REST;
+        case State.DATA: {
+          const data = this.#data as Uint8Array;
+          const k = Math.min(this.#dataLength - this.#dataHave, n - at);
+          copy(chunk, at, data, this.#dataHave, k);
+          this.#dataHave += k;
+          at += k;
+          if (this.#dataHave < this.#dataLength) return;
+          this.#trailerNeed = padded(this.#dataLength) - this.#dataLength + (this.dataDigest ? DIGEST_LENGTH : 0);
+          this.#state = State.TRAILER;
+          break;
+        }
+        case State.TRAILER: {
+          const k = Math.min(this.#trailerNeed - this.#trailerHave, n - at);
+          copy(chunk, at, this.#trailer, this.#trailerHave, k);
+          this.#trailerHave += k;
+          at += k;
+          if (this.#trailerHave < this.#trailerNeed) return;
+          this.#finishData();
+          break;
+        }
       }
-      if (this.#buffered < this.#restLength) return;
-      this.#state = State.HEADER;
-      this.#deliver();
     }
   }
 
-  #deliver(): void {
-    const header = this.#header;
-    let ahs: Uint8Array | null = null;
-    if (this.#ahsLength > 0) {
-      ahs = Buffer.allocUnsafe(this.#ahsLength);
-      this.#take(ahs, this.#ahsLength);
-    }
-    if (this.headerDigest) {
-      let crc = crc32c(header);
-      if (ahs !== null) crc = crc32c(ahs, crc);
-      const sent = this.#takeU32Digest();
-      if (sent !== crc) {
-        this.#fail('header-digest', `header digest mismatch (received 0x${sent.toString(16)}, computed 0x${crc.toString(16)}) on opcode 0x${((header[0] as number) & 0x3f).toString(16)}`);
+  /** A PDU with nothing more to read: delivered without waiting for more bytes. */
+  #complete(): boolean {
+    return this.#state === State.TRAILER && this.#trailerHave === this.#trailerNeed;
+  }
+
+  #startData(): void {
+    const length = this.#dataLength;
+    if (length === 0) return this.#deliver(null);
+    let data = this.#sink.dataBuffer(this.#header, length);
+    if (data === undefined || data.byteLength < length) data = Buffer.allocUnsafe(length);
+    if (this.#state === State.DEAD) return;
+    this.#data = data;
+    this.#dataHave = 0;
+    this.#state = State.DATA;
+  }
+
+  #finishData(): void {
+    const data = this.#data as Uint8Array;
+    const length = this.#dataLength;
+    if (this.dataDigest) {
+      const pad = padded(length) - length;
+      let crc = crc32c(length === data.byteLength ? data : data.subarray(0, length));
+      if (pad > 0) crc = crc32c(this.#trailer.subarray(0, pad), crc);
+      if (readDigest(this.#trailer, pad) !== crc) {
+        this.#reset();
+        this.#pdusIn++;
+        this.#sink.onDataDigestError(this.#header, data, length);
         return;
       }
     }
+    this.#deliver(data);
+  }
+
+  #deliver(data: Uint8Array | null): void {
+    const ahs = this.#ahsLength === 0 ? null : Buffer.from(this.#head.subarray(BHS_LENGTH, BHS_LENGTH + this.#ahsLength));
     const length = this.#dataLength;
-    let data = NO_DATA;
-    if (length > 0) {
-      data = this.#takeViews(length);
-      const pad = padded(length) - length;
-      if (this.dataDigest) {
-        let crc = crc32cv(data);
-        if (pad > 0) {
-          const padBytes = Buffer.allocUnsafe(pad);
-          this.#take(padBytes, pad);
-          crc = crc32c(padBytes, crc);
-        }
-        const sent = this.#takeU32Digest();
-        if (sent !== crc) {
-          this.#pdusIn++;
-          this.#sink.onDataDigestError(header, length);
-          return;
-        }
-      } else if (pad > 0) {
-        this.#skip(pad);
-      }
-    }
+    this.#reset();
     this.#pdusIn++;
-    this.#sink.onPdu(header, ahs, data, length);
+    this.#sink.onPdu(this.#header, ahs, data, length);
+  }
+
+  /** Ready for the next PDU (unless stopped meanwhile). */
+  #reset(): void {
+    if (this.#state === State.DEAD) return;
+    this.#state = State.HEADER;
+    this.#headHave = 0;
+    this.#headNeed = BHS_LENGTH;
+    this.#data = null;
+    this.#dataHave = 0;
+    this.#trailerHave = 0;
+    this.#trailerNeed = 0;
   }
 
   #fail(kind: FramingErrorKind, message: string): void {
     this.stop();
     this.#sink.onFramingError(kind, message);
   }
+}
 
-  /** Copies the next `n` bytes into `out`. */
-  #take(out: Uint8Array, n: number): void {
-    let done = 0;
-    while (done < n) {
-      const c = this.#chunks[0] as Buffer;
-      const avail = c.byteLength - this.#head;
-      const k = Math.min(avail, n - done);
-      c.copy(out, done, this.#head, this.#head + k);
-      done += k;
-      this.#advance(k, avail);
-    }
-  }
-
-  #skip(n: number): void {
-    while (n > 0) {
-      const c = this.#chunks[0] as Buffer;
-      const avail = c.byteLength - this.#head;
-      const k = Math.min(avail, n);
-      n -= k;
-      this.#advance(k, avail);
-    }
-  }
-
-  /** Consumes `k` of the `avail` bytes left in the first chunk. */
-  #advance(k: number, avail: number): void {
-    this.#buffered -= k;
-    if (k === avail) {
-      this.#chunks.shift();
-      this.#head = 0;
-    } else {
-      this.#head += k;
-    }
-  }
-
-  #takeU32Digest(): number {
-    const c = this.#chunks[0] as Buffer;
-    if (c.byteLength - this.#head >= DIGEST_LENGTH) {
-      const v = readDigest(c, this.#head);
-      this.#advance(DIGEST_LENGTH, c.byteLength - this.#head);
-      return v;
-    }
-    this.#take(PAD, DIGEST_LENGTH);
-    return readDigest(PAD, 0);
-  }
-
-  /** The next `n` bytes as views of the received chunks. */
-  #takeViews(n: number): readonly Uint8Array[] {
-    const first = this.#chunks[0] as Buffer;
-    const avail = first.byteLength - this.#head;
-    if (avail >= n) {
-      const v = first.subarray(this.#head, this.#head + n);
-      this.#advance(n, avail);
-      return [v];
-    }
-    const views: Uint8Array[] = [];
-    while (n > 0) {
-      const c = this.#chunks[0] as Buffer;
-      const left = c.byteLength - this.#head;
-      const k = Math.min(left, n);
-      views.push(c.subarray(this.#head, this.#head + k));
-      n -= k;
-      this.#advance(k, left);
-    }
-    return views;
-  }
+/** Copies `n` bytes from `src` at `from` into `dst` at `to` (Buffer.copy where it can: no view made). */
+function copy(src: Uint8Array, from: number, dst: Uint8Array, to: number, n: number): void {
+  if (n <= 0) return;
+  if (Buffer.isBuffer(src)) src.copy(dst, to, from, from + n);
+  else dst.set(src.subarray(from, from + n), to);
 }

@@ -76,13 +76,18 @@ export class TargetConnection implements PduSink {
     return this.#closed;
   }
 
-  receive(chunk: Buffer): void {
+  /** Bytes off the wire; not kept after the call (the transport reads into one reused buffer). */
+  receive(chunk: Uint8Array): void {
     this.reader.push(chunk);
   }
 
   // ------------------------------------------------------------------ PduSink
 
-  onPdu(header: Uint8Array, ahs: Uint8Array | null, data: readonly Uint8Array[], length: number): void {
+  dataBuffer(header: Uint8Array, length: number): Uint8Array | undefined {
+    return this.#session?.dataBuffer(header, length);
+  }
+
+  onPdu(header: Uint8Array, ahs: Uint8Array | null, data: Uint8Array | null, length: number): void {
     if (this.#closed) return;
     this.#idleMs = 0;
     this.#target.counters.pdusIn++;

@@ -108,7 +108,7 @@ export class LoginPhase {
     return { ok: true };
   }
 
-  receive(h: Uint8Array, data: readonly Uint8Array[], _length: number, w: PduWriter): LoginOutcome {
+  receive(h: Uint8Array, data: Uint8Array | null, length: number, w: PduWriter): LoginOutcome {
     if (this.#ended) return { kind: 'failed', reason: 'login already over' };
     if (opcodeOf(h) !== Opcode.LOGIN_REQUEST) return this.#fail(w, LoginStatus.INITIATOR_ERROR, `opcode 0x${opcodeOf(h).toString(16)} before the login finished`, h);
     const flags = h[Bhs.FLAGS] as number;
@@ -143,9 +143,7 @@ export class LoginPhase {
     }
     if (csg !== this.#stage) return this.#fail(w, LoginStatus.INITIATOR_ERROR, `a Login Request in stage ${csg} where stage ${this.#stage} was expected`, h);
     if (transit && continued) return this.#fail(w, LoginStatus.INITIATOR_ERROR, 'both the T and C bits set', h);
-    for (const v of data) {
-      if (!this.#text.push(v)) return this.#fail(w, LoginStatus.INITIATOR_ERROR, 'login text longer than 64 KiB', h);
-    }
+    if (data !== null && !this.#text.push(data.subarray(0, length))) return this.#fail(w, LoginStatus.INITIATOR_ERROR, 'login text longer than 64 KiB', h);
     if (continued) {
       // more text follows: an empty response asks for it (§11.12.2)
       this.#respond(w, false, false, csg, csg, LoginStatus.SUCCESS, null);

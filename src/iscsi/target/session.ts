@@ -23,6 +23,7 @@ import {
 import type { SequenceNumbers } from './pdus.ts';
 import type { TargetCounters } from './counters.ts';
 import type { SessionParameters } from '../negotiation.ts';
+import type { DataBuffer, DataBufferPool } from '../../scsi/data-buffers.ts';
 
 /** SAM status GOOD (the only status a Data-In PDU may carry, §11.7.3). */
 const STATUS_GOOD = 0;
@@ -42,6 +43,8 @@ export interface ScsiBackend {
 export interface SessionHost {
   readonly backend: ScsiBackend;
   readonly counters: TargetCounters;
+  /** Buffers SCSI data is received into (page-aligned, so O_DIRECT stores take them as they are). */
+  readonly buffers: DataBufferPool;
   /** Aborts the tasks of every session (on `lun`, or all) and waits until they have settled. */
   abortEverywhere(lun: number | undefined): Promise<void>;
   /** TARGET COLD RESET: every session ends once its pending output is written. */
@@ -62,8 +65,10 @@ export interface SessionLink {
 interface HeldPdu {
   readonly header: Buffer;
   readonly ahs: Uint8Array | null;
-  readonly data: readonly Uint8Array[];
+  readonly data: Uint8Array | null;
   readonly length: number;
+  /** The pooled buffer `data` lives in, if any. */
+  readonly buffer: DataBuffer | undefined;
 }
 
 /** Text request bytes gathered across PDUs with the C bit, and a long answer being paged out. */
@@ -121,6 +126,8 @@ export class TargetSession implements SequenceNumbers {
   /** CmdSNs an ABORT TASK named before the command arrived: dropped when they do (§11.5.1). */
   readonly #abortedAhead = new Set<number>();
   #text: TextExchange | undefined;
+  /** The pooled buffer the data of the PDU being read or handled is in (see dataBuffer). */
+  #incoming: DataBuffer | undefined;
   #ended = false;
   #drained: Promise<void> | undefined;
   #loggingOut = false;
@@ -166,7 +173,36 @@ export class TargetSession implements SequenceNumbers {
 
   // ------------------------------------------------------------------ input
 
-  onPdu(h: Buffer, ahs: Uint8Array | null, data: readonly Uint8Array[], length: number): void {
+  /**
+   * Where the data of the PDU with this header goes (PduReader asks before copying it): SCSI data,
+   * immediate or in Data-Out PDUs, into a pooled buffer that the command keeps until it is done;
+   * anything else into a fresh buffer.
+   */
+  dataBuffer(h: Uint8Array, length: number): Uint8Array | undefined {
+    const op = opcodeOf(h);
+    if (this.#ended || (op !== Opcode.SCSI_COMMAND && op !== Opcode.SCSI_DATA_OUT)) return undefined;
+    this.#incoming?.release();
+    const b = this.#host.buffers.take(length);
+    this.#incoming = b;
+    return b.view;
+  }
+
+  /** Takes over the pooled buffer of the PDU being handled (it is released after the PDU otherwise). */
+  #takeIncoming(): DataBuffer | undefined {
+    const b = this.#incoming;
+    this.#incoming = undefined;
+    return b;
+  }
+
+  onPdu(h: Buffer, ahs: Uint8Array | null, data: Uint8Array | null, length: number): void {
+    try {
+      this.#onPdu(h, ahs, data, length);
+    } finally {
+      this.#takeIncoming()?.release();
+    }
+  }
+
+  #onPdu(h: Buffer, ahs: Uint8Array | null, data: Uint8Array | null, length: number): void {
     if (this.#ended) return;
     const op = opcodeOf(h);
     switch (op) {
@@ -192,6 +228,7 @@ export class TargetSession implements SequenceNumbers {
 
   /** A PDU whose data digest was wrong: Rejected (§7.8); for SCSI data that ends the connection. */
   onDataDigestError(h: Buffer): void {
+    this.#takeIncoming()?.release();
     if (this.#ended) return;
     this.#host.counters.digestErrors++;
     this.#reject(RejectReason.DATA_DIGEST_ERROR, h);
@@ -201,7 +238,7 @@ export class TargetSession implements SequenceNumbers {
     if (op === Opcode.SCSI_DATA_OUT || op === Opcode.SCSI_COMMAND) this.#link?.close('data digest error on SCSI data');
   }
 
-  #ordered(h: Buffer, ahs: Uint8Array | null, data: readonly Uint8Array[], length: number): void {
+  #ordered(h: Buffer, ahs: Uint8Array | null, data: Uint8Array | null, length: number): void {
     if (isImmediate(h)) return this.#deliver(h, ahs, data, length);
     const cmdSN = u32(h, Bhs.WORD24);
     if (cmdSN === this.expCmdSN) {
@@ -213,7 +250,7 @@ export class TargetSession implements SequenceNumbers {
     }
     const max = this.maxCmdSN;
     if (snLess(this.expCmdSN, cmdSN) && snLessOrEqual(cmdSN, max) && this.#held.size < MAX_HELD && !this.#held.has(cmdSN)) {
-      this.#held.set(cmdSN, { header: Buffer.from(h), ahs, data, length });
+      this.#held.set(cmdSN, { header: Buffer.from(h), ahs, data, length, buffer: this.#takeIncoming() });
       return;
     }
     // Outside the window (or a duplicate): dropped silently, as §4.2.2.1 says.
@@ -227,12 +264,20 @@ export class TargetSession implements SequenceNumbers {
       this.#held.delete(this.expCmdSN);
       const cmdSN = this.expCmdSN;
       this.expCmdSN = (this.expCmdSN + 1) >>> 0;
-      if (this.#abortedAhead.delete(cmdSN)) continue;
-      this.#deliver(next.header, next.ahs, next.data, next.length);
+      if (this.#abortedAhead.delete(cmdSN)) {
+        next.buffer?.release();
+        continue;
+      }
+      this.#incoming = next.buffer;
+      try {
+        this.#deliver(next.header, next.ahs, next.data, next.length);
+      } finally {
+        this.#takeIncoming()?.release();
+      }
     }
   }
 
-  #deliver(h: Buffer, ahs: Uint8Array | null, data: readonly Uint8Array[], length: number): void {
+  #deliver(h: Buffer, ahs: Uint8Array | null, data: Uint8Array | null, length: number): void {
     if (this.#loggingOut) {
       this.#host.counters.protocolErrors++;
       return this.#reject(RejectReason.WAITING_FOR_LOGOUT, h);
@@ -253,7 +298,7 @@ export class TargetSession implements SequenceNumbers {
 
   // ------------------------------------------------------------------ SCSI commands
 
-  #scsiCommand(h: Buffer, ahs: Uint8Array | null, data: readonly Uint8Array[], length: number): void {
+  #scsiCommand(h: Buffer, ahs: Uint8Array | null, data: Uint8Array | null, length: number): void {
     const itt = u32(h, Bhs.ITT);
     if (this.sessionType === 'Discovery') return this.#protocolError(h, 'a SCSI Command in a discovery session');
     if (itt === RESERVED_TAG || this.#tasks.has(itt)) {
@@ -300,8 +345,10 @@ export class TargetSession implements SequenceNumbers {
       unsolicitedLimit,
       unsolicitedDone: !unsolicitedFollows,
     }, this.#solicit);
-    if (length > 0) {
-      for (const v of data) task.unsolicitedViews.push(v);
+    if (length > 0 && data !== null) {
+      const b = this.#takeIncoming();
+      if (b !== undefined) task.buffers.push(b);
+      task.unsolicitedViews.push(length === data.byteLength ? data : data.subarray(0, length));
       task.unsolicitedReceived = length;
     }
     task.nextSolicitOffset = length;
@@ -341,7 +388,7 @@ export class TargetSession implements SequenceNumbers {
     }
   };
 
-  #dataOut(h: Buffer, data: readonly Uint8Array[], length: number): void {
+  #dataOut(h: Buffer, data: Uint8Array | null, length: number): void {
     const itt = u32(h, Bhs.ITT);
     const ttt = u32(h, Bhs.WORD20);
     const dataSN = u32(h, Bhs.WORD36);
@@ -366,7 +413,11 @@ export class TargetSession implements SequenceNumbers {
         return this.#dataSequenceError(task, final, SENSE_UNEXPECTED_UNSOLICITED, `unsolicited data beyond FirstBurstLength or the expected length (${task.unsolicitedLimit} bytes)`);
       }
       task.nextUnsolicitedDataSN++;
-      for (const v of data) task.unsolicitedViews.push(v);
+      if (data !== null) {
+        const b = this.#takeIncoming();
+        if (b !== undefined) task.buffers.push(b);
+        task.unsolicitedViews.push(length === data.byteLength ? data : data.subarray(0, length));
+      }
       task.unsolicitedReceived += length;
       this.bytesWritten += length;
       if (final || task.unsolicitedReceived === task.unsolicitedLimit) {
@@ -391,7 +442,11 @@ export class TargetSession implements SequenceNumbers {
       return this.#dataSequenceError(task, final, SENSE_DATA_PHASE_ERROR, `Data-Out sequence ended at ${s.received + length} of the ${s.length} bytes its R2T asked for`);
     }
     s.nextDataSN++;
-    for (const v of data) s.views.push(v);
+    if (data !== null) {
+      const b = this.#takeIncoming();
+      if (b !== undefined) task.buffers.push(b);
+      s.views.push(length === data.byteLength ? data : data.subarray(0, length));
+    }
     s.received += length;
     this.bytesWritten += length;
     if (s.received === s.length) {
@@ -499,6 +554,8 @@ export class TargetSession implements SequenceNumbers {
   #forget(task: IscsiTask): void {
     if (this.#tasks.get(task.itt) !== task) return;
     this.#tasks.delete(task.itt);
+    for (const b of task.buffers) b.release();
+    task.buffers.length = 0;
     for (const s of task.solicitations) if (this.#solicitations.get(s.ttt) === s) this.#solicitations.delete(s.ttt);
     if (task.immediate) this.#immediateInFlight--;
     else this.#active--;
@@ -604,7 +661,7 @@ export class TargetSession implements SequenceNumbers {
 
   // ------------------------------------------------------------------ NOP, text, logout
 
-  #nopOut(h: Buffer, data: readonly Uint8Array[], length: number): void {
+  #nopOut(h: Buffer, data: Uint8Array | null, length: number): void {
     const itt = u32(h, Bhs.ITT);
     const ttt = u32(h, Bhs.WORD20);
     if (itt === RESERVED_TAG) {
@@ -615,7 +672,7 @@ export class TargetSession implements SequenceNumbers {
     if (ttt !== RESERVED_TAG) return this.#protocolError(h, `NOP-Out with ITT 0x${itt.toString(16)} and TTT 0x${ttt.toString(16)}`);
     const link = this.#link;
     if (link === undefined) return;
-    const echo = length === 0 ? null : data.length === 1 ? (data[0] as Uint8Array) : Buffer.concat(data as Uint8Array[], length);
+    const echo = length === 0 || data === null ? null : data.subarray(0, length);
     sendNopIn(link.writer, this, h.subarray(Bhs.LUN, Bhs.LUN + 8), itt, RESERVED_TAG, echo);
   }
 
@@ -627,7 +684,7 @@ export class TargetSession implements SequenceNumbers {
     sendNopIn(link.writer, this, null, RESERVED_TAG, ttt, null);
   }
 
-  #textRequest(h: Buffer, data: readonly Uint8Array[], length: number): void {
+  #textRequest(h: Buffer, data: Uint8Array | null, length: number): void {
     const itt = u32(h, Bhs.ITT);
     const ttt = u32(h, Bhs.WORD20);
     const flags = h[Bhs.FLAGS] as number;
@@ -649,7 +706,7 @@ export class TargetSession implements SequenceNumbers {
     }
     if (length > 0) {
       if (x.requestLength + length > MAX_TEXT_REQUEST) return this.#protocolError(h, `text request longer than ${MAX_TEXT_REQUEST} bytes`);
-      for (const v of data) x.request.push(v);
+      if (data !== null) x.request.push(data.subarray(0, length));
       x.requestLength += length;
     }
     const lun = h.subarray(Bhs.LUN, Bhs.LUN + 8);
@@ -745,7 +802,9 @@ export class TargetSession implements SequenceNumbers {
     if (this.#ended) return this.#drained ?? Promise.resolve();
     this.#ended = true;
     this.#link = undefined;
+    for (const held of this.#held.values()) held.buffer?.release();
     this.#held.clear();
+    this.#takeIncoming()?.release();
     this.#text = undefined;
     this.#drained = this.abortTasks(() => true).then(() => {
       this.#host.backend.nexusLost(this.nexus);

@@ -13,6 +13,7 @@ import { newTargetCounters } from './counters.ts';
 import type { ItNexus } from '../../scsi/types.ts';
 import type { NegotiationOffer } from '../negotiation.ts';
 import { answerTextRequest } from './text-requests.ts';
+import { DataBufferPool } from '../../scsi/data-buffers.ts';
 
 export interface IscsiTargetConfig {
   /** The target's iSCSI name (iqn.… or eui.… or naa.…). */
@@ -58,6 +59,8 @@ export class IscsiTarget implements SessionHost {
   readonly config: IscsiTargetConfig;
   readonly backend: ScsiBackend;
   readonly counters: TargetCounters = newTargetCounters();
+  /** Where received SCSI data goes: one pool for every session (segments up to MaxRecvDataSegmentLength). */
+  readonly buffers = new DataBufferPool({ maxBufferBytes: 1 << 24, maxIdleBytes: 64 << 20 });
   readonly #sessions = new Map<number, TargetSession>();
   /** Sessions ended whose commands are still settling, by nexus key. */
   readonly #draining = new Map<string, Promise<void>>();

@@ -7,6 +7,7 @@
 // of each sequence are checked to start where the last one ended, with DataSN counting from 0.
 import { BlockError, Errno } from '../../internal/errors.ts';
 import type { ItNexus, ScsiResult, ScsiTask, TaskAttribute } from '../../scsi/types.ts';
+import type { DataBuffer } from '../../scsi/data-buffers.ts';
 
 /** One R2T we sent and the Data-Out PDUs answering it. */
 export interface Solicitation {
@@ -45,6 +46,8 @@ export class IscsiTask implements ScsiTask {
   unsolicitedReceived: number;
   /** DataSN the next unsolicited Data-Out must carry. */
   nextUnsolicitedDataSN = 0;
+  /** The pooled buffers this command's data was received into, released when it is done. */
+  readonly buffers: DataBuffer[] = [];
   /** Views of the unsolicited bytes, in order. */
   readonly unsolicitedViews: Uint8Array[] = [];
   /** Bytes the device server asked for with dataOut(), or -1 before it asked. */
