@@ -3,38 +3,24 @@
 // XENSTORED_PATH) read blkback's keys as they would on a real dom0.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { createRamDisk } from '../src/block/ram.ts';
 import { SimHost } from '../src/toolstack/host.ts';
 import type { HoldReport } from './fixtures/guest2/hold.ts';
 import { releasePath } from './fixtures/guest2/release.ts';
+import { missingTools, run } from './helpers-tools.ts';
 
 const HOLD = new URL('./fixtures/guest2/hold.js', import.meta.url);
 const TOOLS = ['xenstore-ls', 'xenstore-read'];
 const XVDA = 51712;
 
-function onPath(tool: string): boolean {
-  return (process.env.PATH ?? '').split(delimiter).some((dir) => {
-    try {
-      accessSync(join(dir, tool), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
-
-/** Runs a tool without blocking the event loop: the daemon answering it lives on this thread. */
-function tool(socket: string, name: string, ...args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(name, args, { env: { ...process.env, XENSTORED_PATH: socket }, timeout: 5000 }, (err, stdout, stderr) => {
-      if (err !== null) reject(new Error(`${name} ${args.join(' ')} failed: ${err.message} ${stderr}`));
-      else resolve(stdout);
-    });
-  });
+/** Runs a tool against the daemon on `socket` (it answers on this thread) and returns its output. */
+async function tool(socket: string, name: string, ...args: string[]): Promise<string> {
+  const r = await run(name, args, { timeoutMs: 5000, env: { ...process.env, XENSTORED_PATH: socket } });
+  if (r.code !== 0) throw new Error(`${name} ${args.join(' ')} failed (exit ${r.code}): ${r.stderr}`);
+  return r.stdout;
 }
 
 /** Parses `xenstore-ls` output (nested by indentation, `key = "value"`) into full paths. */
@@ -53,9 +39,9 @@ function parseLs(root: string, text: string): Map<string, string> {
 }
 
 test('xenstore-ls and xenstore-read show the live backend of a connected guest', async (t) => {
-  const missing = TOOLS.filter((x) => !onPath(x));
-  if (missing.length > 0) {
-    t.skip(`xenstore-utils not installed (missing ${missing.join(', ')})`);
+  const missing = missingTools(TOOLS, 'xenstore-utils');
+  if (missing !== undefined) {
+    t.skip(missing);
     return;
   }
   const dir = mkdtempSync(join(tmpdir(), 'blkback-live-'));

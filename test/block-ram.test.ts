@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRamDisk, RAM_CHUNK_SIZE, RAM_STATUS_MAX_EXTENTS } from '../src/block/ram.ts';
-import type { BlockDevice, BlockExtent } from '../src/block/types.ts';
+import type { BlockExtent } from '../src/block/types.ts';
 import { exerciseIntegrity, seededRandom } from '../src/block/testing.ts';
+import { fullStatus } from './helpers-block.ts';
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -124,23 +125,6 @@ test('ram: capabilities', () => {
   assert.throws(() => createRamDisk(1000), /multiple of the 512-byte/);
   assert.throws(() => createRamDisk(MiB, { chunkSize: 3000 }), /power of two/);
 });
-
-/** The whole status of [0, size), asking again where an answer stops short, merged. */
-async function fullStatus(disk: BlockDevice, size: number): Promise<BlockExtent[]> {
-  const out: BlockExtent[] = [];
-  for (let pos = 0; pos < size; ) {
-    const part = await disk.blockStatus!(pos, size - pos);
-    assert.ok(part.length > 0);
-    assert.equal(part[0]!.offset, pos);
-    for (const e of part) {
-      const last = out[out.length - 1];
-      if (last !== undefined && last.allocated === e.allocated) out[out.length - 1] = { ...last, length: last.length + e.length };
-      else out.push(e);
-      pos = e.offset + e.length;
-    }
-  }
-  return out;
-}
 
 function extentsOf(model: readonly boolean[], bs: number): BlockExtent[] {
   const out: BlockExtent[] = [];

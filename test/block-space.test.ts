@@ -29,6 +29,7 @@ import {
   simulateFsExtraUnavailable,
 } from '../src/internal/fs-extra-ffi.ts';
 import { compileAndReadValues, gccMissing } from './helpers-c.ts';
+import { fullStatus } from './helpers-block.ts';
 
 const run = promisify(execFile);
 const KiB = 1024;
@@ -98,23 +99,6 @@ async function readBack(dev: BlockDevice, offset: number, n: number): Promise<Ui
 }
 
 const allZero = (b: Uint8Array): boolean => b.every((x) => x === 0);
-
-/** The whole status of [0, size), asking again where an answer stops short. */
-async function fullStatus(dev: BlockDevice, size: number): Promise<BlockExtent[]> {
-  const out: BlockExtent[] = [];
-  for (let pos = 0; pos < size; ) {
-    const part = await dev.blockStatus!(pos, size - pos);
-    assert.ok(part.length > 0, `no extents at ${pos}`);
-    assert.equal(part[0]!.offset, pos, 'extents start where asked');
-    for (const e of part) {
-      const last = out[out.length - 1];
-      if (last !== undefined && last.allocated === e.allocated) out[out.length - 1] = { ...last, length: last.length + e.length };
-      else out.push(e);
-      pos = e.offset + e.length;
-    }
-  }
-  return out;
-}
 
 test('fs-extra FFI: ioctl numbers and fallocate flags match <linux/fs.h>, <linux/falloc.h>, <unistd.h>', async (t) => {
   const missing = gccMissing();

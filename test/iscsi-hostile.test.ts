@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startIscsiTarget } from '../src/iscsi/target/run.ts';
+import { startIscsiTarget } from '../src/iscsi-target/run.ts';
 import { createRamDisk } from '../src/block/ram.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { crc32c } from '../src/iscsi/crc32c.ts';

@@ -5,8 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { startIscsiTarget } from '../src/iscsi/target/run.ts';
-import type { RunningIscsiTarget, StartIscsiTargetOptions } from '../src/iscsi/target/run.ts';
+import { startIscsiTarget } from '../src/iscsi-target/run.ts';
+import type { RunningIscsiTarget, StartIscsiTargetOptions } from '../src/iscsi-target/run.ts';
 import { createRamDisk } from '../src/block/ram.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { parseChapSecretsFile } from '../src/iscsi/chap.ts';

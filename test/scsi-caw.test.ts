@@ -6,29 +6,11 @@ import { setImmediate as tick } from 'node:timers/promises';
 import { createRamDisk } from '../src/block/ram.ts';
 import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
 import type { ItNexus } from '../src/scsi/types.ts';
-import { FakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
-import type { Outcome } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
+import type { FakeTask, Outcome } from '../src/scsi/testing.ts';
+import { compareAndWriteCdb, hex, READ10, rw10, toHex, WRITE10 } from './helpers-scsi.ts';
 
-const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
-const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const BS = 512;
-
-function cawCdb(lba: number, n: number, flags = 0): number[] {
-  const b = Buffer.alloc(16);
-  b[0] = 0x89;
-  b[1] = flags;
-  b.writeBigUInt64BE(BigInt(lba), 2);
-  b[13] = n;
-  return [...b];
-}
-function rw10(op: number, lba: number, n: number): number[] {
-  const b = Buffer.alloc(10);
-  b[0] = op;
-  b.writeUInt32BE(lba, 2);
-  b.writeUInt16BE(n, 7);
-  return [...b];
-}
-const READ10 = 0x28, WRITE10 = 0x2a;
 const fill = (n: number, v: number): Uint8Array => new Uint8Array(n).fill(v);
 const cat = (...parts: Uint8Array[]): Uint8Array => Uint8Array.from(Buffer.concat(parts));
 
@@ -42,7 +24,7 @@ function setup(max?: number) {
   const i1 = makeNexus('iqn.2026-01.test:one', 1);
   const i2 = makeNexus('iqn.2026-01.test:two', 2);
   const task = (nexus: ItNexus, cdb: number[], data?: Uint8Array, edtl?: number): FakeTask =>
-    new FakeTask({ nexus, cdb, ...(data === undefined ? {} : { data }), ...(edtl === undefined ? {} : { edtl }) });
+    fakeTask({ nexus, cdb, ...(data === undefined ? {} : { data }), ...(edtl === undefined ? {} : { edtl }) });
   const run = (nexus: ItNexus, cdb: number[], data?: Uint8Array, edtl?: number): Promise<Outcome> => settle(server.execute(task(nexus, cdb, data, edtl)));
   return { server, device, i1, i2, task, run };
 }
@@ -64,32 +46,32 @@ test('COMPARE AND WRITE: equal data is replaced; a miscompare reports the offset
   const { run, i1 } = setup();
   for (const n of [1, 7, 255]) {
     good(await run(i1, rw10(WRITE10, 0, n), fill(n * BS, 0x41)));
-    good(await run(i1, cawCdb(0, n), cat(fill(n * BS, 0x41), fill(n * BS, 0x42))));
+    good(await run(i1, compareAndWriteCdb(0, n), cat(fill(n * BS, 0x41), fill(n * BS, 0x42))));
     assert.ok((await run(i1, rw10(READ10, 0, n))).data.every((x) => x === 0x42));
     const cmp = fill(n * BS, 0x42);
     cmp[n * BS - 27] = 0x43;
-    miscompare(await run(i1, cawCdb(0, n), cat(cmp, fill(n * BS, 0x44))), n * BS - 27);
+    miscompare(await run(i1, compareAndWriteCdb(0, n), cat(cmp, fill(n * BS, 0x44))), n * BS - 27);
     assert.ok((await run(i1, rw10(READ10, 0, n))).data.every((x) => x === 0x42));
   }
   // At the last LBA, and an unwritten block (zeroes) against a non-zero compare buffer.
-  good(await run(i1, cawCdb(2047, 1), cat(fill(BS, 0), fill(BS, 9))));
-  miscompare(await run(i1, cawCdb(100, 1), cat(fill(BS, 0x25), fill(BS, 0x42))), 0);
+  good(await run(i1, compareAndWriteCdb(2047, 1), cat(fill(BS, 0), fill(BS, 9))));
+  miscompare(await run(i1, compareAndWriteCdb(100, 1), cat(fill(BS, 0x25), fill(BS, 0x42))), 0);
 });
 
 test('COMPARE AND WRITE: data-out size must be exactly 2 x blocks; length limit; zero blocks; range', async () => {
   const { run, i1, device } = setup(16);
   // libiscsi's InvalidDataOutSize: the CDB says 1 (or 3) blocks, 2 blocks' worth of pairs arrive.
-  illegal(await run(i1, cawCdb(0, 1), fill(4 * BS, 0)), 0x24);
-  illegal(await run(i1, cawCdb(0, 3), fill(4 * BS, 0)), 0x24);
+  illegal(await run(i1, compareAndWriteCdb(0, 1), fill(4 * BS, 0)), 0x24);
+  illegal(await run(i1, compareAndWriteCdb(0, 3), fill(4 * BS, 0)), 0x24);
   // 256 blocks truncated to 0 in the CDB by the initiator, with 512 blocks of data: refused.
-  illegal(await run(i1, cawCdb(0, 0), fill(2 * BS, 0)), 0x24);
-  good(await run(i1, cawCdb(0, 0)));
-  illegal(await run(i1, cawCdb(0, 17), fill(34 * BS, 0)), 0x24);
-  good(await run(i1, cawCdb(0, 16), fill(32 * BS, 0)));
-  illegal(await run(i1, cawCdb(2047, 2), fill(4 * BS, 0)), 0x21);
-  illegal(await run(i1, cawCdb(0, 1, 0x20), fill(2 * BS, 0)), 0x24);
+  illegal(await run(i1, compareAndWriteCdb(0, 0), fill(2 * BS, 0)), 0x24);
+  good(await run(i1, compareAndWriteCdb(0, 0)));
+  illegal(await run(i1, compareAndWriteCdb(0, 17), fill(34 * BS, 0)), 0x24);
+  good(await run(i1, compareAndWriteCdb(0, 16), fill(32 * BS, 0)));
+  illegal(await run(i1, compareAndWriteCdb(2047, 2), fill(4 * BS, 0)), 0x21);
+  illegal(await run(i1, compareAndWriteCdb(0, 1, 0x20), fill(2 * BS, 0)), 0x24);
   // FUA reaches the device; the Block Limits page says the limit.
-  good(await run(i1, cawCdb(5, 1, 0x08), fill(2 * BS, 0)));
+  good(await run(i1, compareAndWriteCdb(5, 1, 0x08), fill(2 * BS, 0)));
   assert.ok(device.calls.some((c) => c.op === 'writev' && c.offset === 5 * BS && c.flags === 1));
   const bl = await run(i1, [0x12, 1, 0xb0, 0, 255, 0]);
   assert.equal(bl.data[5], 16);
@@ -99,7 +81,7 @@ test('atomicity: a WRITE arriving during a CAW waits and lands after the CAW\'s 
   const { server, device, i1, i2, task, run } = setup();
   good(await run(i1, rw10(WRITE10, 10, 1), fill(BS, 0x41)));
   device.hold('readv');
-  const caw = settle(server.execute(task(i1, cawCdb(10, 1), cat(fill(BS, 0x41), fill(BS, 0x42)))));
+  const caw = settle(server.execute(task(i1, compareAndWriteCdb(10, 1), cat(fill(BS, 0x41), fill(BS, 0x42)))));
   await tick();
   assert.equal(device.heldCount, 1, 'the CAW is reading');
   const writes = device.calls.length;
@@ -125,7 +107,7 @@ test('atomicity: a CAW arriving while a WRITE is in flight waits for it and comp
   const w = settle(server.execute(task(i2, rw10(WRITE10, 20, 2), fill(2 * BS, 0x43))));
   await tick();
   assert.equal(device.heldCount, 1);
-  const caw = settle(server.execute(task(i1, cawCdb(21, 1), cat(fill(BS, 0x43), fill(BS, 0x45)))));
+  const caw = settle(server.execute(task(i1, compareAndWriteCdb(21, 1), cat(fill(BS, 0x43), fill(BS, 0x45)))));
   // A read of the range is not blocked by a plain write, but the CAW must not read yet.
   await tick();
   assert.equal(device.calls.filter((c) => c.op === 'readv' && c.offset === 21 * BS).length, 0);
@@ -142,7 +124,7 @@ test('atomicity: a READ overlapping a CAW sees the data before or after, never b
   const { server, device, i1, i2, task, run } = setup();
   good(await run(i1, rw10(WRITE10, 30, 4), fill(4 * BS, 0x41)));
   device.hold('writev');
-  const caw = settle(server.execute(task(i1, cawCdb(30, 4), cat(fill(4 * BS, 0x41), fill(4 * BS, 0x42)))));
+  const caw = settle(server.execute(task(i1, compareAndWriteCdb(30, 4), cat(fill(4 * BS, 0x41), fill(4 * BS, 0x42)))));
   await tick();
   await tick();
   const r = settle(server.execute(task(i2, rw10(READ10, 30, 4))));
@@ -161,15 +143,15 @@ test('two paths taking turns (MultipathIO.CompareAndWrite), and a storm of racin
   good(await run(i1, [0x41, 0, 0, 0, 0, 0, 0, 1, 0, 0], fill(BS, 0)));
   for (let lba = 0; lba < 8; lba++) {
     for (const [p, nexus] of [[0, i1], [1, i2]] as const) {
-      good(await run(nexus, cawCdb(lba, 1), cat(fill(BS, p), fill(BS, p + 1))));
-      miscompare(await run(nexus, cawCdb(lba, 1), cat(fill(BS, p), fill(BS, p + 1))), 0);
+      good(await run(nexus, compareAndWriteCdb(lba, 1), cat(fill(BS, p), fill(BS, p + 1))));
+      miscompare(await run(nexus, compareAndWriteCdb(lba, 1), cat(fill(BS, p), fill(BS, p + 1))), 0);
     }
   }
   // 400 CAWs queued at once on one LBA, 0->1 on one nexus and 1->0 on the other.
   const results: Promise<Outcome>[] = [];
   for (let i = 0; i < 200; i++) {
-    results.push(settle(server.execute(task(i1, cawCdb(100, 1), cat(fill(BS, 0), fill(BS, 1))))));
-    results.push(settle(server.execute(task(i2, cawCdb(100, 1), cat(fill(BS, 1), fill(BS, 0))))));
+    results.push(settle(server.execute(task(i1, compareAndWriteCdb(100, 1), cat(fill(BS, 0), fill(BS, 1))))));
+    results.push(settle(server.execute(task(i2, compareAndWriteCdb(100, 1), cat(fill(BS, 1), fill(BS, 0))))));
   }
   const outs = await Promise.all(results);
   let wins = 0;
@@ -187,9 +169,9 @@ test('two paths taking turns (MultipathIO.CompareAndWrite), and a storm of racin
 test('an aborted task waiting for an LBA range wakes on ABORT TASK SET and ends without I/O', async () => {
   const { server, device, i1, i2, task } = setup();
   device.hold('readv');
-  const first = settle(server.execute(task(i1, cawCdb(50, 1), cat(fill(BS, 0), fill(BS, 1)))));
+  const first = settle(server.execute(task(i1, compareAndWriteCdb(50, 1), cat(fill(BS, 0), fill(BS, 1)))));
   await tick();
-  const t2 = task(i2, cawCdb(50, 1), cat(fill(BS, 0), fill(BS, 2)));
+  const t2 = task(i2, compareAndWriteCdb(50, 1), cat(fill(BS, 0), fill(BS, 2)));
   const second = settle(server.execute(t2));
   await tick();
   t2.aborted = true;

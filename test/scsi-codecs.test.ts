@@ -10,9 +10,7 @@ import { COMMANDS, supportedOperationCodes } from '../src/scsi/opcodes.ts';
 import { blockLimits, logicalBlockProvisioning, standardInquiry, supportedVpdPages } from '../src/scsi/inquiry.ts';
 import { ModePages } from '../src/scsi/mode-pages.ts';
 import { transportId } from '../src/scsi/reservations.ts';
-
-const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
-const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+import { hex, toHex } from './helpers-scsi.ts';
 
 test('fixed sense: INVALID FIELD IN CDB with a field pointer to byte 2 bit 7', () => {
   const s = buildSense(false, 0x05, 0x2400, -1, fieldPointer(true, 2, 7));

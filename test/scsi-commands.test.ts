@@ -1,57 +1,20 @@
 // The device server's commands over RAM disks: happy paths, bounds, bad fields, sense data.
-// CDBs are built here with Buffer writes, independently of src/scsi/cdb.ts.
+// CDBs are built with Buffer writes, independently of src/scsi/cdb.ts: the block commands by
+// helpers-scsi.ts, the others here.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRamDisk } from '../src/block/ram.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
 import type { LogicalUnitOptions } from '../src/scsi/device-server.ts';
-import { FakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
 import type { FakeTaskInit, Outcome } from '../src/scsi/testing.ts';
+import {
+  compareAndWriteCdb, hex, ORWRITE, PREFETCH10, PREFETCH16, READ6, READ10, READ12, READ16, rw6, rw10, rw12, rw16, SYNC10, SYNC16, toHex,
+  VERIFY10, VERIFY16, WRITE6, WRITE10, WRITE12, WRITE16, WRITE_VERIFY10, WS10, WS16,
+} from './helpers-scsi.ts';
 
-const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
-const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-
-// ---- an independent CDB encoder
-function rw10(op: number, lba: number, n: number, flags = 0): number[] {
-  const b = Buffer.alloc(10);
-  b[0] = op;
-  b[1] = flags;
-  b.writeUInt32BE(lba >>> 0, 2);
-  b.writeUInt16BE(n, 7);
-  return [...b];
-}
-function rw12(op: number, lba: number, n: number, flags = 0): number[] {
-  const b = Buffer.alloc(12);
-  b[0] = op;
-  b[1] = flags;
-  b.writeUInt32BE(lba >>> 0, 2);
-  b.writeUInt32BE(n, 6);
-  return [...b];
-}
-function rw16(op: number, lba: bigint | number, n: number, flags = 0): number[] {
-  const b = Buffer.alloc(16);
-  b[0] = op;
-  b[1] = flags;
-  b.writeBigUInt64BE(BigInt(lba), 2);
-  b.writeUInt32BE(n, 10);
-  return [...b];
-}
-function rw6(op: number, lba: number, n: number): number[] {
-  return [op, (lba >>> 16) & 0x1f, (lba >>> 8) & 0xff, lba & 0xff, n & 0xff, 0];
-}
-const READ6 = 0x08, WRITE6 = 0x0a, READ10 = 0x28, WRITE10 = 0x2a, READ12 = 0xa8, WRITE12 = 0xaa, READ16 = 0x88, WRITE16 = 0x8a;
-const VERIFY10 = 0x2f, VERIFY16 = 0x8f, WRITE_VERIFY10 = 0x2e, PREFETCH10 = 0x34, PREFETCH16 = 0x90, SYNC10 = 0x35, SYNC16 = 0x91;
-const WS10 = 0x41, WS16 = 0x93, ORWRITE = 0x8b;
-
-function caw(lba: number, n: number, flags = 0): number[] {
-  const b = Buffer.alloc(16);
-  b[0] = 0x89;
-  b[1] = flags;
-  b.writeBigUInt64BE(BigInt(lba), 2);
-  b[13] = n;
-  return [...b];
-}
+// ---- an independent CDB encoder (the block commands are in helpers-scsi.ts)
 function unmapCdb(paramLength: number, anchor = 0): number[] {
   return [0x42, anchor, 0, 0, 0, 0, 0, paramLength >>> 8, paramLength & 0xff, 0];
 }
@@ -116,7 +79,7 @@ function rig(opts: { size?: number; bs?: number; thin?: boolean; readOnly?: bool
     device,
     bs,
     blocks: size / bs,
-    run: (cdb, init = {}) => settle(server.execute(new FakeTask({ nexus, cdb, ...init }))),
+    run: (cdb, init = {}) => settle(server.execute(fakeTask({ nexus, cdb, ...init }))),
   };
 }
 
@@ -241,14 +204,14 @@ test('residuals are the transport\'s: a write with a shorter expected length wri
   assert.ok(back.data.subarray(0, r.bs).every((x) => x === 0x62));
   assert.ok(back.data.subarray(r.bs).every((x) => x === 0x61));
   // Expected length 0 or below a block: GOOD, nothing asked from the transport, nothing written.
-  const t0 = new FakeTask({ nexus: makeNexus(), cdb: rw10(WRITE10, 0, 1), edtl: 0, writeBit: true });
+  const t0 = fakeTask({ nexus: makeNexus(), cdb: rw10(WRITE10, 0, 1), edtl: 0, writeBit: true });
   expectGood(await settle(r.server.execute(t0)));
   assert.deepEqual(t0.dataOutCalls, []);
-  const t200 = new FakeTask({ nexus: makeNexus(), cdb: rw10(WRITE10, 0, 1), data: new Uint8Array(200) });
+  const t200 = fakeTask({ nexus: makeNexus(), cdb: rw10(WRITE10, 0, 1), data: new Uint8Array(200) });
   expectGood(await settle(r.server.execute(t200)));
   assert.deepEqual(t200.dataOutCalls, []);
   // A longer expected length: the command's own length is asked for.
-  const t10k = new FakeTask({ nexus: makeNexus(), cdb: rw10(WRITE10, 0, 1), data: new Uint8Array(10000) });
+  const t10k = fakeTask({ nexus: makeNexus(), cdb: rw10(WRITE10, 0, 1), data: new Uint8Array(10000) });
   const o10k = await settle(r.server.execute(t10k));
   expectGood(o10k);
   assert.deepEqual(t10k.dataOutCalls, [r.bs]);
@@ -644,7 +607,7 @@ test('REPORT LUNS: any LUN, select report, flat space above 255; absent LUNs ans
     targetName: 'iqn.2026-01.test:t',
   });
   const nexus = makeNexus();
-  const run = (lun: number, cdb: number[]): Promise<Outcome> => settle(server.execute(new FakeTask({ nexus, lun, cdb })));
+  const run = (lun: number, cdb: number[]): Promise<Outcome> => settle(server.execute(fakeTask({ nexus, lun, cdb })));
   for (const lun of [0, 1, 7, -1]) {
     const o = await run(lun, reportLuns(0, 4096));
     expectGood(o);
@@ -675,7 +638,7 @@ test('a read-only LU refuses every write-type command with DATA PROTECT / WRITE 
     const block = new Uint8Array(r.bs);
     const cmds: [number[], Uint8Array | undefined][] = [
       [rw10(WRITE10, 0, 1), block], [rw12(WRITE12, 0, 1), block], [rw16(WRITE16, 0, 1), block], [rw6(WRITE6, 0, 1), block],
-      [rw10(WRITE_VERIFY10, 0, 1, 0x02), block], [rw16(ORWRITE, 0, 1), block], [caw(0, 1), new Uint8Array(2 * r.bs)],
+      [rw10(WRITE_VERIFY10, 0, 1, 0x02), block], [rw16(ORWRITE, 0, 1), block], [compareAndWriteCdb(0, 1), new Uint8Array(2 * r.bs)],
       [[WS10, 0, 0, 0, 0, 0, 0, 0, 1, 0], block], [[WS10, 0x08, 0, 0, 0, 0, 0, 0, 1, 0], undefined], [rw16(WS16, 0, 1, 0x08), undefined],
     ];
     cmds.push([unmapCdb(24), unmapList([[0, 1]])]);

@@ -12,22 +12,11 @@ import { openBlockDevice } from '../src/block/open.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { BlockError, Errno } from '../src/internal/errors.ts';
 import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
-import { FakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
 import type { Outcome } from '../src/scsi/testing.ts';
+import { hex, READ10, rw10, SYNC10, toHex, WRITE10 } from './helpers-scsi.ts';
 
-const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
-const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const BS = 512;
-
-function rw10(op: number, lba: number, n: number, flags = 0): number[] {
-  const b = Buffer.alloc(10);
-  b[0] = op;
-  b[1] = flags;
-  b.writeUInt32BE(lba, 2);
-  b.writeUInt16BE(n, 7);
-  return [...b];
-}
-const READ10 = 0x28, WRITE10 = 0x2a, SYNC10 = 0x35;
 const FUA = 0x08;
 
 function serve(device: BlockDevice) {
@@ -37,7 +26,7 @@ function serve(device: BlockDevice) {
   });
   const nexus = makeNexus();
   const run = (cdb: number[], data?: Uint8Array): Promise<Outcome> =>
-    settle(server.execute(new FakeTask({ nexus, cdb, ...(data === undefined ? {} : { data }) })));
+    settle(server.execute(fakeTask({ nexus, cdb, ...(data === undefined ? {} : { data }) })));
   return { server, run };
 }
 const good = (o: Outcome): void => assert.equal(o.status, 0, o.sense === undefined ? `status ${o.status}` : toHex(o.sense));

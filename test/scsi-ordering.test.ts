@@ -4,12 +4,12 @@ import assert from 'node:assert/strict';
 import { setImmediate as tick } from 'node:timers/promises';
 import { createRamDisk } from '../src/block/ram.ts';
 import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
-import { DataBufferPool } from '../src/scsi/data-buffers.ts';
+import { DataBufferPool } from '../src/block/data-buffers.ts';
 import { baseAligned } from '../src/block/buffer-alignment.ts';
 import { TaskAttribute } from '../src/scsi/types.ts';
-import { FakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
+import { hex } from './helpers-scsi.ts';
 
-const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const READ10 = (lba: number): number[] => [0x28, 0, 0, 0, (lba >>> 8) & 0xff, lba & 0xff, 0, 0, 1, 0];
 
 function setup() {
@@ -19,7 +19,7 @@ function setup() {
     targetName: 'iqn.2026-01.test:order',
   });
   const nexus = makeNexus();
-  const start = (lba: number, attribute: TaskAttribute) => settle(server.execute(new FakeTask({ nexus, cdb: READ10(lba), attribute })));
+  const start = (lba: number, attribute: TaskAttribute) => settle(server.execute(fakeTask({ nexus, cdb: READ10(lba), attribute })));
   return { device, server, start };
 }
 

@@ -5,11 +5,9 @@ import assert from 'node:assert/strict';
 import { createRamDisk } from '../src/block/ram.ts';
 import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
 import type { ItNexus } from '../src/scsi/types.ts';
-import { FakeTask, makeNexus, settle } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, settle } from '../src/scsi/testing.ts';
 import type { Outcome } from '../src/scsi/testing.ts';
-
-const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
-const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+import { hex, toHex } from './helpers-scsi.ts';
 
 const TUR = [0, 0, 0, 0, 0, 0];
 const RESERVE6 = [0x16, 0, 0, 0, 0, 0];
@@ -51,7 +49,7 @@ function setup(extra: { onPreemptAndAbort?: (lun: number, n: readonly ItNexus[])
   const i2 = makeNexus('iqn.2026-01.test:two', 0x800000000002);
   const i3 = makeNexus('iqn.2026-01.test:three', 0x800000000003);
   const run = (nexus: ItNexus, cdb: number[], data?: Uint8Array): Promise<Outcome> =>
-    settle(server.execute(new FakeTask({ nexus, cdb, ...(data === undefined ? {} : { data }) })));
+    settle(server.execute(fakeTask({ nexus, cdb, ...(data === undefined ? {} : { data }) })));
   const prout = (nexus: ItNexus, sa: number, type: number, rk: bigint, sark: bigint, flags = 0): Promise<Outcome> =>
     run(nexus, proutCdb(sa, type), proutParams(rk, sark, flags));
   const readKeys = async (nexus: ItNexus): Promise<{ gen: number; keys: bigint[] }> => {
@@ -348,7 +346,7 @@ test('a registration bound: INSUFFICIENT REGISTRATION RESOURCES past maxRegistra
     targetName: 'iqn.2026-01.test:pr',
     maxRegistrations: 2,
   });
-  const reg = (n: ItNexus): Promise<Outcome> => settle(server.execute(new FakeTask({ nexus: n, cdb: proutCdb(0, 0), data: proutParams(0n, 5n) })));
+  const reg = (n: ItNexus): Promise<Outcome> => settle(server.execute(fakeTask({ nexus: n, cdb: proutCdb(0, 0), data: proutParams(0n, 5n) })));
   good(await reg(makeNexus('a', 1)));
   good(await reg(makeNexus('b', 2)));
   sense(await reg(makeNexus('c', 3)), 5, 0x55, 0x04);

@@ -5,11 +5,10 @@ import assert from 'node:assert/strict';
 import { createRamDisk } from '../src/block/ram.ts';
 import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
 import type { ItNexus } from '../src/scsi/types.ts';
-import { FakeTask, makeNexus, settle } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, settle } from '../src/scsi/testing.ts';
 import type { Outcome } from '../src/scsi/testing.ts';
+import { hex, toHex } from './helpers-scsi.ts';
 
-const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
-const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const TUR = [0, 0, 0, 0, 0, 0];
 const INQUIRY = [0x12, 0, 0, 0, 96, 0];
 const REPORT_LUNS = [0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
@@ -27,7 +26,7 @@ function setup() {
   const i1 = makeNexus('iqn.2026-01.test:one', 1);
   const i2 = makeNexus('iqn.2026-01.test:two', 2);
   const run = (nexus: ItNexus, cdb: number[], lun = 0, data?: Uint8Array): Promise<Outcome> =>
-    settle(server.execute(new FakeTask({ nexus, lun, cdb, ...(data === undefined ? {} : { data }) })));
+    settle(server.execute(fakeTask({ nexus, lun, cdb, ...(data === undefined ? {} : { data }) })));
   return { server, ram0, i1, i2, run };
 }
 

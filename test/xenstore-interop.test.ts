@@ -3,38 +3,23 @@
 // first bytes are the tool's request, header and payload in separate writes.
 
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import test from 'node:test';
 import { XenstoreDaemon } from '../src/xenstore/daemon.ts';
 import { connectInProcess, connectUnix } from '../src/xenstore/client.ts';
+import { missingTools, run } from './helpers-tools.ts';
+import type { RunResult } from './helpers-tools.ts';
 
 const TOOLS = ['xenstore-write', 'xenstore-read', 'xenstore-ls', 'xenstore-list', 'xenstore-rm', 'xenstore-chmod', 'xenstore-watch', 'xenstore-exists'];
 
-function onPath(tool: string): boolean {
-  return (process.env.PATH ?? '').split(delimiter).some((dir) => {
-    try {
-      accessSync(join(dir, tool), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
+const skipReason = missingTools(TOOLS, 'xenstore-utils');
 
-const missing = TOOLS.filter((t) => !onPath(t));
-const skipReason = missing.length > 0 ? `xenstore-utils not installed (missing ${missing.join(', ')})` : undefined;
-
-/** Runs a tool asynchronously (the daemon answers on this same event loop). */
-function xs(socket: string, tool: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(tool, args, { env: { ...process.env, XENSTORED_PATH: socket }, timeout: 5000 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
-      resolve({ code, stdout, stderr });
-    });
-  });
+/** Runs a tool against the daemon on `socket` (it answers on this same event loop). */
+function xs(socket: string, tool: string, ...args: string[]): Promise<RunResult> {
+  return run(tool, args, { timeoutMs: 5000, env: { ...process.env, XENSTORED_PATH: socket } });
 }
 
 async function ok(socket: string, tool: string, ...args: string[]): Promise<string> {

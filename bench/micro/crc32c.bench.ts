@@ -4,15 +4,7 @@
 //   npx tsc -p . && node dist/bench/micro/crc32c.bench.js
 import { randomBytes } from 'node:crypto';
 import { crc32c, crc32cJs, crc32cNative } from '../../src/iscsi/crc32c.ts';
-
-function naive(data: Uint8Array, crc = 0): number {
-  let c = ~crc >>> 0;
-  for (let i = 0; i < data.length; i++) {
-    c ^= data[i]!;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-  }
-  return ~c >>> 0;
-}
+import { crc32cBitwise } from '../../src/iscsi/testing.ts';
 
 type Fn = (b: Uint8Array) => number;
 
@@ -43,7 +35,7 @@ if (crc32cNative !== null) {
   impls.push(['@node-rs/crc32 alone', (b) => native(b)]);
 }
 impls.push(['js slicing-by-16 alone', (b) => crc32cJs(b)]);
-impls.push(['naive bitwise', (b) => naive(b)]);
+impls.push(['naive bitwise', (b) => crc32cBitwise(b)]);
 
 for (const size of [48, 4096, 65536]) {
   // Offset by 1 so the JS path also pays for an unaligned head, as PDU payloads in a pool can be.

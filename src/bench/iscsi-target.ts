@@ -54,6 +54,37 @@ export type StartTarget = (options: IscsiTargetOptions) => Promise<RunningTarget
 
 export const DEFAULT_TARGET_NAME = 'iqn.2026-12.org.blkback:test';
 
+/** IscsiTargetOptions with the defaults filled in. */
+export interface TargetSettings {
+  readonly port: number;
+  readonly targetName: string;
+  readonly mode: LunMode;
+}
+
+/** The port (a free one unless given), target name and LUN mode a start function serves with. */
+export async function targetSettings(options: IscsiTargetOptions): Promise<TargetSettings> {
+  const port = options.port !== undefined && options.port > 0 ? options.port : await freePort();
+  return { port, targetName: options.targetName ?? DEFAULT_TARGET_NAME, mode: options.mode ?? 'thick' };
+}
+
+/** What a start function returns for its process once it serves LUN 1 on 127.0.0.1. */
+export function runningTarget<K extends string>(kind: K, settings: TargetSettings, watch: ChildWatch, stop: () => Promise<void>): RunningTarget & { readonly kind: K } {
+  const { port, targetName, mode } = settings;
+  return {
+    kind,
+    host: '127.0.0.1',
+    port,
+    targetName,
+    lun: 1,
+    mode,
+    url: `iscsi://127.0.0.1:${port}/${targetName}/1`,
+    portalUrl: `iscsi://127.0.0.1:${port}/`,
+    pid: watch.child.pid!,
+    output: () => watch.output(),
+    stop,
+  };
+}
+
 /** The executable `tool` from PATH, or from /usr/sbin and /sbin (tgtd lives there; not every PATH has them); null if none. */
 export function findTool(tool: string): string | null {
   for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/sbin']) {
@@ -234,9 +265,8 @@ const MAIN_JS = fileURLToPath(new URL('../cli/main.js', import.meta.url));
  */
 export function blkbackTarget(extraArgs: readonly string[] = []): StartTarget {
   return async (options) => {
-    const port = options.port !== undefined && options.port > 0 ? options.port : await freePort();
-    const targetName = options.targetName ?? DEFAULT_TARGET_NAME;
-    const mode = options.mode ?? 'thick';
+    const settings = await targetSettings(options);
+    const { port, targetName, mode } = settings;
     const runDir = mkdtempSync(join(tmpdir(), 'blkback-iscsi-target-'));
     const file = resolve(options.backingFile);
     const store = mode === 'thin-ram' ? `ram:${statSync(file).size}` : `file:${file}`;
@@ -257,19 +287,7 @@ export function blkbackTarget(extraArgs: readonly string[] = []): StartTarget {
       await stop();
       throw new Error(`blkback iscsi-target did not start (${err instanceof Error ? err.message : String(err)})\ncommand: ${command}\noutput:\n${watch.output().trim()}`);
     }
-    return {
-      kind: 'blkback',
-      host: '127.0.0.1',
-      port,
-      targetName,
-      lun: 1,
-      mode,
-      url: `iscsi://127.0.0.1:${port}/${targetName}/1`,
-      portalUrl: `iscsi://127.0.0.1:${port}/`,
-      pid: child.pid!,
-      output: () => watch.output(),
-      stop,
-    };
+    return runningTarget('blkback', settings, watch, stop);
   };
 }
 

@@ -7,7 +7,7 @@
 // tgtd exit, with SIGKILL as the last resort.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { ChildWatch, DEFAULT_TARGET_NAME, findTool, freePort, sleep, waitForPort } from './iscsi-target.ts';
+import { ChildWatch, findTool, runningTarget, sleep, targetSettings, waitForPort } from './iscsi-target.ts';
 import type { RunningTarget, StartTarget } from './iscsi-target.ts';
 
 export interface TgtTarget extends RunningTarget {
@@ -48,10 +48,9 @@ function tgtadm(controlPort: number, args: readonly string[]): Promise<string> {
 export const startTgt = async (options: Parameters<StartTarget>[0]): Promise<TgtTarget> => {
   const why = tgtUnavailable();
   if (why !== null) throw new Error(`cannot start tgtd: ${why}`);
-  const port = options.port !== undefined && options.port > 0 ? options.port : await freePort();
+  const settings = await targetSettings(options);
+  const { port, targetName, mode } = settings;
   const controlPort = pickControlPort(port);
-  const targetName = options.targetName ?? DEFAULT_TARGET_NAME;
-  const mode = options.mode ?? 'thick';
   if (mode === 'thin-ram') throw new Error('tgt has no RAM store here: thin-ram is for blkback only');
   // detached: its own session (setsid), so a terminal's signals do not reach it.
   const child = spawn(findTool('tgtd') ?? 'tgtd', ['-f', '-C', String(controlPort), '--iscsi', `portal=127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -95,19 +94,5 @@ export const startTgt = async (options: Parameters<StartTarget>[0]): Promise<Tgt
     await stop();
     throw new Error(`tgtd did not start on 127.0.0.1:${port}: ${err instanceof Error ? err.message : String(err)}\noutput:\n${watch.output().trim()}`);
   }
-  return {
-    kind: 'tgt',
-    host: '127.0.0.1',
-    port,
-    controlPort,
-    targetName,
-    lun: 1,
-    mode,
-    url: `iscsi://127.0.0.1:${port}/${targetName}/1`,
-    portalUrl: `iscsi://127.0.0.1:${port}/`,
-    pid: child.pid!,
-    output: () => watch.output(),
-    stop,
-    admin,
-  };
+  return { ...runningTarget('tgt', settings, watch, stop), controlPort, admin };
 };

@@ -96,46 +96,38 @@ export async function writeZeroRange(
   }
 }
 
-/** readv on the calling thread, finishing short reads; for memory-backed files (memory-fs.ts). */
-export function preadvInline(fd: number, name: string, offset: number, iov: readonly Uint8Array[]): Promise<void> {
+/**
+ * readv or writev on the calling thread, finishing short transfers; for memory-backed files
+ * (memory-fs.ts), where the system call is a copy that never waits for a device.
+ */
+function transferInline(write: boolean, fd: number, name: string, offset: number, iov: readonly Uint8Array[]): Promise<void> {
   const want = totalLength(iov);
   let pos = offset;
   let vec = iov;
   let left = want;
   try {
     while (left > 0) {
-      const n = fs.readvSync(fd, vec as Uint8Array[], pos);
+      const n = write ? fs.writevSync(fd, vec as Uint8Array[], pos) : fs.readvSync(fd, vec as Uint8Array[], pos);
       if (n === 0) {
-        return Promise.reject(new BlockError('BLK_ERR_IO', `${name}: read of ${want} bytes at offset ${offset} hit the end of the file at ${pos}`, { errno: Errno.EIO }));
+        const why = write ? `write at offset ${pos} made no progress` : `read of ${want} bytes at offset ${offset} hit the end of the file at ${pos}`;
+        return Promise.reject(new BlockError('BLK_ERR_IO', `${name}: ${why}`, { errno: Errno.EIO }));
       }
       left -= n;
       pos += n;
       if (left > 0) vec = dropFront(vec, n);
     }
   } catch (err) {
-    return Promise.reject(ioError('read', name, offset, want, err as NodeJS.ErrnoException));
+    return Promise.reject(ioError(write ? 'write' : 'read', name, offset, want, err as NodeJS.ErrnoException));
   }
   return DONE;
 }
 
-/** writev on the calling thread, finishing short writes; for memory-backed files (memory-fs.ts). */
+export function preadvInline(fd: number, name: string, offset: number, iov: readonly Uint8Array[]): Promise<void> {
+  return transferInline(false, fd, name, offset, iov);
+}
+
 export function pwritevInline(fd: number, name: string, offset: number, iov: readonly Uint8Array[]): Promise<void> {
-  const want = totalLength(iov);
-  let pos = offset;
-  let vec = iov;
-  let left = want;
-  try {
-    while (left > 0) {
-      const n = fs.writevSync(fd, vec as Uint8Array[], pos);
-      if (n === 0) return Promise.reject(new BlockError('BLK_ERR_IO', `${name}: write at offset ${pos} made no progress`, { errno: Errno.EIO }));
-      left -= n;
-      pos += n;
-      if (left > 0) vec = dropFront(vec, n);
-    }
-  } catch (err) {
-    return Promise.reject(ioError('write', name, offset, want, err as NodeJS.ErrnoException));
-  }
-  return DONE;
+  return transferInline(true, fd, name, offset, iov);
 }
 
 const DONE: Promise<void> = Promise.resolve();

@@ -1,9 +1,9 @@
 // The control target of a running iSCSI target: `blkback ctl list` and `ctl stats` show its LUNs,
 // sessions and counters; attach, detach and resize belong to the block backend and are refused.
-import type { IscsiTarget } from '../iscsi/target/target.ts';
-import type { Portal } from '../iscsi/target/server.ts';
-import { formatPortal } from '../iscsi/target/server.ts';
-import type { LunSpec } from '../iscsi/target/run.ts';
+import type { IscsiTarget } from '../iscsi-target/target.ts';
+import type { Portal } from '../iscsi-target/server.ts';
+import { formatPortal } from '../iscsi-target/server.ts';
+import type { LunSpec } from '../iscsi-target/run.ts';
 import type { ScsiDeviceServer } from '../scsi/device-server.ts';
 import { ControlError } from './protocol.ts';
 import type { ControlTarget, IscsiTargetStatus } from './target.ts';

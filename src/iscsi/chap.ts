@@ -159,6 +159,14 @@ function parseIdentifier(value: string): number | null {
   return n !== null && n <= 255 ? n : null;
 }
 
+/** The challenge length asked for (default 16), within what we send: 16..1024 bytes. */
+function challengeLength(asked = CHAP_CHALLENGE_MIN): number {
+  if (!Number.isInteger(asked) || asked < CHAP_CHALLENGE_MIN || asked > CHAP_MAX_BINARY) {
+    throw new UsageError(`CHAP challenge length ${asked} is outside ${CHAP_CHALLENGE_MIN}..${CHAP_MAX_BINARY}`);
+  }
+  return asked;
+}
+
 function checkName(name: string): string | null {
   if (name.length === 0) return 'empty CHAP_N';
   if (Buffer.byteLength(name, 'utf8') > CHAP_NAME_MAX) return `CHAP_N longer than ${CHAP_NAME_MAX} bytes`;
@@ -198,10 +206,7 @@ export class ChapAuthenticator implements LoginAuthenticator {
   #mutualDone = false;
 
   constructor(opts: ChapAuthenticatorOptions) {
-    const len = opts.challengeLength ?? CHAP_CHALLENGE_MIN;
-    if (!Number.isInteger(len) || len < CHAP_CHALLENGE_MIN || len > CHAP_MAX_BINARY) {
-      throw new UsageError(`CHAP challenge length ${len} is outside ${CHAP_CHALLENGE_MIN}..${CHAP_MAX_BINARY}`);
-    }
+    this.#challengeLength = challengeLength(opts.challengeLength);
     if (opts.target !== undefined) {
       if (opts.target.size !== 1) throw new UsageError(`mutual CHAP needs exactly one target identity, got ${opts.target.size}`);
       const [name, secret] = [...opts.target][0]!;
@@ -214,7 +219,6 @@ export class ChapAuthenticator implements LoginAuthenticator {
       throw new UsageError('mutual CHAP is required but no target credentials are configured');
     }
     this.#opts = opts;
-    this.#challengeLength = len;
   }
 
   get state(): TargetState {
@@ -364,14 +368,10 @@ export class ChapInitiator implements LoginAuthClient {
   #challenge: Uint8Array = new Uint8Array(0);
 
   constructor(opts: ChapInitiatorOptions) {
-    const len = opts.challengeLength ?? CHAP_CHALLENGE_MIN;
-    if (!Number.isInteger(len) || len < CHAP_CHALLENGE_MIN || len > CHAP_MAX_BINARY) {
-      throw new UsageError(`CHAP challenge length ${len} is outside ${CHAP_CHALLENGE_MIN}..${CHAP_MAX_BINARY}`);
-    }
+    this.#challengeLength = challengeLength(opts.challengeLength);
     const nameProblem = checkName(opts.name);
     if (nameProblem !== null) throw new UsageError(`CHAP user name: ${nameProblem}`);
     this.#opts = opts;
-    this.#challengeLength = len;
   }
 
   get state(): InitiatorState {

@@ -73,38 +73,30 @@ export interface BlockFields {
 
 /** Decodes the LBA and length of a 6/10/12/16-byte block command; false when the CDB is too short. */
 export function decodeBlockFields(cdb: Uint8Array, into: BlockFields): boolean {
-  const op = cdb[0] as number;
-  switch (cdbLengthFor(op)) {
-    case 6:
-      if (cdb.length < 6) return false;
-      into.lba = (((cdb[1] as number) & 0x1f) << 16) | ((cdb[2] as number) << 8) | (cdb[3] as number);
-      // SBC-4 §5.16: a TRANSFER LENGTH of 0 in READ(6)/WRITE(6) means 256 blocks.
-      into.count = cdb[4] === 0 ? 256 : (cdb[4] as number);
-      into.flags = 0;
-      into.countByte = 4;
-      return true;
+  const length = cdbLengthFor(cdb[0] as number);
+  if (cdb.length < length) return false;
+  switch (length) {
+    case 6: {
+      // READ(6)/WRITE(6): a 21-bit LBA in bytes 1-3 and no flags. SBC-4 §5.16: a TRANSFER LENGTH
+      // of 0 means 256 blocks.
+      const count = cdb[4] === 0 ? 256 : (cdb[4] as number);
+      return setBlockFields(into, u24(cdb, 1) & 0x1fffff, count, 0, 4);
+    }
     case 10:
-      if (cdb.length < 10) return false;
-      into.lba = u32(cdb, 2);
-      into.count = u16(cdb, 7);
-      into.flags = cdb[1] as number;
-      into.countByte = 7;
-      return true;
+      return setBlockFields(into, u32(cdb, 2), u16(cdb, 7), cdb[1] as number, 7);
     case 12:
-      if (cdb.length < 12) return false;
-      into.lba = u32(cdb, 2);
-      into.count = u32(cdb, 6);
-      into.flags = cdb[1] as number;
-      into.countByte = 6;
-      return true;
+      return setBlockFields(into, u32(cdb, 2), u32(cdb, 6), cdb[1] as number, 6);
     case 16:
-      if (cdb.length < 16) return false;
-      into.lba = u64(cdb, 2);
-      into.count = u32(cdb, 10);
-      into.flags = cdb[1] as number;
-      into.countByte = 10;
-      return true;
+      return setBlockFields(into, u64(cdb, 2), u32(cdb, 10), cdb[1] as number, 10);
     default:
       return false;
   }
+}
+
+function setBlockFields(into: BlockFields, lba: number, count: number, flags: number, countByte: number): true {
+  into.lba = lba;
+  into.count = count;
+  into.flags = flags;
+  into.countByte = countByte;
+  return true;
 }

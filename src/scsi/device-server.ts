@@ -10,8 +10,8 @@ import { Asc, Op, ProtocolIdentifier, ScsiStatus, SenseKey } from './constants.t
 import { buildSense, fieldPointer } from './sense.ts';
 import { putU32, u32 } from './cdb.ts';
 import { encodeLun, MAX_LUN } from './lun.ts';
-import { DataBufferPool } from './data-buffers.ts';
-import type { DataBufferPoolOptions } from './data-buffers.ts';
+import { DataBufferPool } from '../block/data-buffers.ts';
+import type { DataBufferPoolOptions } from '../block/data-buffers.ts';
 import { standardInquiry } from './inquiry.ts';
 import type { TargetIdentity } from './inquiry.ts';
 import { LogicalUnit } from './logical-unit.ts';

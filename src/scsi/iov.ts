@@ -57,6 +57,15 @@ export function firstDifference(a: Uint8Array, iov: readonly Uint8Array[], start
   return -1;
 }
 
+/** ORs the iov's bytes into `target`, from its start (ORWRITE's modify step). */
+export function orInto(target: Uint8Array, iov: readonly Uint8Array[]): void {
+  let p = 0;
+  for (const v of iov) {
+    for (let i = 0; i < v.byteLength; i++) target[p + i] = (target[p + i] as number) | (v[i] as number);
+    p += v.byteLength;
+  }
+}
+
 /** True when every byte is zero. */
 export function isAllZero(b: Uint8Array): boolean {
   let i = 0;

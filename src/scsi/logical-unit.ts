@@ -20,7 +20,7 @@ import { Asc, MaintenanceIn, Op, PrIn, ScsiStatus, SenseKey, ServiceActionIn16, 
 import { buildSense, fieldPointer } from './sense.ts';
 import { cdbLengthFor, decodeBlockFields, putU32, putU64, u16, u32, u64 } from './cdb.ts';
 import type { BlockFields } from './cdb.ts';
-import type { DataBufferPool } from './data-buffers.ts';
+import type { DataBufferPool } from '../block/data-buffers.ts';
 import { ModePages, type ModeError } from './mode-pages.ts';
 import { ConflictClass, Reservations } from './reservations.ts';
 import { CONFLICT_BY_OPCODE, supportedOperationCodes } from './opcodes.ts';
@@ -31,7 +31,7 @@ import {
   blockDeviceCharacteristics, blockLimits, deviceIdentification, logicalBlockProvisioning, standardInquiry, supportedVpdPages, unitSerialNumber,
 } from './inquiry.ts';
 import type { BlockLimits, Identity, TargetIdentity } from './inquiry.ts';
-import { concatIov, firstDifference, isAllZero, sliceIov } from './iov.ts';
+import { concatIov, firstDifference, isAllZero, orInto, sliceIov } from './iov.ts';
 import { collectLbaStatus, encodeLbaStatus } from './lba-status.ts';
 
 export interface LogicalUnitOptions {
@@ -97,6 +97,11 @@ const SENSE_KEY_NAMES = ['NO_SENSE', 'RECOVERED_ERROR', 'NOT_READY', 'MEDIUM_ERR
 const GOOD: ScsiResult = Object.freeze({ status: ScsiStatus.GOOD, transferLength: 0 });
 const ABORTED: ScsiResult = Object.freeze({ status: ScsiStatus.TASK_ABORTED, transferLength: 0 });
 const CONFLICT: ScsiResult = Object.freeze({ status: ScsiStatus.RESERVATION_CONFLICT, transferLength: 0 });
+
+/** GOOD for a command whose CDB asked to move `transferLength` bytes. */
+function good(transferLength: number): ScsiResult {
+  return transferLength === 0 ? GOOD : { status: ScsiStatus.GOOD, transferLength };
+}
 
 /** NACA in the CONTROL byte: we offer no ACA (SAM-5 §5.9.3), so it is refused. */
 const NACA = 0x04;
@@ -354,6 +359,11 @@ export class LogicalUnit {
     return this.#check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, fieldPointer(true, byte, bit));
   }
 
+  /** INVALID FIELD IN CDB pointing at the highest of the (reserved or unsupported) `bits` set in `byte`. */
+  #invalidBits(byte: number, bits: number): ScsiResult {
+    return this.#invalidField(byte, 31 - Math.clz32(bits));
+  }
+
   #lbaOutOfRange(): ScsiResult {
     return this.#check(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_BLOCK_ADDRESS_OUT_OF_RANGE);
   }
@@ -391,14 +401,98 @@ export class LogicalUnit {
     return { status: ScsiStatus.GOOD, dataIn: n === data.byteLength ? data : data.subarray(0, n), transferLength: n };
   }
 
+  /** The block fields of `cdb`, decoded into the one reusable object (valid until the next decode). */
+  #blockFields(cdb: Uint8Array): BlockFields {
+    decodeBlockFields(cdb, this.#f);
+    return this.#f;
+  }
+
   /** The range check every block command makes: LBA past the last one, or the range past the end. */
   #outOfRange(lba: number, count: number): boolean {
     return lba >= this.#numBlocks || lba + count > this.#numBlocks;
   }
 
+  // ------------------------------------------------------------------ data-out, range locks
+
   /** Bytes of data-out the initiator offers for `wanted` (0 without the W bit). */
   #available(task: ScsiTask, wanted: number): number {
     return task.writeBit ? Math.min(task.expectedDataTransferLength, wanted) : 0;
+  }
+
+  /**
+   * Whole blocks of data-out the initiator offers for a transfer of `bytes`. Residuals are the
+   * transport's: with a shorter expected length we take the whole blocks we are given (SAM-5
+   * §5.4.3), and the transport reports the overflow.
+   */
+  #offeredBlocks(task: ScsiTask, bytes: number): number {
+    // The expected data transfer length is a 32-bit field, so the shift is exact.
+    return this.#available(task, bytes) >>> this.#bsShift;
+  }
+
+  /**
+   * The first `length` bytes of the task's data-out, or the status to answer with when they cannot
+   * be had (the task was aborted or its connection lost); `write` picks the medium error's ASC.
+   */
+  async #dataOut(task: ScsiTask, length: number, write: boolean): Promise<readonly Uint8Array[] | ScsiResult> {
+    try {
+      return await task.dataOut(length);
+    } catch (err) {
+      return this.#fromError(err, write);
+    }
+  }
+
+  /** Shared checks of WRITE, WRITE AND VERIFY, ORWRITE and COMPARE AND WRITE after the CDB's own fields. */
+  #writeChecks(lba: number, count: number, countByte: number): ScsiResult | undefined {
+    if (this.#writeProtect) return this.#writeProtected();
+    if (this.#stopped) return this.#notReady();
+    if (this.#outOfRange(lba, count)) return this.#lbaOutOfRange();
+    if (count > this.#maxTransferBlocks) return this.#invalidField(countByte);
+    return undefined;
+  }
+
+  /**
+   * Runs `io` holding [lba, lba+count) in the range locks (range-locks.ts), once every earlier
+   * conflicting command is done: `exclusive` for the read-modify-write commands, shared for plain
+   * writes. Answers ABORTED instead when the task was aborted by then, and maps a device error
+   * to a write-type status.
+   */
+  async #underLock(task: ScsiTask, lba: number, count: number, exclusive: boolean, io: () => Promise<ScsiResult>): Promise<ScsiResult> {
+    const lock = this.#locks.acquire(lba, count, exclusive, task);
+    try {
+      // A shared entry with nothing ahead of it (the WRITE hot path) goes straight on. An exclusive
+      // one checks for an abort even then: a task management request read in the same chunk as the
+      // last Data-Out marks the task aborted before this runs.
+      if (exclusive || lock.pending !== 0) {
+        await this.#locks.wait(lock);
+        if (task.aborted) return ABORTED;
+      }
+      return await io();
+    } catch (err) {
+      return this.#fromError(err, true);
+    } finally {
+      this.#locks.release(lock);
+    }
+  }
+
+  /**
+   * The frame of WRITE, WRITE AND VERIFY and ORWRITE once the CDB's own fields are checked: the
+   * shared checks, then the whole blocks of data-out the initiator offers, then `io` with them
+   * (`length` bytes, fewer than the CDB asked for with a short expected length) under the range
+   * lock of those blocks.
+   */
+  async #writeBlocks(
+    task: ScsiTask, lba: number, count: number, countByte: number, exclusive: boolean,
+    io: (iov: readonly Uint8Array[], length: number) => Promise<ScsiResult>,
+  ): Promise<ScsiResult> {
+    const refused = this.#writeChecks(lba, count, countByte);
+    if (refused !== undefined) return refused;
+    const bytes = count << this.#bsShift;
+    const blocks = this.#offeredBlocks(task, bytes);
+    if (blocks === 0) return good(bytes);
+    const length = blocks << this.#bsShift;
+    const iov = await this.#dataOut(task, length, true);
+    if ('status' in iov) return iov;
+    return this.#underLock(task, lba, blocks, exclusive, () => io(iov, length));
   }
 
   /**
@@ -424,12 +518,15 @@ export class LogicalUnit {
     await this.device.flush();
   }
 
+  #countWrite(bytes: number): void {
+    this.#stats.writeCommands++;
+    this.#stats.writeBytes += bytes;
+  }
+
   // ------------------------------------------------------------------ READ / WRITE (hot path)
 
   async #read(task: ScsiTask): Promise<ScsiResult> {
-    const cdb = task.cdb;
-    const f = this.#f;
-    decodeBlockFields(cdb, f);
+    const f = this.#blockFields(task.cdb);
     const lba = f.lba;
     const count = f.count;
     if ((f.flags & PROTECT_MASK) !== 0) return this.#invalidField(1, 7);
@@ -457,44 +554,13 @@ export class LogicalUnit {
   }
 
   async #write(task: ScsiTask): Promise<ScsiResult> {
-    const cdb = task.cdb;
-    const f = this.#f;
-    decodeBlockFields(cdb, f);
-    const lba = f.lba;
-    const count = f.count;
-    const flags = f.flags;
+    const { lba, count, flags, countByte } = this.#blockFields(task.cdb);
     if ((flags & PROTECT_MASK) !== 0) return this.#invalidField(1, 7);
-    if (this.#writeProtect) return this.#writeProtected();
-    if (this.#stopped) return this.#notReady();
-    if (this.#outOfRange(lba, count)) return this.#lbaOutOfRange();
-    if (count > this.#maxTransferBlocks) return this.#invalidField(f.countByte);
-    const bytes = count << this.#bsShift;
-    // Residuals are the transport's: with a shorter expected length we write the whole blocks we
-    // are given (SAM-5 §5.4.3), and the transport reports the overflow.
-    const blocks = this.#available(task, bytes) >>> this.#bsShift;
-    if (blocks === 0) return bytes === 0 ? GOOD : { status: ScsiStatus.GOOD, transferLength: bytes };
-    let iov: readonly Uint8Array[];
-    try {
-      iov = await task.dataOut(blocks << this.#bsShift);
-    } catch (err) {
-      return this.#fromError(err, true);
-    }
-    const lock = this.#locks.acquire(lba, blocks, false, task);
-    try {
-      if (lock.pending !== 0) {
-        await this.#locks.wait(lock);
-        if (task.aborted) return ABORTED;
-      }
+    return this.#writeBlocks(task, lba, count, countByte, false, async (iov, length) => {
       await this.#writeDevice(lba * this.#bs, iov, this.#fua(flags));
-    } catch (err) {
-      return this.#fromError(err, true);
-    } finally {
-      this.#locks.release(lock);
-    }
-    const s = this.#stats;
-    s.writeCommands++;
-    s.writeBytes += blocks << this.#bsShift;
-    return { status: ScsiStatus.GOOD, transferLength: bytes };
+      this.#countWrite(length);
+      return good(count << this.#bsShift);
+    });
   }
 
   // ------------------------------------------------------------------ capacity, status
@@ -540,10 +606,9 @@ export class LogicalUnit {
   // ------------------------------------------------------------------ cache, prefetch, verify
 
   async #synchronizeCache(cdb: Uint8Array): Promise<ScsiResult> {
-    const f = this.#f;
-    decodeBlockFields(cdb, f);
+    const f = this.#blockFields(cdb);
     // SYNC_NV (bit 2) is obsolete and IMMED (bit 1) may be ignored: we always finish before answering.
-    if ((f.flags & 0xf9) !== 0) return this.#invalidField(1, 31 - Math.clz32(f.flags & 0xf9));
+    if ((f.flags & 0xf9) !== 0) return this.#invalidBits(1, f.flags & 0xf9);
     if (this.#stopped) return this.#notReady();
     const count = f.count === 0 ? Math.max(0, this.#numBlocks - f.lba) : f.count;
     if (this.#outOfRange(f.lba, count)) return this.#lbaOutOfRange();
@@ -557,9 +622,8 @@ export class LogicalUnit {
   }
 
   #preFetch(cdb: Uint8Array): ScsiResult {
-    const f = this.#f;
-    decodeBlockFields(cdb, f);
-    if ((f.flags & 0xfd) !== 0) return this.#invalidField(1, 31 - Math.clz32(f.flags & 0xfd));
+    const f = this.#blockFields(cdb);
+    if ((f.flags & 0xfd) !== 0) return this.#invalidBits(1, f.flags & 0xfd);
     if (this.#stopped) return this.#notReady();
     if (this.#outOfRange(f.lba, f.count)) return this.#lbaOutOfRange();
     // No cache to fill: GOOD (rather than CONDITION MET) says the blocks were not all cached (SBC-4 §5.9).
@@ -567,11 +631,9 @@ export class LogicalUnit {
   }
 
   async #verify(task: ScsiTask): Promise<ScsiResult> {
-    const f = this.#f;
-    decodeBlockFields(task.cdb, f);
-    const { lba, count, flags, countByte } = f;
+    const { lba, count, flags, countByte } = this.#blockFields(task.cdb);
     if ((flags & PROTECT_MASK) !== 0) return this.#invalidField(1, 7);
-    if ((flags & 0x09) !== 0) return this.#invalidField(1, (flags & 0x08) !== 0 ? 3 : 0);
+    if ((flags & 0x09) !== 0) return this.#invalidBits(1, flags & 0x09);
     const bytchk = (flags >>> 1) & 0x3;
     if (bytchk === 2) return this.#invalidField(1, 2);
     if (this.#stopped) return this.#notReady();
@@ -581,14 +643,10 @@ export class LogicalUnit {
     const bs = this.#bs;
     // BYTCHK 01b: the data-out holds every block; 11b: one block, compared with each.
     const wanted = bytchk === 1 ? count * bs : bs;
-    const blocks = Math.floor(this.#available(task, wanted) / bs);
-    if (blocks === 0) return { status: ScsiStatus.GOOD, transferLength: wanted };
-    let iov: readonly Uint8Array[];
-    try {
-      iov = await task.dataOut(blocks * bs);
-    } catch (err) {
-      return this.#fromError(err, false);
-    }
+    const blocks = this.#offeredBlocks(task, wanted);
+    if (blocks === 0) return good(wanted);
+    const iov = await this.#dataOut(task, blocks * bs, false);
+    if ('status' in iov) return iov;
     const compareBlocks = bytchk === 1 ? blocks : count;
     const barrier = this.#locks.readBarrier(lba, compareBlocks, task);
     if (barrier !== undefined) await barrier;
@@ -615,7 +673,7 @@ export class LogicalUnit {
     } finally {
       buf.release();
     }
-    return { status: ScsiStatus.GOOD, transferLength: wanted };
+    return good(wanted);
   }
 
   #miscompare(offset: number, transferLength: number): ScsiResult {
@@ -625,101 +683,41 @@ export class LogicalUnit {
 
   // ------------------------------------------------------------------ read-modify-write commands
 
-  /** Shared checks of WRITE AND VERIFY / ORWRITE / COMPARE AND WRITE after the CDB's own fields. */
-  #writeChecks(lba: number, count: number, countByte: number): ScsiResult | undefined {
-    if (this.#writeProtect) return this.#writeProtected();
-    if (this.#stopped) return this.#notReady();
-    if (this.#outOfRange(lba, count)) return this.#lbaOutOfRange();
-    if (count > this.#maxTransferBlocks) return this.#invalidField(countByte);
-    return undefined;
-  }
-
   async #writeAndVerify(task: ScsiTask): Promise<ScsiResult> {
-    const f = this.#f;
-    decodeBlockFields(task.cdb, f);
-    const { lba, count, flags, countByte } = f;
+    const { lba, count, flags, countByte } = this.#blockFields(task.cdb);
     if ((flags & PROTECT_MASK) !== 0) return this.#invalidField(1, 7);
-    if ((flags & 0x09) !== 0) return this.#invalidField(1, (flags & 0x08) !== 0 ? 3 : 0);
+    if ((flags & 0x09) !== 0) return this.#invalidBits(1, flags & 0x09);
     const bytchk = (flags >>> 1) & 0x3;
     if (bytchk > 1) return this.#invalidField(1, 2);
-    const failed = this.#writeChecks(lba, count, countByte);
-    if (failed !== undefined) return failed;
-    const bs = this.#bs;
-    const bytes = count * bs;
-    const blocks = Math.floor(this.#available(task, bytes) / bs);
-    if (blocks === 0) return bytes === 0 ? GOOD : { status: ScsiStatus.GOOD, transferLength: bytes };
-    let iov: readonly Uint8Array[];
-    try {
-      iov = await task.dataOut(blocks * bs);
-    } catch (err) {
-      return this.#fromError(err, true);
-    }
-    const lock = this.#locks.acquire(lba, blocks, true, task);
-    try {
-      await this.#locks.wait(lock);
-      if (task.aborted) return ABORTED;
+    return this.#writeBlocks(task, lba, count, countByte, true, async (iov, length) => {
       // The verify is of the medium: the write is made durable first.
-      await this.#writeDevice(lba * bs, iov, WRITE_FUA);
-      this.#stats.writeCommands++;
-      this.#stats.writeBytes += blocks * bs;
+      await this.#writeDevice(lba * this.#bs, iov, WRITE_FUA);
+      this.#countWrite(length);
+      const transferLength = count * this.#bs;
       if (bytchk === 1) {
-        const buf = this.#ctx.pool.take(blocks * bs);
-        try {
-          await this.device.readv(lba * bs, buf.iov);
-          const d = firstDifference(buf.view, iov, 0);
-          if (d >= 0) return this.#miscompare(d, bytes);
-        } finally {
-          buf.release();
-        }
+        const d = await this.#mediumDifference(lba, length, iov);
+        if (d >= 0) return this.#miscompare(d, transferLength);
       }
-    } catch (err) {
-      return this.#fromError(err, true);
-    } finally {
-      this.#locks.release(lock);
-    }
-    return { status: ScsiStatus.GOOD, transferLength: bytes };
+      return good(transferLength);
+    });
   }
 
   async #orWrite(task: ScsiTask): Promise<ScsiResult> {
-    const f = this.#f;
-    decodeBlockFields(task.cdb, f);
-    const { lba, count, flags, countByte } = f;
+    const { lba, count, flags, countByte } = this.#blockFields(task.cdb);
     if ((flags & PROTECT_MASK) !== 0) return this.#invalidField(1, 7);
-    if ((flags & 0x05) !== 0) return this.#invalidField(1, (flags & 0x04) !== 0 ? 2 : 0);
-    const failed = this.#writeChecks(lba, count, countByte);
-    if (failed !== undefined) return failed;
-    const bs = this.#bs;
-    const bytes = count * bs;
-    const blocks = Math.floor(this.#available(task, bytes) / bs);
-    if (blocks === 0) return bytes === 0 ? GOOD : { status: ScsiStatus.GOOD, transferLength: bytes };
-    let iov: readonly Uint8Array[];
-    try {
-      iov = await task.dataOut(blocks * bs);
-    } catch (err) {
-      return this.#fromError(err, true);
-    }
-    const lock = this.#locks.acquire(lba, blocks, true, task);
-    const buf = this.#ctx.pool.take(blocks * bs);
-    try {
-      await this.#locks.wait(lock);
-      if (task.aborted) return ABORTED;
-      await this.device.readv(lba * bs, buf.iov);
-      const cur = buf.view;
-      let p = 0;
-      for (const v of iov) {
-        for (let i = 0; i < v.byteLength; i++) cur[p + i] = (cur[p + i] as number) | (v[i] as number);
-        p += v.byteLength;
+    if ((flags & 0x05) !== 0) return this.#invalidBits(1, flags & 0x05);
+    return this.#writeBlocks(task, lba, count, countByte, true, async (iov, length) => {
+      const buf = this.#ctx.pool.take(length);
+      try {
+        await this.device.readv(lba * this.#bs, buf.iov);
+        orInto(buf.view, iov);
+        await this.#writeDevice(lba * this.#bs, buf.iov, this.#fua(flags));
+      } finally {
+        buf.release();
       }
-      await this.#writeDevice(lba * bs, buf.iov, this.#fua(flags));
-    } catch (err) {
-      return this.#fromError(err, true);
-    } finally {
-      buf.release();
-      this.#locks.release(lock);
-    }
-    this.#stats.writeCommands++;
-    this.#stats.writeBytes += blocks * bs;
-    return { status: ScsiStatus.GOOD, transferLength: bytes };
+      this.#countWrite(length);
+      return good(count * this.#bs);
+    });
   }
 
   async #compareAndWrite(task: ScsiTask): Promise<ScsiResult> {
@@ -728,42 +726,38 @@ export class LogicalUnit {
     const lba = u64(cdb, 2);
     const count = cdb[13] as number;
     if ((flags & PROTECT_MASK) !== 0) return this.#invalidField(1, 7);
-    if ((flags & 0x05) !== 0) return this.#invalidField(1, (flags & 0x04) !== 0 ? 2 : 0);
+    if ((flags & 0x05) !== 0) return this.#invalidBits(1, flags & 0x05);
     if (count > this.#blockLimits.maxCompareAndWriteBlocks) return this.#invalidField(13);
-    const failed = this.#writeChecks(lba, count, 13);
-    if (failed !== undefined) return failed;
+    const refused = this.#writeChecks(lba, count, 13);
+    if (refused !== undefined) return refused;
     const bs = this.#bs;
     const bytes = 2 * count * bs;
     // The data-out buffer is the compare data then the write data; anything but exactly that size
     // is refused (a shorter one cannot be compared, a longer one says the CDB is not what was meant).
     if ((task.writeBit ? task.expectedDataTransferLength : 0) !== bytes) return this.#invalidField(13);
     if (count === 0) return GOOD;
-    let iov: readonly Uint8Array[];
-    try {
-      iov = await task.dataOut(bytes);
-    } catch (err) {
-      return this.#fromError(err, true);
-    }
+    const iov = await this.#dataOut(task, bytes, true);
+    if ('status' in iov) return iov;
     const half = count * bs;
-    const lock = this.#locks.acquire(lba, count, true, task);
-    const buf = this.#ctx.pool.take(half);
     this.#stats.compareAndWrites++;
-    try {
-      await this.#locks.wait(lock);
-      if (task.aborted) return ABORTED;
-      await this.device.readv(lba * bs, buf.iov);
-      const d = firstDifference(buf.view, iov, 0);
+    return this.#underLock(task, lba, count, true, async () => {
+      const d = await this.#mediumDifference(lba, half, iov);
       if (d >= 0) return this.#miscompare(d, bytes);
       await this.#writeDevice(lba * bs, sliceIov(iov, half, half), this.#fua(flags));
-    } catch (err) {
-      return this.#fromError(err, true);
+      this.#countWrite(half);
+      return good(bytes);
+    });
+  }
+
+  /** Reads `bytes` from `lba` and compares them with the start of `iov`: the offset of the first difference, or -1. */
+  async #mediumDifference(lba: number, bytes: number, iov: readonly Uint8Array[]): Promise<number> {
+    const buf = this.#ctx.pool.take(bytes);
+    try {
+      await this.device.readv(lba * this.#bs, buf.iov);
+      return firstDifference(buf.view, iov, 0);
     } finally {
       buf.release();
-      this.#locks.release(lock);
     }
-    this.#stats.writeCommands++;
-    this.#stats.writeBytes += half;
-    return { status: ScsiStatus.GOOD, transferLength: bytes };
   }
 
   // ------------------------------------------------------------------ WRITE SAME, UNMAP
@@ -771,15 +765,14 @@ export class LogicalUnit {
   async #writeSame(task: ScsiTask): Promise<ScsiResult> {
     const cdb = task.cdb;
     const sixteen = cdb[0] === Op.WRITE_SAME_16;
-    const f = this.#f;
-    decodeBlockFields(cdb, f);
+    const f = this.#blockFields(cdb);
     const { lba, flags, countByte } = f;
     const anchor = (flags & 0x10) !== 0;
     const unmap = (flags & 0x08) !== 0;
     const ndob = sixteen && (flags & 0x01) !== 0;
     if ((flags & PROTECT_MASK) !== 0) return this.#invalidField(1, 7);
     // PBDATA and LBDATA (obsolete), and bit 0 of WRITE SAME(10), are not offered.
-    if ((flags & 0x06) !== 0) return this.#invalidField(1, (flags & 0x04) !== 0 ? 2 : 1);
+    if ((flags & 0x06) !== 0) return this.#invalidBits(1, flags & 0x06);
     if (!sixteen && (flags & 0x01) !== 0) return this.#invalidField(1, 0);
     // ANCHOR needs UNMAP, and we do not offer anchored blocks (ANC_SUP 0).
     if (anchor) return this.#invalidField(1, 4);
@@ -798,19 +791,11 @@ export class LogicalUnit {
     } else {
       // Exactly one logical block of data-out.
       if ((task.writeBit ? task.expectedDataTransferLength : 0) !== bs) return this.#invalidField(countByte);
-      try {
-        block = concatIov(await task.dataOut(bs));
-      } catch (err) {
-        return this.#fromError(err, true);
-      }
+      const iov = await this.#dataOut(task, bs, true);
+      if ('status' in iov) return iov;
+      block = concatIov(iov);
     }
-    const transferLength = ndob ? 0 : bs;
-    const lock = this.#locks.acquire(lba, count, false, task);
-    try {
-      if (lock.pending !== 0) {
-        await this.#locks.wait(lock);
-        if (task.aborted) return ABORTED;
-      }
+    return this.#underLock(task, lba, count, false, async () => {
       // UNMAP deallocates whatever the data block holds, as LIO and tgt do and libiscsi's
       // WriteSame10.UnmapUntilEnd expects (it sends 0xFF blocks with UNMAP and reads zeroes back).
       const zero = ndob || isAllZero(block);
@@ -822,14 +807,9 @@ export class LogicalUnit {
       } else {
         await this.#writePattern(lba, count, block);
       }
-    } catch (err) {
-      return this.#fromError(err, true);
-    } finally {
-      this.#locks.release(lock);
-    }
-    this.#stats.writeCommands++;
-    this.#stats.writeBytes += count * bs;
-    return transferLength === 0 ? GOOD : { status: ScsiStatus.GOOD, transferLength };
+      this.#countWrite(count * bs);
+      return good(ndob ? 0 : bs);
+    });
   }
 
   /** Writes `block` to each of [lba, lba+count), a megabyte at a time. */
@@ -879,19 +859,16 @@ export class LogicalUnit {
     const cdb = task.cdb;
     const b1 = cdb[1] as number;
     // ANCHOR: no anchored blocks here (ANC_SUP 0); the rest of byte 1 is reserved.
-    if (b1 !== 0) return this.#invalidField(1, 31 - Math.clz32(b1));
+    if (b1 !== 0) return this.#invalidBits(1, b1);
     if (this.#writeProtect) return this.#writeProtected();
     if (this.#stopped) return this.#notReady();
     const paramLength = u16(cdb, 7);
     if (paramLength === 0) return GOOD;
     const got = this.#available(task, paramLength);
     if (paramLength < 8 || got < 8) return this.#check(SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_LIST_LENGTH_ERROR, 0, -1, paramLength);
-    let p: Uint8Array;
-    try {
-      p = concatIov(await task.dataOut(got));
-    } catch (err) {
-      return this.#fromError(err, true);
-    }
+    const iov = await this.#dataOut(task, got, true);
+    if ('status' in iov) return iov;
+    const p = concatIov(iov);
     // UNMAP BLOCK DESCRIPTOR DATA LENGTH, trimmed to what arrived; a partial descriptor is ignored.
     const n = Math.floor(Math.min(u16(p, 2), got - 8) / 16);
     if (n > this.#blockLimits.maxUnmapDescriptors) {
@@ -910,29 +887,21 @@ export class LogicalUnit {
         return this.#check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST, fieldPointer(false, d + 8), -1, paramLength);
       }
     }
-    try {
-      for (let i = 0; i < n; i++) {
-        const d = 8 + 16 * i;
-        const lba = u64(p, d);
-        const count = u32(p, d + 8);
-        if (count === 0) continue;
-        const lock = this.#locks.acquire(lba, count, false, task);
-        try {
-          if (lock.pending !== 0) {
-            await this.#locks.wait(lock);
-            if (task.aborted) return ABORTED;
-          }
-          await this.#deallocate(lba, count);
-        } finally {
-          this.#locks.release(lock);
-        }
-      }
-    } catch (err) {
-      return this.#fromError(err, true);
+    for (let i = 0; i < n; i++) {
+      const d = 8 + 16 * i;
+      const lba = u64(p, d);
+      const count = u32(p, d + 8);
+      if (count === 0) continue;
+      const r = await this.#underLock(task, lba, count, false, async () => {
+        await this.#deallocate(lba, count);
+        return GOOD;
+      });
+      // An abort or a device error ends the command; descriptors already done stay unmapped.
+      if (r.status !== ScsiStatus.GOOD) return r;
     }
     this.#stats.unmapCommands++;
     this.#stats.unmappedBytes += total * this.#bs;
-    return { status: ScsiStatus.GOOD, transferLength: paramLength };
+    return good(paramLength);
   }
 
   // ------------------------------------------------------------------ SPC commands
@@ -942,7 +911,7 @@ export class LogicalUnit {
     if (cdb.length < 6) return this.#invalidField(0, 7);
     const b1 = cdb[1] as number;
     // CMDDT (bit 1) is obsolete and refused like the reserved bits.
-    if ((b1 & 0xfe) !== 0) return this.#invalidField(1, 31 - Math.clz32(b1 & 0xfe));
+    if ((b1 & 0xfe) !== 0) return this.#invalidBits(1, b1 & 0xfe);
     if (((cdb[5] as number) & NACA) !== 0) return this.#invalidField(5, 2);
     const evpd = (b1 & 0x01) !== 0;
     const page = cdb[2] as number;
@@ -982,7 +951,7 @@ export class LogicalUnit {
     const cdb = task.cdb;
     if (cdb.length < 6) return this.#invalidField(0, 7);
     const b1 = cdb[1] as number;
-    if ((b1 & 0xfe) !== 0) return this.#invalidField(1, 31 - Math.clz32(b1 & 0xfe));
+    if ((b1 & 0xfe) !== 0) return this.#invalidBits(1, b1 & 0xfe);
     const descriptor = (b1 & 0x01) !== 0;
     const alloc = cdb[4] as number;
     // REQUEST SENSE returns a pending unit attention as its parameter data and clears it (SPC-4 §6.39).
@@ -997,7 +966,7 @@ export class LogicalUnit {
     const ten = cdb[0] === Op.MODE_SENSE_10;
     const b1 = cdb[1] as number;
     const reserved = b1 & (ten ? 0xe7 : 0xf7);
-    if (reserved !== 0) return this.#invalidField(1, 31 - Math.clz32(reserved));
+    if (reserved !== 0) return this.#invalidBits(1, reserved);
     const r = this.#mode.sense({
       ten,
       dbd: (b1 & 0x08) !== 0,
@@ -1019,17 +988,15 @@ export class LogicalUnit {
     const b1 = cdb[1] as number;
     // SP: we keep no saved pages; PF may be either (the page format is the same).
     if ((b1 & 0x01) !== 0) return this.#invalidField(1, 0);
-    if ((b1 & 0xee) !== 0) return this.#invalidField(1, 31 - Math.clz32(b1 & 0xee));
+    if ((b1 & 0xee) !== 0) return this.#invalidBits(1, b1 & 0xee);
     const length = ten ? u16(cdb, 7) : (cdb[4] as number);
     if (length === 0) return GOOD;
     const got = this.#available(task, length);
     let data: Uint8Array = new Uint8Array(0);
     if (got > 0) {
-      try {
-        data = concatIov(await task.dataOut(got));
-      } catch (err) {
-        return this.#fromError(err, false);
-      }
+      const iov = await this.#dataOut(task, got, false);
+      if ('status' in iov) return iov;
+      data = concatIov(iov);
     }
     const r = this.#mode.select(data, ten, this.#numBlocks, this.#bs);
     if ('ascAscq' in r) {
@@ -1041,12 +1008,12 @@ export class LogicalUnit {
       this.#updateWriteThrough();
       this.establishUa(Asc.MODE_PARAMETERS_CHANGED, ns.nexus.key);
     }
-    return { status: ScsiStatus.GOOD, transferLength: length };
+    return good(length);
   }
 
   async #startStopUnit(cdb: Uint8Array): Promise<ScsiResult> {
-    if (((cdb[1] as number) & 0xfe) !== 0) return this.#invalidField(1, 31 - Math.clz32((cdb[1] as number) & 0xfe));
-    if (((cdb[3] as number) & 0xf0) !== 0) return this.#invalidField(3, 31 - Math.clz32((cdb[3] as number) & 0xf0));
+    if (((cdb[1] as number) & 0xfe) !== 0) return this.#invalidBits(1, (cdb[1] as number) & 0xfe);
+    if (((cdb[3] as number) & 0xf0) !== 0) return this.#invalidBits(3, (cdb[3] as number) & 0xf0);
     const b4 = cdb[4] as number;
     if ((b4 & 0x08) !== 0) return this.#invalidField(4, 3);
     const powerCondition = b4 >>> 4;
@@ -1076,7 +1043,7 @@ export class LogicalUnit {
     const b1 = cdb[1] as number;
     // Third-party and extent reservations (obsolete) are not offered.
     if (op === Op.RESERVE_6 || op === Op.RELEASE_6) {
-      if (b1 !== 0) return this.#invalidField(1, 31 - Math.clz32(b1));
+      if (b1 !== 0) return this.#invalidBits(1, b1);
     } else if ((b1 & 0x10) !== 0) {
       return this.#invalidField(1, 4);
     }
@@ -1109,16 +1076,14 @@ export class LogicalUnit {
     const got = this.#available(task, Math.min(paramLength, 24));
     let params: Uint8Array = new Uint8Array(0);
     if (got > 0) {
-      try {
-        params = concatIov(await task.dataOut(got));
-      } catch (err) {
-        return this.#fromError(err, false);
-      }
+      const iov = await this.#dataOut(task, got, false);
+      if ('status' in iov) return iov;
+      params = concatIov(iov);
     }
     const outcome = this.#res.persistentReserveOut(task.nexus, sa, (cdb[2] as number) >>> 4, (cdb[2] as number) & 0x0f, params, paramLength);
     switch (outcome.kind) {
       case 'good':
-        return paramLength === 0 ? GOOD : { status: ScsiStatus.GOOD, transferLength: paramLength };
+        return good(paramLength);
       case 'conflict':
         this.#stats.reservationConflicts++;
         return CONFLICT;

@@ -25,47 +25,45 @@ export interface FakeTaskInit {
   readonly attribute?: TaskAttribute;
 }
 
-export class FakeTask implements ScsiTask {
-  readonly nexus: ItNexus;
-  readonly lun: number;
-  readonly cdb: Uint8Array;
-  readonly expectedDataTransferLength: number;
-  readonly writeBit: boolean;
-  readonly readBit: boolean;
-  readonly attribute: TaskAttribute;
-  aborted = false;
+/** A ScsiTask whose data-out is given up front; a test may abort it or hold its data-out back. */
+export interface FakeTask extends ScsiTask {
+  aborted: boolean;
   /** Lengths asked for with dataOut(). */
-  readonly dataOutCalls: number[] = [];
-  readonly #data: Uint8Array;
-  readonly #pieceSize: number;
+  readonly dataOutCalls: number[];
   /** When set, dataOut waits for this before answering. */
   gate: Promise<void> | undefined;
+}
 
-  constructor(init: FakeTaskInit) {
-    this.nexus = init.nexus;
-    this.lun = init.lun ?? 0;
-    this.cdb = Uint8Array.from(init.cdb);
-    this.#data = init.data ?? new Uint8Array(0);
-    this.expectedDataTransferLength = init.edtl ?? this.#data.byteLength;
-    this.writeBit = init.writeBit ?? this.#data.byteLength > 0;
-    this.readBit = init.readBit ?? !this.writeBit;
-    this.attribute = init.attribute ?? TaskAttribute.SIMPLE;
-    this.#pieceSize = init.pieceSize ?? 0;
-  }
-
-  async dataOut(length: number): Promise<readonly Uint8Array[]> {
-    this.dataOutCalls.push(length);
-    if (this.dataOutCalls.length > 1) throw new BlockError('BLK_ERR_INTERNAL', 'dataOut called twice');
-    if (length <= 0 || length > this.expectedDataTransferLength || length > this.#data.byteLength) {
-      throw new BlockError('BLK_ERR_INTERNAL', `dataOut(${length}) beyond the ${this.expectedDataTransferLength}-byte buffer`);
-    }
-    if (this.gate !== undefined) await this.gate;
-    if (this.aborted) throw new BlockError('BLK_ERR_ABORTED', 'task aborted', { errno: Errno.EIO });
-    const out: Uint8Array[] = [];
-    const piece = this.#pieceSize > 0 ? this.#pieceSize : length;
-    for (let off = 0; off < length; off += piece) out.push(this.#data.subarray(off, Math.min(length, off + piece)));
-    return out;
-  }
+export function fakeTask(init: FakeTaskInit): FakeTask {
+  const data = init.data ?? new Uint8Array(0);
+  const pieceSize = init.pieceSize ?? 0;
+  const writeBit = init.writeBit ?? data.byteLength > 0;
+  const task: FakeTask = {
+    nexus: init.nexus,
+    lun: init.lun ?? 0,
+    cdb: Uint8Array.from(init.cdb),
+    expectedDataTransferLength: init.edtl ?? data.byteLength,
+    writeBit,
+    readBit: init.readBit ?? !writeBit,
+    attribute: init.attribute ?? TaskAttribute.SIMPLE,
+    aborted: false,
+    dataOutCalls: [],
+    gate: undefined,
+    async dataOut(length: number): Promise<readonly Uint8Array[]> {
+      task.dataOutCalls.push(length);
+      if (task.dataOutCalls.length > 1) throw new BlockError('BLK_ERR_INTERNAL', 'dataOut called twice');
+      if (length <= 0 || length > task.expectedDataTransferLength || length > data.byteLength) {
+        throw new BlockError('BLK_ERR_INTERNAL', `dataOut(${length}) beyond the ${task.expectedDataTransferLength}-byte buffer`);
+      }
+      if (task.gate !== undefined) await task.gate;
+      if (task.aborted) throw new BlockError('BLK_ERR_ABORTED', 'task aborted', { errno: Errno.EIO });
+      const out: Uint8Array[] = [];
+      const piece = pieceSize > 0 ? pieceSize : length;
+      for (let off = 0; off < length; off += piece) out.push(data.subarray(off, Math.min(length, off + piece)));
+      return out;
+    },
+  };
+  return task;
 }
 
 /** What a test wants from a result: its fields, with dataIn copied out and the buffer released. */

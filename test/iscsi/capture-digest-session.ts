@@ -1,8 +1,9 @@
 // A scripted iSCSI session with HeaderDigest=CRC32C and DataDigest=CRC32C, for the capture only
 // (capture.ts, scenario 07): no initiator on this machine offers data digests (libiscsi 1.19.0
 // sends DataDigest=None; open-iscsi needs kernel modules). PDUs are built byte by byte from RFC 7143
-// and CRC32C is a bitwise loop, independent of the project's codec; tgt is the judge (it drops the
-// connection on a bad digest) and its own digests are checked here in turn.
+// and CRC32C is the bitwise reference loop (src/iscsi/testing.ts), independent of the project's
+// codec; tgt is the judge (it drops the connection on a bad digest) and its own digests are checked
+// here in turn.
 //
 //   login (CSG=1 -> NSG=3, one step; digests start after it)
 //   TEST UNIT READY until GOOD (the first gets tgt's UNIT ATTENTION, with sense data: a data segment)
@@ -11,23 +12,14 @@
 //   logout
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
+import { crc32cBitwise } from '../../src/iscsi/testing.ts';
 
 const INITIATOR = 'iqn.2026-12.org.blkback:capture-digest-script';
-
-/** CRC32C (Castagnoli, reflected 0x82F63B78, init and final xor ~0), as iSCSI digests use it. */
-export function crc32c(data: Uint8Array): number {
-  let crc = 0xffffffff;
-  for (const byte of data) {
-    crc ^= byte;
-    for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
-  }
-  return (crc ^ 0xffffffff) >>> 0;
-}
 
 /** The 4 digest bytes as they go on the wire: little-endian (RFC 7143 B.4: 32 zero bytes -> aa 36 91 8a). */
 function digestBytes(data: Uint8Array): Buffer {
   const b = Buffer.alloc(4);
-  b.writeUInt32LE(crc32c(data), 0);
+  b.writeUInt32LE(crc32cBitwise(data), 0);
   return b;
 }
 

@@ -10,12 +10,12 @@
 import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createLunFile, onPath, sleep } from '../../src/bench/iscsi-target.ts';
 import { startTgt } from '../../src/bench/iscsi-tgt.ts';
 import type { TgtTarget } from '../../src/bench/iscsi-tgt.ts';
 import { scriptedDigestSession } from './capture-digest-session.ts';
+import { runIfScript } from './script.ts';
 
 const TARGET_NAME = 'iqn.2026-12.org.blkback:capture';
 const LUN_BYTES = 64 << 20;
@@ -265,14 +265,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      process.stderr.write(`capture: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exitCode = 2;
-    },
-  );
-}
+runIfScript(import.meta.url, 'capture', main);

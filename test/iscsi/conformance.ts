@@ -20,11 +20,12 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createLunFile, LUN_MODES, onPath, startBlkbackTarget } from '../../src/bench/iscsi-target.ts';
 import type { LunMode, RunningTarget, StartTarget } from '../../src/bench/iscsi-target.ts';
 import { startTgt } from '../../src/bench/iscsi-tgt.ts';
+import { runIfScript } from './script.ts';
 
 export type Verdict = 'pass' | 'fail' | 'skip';
 export type VerdictList = Map<string, Verdict>;
@@ -314,14 +315,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      process.stderr.write(`conformance: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exitCode = 2;
-    },
-  );
-}
+runIfScript(import.meta.url, 'conformance', main);

@@ -1,6 +1,6 @@
 // `blkback iscsi-target`: serve block stores as the LUNs of an iSCSI target (RFC 7143), as LIO does
 // in the seed's rig. Parses the command line, opens the stores under the path policy, and runs the
-// target (src/iscsi/target) with a control socket for `blkback ctl`.
+// target (src/iscsi-target) with a control socket for `blkback ctl`.
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -8,9 +8,9 @@ import { UsageError } from '../../internal/errors.ts';
 import { parseSize } from '../../config/size.ts';
 import { checkMutualSecret, parseChapSecretsFile } from '../../iscsi/chap.ts';
 import type { ChapSecrets } from '../../iscsi/chap.ts';
-import { startIscsiTarget, IQN_PREFIX } from '../../iscsi/target/run.ts';
-import type { LunSpec } from '../../iscsi/target/run.ts';
-import { formatPortal, parsePortal } from '../../iscsi/target/server.ts';
+import { startIscsiTarget, IQN_PREFIX } from '../../iscsi-target/run.ts';
+import type { LunSpec } from '../../iscsi-target/run.ts';
+import { formatPortal, parsePortal } from '../../iscsi-target/server.ts';
 import { PATH_POLICY_HELP } from '../../block/path-policy.ts';
 import { defaultControlSocket, ISCSI_TARGET_SOCKET_NAME } from '../../control/paths.ts';
 import { serveControl } from '../../control/server.ts';

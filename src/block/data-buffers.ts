@@ -1,4 +1,5 @@
-// Pooled, page-aligned data-in buffers for READ and friends.
+// Pooled, page-aligned I/O buffers: data-in for READ and friends (the SCSI device server) and
+// received data-out (the iSCSI transport). They live in the block layer, under both.
 //
 // Buffers come in power-of-two size classes from 4 KiB up to the largest transfer we advertise.
 // They are carved from slabs of shared WebAssembly memory (page-aligned, so an O_DIRECT store reads
@@ -9,8 +10,8 @@
 // transport without a closure per command. Each class keeps at most its share of `maxIdleBytes`
 // idle (and never less than one slab's worth, so a slab just carved is not dropped piece by piece);
 // a dropped buffer's slab goes back to the garbage collector once none of its buffers is referenced.
-import { allocAlignedShared } from '../block/aligned-memory.ts';
-import { noteAligned } from '../block/buffer-alignment.ts';
+import { allocAlignedShared } from './aligned-memory.ts';
+import { noteAligned } from './buffer-alignment.ts';
 
 const MIN_CLASS_SHIFT = 12;
 /** Slabs are at least this big (or one buffer, for larger classes). */

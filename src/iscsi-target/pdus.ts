@@ -1,9 +1,9 @@
 // The target's PDUs (RFC 7143 §11), written into the writer's header and queued. One function per
 // PDU type; the hot ones (Data-In, SCSI Response, R2T) take their fields as arguments so that
 // building them allocates nothing.
-import { Bhs, putU16, putU32 } from '../bhs.ts';
-import { Flag, Opcode, RESERVED_TAG } from '../constants.ts';
-import type { PduWriter } from '../pdu-writer.ts';
+import { Bhs, putU16, putU32 } from '../iscsi/bhs.ts';
+import { Flag, Opcode, RESERVED_TAG } from '../iscsi/constants.ts';
+import type { PduWriter } from '../iscsi/pdu-writer.ts';
 
 /** The sequence numbers every target PDU after login carries (§11.2.1: StatSN, ExpCmdSN, MaxCmdSN). */
 export interface SequenceNumbers {
@@ -17,6 +17,21 @@ function numbers(h: Uint8Array, statSN: number, seq: SequenceNumbers): void {
   putU32(h, Bhs.WORD24, statSN);
   putU32(h, Bhs.WORD28, seq.expCmdSN);
   putU32(h, Bhs.WORD32, seq.maxCmdSN);
+}
+
+/**
+ * The header of a PDU that carries a status (§11.2.1: it takes the next StatSN): opcode, F bit,
+ * byte 2, ITT and the sequence numbers filled, StatSN advanced.
+ */
+function statusHeader(w: PduWriter, seq: SequenceNumbers, opcode: number, byte2: number, itt: number): Buffer {
+  const h = w.header();
+  h[0] = opcode;
+  h[1] = Flag.F;
+  h[2] = byte2;
+  putU32(h, Bhs.ITT, itt);
+  numbers(h, seq.statSN, seq);
+  seq.statSN = (seq.statSN + 1) >>> 0;
+  return h;
 }
 
 /** Copies the 8-byte LUN field from a request header (or zeroes). */
@@ -58,14 +73,9 @@ export function sendScsiResponse(
   w: PduWriter, seq: SequenceNumbers, itt: number, response: number, status: number,
   residualFlags: number, residual: number, expDataSN: number, sense: Uint8Array | undefined,
 ): void {
-  const h = w.header();
-  h[0] = Opcode.SCSI_RESPONSE;
+  const h = statusHeader(w, seq, Opcode.SCSI_RESPONSE, response, itt);
   h[1] = Flag.F | residualFlags;
-  h[2] = response;
   h[3] = status;
-  putU32(h, Bhs.ITT, itt);
-  numbers(h, seq.statSN, seq);
-  seq.statSN = (seq.statSN + 1) >>> 0;
   putU32(h, Bhs.WORD36, expDataSN);
   putU32(h, Bhs.WORD44, residual);
   let data: Uint8Array | null = null;
@@ -115,13 +125,7 @@ export function sendNopIn(
 
 /** Task Management Function Response (§11.6). */
 export function sendTmfResponse(w: PduWriter, seq: SequenceNumbers, itt: number, response: number): void {
-  const h = w.header();
-  h[0] = Opcode.TASK_MGMT_RESPONSE;
-  h[1] = Flag.F;
-  h[2] = response;
-  putU32(h, Bhs.ITT, itt);
-  numbers(h, seq.statSN, seq);
-  seq.statSN = (seq.statSN + 1) >>> 0;
+  statusHeader(w, seq, Opcode.TASK_MGMT_RESPONSE, response, itt);
   w.send();
 }
 
@@ -142,26 +146,14 @@ export function sendTextResponse(
 
 /** Logout Response (§11.15); Time2Wait and Time2Retain are 0 at ErrorRecoveryLevel 0. */
 export function sendLogoutResponse(w: PduWriter, seq: SequenceNumbers, itt: number, response: number): void {
-  const h = w.header();
-  h[0] = Opcode.LOGOUT_RESPONSE;
-  h[1] = Flag.F;
-  h[2] = response;
-  putU32(h, Bhs.ITT, itt);
-  numbers(h, seq.statSN, seq);
-  seq.statSN = (seq.statSN + 1) >>> 0;
+  statusHeader(w, seq, Opcode.LOGOUT_RESPONSE, response, itt);
   w.send();
 }
 
 /** Reject (§11.17): the rejected PDU's header goes back as the data segment. */
 export function sendReject(w: PduWriter, seq: SequenceNumbers, reason: number, rejectedHeader: Uint8Array): void {
   const copy = Buffer.from(rejectedHeader.subarray(0, 48));
-  const h = w.header();
-  h[0] = Opcode.REJECT;
-  h[1] = Flag.F;
-  h[2] = reason;
-  putU32(h, Bhs.ITT, RESERVED_TAG);
-  numbers(h, seq.statSN, seq);
-  seq.statSN = (seq.statSN + 1) >>> 0;
+  statusHeader(w, seq, Opcode.REJECT, reason, RESERVED_TAG);
   w.send(copy);
 }
 
@@ -169,12 +161,7 @@ export function sendReject(w: PduWriter, seq: SequenceNumbers, reason: number, r
 export function sendAsyncMessage(
   w: PduWriter, seq: SequenceNumbers, event: number, parameter1: number, parameter2: number, parameter3: number,
 ): void {
-  const h = w.header();
-  h[0] = Opcode.ASYNC_MESSAGE;
-  h[1] = Flag.F;
-  putU32(h, Bhs.ITT, RESERVED_TAG);
-  numbers(h, seq.statSN, seq);
-  seq.statSN = (seq.statSN + 1) >>> 0;
+  const h = statusHeader(w, seq, Opcode.ASYNC_MESSAGE, 0, RESERVED_TAG);
   h[36] = event;
   putU16(h, 38, parameter1);
   putU16(h, 40, parameter2);

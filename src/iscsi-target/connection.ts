@@ -2,15 +2,32 @@
 // phase (login.ts), then the session's full feature phase (session.ts), and the timers that notice
 // a dead or stalled initiator (a login that never ends; NOP-In pings left unanswered).
 // Socket-free: the server (server.ts) adapts a net.Socket to ConnectionIo.
-import { RESERVED_TAG } from '../constants.ts';
-import { PduReader } from '../pdu-reader.ts';
-import type { FramingErrorKind, PduSink } from '../pdu-reader.ts';
-import { PduWriter } from '../pdu-writer.ts';
-import type { PduOutput } from '../pdu-writer.ts';
-import type { LoginOutcome } from './login.ts';
+import { RESERVED_TAG } from '../iscsi/constants.ts';
+import { PduReader } from '../iscsi/pdu-reader.ts';
+import type { FramingErrorKind, PduSink } from '../iscsi/pdu-reader.ts';
+import { PduWriter } from '../iscsi/pdu-writer.ts';
+import type { PduOutput } from '../iscsi/pdu-writer.ts';
+import type { LoginHost, LoginOutcome, LoginSucceeded } from './login.ts';
 import { LoginPhase } from './login.ts';
-import type { IscsiTarget } from './target.ts';
 import type { TargetSession } from './session.ts';
+import type { TargetCounters } from './counters.ts';
+
+/** What a connection needs from the target it belongs to. */
+export interface ConnectionHost extends LoginHost {
+  readonly config: LoginHost['config'] & {
+    readonly nopIntervalMs: number;
+    readonly nopTimeoutMs: number;
+    readonly loginTimeoutMs: number;
+    readonly timerTickMs: number;
+  };
+  readonly counters: TargetCounters;
+  log(line: string): void;
+  /** Makes the session a successful login asked for (after any older session of its nexus has settled). */
+  admit(conn: TargetConnection, login: LoginSucceeded): Promise<TargetSession>;
+  /** The connection is gone; its session, if any, ends. */
+  connectionClosed(conn: TargetConnection, reason: string): void;
+  sessionEnded(session: TargetSession): void;
+}
 
 /** The transport under a connection. */
 export interface ConnectionIo extends PduOutput {
@@ -36,7 +53,7 @@ const realTimers: ConnectionTimers = {
 };
 
 export class TargetConnection implements PduSink {
-  readonly #target: IscsiTarget;
+  readonly #target: ConnectionHost;
   readonly #io: ConnectionIo;
   readonly reader: PduReader;
   readonly writer: PduWriter;
@@ -53,7 +70,7 @@ export class TargetConnection implements PduSink {
   /** Set while a login's final answer waits for an older session of the same nexus to drain. */
   #admitting = false;
 
-  constructor(target: IscsiTarget, io: ConnectionIo, timers: ConnectionTimers = realTimers) {
+  constructor(target: ConnectionHost, io: ConnectionIo, timers: ConnectionTimers = realTimers) {
     this.#target = target;
     this.#io = io;
     this.#timers = timers;

@@ -7,23 +7,23 @@
 // [ExpCmdSN, MaxCmdSN]; one from beyond a gap waits (copied) for the gap to fill, one outside the
 // window is dropped without an answer (§4.2.2.1; libiscsi's iSCSICmdSnTooHigh/TooLow test this).
 // MaxCmdSN leaves room for `queueDepth` commands in flight: it grows as commands complete.
-import { Bhs, isImmediate, opcodeOf, snLess, snLessOrEqual, u32 } from '../bhs.ts';
+import { Bhs, isImmediate, opcodeOf, snLess, snLessOrEqual, u32 } from '../iscsi/bhs.ts';
 import {
   Flag, LogoutReason, LogoutResponse, Opcode, RejectReason, RESERVED_TAG, TmfFunction, TmfResponse, ScsiResponseCode,
-} from '../constants.ts';
-import type { PduWriter } from '../pdu-writer.ts';
-import { decodeLun } from '../../scsi/lun.ts';
-import type { ItNexus, ResetKind, ScsiResult, ScsiTask, TaskAttribute } from '../../scsi/types.ts';
+} from '../iscsi/constants.ts';
+import type { PduWriter } from '../iscsi/pdu-writer.ts';
+import { decodeLun } from '../scsi/lun.ts';
+import type { ItNexus, ResetKind, ScsiResult, ScsiTask, TaskAttribute } from '../scsi/types.ts';
 import { IscsiTask, abortedError } from './task.ts';
-import { BlockError, Errno } from '../../internal/errors.ts';
+import { BlockError, Errno } from '../internal/errors.ts';
 import type { Solicitation } from './task.ts';
 import {
   sendDataIn, sendLogoutResponse, sendNopIn, sendR2T, sendReject, sendScsiResponse, sendTextResponse, sendTmfResponse,
 } from './pdus.ts';
 import type { SequenceNumbers } from './pdus.ts';
 import type { TargetCounters } from './counters.ts';
-import type { SessionParameters } from '../negotiation.ts';
-import type { DataBuffer, DataBufferPool } from '../../scsi/data-buffers.ts';
+import type { SessionParameters } from '../iscsi/negotiation.ts';
+import type { DataBuffer, DataBufferPool } from '../block/data-buffers.ts';
 
 /** SAM status GOOD (the only status a Data-In PDU may carry, §11.7.3). */
 const STATUS_GOOD = 0;
@@ -345,10 +345,8 @@ export class TargetSession implements SequenceNumbers {
       unsolicitedLimit,
       unsolicitedDone: !unsolicitedFollows,
     }, this.#solicit);
-    if (length > 0 && data !== null) {
-      const b = this.#takeIncoming();
-      if (b !== undefined) task.buffers.push(b);
-      task.unsolicitedViews.push(length === data.byteLength ? data : data.subarray(0, length));
+    if (length > 0) {
+      this.#keepData(task, task.unsolicitedViews, data, length);
       task.unsolicitedReceived = length;
     }
     task.nextSolicitOffset = length;
@@ -413,11 +411,7 @@ export class TargetSession implements SequenceNumbers {
         return this.#dataSequenceError(task, final, SENSE_UNEXPECTED_UNSOLICITED, `unsolicited data beyond FirstBurstLength or the expected length (${task.unsolicitedLimit} bytes)`);
       }
       task.nextUnsolicitedDataSN++;
-      if (data !== null) {
-        const b = this.#takeIncoming();
-        if (b !== undefined) task.buffers.push(b);
-        task.unsolicitedViews.push(length === data.byteLength ? data : data.subarray(0, length));
-      }
+      this.#keepData(task, task.unsolicitedViews, data, length);
       task.unsolicitedReceived += length;
       this.bytesWritten += length;
       if (final || task.unsolicitedReceived === task.unsolicitedLimit) {
@@ -442,11 +436,7 @@ export class TargetSession implements SequenceNumbers {
       return this.#dataSequenceError(task, final, SENSE_DATA_PHASE_ERROR, `Data-Out sequence ended at ${s.received + length} of the ${s.length} bytes its R2T asked for`);
     }
     s.nextDataSN++;
-    if (data !== null) {
-      const b = this.#takeIncoming();
-      if (b !== undefined) task.buffers.push(b);
-      s.views.push(length === data.byteLength ? data : data.subarray(0, length));
-    }
+    this.#keepData(task, s.views, data, length);
     s.received += length;
     this.bytesWritten += length;
     if (s.received === s.length) {
@@ -455,6 +445,14 @@ export class TargetSession implements SequenceNumbers {
       this.#solicit(task);
       task.dataArrived();
     }
+  }
+
+  /** The PDU's data becomes part of the task's data-out buffer (its pooled buffer with it). */
+  #keepData(task: IscsiTask, views: Uint8Array[], data: Uint8Array | null, length: number): void {
+    if (data === null || length === 0) return;
+    const b = this.#takeIncoming();
+    if (b !== undefined) task.buffers.push(b);
+    views.push(length === data.byteLength ? data : data.subarray(0, length));
   }
 
   #endUnsolicited(task: IscsiTask): void {

@@ -6,23 +6,38 @@
 // the connection once the target has admitted the session and given it a TSIH. A failure answers
 // with its status class and detail, and the connection then closes.
 import { randomBytes } from 'node:crypto';
-import { Bhs, opcodeOf, u16, u32 } from '../bhs.ts';
-import { Flag, ISCSI_VERSION, LoginStatus, Opcode, Stage } from '../constants.ts';
-import type { PduWriter } from '../pdu-writer.ts';
-import { TargetNegotiator } from '../negotiation.ts';
-import type { NegotiationError, SessionParameters, TargetAdmission } from '../negotiation.ts';
-import { ChapAuthenticator } from '../chap.ts';
-import type { ChapSecrets } from '../chap.ts';
-import { TextAccumulator, decodeText, encodeText } from '../text.ts';
-import type { ItNexus } from '../../scsi/types.ts';
+import { Bhs, opcodeOf, u16, u32 } from '../iscsi/bhs.ts';
+import { Flag, ISCSI_VERSION, LoginStatus, Opcode, Stage } from '../iscsi/constants.ts';
+import type { PduWriter } from '../iscsi/pdu-writer.ts';
+import { TargetNegotiator } from '../iscsi/negotiation.ts';
+import type { NegotiationError, SessionParameters, TargetAdmission } from '../iscsi/negotiation.ts';
+import { ChapAuthenticator } from '../iscsi/chap.ts';
+import type { ChapSecrets } from '../iscsi/chap.ts';
+import { TextAccumulator, decodeText, encodeText } from '../iscsi/text.ts';
+import type { ItNexus } from '../scsi/types.ts';
 import { sendLoginResponse } from './pdus.ts';
-import { iscsiNexus } from './target.ts';
-import type { IscsiTarget } from './target.ts';
+import { iscsiNexus } from './nexus.ts';
+import type { NegotiationOffer } from '../iscsi/negotiation.ts';
 
 /** CHAP as the target is configured: the initiators' accounts, and our own for mutual CHAP. */
 export interface ChapConfig {
   readonly initiators: ChapSecrets;
   readonly target?: ChapSecrets;
+}
+
+/** What a login needs from the target it is for. */
+export interface LoginHost {
+  readonly config: {
+    readonly targetName: string;
+    readonly chap?: ChapConfig;
+    readonly offer: NegotiationOffer;
+    /** Commands a session may have in flight: the login's MaxCmdSN leaves room for them. */
+    readonly queueDepth: number;
+  };
+  /** May this initiator log in to the target (the ACL)? */
+  isAllowed(initiatorName: string): boolean;
+  /** The session with this TSIH, for a login that names one. */
+  sessionByTsih(tsih: number): unknown;
 }
 
 /** What a successful login hands the target to make a session from. */
@@ -63,7 +78,7 @@ const CONTINUE: LoginOutcome = { kind: 'continue' };
 const LOGIN_SEGMENT = 8192;
 
 export class LoginPhase {
-  readonly #target: IscsiTarget;
+  readonly #target: LoginHost;
   readonly #peer: string;
   #first = true;
   #isid = new Uint8Array(6);
@@ -79,7 +94,7 @@ export class LoginPhase {
   #pendingAnswer: PendingAnswer | undefined;
   #ended = false;
 
-  constructor(target: IscsiTarget, peer: string) {
+  constructor(target: LoginHost, peer: string) {
     this.#target = target;
     this.#peer = peer;
     this.#statSN = randomBytes(4).readUInt32BE(0);

@@ -5,9 +5,9 @@
 // Data arrives in buffer-offset order: DataPDUInOrder and DataSequenceInOrder are Yes on every
 // session of ours (we offer Yes; the result is the OR of both sides, §13.19-13.20), so the pieces
 // of each sequence are checked to start where the last one ended, with DataSN counting from 0.
-import { BlockError, Errno } from '../../internal/errors.ts';
-import type { ItNexus, ScsiResult, ScsiTask, TaskAttribute } from '../../scsi/types.ts';
-import type { DataBuffer } from '../../scsi/data-buffers.ts';
+import { BlockError, Errno } from '../internal/errors.ts';
+import type { ItNexus, ScsiResult, ScsiTask, TaskAttribute } from '../scsi/types.ts';
+import type { DataBuffer } from '../block/data-buffers.ts';
 
 /** One R2T we sent and the Data-Out PDUs answering it. */
 export interface Solicitation {

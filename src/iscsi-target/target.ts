@@ -3,17 +3,16 @@
 // waits until the old session's commands have settled, so an unacknowledged write of the old
 // session can never land after an acknowledged one of the new), discovery answers and resets that
 // span sessions. Network-free: server.ts feeds it connections.
-import type { ChapConfig } from './login.ts';
-import type { LoginSucceeded } from './login.ts';
+import type { ChapConfig, LoginSucceeded } from './login.ts';
 import type { ScsiBackend, SessionHost } from './session.ts';
+import type { TextHost } from './text-requests.ts';
 import { TargetSession } from './session.ts';
-import type { TargetConnection } from './connection.ts';
-import type { TargetCounters } from './counters.ts';
+import type { ConnectionHost, TargetConnection } from './connection.ts';
 import { newTargetCounters } from './counters.ts';
-import type { ItNexus } from '../../scsi/types.ts';
-import type { NegotiationOffer } from '../negotiation.ts';
+import type { TargetCounters } from './counters.ts';
+import type { NegotiationOffer } from '../iscsi/negotiation.ts';
 import { answerTextRequest } from './text-requests.ts';
-import { DataBufferPool } from '../../scsi/data-buffers.ts';
+import { DataBufferPool } from '../block/data-buffers.ts';
 
 export interface IscsiTargetConfig {
   /** The target's iSCSI name (iqn.… or eui.… or naa.…). */
@@ -55,7 +54,7 @@ export const TARGET_DEFAULTS = {
   maxSessions: 256,
 } as const;
 
-export class IscsiTarget implements SessionHost {
+export class IscsiTarget implements SessionHost, ConnectionHost, TextHost {
   readonly config: IscsiTargetConfig;
   readonly backend: ScsiBackend;
   readonly counters: TargetCounters = newTargetCounters();
@@ -197,10 +196,4 @@ export class IscsiTarget implements SessionHost {
     for (const c of [...this.#connections]) c.close('target shutting down', true);
     await Promise.all([...this.#draining.values()]);
   }
-}
-
-export function iscsiNexus(initiatorName: string, isid: Uint8Array, relativeTargetPort = 1): ItNexus {
-  const isidHex = Buffer.from(isid).toString('hex');
-  const port = `${initiatorName},i,0x${isidHex}`;
-  return { key: port, initiatorName, initiatorPortName: port, relativeTargetPort };
 }

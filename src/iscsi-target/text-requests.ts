@@ -1,11 +1,18 @@
 // Text Requests in full feature phase (RFC 7143 §11.10): SendTargets (discovery, §C of RFC 7143 and
 // §4.3) and the few keys that may be renegotiated after login (MaxRecvDataSegmentLength).
-import { decodeText, encodeText } from '../text.ts';
-import { answerFullFeatureKeys } from '../negotiation.ts';
-import type { IscsiTarget } from './target.ts';
+import { decodeText, encodeText } from '../iscsi/text.ts';
+import { answerFullFeatureKeys } from '../iscsi/negotiation.ts';
 import type { TargetSession } from './session.ts';
 
-export function answerTextRequest(target: IscsiTarget, session: TargetSession, request: Uint8Array): Uint8Array {
+/** What discovery needs to know of the target. */
+export interface TextHost {
+  readonly config: { readonly targetName: string; readonly advertise: string; readonly portalGroupTag: number };
+  /** May this initiator log in to the target? Discovery shows the target only to those that may. */
+  isAllowed(initiatorName: string): boolean;
+  log(line: string): void;
+}
+
+export function answerTextRequest(target: TextHost, session: TargetSession, request: Uint8Array): Uint8Array {
   const decoded = decodeText(request);
   if (!decoded.ok) {
     target.log(`iscsi: ${session.describe()}: bad text request: ${decoded.error.message}`);
@@ -31,7 +38,7 @@ export function answerTextRequest(target: IscsiTarget, session: TargetSession, r
 }
 
 /** The targets this initiator may see, with where to reach them (TargetName, TargetAddress). */
-function sendTargets(target: IscsiTarget, session: TargetSession, which: string, answers: [string, string][]): void {
+function sendTargets(target: TextHost, session: TargetSession, which: string, answers: [string, string][]): void {
   const cfg = target.config;
   const discovery = session.sessionType === 'Discovery';
   let wanted: boolean;

@@ -2,18 +2,18 @@
 // device server over them, listen on the portal, serve the control socket. What the CLI, the
 // benchmarks and the test rigs call.
 import { createHash } from 'node:crypto';
-import type { BlockDevice } from '../../block/types.ts';
-import { openStoreUnderPolicy, resolvePathPolicy } from '../../block/path-policy.ts';
-import { ScsiDeviceServer } from '../../scsi/device-server.ts';
-import type { LogicalUnitOptions } from '../../scsi/logical-unit.ts';
-import type { ChapSecrets } from '../chap.ts';
-import { defaultOffer } from '../negotiation.ts';
-import type { NegotiationOffer } from '../negotiation.ts';
+import type { BlockDevice } from '../block/types.ts';
+import { openStoreUnderPolicy, resolvePathPolicy } from '../block/path-policy.ts';
+import { ScsiDeviceServer } from '../scsi/device-server.ts';
+import type { LogicalUnitOptions } from '../scsi/logical-unit.ts';
+import type { ChapSecrets } from '../iscsi/chap.ts';
+import { defaultOffer } from '../iscsi/negotiation.ts';
+import type { NegotiationOffer } from '../iscsi/negotiation.ts';
 import { IscsiTarget, TARGET_DEFAULTS } from './target.ts';
 import { listenIscsi, formatPortal } from './server.ts';
 import type { Portal } from './server.ts';
 import type { ScsiBackend } from './session.ts';
-import type { ItNexus } from '../../scsi/types.ts';
+import type { ItNexus } from '../scsi/types.ts';
 
 export const IQN_PREFIX = 'iqn.2026-12.org.blkback:';
 
