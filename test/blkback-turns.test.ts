@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { createRamDisk } from '../src/block/ram.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { FairShare } from '../src/blkback/fair-share.ts';
+import type { FairRing } from '../src/blkback/fair-share.ts';
 import { TURN_COST } from '../src/blkback/ring-server.ts';
 import { SimHost } from '../src/toolstack/host.ts';
 import type { VerifyResult } from '../src/workload/verify.ts';
@@ -63,22 +64,92 @@ function turnCounting(inner: BlockDevice, serialMs = 0, batchedSubmission = true
   return { device, turns };
 }
 
-test('FairShare: alone, a turn may take 32 requests past its segment quantum; next to another domain, none', () => {
+/** A ring as FairShare sees it: requests waiting (takeable), answers due, and the kicks it got. */
+class FakeRing implements FairRing {
+  waiting = 0;
+  kicks = 0;
+  waitingRequests(): number {
+    return this.waiting;
+  }
+  hasQueued(): boolean {
+    return this.waiting > 0;
+  }
+  kick(): void {
+    this.kicks++;
+  }
+}
+
+test('FairShare: alone, a turn may take 32 requests past its segment quantum; next to a domain with work queued, none', () => {
   const fair = new FairShare(TURN_COST);
-  assert.equal(fair.quantum(1), 4 * TURN_COST, 'alone: four quanta of segments');
-  assert.equal(fair.minRequests(1), 32, 'alone: a 32-slot ring in one turn');
-  const ringA = {};
-  const ringB = {};
-  fair.setBusy(1, ringA, true);
-  fair.setBusy(1, ringB, true);
-  assert.equal(fair.minRequests(1), 16, 'two saturated rings of one domain share the floor');
-  fair.setBusy(1, ringB, false);
-  fair.charge(2, 0.1, 1);
-  assert.equal(fair.quantum(1), TURN_COST, 'another domain was served: one quantum');
-  assert.equal(fair.minRequests(1), 0, 'and no floor');
-  assert.equal(fair.minRequests(2), 32, 'domain 1 has not been served yet: 2 is alone');
-  fair.charge(1, 0.1, 1.2);
-  assert.equal(fair.minRequests(2), 0, 'once 1 is served, 2 is not alone either');
+  const ringA = new FakeRing();
+  const ringA2 = new FakeRing();
+  const ringB = new FakeRing();
+  const a = fair.join(1, ringA);
+  assert.equal(fair.join(1, ringA2), a, 'one account per domain, whatever its rings');
+  assert.equal(fair.quantum(a), 4 * TURN_COST, 'alone: four quanta of segments');
+  assert.equal(fair.minRequests(a), 32, 'alone: a 32-slot ring in one turn');
+  fair.setBusy(a, ringA, true);
+  fair.setBusy(a, ringA2, true);
+  assert.equal(fair.minRequests(a), 16, 'two saturated rings of one domain share the floor');
+  fair.setBusy(a, ringA2, false);
+  const b = fair.join(2, ringB);
+  assert.equal(fair.quantum(a), 4 * TURN_COST, 'another domain with nothing queued leaves 1 alone');
+  ringB.waiting = 3;
+  assert.equal(fair.quantum(a), TURN_COST, 'another domain has requests waiting: one quantum');
+  assert.equal(fair.minRequests(a), 0, 'and no floor');
+  assert.equal(fair.minRequests(b), 32, 'domain 1 has nothing queued: 2 is alone');
+  fair.took(a, 1);
+  assert.equal(fair.minRequests(b), 0, 'a request of 1 in flight: 2 is not alone either');
+  assert.equal(fair.answered(a), true, "1's answer came while 2 had requests waiting");
+  ringB.waiting = 0;
+  fair.took(a, 1);
+  assert.equal(fair.answered(a), false, 'and not once 2 had none');
+});
+
+test('FairShare: while two domains have requests waiting neither gets a quantum ahead; one back from a pause waits for no more than the request in progress', () => {
+  const fair = new FairShare(TURN_COST);
+  const flood = new FakeRing();
+  const light = new FakeRing();
+  const f = fair.join(1, flood);
+  const l = fair.join(2, light);
+  // The flooder alone for a while: it takes whatever it likes (work-conserving).
+  flood.waiting = 1000;
+  for (let i = 0; i < 100; i++) {
+    assert.equal(fair.mayTake(f), true);
+    fair.took(f, 11);
+    fair.answered(f);
+  }
+  // The light guest's burst arrives: the flooder's very next request waits, and the light ring is kicked.
+  light.waiting = 4;
+  assert.equal(fair.mayTake(f), false, 'the flooder yields to a neighbour back from a pause');
+  assert.equal(light.kicks, 1);
+  for (let i = 0; i < 4; i++) {
+    assert.equal(fair.mayTake(l), true, 'the light burst is taken in one turn');
+    fair.took(l, 1);
+    light.waiting--;
+  }
+  assert.equal(fair.mayTake(f), true, 'nothing waiting next to it: the flooder goes on');
+  // The light guest had nothing for a long time: it banks no more than a quantum.
+  for (let i = 0; i < 100; i++) fair.took(f, 11);
+  light.waiting = 1000;
+  let burst = 0;
+  while (fair.mayTake(l)) {
+    fair.took(l, 1);
+    burst++;
+  }
+  assert.ok(burst <= 2 * TURN_COST + 11, `a domain back from a pause gets at most two quanta before the other (${burst})`);
+  // Both flooding, turns alternating: service stays within a quantum and a request of each other.
+  const rings = [
+    { share: f, cost: 11 },
+    { share: l, cost: 1 },
+  ];
+  let spread = 0;
+  for (let turn = 0; turn < 1000; turn++) {
+    const { share, cost } = rings[turn % 2]!;
+    for (let taken = 0; taken < TURN_COST && fair.mayTake(share); taken += cost) fair.took(share, cost);
+    spread = Math.max(spread, Math.abs(f.service - l.service));
+  }
+  assert.ok(spread <= 2 * TURN_COST + 11, `service clocks drifted ${spread} segments apart`);
 });
 
 for (const batched of [true, false]) {

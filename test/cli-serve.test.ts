@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PATH_POLICY_HELP } from '../src/block/path-policy.ts';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -53,4 +54,34 @@ test('serve rejects unknown options as a usage error', async () => {
   const r = await blkback(['serve', '--frobnicate']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^blkback: serve: .*frobnicate/);
+});
+
+test('serve --help says what may be attached; a bad --allow-path is a usage error before anything starts', async () => {
+  const help = await blkback(['serve', '--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^ {2}--allow-path DIR {9}regular files under DIR may be opened as stores \(repeatable\)$/m);
+  assert.ok(help.stdout.includes(PATH_POLICY_HELP), 'the rule, as the iSCSI target states it');
+  assert.match(help.stdout, /\/local\/domain\/0\/error\/backend\/vbd\/DOMID\/DEVID\/error/, 'where a refusal is recorded');
+  const dir = mkdtempSync(join(tmpdir(), 'blkback-serve-'));
+  try {
+    const missing = join(dir, 'missing');
+    const r = await blkback(['serve', '--allow-path', missing, '--control-socket', join(dir, 'control.sock'), '--xenstore-socket', join(dir, 'xs.sock')]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr, `blkback: --allow-path ${missing}: no such directory\n`);
+    assert.equal(existsSync(join(dir, 'control.sock')), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('run and ctl --help say whose paths are opened', async () => {
+  const [run, ctl] = await Promise.all([blkback(['run', '--help']), blkback(['ctl', '--help'])]);
+  assert.match(run.stdout, /--allow-path DIR/);
+  assert.ok(run.stdout.includes(PATH_POLICY_HELP));
+  assert.match(run.stdout, /the stores of --map are yours/);
+  assert.match(ctl.stdout, /path policy/);
+  const missing = join(tmpdir(), `blkback-no-such-dir-${process.pid}`);
+  const bad = await blkback(['run', fileURLToPath(new URL('../../examples/guest-phy.cfg', import.meta.url)), '--allow-path', missing]);
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.equal(bad.stderr, `blkback: --allow-path ${missing}: no such directory\n`);
 });

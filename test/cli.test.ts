@@ -62,11 +62,15 @@ test('run examples/guest-phy.cfg without --map names /dev/sdb and suggests --map
     t.skip('this machine has a real /dev/sdb: the run would use it');
     return;
   }
+  const started = Date.now();
   const r = await blkback(['run', join(EXAMPLES, 'guest-phy.cfg'), '--operations', '50']);
+  const elapsed = Date.now() - started;
   assert.notEqual(r.code, 0, 'fails');
   assert.match(r.stderr, /\/dev\/sdb/);
   assert.match(r.stderr, /--map \/dev\/sdb=/);
-  assert.doesNotMatch(r.stderr, /internal error/);
+  assert.match(r.stderr, /phy-xvda: failed: guest phy-xvda \(domain \d+\): disk xvda: disk target '\/dev\/sdb' does not exist/);
+  assert.doesNotMatch(r.stderr, /InitWait|internal error/);
+  assert.ok(elapsed < 5000, `fails at once, not after the frontend's 10 s handshake timeout (${elapsed} ms)`);
 });
 
 test('run examples/guest-phy.cfg --map /dev/sdb=ram:64M exits 0 and lists the ignored keys once', async () => {

@@ -174,3 +174,13 @@ test('latency summary: fio percentiles plus decade buckets that add up to the co
   const empty = summarizeLatency(new LatencyHistogram());
   assert.deepEqual([empty.count, empty.min, empty.p50, empty.p999], [0, 0, 0, 0]);
 });
+
+test('nesting is refused before JSON.parse builds it; brackets inside strings do not count', () => {
+  assert.equal(errorCode('{"v":1,"id":1,"op":"list","x":[[1]]}').code, 'CTL_ERR_BAD_JSON');
+  assert.equal(errorCode(`${'{"a":'.repeat(3)}1}}}`).code, 'CTL_ERR_BAD_JSON');
+  // Depth 2 still reaches the field checks (and keeps the id).
+  assert.deepEqual(errorCode('{"v":1,"id":4,"op":"list","x":[1]}'), { id: 4, code: 'CTL_ERR_BAD_REQUEST' });
+  const spec = 'vdev=xvdb,target=/srv/[[[{{{\\"x\\"}}}]]].img';
+  const d = decodeRequest(JSON.stringify({ v: 1, id: 2, op: 'attach', domid: 1, spec }));
+  assert.ok(d.ok && d.value.op === 'attach' && d.value.spec === spec, JSON.stringify(d));
+});

@@ -192,7 +192,6 @@ test('blkback ctl on the simulated host: list, stats, attach, detach, resize, ba
       assert.equal(rs.tailOk, true);
       assert.equal(root.info.size, 32 * MiB);
       assert.equal((await client.list())[0]!.size, 32 * MiB);
-      assert.deepEqual(await within(guest.result, 10_000, 'the guest to finish'), { ok: true });
     });
 
     await t.test('bad requests get error answers; the connection stays usable', async () => {
@@ -222,6 +221,10 @@ test('blkback ctl on the simulated host: list, stats, attach, detach, resize, ba
       assert.equal(usage.code, 2);
       assert.match(usage.stderr, /usage: blkback ctl resize DISK SIZE/);
     });
+
+    // Only now may the guest end (the toolstack then destroys it, and its disk goes).
+    await host.xs.write(stepPath(d), 'done');
+    assert.deepEqual(await within(guest.result, 10_000, 'the guest to finish'), { ok: true });
   } finally {
     client.close();
     await control.close();

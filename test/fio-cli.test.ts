@@ -385,3 +385,39 @@ test('write+verify: the verify reads are timed on their own, as fio does', async
   assert.equal(job.write.io_bytes, 8 << 20);
   assert.ok(job.read.runtime < job.write.runtime, `verify phase ${job.read.runtime} ms is timed apart from the write phase ${job.write.runtime} ms`);
 });
+
+test("bs = 8k (8 bytes to fio 3.33): a note at parse, then the failed I/O, the option, its value and line, and why; in every output format", async (t) => {
+  const cwd = tempDir(t);
+  const job = FIXTURE('blank-bs.fio');
+  const line = lineOf(job, 'bs = 8k');
+  const [normal, json] = await Promise.all([blkbackFio([job], cwd), blkbackFio(['--output-format', 'json', job], cwd)]);
+  for (const r of [normal, json]) {
+    assert.equal(r.code, 1, r.stderr);
+    assert.ok(r.stderr.includes(`note: ${job}:${line}: 'bs = 8k': ' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit); write bs=8k for 8192 bytes\n`), r.stderr);
+    // fio's own line for a failed I/O, then why.
+    assert.match(r.stderr, /^fio: io_u error on file \/dev\/xvda: Invalid argument: read offset=\d+, buflen=8$/m);
+    assert.ok(
+      r.stderr.includes(`fio: blank-bs: /dev/xvda takes I/O in whole 512-byte blocks, and bs=8 ('bs = 8k' at ${job}:${line}: ' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit)) is not a multiple of 512\n`),
+      r.stderr,
+    );
+    assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+  }
+  // The job is reported with its error, as fio reports a job whose first I/O failed.
+  assert.match(normal.stdout, /^blank-bs: \(groupid=0, jobs=1\): err=22 \(blank-bs: read offset=\d+, buflen=8: .*\): pid=/m);
+  assert.match(normal.stdout, /issued rwts: total=1,0,0,0/);
+  const parsed = JSON.parse(json.stdout) as { jobs: { jobname: string; error: number; 'job options': Record<string, string> }[] };
+  assert.equal(parsed.jobs[0]!.error, 22);
+  assert.equal(parsed.jobs[0]!['job options'].bs, ' 8k', 'the value as written, as fio 3.33 dumps it');
+});
+
+test('--disk phy:/nonexistent: the cause, at once (no wait for a handshake that cannot happen)', async (t) => {
+  const cwd = tempDir(t);
+  const started = Date.now();
+  const r = await blkbackFio(['--disk', 'phy:/nonexistent,xvda,w', RANDW], cwd);
+  const elapsed = Date.now() - started;
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^blkback: guest fio \(domain \d+\): disk xvda: disk target '\/nonexistent' does not exist on this machine; map it to a store, e\.g\. --map \/nonexistent=ram:1G$/m);
+  assert.doesNotMatch(r.stderr, /InitWait|internal error|\n\s+at /);
+  assert.equal(r.stdout, '');
+  assert.ok(elapsed < 5000, `ends at once, not after blkfront's 10 s timeout (${elapsed} ms)`);
+});

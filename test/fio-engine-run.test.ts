@@ -162,6 +162,9 @@ test('verify catches a corruption injected between the write and verify phases (
   assert.equal(r.verifyFailures[0]!.offset, target);
   assert.equal(r.verifyFailures[0]!.length, 8192);
   assert.match(r.verifyFailures[0]!.message, /^vjob: verify: bad crc32c .* offset 40960, length 8192/);
+  // What fio prints on stderr: its verify line, then the error.
+  assert.match(r.errorReport?.[0] ?? '', /^verify: bad crc32c .* offset 40960, length 8192/);
+  assert.equal(r.errorReport?.[1], 'fio: vjob: err=84 (Invalid or incomplete multibyte or wide character): the data read back is not what was written');
   // A corrupted header is reported like fio's "bad magic header".
   const ram2 = createRamDisk(4 * MiB);
   let done2 = false;
@@ -197,6 +200,32 @@ test('a device error ends the job with its errno and a message naming the I/O', 
   const r = await runJob(makeJob({ rw: 'write', size: 64 * 1024 }), context(wrap(createRamDisk(1 * MiB), { failWrites: true })));
   assert.equal(r.error, Errno.ENOSPC);
   assert.match(r.errorMessage, /write offset=0, buflen=4096: injected/);
+  assert.deepEqual(r.errorReport, ['fio: io_u error on file job: No space left on device: write offset=0, buflen=4096', 'fio: job: injected']);
+});
+
+test('an I/O the device refuses for not being whole blocks names the option that made it, with its line', async () => {
+  const ram = createRamDisk(1 * MiB);
+  const strict: BlockDevice = {
+    ...ram,
+    name: ram.name,
+    get info() {
+      return ram.info;
+    },
+    readv: async (offset, iov) => {
+      const len = iov.reduce((n, b) => n + b.length, 0);
+      if (offset % 512 !== 0 || len % 512 !== 0) throw new BlockError('BLK_ERR_RANGE', `${len} bytes at ${offset} is not sector-aligned`, { errno: Errno.EINVAL });
+      return ram.readv(offset, iov);
+    },
+  };
+  const origins = { bs: { where: 'jobs/x.fio:7', text: 'bs = 8k', note: "' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit)" } };
+  const job = makeJob({ name: 'odd', filename: ['/dev/xvda'], rw: 'read', bs: [8, 8, 8], bsMin: [8, 8, 8], bsMax: [8, 8, 8], blockalign: [8, 8, 8], size: 4096, origins });
+  const r = await runJob(job, context(strict));
+  assert.equal(r.error, Errno.EINVAL);
+  assert.deepEqual(r.errorReport, [
+    'fio: io_u error on file /dev/xvda: Invalid argument: read offset=0, buflen=8',
+    'fio: odd: 8 bytes at 0 is not sector-aligned',
+    "fio: odd: /dev/xvda takes I/O in whole 512-byte blocks, and bs=8 ('bs = 8k' at jobs/x.fio:7: ' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit)) is not a multiple of 512",
+  ]);
 });
 
 test('a slow device does not stop the clock: runtime ends the job on time; stop() ends it early', async () => {

@@ -211,3 +211,27 @@ test('rw suffix, verify fixups, iodepth fixups', () => {
   assert.deepEqual(job('rw=randread\nrandom_distribution=zipf:1.2').randomDistribution, { kind: 'zipf', theta: 1.2, center: 0 });
   assert.throws(() => job('random_distribution=zipf:1'), /zipf theta/);
 });
+
+test("a blank after '=' hides a unit, as in fio 3.33: read as fio reads it, with a note naming file:line, option, value and what was meant", () => {
+  // Measured with fio 3.33: `bs = 8k` runs 8-byte blocks ("bs=(R) 8B-8B"), `bs =8k` 8192; `bs = 4k, 8k` is 4 and 8 bytes;
+  // `runtime = 1m` runs 1 s; `rw = randwrite` fails parsing; `size = 64k` is "size too small ... 64 < 4096".
+  const r = parse('[j]\nioengine=null\nfilename=/dev/null\nbs = 8k\nruntime = 1m\n[k]\nioengine=null\nfilename=/dev/null\nbs =8k\nbsrange = 4k-8k\n');
+  const [j, k] = r.jobs;
+  assert.deepEqual(j?.bs, [8, 8, 8]);
+  assert.equal(j?.runtimeUs, 1_000_000);
+  assert.deepEqual(k?.bs, [8192, 8192, 8192]);
+  assert.deepEqual(k?.bsMin, [4, 4, 4]);
+  assert.deepEqual(r.warnings, [
+    "jobs/t.fio:4: 'bs = 8k': ' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit); write bs=8k for 8192 bytes",
+    "jobs/t.fio:5: 'runtime = 1m': ' 1m' is 1 s, as fio 3.33 reads it (a blank before a number hides its unit); write runtime=1m for 60 s",
+    "jobs/t.fio:10: 'bsrange = 4k-8k': ' 4k' is 4 bytes, as fio 3.33 reads it (a blank before a number hides its unit); write bsrange=4k-8k for 4096 bytes",
+  ]);
+  assert.deepEqual(j?.origins?.bs, { where: 'jobs/t.fio:4', text: 'bs = 8k', note: "' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit)" });
+  assert.deepEqual(k?.origins?.bs, { where: 'jobs/t.fio:9', text: 'bs =8k' }, 'no note when the value reads as it looks');
+  assert.deepEqual(job('bs = 4k, 8k').bs, [4, 8, 8]);
+
+  assert.throws(() => job('rw = randwrite'), (e: FioParseError) =>
+    e.message === "jobs/t.fio:5: failed parsing 'rw= randwrite': valid values for rw: read, write, trim, randread, randwrite, randtrim, rw, readwrite, randrw, trimwrite, randtrimwrite (fio 3.33 keeps the blank after '=': ' randwrite' is not 'randwrite'; write rw=randwrite)");
+  assert.throws(() => job('size = 64k'), (e: FioParseError) =>
+    e.message === "jobs/t.fio:4: job j: size too small, must not be less than minimum block size: 64 < 4096 (size: 'size = 64k' at jobs/t.fio:5: ' 64k' is 64 bytes, as fio 3.33 reads it (a blank before a number hides its unit))");
+});

@@ -187,3 +187,68 @@ describe('simulated event channels across threads', () => {
     }
   });
 });
+
+describe('each domain sees only its own end of its event channels', () => {
+  test('a guest that masks every port it can reach, writes over every table it holds and spams its port stalls no other channel', async () => {
+    const hv = new SimHypervisor({ grantFrames: 1, maxEventPorts: 128 });
+    const good = hv.createDomain({ name: 'good', memoryBytes: 1 << 20 });
+    const bad = hv.createDomain({ name: 'vandal', memoryBytes: 1 << 20 });
+    const backend = hv.backend(new NullXenstore(0));
+    const goodRpc = new GuestRpc(good.handles);
+    const badRpc = new GuestRpc(bad.handles);
+    const channels: EventChannel[] = [];
+    try {
+      const goodPort = await goodRpc.call<number>('evAlloc', 0);
+      const badPort = await badRpc.call<number>('evAlloc', 0);
+      const toGood = backend.events.bindInterdomain(good.domid, goodPort);
+      const toBad = backend.events.bindInterdomain(bad.domid, badPort);
+      channels.push(toGood, toBad);
+      let fromGood = 0;
+      let fromBad = 0;
+      toGood.onEvent(() => fromGood++);
+      toBad.onEvent(() => fromBad++);
+      await until(() => fromGood === 1 && fromBad === 1, 'the bind-time events');
+      fromGood = 0;
+      fromBad = 0;
+
+      // Both ways on the good guest's channel, after each attack.
+      let round = 0;
+      const goodChannelWorks = async (what: string): Promise<void> => {
+        round++;
+        await goodRpc.call('evNotify', goodPort, 1);
+        await until(() => fromGood === round, `the good guest's event to dom0 ${what}`, 3000);
+        toGood.notify();
+        const deadline = Date.now() + 3000;
+        while ((await goodRpc.call<number>('evCount', goodPort)) !== round) {
+          assert.ok(Date.now() < deadline, `dom0's event to the good guest ${what}`);
+          await sleep(2);
+        }
+      };
+      await goodChannelWorks('before any attack');
+
+      // A notify storm on its own port reaches its own channel in dom0 and nothing else.
+      await badRpc.call('evNotify', badPort, 100_000);
+      await until(() => fromBad >= 1, "the vandal's own events");
+      await goodChannelWorks('after a notify storm on another port');
+
+      const masked = await badRpc.call<number>('vandal', 0);
+      await goodChannelWorks('after a guest masked every port in every table it holds');
+      assert.equal(masked, 1, 'the only event table a guest holds is its own');
+      // dom0's end of the vandal's own channel is dom0's: its sends still arrive.
+      const beforeSpam = fromBad;
+      await badRpc.call('evNotify', badPort, 1);
+      await until(() => fromBad === beforeSpam + 1, "the vandal's send after masking its own ports");
+
+      const overwritten = await badRpc.call<number>('vandal', 1);
+      assert.ok(overwritten >= 1);
+      await goodChannelWorks('after a guest wrote all-ones over every shared buffer it holds');
+      toBad.notify(); // into the vandal's garbage: must not throw or reach anyone else
+      await sleep(20);
+      assert.equal(fromGood, round, 'no stray events on the good channel');
+    } finally {
+      for (const ch of channels) ch.close();
+      await goodRpc.terminate();
+      await badRpc.terminate();
+    }
+  });
+});

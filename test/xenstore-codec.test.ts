@@ -131,3 +131,23 @@ test('decoder: a payload of exactly XENSTORE_PAYLOAD_MAX is accepted', () => {
   assert.equal(msgs.length, 1);
   assert.equal(msgs[0]?.payload.length, XENSTORE_PAYLOAD_MAX);
 });
+
+test('decoder, pull side: append keeps bytes, next() decodes one message at a time, ready says when it can', () => {
+  for (let cut = 0; cut <= STREAM.length; cut++) {
+    const { msgs, dec } = collect();
+    dec.append(STREAM.subarray(0, cut));
+    assert.equal(msgs.length, 0, 'append alone decodes nothing');
+    while (dec.ready) assert.equal(dec.next(), true);
+    assert.equal(dec.next(), false, 'nothing more without more bytes');
+    const early = msgs.length;
+    assert.equal(early, [WRITE_BYTES.length, WRITE_BYTES.length + EVENT_BYTES.length, STREAM.length].filter((end) => end <= cut).length);
+    dec.append(STREAM.subarray(cut));
+    for (let n = early; n < 3; n++) {
+      assert.equal(dec.ready, true);
+      assert.equal(dec.next(), true);
+      assert.equal(msgs.length, n + 1, 'one message per next()');
+    }
+    assert.equal(dec.ready, false);
+    checkStream(msgs);
+  }
+});

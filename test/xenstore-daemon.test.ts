@@ -308,9 +308,10 @@ test('transactions: a conflicting change makes commit fail with EAGAIN; transact
 });
 
 /** A raw connection for wire-level checks. */
-function rawConnection(d: XenstoreDaemon, domid: number): { send(b: Uint8Array): void; next(): Promise<XsMessage> } {
+function rawConnection(d: XenstoreDaemon, domid: number): { send(b: Uint8Array): void; next(): Promise<XsMessage>; closed: Promise<void> } {
   const [served, mine] = transportPair();
   d.connect(domid, served);
+  const closed = new Promise<void>((resolve) => mine.onClose(resolve));
   const queue: XsMessage[] = [];
   const waiters: ((m: XsMessage) => void)[] = [];
   const dec = new XsDecoder({
@@ -323,6 +324,7 @@ function rawConnection(d: XenstoreDaemon, domid: number): { send(b: Uint8Array):
   });
   mine.onData((b) => dec.push(b));
   return {
+    closed,
     send: (b) => mine.send(b),
     next: () => new Promise((resolve) => {
       const m = queue.shift();
@@ -332,9 +334,9 @@ function rawConnection(d: XenstoreDaemon, domid: number): { send(b: Uint8Array):
   };
 }
 
-test('wire: oversize payload gets an E2BIG error answer and the connection stays usable', async () => {
+test('wire: a header announcing more than XENSTORE_PAYLOAD_MAX drops the connection, as C xenstored does', async () => {
   const d = new XenstoreDaemon();
-  const raw = rawConnection(d, 0);
+  const dropped = rawConnection(d, 0);
   const body = new Uint8Array(5000).fill(0x61);
   body.set(Buffer.from('/big\0'), 0);
   const msg = new Uint8Array(16 + 5000);
@@ -343,10 +345,16 @@ test('wire: oversize payload gets an E2BIG error answer and the connection stays
   dv.setUint32(4, 77, true);
   dv.setUint32(12, 5000, true);
   msg.set(body, 16);
-  raw.send(msg.slice(0, 1000));
-  raw.send(msg.slice(1000));
-  const err = await raw.next();
-  assert.deepEqual([err.type, err.reqId, splitNul(err.payload)], [XsType.XS_ERROR, 77, ['E2BIG']]);
+  dropped.send(encodeMessage(XsType.XS_WRITE, 76, 0, Buffer.from('/before\0v')));
+  dropped.send(msg.slice(0, 1000));
+  dropped.send(msg.slice(1000));
+  const before = await dropped.next();
+  assert.deepEqual([before.type, before.reqId], [XsType.XS_WRITE, 76], 'requests before the bad header are answered');
+  await dropped.closed;
+  assert.equal(d.connectionCount, 0);
+
+  // Other connections are untouched; an unknown type is an error answer, not a drop.
+  const raw = rawConnection(d, 0);
   raw.send(encodeMessage(XsType.XS_READ, 78, 0, nulStrings('/big')));
   const r = await raw.next();
   assert.deepEqual([r.type, r.reqId, splitNul(r.payload)], [XsType.XS_ERROR, 78, ['ENOENT']]);

@@ -23,13 +23,14 @@ import { GNTST, PAGE_SIZE } from '../hypervisor/types.ts';
 import type { BackendGrants, EventChannel, GrantCopyOp, GrantMapping } from '../hypervisor/types.ts';
 import type { ErrorKind, VbdStats } from './stats.ts';
 import type { InflightBudget } from './inflight-budget.ts';
-import type { FairShare } from './fair-share.ts';
+import type { DomainShare, FairRing, FairShare } from './fair-share.ts';
 import { freshNow, tickNow } from '../internal/tick-clock.ts';
 
 /**
  * Work a ring may take per turn before yielding to the other rings, counted in segments (a request
  * costs its segment count, at least 1): a guest flooding 11-segment requests must not get 11 times
- * the service of a guest doing 4 KiB I/O. The turn that overdraws carries the debt to the next one.
+ * the service of a guest doing 4 KiB I/O. A turn that overdraws is charged in full to its domain's
+ * service clock (FairShare), which is what evens it out.
  */
 export const TURN_COST = 16;
 
@@ -99,7 +100,7 @@ export interface RingServerOptions {
   readonly discardSecure?: boolean;
   readonly stats: VbdStats;
   readonly budget: InflightBudget;
-  /** Splits the turn quantum among a domain's saturated rings. */
+  /** Shares the backend between domains in service (segments), and a domain's quantum among its saturated rings. */
   readonly fairShare?: FairShare;
   /** Name for messages, e.g. "vbd 3/51712". */
   readonly name: string;
@@ -170,6 +171,8 @@ class PendingRequest {
   startNs = 0;
   sectors = 0;
   bytes = 0;
+  /** What taking it cost its domain, in segments (at least 1). */
+  cost = 1;
   kind: 'read' | 'write' | 'flush' | 'discard' = 'read';
   readonly onDone: () => void;
   readonly onFail: (err: unknown) => void;
@@ -180,8 +183,10 @@ class PendingRequest {
   }
 }
 
-export class RingServer {
+export class RingServer implements FairRing {
   readonly #o: RingServerOptions;
+  /** This ring's domain's account in the fair share (null without one). */
+  readonly #share: DomainShare | null;
   readonly #back: BackRing;
   readonly #slot: Uint8Array;
   readonly #rsp: Uint8Array;
@@ -197,8 +202,6 @@ export class RingServer {
   readonly #sectorsPerBlock: number;
   #inflight = 0;
   #scheduled = false;
-  /** #takeRequests ended saturated: #turn schedules the next turn once it has charged this one. */
-  #deferred = false;
   #turnStart = 0;
   #halted = false;
   #stopping = false;
@@ -206,8 +209,6 @@ export class RingServer {
   #drained: (() => void) | null = null;
   #stalledOnBudget = false;
   #publishScheduled = false;
-  /** Overdraft of the last turn (<= 0), charged to the next. */
-  #carry = 0;
   /** Contiguous reads or writes of this turn not yet sent to the store. */
   readonly #batch = { write: false, offset: 0, end: 0, length: 0, iovCount: 0, members: new Array<PendingRequest | null>(MAX_MERGE).fill(null) };
 
@@ -271,7 +272,21 @@ export class RingServer {
       this.#indirectScratch = options.grants.allocBuffer(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * PAGE_SIZE);
     }
     if (options.dataPath === 'persistent') this.#persistent = new Map();
+    this.#share = options.fairShare?.join(options.frontendDomid, this) ?? null;
     options.events.onEvent(this.#onEvent);
+  }
+
+  /** FairRing: requests published and not taken that a turn could take now. */
+  waitingRequests(): number {
+    if (this.#halted || this.#stopping || this.#barrier !== null || this.#stalledOnBudget || this.#free.length === 0) return 0;
+    if (this.#pool !== null && this.#poolFree.length < this.#maxRequestPages) return 0;
+    return this.#back.unconsumedRequests();
+  }
+
+  /** FairRing: requests published and not yet answered (none on a halted or stopped ring but those in flight). */
+  hasQueued(): boolean {
+    if (this.#inflight > 0) return true;
+    return !this.#halted && !this.#stopping && this.#back.unconsumedRequests() > 0;
   }
 
   get dataPath(): DataPath {
@@ -311,15 +326,10 @@ export class RingServer {
   readonly #turn = (): void => {
     this.#scheduled = false;
     this.#polling = false;
-    const fair = this.#o.fairShare;
-    // One reading for the turn: the start time of every request it takes and, next to other domains,
-    // of its charge (which needs it fresh; alone, one read earlier in this loop turn will do).
-    this.#turnStart = fair !== undefined && !fair.alone(this.#o.frontendDomid) ? freshNow() : tickNow();
+    // One reading for the turn, the start time of every request it takes (read earlier in this loop turn will do).
+    this.#turnStart = tickNow();
     this.#takeRequests();
     this.#submitBatch();
-    // Queued behind the reactions to this turn's I/O that already settled (a RAM disk's), so the
-    // charge includes completing them.
-    if (fair !== undefined) queueMicrotask(this.#charge);
     // No turn queued any more: responses deferred by #publish must not wait for one.
     if (!this.#scheduled && this.#unpushed > 0 && !this.#publishScheduled) {
       this.#publishScheduled = true;
@@ -327,44 +337,39 @@ export class RingServer {
     }
   };
 
-  /** Charges the turn's backend time to its domain, then schedules the next turn if it ended saturated. */
-  readonly #charge = (): void => {
-    const fair = this.#o.fairShare!;
-    const domid = this.#o.frontendDomid;
-    // A domain alone is never throttled (FairShare.delay), so its charge needs no fresh clock reading;
-    // it is still charged, which is how other domains learn that they are not alone.
-    const alone = fair.alone(domid);
-    const now = alone ? tickNow() : freshNow();
-    fair.charge(domid, now - this.#turnStart, now);
-    if (!this.#deferred) return;
-    this.#deferred = false;
-    const wait = alone ? 0 : fair.delay(domid, now);
-    if (wait > 0) setTimeout(this.#turn, wait);
-    else setImmediate(this.#turn);
-  };
+  #setBusy(busy: boolean): void {
+    if (this.#share !== null) this.#o.fairShare!.setBusy(this.#share, this, busy);
+  }
 
   #takeRequests(): void {
     if (this.#halted || this.#stopping || this.#barrier !== null) return;
+    this.#stalledOnBudget = false; // set again below if this turn stalls
     const fair = this.#o.fairShare;
-    let budget = (fair === undefined ? TURN_COST : fair.quantum(this.#o.frontendDomid)) + this.#carry;
+    const share = this.#share;
+    let budget = share === null ? TURN_COST : fair!.quantum(share);
     // Alone, on a store that takes a turn's requests in one system call, a turn takes at least this
     // many requests past the segment budget (FairShare.minRequests). Not on an in-process store: there
     // smaller turns let completions overlap the guest's next requests (64 KiB QD 32 on a RAM disk lost
     // a third with the floor).
-    let floor = fair === undefined || this.#o.device.info.batchedSubmission !== true ? 0 : fair.minRequests(this.#o.frontendDomid);
-    this.#carry = 0;
+    let floor = share === null || this.#o.device.info.batchedSubmission !== true ? 0 : fair!.minRequests(share);
     for (;;) {
       if (this.#back.requestProdOverflow()) {
         this.#halt();
         return;
       }
       let drained = false;
-      let byFloor = false; // the last request was taken past the segment budget
+      let yielded = false; // another domain, further behind, has requests waiting
       while (budget > 0 || floor > 0) {
         if (this.#free.length === 0) return; // every slot in flight: completions kick us
         if (this.#pool !== null && this.#poolFree.length < this.#maxRequestPages) {
           this.#stalledOnBudget = true; // bounce pages run low: completions kick us
           return;
+        }
+        // Asked before every request, so a flooding domain's turn ends as soon as a neighbour that is
+        // behind has requests waiting (FairShare.mayTake kicks its ring), not a quantum later.
+        if (share !== null && !fair!.mayTake(share) && this.#back.unconsumedRequests() !== 0) {
+          yielded = true;
+          break;
         }
         if (!this.#o.budget.tryAcquire()) {
           this.#o.stats.oo_req++;
@@ -381,37 +386,31 @@ export class RingServer {
         decodeRequest(this.#o.abi, this.#slot, pr.req);
         const r = pr.req;
         const segments = r.operation === BLKIF_OP.INDIRECT ? Math.min(r.indirectNrSegments, this.#maxIndirect) : Math.min(r.nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST);
-        this.#lastCost = Math.max(1, segments);
-        byFloor = budget <= 0;
-        budget -= this.#lastCost;
+        const cost = Math.max(1, segments);
+        this.#lastCost = cost;
+        pr.cost = cost;
+        budget -= cost;
         floor--;
+        if (share !== null) fair!.took(share, cost);
         this.#inflight++;
         this.#dispatch(pr);
         if (this.#barrier !== null) return;
       }
       if (!drained) {
-        // An overdraft of the floor is not carried: the floor is what a domain alone may take.
-        this.#carry = byFloor ? 0 : budget;
         // Only a ring with requests left waits for another turn; one that took exactly its quantum
         // and has nothing more (a QD16 4 KiB guest) goes idle, so its next event is served at once.
-        if (this.#back.finalCheckForRequests()) {
-          const fair = this.#o.fairShare;
-          if (fair === undefined) {
-            this.kick(); // come back after other rings had their turn
-          } else {
-            // Come back after other rings had their turn, or later if this domain used its share (#turn).
-            fair.setBusy(this.#o.frontendDomid, this, true);
-            this.#scheduled = true;
-            this.#deferred = true;
-          }
+        // It comes back after the other rings' queued turns (those of a domain it yielded to first).
+        if (yielded || this.#back.finalCheckForRequests()) {
+          this.#setBusy(true);
+          this.kick();
           return;
         }
-        this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
+        this.#setBusy(false);
         return;
       }
       // Drained with most slots still in flight: completions bring us back (#respond).
       if (this.#inflight > this.#refillAt) {
-        this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
+        this.#setBusy(false);
         return;
       }
       // Drained: look again for a short while before re-arming req_event and sleeping. A guest
@@ -420,7 +419,7 @@ export class RingServer {
       if (POLL_MS > 0 && this.#unconsumedOrPoll()) continue;
       if (this.#polling) return;
       if (!this.#back.finalCheckForRequests()) {
-        this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
+        this.#setBusy(false);
         return;
       }
     }
@@ -433,7 +432,7 @@ export class RingServer {
       return true;
     }
     // Only a domain alone may spend the backend thread on looking: next to others, that time is theirs.
-    if (this.#stopping || this.#halted || this.#o.fairShare?.alone(this.#o.frontendDomid) === false) return false;
+    if (this.#stopping || this.#halted || (this.#share !== null && !this.#o.fairShare!.alone(this.#share))) return false;
     const now = tickNow(); // the turn just read the clock
     if (this.#pollUntil === 0) this.#pollUntil = now + POLL_MS;
     else if (now >= this.#pollUntil) {
@@ -455,7 +454,7 @@ export class RingServer {
 
   #halt(): void {
     this.#halted = true;
-    this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
+    if (this.#share !== null) this.#o.fairShare!.leave(this.#share, this);
     this.#o.stats.errors.ring_overflow++;
     this.#o.logError(
       `${this.#o.name}: frontend produced more requests than the ring holds (req_prod ${this.#o.ring.reqProd}, ` +
@@ -924,6 +923,13 @@ export class RingServer {
       queueMicrotask(this.#publish);
     }
     this.#inflight--;
+    // Segments served: a read or write (or a flush with data) that succeeded counts its segments,
+    // anything else 1. (The fair share charged what the request asked for when it was taken: a
+    // garbage indirect request naming 256 segments costs its domain 256 even though it is refused.)
+    const segments = status === BLKIF_RSP.OKAY && pr.kind !== 'discard' && pr.nseg > 1 ? pr.nseg : 1;
+    const stats = this.#o.stats;
+    stats.seg += segments;
+    if (this.#share !== null && this.#o.fairShare!.answered(this.#share)) stats.seg_contended += segments;
     this.#o.budget.release();
     this.#free.push(pr);
     if (this.#barrier === pr) {
@@ -947,7 +953,7 @@ export class RingServer {
   /** Stops taking requests and resolves once every request in flight has been answered. */
   stop(): Promise<void> {
     this.#stopping = true;
-    this.#o.fairShare?.setBusy(this.#o.frontendDomid, this, false);
+    if (this.#share !== null) this.#o.fairShare!.leave(this.#share, this);
     if (this.#unpushed > 0) this.#push(); // coalesced answers: the ring may be unmapped once we resolve
     const drained = this.#inflight === 0 ? Promise.resolve() : new Promise<void>((resolve) => {
       this.#drained = resolve;

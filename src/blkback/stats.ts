@@ -1,5 +1,6 @@
 // Per-VBD counters with Linux xen-blkback's names (sysfs statistics/{rd_req,wr_req,f_req,ds_req,oo_req,
-// rd_sect,wr_sect}), errors by kind, and fio-style latency histograms per operation.
+// rd_sect,wr_sect}), the fair share's accounting (seg, seg_contended), errors by kind, and fio-style
+// latency histograms per operation.
 import { LatencyHistogram } from '../stats/latency-histogram.ts';
 
 export const ERROR_KINDS = [
@@ -22,6 +23,10 @@ export class VbdStats {
   oo_req = 0;
   rd_sect = 0;
   wr_sect = 0;
+  /** Segments served: those of each read or write (or flush with data) that succeeded; 1 for any other answer. */
+  seg = 0;
+  /** ...of which answered while another domain had requests waiting or in flight (FairShare.answered). */
+  seg_contended = 0;
   readonly errors: Record<ErrorKind, number> = Object.fromEntries(ERROR_KINDS.map((k) => [k, 0])) as Record<ErrorKind, number>;
   readonly latency = {
     read: new LatencyHistogram(),
@@ -39,6 +44,8 @@ export class VbdStats {
       oo_req: this.oo_req,
       rd_sect: this.rd_sect,
       wr_sect: this.wr_sect,
+      seg: this.seg,
+      seg_contended: this.seg_contended,
       errors: { ...this.errors },
       latency_ns: {
         read: this.latency.read.toJSON(),

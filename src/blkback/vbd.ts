@@ -8,7 +8,7 @@ import type { BlkifAbi } from '../blkif/constants.ts';
 import { SharedRing } from '../blkif/ring.ts';
 import type { BlockDevice } from '../block/types.ts';
 import type { BackendHypervisor, EventChannel, GrantMapping } from '../hypervisor/types.ts';
-import { BlockError } from '../internal/errors.ts';
+import { BlockError, Errno } from '../internal/errors.ts';
 import { backendReaction, parseXenbusState, XenbusState, xenbusStateName } from '../xenbus/state.ts';
 import type { InflightBudget } from './inflight-budget.ts';
 import type { FairShare } from './fair-share.ts';
@@ -56,6 +56,8 @@ export class Vbd {
   state: number = XenbusState.Initialising;
   abi: BlkifAbi | undefined;
   ringPages = 0;
+  /** Why the store in `params` could not be opened; the device then stays Closed. */
+  openFailure: string | undefined;
   /** The frontend agreed to persistent grants (data path `persistent`) at the last connect. */
   persistentGrants = false;
   #ctx: VbdContext;
@@ -134,7 +136,12 @@ export class Vbd {
       if (params === undefined) throw new BlockError('BLK_ERR_XENBUS', `${this.backendPath}/params is missing`);
       this.frontendPath = frontend;
       this.#readOnly = mode !== 'w';
-      this.#opened = await this.#ctx.open({ type, params, readOnly: this.#readOnly, frontendDomid: this.frontendDomid, devid: this.devid });
+      try {
+        this.#opened = await this.#ctx.open({ type, params, readOnly: this.#readOnly, frontendDomid: this.frontendDomid, devid: this.devid });
+      } catch (err) {
+        await this.#openFailed(err);
+        return;
+      }
       const info = this.#opened.device.info;
       this.#readOnly ||= info.readOnly;
       const discardEnable = (await xs.tryRead(`${this.backendPath}/discard-enable`)) ?? '1';
@@ -145,6 +152,31 @@ export class Vbd {
       this.#watchToken = `vbd-${this.frontendDomid}-${this.devid}`;
       await xs.watch(`${frontend}/state`, this.#watchToken, () => void this.#enqueue(() => this.#frontendChanged()));
     });
+  }
+
+  /**
+   * The store in `params` cannot be opened (the path policy refuses it, it does not exist, ...). As
+   * Linux's xen-blkback when it cannot open the device (xenbus_dev_fatal "creating vbd structure"):
+   * log, write "<errno> <message>" to error/backend/<kind>/<domid>/<devid>/error under our domain,
+   * where toolstacks look, and go to Closing. Linux then waits for the frontend to close before
+   * Closed; with no store and no ring there is nothing to wait for, so Closed follows at once and a
+   * toolstack removing the device (libxl waits for Closed) is not held up. `openFailure` is set last,
+   * once the store shows all of it.
+   */
+  async #openFailed(err: unknown): Promise<void> {
+    const message = err instanceof Error ? err.message : String(err);
+    const errno = err instanceof BlockError ? err.errno : Errno.EIO;
+    this.#ctx.logError(`${this.name}: ${message}`);
+    const xs = this.#ctx.hv.xenstore;
+    try {
+      await xs.write(`/local/domain/${xs.domid}/error/backend/${this.#ctx.backendKind}/${this.frontendDomid}/${this.devid}/error`, `${errno} ${message}`);
+      await this.#switchState(XenbusState.Closing);
+      await this.#switchState(XenbusState.Closed);
+    } catch {
+      // The store may be gone (guest destroyed); nothing more to tell anyone.
+    } finally {
+      this.openFailure = message;
+    }
   }
 
   async #switchState(state: number, tx?: number): Promise<void> {

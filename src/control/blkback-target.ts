@@ -7,7 +7,7 @@ import { parseXlDiskSpec } from '../config/xl-disk.ts';
 import { vdevToDeviceId } from '../config/vdev.ts';
 import type { XenstoreClient } from '../hypervisor/types.ts';
 import { BlockError } from '../internal/errors.ts';
-import { xenbusStateName } from '../xenbus/state.ts';
+import { XenbusState, xenbusStateName } from '../xenbus/state.ts';
 import { diskKey, parseDiskRef, vdevName } from './disk-ref.ts';
 import { summarizeLatency } from './latency-summary.ts';
 import { ControlError } from './protocol.ts';
@@ -21,6 +21,12 @@ export interface BlkbackTargetOptions {
   readonly xenstore?: XenstoreClient;
   /** How long attach and detach wait for blkback to pick the device up or drop it (default 10 s). */
   readonly settleMs?: number;
+  /**
+   * Checks a disk's target as blkback's opener will (StoreRegistry.check: the path policy, whether
+   * it exists), before the toolstack is asked for anything: a refused target is answered at once,
+   * naming the rule, and no xenstore entry is written. blkback's own open stays the authority.
+   */
+  readonly checkStore?: (request: { readonly type: string; readonly params: string; readonly readOnly: boolean }) => Promise<void>;
 }
 
 export function blkbackControlTarget(blkback: Blkback, toolstack: Toolstack, options: BlkbackTargetOptions = {}): ControlTarget {
@@ -124,12 +130,40 @@ export function blkbackControlTarget(blkback: Blkback, toolstack: Toolstack, opt
       if (blkback.vbds.has(key)) {
         throw new ControlError('CTL_ERR_BAD_ARGUMENT', `domain ${domid} already has a disk ${disk.vdev} (${key}); detach it first`);
       }
-      await toolstack.attach(domid, disk);
+      if (options.checkStore !== undefined) {
+        try {
+          await options.checkStore({ type: disk.backendtype, params: disk.target, readOnly: disk.access === 'r' });
+        } catch (err) {
+          if (!(err instanceof BlockError)) throw err;
+          throw new ControlError('CTL_ERR_BAD_ARGUMENT', `attach: ${err.message}`, { cause: err, causeCode: err.code });
+        }
+      }
+      const openFailure = (): string | undefined => blkback.vbds.get(key)?.openFailure;
+      try {
+        await toolstack.attach(domid, disk);
+      } catch (err) {
+        // xl gives up waiting for a backend that could not open the disk; blkback knows why.
+        const why = openFailure();
+        if (why === undefined) throw err;
+        throw new ControlError('CTL_ERR_FAILED', `attach: blkback cannot open the disk: ${why}`, { cause: err });
+      }
+      // Picked up, and the store opened (InitWait, or further if the guest was quick), or failed to
+      // open (openFailure is set once the backend shows Closed; Closing or Closed without it is the
+      // failure still being recorded).
       await settle(
         `${toolstack.name} attached ${disk.vdev} to domain ${domid}, but blkback did not pick up backend/${blkback.backendKind}/${key} ` +
           '(a disk served by another backend, such as backendtype=qdisk under QEMU, does not show up here)',
-        () => blkback.vbds.has(key),
+        () => {
+          const vbd = blkback.vbds.get(key);
+          return vbd !== undefined && (vbd.openFailure !== undefined || (vbd.state >= XenbusState.InitWait && vbd.state <= XenbusState.Connected));
+        },
       );
+      const why = openFailure();
+      if (why !== undefined) {
+        // As libxl does when a device cannot be added: take its entries away again.
+        await toolstack.detach(domid, disk.deviceId, disk.vdev).catch(() => undefined);
+        throw new ControlError('CTL_ERR_FAILED', `attach: blkback cannot open the disk: ${why}`);
+      }
       return { key, domid, devid: disk.deviceId, vdev: disk.vdev };
     },
 

@@ -21,6 +21,8 @@ export const DOMID_FIRST_RESERVED = 0x7ff0;
 const MAX_DISK_TEXT = 64;
 const MAX_VDEV_TEXT = 32;
 const MAX_SPEC_TEXT = 4096;
+/** Requests are flat objects; deeper nesting is refused before JSON.parse builds it. */
+const MAX_REQUEST_DEPTH = 2;
 
 export const CONTROL_OPS = ['list', 'stats', 'attach', 'detach', 'resize', 'info', 'iscsi-status'] as const;
 export type ControlOp = (typeof CONTROL_OPS)[number];
@@ -120,6 +122,8 @@ const OP_KEYS: Readonly<Record<ControlOp, readonly string[]>> = {
 /** Reads one request line (without its "\n"). Never throws: anything wrong becomes an error to answer. */
 export function decodeRequest(line: string): Decoded<ControlRequest> {
   if (line.length > MAX_REQUEST_LINE) return fail(null, 'CTL_ERR_TOO_LONG', `request longer than ${MAX_REQUEST_LINE} bytes`);
+  // 64 KiB of "[[[[..." would make JSON.parse build 32k nested arrays (a megabyte of garbage a line).
+  if (nestingDepth(line) > MAX_REQUEST_DEPTH) return fail(null, 'CTL_ERR_BAD_JSON', `request nests deeper than ${MAX_REQUEST_DEPTH} levels (requests are flat objects)`);
   let raw: unknown;
   try {
     raw = JSON.parse(line);
@@ -270,6 +274,27 @@ export class LineDecoder {
 }
 
 // ---------------------------------------------------------------- helpers
+
+/** The deepest nesting of [ and { outside strings (not a validator: JSON.parse comes after). */
+function nestingDepth(line: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x7b || c === 0x5b) {
+      if (++depth > deepest) deepest = depth;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+    }
+  }
+  return deepest;
+}
 
 function fail(id: number | null, code: ControlErrorCode, message: string): { ok: false; id: number | null; error: ControlErrorBody } {
   return { ok: false, id, error: { code, message } };

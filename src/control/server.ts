@@ -1,14 +1,22 @@
-// Serves a ControlTarget on a Unix socket (mode 0600: only the user running blkback, normally root,
-// may drive it). Each connection's requests are answered in order; a bad request gets an error
-// answer and the connection stays open. A stale socket file left by a dead server is replaced; a
-// live server at the path is never displaced.
-import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+// Serves a ControlTarget on a Unix socket. The socket is created 0600 and each connection's
+// credentials are checked (internal/unix-listener.ts): only root, the user running blkback and the
+// uids of `allowUids` (--allow-uid) may drive it; anyone else gets one error line and is cut off.
+// Each connection's requests are answered in order; a bad request gets an error answer and the
+// connection stays open. A stale socket file left by a dead server is replaced; a live server at the
+// path is never displaced.
+//
+// Memory per connection is bounded whatever the client does: lines are read one socket read at a
+// time (the decoder holds at most MAX_REQUEST_LINE of an unfinished line), and no further read is
+// taken until every line of the last one is answered and the answers have left our buffer (the
+// socket drained). A client that pipelines but reads slowly is slowed down, not cut off; one that
+// takes none of our answers for WRITE_STALL_MS is cut off.
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import { dirname } from 'node:path';
 import { BlockError, Errno, UsageError } from '../internal/errors.ts';
-import { listenUnixSocket } from '../internal/unix-listener.ts';
+import { listenUnixSocket, otherAllowedUids } from '../internal/unix-listener.ts';
+import { prepareSocketDirectory } from './paths.ts';
 import { ControlError, decodeRequest, encodeError, encodeResult, LineDecoder, MAX_REQUEST_LINE } from './protocol.ts';
-import type { ControlErrorBody, ControlRequest } from './protocol.ts';
+import type { ControlErrorBody, ControlRequest, LineEvent } from './protocol.ts';
 import type { ControlTarget } from './target.ts';
 
 export interface ControlServerOptions {
@@ -18,6 +26,12 @@ export interface ControlServerOptions {
   readonly maxConnections?: number;
   /** A connection silent this long is closed (default 10 minutes). */
   readonly idleMs?: number;
+  /**
+   * Users (uids) also admitted, besides root and the uid running us (--allow-uid; default: what
+   * configureSocketAccess set for the process, else none). With any, the socket is 0666 and the
+   * credential check is the gate.
+   */
+  readonly allowUids?: readonly number[];
 }
 
 export interface ControlServer {
@@ -26,30 +40,34 @@ export interface ControlServer {
   close(): Promise<void>;
 }
 
-/** Requests read but not yet answered, per connection, before we stop reading from it. */
-const MAX_QUEUED = 16;
-/** Bytes of answers a client has not read before we hang up on it. */
-const MAX_UNREAD_ANSWERS = 8 << 20;
+/** A client that takes none of our answers for this long is cut off (its slot is worth more). */
+const WRITE_STALL_MS = 60_000;
 
 export async function serveControl(target: ControlTarget, options: ControlServerOptions): Promise<ControlServer> {
   const path = options.path;
   const log = options.log ?? (() => undefined);
   const maxConnections = options.maxConnections ?? 32;
   const idleMs = options.idleMs ?? 10 * 60_000;
-  await claimPath(path);
+  await claimPath(path, otherAllowedUids(options.allowUids).length > 0);
 
-  const listener = await listenUnixSocket(path, (socket, othersOpen) => {
-    if (othersOpen >= maxConnections) {
-      socket.end(encodeError(null, { code: 'CTL_ERR_FAILED', message: `too many control connections (${maxConnections})` }));
-      return;
-    }
-    socket.on('error', () => undefined); // a client that vanishes mid-answer is not our error
-    socket.setTimeout(idleMs, () => socket.destroy());
-    serveConnection(socket, target, log);
-  });
-  // The socket is created with the umask's mode (0755 under the usual 022, which already keeps other
-  // users from connecting: connect needs write permission); narrow it to the owner.
-  chmodSync(path, 0o600);
+  const listener = await listenUnixSocket(
+    path,
+    (socket, othersOpen) => {
+      socket.on('error', () => undefined); // a client that vanishes mid-answer is not our error
+      if (othersOpen >= maxConnections) {
+        socket.end(encodeError(null, { code: 'CTL_ERR_FAILED', message: `too many control connections (${maxConnections})` }));
+        return;
+      }
+      socket.setTimeout(idleMs, () => socket.destroy());
+      serveConnection(socket, target, log);
+    },
+    {
+      name: 'control',
+      ...(options.log === undefined ? {} : { log: options.log }),
+      ...(options.allowUids === undefined ? {} : { allowUids: options.allowUids }),
+      refusal: (_peer, why) => encodeError(null, { code: 'CTL_ERR_FAILED', message: `${path}: refused: ${why}` }),
+    },
+  );
   log(`control: listening on ${path}`);
 
   return { path, close: () => listener.close() };
@@ -57,35 +75,59 @@ export async function serveControl(target: ControlTarget, options: ControlServer
 
 function serveConnection(socket: net.Socket, target: ControlTarget, log: (line: string) => void): void {
   const decoder = new LineDecoder(MAX_REQUEST_LINE);
-  let queue: Promise<void> = Promise.resolve();
-  let queued = 0;
-  const send = (text: string): void => {
-    if (socket.destroyed || !socket.writable) return;
-    // A client that writes requests but never reads its answers would grow our buffer without bound.
-    if (socket.writableLength > MAX_UNREAD_ANSWERS) return void socket.destroy();
-    socket.write(text);
+  // The lines of the last read, answered in order before the next read is taken.
+  let lines: LineEvent[] = [];
+  let next = 0;
+  let pumping = false;
+  const pump = async (): Promise<void> => {
+    pumping = true;
+    while (next < lines.length) {
+      const text = await answerLine(target, lines[next++]!, log);
+      if (socket.destroyed || !socket.writable) return;
+      // Wait for the client to take what we wrote before answering more: a client that writes
+      // requests but never reads would otherwise grow our buffer without bound.
+      if (!socket.write(text)) await drained(socket, WRITE_STALL_MS);
+      if (socket.destroyed) return;
+    }
+    lines = [];
+    next = 0;
+    pumping = false;
+    socket.resume();
   };
   socket.on('data', (chunk: Buffer) => {
-    for (const event of decoder.push(chunk)) {
-      if ('tooLong' in event) {
-        send(encodeError(null, { code: 'CTL_ERR_TOO_LONG', message: `request line longer than ${MAX_REQUEST_LINE} bytes; skipped` }));
-        continue;
-      }
-      const decoded = decodeRequest(event.line);
-      if (!decoded.ok) {
-        send(encodeError(decoded.id, decoded.error));
-        continue;
-      }
-      const request = decoded.value;
-      queued++;
-      if (queued >= MAX_QUEUED) socket.pause();
-      queue = queue.then(async () => {
-        send(await answer(target, request, log));
-        queued--;
-        if (queued < MAX_QUEUED && socket.isPaused()) socket.resume();
+    const events = decoder.push(chunk);
+    if (events.length === 0) return;
+    for (const event of events) lines.push(event);
+    socket.pause();
+    if (!pumping) {
+      pump().catch((err: unknown) => {
+        log(`control: connection dropped: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        socket.destroy();
       });
     }
   });
+}
+
+/** Resolves when `socket` has drained or closed; destroys it if it does neither within `stallMs`. */
+function drained(socket: net.Socket, stallMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => socket.destroy(), stallMs);
+    const done = (): void => {
+      clearTimeout(timer);
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
+  });
+}
+
+async function answerLine(target: ControlTarget, event: LineEvent, log: (line: string) => void): Promise<string> {
+  if ('tooLong' in event) return encodeError(null, { code: 'CTL_ERR_TOO_LONG', message: `request line longer than ${MAX_REQUEST_LINE} bytes; skipped` });
+  const decoded = decodeRequest(event.line);
+  if (!decoded.ok) return encodeError(decoded.id, decoded.error);
+  return answer(target, decoded.value, log);
 }
 
 async function answer(target: ControlTarget, request: ControlRequest, log: (line: string) => void): Promise<string> {
@@ -144,9 +186,9 @@ function probe(path: string): Promise<boolean> {
   });
 }
 
-/** Makes `path` ours to listen on: creates its directory, removes a dead server's socket, refuses a live one's. */
-async function claimPath(path: string): Promise<void> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+/** Makes `path` ours to listen on: readies its directory, removes a dead server's socket, refuses a live one's. */
+async function claimPath(path: string, openToOthers: boolean): Promise<void> {
+  prepareSocketDirectory(path, { openToOthers });
   if (!existsSync(path)) return;
   if (!lstatSync(path).isSocket()) {
     throw new BlockError('BLK_ERR_BUSY', `control socket ${path}: the path exists and is not a socket; not touching it`, { errno: Errno.EEXIST });

@@ -26,6 +26,16 @@ export type RandomDistribution =
 
 export type VerifyKind = 'none' | 'md5' | 'crc32c' | 'crc32' | 'pattern' | 'meta' | 'null';
 
+/** Where an option's value came from, for messages that blame it. */
+export interface OptionOrigin {
+  /** "jobs/x.fio:7", or "--set #1 (bs=8k)". */
+  readonly where: string;
+  /** The line as written: "bs = 8k". */
+  readonly text: string;
+  /** How fio read it, when that differs from what it seems to say: "' 8k' is 8 bytes, not 8192 bytes". */
+  readonly note?: string;
+}
+
 export interface FioJob {
   /** Job name (the section name, or name=). */
   readonly name: string;
@@ -126,6 +136,8 @@ export interface FioJob {
   readonly kbBase: 1024 | 1000;
   /** The options as written for this job (after inheritance), in fio's `job options` JSON form: name -> value string. */
   readonly options: Readonly<Record<string, string>>;
+  /** Where each option set for this job was written (canonical name -> origin), the last one winning. */
+  readonly origins?: Readonly<Record<string, OptionOrigin>>;
   /** Added by the job-file parser: offset_increment given as N% of the file (1..100; 0 = given in bytes, see offsetIncrement). */
   readonly offsetIncrementPercent: number;
   /** Added by the job-file parser: io_size given as N% (1..100; 0 = given in bytes, see ioSize). */

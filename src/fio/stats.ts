@@ -33,6 +33,8 @@ export interface JobResult {
   /** 0, or the errno fio would report (err=). */
   error: number;
   errorMessage: string;
+  /** When error is set: what fio prints on stderr about it (the io_u error line, verify complaints), and why. */
+  errorReport?: string[];
   dirs: PerDdir<DirStats>;
   /** fsync/fdatasync calls. */
   sync: { totalIos: number; lat: LatencyHistogram };

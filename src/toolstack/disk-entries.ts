@@ -30,6 +30,11 @@ export function frontendDir(domid: number, devid: number): string {
   return `/local/domain/${domid}/device/vbd/${devid}`;
 }
 
+/** Where the backend records why it gave up on the device (Linux xenbus_dev_fatal: error/<backend path>). */
+export function errorDir(kind: string, domid: number, devid: number): string {
+  return `/local/domain/0/error/backend/${kind}/${domid}/${devid}`;
+}
+
 /** Both directories with their keys and permissions; call inside a transaction, so a watcher sees the whole device at once. */
 export async function writeDiskEntries(xs: XenstoreClient, tx: number, d: DiskEntries): Promise<void> {
   const be = backendDir(d.kind, d.domid, d.devid);
@@ -55,6 +60,9 @@ export async function writeDiskEntries(xs: XenstoreClient, tx: number, d: DiskEn
     ['virtual-device', String(d.devid)],
     ['device-type', 'disk'],
   ];
+  // An error recorded for an earlier device with this number is not this one's.
+  const error = errorDir(d.kind, d.domid, d.devid);
+  if ((await xs.tryRead(error, tx)) !== undefined) await xs.rm(error, tx);
   await xs.mkdir(be, tx);
   await xs.setPerms(be, [{ domid: 0, perm: 'n' }, { domid: d.domid, perm: 'r' }], tx);
   for (const [k, v] of backend) await xs.write(`${be}/${k}`, v, tx);
@@ -98,6 +106,7 @@ export async function removeDiskEntries(
   await xs.transaction(async (tx) => {
     await xs.rm(fe, tx).catch(() => undefined);
     await xs.rm(be, tx).catch(() => undefined);
+    await xs.rm(errorDir(kind, domid, devid), tx).catch(() => undefined);
   });
   return { forced };
 }

@@ -6,6 +6,8 @@ import { Blkback } from '../blkback/blkback.ts';
 import type { DataPath } from '../blkback/ring-server.ts';
 import { vdevToDeviceId } from '../config/xl-disk.ts';
 import type { BlockDevice } from '../block/types.ts';
+import type { PathPolicy } from '../block/path-policy.ts';
+import type { DeviceOpener } from '../blkback/vbd.ts';
 import { SimHypervisor } from '../hypervisor/sim/hypervisor.ts';
 import { BlockError } from '../internal/errors.ts';
 import { XenstoreDaemon } from '../xenstore/daemon.ts';
@@ -40,7 +42,15 @@ export interface GuestRun {
 }
 
 export interface HostOptions {
+  /** --map PATH=SPEC: targets served from the stores the user named. */
   readonly maps?: ReadonlyMap<string, string>;
+  /**
+   * Which host paths a disk may name when nobody here vouched for it: one hot-plugged through the
+   * control socket (ctl attach) or written into the xenstore by another client. The guests' own
+   * disks (createGuest) and mapped targets are the caller's words and are opened as written.
+   * Default: block devices under /dev, no regular file.
+   */
+  readonly policy?: PathPolicy;
   readonly xenstoreSocket?: string;
   readonly maxRingPageOrder?: number;
   readonly maxInflight?: number;
@@ -70,6 +80,8 @@ export class SimHost {
   readonly blkback: Blkback;
   readonly stores: StoreRegistry;
   readonly #guests = new Map<number, GuestHandle>();
+  /** Boot disks of guests being created that blkback has not opened yet, and how to fail their guest. */
+  readonly #booting = new Map<number, BootDisks>();
   readonly #log: (line: string) => void;
 
   private constructor(options: HostOptions) {
@@ -77,9 +89,9 @@ export class SimHost {
     this.daemon = new XenstoreDaemon();
     this.hypervisor = new SimHypervisor();
     this.xs = connectInProcess(this.daemon, 0);
-    this.stores = new StoreRegistry(options.maps);
+    this.stores = new StoreRegistry(options.maps, options.policy === undefined ? {} : { policy: options.policy });
     const blkbackOptions = {
-      open: this.stores.open,
+      open: this.#open,
       log: this.#log,
       ...(options.maxRingPageOrder === undefined ? {} : { maxRingPageOrder: options.maxRingPageOrder }),
       ...(options.maxInflight === undefined ? {} : { maxInflight: options.maxInflight }),
@@ -102,6 +114,27 @@ export class SimHost {
     this.stores.register(name, device);
   }
 
+  /**
+   * blkback's opener. A boot disk blkback cannot open (a target that does not exist here, one the
+   * path policy refuses) would leave the guest's blkfront waiting for InitWait until its timeout:
+   * the toolstack knows at once, so the guest ends at once, with the cause.
+   */
+  readonly #open: DeviceOpener = async (request) => {
+    const boot = this.#booting.get(request.frontendDomid);
+    const vdev = boot?.disks.get(request.devid);
+    try {
+      const opened = await this.stores.open(request);
+      if (vdev !== undefined) boot!.disks.delete(request.devid);
+      return opened;
+    } catch (err) {
+      if (boot !== undefined && vdev !== undefined) {
+        boot.disks.delete(request.devid);
+        boot.fail(new BlockError('BLK_ERR_GUEST', `guest ${boot.name} (domain ${request.frontendDomid}): disk ${vdev}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+      }
+      throw err;
+    }
+  };
+
   async createGuest(config: GuestConfig, run: GuestRun): Promise<GuestHandle> {
     const disks = config.disks.map((d) => ({ ...d, devid: vdevToDeviceId(d.vdev) }));
     const seen = new Set<number>();
@@ -111,6 +144,12 @@ export class SimHost {
     }
     const domain = this.hypervisor.createDomain({ name: config.name, memoryBytes: config.memoryMiB * 1024 * 1024 });
     const id = domain.domid;
+    // The guest's disks are named by whoever creates it (a config on our command line): its own words.
+    for (const d of disks) this.stores.trust(d.target);
+    // Until the guest's promise exists, a failure to open a boot disk is kept for it.
+    let early: BlockError | undefined;
+    const boot: BootDisks = { name: config.name, disks: new Map(disks.map((d) => [d.devid, d.vdev])), fail: (err) => (early ??= err) };
+    this.#booting.set(id, boot);
     const xs = this.xs;
     const dom = `/local/domain/${id}`;
     await xs.transaction(async (tx) => {
@@ -140,6 +179,13 @@ export class SimHost {
     const worker = new Worker(new URL('../guest/worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     const result = new Promise<unknown>((resolve, reject) => {
       let settled = false;
+      boot.fail = (err) => {
+        if (settled) return;
+        settled = true;
+        reject(err);
+        void worker.terminate();
+      };
+      if (early !== undefined) boot.fail(early);
       worker.on('message', (m: GuestMessage) => {
         if (m.type === 'report') run.onReport?.(m.message);
         else if (m.type === 'result') {
@@ -186,8 +232,10 @@ export class SimHost {
     const handle = this.#guests.get(domid);
     if (handle === undefined) return;
     this.#guests.delete(domid);
+    this.#booting.delete(domid);
     await handle.worker.terminate();
     await this.xs.rm(`/local/domain/0/backend/vbd/${domid}`).catch(() => undefined);
+    await this.xs.rm(`/local/domain/0/error/backend/vbd/${domid}`).catch(() => undefined);
     await this.xs.rm(`/local/domain/${domid}`).catch(() => undefined);
     this.hypervisor.destroyDomain(domid);
   }
@@ -199,6 +247,13 @@ export class SimHost {
     this.xs.close();
     await this.daemon.close();
   }
+}
+
+interface BootDisks {
+  readonly name: string;
+  /** devid -> vdev of the disks blkback has yet to open. */
+  readonly disks: Map<number, string>;
+  fail: (err: BlockError) => void;
 }
 
 /** What libxl writes for one disk (protocol-notes §2), under backend/vbd. */

@@ -133,38 +133,88 @@ export class XsDecoder {
     return this.#buffered;
   }
 
+  /** True when next() would hand over a message or an oversize header (a whole one is buffered). */
+  get ready(): boolean {
+    if (this.#state === State.payload) return this.#buffered >= (this.#header as XsHeader).len;
+    const skip = this.#state === State.skip ? this.#skipLeft : 0;
+    if (this.#buffered < skip + XS_HEADER_SIZE) return false;
+    const len = this.#peekU32(skip + 12);
+    return len > this.#maxPayload || this.#buffered >= skip + XS_HEADER_SIZE + len;
+  }
+
+  /** The little-endian u32 at `offset` into the buffered bytes (which hold it), not consumed. */
+  #peekU32(offset: number): number {
+    let v = 0;
+    let at = offset;
+    let i = 0;
+    for (const c of this.#chunks) {
+      while (at < c.length && i < 4) {
+        v += (c[at] as number) * 2 ** (8 * i);
+        at++;
+        i++;
+      }
+      if (i === 4) break;
+      at -= c.length;
+    }
+    return v;
+  }
+
+  /** Decodes everything `chunk` completes, at once. */
   push(chunk: Uint8Array): void {
+    this.append(chunk);
+    while (this.next());
+  }
+
+  /** Keeps `chunk` for next(): the pull side of the decoder, for a reader that takes turns. */
+  append(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
     this.#chunks.push(chunk);
     this.#buffered += chunk.length;
+  }
+
+  /**
+   * Decodes at most one message (or one oversize header) from what was appended and hands it to the
+   * handlers. Returns false when more bytes are needed first.
+   */
+  next(): boolean {
     for (;;) {
       if (this.#state === State.skip) {
         const n = Math.min(this.#skipLeft, this.#buffered);
         this.#discard(n);
         this.#skipLeft -= n;
-        if (this.#skipLeft > 0) return;
+        if (this.#skipLeft > 0) return false;
         this.#state = State.header;
-      } else if (this.#state === State.header) {
-        if (this.#buffered < XS_HEADER_SIZE) return;
+      }
+      if (this.#state === State.header) {
+        if (this.#buffered < XS_HEADER_SIZE) return false;
         const header = decodeHeader(this.#consume(XS_HEADER_SIZE));
         if (header.len > this.#maxPayload) {
           this.#skipLeft = header.len;
           this.#state = State.skip;
           this.#handlers.onOversize(header);
-        } else {
-          this.#header = header;
-          this.#state = State.payload;
+          return true;
         }
-      } else {
-        const header = this.#header;
-        if (header === undefined) throw new Error('UB: payload state without header');
-        if (this.#buffered < header.len) return;
-        const payload = header.len === 0 ? new Uint8Array(0) : this.#consume(header.len);
-        this.#header = undefined;
-        this.#state = State.header;
-        this.#handlers.onMessage({ type: header.type, reqId: header.reqId, txId: header.txId, payload });
+        this.#header = header;
+        this.#state = State.payload;
       }
+      const header = this.#header;
+      if (header === undefined) throw new Error('UB: payload state without header');
+      if (this.#buffered < header.len) return false;
+      const payload = header.len === 0 ? new Uint8Array(0) : this.#consume(header.len);
+      this.#header = undefined;
+      this.#state = State.header;
+      this.#handlers.onMessage({ type: header.type, reqId: header.reqId, txId: header.txId, payload });
+      return true;
     }
+  }
+
+  /** Forgets everything buffered (the connection is gone). */
+  clear(): void {
+    this.#chunks = [];
+    this.#buffered = 0;
+    this.#state = State.header;
+    this.#header = undefined;
+    this.#skipLeft = 0;
   }
 
   #consume(n: number): Uint8Array {

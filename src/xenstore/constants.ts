@@ -83,10 +83,23 @@ export const DOMID_FIRST_RESERVED = 0x7ff0;
 export const XS_SPECIAL_INTRODUCE = '@introduceDomain';
 export const XS_SPECIAL_RELEASE = '@releaseDomain';
 
-/** Default per-domain quotas, as C xenstored's defaults (xenstored_core.c quota_* variables). */
+/**
+ * Default per-domain quotas, as C xenstored's defaults (tools/xenstored/domain.c `quotas[]`: nodes,
+ * watches, transactions, node-size as valueSize, transaction-nodes, and memory's hard value).
+ */
 export const XS_DEFAULT_QUOTA = {
   nodes: 1000,
   watches: 128,
   transactions: 10,
   valueSize: 2048,
+  transactionNodes: 1024,
+  memory: 2.5 * 1024 * 1024,
+} as const;
+
+/** Bounds of our own, for every connection (dom0's too); see session.ts and store.ts XsTxLimits. */
+export const XS_DEFAULT_FLOW = {
+  transactionMemory: 32 * 1024 * 1024,
+  inputBuffer: 64 * 1024,
+  outputBuffer: 64 * 1024,
+  outputDrop: 1024 * 1024,
 } as const;

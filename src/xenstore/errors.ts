@@ -17,8 +17,19 @@ export class XenstoreError extends BlockError {
   }
 }
 
-/** `xenstore <op> <path>: <code>` — the one message shape for daemon and client errors. */
+/**
+ * `xenstore <op> <path>: <code>` — the one message shape for daemon and client errors. Without a
+ * stack: the daemon only sends the code (a guest's ENOENT or EQUOTA is routine, and capturing a
+ * stack was its largest single cost), and a client's error is made where the reply is decoded,
+ * whose stack says nothing about the caller.
+ */
 export function xsError(code: string, op: string, path?: string, detail?: string): XenstoreError {
   const where = path === undefined ? op : `${op} ${path}`;
-  return new XenstoreError(code, `xenstore ${where}: ${code}${detail === undefined ? '' : ` (${detail})`}`);
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new XenstoreError(code, `xenstore ${where}: ${code}${detail === undefined ? '' : ` (${detail})`}`);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
 }

@@ -1,6 +1,17 @@
-// One xenstore connection, sans-IO: bytes in through receive(), bytes out through the `send`
-// callback. It parses requests, runs them against the daemon's store for the domain it speaks
-// for, keeps that connection's watches and transactions, and formats replies and watch events.
+// One xenstore connection, sans-IO: bytes in through receive(), out through its XsSessionIo. It
+// keeps the connection's unanswered requests as bytes (receive() only appends), answers one per
+// step() when the daemon's scheduler gives it a turn, runs them against the daemon's store for the
+// domain it speaks for, keeps that connection's watches and transactions, and formats replies and
+// watch events.
+//
+// What one connection can make the daemon hold is bounded:
+//   unread requests   past `inputLimit` bytes the connection is paused (not read) until they drain
+//   unread replies    past `outputLimit` bytes of backlog its requests wait for the peer to read;
+//                     watch events past `outputDropLimit` drop the connection (a watcher that
+//                     does not read would otherwise grow without limit)
+//   transactions      per transaction and per unprivileged domain, see store.ts XsTxLimits
+//   impossible header a length above XENSTORE_PAYLOAD_MAX drops the connection, as C xenstored
+//                     does: the stream cannot be trusted to be in sync after it
 
 import type { XsPermission } from '../hypervisor/types.ts';
 import {
@@ -13,8 +24,8 @@ import { XsDecoder, encodeMessage, nulStrings, splitFirst, splitNul, textBytes }
 import type { XsHeader, XsMessage } from './codec.ts';
 import { XenstoreError, xsError } from './errors.ts';
 import { domainPath, isChildOf, resolvePath } from './paths.ts';
-import { XsTransaction, accessFor, formatPerm, parsePerm } from './store.ts';
-import type { XsCaller, XsChangeKind, XsEffects, XsLimits, XsOps, XsStore } from './store.ts';
+import { XsTransaction, accessFor, formatPerm, opCost, parsePerm } from './store.ts';
+import type { XsCaller, XsChangeKind, XsEffects, XsLimits, XsOp, XsOps, XsStore, XsTxBudget, XsTxLimits } from './store.ts';
 
 /** A change to announce to watchers. `special` events are @introduceDomain / @releaseDomain. */
 export interface XsEvent {
@@ -31,13 +42,28 @@ export interface XsWatch {
   readonly relative: boolean;
 }
 
+/** Per-connection buffer bounds (bytes). */
+export interface XsFlowLimits {
+  readonly inputLimit: number;
+  readonly outputLimit: number;
+  readonly outputDropLimit: number;
+}
+
 /** What a session needs from the daemon that owns it. */
 export interface XsSessionHost {
   readonly store: XsStore;
   readonly limits: XsLimits;
+  readonly txLimits: XsTxLimits;
+  readonly flow: XsFlowLimits;
   readonly maxWatches: number;
   readonly maxTransactions: number;
+  /** Whether log() is listened to (lines are only formatted when it is). */
+  readonly logging: boolean;
   caller(domid: number): XsCaller;
+  /** Bytes held by the open transactions of `domid`'s connections. */
+  transactionBytes(domid: number): number;
+  /** The session may have become runnable (input arrived, its peer read some output). */
+  wake(session: XsSession): void;
   fire(events: readonly XsEvent[]): void;
   watchCount(domid: number): number;
   transactionCount(domid: number): number;
@@ -46,6 +72,17 @@ export interface XsSessionHost {
   isIntroduced(domid: number): boolean;
   setTarget(domid: number, target: number): void;
   log(line: string): void;
+}
+
+/** How a session talks to its connection (an XsTransport, seen from the daemon). */
+export interface XsSessionIo {
+  send(bytes: Uint8Array): void;
+  /** Bytes sent that the peer has not taken yet. */
+  readonly backlog: number;
+  pause(): void;
+  resume(): void;
+  /** Drops the connection. */
+  close(): void;
 }
 
 const OK = nulStrings('OK');
@@ -67,15 +104,16 @@ export class XsSession {
   readonly watches: XsWatch[] = [];
   readonly transactions = new Map<number, XsTransaction>();
   readonly #host: XsSessionHost;
-  readonly #send: (bytes: Uint8Array) => void;
+  readonly #io: XsSessionIo;
   readonly #decoder: XsDecoder;
   #nextTx = 1;
   #closed = false;
+  #paused = false;
 
-  constructor(host: XsSessionHost, domid: number, send: (bytes: Uint8Array) => void) {
+  constructor(host: XsSessionHost, domid: number, io: XsSessionIo) {
     this.#host = host;
     this.domid = domid;
-    this.#send = send;
+    this.#io = io;
     this.#decoder = new XsDecoder({
       onMessage: (msg) => this.#handle(msg),
       onOversize: (h) => this.#oversize(h),
@@ -86,15 +124,49 @@ export class XsSession {
     return this.#closed;
   }
 
-  receive(chunk: Uint8Array): void {
-    if (!this.#closed) this.#decoder.push(chunk);
+  /** A whole request is waiting and the peer has room for its answer. */
+  get runnable(): boolean {
+    return !this.#closed && this.#decoder.ready && this.#io.backlog < this.#host.flow.outputLimit;
   }
 
-  /** Forgets watches and transactions; later input is ignored. */
+  /** Keeps `chunk` until the scheduler gives this connection a turn; stops reading past the input limit. */
+  receive(chunk: Uint8Array): void {
+    if (this.#closed) return;
+    this.#decoder.append(chunk);
+    if (!this.#paused && this.#decoder.buffered > this.#host.flow.inputLimit) {
+      this.#paused = true;
+      this.#io.pause();
+    }
+    this.#host.wake(this);
+  }
+
+  /** Answers the next waiting request, if there is one and room for the answer; false otherwise. */
+  step(): boolean {
+    if (!this.runnable) return false;
+    const progressed = this.#decoder.next();
+    if (this.#paused && !this.#closed && this.#decoder.buffered <= this.#host.flow.inputLimit / 2) {
+      this.#paused = false;
+      this.#io.resume();
+    }
+    return progressed;
+  }
+
+  /** Forgets watches, transactions and unanswered requests; later input is ignored. */
   close(): void {
     this.#closed = true;
     this.watches.length = 0;
     this.transactions.clear();
+    this.#decoder.clear();
+  }
+
+  #drop(why: string): void {
+    this.#log(() => `DROP d${this.domid}: ${why}`);
+    this.close();
+    this.#io.close();
+  }
+
+  #log(line: () => string): void {
+    if (this.#host.logging) this.#host.log(line());
   }
 
   /** Sends WATCH_EVENTs for every watch of this connection that `ev` matches and this domain may see. */
@@ -121,23 +193,30 @@ export class XsSession {
   }
 
   #event(path: string, token: string): void {
-    this.#host.log(`OUT d${this.domid} XS_WATCH_EVENT ${path} ${token}`);
-    this.#send(encodeMessage(XsType.XS_WATCH_EVENT, 0, 0, nulStrings(path, token)));
+    if (this.#closed) return;
+    if (this.#io.backlog > this.#host.flow.outputDropLimit) {
+      this.#drop(`${this.#io.backlog} bytes of replies and watch events unread`);
+      return;
+    }
+    this.#log(() => `OUT d${this.domid} XS_WATCH_EVENT ${path} ${token}`);
+    this.#io.send(encodeMessage(XsType.XS_WATCH_EVENT, 0, 0, nulStrings(path, token)));
   }
 
   #oversize(h: XsHeader): void {
-    this.#host.log(`IN  d${this.domid} r${h.reqId} ${xsTypeName(h.type)} payload of ${h.len} bytes > ${XENSTORE_PAYLOAD_MAX}`);
-    this.#error(h.reqId, h.txId, 'E2BIG');
+    // C xenstored: "Client tried to feed us" a length beyond the protocol's; the connection is
+    // ignored from then on. Skipping the payload would mean reading up to 4 GiB of it.
+    this.#log(() => `IN  d${this.domid} r${h.reqId} ${xsTypeName(h.type)} payload of ${h.len} bytes > ${XENSTORE_PAYLOAD_MAX}`);
+    this.#drop(`header announces ${h.len} bytes, more than XENSTORE_PAYLOAD_MAX (${XENSTORE_PAYLOAD_MAX})`);
   }
 
   #error(reqId: number, txId: number, code: string): void {
-    this.#host.log(`OUT d${this.domid} r${reqId} XS_ERROR ${code}`);
-    this.#send(encodeMessage(XsType.XS_ERROR, reqId, txId, nulStrings(code)));
+    this.#log(() => `OUT d${this.domid} r${reqId} XS_ERROR ${code}`);
+    this.#io.send(encodeMessage(XsType.XS_ERROR, reqId, txId, nulStrings(code)));
   }
 
   #handle(msg: XsMessage): void {
     if (this.#closed) return;
-    this.#host.log(`IN  d${this.domid} r${msg.reqId} t${msg.txId} ${xsTypeName(msg.type)} ${splitNul(msg.payload).join(' ').slice(0, 200)}`);
+    this.#log(() => `IN  d${this.domid} r${msg.reqId} t${msg.txId} ${xsTypeName(msg.type)} ${splitNul(msg.payload).join(' ').slice(0, 200)}`);
     let reply: Reply;
     try {
       reply = this.#dispatch(msg);
@@ -148,8 +227,8 @@ export class XsSession {
       this.#error(msg.reqId, msg.txId, code);
       return;
     }
-    this.#host.log(`OUT d${this.domid} r${msg.reqId} ${xsTypeName(msg.type)} ${splitNul(reply.payload).join(' ').slice(0, 200)}`);
-    this.#send(encodeMessage(msg.type, msg.reqId, msg.txId, reply.payload));
+    this.#log(() => `OUT d${this.domid} r${msg.reqId} ${xsTypeName(msg.type)} ${splitNul(reply.payload.subarray(0, 256)).join(' ').slice(0, 200)}`);
+    this.#io.send(encodeMessage(msg.type, msg.reqId, msg.txId, reply.payload));
     reply.after?.();
   }
 
@@ -165,13 +244,26 @@ export class XsSession {
     return caller;
   }
 
-  /** Runs `fn` on the store, inside the request's transaction if it names one. */
-  #db<T>(msg: XsMessage, fn: (ops: XsOps, tx: XsTransaction | undefined) => T): T {
+  /**
+   * Runs `fn` on the store, inside the request's transaction if it names one. `op` is what a
+   * transaction records for replay at commit: its memory is charged first, and a request that fails
+   * inside a transaction leaves the transaction as it was.
+   */
+  #db<T>(msg: XsMessage, fn: (ops: XsOps, tx: XsTransaction | undefined) => T, op?: XsOp): T {
     const caller = this.#host.caller(this.domid);
     if (msg.txId !== 0) {
       const tx = this.transactions.get(msg.txId);
       if (tx === undefined) throw xsError('ENOENT', xsTypeName(msg.type), undefined, `no transaction ${msg.txId}`);
-      return fn(this.#host.store.ops(caller, this.#host.limits, tx.effects, tx), tx);
+      const saved = tx.save();
+      try {
+        if (op !== undefined) tx.charge(opCost(op), xsTypeName(msg.type), op.path);
+        const result = fn(this.#host.store.ops(caller, this.#host.limits, tx.effects, tx), tx);
+        if (op !== undefined) tx.ops.push(op);
+        return result;
+      } catch (err) {
+        tx.restore(saved);
+        throw err;
+      }
     }
     const events: XsEvent[] = [];
     const fx: XsEffects = { access() {}, changed: (path, perms, kind) => events.push({ path, perms, kind }) };
@@ -181,7 +273,8 @@ export class XsSession {
   }
 
   #dispatch(msg: XsMessage): Reply {
-    const args = splitNul(msg.payload);
+    // WRITE's value is bytes, not strings: it is split off by splitFirst, never decoded.
+    const args = msg.type === XsType.XS_WRITE ? [] : splitNul(msg.payload);
     switch (msg.type) {
       case XsType.XS_READ: {
         const path = this.#path(args[0], 'read');
@@ -191,31 +284,22 @@ export class XsSession {
         const parts = splitFirst(msg.payload);
         const path = this.#path(parts?.first, 'write');
         const value = (parts as { rest: Uint8Array }).rest.slice();
-        this.#db(msg, (ops, tx) => {
-          ops.write(path, value);
-          tx?.ops.push({ kind: 'write', path, value });
-        });
+        this.#db(msg, (ops) => ops.write(path, value), { kind: 'write', path, value });
         return { payload: OK };
       }
       case XsType.XS_MKDIR: {
         const path = this.#path(args[0], 'mkdir');
-        this.#db(msg, (ops, tx) => {
-          ops.mkdir(path);
-          tx?.ops.push({ kind: 'mkdir', path });
-        });
+        this.#db(msg, (ops) => ops.mkdir(path), { kind: 'mkdir', path });
         return { payload: OK };
       }
       case XsType.XS_RM: {
         const path = this.#path(args[0], 'rm');
-        this.#db(msg, (ops, tx) => {
-          ops.rm(path);
-          tx?.ops.push({ kind: 'rm', path });
-        });
+        this.#db(msg, (ops) => ops.rm(path), { kind: 'rm', path });
         return { payload: OK };
       }
       case XsType.XS_DIRECTORY: {
         const path = this.#path(args[0], 'directory');
-        const payload = nulStrings(...this.#db(msg, (ops) => ops.directory(path)));
+        const payload = this.#db(msg, (ops) => ops.directoryWire(path)).names;
         if (payload.length > XENSTORE_PAYLOAD_MAX) throw xsError('E2BIG', 'directory', path);
         return { payload };
       }
@@ -234,10 +318,7 @@ export class XsSession {
           if (p === undefined) throw xsError('EINVAL', 'set_perms', path, `bad permission '${s}'`);
           perms.push(p);
         }
-        this.#db(msg, (ops, tx) => {
-          ops.setPerms(path, perms);
-          tx?.ops.push({ kind: 'setperms', path, perms });
-        });
+        this.#db(msg, (ops) => ops.setPerms(path, perms), { kind: 'setperms', path, perms });
         return { payload: OK };
       }
       case XsType.XS_WATCH:
@@ -259,7 +340,7 @@ export class XsSession {
         let id = this.#nextTx;
         while (id === 0 || this.transactions.has(id)) id = (id + 1) >>> 0;
         this.#nextTx = (id + 1) >>> 0;
-        this.transactions.set(id, new XsTransaction(id, this.#host.store.main));
+        this.transactions.set(id, new XsTransaction(id, this.#host.store.main, this.#txBudget(caller)));
         return { payload: nulStrings(String(id)) };
       }
       case XsType.XS_TRANSACTION_END: {
@@ -343,15 +424,28 @@ export class XsSession {
     return { payload: OK, after: () => this.#event(wpath, token) };
   }
 
+  /** How much a new transaction of `caller` may hold (store.ts XsTxLimits). */
+  #txBudget(caller: XsCaller): XsTxBudget {
+    const l = this.#host.txLimits;
+    return {
+      nodes: caller.privileged ? undefined : l.transactionNodes,
+      charge: (tx, bytes) => {
+        if (tx.bytes + bytes > l.transactionMemory) return `transaction of ${tx.bytes} bytes, limit ${l.transactionMemory}`;
+        if (caller.privileged) return undefined;
+        const domain = this.#host.transactionBytes(this.domid);
+        return domain + bytes > l.memory ? `domain ${this.domid} transactions hold ${domain} bytes, quota ${l.memory}` : undefined;
+      },
+    };
+  }
+
   /** `<path>|<offset>|` -> `<gencnt>|<child>|*`, plus an empty string once the list is complete. */
   #directoryPart(msg: XsMessage, args: string[]): Uint8Array {
     const path = this.#path(args[0], 'directory_part');
     const offset = Number(args[1] ?? '');
     if (!Number.isInteger(offset) || offset < 0) throw xsError('EINVAL', 'directory_part', path, 'bad offset');
-    const names = this.#db(msg, (ops) => ops.directory(path));
-    const tree = msg.txId === 0 ? this.#host.store.main : this.transactions.get(msg.txId)?.work;
-    const gen = textBytes(`${tree?.lookup(path)?.gen ?? 0}`);
-    const all = nulStrings(...names);
+    const listing = this.#db(msg, (ops) => ops.directoryWire(path, 'directory_part'));
+    const gen = textBytes(`${listing.gen}`);
+    const all = listing.names;
     if (offset > all.length) throw xsError('EINVAL', 'directory_part', path, 'offset beyond the list');
     const room = XENSTORE_PAYLOAD_MAX - gen.length - 1 - 1;
     let end = offset;
@@ -381,7 +475,12 @@ export class XsSession {
         return OK;
       case 'quota': {
         const l = this.#host.limits;
-        const text = `nodes ${l.nodes}\nvalue-size ${l.valueSize}\nwatches ${this.#host.maxWatches}\ntransactions ${this.#host.maxTransactions}\n`;
+        const t = this.#host.txLimits;
+        const f = this.#host.flow;
+        const text =
+          `nodes ${l.nodes}\nvalue-size ${l.valueSize}\nwatches ${this.#host.maxWatches}\ntransactions ${this.#host.maxTransactions}\n` +
+          `transaction-nodes ${t.transactionNodes}\nmemory ${t.memory}\ntransaction-memory ${t.transactionMemory}\n` +
+          `input-buffer ${f.inputLimit}\noutput-buffer ${f.outputLimit}\noutput-drop ${f.outputDropLimit}\n`;
         return nulStrings(text);
       }
       default:

@@ -1,18 +1,23 @@
 // The xenstore database: an immutable tree of nodes rebuilt by path copying, so a transaction's
-// snapshot is one pointer and a commit is one pointer swap. Every node carries a generation that
-// changes when its value, perms or child list change; transactions record the generations of the
-// nodes they touched and a commit fails with EAGAIN when any of them moved (as C xenstored does).
+// snapshot is one pointer and a commit is one pointer swap. Child lists are persistent maps
+// (pmap.ts), so the copy is a short path whatever the number of siblings: O(depth * log32(children))
+// a write. Every node carries a generation that changes when its value, perms or child list change;
+// transactions record the generations of the nodes they touched and a commit fails with EAGAIN when
+// any of them moved (as C xenstored does).
 
 import type { XsPermission } from '../hypervisor/types.ts';
 import { xsError } from './errors.ts';
 import { parentOf, segments } from './paths.ts';
+import { PMap } from './pmap.ts';
 
 export interface XsNode {
   readonly value: Uint8Array;
   readonly perms: readonly XsPermission[];
-  readonly children: ReadonlyMap<string, XsNode>;
+  readonly children: PMap<XsNode>;
   readonly gen: number;
 }
+
+const NO_CHILDREN = PMap.empty<XsNode>();
 
 /** Who is asking: the domain a connection speaks for. */
 export interface XsCaller {
@@ -46,7 +51,7 @@ const EMPTY = new Uint8Array(0);
 export class XsTree {
   root: XsNode;
   /** Nodes per owning domid (perms[0]). */
-  readonly owned: Map<number, number>;
+  owned: Map<number, number>;
 
   constructor(root: XsNode, owned: Map<number, number>) {
     this.root = root;
@@ -54,7 +59,7 @@ export class XsTree {
   }
 
   static initial(): XsTree {
-    const root: XsNode = { value: EMPTY, perms: [{ domid: 0, perm: 'n' }], children: new Map(), gen: 0 };
+    const root: XsNode = { value: EMPTY, perms: [{ domid: 0, perm: 'n' }], children: NO_CHILDREN, gen: 0 };
     return new XsTree(root, new Map([[0, 1]]));
   }
 
@@ -89,15 +94,13 @@ export class XsTree {
     const rebuild = (at: XsNode, i: number): XsNode => {
       const seg = segs[i] as string;
       const old = at.children.get(seg);
-      const children = new Map(at.children);
       let next: XsNode | undefined;
       if (i === segs.length - 1) next = node;
       else {
         if (old === undefined) throw new Error(`UB: put ${path} below a missing node`);
         next = rebuild(old, i + 1);
       }
-      if (next === undefined) children.delete(seg);
-      else children.set(seg, next);
+      const children = next === undefined ? at.children.delete(seg) : at.children.set(seg, next);
       const structural = (old === undefined) !== (next === undefined);
       return { value: at.value, perms: at.perms, children, gen: structural ? gen : at.gen };
     };
@@ -177,7 +180,13 @@ export class XsOps {
   }
 
   directory(path: string): string[] {
-    return [...this.#readable(path, 'directory').children.keys()];
+    return this.#readable(path, 'directory').children.keys();
+  }
+
+  /** The child names, each followed by a nul (the DIRECTORY reply), and the node's generation. */
+  directoryWire(path: string, op = 'directory'): { names: Uint8Array; gen: number } {
+    const node = this.#readable(path, op);
+    return { names: node.children.wire(), gen: node.gen };
   }
 
   getPerms(path: string): readonly XsPermission[] {
@@ -318,13 +327,51 @@ export class XsOps {
     const gen = this.#nextGen();
     for (let i = depth; i < segs.length; i++) {
       const at = `/${segs.slice(0, i + 1).join('/')}`;
-      const node: XsNode = { value: i === segs.length - 1 ? value : EMPTY, perms, children: new Map(), gen };
+      const node: XsNode = { value: i === segs.length - 1 ? value : EMPTY, perms, children: NO_CHILDREN, gen };
       this.#tree.put(at, node, gen);
       this.#tree.adjustOwned(owner, +1);
       if (i > depth) this.#fx.access(at);
     }
     this.#fx.changed(path, perms, 'write');
   }
+}
+
+/**
+ * What transactions may hold. C xenstored keeps a transaction's nodes in memory too and bounds them
+ * with its quotas (tools/xenstored/domain.c quota_adm): `transaction-nodes`, the nodes one
+ * transaction may access (ENOSPC past it), and `memory`, all a domain holds (ENOMEM past it); both
+ * for unprivileged domains only. Here `memory` counts what a domain's open transactions hold (the
+ * rest of C's count, nodes and buffered output, is bounded by `nodes` and the connection's output
+ * limit), and `transactionMemory` bounds any one transaction, dom0's included: C trusts dom0, but
+ * anything that can open our socket speaks for dom0, and a transaction is replayed whole at commit.
+ */
+export interface XsTxLimits {
+  readonly transactionNodes: number;
+  readonly memory: number;
+  readonly transactionMemory: number;
+}
+
+/** Bytes charged per operation recorded for replay and per node accessed, besides their paths and values. */
+const OP_COST = 256;
+const SEEN_COST = 96;
+
+export function opCost(op: XsOp): number {
+  const extra = op.kind === 'write' ? op.value.length : op.kind === 'setperms' ? op.perms.length * 32 : 0;
+  return OP_COST + op.path.length + extra;
+}
+
+/** How much one transaction may hold: `charge` says why `bytes` more would be too many, or undefined. */
+export interface XsTxBudget {
+  readonly nodes: number | undefined;
+  charge(tx: XsTransaction, bytes: number): string | undefined;
+}
+
+const UNLIMITED: XsTxBudget = { nodes: undefined, charge: () => undefined };
+
+/** A transaction's state before a request, to put back if the request fails. */
+export interface XsTxSaved {
+  readonly root: XsNode;
+  readonly owned: Map<number, number>;
 }
 
 /** A transaction: a snapshot to work on, the generations it saw, and its operations for replay. */
@@ -335,17 +382,43 @@ export class XsTransaction {
   readonly seen = new Map<string, number>();
   readonly ops: XsOp[] = [];
   readonly effects: XsEffects;
+  /** Memory charged so far (operations recorded, nodes accessed). */
+  bytes = 0;
+  readonly #budget: XsTxBudget;
 
-  constructor(id: number, main: XsTree) {
+  constructor(id: number, main: XsTree, budget: XsTxBudget = UNLIMITED) {
     this.id = id;
     this.base = main.clone();
     this.work = main.clone();
+    this.#budget = budget;
     this.effects = {
       access: (path) => {
-        if (!this.seen.has(path)) this.seen.set(path, this.base.lookup(path)?.gen ?? -1);
+        if (this.seen.has(path)) return;
+        const max = this.#budget.nodes;
+        if (max !== undefined && this.seen.size >= max) {
+          throw xsError('ENOSPC', 'transaction', path, `transaction ${id} accessed ${this.seen.size} nodes, quota transaction-nodes ${max}`);
+        }
+        this.charge(SEEN_COST + path.length, 'transaction', path);
+        this.seen.set(path, this.base.lookup(path)?.gen ?? -1);
       },
       changed() {},
     };
+  }
+
+  /** Accounts `bytes` more to this transaction, or fails with ENOMEM as C xenstored's memory quota does. */
+  charge(bytes: number, op: string, path: string | undefined): void {
+    const why = this.#budget.charge(this, bytes);
+    if (why !== undefined) throw xsError('ENOMEM', op, path, why);
+    this.bytes += bytes;
+  }
+
+  save(): XsTxSaved {
+    return { root: this.work.root, owned: new Map(this.work.owned) };
+  }
+
+  restore(saved: XsTxSaved): void {
+    this.work.root = saved.root;
+    this.work.owned = saved.owned;
   }
 
   /** The first path whose node changed in `main` since this transaction began, if any. */

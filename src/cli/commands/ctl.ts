@@ -30,7 +30,10 @@ negotiated parameters, and its counters.
   attach     add a disk to a running guest, as 'xl block-attach DOMID DISKSPEC' (on real Xen it
              runs exactly that; with 'serve --backend-kind NAME' serve writes the xenstore
              entries itself, as xl would); DISKSPEC is in xl disk syntax, several arguments are
-             joined by ','
+             joined by ','. The server opens only what its path policy allows: block devices
+             under /dev, files under its --allow-path directories (and, for 'blkback run', its
+             --map targets and its guests' own disks); anything else is refused before anything
+             is written, with the rule in the answer (see 'blkback serve --help')
   detach     remove a disk: the guest closes it, blkback drains it, the toolstack removes it
              (on real Xen: 'xl block-detach DOMID VDEV', or serve itself as for attach)
   resize     grow the disk's store to SIZE (512, 4k, 10G ...) and tell the guest the new size

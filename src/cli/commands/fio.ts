@@ -6,7 +6,7 @@ import { parseXlConfig } from '../../config/xl-cfg.ts';
 import { parseXlDiskSpec } from '../../config/xl-disk.ts';
 import type { GuestConfig } from '../../toolstack/host.ts';
 import { guestConfigFromXl, guestDiskFromXl } from '../../toolstack/from-xl.ts';
-import { formatJson, formatNormal, formatStatusLine, formatTerse, StatusLine, stringifyFioJson } from '../../fio/output/index.ts';
+import { formatErrorReport, formatJson, formatNormal, formatStatusLine, formatTerse, StatusLine, stringifyFioJson } from '../../fio/output/index.ts';
 import { runFio } from '../../fio/session.ts';
 import type { FioTarget, JobFileText } from '../../fio/session.ts';
 import type { FioProgress } from '../../fio/progress.ts';
@@ -33,6 +33,10 @@ Where the jobs run:
   --map PATH=SPEC      serve a disk target that does not exist here from a store (ram:1G, a path, ...)
   --bare               the same jobs straight on the block device (--disk's target, default a RAM
                        disk), no guest: the cost of the virtualization path shows by comparison
+The disks named here (--disk, --guest's config, --map) are yours and are opened as written, with
+your rights. A backend entry someone else writes through --xenstore-socket may name only block
+devices under /dev (the path policy of 'blkback serve --help', with no --allow-path). A disk that
+cannot be opened ends the run at once, with the reason.
 
 Job options:
   --set KEY=VALUE      override an option in every job AFTER parsing, above the job's own value,
@@ -150,6 +154,8 @@ export const fioCommand: Command = {
     });
     status.done();
     const results = outcome.results;
+    // As fio, on stderr whatever the format: which I/O of which job failed, and why.
+    process.stderr.write(formatErrorReport(results));
     let text: string;
     if (format === 'json') text = `${stringifyFioJson(formatJson(results, { globalOptions: outcome.parsed.globalOptions }))}\n`;
     else if (format === 'terse') text = formatTerse(results);

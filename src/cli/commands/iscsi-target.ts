@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { UsageError } from '../../internal/errors.ts';
+import { configureSocketAccess, takeAllowUidOptions } from '../../internal/unix-listener.ts';
 import { parseSize } from '../../config/size.ts';
 import { checkMutualSecret, parseChapSecretsFile } from '../../iscsi/chap.ts';
 import type { ChapSecrets } from '../../iscsi/chap.ts';
@@ -22,7 +23,7 @@ const help = `blkback iscsi-target — serve block stores as the LUNs of an iSCS
 usage: blkback iscsi-target --lun N=SPEC [--read-only] [--thin] [--lun ...] --allow IQN|ALL
                             [--portal HOST:PORT] [--advertise HOST:PORT] [--target-name IQN]
                             [--chap-file PATH [--mutual-chap-file PATH]] [--allow-path DIR]...
-                            [--control-socket PATH] [options]
+                            [--control-socket PATH] [--allow-uid UID]... [options]
 
 The storage server of the seed's test bed (the mail used LIO): every store blkback knows becomes a
 SCSI disk (SBC-3) that iSCSI initiators log in to: Linux's open-iscsi, QEMU and libiscsi tools,
@@ -75,7 +76,10 @@ Tuning options (the defaults are what the benchmarks use):
 Control options:
   --control-socket PATH    serve 'blkback ctl --iscsi list' and 'ctl --iscsi stats' here (mode
                            0600; default /run/blkback/${ISCSI_TARGET_SOCKET_NAME} for root, beside
-                           'blkback serve's control.sock)
+                           'blkback serve's control.sock). Only root and the user running the
+                           target are served (SO_PEERCRED is checked; others closed, logged)
+  --allow-uid UID          also serve this user on the control socket (numeric uid; repeatable;
+                           the socket is then 0666 and the credential check alone decides)
 
 examples:
   truncate -s 1G /srv/disks/lun1.img
@@ -115,6 +119,9 @@ export const iscsiTargetCommand: Command = {
   summary: 'serve stores as the LUNs of an iSCSI target (discovery, CHAP, digests, reservations)',
   help,
   async run(argv) {
+    const access = takeAllowUidOptions(argv, 'iscsi-target');
+    argv = access.rest;
+    configureSocketAccess({ allowUids: access.allowUids, log: (line) => void process.stderr.write(`${new Date().toISOString()} ${line}\n`) });
     let tokens;
     let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
     try {

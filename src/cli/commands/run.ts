@@ -4,7 +4,9 @@ import { buildMapTable, parseMapOption } from '../../config/map.ts';
 import { parseXlConfig } from '../../config/xl-cfg.ts';
 import type { XlConfig } from '../../config/xl-cfg.ts';
 import { parseSize } from '../../config/size.ts';
+import { ALLOW_PATH_OPTION_HELP, PATH_POLICY_HELP, resolvePathPolicy } from '../../block/path-policy.ts';
 import { UsageError } from '../../internal/errors.ts';
+import { configureSocketAccess, takeAllowUidOptions } from '../../internal/unix-listener.ts';
 import { SimHost } from '../../toolstack/host.ts';
 import { blkbackControlTarget } from '../../control/blkback-target.ts';
 import { serveControl } from '../../control/server.ts';
@@ -18,7 +20,7 @@ const help = `blkback run — start simulated guests from xl config files and ch
 
 usage: blkback run GUEST.cfg... [--map PATH=SPEC]... [--xenstore-socket PATH] [--control-socket PATH]
                    [--operations N] [--iodepth N] [--max-io SIZE] [--length SIZE] [--abi x86_64|x86_32]
-                   [--hold] [--json]
+                   [--hold] [--json] [--allow-path DIR]... [--allow-uid UID]...
 
 Each config file is read as xl reads it (name, memory, vcpus and disk are honoured; keys that mean
 nothing here, such as kernel, vif or vfb, are listed once as ignored). Each guest runs as a worker
@@ -28,6 +30,15 @@ I/O (as the kernel's blkback) and file: disks through the page cache (as QEMU's 
 In each guest, on its first disk, an integrity load runs: random reads and writes of random sizes at
 random offsets, many in flight, every read checked, then the whole region read back. The exit status
 is 0 only if every byte read back is the byte written.
+
+Whose paths are opened: the disks of the configs given here and the stores of --map are yours, and
+are opened as written (a config's target=/srv/guest.img needs no --allow-path). A disk someone
+else names is another matter: one hot-plugged with 'blkback ctl attach' over --control-socket, or
+a backend entry written through --xenstore-socket. Unless it is a --map target or one of the
+configs' targets, it must pass this rule:
+${PATH_POLICY_HELP}
+A refused attach is answered with the rule; a refused xenstore entry is logged, and its backend
+records the rule in /local/domain/0/error/backend/vbd/DOMID/DEVID/error and goes to Closed.
 
 Options:
   --map PATH=SPEC          serve a disk target that does not exist here from a store:
@@ -39,11 +50,17 @@ Options:
                            resize) while the host is up; with --hold, until Ctrl-C. Disks to
                            hot-plug must resolve here too: --map /dev/sdc=ram:256M, then
                            blkback ctl --socket PATH attach DOMID 'vdev=xvdb,target=/dev/sdc'
+                           Both sockets are created 0600: only root and the user running
+                           blkback are served (SO_PEERCRED is checked; others closed, logged)
+  --allow-uid UID          also serve this user on both sockets (numeric uid; repeatable; the
+                           sockets are then 0666 and the credential check alone decides)
   --operations N           I/Os per guest (default 5000)
   --iodepth N              I/Os in flight per guest (default 32)
   --max-io SIZE            largest I/O (default 128k)
   --length SIZE            bytes of the disk to exercise (default: all, at most 64M)
   --abi x86_64|x86_32      the ring ABI the guests' blkfront speaks (default x86_64)
+${ALLOW_PATH_OPTION_HELP}
+                           (for disks others name: ctl attach, --xenstore-socket)
   --hold                   after the check, keep the host up until Ctrl-C (to inspect the xenstore)
   --json                   print the results as JSON
 
@@ -56,6 +73,9 @@ export const runCommand: Command = {
   summary: 'start guests from xl config files and verify their disks end to end',
   help,
   async run(argv) {
+    const access = takeAllowUidOptions(argv, 'run');
+    argv = access.rest;
+    configureSocketAccess({ allowUids: access.allowUids, log: (line) => void process.stderr.write(`${line}\n`) });
     const { values, positionals } = parseArgs({
       args: argv,
       allowPositionals: true,
@@ -70,11 +90,13 @@ export const runCommand: Command = {
         abi: { type: 'string' },
         hold: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
+        'allow-path': { type: 'string', multiple: true },
       },
     });
     if (positionals.length === 0) throw new UsageError("run: give at least one guest config file (see 'blkback run --help')");
     const abi = values.abi ?? 'x86_64';
     if (abi !== 'x86_64' && abi !== 'x86_32') throw new UsageError(`--abi: '${abi}' is not x86_64 or x86_32`);
+    const policy = await resolvePathPolicy(values['allow-path'] ?? []);
     const count = (text: string | undefined, what: string, fallback: number): number => {
       if (text === undefined) return fallback;
       const n = Number(text);
@@ -101,12 +123,12 @@ export const runCommand: Command = {
       if (c.disks.length === 0) throw new UsageError(`${c.file}: guest '${c.name}' has no disk to check`);
     }
     const maps = buildMapTable((values.map ?? []).map(parseMapOption));
-    const host = await SimHost.start({ maps, log, ...(values['xenstore-socket'] === undefined ? {} : { xenstoreSocket: values['xenstore-socket'] }) });
+    const host = await SimHost.start({ maps, policy, log, ...(values['xenstore-socket'] === undefined ? {} : { xenstoreSocket: values['xenstore-socket'] }) });
     let control: ControlServer | undefined;
     const controlPath = values['control-socket'];
     if (controlPath !== undefined) {
       try {
-        control = await serveControl(blkbackControlTarget(host.blkback, simToolstack(host), { xenstore: host.xs }), { path: controlPath, log });
+        control = await serveControl(blkbackControlTarget(host.blkback, simToolstack(host), { xenstore: host.xs, checkStore: (r) => host.stores.check(r) }), { path: controlPath, log });
       } catch (err) {
         await host.stop();
         throw err;

@@ -11,10 +11,12 @@ import type { ControlServer } from '../../control/server.ts';
 import { xenstoreToolstack } from '../../control/xenstore-toolstack.ts';
 import { xlToolstack } from '../../control/xl-toolstack.ts';
 import { UsageError } from '../../internal/errors.ts';
+import { configureSocketAccess, takeAllowUidOptions } from '../../internal/unix-listener.ts';
 import { IO_ENGINES } from '../../block/direct.ts';
 import { linuxAioProblem } from '../../internal/linux-aio.ts';
 import type { IoEngine } from '../../block/direct.ts';
 import { StoreRegistry } from '../../toolstack/stores.ts';
+import { ALLOW_PATH_OPTION_HELP, PATH_POLICY_HELP, resolvePathPolicy } from '../../block/path-policy.ts';
 import type { Command } from '../command.ts';
 
 /** Exit status when Xen is not there: the environment, not the command line, is wrong (but not a crash). */
@@ -24,13 +26,15 @@ const help = `blkback serve — be the block backend of a real Xen host (run in 
 
 usage: blkback serve [--control-socket PATH] [--xenstore-socket PATH]
                      [--max-ring-page-order N] [--max-inflight N] [--data-path persistent|copy|map]
-                     [--aio native|threads] [--backend-kind NAME]
+                     [--aio native|threads] [--backend-kind NAME] [--allow-path DIR]...
+                     [--allow-uid UID]...
 
 Takes over /local/domain/0/backend/vbd: every guest disk the toolstack sets up there with
 backendtype=phy (at 'xl create', or later with 'xl block-attach' or 'blkback ctl attach') is
 served from the path in its params key (a block device such as /dev/loop0, /dev/vg0/guest, or a
-raw image file), with Linux xen-blkback's handshake and keys. Logs go to stderr with timestamps.
-SIGINT or SIGTERM stops it cleanly: each disk answers the requests in flight, then blkback exits 0.
+raw image file under an --allow-path directory), with Linux xen-blkback's handshake and keys. Logs
+go to stderr with timestamps. SIGINT or SIGTERM stops it cleanly: each disk answers the requests in
+flight, then blkback exits 0.
 
 Before you start:
   - do not load the kernel's backend: 'modprobe -r xen-blkback' (and blacklist it), or both
@@ -40,12 +44,26 @@ Before you start:
       disk = ['format=raw,vdev=xvda,access=rw,backendtype=phy,target=/dev/loop0']
     (qdisk disks stay QEMU's, and show up nowhere here).
 
+What may be attached: a disk's params is a path someone else named (xl create, xl block-attach,
+'blkback ctl attach', or anything else that may write the backend directory), and blkback runs as
+root, so every path passes a path policy before it is opened.
+${PATH_POLICY_HELP}
+A refused 'blkback ctl attach' is answered with the rule, and nothing is written to xenstore. A
+refused disk set up some other way is logged with the rule, which also goes where Linux's
+xen-blkback records a failure (/local/domain/0/error/backend/vbd/DOMID/DEVID/error, or
+backend/NAME with --backend-kind), and the disk's backend goes to Closed. For example,
+--allow-path /srv/xen/images serves the raw images kept there.
+
 On a machine without Xen (no /dev/xen, no xenstored) it prints one line saying what is missing
 and exits with status 2.
 
 options:
-  --control-socket PATH    serve 'blkback ctl' on this Unix socket, mode 0600 (default
-                           ${ROOT_CONTROL_SOCKET} when root)
+  --control-socket PATH    serve 'blkback ctl' on this Unix socket (default
+                           ${ROOT_CONTROL_SOCKET} when root). Created 0600; only root and
+                           the user running blkback are served (SO_PEERCRED is checked, others
+                           are closed and logged)
+  --allow-uid UID          also serve this user on the control socket (numeric uid; repeatable;
+                           the socket is then 0666 and the credential check alone decides)
   --xenstore-socket PATH   xenstored's Unix socket (default /run/xenstored/socket)
   --max-ring-page-order N  largest ring a frontend may use, 2^N pages (0..4, default 4)
   --max-inflight N         requests in flight across all disks before rings wait (default 4096)
@@ -68,6 +86,7 @@ options:
                            'blkback ctl attach/detach', which write the xenstore entries
                            themselves (no hotplug script: serve opens the target); detach them
                            before 'xl destroy', which does not know them
+${ALLOW_PATH_OPTION_HELP}
   --aio native|threads     how disk I/O reaches the kernel (default native): 'native' hands all
                            the requests of a turn to Linux AIO in one io_submit; 'threads' gives
                            each to a thread of libuv's pool (costs a thread hand-off a request;
@@ -103,9 +122,14 @@ export const serveCommand: Command = {
   summary: 'serve the disks of real Xen guests (dom0), with a control socket for blkback ctl',
   help,
   async run(argv) {
+    const access = takeAllowUidOptions(argv, 'serve');
+    argv = access.rest;
+    configureSocketAccess({ allowUids: access.allowUids, log: timestamped });
     let values: Record<string, string | undefined>;
+    let allowPaths: string[];
     try {
-      ({ values } = parseArgs({
+      let allow: string[] | undefined;
+      ({ values: { 'allow-path': allow, ...values } } = parseArgs({
         args: argv,
         allowPositionals: false,
         strict: true,
@@ -117,8 +141,10 @@ export const serveCommand: Command = {
           'data-path': { type: 'string' },
           aio: { type: 'string' },
           'backend-kind': { type: 'string' },
+          'allow-path': { type: 'string', multiple: true },
         },
       }));
+      allowPaths = allow ?? [];
     } catch (err) {
       throw new UsageError(`serve: ${(err as Error).message} (see 'blkback serve --help')`);
     }
@@ -137,6 +163,7 @@ export const serveCommand: Command = {
       throw new UsageError(`serve: --backend-kind '${backendKind}' is not a xenstore directory name (a-z, 0-9, _ and -, a letter first)`);
     }
     if (backendKind === 'qdisk') throw new UsageError("serve: --backend-kind qdisk is QEMU's directory; choose another name, such as 'blkback'");
+    const policy = await resolvePathPolicy(allowPaths);
     const controlPath = values['control-socket'] ?? defaultControlSocket();
     const xenstoreSocket = values['xenstore-socket'];
 
@@ -163,7 +190,7 @@ export const serveCommand: Command = {
     }
 
     const log = timestamped;
-    const stores = new StoreRegistry(new Map(), ioEngine === undefined ? {} : { ioEngine: ioEngine as IoEngine });
+    const stores = new StoreRegistry(new Map(), { policy, ...(ioEngine === undefined ? {} : { ioEngine: ioEngine as IoEngine }) });
     const blkback = new Blkback(hv, {
       open: stores.open,
       log,
@@ -177,8 +204,9 @@ export const serveCommand: Command = {
       await blkback.start();
       // xl writes only vbd (and qdisk) disks; under another directory attach and detach are ours
       const toolstack = backendKind === 'vbd' ? xlToolstack() : xenstoreToolstack(hv.xenstore, backendKind, { log });
-      control = await serveControl(blkbackControlTarget(blkback, toolstack, { xenstore: hv.xenstore }), { path: controlPath, log });
+      control = await serveControl(blkbackControlTarget(blkback, toolstack, { xenstore: hv.xenstore, checkStore: (r) => stores.check(r) }), { path: controlPath, log });
       log(`serve: blkback serves /local/domain/${hv.domid}/backend/${backendKind}; control socket ${controlPath}`);
+      log(`serve: disks may be block devices under /dev${policy.allowPaths.length === 0 ? ' (no --allow-path: no image files)' : ` and files under ${policy.allowPaths.join(', ')}`}`);
       const aioProblem = ioEngine === 'threads' ? 'as asked' : linuxAioProblem();
       log(`serve: phy disks do I/O through ${aioProblem === undefined ? 'Linux AIO (--aio native)' : `libuv's thread pool (--aio threads: ${aioProblem})`}`);
       const signal = await new Promise<NodeJS.Signals>((resolve) => {

@@ -4,6 +4,7 @@
 import { createWriteStream } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { UsageError } from '../../internal/errors.ts';
+import { configureSocketAccess, parseAllowUids } from '../../internal/unix-listener.ts';
 import type { Command } from '../command.ts';
 import { XenstoreDaemon } from '../../xenstore/daemon.ts';
 
@@ -11,14 +12,18 @@ const help = `blkback xenstored: run the xenstore daemon on a Unix socket until 
 
 It speaks the real xenstore wire protocol (xen/io/xs_wire.h), so Xen's own tools work against it.
 Every socket connection speaks for dom0 (privileged), as with xenstored's socket. The socket file
-is removed at exit; a stale one left by a crashed daemon is replaced.
+is removed at exit; a stale one left by a crashed daemon is replaced. Who may connect: the socket
+is created 0600, and only root and the user running the daemon are served (each connection's
+SO_PEERCRED is checked; others are closed and logged), plus the users of --allow-uid.
 
-usage: blkback xenstored --socket PATH [--quota-nodes N] [--log FILE]
+usage: blkback xenstored --socket PATH [--quota-nodes N] [--log FILE] [--allow-uid UID]...
 
 options:
   --socket PATH      Unix socket to listen on (required)
   --quota-nodes N    nodes each unprivileged domain may own (default 1000)
   --log FILE         append a trace line per request, reply and watch event to FILE
+  --allow-uid UID    also serve this user (numeric uid; repeatable): the socket is then 0666
+                     and the credential check alone decides
 
 example:
   blkback xenstored --socket /tmp/xs.sock &
@@ -37,11 +42,11 @@ export const xenstoredCommand: Command = {
   summary: 'run the xenstore daemon on a Unix socket (for xenstore-ls, xenstore-write, ...)',
   help,
   async run(argv: string[]): Promise<number> {
-    let values: { socket?: string | undefined; 'quota-nodes'?: string | undefined; log?: string | undefined };
+    let values: { socket?: string | undefined; 'quota-nodes'?: string | undefined; log?: string | undefined; 'allow-uid'?: string[] | undefined };
     try {
       ({ values } = parseArgs({
         args: argv,
-        options: { socket: { type: 'string' }, 'quota-nodes': { type: 'string' }, log: { type: 'string' } },
+        options: { socket: { type: 'string' }, 'quota-nodes': { type: 'string' }, log: { type: 'string' }, 'allow-uid': { type: 'string', multiple: true } },
         strict: true,
         allowPositionals: false,
       }));
@@ -50,6 +55,7 @@ export const xenstoredCommand: Command = {
     }
     if (values.socket === undefined || values.socket === '') throw new UsageError('xenstored: --socket PATH is required');
     const quotaNodes = values['quota-nodes'] === undefined ? undefined : positiveInt('--quota-nodes', values['quota-nodes']);
+    configureSocketAccess({ allowUids: parseAllowUids(values['allow-uid'], 'xenstored'), log: (line) => void process.stderr.write(`xenstored: ${line}\n`) });
     const logStream = values.log === undefined ? undefined : createWriteStream(values.log, { flags: 'a' });
     const daemon = new XenstoreDaemon({
       ...(quotaNodes === undefined ? {} : { quotaNodes }),

@@ -17,6 +17,7 @@ import { jobGeometry, type JobGeometry } from './region.ts';
 import { StatsCollector } from './stats-collector.ts';
 import type { EngineContext, JobProgress, LogSink, RunControl } from './types.ts';
 import { checkVerifyRead, EILSEQ, prepareVerifyWrite, verifyContext, type VerifyContext } from './verify.ts';
+import { ioErrorReport, strerror } from './io-error.ts';
 
 /** fio's default randseed (options.c: 0x89). */
 export const FIO_DEFAULT_RANDSEED = 0x89;
@@ -90,6 +91,7 @@ export class JobRunner {
   private numberio = 0;
   private error = 0;
   private errorMessage = '';
+  private errorReport: string[] = [];
   private readonly failures: VerifyFailure[] = [];
   private readonly syncLat = new LatencyHistogram();
   private syncIos = 0;
@@ -429,6 +431,7 @@ export class JobRunner {
         this.failures.push({ offset: slot.offset, length: slot.len, message: `${this.job.name}: ${msg}` });
         this.error = EILSEQ;
         this.errorMessage = `${this.job.name}: ${msg}`;
+        this.errorReport = [msg, `fio: ${this.job.name}: err=${EILSEQ} (${strerror(EILSEQ)}): the data read back is not what was written`];
         this.stopped = true;
       }
     }
@@ -447,7 +450,11 @@ export class JobRunner {
     if (this.error === 0) {
       this.error = e instanceof BlockError ? e.errno : Errno.EIO;
       const what = slot.ddir === 0 ? 'read' : slot.ddir === 1 ? 'write' : 'trim';
-      this.errorMessage = `${this.job.name}: ${what} offset=${slot.offset}, buflen=${slot.len}: ${e instanceof Error ? e.message : String(e)}`;
+      const message = e instanceof Error ? e.message : String(e);
+      this.errorMessage = `${this.job.name}: ${what} offset=${slot.offset}, buflen=${slot.len}: ${message}`;
+      this.errorReport = ioErrorReport(this.job, {
+        ddir: slot.ddir, offset: slot.offset, length: slot.len, errno: this.error, message, blockSize: this.ctx.device.info.logicalBlockSize,
+      });
     }
     this.stopped = true;
     this.done.push(slot);
@@ -462,6 +469,7 @@ export class JobRunner {
       if (this.error === 0) {
         this.error = e instanceof BlockError ? e.errno : Errno.EIO;
         this.errorMessage = `${this.job.name}: fsync: ${e instanceof Error ? e.message : String(e)}`;
+        this.errorReport = [`fio: ${this.errorMessage} (${strerror(this.error)})`];
       }
       this.stopped = true;
       return;
@@ -521,6 +529,7 @@ export class JobRunner {
       groupId,
       error: this.error,
       errorMessage: this.errorMessage,
+      ...(this.error === 0 ? {} : { errorReport: this.errorReport }),
       dirs,
       sync: { totalIos: this.syncIos, lat: this.syncLat },
       runtimeMs,

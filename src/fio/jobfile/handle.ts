@@ -2,6 +2,7 @@
 // and '-') splitting into per-direction values, the range checks, and fio's rule that the option
 // fails only when every piece fails. Also the posval matcher, with the fio 1.41-2.0.11 prefix rule.
 import { parseBytes, parseCInt, parseTimeUs } from './numbers.ts';
+import type { KbBase } from './numbers.ts';
 import type { OptDef, StrContext } from './options.ts';
 import type { OptState } from './state.ts';
 
@@ -207,4 +208,60 @@ export function handleOption(d: OptDef, value: string | null, st: OptState, ctx:
     done++;
   }
   return { error: ok ? null : firstError };
+}
+
+const NUMERIC: ReadonlySet<string> = new Set(['INT', 'ULL', 'STR_VAL', 'STR_VAL_TIME', 'RANGE']);
+
+/** A value as fio read it and as it would read it without the blanks. */
+export interface HiddenUnit {
+  /** "' 8k' is 8 bytes" (one entry per piece a blank changed). */
+  readonly read: readonly string[];
+  /** "8192 bytes" for each of those pieces without its blank. */
+  readonly meant: readonly string[];
+  /** The value without the blanks: "8k". */
+  readonly tidy: string;
+}
+
+function describeBytes(v: bigint, percent: boolean): string {
+  if (percent) return `${v}%`;
+  return v === 1n ? '1 byte' : `${v} bytes`;
+}
+
+function describeUs(us: bigint): string {
+  if (us !== 0n && us % 1_000_000n === 0n) return `${us / 1_000_000n} s`;
+  if (us !== 0n && us % 1000n === 0n) return `${us / 1000n} ms`;
+  return `${us} us`;
+}
+
+/**
+ * fio 3.33 finds a number's unit only when the number starts its piece: `bs = 8k` gives the value
+ * " 8k", strtoll skips the blank but get_mult_bytes stops at it, so the 'k' is lost and bs is 8
+ * bytes (likewise after ',' ':' '-'). fio accepts that silently, and so do we: it is what the line
+ * means to fio. This says what was read when a blank changed the number, for a note.
+ */
+export function hiddenUnit(d: OptDef, value: string | null, kbBase: KbBase): HiddenUnit | null {
+  if (value === null || !NUMERIC.has(d.type) || !/(^|[,:-])\s/.test(value)) return null;
+  const read: string[] = [];
+  const meant: string[] = [];
+  for (const piece of value.split(/[,:-]/)) {
+    if (!/^\s/.test(piece)) continue;
+    const tidy = piece.trimStart();
+    let as: string | null;
+    let without: string | null;
+    if (d.isTime === true) {
+      const a = parseTimeUs(piece, d.isSeconds === true);
+      const b = parseTimeUs(tidy, d.isSeconds === true);
+      as = a === null ? null : describeUs(a);
+      without = b === null ? null : describeUs(b);
+    } else {
+      const a = parseBytes(piece, kbBase);
+      const b = parseBytes(tidy, kbBase);
+      as = a === null ? null : describeBytes(a.value, a.percent);
+      without = b === null ? null : describeBytes(b.value, b.percent);
+    }
+    if (as === null || without === null || as === without) continue;
+    read.push(`'${piece}' is ${as}`);
+    meant.push(without);
+  }
+  return read.length === 0 ? null : { read, meant, tidy: value.replace(/(^|[,:-])\s+/g, '$1') };
 }

@@ -3,7 +3,7 @@
 import { cpus, totalmem } from 'node:os';
 import type { FioJob, ParsedJobs, PerDdir, RandomDistribution, VerifyKind } from '../job.ts';
 import { FioParseError } from './errors.ts';
-import { handleOption } from './handle.ts';
+import { handleOption, hiddenUnit } from './handle.ts';
 import { FIO_OPTION_NAMES } from './known-names.ts';
 import { splitSections, type IncludeReader, type OptionLine } from './lines.ts';
 import { findOption, NOTE_ONLY, OPTIONS, type OptDef } from './options.ts';
@@ -90,8 +90,19 @@ function applyItems(items: readonly Item[], st: OptState, jobName: string, stric
     if (r.unimplemented === true) throw new FioParseError(it.where, `'${shown}': this ${it.def.name} value is a fio feature this runner does not implement`);
     if (r.error !== null) {
       const legacy = r.legacy !== undefined ? ` (fio 1.41-2.0.11 read it as ${r.legacy}; --strict, like fio >= 2.0.12, refuses it)` : '';
-      throw new FioParseError(it.where, `failed parsing '${shown}': ${r.error}${legacy}`);
+      // `rw = randwrite`: fio keeps the blank after '=' in the value, and ' randwrite' is no mode.
+      const blank = it.value !== null && /^\s/.test(it.value) && it.def.posval !== undefined && !legacy
+        ? ` (fio 3.33 keeps the blank after '=': '${it.value}' is not '${it.value.trimStart()}'; write ${it.key}=${it.value.trimStart()})`
+        : '';
+      throw new FioParseError(it.where, `failed parsing '${shown}': ${r.error}${legacy}${blank}`);
     }
+    const hidden = hiddenUnit(it.def, it.value, st.kbBase);
+    let note: string | undefined;
+    if (hidden !== null) {
+      note = `${hidden.read.join(', ')}, as fio 3.33 reads it (a blank before a number hides its unit)`;
+      warnings.push(`${it.where}: '${it.raw}': ${note}; write ${it.key}=${hidden.tidy} for ${hidden.meant.join(', ')}`);
+    }
+    st.origins[it.def.name] = { where: it.where, text: it.raw, ...(note === undefined ? {} : { note }) };
     if (r.legacy !== undefined) {
       warnings.push(`${it.where}: ${shown} read as ${r.legacy} (fio 1.41-2.0.11 prefix rule); fio >= 2.0.12 rejects it; --strict refuses`);
     }
@@ -128,6 +139,13 @@ function distributionOf(st: OptState): RandomDistribution {
 
 const hasRead = (rw: string): boolean => rw.includes('read') || rw === 'rw' || rw === 'randrw';
 
+/** "size = 64k at jobs/x.fio:6: ' 64k' is 64 bytes ..." for an option set in a file; '' when it is a default. */
+function origin(st: OptState, option: string): string {
+  const o = st.origins[option];
+  if (o === undefined) return '';
+  return `${option}: '${o.text}' at ${o.where}${o.note === undefined ? '' : `: ${o.note}`}`;
+}
+
 /** fixup_options and add_job checks, then the FioJob. */
 function buildJob(section: { name: string; where: string; fileIndex: number }, st: OptState, options: Record<string, string>,
   stonewallFlag: boolean, earlier: readonly FioJob[], warnings: string[]): FioJob {
@@ -150,7 +168,8 @@ function buildJob(section: { name: string; where: string; fileIndex: number }, s
   if (usesRate && usesIops) throw new FioParseError(where, `job ${name}: rate and rate_iops are mutually exclusive`);
   const minBs = Math.min(bsMin[0], bsMin[1], bsMin[2]);
   if (st.size !== 0 && st.size < minBs) {
-    throw new FioParseError(where, `job ${name}: size too small, must not be less than minimum block size: ${st.size} < ${minBs}`);
+    const from = ['size', 'bs', 'bsrange'].map((o) => origin(st, o)).filter((o) => o !== '').join('; ');
+    throw new FioParseError(where, `job ${name}: size too small, must not be less than minimum block size: ${st.size} < ${minBs}${from === '' ? '' : ` (${from})`}`);
   }
   let timeBased = st.timeBased;
   if (st.timeoutUs === 0 && timeBased) {
@@ -210,6 +229,7 @@ function buildJob(section: { name: string; where: string; fileIndex: number }, s
     bwAvgTimeMs: st.bwAvgTimeMs, iopsAvgTimeMs: st.iopsAvgTimeMs, percentileList: [...st.percentileList],
     description: st.description, kbBase: st.kbBase,
     options,
+    origins: { ...st.origins },
     offsetIncrementPercent: st.offsetIncrementPercent,
     ioSizePercent: st.ioSizePercent,
   };

@@ -1,6 +1,6 @@
 // The mutable per-section option state (fio's struct thread_options, reduced to what the runner
 // uses). A job copies the global state when its header is read; options then mutate the copy.
-import type { PerDdir, RwMode } from '../job.ts';
+import type { OptionOrigin, PerDdir, RwMode } from '../job.ts';
 import type { KbBase } from './numbers.ts';
 
 /** A bssplit / zoned entry as read: perc -1 is a blank share (fio's -1U). */
@@ -86,6 +86,8 @@ export interface OptState {
   percentileList: number[];
   description: string;
   kbBase: KbBase;
+  /** Where each option was last set (canonical name), for messages. */
+  origins: Record<string, OptionOrigin>;
 }
 
 /** fio 3.33 defaults (`fio --cmdhelp=OPT`). */
@@ -106,7 +108,7 @@ export function defaultState(): OptState {
     bwLog: null, latLog: null, iopsLog: null, histLog: null, logAvgMsec: 0, logHistMsec: 0, logOffset: false, logPrio: false,
     perJobLogs: true, bwAvgTimeMs: 500, iopsAvgTimeMs: 500,
     percentileList: [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99],
-    description: '', kbBase: 1024,
+    description: '', kbBase: 1024, origins: {},
   };
 }
 

@@ -4,6 +4,7 @@ export type { NormalOptions } from './normal.ts';
 export { formatJson, stringifyFioJson } from './json.ts';
 export type { FioJsonObject, FioJsonValue, JsonOptions } from './json.ts';
 export { formatTerse } from './terse.ts';
+export { formatErrorReport } from './errors.ts';
 export type { DiskUtil, TerseOptions } from './terse.ts';
 export { openJobLogs, logFileNames, formatLogRow, parseFioLog } from './log-sink.ts';
 export type { LogSink, LogKind, FioLogRow } from './log-sink.ts';

@@ -205,7 +205,9 @@ function mapLine(label: string, keys: readonly string[], shares: readonly number
 function jobReport(ts: JobReport, rs: GroupRunStats | undefined, when: string, pid: number): string {
   const totalRw = rwIos(ts);
   const ioBytes = ts.dirs[0].ioBytes + ts.dirs[1].ioBytes + ts.dirs[2].ioBytes;
-  if (!ioBytes && !totalRw) return '';
+  // fio skips a job that neither moved bytes nor issued I/O (total_io_u counts issued I/O): a job
+  // whose first I/O failed is shown, with its err=.
+  if (!ioBytes && !(ts.issued[0] + ts.issued[1] + ts.issued[2])) return '';
   let out = ts.error
     ? `${ts.name}: (groupid=${ts.groupId}, jobs=${ts.members}): err=${cInt(ts.error, 2)} (${ts.errorMessage}): pid=${pid}: ${when}\n`
     : `${ts.name}: (groupid=${ts.groupId}, jobs=${ts.members}): err=${cInt(ts.error, 2)}: pid=${pid}: ${when}\n`;

@@ -3,9 +3,36 @@
 // ports and calls their handlers. A pending waitAsync does not keep Node's event loop alive, so
 // while this thread owns an open port a long idle interval timer does; with no open port the
 // thread may exit.
+// dom0's dispatcher also plays the hypervisor for the guests' sends: it waits on each guest's outbox
+// doorbell as well (one waitAsync per guest, so no guest can swallow another's wake-up) and drains
+// the outbox into dom0's own table before it scans (evtchn-outbox.ts).
 
+import { DOORBELL } from './evtchn-outbox.ts';
 import { UPCALL } from './evtchn-table.ts';
 import type { EvtchnTable } from './evtchn-table.ts';
+
+/** Another word this thread waits on, with what to do when it is raised (see OutboxReceiver). */
+export interface WakeSource {
+  /** Raised (non-zero) at DOORBELL when there is something to drain. */
+  readonly words: Int32Array;
+  /** Called after the doorbell was taken. */
+  drain(): void;
+}
+
+class SourceWait {
+  readonly source: WakeSource;
+  waiting = false;
+  removed = false;
+  readonly wake: () => void;
+
+  constructor(source: WakeSource, run: () => void) {
+    this.source = source;
+    this.wake = () => {
+      this.waiting = false;
+      if (!this.removed) run();
+    };
+  }
+}
 
 /** Wake-ups handled back to back before yielding to the event loop with setImmediate. */
 const MAX_ROUNDS = 64;
@@ -23,6 +50,7 @@ export class Dispatcher {
   readonly #handlers: ((() => void) | undefined)[];
   #open = 0;
   #waiting = false;
+  #sources: SourceWait[] = [];
   #running = false;
   #keepAlive: ReturnType<typeof setInterval> | undefined;
   readonly #wake = (): void => {
@@ -78,6 +106,22 @@ export class Dispatcher {
     }
   }
 
+  /** Also waits on `source` (idempotent). */
+  addSource(source: WakeSource): void {
+    if (this.#sources.some((s) => s.source === source)) return;
+    this.#sources = [...this.#sources, new SourceWait(source, this.#resume)];
+    this.#run();
+  }
+
+  removeSource(source: WakeSource): void {
+    const wait = this.#sources.find((s) => s.source === source);
+    if (wait === undefined) return;
+    wait.removed = true;
+    this.#sources = this.#sources.filter((s) => s !== wait);
+    // Settle its pending waitAsync now rather than leave it to wait for a doorbell nobody rings.
+    Atomics.notify(source.words, DOORBELL);
+  }
+
   setHandler(port: number, handler: () => void): void {
     this.#handlers[port] = handler;
     // An event that arrived before the handler was set is still pending: deliver it now.
@@ -90,11 +134,18 @@ export class Dispatcher {
     try {
       const words = this.#table.words;
       for (let round = 0; round < MAX_ROUNDS; round++) {
+        const sources = this.#sources;
+        for (let i = 0; i < sources.length; i++) {
+          const source = sources[i]!.source;
+          if (Atomics.exchange(source.words, DOORBELL, 0) !== 0) source.drain();
+        }
         if (Atomics.exchange(words, UPCALL, 0) !== 0) {
           this.#table.scan(this.#deliver);
           continue;
         }
-        if (this.#open === 0 || this.#waiting) return;
+        if (this.#open === 0) return;
+        if (!this.#armSources()) continue; // a doorbell rang meanwhile
+        if (this.#waiting) return;
         const result = Atomics.waitAsync(words, UPCALL, 0);
         if (result.async) {
           this.#waiting = true;
@@ -106,5 +157,19 @@ export class Dispatcher {
     } finally {
       this.#running = false;
     }
+  }
+
+  /** Waits on every source not already waited on; false if one's doorbell is already raised. */
+  #armSources(): boolean {
+    const sources = this.#sources;
+    for (let i = 0; i < sources.length; i++) {
+      const wait = sources[i]!;
+      if (wait.waiting) continue;
+      const result = Atomics.waitAsync(wait.source.words, DOORBELL, 0);
+      if (!result.async) return false;
+      wait.waiting = true;
+      void result.value.then(wait.wake);
+    }
+    return true;
   }
 }

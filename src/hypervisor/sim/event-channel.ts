@@ -1,16 +1,26 @@
 // Event-channel operations on the shared tables (EVTCHNOP_alloc_unbound, bind_interdomain, send,
 // close, unmask) and the EventChannel object a thread holds for one of its ports.
+//
+// Who may touch what, as in Xen: a domain's own table (its pending and mask bits, and the port
+// states its hypercalls keep) is in memory it holds. dom0's thread also plays the hypervisor, so it
+// reaches the guests' tables: it binds their ports, sets their pending bits and reads their port
+// states. A guest holds only its own table and its outbox: its sends are posts that dom0's
+// dispatcher delivers through routes only dom0 keeps (evtchn-outbox.ts), and when it closes a port
+// dom0's end is found unbound at dom0's next send, not written by the guest.
 
 import { EventChannelError } from '../errors.ts';
 import { DOMID_SELF } from '../types.ts';
 import type { BackendEvents, EventChannel, GuestEvents } from '../types.ts';
 import { ECS_FREE, ECS_INTERDOMAIN, ECS_RESERVED, ECS_UNBOUND } from './constants.ts';
 import { Dispatcher } from './dispatcher.ts';
+import type { EvtchnOutbox, OutboxReceiver } from './evtchn-outbox.ts';
 import { portKind, portRemoteDomid, portState } from './evtchn-table.ts';
 import type { EvtchnTable } from './evtchn-table.ts';
 
 /** Finds another domain's event table (undefined once it is destroyed or unknown to this thread). */
 export type PeerLookup = (domid: number) => EvtchnTable | undefined;
+/** dom0: the receiver of a guest's outbox (undefined once the guest is destroyed). */
+export type ReceiverLookup = (domid: number) => OutboxReceiver | undefined;
 
 /** Bounded spin while a port sits in ECS_RESERVED because another thread is half-way through binding it. */
 const RESERVED_SPIN_LIMIT = 10_000_000;
@@ -35,14 +45,19 @@ export class SimEventChannel implements EventChannel {
   readonly #table: EvtchnTable;
   readonly #dispatcher: Dispatcher;
   readonly #peers: PeerLookup;
+  /** A guest's channel: sends go through its outbox. null: dom0's, which sets the peer's bit itself. */
+  readonly #outbox: EvtchnOutbox | null;
+  readonly #receivers: ReceiverLookup | null;
   #peerDomid = -1;
   #peer: EvtchnTable | undefined;
   #closed = false;
 
-  constructor(table: EvtchnTable, port: number, peers: PeerLookup) {
+  constructor(table: EvtchnTable, port: number, peers: PeerLookup, outbox: EvtchnOutbox | null = null, receivers: ReceiverLookup | null = null) {
     this.localPort = port;
     this.#table = table;
     this.#peers = peers;
+    this.#outbox = outbox;
+    this.#receivers = receivers;
     this.#dispatcher = Dispatcher.for(table);
     this.#dispatcher.portOpened();
   }
@@ -50,8 +65,14 @@ export class SimEventChannel implements EventChannel {
   notify(): void {
     if (this.#closed) return;
     const table = this.#table;
-    const state = table.state(this.localPort);
+    const port = this.localPort;
+    const state = table.state(port);
     if (portKind(state) !== ECS_INTERDOMAIN) return; // unbound or closed by the peer: dropped, as Xen does
+    const outbox = this.#outbox;
+    if (outbox !== null) {
+      outbox.post(port);
+      return;
+    }
     const domid = portRemoteDomid(state);
     let peer = this.#peer;
     if (domid !== this.#peerDomid) {
@@ -59,7 +80,15 @@ export class SimEventChannel implements EventChannel {
       this.#peer = peer;
       this.#peerDomid = domid;
     }
-    if (peer !== undefined) peer.setPending(table.remotePort(this.localPort));
+    if (peer === undefined) return;
+    const remotePort = table.remotePort(port);
+    // The peer's end lives in memory its guest writes: deliver only while it still names us. A guest
+    // that closed its end left ours bound (it cannot reach our table); Xen would have made it unbound.
+    if (peer.state(remotePort) !== portState(ECS_INTERDOMAIN, table.domid) || peer.remotePort(remotePort) !== port) {
+      if (table.casState(port, state, portState(ECS_UNBOUND, domid))) this.#receivers?.(domid)?.unroute(remotePort, port);
+      return;
+    }
+    peer.setPending(remotePort);
   }
 
   onEvent(handler: () => void): void {
@@ -78,13 +107,16 @@ export class SimEventChannel implements EventChannel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    closePort(this.#table, this.localPort, this.#peers);
+    closePort(this.#table, this.localPort, this.#peers, this.#receivers);
     this.#dispatcher.portClosed(this.localPort);
   }
 }
 
-/** EVTCHNOP_close: an interdomain peer goes back to unbound (for us), then our port is freed. */
-export function closePort(table: EvtchnTable, port: number, peers: PeerLookup): void {
+/**
+ * EVTCHNOP_close: an interdomain peer goes back to unbound (for us), if this thread can reach its
+ * table, then our port is freed. dom0 also drops the route of the guest's posts to this port.
+ */
+export function closePort(table: EvtchnTable, port: number, peers: PeerLookup, receivers: ReceiverLookup | null = null): void {
   for (let spins = 0; ; spins++) {
     const state = table.state(port);
     const kind = portKind(state);
@@ -92,6 +124,10 @@ export function closePort(table: EvtchnTable, port: number, peers: PeerLookup): 
     if (kind === ECS_RESERVED) {
       if (spins < RESERVED_SPIN_LIMIT) continue;
       break; // the binding thread died half-way: take the port back anyway
+    }
+    if (kind === ECS_INTERDOMAIN || kind === ECS_UNBOUND) {
+      const remotePort = table.remotePort(port);
+      receivers?.(portRemoteDomid(state))?.unroute(remotePort, port);
     }
     if (kind === ECS_INTERDOMAIN) {
       const peer = peers(portRemoteDomid(state));
@@ -105,8 +141,8 @@ export function closePort(table: EvtchnTable, port: number, peers: PeerLookup): 
   table.freePort(port);
 }
 
-/** EVTCHNOP_alloc_unbound in `table`'s domain for `remoteDomid`. */
-export function allocUnbound(table: EvtchnTable, remoteDomid: number, peers: PeerLookup): SimEventChannel {
+/** EVTCHNOP_alloc_unbound in `table`'s domain for `remoteDomid` (a guest passes its outbox). */
+export function allocUnbound(table: EvtchnTable, remoteDomid: number, peers: PeerLookup, outbox: EvtchnOutbox | null = null): SimEventChannel {
   if (remoteDomid === DOMID_SELF) remoteDomid = table.domid;
   if (!Number.isInteger(remoteDomid) || remoteDomid < 0 || remoteDomid > 0xffff) {
     throw new EventChannelError(table.domid, -1, `allocUnbound: ${remoteDomid} is not a domid`);
@@ -114,7 +150,7 @@ export function allocUnbound(table: EvtchnTable, remoteDomid: number, peers: Pee
   const port = table.reservePort();
   if (port < 0) throw new EventChannelError(table.domid, -1, `domain ${table.domid} has no free event channel port (${table.ports} ports)`);
   table.setState(port, portState(ECS_UNBOUND, remoteDomid));
-  return new SimEventChannel(table, port, peers);
+  return new SimEventChannel(table, port, peers, outbox);
 }
 
 /**
@@ -122,7 +158,14 @@ export function allocUnbound(table: EvtchnTable, remoteDomid: number, peers: Pee
  * claimed with a compare-and-swap from "unbound for us" so a racing close or second binder loses
  * cleanly; like Xen, the new local port starts pending.
  */
-export function bindInterdomain(table: EvtchnTable, remote: EvtchnTable | undefined, remoteDomid: number, remotePort: number, peers: PeerLookup): SimEventChannel {
+export function bindInterdomain(
+  table: EvtchnTable,
+  remote: EvtchnTable | undefined,
+  remoteDomid: number,
+  remotePort: number,
+  peers: PeerLookup,
+  receivers: ReceiverLookup | null = null,
+): SimEventChannel {
   const self = table.domid;
   if (remote === undefined) {
     throw new EventChannelError(remoteDomid, remotePort, `cannot bind to port ${remotePort} of domain ${remoteDomid}: no such domain`);
@@ -146,8 +189,13 @@ export function bindInterdomain(table: EvtchnTable, remote: EvtchnTable | undefi
   }
   remote.setRemotePort(remotePort, port);
   remote.setState(remotePort, portState(ECS_INTERDOMAIN, self));
+  const receiver = receivers?.(remoteDomid);
+  if (receiver !== undefined) {
+    receiver.route(remotePort, port);
+    Dispatcher.for(table).addSource(receiver);
+  }
   table.setPending(port);
-  return new SimEventChannel(table, port, peers);
+  return new SimEventChannel(table, port, peers, null, receivers);
 }
 
 /** Closes every port of a domain that is going away; their peers become unbound. */
@@ -160,27 +208,31 @@ export function closeAllPorts(table: EvtchnTable, peers: PeerLookup): void {
 export class SimGuestEvents implements GuestEvents {
   readonly #table: EvtchnTable;
   readonly #peers: PeerLookup;
+  readonly #outbox: EvtchnOutbox;
 
-  constructor(table: EvtchnTable, peers: PeerLookup) {
+  constructor(table: EvtchnTable, outbox: EvtchnOutbox, peers: PeerLookup) {
     this.#table = table;
+    this.#outbox = outbox;
     this.#peers = peers;
   }
 
   allocUnbound(remoteDomid: number): EventChannel {
-    return allocUnbound(this.#table, remoteDomid, this.#peers);
+    return allocUnbound(this.#table, remoteDomid, this.#peers, this.#outbox);
   }
 }
 
 export class SimBackendEvents implements BackendEvents {
   readonly #table: EvtchnTable;
   readonly #peers: PeerLookup;
+  readonly #receivers: ReceiverLookup;
 
-  constructor(table: EvtchnTable, peers: PeerLookup) {
+  constructor(table: EvtchnTable, peers: PeerLookup, receivers: ReceiverLookup) {
     this.#table = table;
     this.#peers = peers;
+    this.#receivers = receivers;
   }
 
   bindInterdomain(remoteDomid: number, remotePort: number): EventChannel {
-    return bindInterdomain(this.#table, this.#peers(remoteDomid), remoteDomid, remotePort, this.#peers);
+    return bindInterdomain(this.#table, this.#peers(remoteDomid), remoteDomid, remotePort, this.#peers, this.#receivers);
   }
 }

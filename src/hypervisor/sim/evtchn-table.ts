@@ -109,6 +109,21 @@ export class EvtchnTable {
     this.#raise(w);
   }
 
+  /**
+   * setPending for the dispatcher of this table's own thread, which scans next: the upcall word is
+   * raised but nobody is woken.
+   */
+  markPending(port: number): void {
+    const words = this.words;
+    const w = port >>> 5;
+    const bit = 1 << (port & 31);
+    if ((Atomics.or(words, this.#pend + w, bit) & bit) !== 0) return;
+    if ((Atomics.load(words, this.#mask + w) & bit) !== 0) return;
+    const sbit = 1 << (w & 31);
+    if ((Atomics.or(words, SEL + (w >>> 5), sbit) & sbit) !== 0) return;
+    Atomics.store(words, UPCALL, 1);
+  }
+
   isPending(port: number): boolean {
     return (Atomics.load(this.words, this.#pend + (port >>> 5)) & (1 << (port & 31))) !== 0;
   }

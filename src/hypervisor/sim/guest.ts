@@ -1,8 +1,10 @@
 // A guest's view of the simulated hypervisor, built in its worker from the handles the toolstack
-// posted: its RAM, its grant table and its event channels (whose only peer is the backend domain).
+// posted: its RAM, its grant table and its event channels (whose only peer is the backend domain,
+// reached through the guest's outbox: the guest never holds the backend's event table).
 
 import type { GuestHypervisor, XenstoreClient } from '../types.ts';
 import { SimGuestEvents } from './event-channel.ts';
+import { EvtchnOutbox } from './evtchn-outbox.ts';
 import { EvtchnTable } from './evtchn-table.ts';
 import { SimGuestGrants } from './guest-grants.ts';
 import { SimGuestMemory } from './guest-memory.ts';
@@ -12,14 +14,13 @@ export type { GuestDomainHandles };
 
 export function attachGuest(handles: GuestDomainHandles, xenstore: XenstoreClient): GuestHypervisor {
   const events = new EvtchnTable(handles.domid, handles.events, handles.maxEventPorts);
-  const backend = new EvtchnTable(handles.backendDomid, handles.backendEvents, handles.maxEventPorts);
-  const peers = (domid: number): EvtchnTable | undefined =>
-    domid === handles.backendDomid ? backend : domid === handles.domid ? events : undefined;
+  const outbox = new EvtchnOutbox(handles.outbox, handles.maxEventPorts);
+  const peers = (domid: number): EvtchnTable | undefined => (domid === handles.domid ? events : undefined);
   return {
     domid: handles.domid,
     memory: new SimGuestMemory(handles.memory.buffer),
     grants: new SimGuestGrants(handles.grantTable, handles.domid),
-    events: new SimGuestEvents(events, peers),
+    events: new SimGuestEvents(events, outbox, peers),
     xenstore,
   };
 }

@@ -1,6 +1,8 @@
 // The simulated hypervisor as the toolstack and dom0 see it, in the main thread: it creates
 // domains (guest RAM, grant table and event table, all shared memory), hands their handles to
-// guest workers, and gives dom0's backend its grant and event operations.
+// guest workers, and gives dom0's backend its grant and event operations. A guest's handles hold
+// its own memory, grant table, event table and outbox, and nothing of dom0's or another guest's
+// (dom0's event table never leaves this thread: see event-channel.ts).
 
 import { DomainError } from '../errors.ts';
 import type { BackendHypervisor, XenstoreClient } from '../types.ts';
@@ -14,7 +16,9 @@ import {
   MAX_MEMORY_BYTES,
   WASM_PAGE_SIZE,
 } from './constants.ts';
+import { Dispatcher } from './dispatcher.ts';
 import { SimBackendEvents, closeAllPorts } from './event-channel.ts';
+import { OutboxReceiver, evtchnOutboxBytes } from './evtchn-outbox.ts';
 import { EvtchnTable, evtchnTableBytes } from './evtchn-table.ts';
 import { GrantDomain } from './grant-domain.ts';
 import { PAGE_SIZE } from '../types.ts';
@@ -40,10 +44,12 @@ export interface GuestDomainHandles {
   readonly name: string;
   readonly memory: SharedWasmMemory;
   readonly grantTable: SharedArrayBuffer;
+  /** The guest's own event table (its pending and mask bits and port states). */
   readonly events: SharedArrayBuffer;
+  /** Where its sends go (evtchn-outbox.ts): shared with dom0 only. */
+  readonly outbox: SharedArrayBuffer;
   readonly maxEventPorts: number;
   readonly backendDomid: number;
-  readonly backendEvents: SharedArrayBuffer;
 }
 
 export interface SimDomain {
@@ -57,6 +63,7 @@ interface DomainRecord {
   readonly domain: SimDomain;
   readonly grants: GrantDomain;
   readonly events: EvtchnTable;
+  readonly receiver: OutboxReceiver;
 }
 
 export class SimHypervisor {
@@ -82,7 +89,7 @@ export class SimHypervisor {
     this.#dom0Events = new EvtchnTable(DOM0, new SharedArrayBuffer(evtchnTableBytes(maxEventPorts)), maxEventPorts);
     const peers = (domid: number): EvtchnTable | undefined => this.#eventTable(domid);
     this.#grants = new SimBackendGrants(DOM0, (domid) => this.#domains.get(domid)?.grants);
-    this.#events = new SimBackendEvents(this.#dom0Events, peers);
+    this.#events = new SimBackendEvents(this.#dom0Events, peers, (domid) => this.#domains.get(domid)?.receiver);
   }
 
   createDomain(options: CreateDomainOptions): SimDomain {
@@ -105,21 +112,23 @@ export class SimHypervisor {
     const nrEntries = this.grantFrames * GRANT_ENTRIES_PER_FRAME;
     const active = new SharedArrayBuffer(GrantDomain.activeTableBytes(nrEntries));
     const events = new SharedArrayBuffer(evtchnTableBytes(this.maxEventPorts));
+    const outbox = new SharedArrayBuffer(evtchnOutboxBytes(this.maxEventPorts));
     const handles: GuestDomainHandles = {
       domid,
       name,
       memory,
       grantTable,
       events,
+      outbox,
       maxEventPorts: this.maxEventPorts,
       backendDomid: DOM0,
-      backendEvents: this.#dom0Events.sab,
     };
     const domain: SimDomain = { domid, name, memoryBytes: wasmPages * WASM_PAGE_SIZE, handles };
     this.#domains.set(domid, {
       domain,
       grants: new GrantDomain(domid, grantTable, active, memory.buffer),
       events: new EvtchnTable(domid, events, this.maxEventPorts),
+      receiver: new OutboxReceiver(domid, outbox, this.maxEventPorts, this.#dom0Events),
     });
     return domain;
   }
@@ -133,6 +142,7 @@ export class SimHypervisor {
     const record = this.#domains.get(domid);
     if (record === undefined) throw new DomainError(`destroyDomain: no domain ${domid}`);
     this.#domains.delete(domid);
+    Dispatcher.for(this.#dom0Events).removeSource(record.receiver);
     closeAllPorts(record.events, (peer) => (peer === domid ? record.events : this.#eventTable(peer)));
   }
 
