@@ -11,6 +11,7 @@ import { fsExtraProblem } from '../src/internal/fs-extra-ffi.ts';
 import { SimHost } from '../src/toolstack/host.ts';
 import type { GuestDisk } from '../src/toolstack/host.ts';
 import { scratchLoop } from './helpers-guest.ts';
+import { ffiMissing, stopIfMissing } from './helpers-tools.ts';
 
 const MiB = 1 << 20;
 
@@ -53,17 +54,13 @@ async function guestDiscards(host: SimHost, name: string, d: GuestDisk): Promise
   return (await g.result) as DiscardResult;
 }
 
-function skipOrFail(t: { skip(reason: string): void }, reason: string): void {
-  if (process.env.CI === 'true') assert.fail(`${reason} (CI=true: a missing tool is a failure, not a skip)`);
-  t.skip(reason);
-}
 
 for (const [label, dir, backendtype] of [
   ['file: (qdisk) store on tmpfs', '/dev/shm', 'qdisk'],
   ['phy: (O_DIRECT) store on a regular file in /tmp', '/tmp', 'phy'],
 ] as const) {
   test(`${label}: feature-discard is advertised, and the guest's discard punches a hole in the host file`, async (t) => {
-    if (fsExtraProblem() !== undefined) return skipOrFail(t, fsExtraProblem()!);
+    if (stopIfMissing(t, ffiMissing('fallocate and the block ioctls', fsExtraProblem()))) return;
     const tmp = mkdtempSync(join(dir, 'blkback-discard-'));
     const image = join(tmp, 'disk.img');
     writeFileSync(image, '');
@@ -97,8 +94,8 @@ for (const [label, dir, backendtype] of [
 }
 
 test('phy: store on a loop device: the guest\'s discard becomes BLKDISCARD and punches the backing file', async (t) => {
-  if (fsExtraProblem() !== undefined) return skipOrFail(t, fsExtraProblem()!);
-  const scratch = scratchLoop({ skip: (reason) => skipOrFail(t, reason) }, 'discard', 8 * MiB);
+  if (stopIfMissing(t, ffiMissing('fallocate and the block ioctls', fsExtraProblem()))) return;
+  const scratch = scratchLoop(t, 'discard', 8 * MiB);
   if (scratch === null) return;
   const host = await SimHost.start();
   try {

@@ -242,9 +242,11 @@ for (const hogged of [false, true]) {
       host.registerStore('flood', createRamDisk(8 << 20));
       // The IOPS comparison is a measurement of threads sharing two cores: with other load on the
       // machine, a run of either neighbour can land a bad stretch of scheduling. It is measured again
-      // if it falls short (the service share must hold in every attempt).
+      // if it falls short, up to twice more (the service share must hold in every attempt). Beside a
+      // hog this ratio was 68-122% over runs here: a backend that starves the good guest (a share
+      // cap, no fair share at all) stays far below in every attempt.
       let vsBurner = 0;
-      for (let attempt = 0; attempt < 2 && vsBurner < MIN_VS_BURNER; attempt++) {
+      for (let attempt = 0; attempt < 3 && vsBurner < MIN_VS_BURNER; attempt++) {
         const p = await alternate(host, `${hogged ? 'hog' : 'idle'}-${attempt}`);
         const rate = (kind: 'flooder' | 'burner'): number => (p.goodSegments[kind] * 1000) / p.ms[kind];
         const ratio = rate('flooder') / rate('burner');

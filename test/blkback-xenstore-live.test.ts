@@ -10,7 +10,7 @@ import { createRamDisk } from '../src/block/ram.ts';
 import { SimHost } from '../src/toolstack/host.ts';
 import type { HoldReport } from './fixtures/guest2/hold.ts';
 import { releasePath } from './fixtures/guest2/release.ts';
-import { missingTools, run } from './helpers-tools.ts';
+import { missingTools, run, stopIfMissing } from './helpers-tools.ts';
 
 const HOLD = new URL('./fixtures/guest2/hold.js', import.meta.url);
 const TOOLS = ['xenstore-ls', 'xenstore-read'];
@@ -39,11 +39,7 @@ function parseLs(root: string, text: string): Map<string, string> {
 }
 
 test('xenstore-ls and xenstore-read show the live backend of a connected guest', async (t) => {
-  const missing = missingTools(TOOLS, 'xenstore-utils');
-  if (missing !== undefined) {
-    t.skip(missing);
-    return;
-  }
+  if (stopIfMissing(t, missingTools(TOOLS, 'xenstore-utils'))) return;
   const dir = mkdtempSync(join(tmpdir(), 'blkback-live-'));
   const socket = join(dir, 'xenstored.sock');
   const host = await SimHost.start({ xenstoreSocket: socket });

@@ -32,6 +32,9 @@ import type { BlkifAbi } from '../src/blkif/constants.ts';
 import { BlkifRequest, BlkifResponse, decodeRequest, decodeResponse, encodeRequest, encodeResponse } from '../src/blkif/codec.ts';
 import { BackRing, FrontRing, SharedRing, frontRingInit, ringEntries } from '../src/blkif/ring.ts';
 import { imageToPages, pagesToImage, prng, scatteredPages } from './fixtures/blkif/pages.ts';
+import { gccM32Missing, gccMissing } from './helpers-c.ts';
+import { onPath, stopIfMissing } from './helpers-tools.ts';
+import type { Missing } from './helpers-tools.ts';
 
 const HEADER = '/usr/include/xen/io/blkif.h';
 const ORDERS = [0, 2] as const;
@@ -41,11 +44,6 @@ function findFixture(): string | undefined {
   const rel = join('test', 'fixtures', 'blkif', 'ring-golden.c');
   const candidates = [resolve(here, 'fixtures/blkif/ring-golden.c'), resolve(here, '../..', rel), resolve(process.cwd(), rel)];
   return candidates.find((p) => existsSync(p));
-}
-
-function toolAvailable(cmd: string, args: string[]): boolean {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  return r.error === undefined && r.status === 0;
 }
 
 /** What our tables say, keyed like the C program's LAYOUT_ITEMS. */
@@ -139,24 +137,37 @@ interface Peer {
   run(args: string[]): { status: number | null; stdout: string; stderr: string };
 }
 
-/** Builds the runnable golden peer; returns a reason string when this machine cannot run it. */
-function buildPeer(abi: BlkifAbi, fixture: string, dir: string): Peer | string {
+/** 32-bit builds are static: the kernel (or qemu-i386) then needs no 32-bit loader or libc at run time. */
+const M32_FLAGS = ['-m32', '-static'];
+
+/**
+ * Builds and starts the golden peer. gcc has been probed already (gccM32Missing for x86_32), so a
+ * build error is a failure. The one thing still allowed to be missing: a kernel that cannot exec
+ * 32-bit programs with no qemu-i386 (qemu-user) to run them instead.
+ */
+function buildPeer(abi: BlkifAbi, fixture: string, dir: string): Peer | Missing {
   const bin = join(dir, `ring-golden-${abi}`);
-  const flags = abi === 'x86_32' ? ['-m32', '-static'] : [];
+  const flags = abi === 'x86_32' ? M32_FLAGS : [];
   const cc = spawnSync('gcc', [...flags, '-O1', '-Wall', '-Werror', '-o', bin, fixture], { encoding: 'utf8' });
-  if (cc.status !== 0) {
-    if (abi === 'x86_32') return `gcc -m32 -static cannot build (gcc-multilib missing?): ${cc.stderr.split('\n')[0]}`;
-    throw new Error(`gcc failed:\n${cc.stderr}`);
-  }
+  assert.equal(cc.status, 0, `gcc ${flags.join(' ')} failed on ring-golden.c:\n${cc.stderr}`);
   const direct = spawnSync(bin, ['layout'], { encoding: 'utf8' });
   if (direct.error === undefined && direct.status === 0) {
     return { run: (args) => spawnSync(bin, args, { encoding: 'utf8' }) };
   }
-  if (abi === 'x86_32' && toolAvailable('qemu-i386', [bin, 'layout'])) {
-    // This kernel refuses to exec 32-bit programs; qemu-user runs the same -m32 binary.
-    return { run: (args) => spawnSync('qemu-i386', [bin, ...args], { encoding: 'utf8' }) };
+  // A native program that does not run is broken, not missing anything.
+  assert.equal(abi, 'x86_32', `the ${abi} program did not run: ${direct.error?.message ?? `exit ${direct.status}: ${direct.stderr}`}`);
+  if (!onPath('qemu-i386')) {
+    return { what: `qemu-i386 (this kernel cannot run 32-bit programs: ${direct.error?.message ?? `exit ${direct.status}`})`, install: 'apt-get install qemu-user' };
   }
-  return `cannot run the ${abi} program here (${direct.error?.message ?? `exit ${direct.status}`}) and qemu-i386 is not installed`;
+  // This kernel refuses to exec 32-bit programs; qemu-user runs the same -m32 binary.
+  return { run: (args) => spawnSync('qemu-i386', [bin, ...args], { encoding: 'utf8' }) };
+}
+
+/** The peer, or null after stopping `t` (a skip; a failure under CI=true) when it cannot run here. */
+function runnable(t: TestContext, peer: Peer | Missing): Peer | null {
+  if ('run' in peer) return peer;
+  stopIfMissing(t, peer);
+  return null;
 }
 
 function runOk(peer: Peer, args: string[]): string[] {
@@ -172,19 +183,18 @@ function field(lines: readonly string[], prefix: string): string {
 }
 
 const fixture = findFixture();
-const skipReason =
-  !toolAvailable('gcc', ['--version'])
-    ? 'gcc not found'
-    : !existsSync(HEADER)
-      ? `${HEADER} not found (Debian libxen-dev)`
-      : undefined;
+
+/** gcc, Xen's headers, and for x86_32 a gcc that builds 32-bit programs (probed with a trivial one). */
+function compilerMissing(abi: BlkifAbi): Missing | undefined {
+  const gcc = gccMissing();
+  if (gcc !== undefined) return gcc;
+  if (!existsSync(HEADER)) return { what: `${HEADER} not found`, install: 'apt-get install libxen-dev' };
+  return abi === 'x86_32' ? gccM32Missing(M32_FLAGS) : undefined;
+}
 
 for (const abi of ['x86_64', 'x86_32'] as const) {
   test(`golden ${abi}: our layout, constants and rings agree with Xen's headers`, async (t: TestContext) => {
-    if (skipReason !== undefined) {
-      t.skip(skipReason);
-      return;
-    }
+    if (stopIfMissing(t, compilerMissing(abi))) return;
     assert.ok(fixture !== undefined, 'test/fixtures/blkif/ring-golden.c not found');
     const dir = mkdtempSync(join(tmpdir(), `blkif-golden-${abi}-`));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -198,22 +208,17 @@ for (const abi of ['x86_64', 'x86_32'] as const) {
       const r = spawnSync('gcc', [...m32, '-fsyntax-only', '-DGOLDEN_STATIC_CHECK', '-include', header, fixture], {
         encoding: 'utf8',
       });
-      if (r.status !== 0 && abi === 'x86_32' && !r.stderr.includes('static assertion')) {
-        t2.skip(`gcc -m32 unusable (gcc-multilib missing?): ${r.stderr.split('\n')[0]}`);
-        return;
-      }
+      // gcc -m32 passed its probe: any error here, a failed _Static_assert or not, is a failure.
       assert.equal(r.status, 0, r.stderr);
     });
 
     const peer = buildPeer(abi, fixture, dir);
 
     await t.test('run time: the printed sizeof/offsetof table equals ours', (t2) => {
-      if (typeof peer === 'string') {
-        t2.skip(peer);
-        return;
-      }
+      const golden = runnable(t2, peer);
+      if (golden === null) return;
       const printed: Record<string, number> = {};
-      for (const line of runOk(peer, ['layout'])) {
+      for (const line of runOk(golden, ['layout'])) {
         const [k, v] = line.split(' ');
         printed[k as string] = Number(v);
       }
@@ -224,13 +229,11 @@ for (const abi of ['x86_64', 'x86_32'] as const) {
       const nPages = 1 << order;
 
       await t.test(`C frontend -> TS backend -> C frontend, ${nPages} page(s)`, (t2) => {
-        if (typeof peer === 'string') {
-          t2.skip(peer);
-          return;
-        }
+        const golden = runnable(t2, peer);
+        if (golden === null) return;
         const img = join(dir, `front-${order}.img`);
         const start = 0xfffffff0;
-        const out = runOk(peer, ['front', img, String(order), String(start)]);
+        const out = runOk(golden, ['front', img, String(order), String(start)]);
         const cSize = Number(field(out, 'SIZE ').slice(5));
         assert.equal(field(out, 'NOTIFY'), 'NOTIFY 1');
         const reqLines = out.filter((l) => l.startsWith('REQ '));
@@ -264,15 +267,13 @@ for (const abi of ['x86_64', 'x86_32'] as const) {
         assert.equal(ring.reqEvent, (start + cSize + 1) >>> 0);
 
         writeFileSync(img, pagesToImage(pages));
-        const check = runOk(peer, ['front-check', img, String(order), String(start), String(cSize)]);
+        const check = runOk(golden, ['front-check', img, String(order), String(start), String(cSize)]);
         assert.equal(field(check, 'MORE'), `MORE 0 RSP_EVENT ${(start + cSize + 1) >>> 0}`);
       });
 
       await t.test(`TS frontend -> C backend (RING_COPY_REQUEST) -> TS frontend, ${nPages} page(s)`, (t2) => {
-        if (typeof peer === 'string') {
-          t2.skip(peer);
-          return;
-        }
+        const golden = runnable(t2, peer);
+        if (golden === null) return;
         const pages = scatteredPages(nPages, 50 + order);
         const ring = new SharedRing(pages, abi);
         frontRingInit(ring);
@@ -315,7 +316,7 @@ for (const abi of ['x86_64', 'x86_32'] as const) {
 
         const img = join(dir, `back-${order}.img`);
         writeFileSync(img, pagesToImage(pages));
-        const out = runOk(peer, ['back', img, String(order)]);
+        const out = runOk(golden, ['back', img, String(order)]);
         assert.equal(field(out, 'SIZE '), `SIZE ${ring.size}`);
         assert.deepEqual(
           out.filter((l) => l.startsWith('REQ ')),

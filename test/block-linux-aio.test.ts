@@ -1,5 +1,6 @@
-// Linux native AIO (src/block/linux-aio.ts) on a loop device: batching, the queue beyond the
-// kernel's depth, vectored transfers, a refused request failing alone, short transfers.
+// Linux native AIO (src/internal/linux-aio.ts) on a loop device: batching, the queue beyond the
+// kernel's depth, vectored transfers, a refused request failing alone, short transfers; and which
+// setup failures mean "unavailable" (io_setup's own refusals) and which are thrown (all others).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -8,10 +9,12 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
-import { AIO_ABI_LAYOUT, AIO_DEPTH, SYSCALLS, openLinuxAio, sharedLinuxAio } from '../src/internal/linux-aio.ts';
-import type { CompletionWait, LinuxAio } from '../src/internal/linux-aio.ts';
+import { AIO_ABI_LAYOUT, AIO_DEPTH, SYSCALLS, ioSetupRefusal, linuxAioProblem, loadAioSyscalls, openLinuxAio, setUpLinuxAio, sharedLinuxAio } from '../src/internal/linux-aio.ts';
+import type { AioSyscalls, CompletionWait, LinuxAio } from '../src/internal/linux-aio.ts';
 import { compileAndReadValues, gccMissing } from './helpers-c.ts';
 import { withLoopDevice } from './helpers-loop.ts';
+import { stopIfMissing } from './helpers-tools.ts';
+import type { Missing, Skippable } from './helpers-tools.ts';
 
 const MiB = 1 << 20;
 const BLOCK = 4096;
@@ -21,9 +24,15 @@ function pattern(buf: Uint8Array, seed: number): Uint8Array {
   return buf;
 }
 
+/** Linux AIO, when this kernel refuses it (sharedLinuxAio throws on anything but a refusal). */
+function aioMissing(): Missing | undefined {
+  if (sharedLinuxAio() !== undefined) return undefined;
+  return { what: `Linux AIO (${linuxAioProblem() ?? 'unavailable'})`, install: 'a Linux kernel with CONFIG_AIO and room under /proc/sys/fs/aio-max-nr' };
+}
+
 /** Runs `body` on a loop device with the shared context (the default wait), or with a context of its own that waits on the pool. */
-async function withAio(size: number, t: { skip(reason: string): void }, body: (aio: LinuxAio, fd: number) => Promise<void>, wait?: CompletionWait): Promise<void> {
-  if (sharedLinuxAio() === undefined) return t.skip('Linux AIO is unavailable here');
+async function withAio(size: number, t: Skippable, body: (aio: LinuxAio, fd: number) => Promise<void>, wait?: CompletionWait): Promise<void> {
+  if (stopIfMissing(t, aioMissing())) return;
   const aio = wait === undefined ? sharedLinuxAio()! : openLinuxAio(wait);
   await withLoopDevice(size, t, async (dev) => {
     const fd = fs.openSync(dev, fs.constants.O_RDWR | fs.constants.O_DIRECT);
@@ -124,8 +133,7 @@ test('linux aio: a read across the end of the device comes back short, with the 
 });
 
 test('linux aio: our struct iocb and io_event packing and system call numbers are the kernel header\'s', (t) => {
-  const missing = gccMissing();
-  if (missing !== undefined) return t.skip(missing);
+  if (stopIfMissing(t, gccMissing())) return;
   const c = compileAndReadValues(resolve(dirname(fileURLToPath(import.meta.url)), '../../test/fixtures/aio-layout.c'));
   for (const [name, value] of Object.entries(AIO_ABI_LAYOUT)) assert.equal(value, c[name], name);
   const nr = SYSCALLS[process.arch];
@@ -135,7 +143,7 @@ test('linux aio: our struct iocb and io_event packing and system call numbers ar
 });
 
 test('linux aio: a process whose I/O is done exits (the completion wait holds the event loop only while requests are in flight)', (t) => {
-  if (sharedLinuxAio() === undefined) return t.skip('Linux AIO is unavailable here');
+  if (stopIfMissing(t, aioMissing())) return;
   const dir = fs.mkdtempSync(join(tmpdir(), 'aio-exit-'));
   try {
     const aioModule = pathToFileURL(resolve(dirname(fileURLToPath(import.meta.url)), '../src/internal/linux-aio.js')).href;
@@ -158,4 +166,69 @@ console.log('wrote', n);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** Stand-in system calls: io_setup and eventfd fail (or throw) as told; calls are recorded. */
+function fakeSyscalls(o: { setup?: () => number; setupErrno?: number; eventfd?: () => number; eventfdErrno?: number }): AioSyscalls & { calls: string[] } {
+  const calls: string[] = [];
+  let errno = 0;
+  const nr = { setup: 1, destroy: 2, getevents: 3, submit: 4 };
+  return {
+    calls,
+    nr,
+    ioSetup: () => {
+      calls.push('io_setup');
+      errno = o.setupErrno ?? 0;
+      return o.setup?.() ?? 0;
+    },
+    ioDestroy: () => {
+      calls.push('io_destroy');
+      return 0;
+    },
+    ioSubmit: () => -1,
+    ioGetevents: () => -1,
+    eventfd: () => {
+      calls.push('eventfd');
+      errno = o.eventfdErrno ?? 0;
+      return o.eventfd?.() ?? -1;
+    },
+    errno: () => errno,
+  };
+}
+
+test('linux aio: only io_setup\'s own refusals (ENOSYS, EAGAIN, EPERM, ENOMEM) make it "unavailable", each saying why', () => {
+  for (const [errno, words] of [[38, /ENOSYS.*no Linux AIO/], [11, /EAGAIN.*aio-max-nr/], [1, /EPERM/], [12, /ENOMEM/]] as const) {
+    const fake = fakeSyscalls({ setup: () => -1, setupErrno: errno });
+    const made = setUpLinuxAio(fake, 'pool');
+    assert.equal(typeof made, 'string', `errno ${errno}`);
+    assert.match(made as string, /^Linux AIO is unavailable: io_setup: /);
+    assert.match(made as string, words);
+    assert.deepEqual(fake.calls, ['io_setup'], 'nothing else was set up');
+  }
+});
+
+test('linux aio: any other setup failure is thrown, and leaves nothing open', () => {
+  // io_setup's EINVAL is our bug (a bad nr_events or pointer), not a missing feature.
+  assert.throws(() => setUpLinuxAio(fakeSyscalls({ setup: () => -1, setupErrno: 22 }), 'pool'), (e: NodeJS.ErrnoException) => e.code === 'EINVAL' && e.syscall === 'io_setup');
+  // An exception from the FFI layer itself (a bad prototype, a koffi bug) is not a refusal either.
+  const broken = fakeSyscalls({ setup: () => { throw new TypeError('koffi: unexpected argument'); } });
+  assert.throws(() => setUpLinuxAio(broken, 'pool'), /koffi: unexpected argument/);
+  // eventfd refused after io_setup succeeded (out of descriptors): thrown, and the context destroyed.
+  const noFd = fakeSyscalls({ eventfd: () => -1, eventfdErrno: 24 });
+  assert.throws(() => setUpLinuxAio(noFd, 'pool'), (e: NodeJS.ErrnoException) => e.code === 'EMFILE' && e.syscall === 'eventfd');
+  assert.deepEqual(noFd.calls, ['io_setup', 'eventfd', 'io_destroy']);
+
+  assert.equal(ioSetupRefusal(new TypeError('x')), undefined);
+  assert.equal(ioSetupRefusal(Object.assign(new Error('EAGAIN: eventfd failed'), { errno: -11, syscall: 'eventfd' })), undefined, 'EAGAIN from another call is not io_setup\'s');
+});
+
+test('linux aio: a glibc that is here but that koffi cannot load is thrown, not "unavailable"', () => {
+  const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime;
+  if (glibc === undefined || SYSCALLS[process.arch] === undefined) {
+    // A platform without glibc or without our syscall numbers: that is "unavailable", said in words.
+    assert.equal(typeof loadAioSyscalls('libc-not-here.so.6'), 'string');
+    return;
+  }
+  assert.throws(() => loadAioSyscalls('libc-not-here.so.6'), (e: Error) => e.message.startsWith(`Linux AIO: glibc ${glibc} is here but koffi cannot reach libc-not-here.so.6`));
+  assert.equal(typeof loadAioSyscalls(), 'object', 'the real libc loads');
 });

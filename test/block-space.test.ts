@@ -29,17 +29,14 @@ import {
   simulateFsExtraUnavailable,
 } from '../src/internal/fs-extra-ffi.ts';
 import { compileAndReadValues, gccMissing } from './helpers-c.ts';
+import { ffiMissing, loopMissing, loopSetupFailed, stopIfMissing } from './helpers-tools.ts';
+import type { Skippable } from './helpers-tools.ts';
 import { fullStatus } from './helpers-block.ts';
 
 const run = promisify(execFile);
 const KiB = 1024;
 const MiB = 1 << 20;
 
-/** Skips, or fails under CI=true, where a missing tool must not pass silently. */
-function skipOrFail(t: { skip(reason: string): void }, reason: string): void {
-  if (process.env.CI === 'true') assert.fail(`${reason} (CI=true: a missing tool is a failure, not a skip)`);
-  t.skip(reason);
-}
 
 const FILESYSTEMS = [
   { label: 'tmpfs', dir: '/dev/shm' },
@@ -63,15 +60,16 @@ async function withFile(dir: string, size: number, body: (file: string) => Promi
 }
 
 async function withLoop(
-  t: { skip(reason: string): void }, dir: string, size: number, body: (dev: string, backing: string) => Promise<void>,
+  t: Skippable, dir: string, size: number, body: (dev: string, backing: string) => Promise<void>,
 ): Promise<void> {
-  if (process.getuid?.() !== 0) return skipOrFail(t, 'needs root for losetup');
+  if (stopIfMissing(t, loopMissing())) return;
   await withFile(dir, size, async (backing) => {
     let dev: string;
     try {
       dev = (await run('losetup', ['--direct-io=on', '-f', '--show', backing])).stdout.trim();
     } catch (err) {
-      return skipOrFail(t, `losetup failed: ${(err as Error).message.split('\n')[0]}`);
+      stopIfMissing(t, loopSetupFailed(err));
+      return;
     }
     try {
       await body(dev, backing);
@@ -101,8 +99,7 @@ async function readBack(dev: BlockDevice, offset: number, n: number): Promise<Ui
 const allZero = (b: Uint8Array): boolean => b.every((x) => x === 0);
 
 test('fs-extra FFI: ioctl numbers and fallocate flags match <linux/fs.h>, <linux/falloc.h>, <unistd.h>', async (t) => {
-  const missing = gccMissing();
-  if (missing !== undefined) return skipOrFail(t, missing);
+  if (stopIfMissing(t, gccMissing())) return;
   const dir = await mkdtemp(path.join('/tmp', 'fs-extra-c-'));
   try {
     const source = path.join(dir, 'values.c');
@@ -132,7 +129,7 @@ int main(void) {
 });
 
 test('fs-extra FFI: errors are BlockErrors with the errno, naming the file and the range; ENXIO is -1', async (t) => {
-  if (fsExtraProblem() !== undefined) return skipOrFail(t, fsExtraProblem()!);
+  if (stopIfMissing(t, ffiMissing('fallocate and the block ioctls', fsExtraProblem()))) return;
   await withFile('/dev/shm', MiB, async (file) => {
     const fd = fs.openSync(file, 'r+');
     try {
@@ -158,7 +155,7 @@ test('fs-extra FFI: errors are BlockErrors with the errno, naming the file and t
 });
 
 test(`fs-extra FFI: more calls than the ${MAX_IN_FLIGHT} allowed at once queue and all complete`, async (t) => {
-  if (fsExtraProblem() !== undefined) return skipOrFail(t, fsExtraProblem()!);
+  if (stopIfMissing(t, ffiMissing('fallocate and the block ioctls', fsExtraProblem()))) return;
   await withFile('/dev/shm', 4 * MiB, async (file) => {
     await writeFile(file, Buffer.alloc(4 * MiB, 1));
     const fd = fs.openSync(file, 'r+');
@@ -175,7 +172,7 @@ test(`fs-extra FFI: more calls than the ${MAX_IN_FLIGHT} allowed at once queue a
 for (const { label, dir } of FILESYSTEMS) {
   for (const driver of ['file', 'phy'] as const) {
     test(`${driver}: on a regular file on ${label}: discard punches a hole, writeZeroes zeroes, blockStatus agrees`, async (t) => {
-      if (fsExtraProblem() !== undefined) return skipOrFail(t, fsExtraProblem()!);
+      if (stopIfMissing(t, ffiMissing('fallocate and the block ioctls', fsExtraProblem()))) return;
       const type = await fsType(dir);
       await withFile(dir, 8 * MiB, async (file) => {
         const disk = (driver === 'file' ? await openFileDisk(file) : await openDirectDisk(file)) as FileDisk;
@@ -230,7 +227,7 @@ for (const { label, dir } of FILESYSTEMS) {
 }
 
 test('file: blockStatus matches a model of random writes and discards (tmpfs and ext4)', async (t) => {
-  if (fsExtraProblem() !== undefined) return skipOrFail(t, fsExtraProblem()!);
+  if (stopIfMissing(t, ffiMissing('fallocate and the block ioctls', fsExtraProblem()))) return;
   for (const { dir } of FILESYSTEMS) {
     await withFile(dir, 4 * MiB, async (file) => {
       const disk = await openFileDisk(file);
@@ -274,7 +271,7 @@ test('file: blockStatus matches a model of random writes and discards (tmpfs and
 });
 
 test('file: read-only disks offer no discard but still tell holes; without the FFI the old behaviour stays', async (t) => {
-  if (fsExtraProblem() !== undefined) return skipOrFail(t, fsExtraProblem()!);
+  if (stopIfMissing(t, ffiMissing('fallocate and the block ioctls', fsExtraProblem()))) return;
   await withFile('/dev/shm', MiB, async (file) => {
     await writeFile(file, Buffer.alloc(MiB / 2, 9), { flag: 'r+' });
     const ro = await openFileDisk(file, { readOnly: true });
@@ -321,7 +318,7 @@ test('file: read-only disks offer no discard but still tell holes; without the F
 
 for (const { label, dir } of FILESYSTEMS) {
   test(`loop device over a file on ${label}: BLKDISCARD punches the backing file, BLKZEROOUT zeroes (file: and phy:)`, async (t) => {
-    if (fsExtraProblem() !== undefined) return skipOrFail(t, fsExtraProblem()!);
+    if (stopIfMissing(t, ffiMissing('fallocate and the block ioctls', fsExtraProblem()))) return;
     await withLoop(t, dir, 16 * MiB, async (dev, backing) => {
       const g = await hostBlockGeometry((await stat(dev)).rdev);
       assert.equal(g.loop, true);
@@ -361,7 +358,7 @@ for (const { label, dir } of FILESYSTEMS) {
 }
 
 test('loop device: the page cache and O_DIRECT agree after BLKDISCARD and BLKZEROOUT (the kernel invalidates)', async (t) => {
-  if (fsExtraProblem() !== undefined) return skipOrFail(t, fsExtraProblem()!);
+  if (stopIfMissing(t, ffiMissing('fallocate and the block ioctls', fsExtraProblem()))) return;
   await withLoop(t, '/dev/shm', 8 * MiB, async (dev) => {
     const cached = await openFileDisk(dev);
     const direct = await openDirectDisk(dev);

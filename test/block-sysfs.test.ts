@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { stopIfMissing } from './helpers-tools.ts';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { hostBlockGeometry, splitDevT } from '../src/block/sysfs.ts';
@@ -16,7 +17,8 @@ test('hostBlockGeometry of /dev/loop0 matches sysfs (512-byte units)', async (t)
   try {
     st = await stat('/dev/loop0');
   } catch {
-    return t.skip('/dev/loop0 not present');
+    stopIfMissing(t, { what: '/dev/loop0', install: 'modprobe loop' });
+    return;
   }
   const g = await hostBlockGeometry(st.rdev);
   assert.equal(g.logicalBlockSize >= 512, true);

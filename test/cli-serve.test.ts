@@ -2,6 +2,7 @@
 // stack trace, and no control socket left behind. (This test machine is not a Xen dom0; on one
 // that is, the test skips.)
 import { test } from 'node:test';
+import { skipOnThisHost } from './helpers-tools.ts';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -21,7 +22,7 @@ function blkback(args: readonly string[]): Promise<{ code: number; stdout: strin
 }
 
 test('serve without Xen: exit 2 with one clear line, no stack trace, no socket', async (t) => {
-  if (existsSync('/dev/xen/gntdev') || existsSync('/proc/xen/capabilities')) return t.skip('this machine runs on Xen');
+  if (existsSync('/dev/xen/gntdev') || existsSync('/proc/xen/capabilities')) return skipOnThisHost(t, 'this machine runs on Xen');
   const dir = mkdtempSync(join(tmpdir(), 'blkback-serve-'));
   const socket = join(dir, 'control.sock');
   try {

@@ -1,5 +1,6 @@
 // The command line as a user meets it: the compiled `blkback` entry point run as a child process.
 import { test } from 'node:test';
+import { skipOnThisHost, stopIfMissing } from './helpers-tools.ts';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -58,10 +59,7 @@ test("every subcommand's --help exits 0 and teaches: usage, options, an example"
 });
 
 test('run examples/guest-phy.cfg without --map names /dev/sdb and suggests --map', async (t) => {
-  if (existsSync('/dev/sdb')) {
-    t.skip('this machine has a real /dev/sdb: the run would use it');
-    return;
-  }
+  if (existsSync('/dev/sdb')) return skipOnThisHost(t, 'this machine has a real /dev/sdb: the run would use it');
   const started = Date.now();
   const r = await blkback(['run', join(EXAMPLES, 'guest-phy.cfg'), '--operations', '50']);
   const elapsed = Date.now() - started;
@@ -108,7 +106,7 @@ test('a syntax error in a config file is reported as file:line', async () => {
 
 test('bench --suite aio --json: native AIO, the thread pool and fio on one loop device, with our CPU per I/O', async (t) => {
   const why = aioBenchUnavailable();
-  if (why !== null) return t.skip(why);
+  if (why !== null && stopIfMissing(t, { what: why, install: 'run as root; apt-get install fio util-linux' })) return;
   const r = await blkback(['bench', '--suite', 'aio', '--quick', '--seconds', '0.2', '--json'], 60_000);
   assert.equal(r.code, 0, r.stderr);
   const doc = JSON.parse(r.stdout) as { device: string; results: Record<string, unknown>[] };

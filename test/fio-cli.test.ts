@@ -7,7 +7,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSyn
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { dropLoop, loopUnavailable, makeLoop } from './helpers-guest.ts';
+import { dropLoop, makeLoop } from './helpers-guest.ts';
+import { loopMissing, stopIfMissing } from './helpers-tools.ts';
 
 // Compiled layout: <out>/test/fio-cli.test.js -> <out>/src/cli/main.js. Job files are not compiled: they
 // stay in the source tree, two levels up from dist/test (or the cwd when built to another --outDir).
@@ -268,11 +269,7 @@ test('--bare runs the same seed jobs with no guest, same report and logs', async
 });
 
 test("--disk 'phy:/dev/loopN,xvda,w': verify=crc32c randwrite runs clean in a guest and bare", async (t) => {
-  const why = loopUnavailable();
-  if (why !== null) {
-    t.skip(why);
-    return;
-  }
+  if (stopIfMissing(t, loopMissing())) return;
   const cwd = tempDir(t);
   const image = join('/dev/shm', `blkback-fio-cli-${process.pid}.img`);
   writeFileSync(image, '');

@@ -3,18 +3,16 @@
 // writers print the same lines, keys and fields. Log files: fio's names and column formats.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatJson, formatNormal, formatTerse, logFileNames, openJobLogs, parseFioLog, stringifyFioJson } from '../src/fio/output/index.ts';
 import { makeJob, resultFromFioJson, rwOf } from './fixtures/fio-output/helpers.ts';
+import { fioMissing, stopIfMissing } from './helpers-tools.ts';
 
-const fioVersion = (() => {
-  const r = spawnSync('fio', ['--version'], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : null;
-})();
-const skip = fioVersion === null ? 'fio is not installed' : fioVersion !== 'fio-3.33' ? `needs fio-3.33, found ${fioVersion}` : null;
+/** fio-3.33 exactly: another version prints other bytes (a skip outside CI, a failure under CI=true). */
+const fio = fioMissing();
 const shm = '/dev/shm';
 
 function runFio(dir: string, jobText: string, args: string[]): string {
@@ -31,7 +29,8 @@ function keyShape(v: unknown): unknown {
   return Object.fromEntries(Object.entries(v as Json).filter(([k]) => k !== 'bins').map(([k, x]) => [k, keyShape(x)]));
 }
 
-test('normal, JSON and terse output match real fio 3.33 for the same statistics', { skip: skip ?? false }, () => {
+test('normal, JSON and terse output match real fio 3.33 for the same statistics', (t) => {
+  if (stopIfMissing(t, fio)) return;
   const dir = mkdtempSync(join(tmpdir(), 'fio-golden-'));
   const data = join(shm, `fio-output-golden-${process.pid}.dat`);
   try {
@@ -91,7 +90,8 @@ test('normal, JSON and terse output match real fio 3.33 for the same statistics'
   }
 });
 
-test('JSON text layout matches fio line by line (keys, indentation, number style)', { skip: skip ?? false }, () => {
+test('JSON text layout matches fio line by line (keys, indentation, number style)', (t) => {
+  if (stopIfMissing(t, fio)) return;
   const dir = mkdtempSync(join(tmpdir(), 'fio-golden-'));
   const data = join(shm, `fio-output-json-${process.pid}.dat`);
   try {
@@ -110,7 +110,8 @@ test('JSON text layout matches fio line by line (keys, indentation, number style
   }
 });
 
-test('log files: names and row formats as fio 3.33 writes them', { skip: skip ?? false }, async () => {
+test('log files: names and row formats as fio 3.33 writes them', async (t) => {
+  if (stopIfMissing(t, fio)) return;
   const dir = mkdtempSync(join(tmpdir(), 'fio-logs-'));
   const ours = mkdtempSync(join(tmpdir(), 'fio-logs-ours-'));
   const data = join(shm, `fio-output-logs-${process.pid}.dat`);

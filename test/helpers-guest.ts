@@ -4,6 +4,8 @@ import { rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { BlockDevice } from '../src/block/types.ts';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
 import { checkSector } from '../src/workload/pattern.ts';
+import { describeMissing, loopMissing, loopSetupFailed, stopIfMissing } from './helpers-tools.ts';
+import type { Skippable } from './helpers-tools.ts';
 
 export const VERIFY = new URL('../src/guest/workloads/verify.js', import.meta.url);
 export const WRITE_PATTERN = new URL('./fixtures/guest/write-pattern.js', import.meta.url);
@@ -22,15 +24,10 @@ export async function countBadSectors(device: BlockDevice, offset: number, lengt
   return bad;
 }
 
-/** Why a loop device cannot be made here, or null. */
+/** Why a loop device cannot be made here (root, losetup), or null. */
 export function loopUnavailable(): string | null {
-  if (process.getuid?.() !== 0) return 'needs root for losetup';
-  try {
-    execFileSync('losetup', ['--version'], { stdio: 'ignore' });
-  } catch {
-    return 'losetup not installed';
-  }
-  return null;
+  const missing = loopMissing();
+  return missing === undefined ? null : describeMissing(missing);
 }
 
 export function makeLoop(image: string): string {
@@ -58,12 +55,8 @@ export interface ScratchLoop {
  * A `bytes`-long /dev/shm file behind a `losetup --direct-io=on` loop device, or null after
  * skipping the test with the reason when that cannot be made here (not root, no losetup).
  */
-export function scratchLoop(t: { skip(message: string): void }, name: string, bytes: number): ScratchLoop | null {
-  const why = loopUnavailable();
-  if (why !== null) {
-    t.skip(why);
-    return null;
-  }
+export function scratchLoop(t: Skippable, name: string, bytes: number): ScratchLoop | null {
+  if (stopIfMissing(t, loopMissing())) return null;
   const image = `/dev/shm/blkback-${name}-${process.pid}.img`;
   writeFileSync(image, '');
   truncateSync(image, bytes);
@@ -72,7 +65,7 @@ export function scratchLoop(t: { skip(message: string): void }, name: string, by
     device = makeLoop(image);
   } catch (err) {
     rmSync(image, { force: true });
-    t.skip(`losetup --direct-io=on failed: ${(err as Error).message}`);
+    stopIfMissing(t, loopSetupFailed(err));
     return null;
   }
   return {

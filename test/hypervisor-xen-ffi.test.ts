@@ -23,6 +23,8 @@ import { openXenHypervisor, xenAvailable, XenUnavailableError } from '../src/hyp
 import { PACKED_SEGMENT_LAYOUT, koffiNativeMemory, koffiSegmentLayout, openKoffiDevices } from '../src/hypervisor/xen/koffi-devices.ts';
 import { XenstoreDaemon } from '../src/xenstore/daemon.ts';
 import { compileAndReadValues, gccMissing } from './helpers-c.ts';
+import { skipOnThisHost, stopIfMissing } from './helpers-tools.ts';
+import type { Missing } from './helpers-tools.ts';
 
 const GUEST = 7;
 
@@ -54,11 +56,11 @@ function expectGrantError(fn: () => unknown, ref: number, domid: number, status:
   });
 }
 
-/** Why the C fixtures cannot be built here: they need gcc and Xen's headers (libxen-dev). */
-function xenCcMissing(): string | undefined {
+/** What the C fixtures need and this machine lacks: gcc and Xen's headers (libxen-dev). */
+function xenCcMissing(): Missing | undefined {
   const missing = gccMissing();
   if (missing !== undefined) return missing;
-  for (const h of ['/usr/include/xengnttab.h', '/usr/include/xenevtchn.h']) if (!fs.existsSync(h)) return `${h} absent (apt-get install libxen-dev)`;
+  for (const h of ['/usr/include/xengnttab.h', '/usr/include/xenevtchn.h']) if (!fs.existsSync(h)) return { what: `${h} absent`, install: 'apt-get install libxen-dev' };
   return undefined;
 }
 
@@ -395,10 +397,7 @@ describe('XenBackendEvents over fake devices', () => {
 
 describe('openXenHypervisor', () => {
   test('on this host (no /dev/xen) the koffi layer throws XenUnavailableError saying what to do', async (t) => {
-    if (fs.existsSync('/dev/xen/gntdev')) {
-      t.skip('/dev/xen/gntdev exists: this host is a Xen domain');
-      return;
-    }
+    if (fs.existsSync('/dev/xen/gntdev')) return skipOnThisHost(t, '/dev/xen/gntdev exists: this host is a Xen domain');
     assert.throws(
       () => openKoffiDevices(),
       (e: unknown) => e instanceof XenUnavailableError && e.code === 'BLK_ERR_XEN_UNAVAILABLE' && /\/dev\/xen\/gntdev is absent/.test(e.message) && /modprobe xen-gntdev/.test(e.message),
@@ -449,12 +448,9 @@ describe('openXenHypervisor', () => {
 
 describe('the koffi layer', () => {
   test('xengnttab_grant_copy_segment_t: our packing, koffi and the C compiler agree', (t) => {
-    const missing = xenCcMissing();
+    if (stopIfMissing(t, xenCcMissing())) return;
     const source = findFixture('segment-layout.c');
-    if (missing !== undefined || source === undefined) {
-      t.skip(missing ?? 'test/fixtures/xen-ffi/segment-layout.c not found');
-      return;
-    }
+    assert.ok(source !== undefined, 'test/fixtures/xen-ffi/segment-layout.c not found');
     const c = compileAndReadValues(source);
     const ours = koffiSegmentLayout();
     for (const [field, offset] of Object.entries(PACKED_SEGMENT_LAYOUT)) {
@@ -481,13 +477,14 @@ describe('the koffi layer', () => {
     const missing = xenCcMissing();
     const gtSource = findFixture('standin-xengnttab.c');
     const evSource = findFixture('standin-xenevtchn.c');
-    const skip = missing ?? (gtSource === undefined || evSource === undefined ? 'stand-in sources not found' : undefined);
+    // A missing tool skips (fails under CI=true); missing fixtures of our own always fail.
+    const skip = missing !== undefined || gtSource === undefined || evSource === undefined;
     let dir = '';
     let gtLib = '';
     let evLib = '';
 
     before(() => {
-      if (skip !== undefined) return;
+      if (skip) return;
       dir = fs.mkdtempSync(join(os.tmpdir(), 'xen-ffi-'));
       gtLib = join(dir, 'libxengnttab-standin.so');
       evLib = join(dir, 'libxenevtchn-standin.so');
@@ -503,10 +500,8 @@ describe('the koffi layer', () => {
     // The default reader (the fd on libuv's epoll); the thread reader's delivery is checked below
     // in a process of its own, since the stand-in libraries keep their state for the process.
     test('map, copy and events through koffi, the epoll reader and close', async (t) => {
-      if (skip !== undefined) {
-        t.skip(skip);
-        return;
-      }
+      if (stopIfMissing(t, missing)) return;
+      assert.ok(gtSource !== undefined && evSource !== undefined, 'stand-in sources test/fixtures/xen-ffi/standin-*.c not found');
       // The same dlopen handle as the binding's: the test reads and drives the stand-in's state.
       const gt = koffi.load(gtLib);
       const ev = koffi.load(evLib);
@@ -596,10 +591,8 @@ describe('the koffi layer', () => {
     });
 
     for (const evtchnReader of ['epoll', 'thread'] as const) test(`${evtchnReader} reader: an event is delivered, and a process that never closes the devices still exits`, (t) => {
-      if (skip !== undefined) {
-        t.skip(skip);
-        return;
-      }
+      if (stopIfMissing(t, missing)) return;
+      assert.ok(gtSource !== undefined && evSource !== undefined, 'stand-in sources test/fixtures/xen-ffi/standin-*.c not found');
       const here = dirname(fileURLToPath(import.meta.url));
       const devicesModule = pathToFileURL(resolve(here, '../src/hypervisor/xen/koffi-devices.js')).href;
       const eventsModule = pathToFileURL(resolve(here, '../src/hypervisor/xen/backend-events.js')).href;

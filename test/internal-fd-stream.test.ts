@@ -1,6 +1,7 @@
 // fd-stream (src/internal/fd-stream.ts): descriptors net.Socket refuses (an eventfd), read on libuv's
 // epoll into a fixed buffer; and tick-clock (src/internal/tick-clock.ts), one clock reading per loop turn.
 import { test } from 'node:test';
+import { stopIfMissing } from './helpers-tools.ts';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -12,7 +13,7 @@ const EFD_CLOEXEC = 0o2000000;
 
 test('fd stream: an eventfd (which net.Socket refuses) is read on epoll into the fixed buffer, and destroy closes it', async (t) => {
   const problem = fdStreamProblem();
-  if (problem !== undefined) return t.skip(problem);
+  if (problem !== undefined && stopIfMissing(t, { what: `libuv's pipe_wrap binding (${problem})`, install: 'Node 20, as package.json engines and CI use' })) return;
   const eventfd = koffi.load('libc.so.6').func('int eventfd(unsigned int initval, int flags)') as (initval: number, flags: number) => number;
   const fd = eventfd(0, EFD_CLOEXEC);
   assert.ok(fd >= 0);

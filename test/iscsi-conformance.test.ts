@@ -15,6 +15,8 @@ import test from 'node:test';
 import { onPath } from '../src/bench/iscsi-target.ts';
 import type { LunMode } from '../src/bench/iscsi-target.ts';
 import { tgtUnavailable } from '../src/bench/iscsi-tgt.ts';
+import { stopIfMissing } from './helpers-tools.ts';
+import type { Missing } from './helpers-tools.ts';
 import {
   ALL_TEST_COUNT,
   compareLists,
@@ -48,34 +50,26 @@ const CONFIGS: readonly { kind: TargetKind; mode: LunMode }[] = [
 // (test/fixtures/iscsi/conformance/README.md). BLKBACK_ISCSI_CONFORMANCE_CONCURRENCY=1 serialises.
 const CONCURRENCY = Math.max(1, Number(process.env.BLKBACK_ISCSI_CONFORMANCE_CONCURRENCY ?? CONFIGS.length) || CONFIGS.length);
 
-/** Why a configuration cannot run here (a missing tool), or null. */
-function missingTools(kind: TargetKind | null): string | null {
-  if (!onPath('iscsi-test-cu')) return 'iscsi-test-cu not found (Debian package libiscsi-bin)';
-  return kind === 'tgt' ? tgtUnavailable() : null;
+/** What a configuration needs and this machine lacks (a tool), or undefined. */
+function missingTools(kind: TargetKind | null): Missing | undefined {
+  if (!onPath('iscsi-test-cu')) return { what: 'iscsi-test-cu not found', install: 'apt-get install libiscsi-bin' };
+  const tgt = kind === 'tgt' ? tgtUnavailable() : null;
+  return tgt === null ? undefined : { what: tgt, install: 'apt-get install tgt; run as root' };
 }
 
 const tail = (s: string, lines = 40): string => s.trimEnd().split('\n').slice(-lines).join('\n');
 
 test('iSCSI conformance (iscsi-test-cu --test=ALL): tgt thick and blkback thick/thin/read-only keep every stored pass', { timeout: 360_000, concurrency: CONCURRENCY }, async (t) => {
-  const missing = missingTools(null);
-  if (missing !== null) {
-    if (CI) assert.fail(`CI=true and the conformance suite is missing: ${missing} (.ci/run installs it)`);
-    t.skip(missing);
-    return;
-  }
+  if (stopIfMissing(t, missingTools(null))) return;
   const rows: { label: string; now?: VerdictList; stored?: VerdictList; note?: string }[] = [];
   const started = Date.now();
   await Promise.all(
     CONFIGS.map(({ kind, mode }) =>
       t.test(`${kind} ${mode}`, async (st) => {
         const label = `${kind} ${mode}`;
-        const why = missingTools(kind);
-        if (why !== null) {
-          rows.push({ label, note: why });
-          if (CI) assert.fail(`CI=true and ${why} (.ci/run installs tgt)`);
-          st.skip(why);
-          return;
-        }
+        const missing = missingTools(kind);
+        if (missing !== undefined) rows.push({ label, note: missing.what });
+        if (stopIfMissing(st, missing)) return;
         const listFile = fixturePath(kind, mode);
         const stored = existsSync(listFile) ? parseList(readFileSync(listFile, 'utf8')) : undefined;
         let run: TargetRun;

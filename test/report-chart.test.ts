@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { stopIfMissing } from './helpers-tools.ts';
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { renderBandwidthChart } from '../src/report/bandwidth-chart.ts';
@@ -153,10 +154,7 @@ test('svgToPng: a valid 1280x768 PNG with the lines and readable text', (t) => {
   } catch {
     // No font directory at all.
   }
-  if (fonts.length === 0) {
-    t.skip('no fonts under /usr/share/fonts: resvg cannot draw text here');
-    return;
-  }
+  if (fonts.length === 0 && stopIfMissing(t, { what: 'a font under /usr/share/fonts (resvg draws the labels with it)', install: 'apt-get install fonts-dejavu-core' })) return;
   // The title band holds dark text pixels only when a font was found; an empty title leaves it white.
   const band = { x: 0, y: 10, width: 1280, height: 45 };
   const withTitle = darkPixels(img, band);

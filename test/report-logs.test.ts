@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { fioMissing, stopIfMissing } from './helpers-tools.ts';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -101,10 +102,7 @@ test('bandwidthSeriesFromLogs: per-I/O rows count bytes; fio 2011 windowed rows 
 });
 
 test('bandwidthSeriesFromLogs: real fio 3.33 logs of two jobs', (t) => {
-  if (spawnSync('fio', ['--version']).status !== 0) {
-    t.skip('fio is not installed');
-    return;
-  }
+  if (stopIfMissing(t, fioMissing())) return;
   const dir = mkdtempSync(join(tmpdir(), 'report-fio-'));
   const shm = mkdtempSync('/dev/shm/report-fio-');
   try {

@@ -6,7 +6,7 @@
 // refused when someone else owns it or can write to it.
 //
 // Other users are real processes: children spawned with another uid (this needs root; as another
-// user these tests skip, saying why).
+// user these tests skip, saying why, and under CI=true they fail).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync } from 'node:child_process';
@@ -20,6 +20,8 @@ import { serveControl } from '../src/control/server.ts';
 import type { ControlTarget } from '../src/control/target.ts';
 import { ControlError } from '../src/control/protocol.ts';
 import { listenUnix } from '../src/xenstore/unix.ts';
+import { ffiMissing, stopIfMissing } from './helpers-tools.ts';
+import type { Missing } from './helpers-tools.ts';
 import { peerCredentialsProblem, simulatePeerCredentialsUnavailable } from '../src/internal/peer-cred.ts';
 
 const NOBODY = 65534;
@@ -54,6 +56,11 @@ const cannotSwitchUser: string | undefined = (() => {
   if (probe.stdout !== String(NOBODY)) return `node cannot run as uid ${NOBODY} here: ${probe.stderr || probe.error?.message || 'no output'}`;
   return undefined;
 })();
+
+/** cannotSwitchUser, as the tests' gate sees it (a failure under CI=true, which runs as root). */
+function switchUserMissing(): Missing | undefined {
+  return cannotSwitchUser === undefined ? undefined : { what: cannotSwitchUser, install: 'run the tests as root, as CI does' };
+}
 
 /** A directory others can reach (as /tmp is), for sockets other users try to connect to. */
 function sharedDir(prefix: string): string {
@@ -159,7 +166,8 @@ test('under umask 000 the control and xenstore sockets are created 0600', async 
   }
 });
 
-test('a peer that is neither root nor us is refused at accept and logged with its uid and pid, even through a widened mode', { skip: cannotSwitchUser }, async () => {
+test('a peer that is neither root nor us is refused at accept and logged with its uid and pid, even through a widened mode', async (t)  => {
+  if (stopIfMissing(t, switchUserMissing())) return;
   const dir = sharedDir('blkback-sock-peer-');
   const logs: string[] = [];
   const control = await serveControl(dummyTarget, { path: join(dir, 'control.sock'), log: (l) => logs.push(l) });
@@ -201,7 +209,8 @@ test('a peer that is neither root nor us is refused at accept and logged with it
   }
 });
 
-test('--allow-uid admits the uids named and nobody else', { skip: cannotSwitchUser }, async (t) => {
+test('--allow-uid admits the uids named and nobody else', async (t)  => {
+  if (stopIfMissing(t, switchUserMissing())) return;
   const dir = sharedDir('blkback-sock-allow-');
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const logs: string[] = [];
@@ -248,7 +257,8 @@ process.stdin.on('end', async () => { await server.close(); process.exit(0); });
 process.stdin.resume();
 `;
 
-test('a server run by a non-root user serves that user and root, and refuses others', { skip: cannotSwitchUser }, async () => {
+test('a server run by a non-root user serves that user and root, and refuses others', async (t)  => {
+  if (stopIfMissing(t, switchUserMissing())) return;
   const dir = sharedDir('blkback-sock-own-');
   chownSync(dir, NOBODY, NOBODY);
   const path = join(dir, 'control.sock');
@@ -312,7 +322,8 @@ process.send('ready');
 spin();
 `;
 
-test('no window: connects racing 300 starts under umask 000 never get in', { skip: cannotSwitchUser ?? racerProblem() }, async () => {
+test('no window: connects racing 300 starts under umask 000 never get in', async (t)  => {
+  if (stopIfMissing(t, switchUserMissing()) || stopIfMissing(t, ffiMissing('connect(2)', racerProblem()))) return;
   const dir = sharedDir('blkback-sock-race-');
   const path = join(dir, 'control.sock');
   const racer = spawn(process.execPath, ['--input-type=module', '-e', RACER, path, KOFFI_FROM], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
@@ -367,7 +378,8 @@ try {
 }
 `;
 
-test('the default per-user directory is refused when someone else owns it or can write to it', { skip: cannotSwitchUser }, () => {
+test('the default per-user directory is refused when someone else owns it or can write to it', (t) => {
+  if (stopIfMissing(t, switchUserMissing())) return;
   const base = sharedDir('blkback-sock-dir-');
   chmodSync(base, 0o1777); // a /tmp of our own
   const own = join(base, `blkback-${OTHER}`);
@@ -472,3 +484,33 @@ function stop(child: ChildProcess): Promise<void> {
     child.kill('SIGTERM');
   });
 }
+
+test('ctl trusts its default socket only in a directory of its own', (t) => {
+  if (stopIfMissing(t, switchUserMissing())) return;
+  const base = sharedDir('blkback-ctl-dir-');
+  chmodSync(base, 0o1777); // a /tmp of our own
+  const own = join(base, `blkback-${OTHER}`);
+  const ctl = (): { status: number | null; out: string } => {
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, TMPDIR: base };
+    const r = spawnSync(process.execPath, [MAIN, 'ctl', 'list'], { uid: OTHER, gid: NOBODY, env, encoding: 'utf8', timeout: 20_000 });
+    return { status: r.status, out: `${r.stdout}${r.stderr}` };
+  };
+  try {
+    // Someone else (nobody) made the directory first, and could have put a socket of theirs in it.
+    mkdirSync(own, { mode: 0o755 });
+    chownSync(own, NOBODY, NOBODY);
+    const foreign = ctl();
+    assert.notEqual(foreign.status, 0);
+    assert.match(foreign.out, /blkback-65533 belongs to uid 65534.*--socket PATH/s, foreign.out);
+    rmSync(own, { recursive: true });
+    // Its own directory, with nothing listening: the usual "cannot connect", not a refusal.
+    mkdirSync(own, { mode: 0o700 });
+    chownSync(own, OTHER, NOBODY);
+    const mine = ctl();
+    assert.notEqual(mine.status, 0);
+    assert.doesNotMatch(mine.out, /belongs to/);
+    assert.match(mine.out, /control\.sock/);
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
+});

@@ -10,12 +10,12 @@ import { join } from 'node:path';
 import test from 'node:test';
 import { XenstoreDaemon } from '../src/xenstore/daemon.ts';
 import { connectInProcess, connectUnix } from '../src/xenstore/client.ts';
-import { missingTools, run } from './helpers-tools.ts';
+import { missingTools, run, stopIfMissing } from './helpers-tools.ts';
 import type { RunResult } from './helpers-tools.ts';
 
 const TOOLS = ['xenstore-write', 'xenstore-read', 'xenstore-ls', 'xenstore-list', 'xenstore-rm', 'xenstore-chmod', 'xenstore-watch', 'xenstore-exists'];
 
-const skipReason = missingTools(TOOLS, 'xenstore-utils');
+const toolsMissing = missingTools(TOOLS, 'xenstore-utils');
 
 /** Runs a tool against the daemon on `socket` (it answers on this same event loop). */
 function xs(socket: string, tool: string, ...args: string[]): Promise<RunResult> {
@@ -29,10 +29,7 @@ async function ok(socket: string, tool: string, ...args: string[]): Promise<stri
 }
 
 test('xenstore-utils against our daemon: write/read/ls/list/exists/chmod/rm agree with the in-process client', async (t) => {
-  if (skipReason !== undefined) {
-    t.skip(skipReason);
-    return;
-  }
+  if (stopIfMissing(t, toolsMissing)) return;
   const dir = mkdtempSync(join(tmpdir(), 'xs-interop-'));
   const socket = join(dir, 'socket');
   const daemon = new XenstoreDaemon();
@@ -89,10 +86,7 @@ test('xenstore-utils against our daemon: write/read/ls/list/exists/chmod/rm agre
 });
 
 test('xenstore-watch reports a change made by the in-process client', async (t) => {
-  if (skipReason !== undefined) {
-    t.skip(skipReason);
-    return;
-  }
+  if (stopIfMissing(t, toolsMissing)) return;
   const dir = mkdtempSync(join(tmpdir(), 'xs-watch-'));
   const socket = join(dir, 'socket');
   const daemon = new XenstoreDaemon();
@@ -136,10 +130,7 @@ test('xenstore-watch reports a change made by the in-process client', async (t) 
 });
 
 test('blkback xenstored: serves the socket until SIGTERM, then removes it', async (t) => {
-  if (skipReason !== undefined) {
-    t.skip(skipReason);
-    return;
-  }
+  if (stopIfMissing(t, toolsMissing)) return;
   const dir = mkdtempSync(join(tmpdir(), 'xs-cmd-'));
   const socket = join(dir, 'socket');
   const log = join(dir, 'trace.log');

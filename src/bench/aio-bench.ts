@@ -3,13 +3,16 @@
 // turn within each pattern: our direct driver with Linux native AIO (one io_submit a turn), the same
 // driver on libuv's thread pool (one thread hand-off a request), and real fio with libaio as the
 // yardstick. Reports IOPS and our process's CPU time per I/O; ratios are medians of each round's own.
+// The paths rotate each round (rotation.ts); fio runs with --gtod_reduce=1, counting completions as
+// runRandomIo does (kernel-fio.ts).
 import { allocAlignedShared } from '../block/aligned-memory.ts';
 import { openDirectDisk } from '../block/direct.ts';
 import type { IoEngine } from '../block/direct.ts';
 import { linuxAioProblem } from '../internal/linux-aio.ts';
 import { runRandomIo } from '../workload/random-io.ts';
 import type { BenchCase, BenchResult } from './blkif-bench.ts';
-import { KernelPath } from './kernel-fio.ts';
+import { KERNEL_FIO_ACCOUNTING, KernelPath } from './kernel-fio.ts';
+import { orderLine, rotation } from './rotation.ts';
 import { machineInfo } from './machine.ts';
 import { median } from './median.ts';
 import type { MachineInfo } from './machine.ts';
@@ -30,8 +33,12 @@ export interface AioReport {
   seconds: number;
   rounds: number;
   device: string;
+  /** What each path accounts for per I/O (equal on all of them). */
+  accounting: string;
   results: AioResult[];
 }
+
+const AIO_ACCOUNTING = `native and threads count completions (runRandomIo); fio: ${KERNEL_FIO_ACCOUNTING}`;
 
 export interface AioOptions {
   readonly seconds: number;
@@ -63,32 +70,35 @@ export async function runAioBench(options: AioOptions): Promise<AioReport> {
   const total = options.rounds * options.cases.length;
   try {
     let n = 0;
-    for (let round = 1; round <= options.rounds; round++) for (const c of options.cases) {
-      n++;
-      const label = `${options.rounds > 1 ? `round ${round}: ` : ''}${c.rw} ${c.bs / 1024}k QD${c.iodepth}`;
-      // The first path rotates with the round, so drift in the machine's load hits all alike.
-      const paths: AioResult['path'][] = ['native', 'threads', 'fio'];
-      for (let i = 0; i < paths.length; i++) {
-        const path = paths[(i + round - 1) % paths.length]!;
-        options.progress(`[${n}/${total}] ${label}: ${path === 'fio' ? 'fio (libaio)' : `direct driver, --aio ${path}`}`);
-        if (path === 'fio') {
-          const k = await device.measure(c.rw, c.bs, c.iodepth, options.seconds);
-          results.push({ path, round, ...c, iops: k.iops, mbps: k.mbps, cpuUsPerIo: null });
-          continue;
-        }
-        const disk = await openDirectDisk(device.device, { ioEngine: path });
-        try {
-          let next = 0;
-          const cpu = process.cpuUsage();
-          const r = await runRandomIo(disk, (bytes) => {
-            const view = arena.subarray(next, next + bytes);
-            next += bytes;
-            return view;
-          }, { ...c, seconds: options.seconds, span: options.span });
-          const used = process.cpuUsage(cpu);
-          results.push({ path, round, ...c, iops: r.iops, mbps: r.mbps, cpuUsPerIo: r.ios > 0 ? (used.user + used.system) / r.ios : null });
-        } finally {
-          await disk.close();
+    const paths: AioResult['path'][] = ['native', 'threads', 'fio'];
+    for (let round = 1; round <= options.rounds; round++) {
+      const order = rotation(paths, round);
+      options.progress(`path order, ${orderLine(round, order)}`);
+      for (const c of options.cases) {
+        n++;
+        const label = `${options.rounds > 1 ? `round ${round}: ` : ''}${c.rw} ${c.bs / 1024}k QD${c.iodepth}`;
+        for (const [i, path] of order.entries()) {
+          const position = i + 1;
+          options.progress(`[${n}/${total}] ${label}: ${path === 'fio' ? 'fio (libaio)' : `direct driver, --aio ${path}`}`);
+          if (path === 'fio') {
+            const k = await device.measure(c.rw, c.bs, c.iodepth, options.seconds);
+            results.push({ path, round, position, ...c, iops: k.iops, mbps: k.mbps, cpuUsPerIo: null });
+            continue;
+          }
+          const disk = await openDirectDisk(device.device, { ioEngine: path });
+          try {
+            let next = 0;
+            const cpu = process.cpuUsage();
+            const r = await runRandomIo(disk, (bytes) => {
+              const view = arena.subarray(next, next + bytes);
+              next += bytes;
+              return view;
+            }, { ...c, seconds: options.seconds, span: options.span });
+            const used = process.cpuUsage(cpu);
+            results.push({ path, round, position, ...c, iops: r.iops, mbps: r.mbps, cpuUsPerIo: r.ios > 0 ? (used.user + used.system) / r.ios : null });
+          } finally {
+            await disk.close();
+          }
         }
       }
     }
@@ -96,7 +106,7 @@ export async function runAioBench(options: AioOptions): Promise<AioReport> {
     await device.close();
     spawner.close();
   }
-  return { machine: machineInfo(), seconds: options.seconds, rounds: options.rounds, device: `${device.device} (direct-io=on) over a ${options.span}-byte /dev/shm file`, results };
+  return { machine: machineInfo(), seconds: options.seconds, rounds: options.rounds, device: `${device.device} (direct-io=on) over a ${options.span}-byte /dev/shm file`, accounting: AIO_ACCOUNTING, results };
 }
 
 /** One row per pattern: median IOPS and CPU per I/O of each path, and the per-round ratios' medians. */
@@ -125,5 +135,6 @@ export function formatAioTable(report: AioReport): string {
         `${fmt(med('native', (r) => r.cpuUsPerIo), 1)} | ${fmt(med('threads', (r) => r.cpuUsPerIo), 1)} | ${fmt(ratio('threads'), 2)} | ${fmt(ratio('fio'), 2)} |`,
     );
   }
+  rows.push('', `accounting: ${report.accounting}; path order rotated each round`);
   return rows.join('\n');
 }

@@ -1,15 +1,18 @@
 // `blkback bench`: the guest path (guest -> blkfront -> ring -> blkback -> RAM disk) against the same
 // load straight on the RAM disk (bare) and the kernel block path under real fio, one pattern at a
 // time, each path in turn so that drift in the machine's load hits all three alike; then the whole
-// set again for each further round. The table gives medians over the rounds, and the guest/kernel
-// ratio as the median of each round's own ratio with its range.
+// set again for each further round, the order of the paths rotated (rotation.ts). The table gives
+// medians over the rounds, and the guest/kernel ratio as the median of each round's own ratio with
+// its range. Accounting is equal: guest and bare count completions (runRandomIo), and fio runs with
+// --gtod_reduce=1 (kernel-fio.ts).
 import { allocAlignedShared } from '../block/aligned-memory.ts';
 import { createRamDisk } from '../block/ram.ts';
 import type { BlockDevice } from '../block/types.ts';
 import { SimHost } from '../toolstack/host.ts';
 import { runRandomIo } from '../workload/random-io.ts';
 import type { RandomIoParams } from '../workload/random-io.ts';
-import { KernelPath } from './kernel-fio.ts';
+import { KERNEL_FIO_ACCOUNTING, KernelPath } from './kernel-fio.ts';
+import { orderLine, rotation } from './rotation.ts';
 import { Spawner } from './spawner.ts';
 import { machineInfo } from './machine.ts';
 import { median } from './median.ts';
@@ -21,10 +24,14 @@ export interface BenchCase {
   readonly iodepth: number;
 }
 
+export type BlkifPath = 'guest' | 'bare' | 'kernel';
+
 export interface BenchResult {
-  path: 'guest' | 'bare' | 'kernel';
+  path: BlkifPath;
   /** 1-based. */
   round: number;
+  /** 1-based place in its pattern's turn (the order rotates with the round). */
+  position: number;
   rw: string;
   bs: number;
   iodepth: number;
@@ -38,8 +45,12 @@ export interface BenchReport {
   rounds: number;
   spanBytes: number;
   kernel: string;
+  /** What each path accounts for per I/O (equal on all of them). */
+  accounting: string;
   results: BenchResult[];
 }
+
+export const BLKIF_ACCOUNTING = `guest and bare count completions (runRandomIo); kernel: ${KERNEL_FIO_ACCOUNTING}`;
 
 export interface BenchOptions {
   readonly seconds: number;
@@ -65,7 +76,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   // Everything that forks (losetup, fio) goes through a helper forked now, while this process is
   // small: a fork from here after the RAM disk is filled would make each later write to it fault.
   const unavailable = options.kernel ? KernelPath.unavailable() : 'not requested';
-  let kernelNote = unavailable ?? 'fio libaio direct=1 on a loop device (direct-io=on) over /dev/shm';
+  let kernelNote = unavailable ?? 'fio libaio direct=1 --gtod_reduce=1 on a loop device (direct-io=on) over /dev/shm';
   const spawner = unavailable === null ? Spawner.start() : null;
   let kernel: KernelPath | null = null;
   if (spawner !== null) {
@@ -83,35 +94,41 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const results: BenchResult[] = [];
   const rounds = options.rounds ?? 1;
   const total = rounds * options.cases.length;
-  try {
-    let n = 0;
-    for (let round = 1; round <= rounds; round++) for (const c of options.cases) {
-      n++;
-      const label = `${rounds > 1 ? `round ${round}: ` : ''}${c.rw} ${c.bs / 1024}k QD${c.iodepth}`;
-      const params: RandomIoParams = { ...c, seconds, span };
-
-      options.progress(`[${n}/${total}] ${label}: guest`);
+  const paths: BlkifPath[] = kernel === null ? ['guest', 'bare'] : ['guest', 'bare', 'kernel'];
+  /** One run of one path: IOPS and MB/s. */
+  const measure = async (path: BlkifPath, c: BenchCase, n: number): Promise<{ iops: number; mbps: number }> => {
+    const params: RandomIoParams = { ...c, seconds, span };
+    if (path === 'guest') {
       const guest = await host.createGuest(
         { name: `bench${n}`, memoryMiB: 64, disks: [{ target: 'bench-ram', vdev: 'xvda', readOnly: false, backendtype: 'phy' }] },
         { workload: GUEST_WORKLOAD, params },
       );
-      const g = (await guest.result) as { iops: number; mbps: number };
-      results.push({ path: 'guest', round, ...c, iops: g.iops, mbps: g.mbps });
-
-      options.progress(`[${n}/${total}] ${label}: bare`);
+      return (await guest.result) as { iops: number; mbps: number };
+    }
+    if (path === 'bare') {
       let next = 0; // buffers are carved afresh for each pattern
-      const bare = await runRandomIo(ram, (bytes) => {
+      return runRandomIo(ram, (bytes) => {
         if (next + bytes > arena.length) throw new Error(`bench: ${bytes}-byte buffers at QD${c.iodepth} do not fit the ${arena.length}-byte arena`);
         const view = arena.subarray(next, next + bytes);
         next += Math.ceil(bytes / 4096) * 4096;
         return view;
       }, params);
-      results.push({ path: 'bare', round, ...c, iops: bare.iops, mbps: bare.mbps });
-
-      if (kernel !== null) {
-        options.progress(`[${n}/${total}] ${label}: kernel (fio)`);
-        const k = await kernel.measure(c.rw, c.bs, c.iodepth, seconds);
-        results.push({ path: 'kernel', round, ...c, iops: k.iops, mbps: k.mbps });
+    }
+    return kernel!.measure(c.rw, c.bs, c.iodepth, seconds);
+  };
+  try {
+    let n = 0;
+    for (let round = 1; round <= rounds; round++) {
+      const order = rotation(paths, round);
+      options.progress(`path order, ${orderLine(round, order)}`);
+      for (const c of options.cases) {
+        n++;
+        const label = `${rounds > 1 ? `round ${round}: ` : ''}${c.rw} ${c.bs / 1024}k QD${c.iodepth}`;
+        for (const [i, path] of order.entries()) {
+          options.progress(`[${n}/${total}] ${label}: ${path === 'kernel' ? 'kernel (fio)' : path}`);
+          const r = await measure(path, c, n);
+          results.push({ path, round, position: i + 1, ...c, iops: r.iops, mbps: r.mbps });
+        }
       }
     }
   } finally {
@@ -120,7 +137,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     spawner?.close();
     await ram.close();
   }
-  return { machine: machineInfo(), seconds, rounds, spanBytes: span, kernel: kernelNote, results };
+  return { machine: machineInfo(), seconds, rounds, spanBytes: span, kernel: kernelNote, accounting: BLKIF_ACCOUNTING, results };
 }
 
 async function prefill(device: BlockDevice, bytes: number): Promise<void> {
@@ -161,5 +178,6 @@ export function formatBenchTable(report: BenchReport): string {
       `| ${k} | ${fmt(med('guest', 'iops'))} | ${fmt(med('bare', 'iops'))} | ${fmt(med('kernel', 'iops'))} | ${fmt(med('guest', 'mbps'))} | ${fmt(med('kernel', 'mbps'))} | ${fmt(median(ratios('bare')), 2)} | ${fmt(median(vsKernel), 2)} |${several ? range : ''}`,
     );
   }
+  rows.push('', `accounting: ${report.accounting}; path order rotated each round`);
   return rows.join('\n');
 }

@@ -1,8 +1,10 @@
 // `blkback bench --suite runner`: the fio runner's own cost. One job (4 KiB random reads, QD 256,
 // time based) run by our bare runner on a null disk that leaves read buffers untouched, and by real
-// fio with its null engine, alternately, in the same process run. The figure is I/Os per CPU-second
-// (IOPS per core) of each process, and their ratio: with no storage behind either, all that is
-// measured is the I/O loop, the random offsets and the latency accounting.
+// fio with its null engine, taking turns, the first rotating with the round (rotation.ts). The
+// figure is I/Os per CPU-second (IOPS per core) of each process, and their ratio: with no storage
+// behind either, all that is measured is the I/O loop, the random offsets and the latency
+// accounting - full on both sides: our runner times slat, clat and lat of every I/O into fio's
+// histograms (it has no gtod_reduce), and the job leaves fio's own defaults, which do the same.
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,20 +14,28 @@ import { createNullDisk } from '../block/null.ts';
 import { runFio } from '../fio/session.ts';
 import { machineInfo } from './machine.ts';
 import type { MachineInfo } from './machine.ts';
+import { fioRuntime } from './fio-runtime.ts';
+import { orderLine, rotation } from './rotation.ts';
 
 const run = promisify(execFile);
+
+export const RUNNER_ACCOUNTING = 'full on both: slat, clat and lat of every I/O into latency histograms (our runner always; fio by its defaults)';
 
 export interface RunnerBenchOptions {
   /** time_based runtime of each run, seconds. */
   readonly seconds: number;
-  /** Rounds; each round runs our runner, then fio. */
+  /** Rounds; in each, our runner and fio take turns, the first rotating with the round. */
   readonly rounds: number;
   readonly progress: (line: string) => void;
 }
 
+export type RunnerPath = 'runner' | 'fio-null';
+
 export interface RunnerBenchResult {
-  path: 'runner' | 'fio-null';
+  path: RunnerPath;
   round: number;
+  /** 1-based place in its round's turn. */
+  position: number;
   /** Reads completed in the measured period. */
   ios: number;
   /** Wall time of the measured period (the job's runtime), seconds. */
@@ -46,6 +56,8 @@ export interface RunnerBenchReport {
   rounds: number;
   /** How fio was measured, or why it was not. */
   fio: string;
+  /** What each path accounts for per I/O (equal on both). */
+  accounting: string;
   results: RunnerBenchResult[];
   /** Mean over rounds of IOPS per core, and runner/fio (the goal is at least 0.25). */
   summary: { runnerIopsPerCore: number; fioIopsPerCore: number | null; ratio: number | null };
@@ -62,7 +74,7 @@ export function runnerJobText(seconds: number): string {
     'iodepth=256',
     'size=1g',
     'time_based=1',
-    `runtime=${seconds}`,
+    `runtime=${fioRuntime(seconds)}`,
     '',
   ].join('\n');
 }
@@ -85,12 +97,14 @@ export async function runRunnerBench(options: RunnerBenchOptions): Promise<Runne
   writeFileSync(jobPath, text);
   const results: RunnerBenchResult[] = [];
   try {
+    const paths: RunnerPath[] = fioMissing === null ? ['runner', 'fio-null'] : ['runner'];
     for (let round = 1; round <= rounds; round++) {
-      options.progress(`[runner ${round}/${rounds}] blkback runner, null disk`);
-      results.push(await measureRunner(jobPath, text, round));
-      if (fioMissing === null) {
-        options.progress(`[runner ${round}/${rounds}] fio --ioengine=null`);
-        results.push(await measureFio(jobPath, round));
+      const order = rotation(paths, round);
+      options.progress(`[runner] path order, ${orderLine(round, order)}`);
+      for (const [i, path] of order.entries()) {
+        options.progress(`[runner ${round}/${rounds}] ${path === 'runner' ? 'blkback runner, null disk' : 'fio --ioengine=null'}`);
+        const r = path === 'runner' ? await measureRunner(jobPath, text) : await measureFio(jobPath);
+        results.push({ path, round, position: i + 1, ...r });
       }
     }
   } finally {
@@ -109,12 +123,16 @@ export async function runRunnerBench(options: RunnerBenchOptions): Promise<Runne
     seconds,
     rounds,
     fio: fioMissing ?? 'fio --output-format=json on the same job file (ioengine=null); CPU from the reaped child\'s rusage',
+    accounting: RUNNER_ACCOUNTING,
     results,
     summary: { runnerIopsPerCore: ours, fioIopsPerCore: theirs, ratio: theirs === null || theirs === 0 ? null : ours / theirs },
   };
 }
 
-async function measureRunner(path: string, text: string, round: number): Promise<RunnerBenchResult> {
+/** A run's figures, before its place in the round is known. */
+type Measured = Omit<RunnerBenchResult, 'path' | 'round' | 'position'>;
+
+async function measureRunner(path: string, text: string): Promise<Measured> {
   const device = createNullDisk(1 << 30, { name: 'null:1G (buffers untouched)', touchBuffers: false });
   const cpu0 = process.cpuUsage();
   const outcome = await runFio({ files: [{ path, text }], target: { kind: 'bare', device }, logDir: null });
@@ -125,10 +143,10 @@ async function measureRunner(path: string, text: string, round: number): Promise
   const ios = r.dirs[0].totalIos;
   const wallSeconds = r.runtimeMs / 1000;
   const cpuSeconds = (cpu.user + cpu.system) / 1e6;
-  return { path: 'runner', round, ios, wallSeconds, iops: ios / wallSeconds, cpuSeconds, iopsPerCore: ios / cpuSeconds };
+  return { ios, wallSeconds, iops: ios / wallSeconds, cpuSeconds, iopsPerCore: ios / cpuSeconds };
 }
 
-async function measureFio(path: string, round: number): Promise<RunnerBenchResult> {
+async function measureFio(path: string): Promise<Measured> {
   const before = reapedChildCpu();
   const { stdout } = await run('fio', ['--output-format=json', path], { maxBuffer: 16 << 20 });
   const after = reapedChildCpu();
@@ -138,7 +156,7 @@ async function measureFio(path: string, round: number): Promise<RunnerBenchResul
   const wallSeconds = job.job_runtime / 1000;
   // The reaped-children counters tick at 100 Hz; where /proc is missing, fio's own per-job CPU.
   const cpuSeconds = before !== null && after !== null && after > before ? after - before : ((job.usr_cpu + job.sys_cpu) / 100) * wallSeconds;
-  return { path: 'fio-null', round, ios, wallSeconds, iops: ios / wallSeconds, cpuSeconds, iopsPerCore: ios / cpuSeconds };
+  return { ios, wallSeconds, iops: ios / wallSeconds, cpuSeconds, iopsPerCore: ios / cpuSeconds };
 }
 
 /** CPU-seconds (user + system) of this process's children that have been waited for (/proc/self/stat cutime + cstime). */
@@ -181,10 +199,11 @@ export function parseFioJson(stdout: string): FioJsonJob[] {
 /** The table for docs/benchmarks.md. */
 export function formatRunnerTable(report: RunnerBenchReport): string {
   const fmt = (n: number, digits = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
-  const rows = ['| round | path | IOPS | CPU s | wall s | IOPS per core |', '|---:|---|---:|---:|---:|---:|'];
-  for (const r of report.results) rows.push(`| ${r.round} | ${r.path === 'runner' ? 'blkback runner (null disk)' : 'fio --ioengine=null'} | ${fmt(r.iops)} | ${fmt(r.cpuSeconds, 2)} | ${fmt(r.wallSeconds, 2)} | ${fmt(r.iopsPerCore)} |`);
+  const rows = ['| round | order | path | IOPS | CPU s | wall s | IOPS per core |', '|---:|---:|---|---:|---:|---:|---:|'];
+  for (const r of report.results) rows.push(`| ${r.round} | ${r.position} | ${r.path === 'runner' ? 'blkback runner (null disk)' : 'fio --ioengine=null'} | ${fmt(r.iops)} | ${fmt(r.cpuSeconds, 2)} | ${fmt(r.wallSeconds, 2)} | ${fmt(r.iopsPerCore)} |`);
   const s = report.summary;
   rows.push('');
+  rows.push(`accounting: ${report.accounting}; path order rotated each round`);
   rows.push(`runner ${fmt(s.runnerIopsPerCore)} IOPS/core, fio ${s.fioIopsPerCore === null ? '–' : fmt(s.fioIopsPerCore)} IOPS/core: ratio ${s.ratio === null ? '– (' + report.fio + ')' : `${fmt(s.ratio, 2)}x`} (goal >= 0.25x)`);
   return rows.join('\n');
 }

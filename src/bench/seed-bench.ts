@@ -6,7 +6,10 @@
 // As root the store is a loop device (direct-io=on) over a /dev/shm file of random bytes: the guest
 // opens it as a `phy:` disk, bare opens it with O_DIRECT, fio gets derived job copies naming it.
 // Otherwise the store is an in-process RAM disk and the fio path is skipped (and said so).
-// The paths take turns within each round, so drift in a shared machine's load hits them alike.
+// The paths take turns within each round, the first rotating with the round (rotation.ts), so drift
+// in a shared machine's load hits them alike. Accounting is equal, and full, on every path: our
+// runner times slat, clat and lat of every I/O (it has no gtod_reduce), and fio runs the seed's jobs,
+// which leave its latency accounting on.
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +26,11 @@ import { KernelPath } from './kernel-fio.ts';
 import { Spawner } from './spawner.ts';
 import { machineInfo } from './machine.ts';
 import type { MachineInfo } from './machine.ts';
+import { fioRuntime } from './fio-runtime.ts';
+import { orderLine, rotation } from './rotation.ts';
 import { parseFioJson } from './runner-bench.ts';
+
+export const SEED_ACCOUNTING = 'full on every path: slat, clat and lat of every I/O (our runner always; fio by the jobs\' defaults)';
 
 
 export const SEED_JOBS = ['randw', 'iometer'] as const;
@@ -46,6 +53,8 @@ export interface SeedBenchResult {
   job: SeedJob;
   path: SeedPath;
   round: number;
+  /** 1-based place in its job's turn (the order rotates with the round). */
+  position: number;
   /** Bytes read + written over the run (all jobs), and I/Os. */
   bytes: number;
   ios: number;
@@ -56,6 +65,9 @@ export interface SeedBenchResult {
   /** bytes / ios: the seed's iometer bssplit averages about 4.8 KB under fio's random map. */
   avgIoBytes: number;
 }
+
+/** A run's figures, before its place in the round's turn is added. */
+type SeedMeasured = Omit<SeedBenchResult, 'position'>;
 
 export interface SeedRatio {
   job: SeedJob;
@@ -80,6 +92,8 @@ export interface SeedBenchReport {
   /** What the store was, and how fio ran (or why not). */
   store: string;
   fio: string;
+  /** What each path accounts for per I/O (equal on all of them). */
+  accounting: string;
   seconds: number;
   rounds: number;
   sizeBytes: number;
@@ -108,7 +122,7 @@ export function deriveFioJob(text: string, device: string, size: number, seconds
     .filter((l) => !/^\s*write_(bw|lat|iops)_log\s*=/.test(l))
     .map((l) => (/^\s*rw\s*=\s*randw\s*$/.test(l) ? 'rw=randwrite' : l));
   while (lines.length > 0 && lines[lines.length - 1]!.trim() === '') lines.pop();
-  lines.push(`filename=${device}`, `size=${size}`, `runtime=${seconds}`, 'time_based=1', '');
+  lines.push(`filename=${device}`, `size=${size}`, `runtime=${fioRuntime(seconds)}`, 'time_based=1', '');
   return lines.join('\n');
 }
 
@@ -116,7 +130,7 @@ export async function runSeedBench(options: SeedBenchOptions): Promise<SeedBench
   const { seconds, rounds, size } = options;
   const readJob = options.jobText ?? defaultSeedJobText;
   const texts = new Map(options.jobs.map((j) => [j, readJob(j)] as const));
-  const overrides = [`size=${size}`, `runtime=${seconds}`, 'time_based=1'];
+  const overrides = [`size=${size}`, `runtime=${fioRuntime(seconds)}`, 'time_based=1'];
 
   let kernel: KernelPath | null = null;
   let fioNote = KernelPath.unavailable() ?? '';
@@ -150,26 +164,29 @@ export async function runSeedBench(options: SeedBenchOptions): Promise<SeedBench
   const tmp = mkdtempSync(join(tmpdir(), 'blkback-seed-bench-'));
   const results: SeedBenchResult[] = [];
   try {
+    const paths: SeedPath[] = kernel === null ? ['guest', 'bare'] : ['guest', 'bare', 'fio'];
     for (let round = 1; round <= rounds; round++) {
+      // Rotate the order each round so no path always runs first (right after the previous job).
+      const order = rotation(paths, round);
+      options.progress(`[seed] path order, ${orderLine(round, order)}`);
       for (const job of options.jobs) {
         const text = texts.get(job)!;
         const path = `jobs/${job}.fio`;
-        const paths: SeedPath[] = kernel === null ? ['guest', 'bare'] : ['guest', 'bare', 'fio'];
-        // Rotate the order each round so no path always runs first (right after the previous job).
-        const order = paths.map((_, i) => paths[(i + round - 1) % paths.length]!);
-        for (const p of order) {
+        for (const [i, p] of order.entries()) {
           options.progress(`[seed ${round}/${rounds}] ${job}: ${p}`);
+          let r: SeedMeasured;
           if (p === 'fio') {
             const file = join(tmp, `${job}.fio`);
             writeFileSync(file, deriveFioJob(text, kernel!.device, size, seconds));
-            results.push(await measureFio(spawner!, file, job, round));
+            r = await measureFio(spawner!, file, job, round);
           } else {
             const target: FioTarget = p === 'guest' ? { kind: 'guest', guest, host } : { kind: 'bare', device: bareDevice };
             // logDir null: no log files and no per-I/O log sampling (the jobs' write_bw_log/write_lat_log
             // cannot be switched off by an override: an empty value means "log under the job name").
             const outcome = await runFio({ files: [{ path, text }], overrides, target, logDir: null });
-            results.push(summarize(outcome.results, job, p, round));
+            r = summarize(outcome.results, job, p, round);
           }
+          results.push({ ...r, position: i + 1 });
         }
       }
     }
@@ -184,7 +201,8 @@ export async function runSeedBench(options: SeedBenchOptions): Promise<SeedBench
     suite: 'seed',
     machine: machineInfo(),
     store,
-    fio: fioNote,
+    fio: `${fioNote}; accounting: ${SEED_ACCOUNTING}`,
+    accounting: SEED_ACCOUNTING,
     seconds,
     rounds,
     sizeBytes: size,
@@ -194,7 +212,7 @@ export async function runSeedBench(options: SeedBenchOptions): Promise<SeedBench
   };
 }
 
-function summarize(results: readonly JobResult[], job: SeedJob, path: SeedPath, round: number): SeedBenchResult {
+function summarize(results: readonly JobResult[], job: SeedJob, path: SeedPath, round: number): SeedMeasured {
   let bytes = 0;
   let ios = 0;
   let ms = 0;
@@ -209,7 +227,7 @@ function summarize(results: readonly JobResult[], job: SeedJob, path: SeedPath, 
   return rates(job, path, round, bytes, ios, ms / 1000);
 }
 
-async function measureFio(spawner: Spawner, file: string, job: SeedJob, round: number): Promise<SeedBenchResult> {
+async function measureFio(spawner: Spawner, file: string, job: SeedJob, round: number): Promise<SeedMeasured> {
   const stdout = await spawner.check('fio', ['--output-format=json', file]);
   let bytes = 0;
   let ios = 0;
@@ -223,7 +241,7 @@ async function measureFio(spawner: Spawner, file: string, job: SeedJob, round: n
   return rates(job, 'fio', round, bytes, ios, ms / 1000);
 }
 
-function rates(job: SeedJob, path: SeedPath, round: number, bytes: number, ios: number, seconds: number): SeedBenchResult {
+function rates(job: SeedJob, path: SeedPath, round: number, bytes: number, ios: number, seconds: number): SeedMeasured {
   const s = seconds > 0 ? seconds : Number.NaN;
   return { job, path, round, bytes, ios, seconds, mbps: bytes / s / 1e6, iops: ios / s, avgIoBytes: ios > 0 ? bytes / ios : 0 };
 }
@@ -252,8 +270,8 @@ async function prefillRandom(device: BlockDevice, bytes: number): Promise<void> 
 /** The tables for docs/benchmarks.md: every run, then the means and ratios. */
 export function formatSeedTables(report: SeedBenchReport): string {
   const fmt = (n: number | null | undefined, digits = 0): string => (n === null || n === undefined || !Number.isFinite(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
-  const rows = ['| job | round | path | MB/s | IOPS | avg I/O bytes |', '|---|---:|---|---:|---:|---:|'];
-  for (const r of report.results) rows.push(`| ${r.job} | ${r.round} | ${r.path} | ${fmt(r.mbps)} | ${fmt(r.iops)} | ${fmt(r.avgIoBytes)} |`);
+  const rows = ['| job | round | order | path | MB/s | IOPS | avg I/O bytes |', '|---|---:|---:|---|---:|---:|---:|'];
+  for (const r of report.results) rows.push(`| ${r.job} | ${r.round} | ${r.position} | ${r.path} | ${fmt(r.mbps)} | ${fmt(r.iops)} | ${fmt(r.avgIoBytes)} |`);
   rows.push('');
   rows.push('| job | guest MB/s | bare MB/s | fio MB/s | guest IOPS | bare IOPS | fio IOPS | guest/fio | bare/fio | guest/bare |');
   rows.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');

@@ -9,7 +9,10 @@
 // writeZeroes) run one at a time in issue order, so an older snapshot never lands over newer data.
 //
 // FUA writes, discard and writeZeroes go straight to the base (durable on return; being more
-// durable than required is allowed) and drop the overlay's copies of the blocks they cover.
+// durable than required is allowed) and drop the overlay's copies of the blocks they cover. When
+// they drop a block from a snapshot a flush is writing back, that flush completes only once they
+// have landed: it covered the older write, and what replaced it must be on the medium first (else
+// a failed FUA write would leave neither, under a flush that said OKAY).
 //
 // Why that is right for discard across a power cut. A write W issued before the discard D is either
 // in the overlay (dropped by D, so neither a later flush nor a power cut's surviving fraction can put
@@ -19,6 +22,17 @@
 // completes only once the base has done it, so nothing acknowledged is lost; a flush afterwards also
 // flushes the base (a hole punched in a file is durable only then). A base that cannot discard is
 // refused up front, before the overlay is touched: a failed discard must not eat cached writes.
+//
+// What a flush may claim after a power cut. A flush in flight at the cut fails (BLK_ERR_POWER_CUT),
+// even one whose write-back had finished: the command never completed. The blocks whose newest
+// acknowledged data the cut dropped are remembered, and every flush called while any remains fails
+// with BLK_ERR_DATA_LOST (EIO), after writing back what it covers. A block leaves that set only when
+// it is written again (write, FUA write, discard, writeZeroes): the client has replaced what was
+// lost. A new cache over the same base (a reopen) starts clean. Not Linux's errseq rule (report the
+// error once, then succeed): a guest retrying its failed flush would then be told that writes the
+// cut dropped are durable (PostgreSQL's "fsyncgate"), and which of several racing flushes sees the
+// one error would be down to timing. A real power cut takes the host down with the disk; here the
+// guest lives on, so the device keeps saying so.
 //
 // blockStatus is the base's, except that blocks held in the overlay are data whatever the base says.
 import type { BlockDevice, BlockDeviceInfo, BlockExtent } from './types.ts';
@@ -34,10 +48,15 @@ export interface PowerCutOptions {
 }
 
 export interface VolatileCacheDisk extends BlockDevice {
-  /** Drops every write not yet on the base device (optionally letting a seeded random subset through). */
+  /**
+   * Drops every write not yet on the base device (optionally letting a seeded random subset through).
+   * The effect is immediate; the promise settles once the base is quiet and the survivors are on it.
+   */
   powerCut(opts?: PowerCutOptions): Promise<void>;
-  /** Bytes held in the cache (unflushed, or being flushed). */
+  /** Bytes held in the cache and not yet on the base (unflushed, or queued for a flush's write-back). */
   readonly dirtyBytes: number;
+  /** Bytes of blocks whose newest data a power cut dropped and that nobody wrote since: flushes fail while this is not 0. */
+  readonly lostBytes: number;
 }
 
 type Overlay = Map<number, Uint8Array>;
@@ -71,6 +90,10 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
   let generation = 0;
   /** Tail of the queue of base writes. */
   let baseQueue: Promise<unknown> = Promise.resolve();
+  /** Blocks whose newest acknowledged data a power cut dropped, not written since. */
+  const lost = new Set<number>();
+  /** Base writes (FUA, discard, writeZeroes) that replaced blocks of a snapshot being flushed; its flush waits for them. */
+  const superseders = new Map<Overlay, Promise<unknown>[]>();
 
   const serial = <T>(op: () => Promise<T>): Promise<T> => {
     const run = baseQueue.then(op, op);
@@ -88,21 +111,45 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
     return undefined;
   };
 
-  const dropRange = (first: number, count: number): void => {
-    for (const overlay of [dirty, ...flushing]) {
-      if (count > overlay.size) {
-        for (const block of overlay.keys()) if (block >= first && block < first + count) overlay.delete(block);
-      } else {
-        for (let b = first; b < first + count; b++) overlay.delete(b);
-      }
+  const deleteRange = (set: Map<number, unknown> | Set<number>, first: number, count: number): void => {
+    if (count > set.size) {
+      for (const block of set.keys()) if (block >= first && block < first + count) set.delete(block);
+    } else {
+      for (let b = first; b < first + count; b++) set.delete(b);
     }
   };
+
+  /** Blocks written again: whatever a power cut took from them has been replaced. */
+  const rewritten = (first: number, count: number): void => {
+    if (lost.size > 0) deleteRange(lost, first, count);
+  };
+
+  /** A base write replacing [first, first+count): drops the cached copies; flushes writing back one of them wait for `op`. */
+  const supersede = <T>(first: number, count: number, op: () => Promise<T>): Promise<T> => {
+    rewritten(first, count);
+    deleteRange(dirty, first, count);
+    const touched: Overlay[] = [];
+    for (const snapshot of flushing) {
+      const before = snapshot.size;
+      deleteRange(snapshot, first, count);
+      if (snapshot.size < before) touched.push(snapshot);
+    }
+    const run = serial(op);
+    for (const snapshot of touched) {
+      const list = superseders.get(snapshot);
+      if (list === undefined) superseders.set(snapshot, [run]);
+      else list.push(run);
+    }
+    return run;
+  };
+
+  const powerCutError = (): BlockError => new BlockError('BLK_ERR_POWER_CUT', `${name}: flush interrupted by a power cut`, { errno: Errno.EIO });
 
   const writeBack = async (snapshot: Overlay, gen: number): Promise<void> => {
     // Sorted, and adjacent blocks merged into one vectored write.
     const blocks = [...snapshot.keys()].sort((x, y) => x - y);
     for (let i = 0; i < blocks.length; ) {
-      if (gen !== generation) throw new BlockError('BLK_ERR_POWER_CUT', `${name}: flush interrupted by a power cut`, { errno: Errno.EIO });
+      if (gen !== generation) throw powerCutError();
       const start = blocks[i] as number;
       const iov: Uint8Array[] = [];
       let j = i;
@@ -112,10 +159,14 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
         iov.push(data);
         j++;
       }
-      if (iov.length > 0) await base.writev(start * bs, iov);
+      if (iov.length > 0) {
+        await base.writev(start * bs, iov);
+        // On the base now: no longer the cache's to lose (unless replaced meanwhile, by a FUA write).
+        for (let k = 0; k < iov.length; k++) if (snapshot.get(start + k) === iov[k]) snapshot.delete(start + k);
+      }
       i = Math.max(j, i + 1);
     }
-    if (gen !== generation) throw new BlockError('BLK_ERR_POWER_CUT', `${name}: flush interrupted by a power cut`, { errno: Errno.EIO });
+    if (gen !== generation) throw powerCutError();
     await base.flush();
   };
 
@@ -132,6 +183,9 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
       let blocks = dirty.size;
       for (const f of flushing) blocks += f.size;
       return blocks * bs;
+    },
+    get lostBytes() {
+      return lost.size * bs;
     },
 
     async readv(offset, iov) {
@@ -154,11 +208,11 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
       if ((flags & WRITE_FUA) !== 0) {
         let total = 0;
         for (const b of iov) total += b.byteLength;
-        dropRange(offset / bs, total / bs);
-        return serial(() => base.writev(offset, iov, WRITE_FUA));
+        return supersede(offset / bs, total / bs, () => base.writev(offset, iov, WRITE_FUA));
       }
       // Copy the caller's bytes into fresh blocks (never into a block a flush may be writing back).
-      let block = offset / bs;
+      const first = offset / bs;
+      let block = first;
       let cur = new Uint8Array(bs);
       let fill = 0;
       for (const buf of iov) {
@@ -175,6 +229,7 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
           }
         }
       }
+      rewritten(first, block - first);
       return Promise.resolve();
     },
 
@@ -183,22 +238,41 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
       dirty = new Map();
       flushing.push(snapshot);
       const gen = generation;
-      return serial(() => writeBack(snapshot, gen)).finally(() => {
+      // Taken now: the writes this flush covers are those completed before this call.
+      const lostBlocks = lost.size;
+      const settle = (): Promise<unknown>[] | undefined => {
         const i = flushing.indexOf(snapshot);
         if (i >= 0) flushing.splice(i, 1);
-      });
+        const replaced = superseders.get(snapshot);
+        superseders.delete(snapshot);
+        return replaced;
+      };
+      return serial(() => writeBack(snapshot, gen)).then(
+        async () => {
+          const replaced = settle();
+          if (replaced !== undefined) await Promise.all(replaced);
+          if (gen !== generation) throw powerCutError();
+          if (lostBlocks > 0) {
+            throw new BlockError('BLK_ERR_DATA_LOST', `${name}: a power cut dropped ${lostBlocks} acknowledged blocks not written since; flushes fail until they are rewritten or the device is reopened`, {
+              errno: Errno.EIO,
+            });
+          }
+        },
+        (err: unknown) => {
+          settle();
+          throw err;
+        },
+      );
     },
 
     discard(offset, length) {
       if (!base.info.canDiscard) return base.discard(offset, length); // rejects: unsupported
-      dropRange(offset / bs, length / bs);
-      return serial(() => base.discard(offset, length));
+      return supersede(offset / bs, length / bs, () => base.discard(offset, length));
     },
 
     writeZeroes(offset, length) {
       if (!base.info.canWriteZeroes) return base.writeZeroes(offset, length);
-      dropRange(offset / bs, length / bs);
-      return serial(() => base.writeZeroes(offset, length));
+      return supersede(offset / bs, length / bs, () => base.writeZeroes(offset, length));
     },
 
     ...(base.blockStatus === undefined
@@ -254,23 +328,23 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
 
     async powerCut(cut: PowerCutOptions = {}) {
       generation++;
-      const lost: Overlay[] = [...flushing, dirty];
+      const dropped: Overlay[] = [...flushing, dirty];
       flushing.length = 0;
       dirty = new Map();
+      // Newest copy of each block wins; a surviving block reaches the medium whole, the others are lost.
+      const newest: Overlay = new Map();
+      for (const overlay of dropped) for (const [block, data] of overlay) newest.set(block, data);
       const fraction = cut.surviveFraction ?? 0;
-      if (fraction > 0) {
-        // Newest copy of each block wins; a surviving block reaches the medium whole.
-        const newest: Overlay = new Map();
-        for (const overlay of lost) for (const [block, data] of overlay) newest.set(block, data);
-        const random = prng(cut.seed ?? 1);
-        const survivors = [...newest.keys()].sort((x, y) => x - y).filter(() => random() < fraction);
-        await serial(async () => {
-          for (const block of survivors) await base.writev(block * bs, [newest.get(block) as Uint8Array]);
-          await base.flush();
-        });
-      } else {
-        await serial(() => Promise.resolve());
+      const random = prng(cut.seed ?? 1);
+      const survivors: number[] = [];
+      for (const block of [...newest.keys()].sort((x, y) => x - y)) {
+        if (fraction > 0 && random() < fraction) survivors.push(block);
+        else lost.add(block);
       }
+      await serial(async () => {
+        for (const block of survivors) await base.writev(block * bs, [newest.get(block) as Uint8Array]);
+        if (survivors.length > 0) await base.flush();
+      });
     },
 
     ...(base.resize === undefined
@@ -280,6 +354,7 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
             return serial(async () => {
               const blocks = newSize / bs;
               for (const overlay of [dirty, ...flushing]) for (const b of overlay.keys()) if (b >= blocks) overlay.delete(b);
+              for (const b of lost) if (b >= blocks) lost.delete(b);
               await (base.resize as (n: number) => Promise<void>)(newSize);
               info = describe();
             });

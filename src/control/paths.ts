@@ -65,13 +65,13 @@ export function prepareSocketDirectory(path: string, options: SocketDirectoryOpt
 }
 
 /** Throws, saying why and what to do, unless `dir` is a real directory of `uid` that nobody else may write to. */
-export function checkSocketDirectory(dir: string, uid: number = process.geteuid?.() ?? 0): void {
+export function checkSocketDirectory(dir: string, uid: number = process.geteuid?.() ?? 0, option = '--control-socket'): void {
   const st = lstatSync(dir);
   const refuse = (why: string): never => {
     throw new BlockError(
       'BLK_ERR_UNSAFE_DIRECTORY',
       `socket directory ${dir} ${why}, so someone else could replace the socket in it. ` +
-        `Remove it${st.uid === uid ? '' : ' (as its owner or root)'}: rm -r ${dir}, or name another place with --control-socket PATH` +
+        `Remove it${st.uid === uid ? '' : ' (as its owner or root)'}: rm -r ${dir}, or name another place with ${option} PATH` +
         `${uid === 0 ? '' : ' (or set XDG_RUNTIME_DIR to your own runtime directory)'}`,
       { errno: Errno.EACCES },
     );

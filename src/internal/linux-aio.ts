@@ -22,8 +22,14 @@ import type net from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import { fdStream, fdStreamProblem } from './fd-stream.ts';
 
-// Loaded on first use, not at import: every command imports the block drivers, and a broken FFI
-// install must cost only this engine (the pool still works), not the whole CLI.
+// Loaded on first use, not at import: every command imports the block drivers, and only commands
+// that open a phy: disk need it.
+//
+// "Unavailable" (the pool serves instead, and says why) means a platform without Linux AIO (not
+// Linux, an ABI we have no syscall numbers for, no glibc) or io_setup's own refusal (ENOSYS, EAGAIN
+// for aio-max-nr, EPERM, ENOMEM). Anything else while setting up - koffi failing to load a glibc
+// that is there, an eventfd refused, an EINVAL - is a bug or a broken install, and is thrown: a
+// silent fall back to the pool would cost three to seven times the IOPS with no word said.
 type Koffi = typeof import('koffi');
 let koffi: Koffi;
 
@@ -90,42 +96,71 @@ export const SYSCALLS: Readonly<Record<string, { setup: number; destroy: number;
 
 type Fn = (...args: unknown[]) => number;
 
-interface Native {
+/** The system calls a context is built on (tests hand LinuxAio stand-ins to see how failures are taken). */
+export interface AioSyscalls {
   readonly nr: { setup: number; destroy: number; getevents: number; submit: number };
   readonly ioSetup: Fn;
   readonly ioDestroy: Fn;
   readonly ioSubmit: Fn;
   readonly ioGetevents: Fn;
   readonly eventfd: Fn;
+  /** errno of the last call that failed. */
+  readonly errno: () => number;
 }
 
-let native: Native | undefined;
+let native: AioSyscalls | undefined;
 let nativeProblem: string | undefined;
 
-// glibc's syscall() is variadic, but on these ABIs integer arguments travel in the same registers
-// either way and its assembly reads nothing else, so fixed prototypes (cheaper for koffi) are safe.
-function loadNative(): Native | undefined {
-  if (native !== undefined || nativeProblem !== undefined) return native;
+/**
+ * libc's system calls through koffi, or why this platform has no Linux AIO. A glibc that is there
+ * but cannot be loaded, or a koffi that cannot, throws (see the top of this file). glibc's
+ * syscall() is variadic, but on these ABIs integer arguments travel in the same registers either
+ * way and its assembly reads nothing else, so fixed prototypes (cheaper for koffi) are safe.
+ */
+export function loadAioSyscalls(library = 'libc.so.6'): AioSyscalls | string {
   const nr = SYSCALLS[process.arch];
-  if (process.platform !== 'linux' || nr === undefined) {
-    nativeProblem = `Linux AIO is not supported on ${process.platform}/${process.arch}`;
-    return undefined;
-  }
+  if (process.platform !== 'linux' || nr === undefined) return `Linux AIO is not supported on ${process.platform}/${process.arch}`;
+  const glibc = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime;
+  if (glibc === undefined) return `not a glibc system (Linux AIO is reached through glibc's ${library})`;
   try {
     koffi = createRequire(import.meta.url)('koffi') as Koffi;
-    const libc = koffi.load('libc.so.6');
-    native = {
+    const libc = koffi.load(library);
+    return {
       nr,
       ioSetup: libc.func('long syscall(long nr, unsigned long nr_events, uint64_t *ctxp)') as Fn,
       ioDestroy: libc.func('long syscall(long nr, uint64_t ctx)') as Fn,
       ioSubmit: libc.func('long syscall(long nr, uint64_t ctx, long n, uint8_t *iocbpp)') as Fn,
       ioGetevents: libc.func('long syscall(long nr, uint64_t ctx, long min_nr, long n, uint8_t *events, uint8_t *timeout)') as Fn,
       eventfd: libc.func('int eventfd(unsigned int initval, int flags)') as Fn,
+      errno: () => koffi.errno(),
     };
   } catch (error) {
-    nativeProblem = `cannot reach libc through koffi: ${(error as Error).message.split('\n')[0]}`;
+    throw new Error(`Linux AIO: glibc ${glibc} is here but koffi cannot reach ${library}: ${(error as Error).message.split('\n')[0]}`, { cause: error });
   }
+}
+
+function loadNative(): AioSyscalls | undefined {
+  if (native !== undefined || nativeProblem !== undefined) return native;
+  const loaded = loadAioSyscalls();
+  if (typeof loaded === 'string') nativeProblem = loaded;
+  else native = loaded;
   return native;
+}
+
+/** io_setup's refusals that mean "no Linux AIO here", by errno, with what each means. */
+const IO_SETUP_REFUSALS: Readonly<Record<number, string>> = {
+  1: 'EPERM: io_setup is not permitted here (a seccomp filter, say)',
+  11: 'EAGAIN: the context would exceed /proc/sys/fs/aio-max-nr',
+  12: 'ENOMEM: the kernel has no memory for another context',
+  38: 'ENOSYS: this kernel has no Linux AIO',
+};
+
+/** Why Linux AIO is unavailable, when `error` is io_setup's own refusal; undefined for any other error. */
+export function ioSetupRefusal(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const e = error as NodeJS.ErrnoException;
+  if (e.syscall !== 'io_setup' || typeof e.errno !== 'number') return undefined;
+  return IO_SETUP_REFUSALS[-e.errno];
 }
 
 /** An I/O error as Node reports them (negative errno, code), so callers treat both engines alike. */
@@ -175,7 +210,7 @@ function putU64(words: Uint32Array, byte: number, value: number): void {
 }
 
 export class LinuxAio {
-  readonly #native: Native;
+  readonly #native: AioSyscalls;
   readonly #ctx: bigint;
   readonly #eventFd: number;
   readonly #iocbs = new Uint8Array(AIO_DEPTH * IOCB_SIZE);
@@ -214,31 +249,32 @@ export class LinuxAio {
   #inflight = 0;
   #closed = false;
 
-  constructor(nat: Native, completions: CompletionWait) {
+  constructor(nat: AioSyscalls, completions: CompletionWait) {
     this.#native = nat;
     const ctx = new BigUint64Array(1);
-    if (nat.ioSetup(nat.nr.setup, AIO_DEPTH, ctx) !== 0) {
-      const errno = koffi.errno();
-      throw aioError(errno, 'io_setup');
-    }
+    if (nat.ioSetup(nat.nr.setup, AIO_DEPTH, ctx) !== 0) throw aioError(nat.errno(), 'io_setup');
     this.#ctx = ctx[0]!;
-    this.#eventFd = nat.eventfd(0, EFD_CLOEXEC);
-    if (this.#eventFd < 0) {
-      const errno = koffi.errno();
+    this.#eventFd = -1;
+    try {
+      this.#eventFd = nat.eventfd(0, EFD_CLOEXEC);
+      if (this.#eventFd < 0) throw aioError(nat.errno(), 'eventfd');
+      this.#iocbBase = addressOf(this.#iocbs);
+      const ring = mapCompletionRing(this.#ctx);
+      this.#ring = ring;
+      this.#ringSigned = ring === undefined ? undefined : new Int32Array(ring.buffer, ring.byteOffset, ring.length);
+      if (completions === 'epoll') {
+        // 16 bytes: an eventfd read gives 8, and a read shorter than the buffer ends the wake-up
+        this.#signal = fdStream(this.#eventFd, new Uint8Array(16), this.#onSignalData);
+        this.#signal.unref();
+        this.#signal.on('error', (error: NodeJS.ErrnoException) => {
+          throw aioError(-(error.errno ?? -5), 'read of the AIO eventfd');
+        });
+      }
+    } catch (error) {
+      // Nothing half-made is left behind: the context and the eventfd go with the error.
+      if (this.#eventFd >= 0) fs.closeSync(this.#eventFd);
       nat.ioDestroy(nat.nr.destroy, this.#ctx);
-      throw aioError(errno, 'eventfd');
-    }
-    this.#iocbBase = addressOf(this.#iocbs);
-    const ring = mapCompletionRing(this.#ctx);
-    this.#ring = ring;
-    this.#ringSigned = ring === undefined ? undefined : new Int32Array(ring.buffer, ring.byteOffset, ring.length);
-    if (completions === 'epoll') {
-      // 16 bytes: an eventfd read gives 8, and a read shorter than the buffer ends the wake-up
-      this.#signal = fdStream(this.#eventFd, new Uint8Array(16), this.#onSignalData);
-      this.#signal.unref();
-      this.#signal.on('error', (error: NodeJS.ErrnoException) => {
-        throw aioError(-(error.errno ?? -5), 'read of the AIO eventfd');
-      });
+      throw error;
     }
     for (let slot = AIO_DEPTH - 1; slot >= 0; slot--) this.#freeSlots.push(slot);
   }
@@ -366,7 +402,7 @@ export class LinuxAio {
         this.#queue.splice(0, submitted);
         continue;
       }
-      const errno = submitted === 0 ? EAGAIN : koffi.errno();
+      const errno = submitted === 0 ? EAGAIN : nat.errno();
       // The kernel is out of room: what is queued goes out when completions make some.
       if (errno === EAGAIN && this.#inflight > this.#queue.length) break;
       // The first queued request is refused (a bad descriptor, say): it fails alone.
@@ -423,7 +459,7 @@ export class LinuxAio {
       this.#geteventsCalls++;
       const got = nat.ioGetevents(nat.nr.getevents, this.#ctx, 0, EVENTS_PER_REAP, this.#events, this.#zeroTimeout);
       if (got < 0) {
-        const errno = koffi.errno();
+        const errno = nat.errno();
         if (errno === 4 /* EINTR */) continue;
         throw aioError(errno, 'io_getevents');
       }
@@ -471,16 +507,15 @@ export class LinuxAio {
   }
 }
 
-/** A view of the completion ring at `ctx`, or undefined when its header is not the one we know. */
+/**
+ * A view of the completion ring at `ctx`, or undefined when its header is not the one we know (then
+ * io_getevents reaps). The address is the kernel's own mapping: a view that fails is a bug, thrown.
+ */
 function mapCompletionRing(ctx: bigint): Uint32Array | undefined {
-  try {
-    const header = new Uint32Array(koffi.view(ctx, RING_HEADER_SIZE));
-    if (header[RING_MAGIC] !== AIO_RING_MAGIC || header[RING_INCOMPAT_FEATURES] !== 0 || header[RING_HEADER_LENGTH] !== RING_HEADER_SIZE) return undefined;
-    const nr = header[RING_NR]!;
-    return new Uint32Array(koffi.view(ctx, RING_HEADER_SIZE + nr * IO_EVENT_SIZE));
-  } catch {
-    return undefined;
-  }
+  const header = new Uint32Array(koffi.view(ctx, RING_HEADER_SIZE));
+  if (header[RING_MAGIC] !== AIO_RING_MAGIC || header[RING_INCOMPAT_FEATURES] !== 0 || header[RING_HEADER_LENGTH] !== RING_HEADER_SIZE) return undefined;
+  const nr = header[RING_NR]!;
+  return new Uint32Array(koffi.view(ctx, RING_HEADER_SIZE + nr * IO_EVENT_SIZE));
 }
 
 let shared: LinuxAio | undefined;
@@ -492,7 +527,24 @@ export function linuxAioProblem(): string | undefined {
   return sharedProblem;
 }
 
-/** The process's AIO context, set up on first use; undefined where Linux AIO is unavailable. */
+/**
+ * A context on `syscalls`, or why Linux AIO is unavailable: only io_setup's own refusal counts as
+ * that. Every other error (eventfd refused, the ring unreadable, a koffi failure) is thrown.
+ */
+export function setUpLinuxAio(syscalls: AioSyscalls, completions: CompletionWait): LinuxAio | string {
+  try {
+    return new LinuxAio(syscalls, completions);
+  } catch (error) {
+    const refusal = ioSetupRefusal(error);
+    if (refusal === undefined) throw error;
+    return `Linux AIO is unavailable: io_setup: ${refusal}`;
+  }
+}
+
+/**
+ * The process's AIO context, set up on first use; undefined where Linux AIO is unavailable (the
+ * reason from linuxAioProblem). Throws on any other failure, and tries again on the next call.
+ */
 export function sharedLinuxAio(): LinuxAio | undefined {
   if (shared !== undefined || sharedProblem !== undefined) return shared;
   const nat = loadNative();
@@ -500,11 +552,9 @@ export function sharedLinuxAio(): LinuxAio | undefined {
     sharedProblem = nativeProblem;
     return undefined;
   }
-  try {
-    shared = new LinuxAio(nat, fdStreamProblem() === undefined ? 'epoll' : 'pool');
-  } catch (error) {
-    sharedProblem = `Linux AIO is unavailable: ${(error as Error).message}`;
-  }
+  const made = setUpLinuxAio(nat, fdStreamProblem() === undefined ? 'epoll' : 'pool');
+  if (typeof made === 'string') sharedProblem = made;
+  else shared = made;
   return shared;
 }
 

@@ -1,7 +1,9 @@
 // The 2011 mail's experiment as one run: both seed job files, on the seed's two guest configurations
 // — phy (direct I/O, zero-copy into granted pages: the kernel blkback analog) and file (page cache:
 // QEMU's qdisk analog) — over one RAM store standing in for the seed's iSCSI RAM disk, N runs each,
-// backends interleaved run by run so drift in the machine's load hits both alike.
+// backends interleaved run by run, the first rotating with the run (src/bench/rotation.ts), so
+// drift in the machine's load, and whatever one backend leaves behind for the next (a warm page
+// cache), hit both alike.
 import { execFileSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
@@ -14,6 +16,8 @@ import type { JobResult } from '../fio/stats.ts';
 import { LatencyHistogram } from '../stats/latency-histogram.ts';
 import type { GuestConfig } from '../toolstack/host.ts';
 import { guestConfigFromXl } from '../toolstack/from-xl.ts';
+import { fioRuntime } from '../bench/fio-runtime.ts';
+import { orderLine, rotation } from '../bench/rotation.ts';
 
 export const BACKENDS = ['phy', 'file'] as const;
 export type Backend = (typeof BACKENDS)[number];
@@ -36,6 +40,8 @@ export interface RunRecord {
   readonly job: string;
   readonly backend: Backend;
   readonly run: number;
+  /** 1-based place in its run's turn (the order rotates with the run). */
+  readonly position: number;
   readonly logDir: string;
   readonly results: JobResult[];
   readonly jobs: readonly FioJob[];
@@ -60,7 +66,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentOut
       file: guestConfigFromXl(parseXlConfig(o.guestConfigs.file.text, o.guestConfigs.file.path)),
     };
     const records: RunRecord[] = [];
-    const overrides = [`size=${o.storeBytes}`, `runtime=${o.runtimeSeconds}`, 'time_based=1'];
+    const overrides = [`size=${o.storeBytes}`, `runtime=${fioRuntime(o.runtimeSeconds)}`, 'time_based=1'];
     const total = o.jobFiles.length * o.runs * BACKENDS.length;
     let step = 0;
     for (const file of o.jobFiles) {
@@ -68,7 +74,9 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentOut
       // The 2011 fio logged bandwidth every 500 ms; one row per I/O would distort the run.
       const extra = /^\s*log_avg_msec\s*=/m.test(file.text) ? [] : ['log_avg_msec=500'];
       for (let run = 1; run <= o.runs; run++) {
-        for (const backend of BACKENDS) {
+        const order = rotation(BACKENDS, run);
+        o.progress(`${jobName}: backend order, ${orderLine(run, order).replace(/^round/, 'run')}`);
+        for (const [i, backend] of order.entries()) {
           step++;
           o.progress(`[${step}/${total}] ${jobName}: ${backend} run ${run} (${o.runtimeSeconds} s)`);
           const logDir = join(o.outDir, 'logs', jobName, `${backend}-run${run}`);
@@ -80,10 +88,11 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentOut
             logDir,
             ...(o.onStatus === undefined ? {} : { onProgress: () => undefined }),
           });
-          records.push({ job: jobName, backend, run, logDir, results: outcome.results, jobs: outcome.jobs });
+          records.push({ job: jobName, backend, run, position: i + 1, logDir, results: outcome.results, jobs: outcome.jobs });
         }
       }
     }
+    notes.push(`the backends take turns in each run, the first rotating with the run (run 1: ${BACKENDS.join(', ')}; run 2: ${rotation(BACKENDS, 2).join(', ')}; ...)`);
     return { records, storage: store.describe, notes, overrides: [...overrides, 'log_avg_msec=500 (unless the job sets it)'] };
   } finally {
     store.cleanup();

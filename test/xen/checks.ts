@@ -1,7 +1,9 @@
 // What one harness boot proved: the console's results and files in, named pass/fail checks and the
 // fio figures out. Pure. A check whose result never arrived fails ("missing"), so a boot cut short
-// cannot pass.
+// cannot pass; a failed result no named check asks about fails on its own (ResultLedger); every fio
+// run is checked, warm-ups too; and only runs that passed give figures.
 import type { HarnessResult } from './console.ts';
+import { ResultLedger } from './result-ledger.ts';
 
 /**
  * kernel or ours: one backend for the whole boot; paired: both, taking turns (evaluatePaired);
@@ -16,6 +18,8 @@ export interface BootRecord {
   readonly files: ReadonlyMap<string, string>;
   /** dom0 printed its last phase (it did not crash or time out). */
   readonly finished: boolean;
+  /** BLKBACK-RESULT lines that did not parse, and who printed them ('dom0', 'guest:<tag>'). */
+  readonly unreadable?: readonly { readonly source: string; readonly text: string }[];
 }
 
 export interface BootPlan {
@@ -39,6 +43,8 @@ export interface Check {
   readonly name: string;
   readonly ok: boolean;
   readonly detail: string;
+  /** The guest (tag) the check is about; absent for the boot as a whole (dom0, the backend). */
+  readonly guest?: string;
 }
 
 export interface FioFigures {
@@ -107,33 +113,110 @@ export function counterFromText(text: string, name: string): number | undefined 
   return m === null ? undefined : Number(m[1]);
 }
 
-/** One run of one job in one guest: reported, exit 0, no job errors, everything written verified. */
-function checkFio(boot: BootRecord, plan: BootPlan, guest: string, job: string, n: number, name: string, add: (name: string, ok: boolean, detail: string) => void, fio: FioFigures[]): void {
-  const run = boot.results.find((x) => x.check === 'fio' && x.guest === guest && x.job === job && x.run === n);
-  if (run === undefined) {
-    add(name, false, 'missing: the guest never reported this job');
-    return;
+/** The checks of one boot as they are made, the results they claim, the figures of passed runs. */
+class BootChecks {
+  readonly checks: Check[] = [];
+  readonly fio: FioFigures[] = [];
+  readonly #boot: BootRecord;
+  readonly #plan: BootPlan;
+  readonly #ledger: ResultLedger;
+
+  constructor(boot: BootRecord, plan: BootPlan) {
+    this.#boot = boot;
+    this.#plan = plan;
+    this.#ledger = new ResultLedger(boot.results);
+    this.add('dom0 ran to the end', boot.finished, boot.finished ? 'ok' : 'dom0 never printed its last phase (crash or timeout)');
+    for (const r of this.#ledger.claimAll((x) => x.check === 'fatal')) this.add('dom0 fatal', false, String(r.message));
   }
-  const json = boot.files.get(`fio-json-${guest}-${job}-${n}`);
-  if (json === undefined) {
-    add(name, false, `rc=${String(run.rc)}, no JSON output on the console`);
-    return;
+
+  add(name: string, ok: boolean, detail: string, guest?: string): void {
+    this.checks.push(guest === undefined ? { name, ok, detail } : { name, ok, detail, guest });
   }
-  try {
-    const f = fioFigures(guest, job, n, json);
-    fio.push(f);
-    const want = (plan.bytesPerJob.get(job) ?? 0) * f.jobs;
+
+  /** The first result of that check (from that guest and source, when given), claimed. */
+  find(check: string, guest?: string, src?: string): HarnessResult | undefined {
+    return this.#ledger.claim((r) => r.check === check && (guest === undefined || r.guest === guest) && (src === undefined || r.src === src));
+  }
+
+  /** A check that passes when its result says ok; `about` is the guest it concerns. */
+  okResult(name: string, about: string | undefined, check: string, guest?: string, src?: string): HarnessResult | undefined {
+    const r = this.find(check, guest, src);
+    if (r === undefined) this.add(name, false, 'missing: no result on the console', about);
+    else this.add(name, r.ok === true, r.ok === true ? 'ok' : JSON.stringify(r), about);
+    return r;
+  }
+
+  /**
+   * One run of one job in one guest: reported ok, exit 0, no job errors, everything written
+   * verified. `counted`: its figures go into the comparison (false for warm-ups, which are checked
+   * all the same: a verify error there is a data error like any other).
+   */
+  fioRun(guest: string, job: string, n: number, name: string, counted: boolean): void {
+    const run = this.#ledger.claim((x) => x.check === 'fio' && x.guest === guest && x.job === job && x.run === n);
+    if (run === undefined) this.add(name, false, 'missing: the guest never reported this job', guest);
+    else this.#fioResult(run, name, counted);
+  }
+
+  #fioResult(run: HarnessResult, name: string, counted: boolean): void {
+    const guest = typeof run.guest === 'string' ? run.guest : undefined;
+    const job = String(run.job);
+    const n = Number(run.run);
+    const json = guest === undefined ? undefined : this.#boot.files.get(`fio-json-${guest}-${job}-${n}`);
+    if (guest === undefined || json === undefined) {
+      this.add(name, false, `rc=${String(run.rc)}, no JSON output on the console`, guest);
+      return;
+    }
+    let f: FioFigures;
+    try {
+      f = fioFigures(guest, job, n, json);
+    } catch (e) {
+      this.add(name, false, `fio JSON unreadable: ${(e as Error).message}`, guest);
+      return;
+    }
+    const want = (this.#plan.bytesPerJob.get(job) ?? 0) * f.jobs;
     const wroteAll = f.writeBytes === want;
     const verified = f.verifyBytes >= f.writeBytes && f.writeBytes > 0;
-    add(
+    const ok = run.ok === true && run.rc === 0 && f.errors === 0 && verified;
+    this.add(
       name,
-      run.rc === 0 && f.errors === 0 && verified,
+      ok,
       `rc=${String(run.rc)} errors=${f.errors} wrote ${f.writeBytes} B${wroteAll ? '' : ` (of ${want}: runtime cap)`} ` +
         `verified ${f.verifyBytes} B; write ${f.writeMBps.toFixed(1)} MB/s, ${f.writeIops.toFixed(0)} IOPS`,
+      guest,
     );
-  } catch (e) {
-    add(name, false, `fio JSON unreadable: ${(e as Error).message}`);
+    // a run that failed (cut short, job errors, unverified bytes) must not move a median
+    if (ok && counted) this.fio.push(f);
   }
+
+  /**
+   * The results no named check claimed: a fio run the plan did not name (a restarted guest's second
+   * report) is checked like any other, without figures; any other failed result fails on its own;
+   * so does an unreadable result line that says ok:false.
+   */
+  finish(): { checks: Check[]; fio: FioFigures[] } {
+    for (const r of this.#ledger.unclaimed()) {
+      const guest = typeof r.guest === 'string' ? r.guest : undefined;
+      if (r.check === 'fio') this.#fioResult(r, `${guest ?? r.src}: fio ${String(r.job)} run ${String(r.run)} (not in the plan)`, false);
+      else if (r.ok !== true && r.ok !== undefined) this.add(`${guest ?? r.src}: ${r.check} reported not ok`, false, JSON.stringify(r), guest);
+    }
+    for (const u of this.#boot.unreadable ?? []) {
+      if (!/"ok"\s*:\s*false/.test(u.text)) continue;
+      // whose it was: its own "guest" field if that much survived, else the console it came from
+      const guest = /"guest"\s*:\s*"([^"]+)"/.exec(u.text)?.[1] ?? /^guest:(.+)$/.exec(u.source)?.[1];
+      this.add(`${guest ?? u.source}: a failed result, unreadable`, false, u.text, guest);
+    }
+    return { checks: this.checks, fio: this.fio };
+  }
+}
+
+/**
+ * The failed checks, split: those about a guest in `reportOnly` (by tag) are reported but do not
+ * decide the verdict; every other failure does, including the boot-wide ones.
+ */
+export function failures(checks: readonly Check[], reportOnly: ReadonlySet<string>): { gating: Check[]; reportingOnly: Check[] } {
+  const failed = checks.filter((c) => !c.ok);
+  const reporting = (c: Check): boolean => c.guest !== undefined && reportOnly.has(c.guest);
+  return { gating: failed.filter((c) => !reporting(c)), reportingOnly: failed.filter(reporting) };
 }
 
 /** --mode paired: the guests' tags in the order dom0 runs them (the order alternates each pair). */
@@ -146,97 +229,66 @@ export function pairedGuests(pairs: number): { tag: string; backend: 'kernel' | 
   return out;
 }
 
-/** --mode paired: every guest ran every job once, cleanly, and was destroyed. */
+/** --mode paired: the warm-up guest and every turn's guest ran every job once, cleanly, and were destroyed. */
 export function evaluatePaired(boot: BootRecord, plan: BootPlan): { checks: Check[]; fio: FioFigures[] } {
-  const checks: Check[] = [];
-  const fio: FioFigures[] = [];
-  const add = (name: string, ok: boolean, detail: string): void => {
-    checks.push({ name, ok, detail });
-  };
-  add('dom0 ran to the end', boot.finished, boot.finished ? 'ok' : 'dom0 never printed its last phase (crash or timeout)');
-  for (const r of boot.results) if (r.check === 'fatal') add('dom0 fatal', false, String(r.message));
-  for (const { tag } of pairedGuests(plan.pairs ?? 0)) {
-    const created = boot.results.find((r) => r.check === 'create' && r.guest === tag);
-    add(`${tag}: xl create`, created?.ok === true, created === undefined ? 'missing: no result on the console' : JSON.stringify(created));
-    for (const job of plan.jobs) checkFio(boot, plan, tag, job, 1, `${tag}: fio ${job}`, add, fio);
-    const destroyed = boot.results.find((r) => r.check === 'destroy' && r.guest === tag);
-    add(`${tag}: xl destroy, backend directory removed`, destroyed?.ok === true, destroyed === undefined ? 'missing: no result on the console' : JSON.stringify(destroyed));
+  const c = new BootChecks(boot, plan);
+  // the uncounted warm-up guest first (dom0-init.sh): its runs are checked, its figures not taken
+  const guests = [{ tag: 'warmup', counted: false }, ...pairedGuests(plan.pairs ?? 0).map(({ tag }) => ({ tag, counted: true }))];
+  for (const { tag, counted } of guests) {
+    c.okResult(`${tag}: xl create`, tag, 'create', tag);
+    for (const job of plan.jobs) c.fioRun(tag, job, 1, `${tag}: fio ${job}`, counted);
+    c.okResult(`${tag}: xl destroy, backend directory removed`, tag, 'destroy', tag);
   }
-  return { checks, fio };
+  return c.finish();
 }
 
 /**
  * --mode same-guest: one guest, xvda from the kernel's backend and xvdb from serve (attached with
- * `blkback ctl attach`); every job ran on each disk once a pair, cleanly; xvdb detached; the guest
- * destroyed; serve still up.
+ * `blkback ctl attach`); every job ran on each disk once for the warm-up (checked, not counted)
+ * and once a pair, cleanly; xvdb detached; the guest destroyed; serve still up.
  */
 export function evaluateSameGuest(boot: BootRecord, plan: BootPlan): { checks: Check[]; fio: FioFigures[] } {
-  const checks: Check[] = [];
-  const fio: FioFigures[] = [];
-  const add = (name: string, ok: boolean, detail: string): void => {
-    checks.push({ name, ok, detail });
-  };
-  const okResult = (name: string, check: string, src?: string): HarnessResult | undefined => {
-    const r = boot.results.find((x) => x.check === check && (src === undefined || x.src === src));
-    add(name, r?.ok === true, r === undefined ? 'missing: no result on the console' : r.ok === true ? 'ok' : JSON.stringify(r));
-    return r;
-  };
-  add('dom0 ran to the end', boot.finished, boot.finished ? 'ok' : 'dom0 never printed its last phase (crash or timeout)');
-  for (const r of boot.results) if (r.check === 'fatal') add('dom0 fatal', false, String(r.message));
-  okResult('twin: xl create (xvda from xen-blkback)', 'create', 'dom0');
-  okResult('twin: blkback ctl attach xvdb (backend/blkback)', 'ctl-attach', 'dom0');
-  const xvdb = okResult('twin: the guest sees xvdb', 'xvdb', 'guest');
-  if (xvdb !== undefined) add('twin: xvdb advertises a write cache (feature-flush-cache)', xvdb.write_cache === 'write back', `write_cache=${String(xvdb.write_cache)}`);
-  for (const { tag } of pairedGuests(plan.pairs ?? 0)) {
-    for (const job of plan.jobs) checkFio(boot, plan, tag, job, 1, `${tag}: fio ${job}`, add, fio);
+  const c = new BootChecks(boot, plan);
+  c.okResult('twin: xl create (xvda from xen-blkback)', 'twin', 'create', undefined, 'dom0');
+  c.okResult('twin: blkback ctl attach xvdb (backend/blkback)', 'twin', 'ctl-attach', undefined, 'dom0');
+  const xvdb = c.okResult('twin: the guest sees xvdb', 'twin', 'xvdb', undefined, 'guest');
+  if (xvdb !== undefined) c.add('twin: xvdb advertises a write cache (feature-flush-cache)', xvdb.write_cache === 'write back', `write_cache=${String(xvdb.write_cache)}`, 'twin');
+  for (const tag of ['warmup-kernel', 'warmup-ours']) {
+    for (const job of plan.jobs) c.fioRun(tag, job, 1, `${tag}: fio ${job}`, false);
   }
-  okResult('twin: blkback ctl detach xvdb, its backend directory removed', 'ctl-detach', 'dom0');
-  okResult('twin: xvdb gone from the guest', 'xvdb-gone', 'guest');
-  okResult('twin: xl destroy, backend directory removed', 'destroy', 'dom0');
-  okResult('blkback serve alive at the end', 'serve-alive', 'dom0');
-  return { checks, fio };
+  for (const { tag } of pairedGuests(plan.pairs ?? 0)) {
+    for (const job of plan.jobs) c.fioRun(tag, job, 1, `${tag}: fio ${job}`, true);
+  }
+  c.okResult('twin: blkback ctl detach xvdb, its backend directory removed', 'twin', 'ctl-detach', undefined, 'dom0');
+  c.okResult('twin: xvdb gone from the guest', 'twin', 'xvdb-gone', undefined, 'guest');
+  c.okResult('twin: xl destroy, backend directory removed', 'twin', 'destroy', undefined, 'dom0');
+  c.okResult('blkback serve alive at the end', undefined, 'serve-alive', undefined, 'dom0');
+  return c.finish();
 }
 
 export function evaluateBoot(boot: BootRecord, plan: BootPlan): { checks: Check[]; fio: FioFigures[] } {
-  const checks: Check[] = [];
-  const fio: FioFigures[] = [];
-  const find = (check: string, guest?: string, src?: string): HarnessResult | undefined =>
-    boot.results.find((r) => r.check === check && (guest === undefined || r.guest === guest) && (src === undefined || r.src === src));
-  const add = (name: string, ok: boolean, detail: string): void => {
-    checks.push({ name, ok, detail });
-  };
-  const okResult = (name: string, check: string, guest?: string, src?: string): HarnessResult | undefined => {
-    const r = find(check, guest, src);
-    if (r === undefined) add(name, false, 'missing: no result on the console');
-    else add(name, r.ok === true, r.ok === true ? 'ok' : JSON.stringify(r));
-    return r;
-  };
-
-  add('dom0 ran to the end', boot.finished, boot.finished ? 'ok' : 'dom0 never printed its last phase (crash or timeout)');
-  for (const r of boot.results) {
-    if (r.check === 'fatal') add('dom0 fatal', false, String(r.message));
-  }
-  okResult('backend started', 'backend', undefined, 'dom0');
+  const c = new BootChecks(boot, plan);
+  c.okResult('backend started', undefined, 'backend', undefined, 'dom0');
 
   const sameBacking = (name: string, guest: string, backingCheck: string, guestCheck: string, field: 'bytes' | 'md5'): void => {
-    const backing = find(backingCheck, guest, 'dom0');
-    const seen = find(guestCheck, guest, 'guest');
+    const backing = c.find(backingCheck, guest, 'dom0');
+    const seen = c.find(guestCheck, guest, 'guest');
     if (backing === undefined || seen === undefined) {
-      add(name, false, `missing: ${backing === undefined ? `dom0 ${backingCheck}` : `guest ${guestCheck}`}`);
+      c.add(name, false, `missing: ${backing === undefined ? `dom0 ${backingCheck}` : `guest ${guestCheck}`}`, guest);
       return;
     }
     const ok = seen.ok === true && backing[field] !== undefined && seen[field] === backing[field];
-    add(name, ok, `guest ${String(seen[field])} vs dom0 ${String(backing[field])}`);
+    c.add(name, ok, `guest ${String(seen[field])} vs dom0 ${String(backing[field])}`, guest);
   };
   const basics = (guest: string): void => {
-    okResult(`${guest}: xl create`, 'create', guest);
+    c.okResult(`${guest}: xl create`, guest, 'create', guest);
     sameBacking(`${guest}: disk size equals backing file`, guest, 'backing', 'size', 'bytes');
     sameBacking(`${guest}: full read md5 equals backing file`, guest, 'backing', 'read', 'md5');
-    okResult(`${guest}: write + fsync in the guest`, 'fsync-write', guest, 'guest');
-    okResult(`${guest}: written marker in the backing file`, 'marker', guest, 'dom0');
-    const flush = okResult(`${guest}: flush (fsync of the idle disk)`, 'flush', guest, 'guest');
+    c.okResult(`${guest}: write + fsync in the guest`, guest, 'fsync-write', guest, 'guest');
+    c.okResult(`${guest}: written marker in the backing file`, guest, 'marker', guest, 'dom0');
+    const flush = c.okResult(`${guest}: flush (fsync of the idle disk)`, guest, 'flush', guest, 'guest');
     if (flush !== undefined) {
-      add(`${guest}: backend advertises a write cache (feature-flush-cache)`, flush.write_cache === 'write back', `write_cache=${String(flush.write_cache)}`);
+      c.add(`${guest}: backend advertises a write cache (feature-flush-cache)`, flush.write_cache === 'write back', `write_cache=${String(flush.write_cache)}`, guest);
     }
   };
 
@@ -245,39 +297,39 @@ export function evaluateBoot(boot: BootRecord, plan: BootPlan): { checks: Check[
     // the backend's own count of the flushes it was sent
     let flushes: number | undefined;
     if (boot.mode === 'kernel') {
-      const stats = find('stats', guest, 'dom0');
+      const stats = c.find('stats', guest, 'dom0');
       flushes = typeof stats?.f_req === 'number' ? stats.f_req : undefined;
     } else {
-      okResult(`${guest}: blkback ctl stats`, `ctl-stats-${guest}`, undefined, 'dom0');
-      okResult(`${guest}: blkback ctl list`, `ctl-list-${guest}`, undefined, 'dom0');
+      c.okResult(`${guest}: blkback ctl stats`, guest, `ctl-stats-${guest}`, undefined, 'dom0');
+      c.okResult(`${guest}: blkback ctl list`, guest, `ctl-list-${guest}`, undefined, 'dom0');
       const text = boot.files.get(`ctl-stats-${guest}`);
       flushes = text === undefined ? undefined : counterFromText(text, 'f_req');
     }
-    add(`${guest}: backend counted the flushes`, flushes !== undefined && flushes > 0, flushes === undefined ? 'no f_req counter found' : `f_req=${flushes}`);
+    c.add(`${guest}: backend counted the flushes`, flushes !== undefined && flushes > 0, flushes === undefined ? 'no f_req counter found' : `f_req=${flushes}`, guest);
 
     const runs = plan.runs[guest] ?? 1;
     for (let n = 1; n <= runs; n++) {
-      for (const job of plan.jobs) checkFio(boot, plan, guest, job, n, `${guest}: fio ${job}${runs > 1 ? ` run ${n}` : ''}`, add, fio);
+      for (const job of plan.jobs) c.fioRun(guest, job, n, `${guest}: fio ${job}${runs > 1 ? ` run ${n}` : ''}`, true);
     }
 
     if (guest === plan.hotplugGuest) {
-      okResult(`${guest}: xl block-attach xvdb`, 'block-attach', guest, 'dom0');
+      c.okResult(`${guest}: xl block-attach xvdb`, guest, 'block-attach', guest, 'dom0');
       sameBacking(`${guest}: hot-plugged xvdb size`, guest, 'backing2', 'hotplug-read', 'bytes');
       sameBacking(`${guest}: hot-plugged xvdb md5`, guest, 'backing2', 'hotplug-read', 'md5');
-      okResult(`${guest}: xl block-detach xvdb`, 'block-detach', guest, 'dom0');
-      okResult(`${guest}: xvdb gone from the guest`, 'hotplug-gone', guest, 'guest');
+      c.okResult(`${guest}: xl block-detach xvdb`, guest, 'block-detach', guest, 'dom0');
+      c.okResult(`${guest}: xvdb gone from the guest`, guest, 'hotplug-gone', guest, 'guest');
     }
-    okResult(`${guest}: xl destroy, backend directory removed`, 'destroy', guest, 'dom0');
+    c.okResult(`${guest}: xl destroy, backend directory removed`, guest, 'destroy', guest, 'dom0');
   }
 
   if (plan.midIo) {
-    okResult('busy: xl create', 'create', 'busy');
-    const d = okResult('busy: destroyed mid-I/O, backend directory removed', 'destroy', 'busy', 'dom0');
-    if (d !== undefined) add('busy: backend survived the destroy', d.backend_alive === true, `backend_alive=${String(d.backend_alive)}`);
+    c.okResult('busy: xl create', 'busy', 'create', 'busy');
+    const d = c.okResult('busy: destroyed mid-I/O, backend directory removed', 'busy', 'destroy', 'busy', 'dom0');
+    if (d !== undefined) c.add('busy: backend survived the destroy', d.backend_alive === true, `backend_alive=${String(d.backend_alive)}`, 'busy');
     basics('after');
-    okResult('after: xl destroy', 'destroy', 'after', 'dom0');
-    if (boot.mode === 'ours') okResult('after: blkback ctl list', 'ctl-list-after', undefined, 'dom0');
+    c.okResult('after: xl destroy', 'after', 'destroy', 'after', 'dom0');
+    if (boot.mode === 'ours') c.okResult('after: blkback ctl list', 'after', 'ctl-list-after', undefined, 'dom0');
   }
-  if (boot.mode === 'ours') okResult('blkback serve alive at the end', 'serve-alive', undefined, 'dom0');
-  return { checks, fio };
+  if (boot.mode === 'ours') c.okResult('blkback serve alive at the end', undefined, 'serve-alive', undefined, 'dom0');
+  return c.finish();
 }

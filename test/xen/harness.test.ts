@@ -1,6 +1,6 @@
-// The harness's pure parts: derived job files (checked by fio 3.33 itself when installed), the
-// console parser and the checks. Not part of `npm test`'s glob (dist/test/*.test.js); run with
-// node --test dist/test/xen/harness.test.js
+// The harness's pure parts: derived job files (checked by the host's fio, the one the guests run),
+// the console parser and the checks. Part of `npm test` (package.json lists it beside the main
+// batch); alone: node --test dist/test/xen/harness.test.js
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -11,8 +11,9 @@ import { fileURLToPath } from 'node:url';
 import { deriveGuestJob, seedNumjobs } from './fio-jobs.ts';
 import { ConsoleParser } from './console.ts';
 import type { ConsoleEvent, HarnessResult } from './console.ts';
-import { counterFromText, evaluateBoot, evaluatePaired, evaluateSameGuest, fioFigures, pairedGuests } from './checks.ts';
-import type { FioFigures } from './checks.ts';
+import { counterFromText, evaluateBoot, evaluatePaired, evaluateSameGuest, failures, fioFigures, pairedGuests } from './checks.ts';
+import type { BootRecord, Check, FioFigures, Mode } from './checks.ts';
+import { missingTools, stopIfMissing } from '../helpers-tools.ts';
 import { comparisonMarkdown, comparisonRows, median, pairedMarkdown, pairedRows } from './report.ts';
 import type { BootPlan } from './checks.ts';
 import { qemuArgs } from './qemu.ts';
@@ -24,13 +25,12 @@ const repo =
     existsSync(join(d, 'jobs/randw.fio')),
   ) ?? process.cwd();
 const seed = (name: string): string => readFileSync(join(repo, 'jobs', `${name}.fio`), 'utf8');
-const hasFio = spawnSync('fio', ['--version']).status === 0;
+const derived = (name: string): string =>
+  deriveGuestJob(seed(name), { bytesPerJob: 32 * 1048576, runtimeSeconds: 60, ioengine: 'libaio', source: `jobs/${name}.fio` });
 
-test('derived seed jobs: randwrite, verify, own regions, scaled size, fio 3.33 accepts them', (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'xen-jobs-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+test('derived seed jobs: randwrite, verify, own regions, scaled size', () => {
   for (const name of ['randw', 'iometer']) {
-    const text = deriveGuestJob(seed(name), { bytesPerJob: 32 * 1048576, runtimeSeconds: 60, ioengine: 'libaio', source: `jobs/${name}.fio` });
+    const text = derived(name);
     assert.match(text, /^rw=randwrite$/m);
     assert.match(text, /^verify=crc32c$/m);
     assert.match(text, /^size=32m$/m);
@@ -38,14 +38,19 @@ test('derived seed jobs: randwrite, verify, own regions, scaled size, fio 3.33 a
     assert.match(text, /^filename=\/dev\/xvda$/m);
     assert.doesNotMatch(text, /write_lat_log|rwmixread|size=4g|rw=randw$/m);
     assert.equal(seedNumjobs(text), seedNumjobs(seed(name)));
-    if (hasFio) {
-      const path = join(dir, `${name}.fio`);
-      writeFileSync(path, text);
-      const r = spawnSync('fio', ['--parse-only', path], { encoding: 'utf8' });
-      assert.equal(r.status, 0, r.stderr);
-    }
   }
-  if (!hasFio) t.diagnostic('fio not installed: --parse-only not checked');
+});
+
+test('derived seed jobs: the host\'s fio (the one the guests get) accepts them', (t) => {
+  if (stopIfMissing(t, missingTools(['fio'], 'fio'))) return;
+  const dir = mkdtempSync(join(tmpdir(), 'xen-jobs-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  for (const name of ['randw', 'iometer']) {
+    const path = join(dir, `${name}.fio`);
+    writeFileSync(path, derived(name));
+    const r = spawnSync('fio', ['--parse-only', path], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+  }
 });
 
 test('console parser: phases, results and files per source, markers mid-line, split chunks, CPU samples in no file', () => {
@@ -243,8 +248,9 @@ test('same-guest mode: one guest reports under kernel-N and ours-N; its disks, a
   assert.equal(by('ours-2: fio randw'), true);
   assert.equal(by('twin: blkback ctl detach xvdb, its backend directory removed'), false, 'a failed detach fails');
   assert.equal(by('twin: xvdb gone from the guest'), false, 'a result that never came fails');
-  assert.equal(checks.filter((c) => c.name.includes('warmup')).length, 0, 'warm-up runs are not counted');
-  assert.deepEqual(fio.map((f) => f.guest), ['kernel-1', 'ours-1', 'ours-2', 'kernel-2']);
+  assert.equal(by('warmup-kernel: fio randw'), true, 'the warm-up runs are checked');
+  assert.equal(by('warmup-ours: fio randw'), false, 'a warm-up that never reported fails');
+  assert.deepEqual(fio.map((f) => f.guest), ['kernel-1', 'ours-1', 'ours-2', 'kernel-2'], 'warm-ups give no figures');
   const rows = pairedRows(fio, 2);
   assert.deepEqual(rows.map((x) => [x.pair, Number(x.ratio.toFixed(3))]), [[1, 0.909], [2, 1], [0, 0.955]]);
   assert.match(pairedMarkdown(rows, 0.9, 'one guest'), /\n\none guest\n$/);
@@ -257,4 +263,215 @@ test('same-guest mode: one guest reports under kernel-N and ours-N; its disks, a
     'G twin| BLKBACK-PHASE ours-1 guest: fio randw done rc=0',
   ].join('\n');
   assert.deepEqual(cpuDuringJobs(log).map((c) => [c.guest, c.job, c.dom0Busy, c.serve]), [['ours-1', 'randw', 1, 0.5]]);
+});
+
+// ---- a whole boot, as dom0-init.sh and domu-init.sh report it, to break one piece at a time ----
+
+const res = (x: Record<string, unknown>): HarnessResult => x as unknown as HarnessResult;
+const MiB = 1048576;
+/** fio's JSON for one run of a one-job file: what it wrote, in how long, what it read back. */
+const fioRunJson = (o: { writeBytes?: number; ms?: number; verifyBytes?: number; errors?: number } = {}): string => {
+  const writeBytes = o.writeBytes ?? MiB;
+  return JSON.stringify({
+    jobs: [{ error: o.errors ?? 0, write: { io_bytes: writeBytes, runtime: o.ms ?? 100, total_ios: 16 }, read: { io_bytes: o.verifyBytes ?? writeBytes, runtime: 50 } }],
+  });
+};
+const fullPlan = (): BootPlan => ({
+  guests: ['pv', 'pvh'],
+  jobs: ['randw', 'iometer'],
+  runs: { pv: 3, pvh: 1 },
+  bytesPerJob: new Map([['randw', MiB], ['iometer', MiB]]),
+  hotplugGuest: 'pv',
+  midIo: true,
+});
+
+/** Every result and file a boot that went right prints, in console order. */
+function healthyBoot(mode: 'kernel' | 'ours', plan: BootPlan): { results: HarnessResult[]; files: Map<string, string> } {
+  const results: HarnessResult[] = [res({ src: 'dom0', check: 'backend', mode, ok: true })];
+  const files = new Map<string, string>();
+  const basics = (g: string): void => {
+    results.push(
+      res({ src: 'dom0', check: 'backing', guest: g, ok: true, bytes: 128 * MiB, md5: `md5-${g}` }),
+      res({ src: 'dom0', check: 'create', guest: g, ok: true, rc: 0 }),
+      res({ src: 'guest', check: 'size', guest: g, ok: true, bytes: 128 * MiB }),
+      res({ src: 'guest', check: 'read', guest: g, ok: true, md5: `md5-${g}` }),
+      res({ src: 'guest', check: 'fsync-write', guest: g, ok: true, rc: 0 }),
+      res({ src: 'dom0', check: 'marker', guest: g, ok: true }),
+      res({ src: 'guest', check: 'flush', guest: g, ok: true, rc: 0, write_cache: 'write back' }),
+    );
+  };
+  for (const g of plan.guests) {
+    basics(g);
+    for (let n = 1; n <= (plan.runs[g] ?? 1); n++) {
+      for (const job of plan.jobs) {
+        results.push(res({ src: 'guest', check: 'fio', guest: g, job, run: n, ok: true, rc: 0 }));
+        files.set(`fio-json-${g}-${job}-${n}`, fioRunJson({ ms: 100 * n }));
+      }
+    }
+    if (mode === 'kernel') results.push(res({ src: 'dom0', check: 'stats', guest: g, ok: true, f_req: 3 }));
+    else {
+      results.push(res({ src: 'dom0', check: `ctl-stats-${g}`, ok: true, rc: 0 }), res({ src: 'dom0', check: `ctl-list-${g}`, ok: true, rc: 0 }));
+      files.set(`ctl-stats-${g}`, '{"vbds":[{"f_req": 3}]}');
+    }
+    if (g === plan.hotplugGuest) {
+      results.push(
+        res({ src: 'dom0', check: 'backing2', guest: g, ok: true, bytes: 16 * MiB, md5: 'md5-xvdb' }),
+        res({ src: 'dom0', check: 'block-attach', guest: g, ok: true }),
+        res({ src: 'guest', check: 'hotplug-read', guest: g, ok: true, bytes: 16 * MiB, md5: 'md5-xvdb' }),
+        res({ src: 'dom0', check: 'block-detach', guest: g, ok: true }),
+        res({ src: 'guest', check: 'hotplug-gone', guest: g, ok: true }),
+      );
+    }
+    results.push(res({ src: 'dom0', check: 'destroy', guest: g, ok: true, backend_dir_gone: true, backend_alive: true }));
+  }
+  if (plan.midIo) {
+    results.push(res({ src: 'dom0', check: 'create', guest: 'busy', ok: true }), res({ src: 'dom0', check: 'destroy', guest: 'busy', ok: true, backend_alive: true }));
+    basics('after');
+    if (mode === 'ours') results.push(res({ src: 'dom0', check: 'ctl-list-after', ok: true, rc: 0 }));
+    results.push(res({ src: 'dom0', check: 'destroy', guest: 'after', ok: true }));
+  }
+  if (mode === 'ours') results.push(res({ src: 'dom0', check: 'serve-alive', ok: true }));
+  return { results, files };
+}
+const bootOf = (mode: Mode, x: { results: HarnessResult[]; files: Map<string, string> }, extra: Partial<BootRecord> = {}): BootRecord => ({
+  mode,
+  results: x.results,
+  files: x.files,
+  finished: true,
+  ...extra,
+});
+const failedNames = (checks: readonly Check[]): string[] => checks.filter((c) => !c.ok).map((c) => c.name);
+const figureKeys = (fio: readonly FioFigures[]): string[] => fio.map((f) => `${f.guest}/${f.job}/${f.run}`);
+/** The results and files minus those that match, plus extra ones. */
+const without = (x: { results: HarnessResult[]; files: Map<string, string> }, drop: (r: HarnessResult) => boolean): { results: HarnessResult[]; files: Map<string, string> } => ({
+  results: x.results.filter((r) => !drop(r)),
+  files: new Map(x.files),
+});
+
+test('a boot that went right passes every check, in both modes, and every planned run gives figures', () => {
+  for (const mode of ['kernel', 'ours'] as const) {
+    const { checks, fio } = evaluateBoot(bootOf(mode, healthyBoot(mode, fullPlan())), fullPlan());
+    assert.deepEqual(failedNames(checks), [], mode);
+    // pv: 3 runs of 2 jobs; pvh: 1 run of 2 jobs
+    assert.equal(fio.length, 8, mode);
+    assert.ok(checks.some((c) => c.name === 'pvh: fio randw' && c.guest === 'pvh'), 'checks name the guest they are about');
+  }
+});
+
+test('figures come only from runs that passed: a failed run is reported and left out of the medians', () => {
+  const plan = fullPlan();
+  const x = healthyBoot('kernel', plan);
+  // run 1: job errors; run 2: every byte verified but fio exited 1; run 3 clean and slowest
+  x.files.set('fio-json-pv-randw-1', fioRunJson({ ms: 25, errors: 5 }));
+  const run2 = x.results.findIndex((r) => r.check === 'fio' && r.guest === 'pv' && r.job === 'randw' && r.run === 2);
+  x.results[run2] = res({ ...x.results[run2], ok: false, rc: 1 });
+  // pvh: wrote everything, read back only half
+  x.files.set('fio-json-pvh-iometer-1', fioRunJson({ verifyBytes: MiB / 2 }));
+  const { checks, fio } = evaluateBoot(bootOf('kernel', x), plan);
+  assert.deepEqual(failedNames(checks), ['pv: fio randw run 1', 'pv: fio randw run 2', 'pvh: fio iometer']);
+  assert.deepEqual(figureKeys(fio).filter((k) => k.includes('randw')), ['pv/randw/3', 'pvh/randw/1']);
+  assert.ok(!figureKeys(fio).includes('pvh/iometer/1'));
+  // so the comparison's median for pv randw is run 3's alone, not the failed runs' faster figures
+  const ours = evaluateBoot(bootOf('ours', healthyBoot('ours', plan)), plan).fio;
+  const row = comparisonRows(fio, ours).find((r) => r.job === 'randw' && r.guest === 'pv');
+  assert.deepEqual(row?.kernelRuns.map((m) => Number(m.toFixed(3))), [Number((MiB / 300 / 1000).toFixed(3))]);
+});
+
+test('warm-up runs are checked like counted ones, and give no figures', () => {
+  // --mode same-guest: a warm-up that wrote but could not verify, one that reported rc=0 with errors
+  const plan: BootPlan = { guests: [], jobs: ['randw'], runs: {}, bytesPerJob: new Map([['randw', MiB]]), hotplugGuest: undefined, midIo: false, pairs: 1 };
+  const results = [
+    res({ src: 'dom0', check: 'create', guest: 'twin', ok: true }),
+    res({ src: 'dom0', check: 'ctl-attach', guest: 'twin', ok: true }),
+    res({ src: 'guest', check: 'xvdb', guest: 'twin', ok: true, write_cache: 'write back' }),
+  ];
+  const files = new Map<string, string>();
+  for (const tag of ['warmup-kernel', 'warmup-ours', 'kernel-1', 'ours-1']) {
+    results.push(res({ src: 'guest', check: 'fio', guest: tag, job: 'randw', run: 1, ok: true, rc: 0 }));
+    files.set(`fio-json-${tag}-randw-1`, fioRunJson());
+  }
+  files.set('fio-json-warmup-kernel-randw-1', fioRunJson({ verifyBytes: 0 }));
+  files.set('fio-json-warmup-ours-randw-1', fioRunJson({ errors: 84 }));
+  results.push(
+    res({ src: 'dom0', check: 'ctl-detach', guest: 'twin', ok: true }),
+    res({ src: 'guest', check: 'xvdb-gone', guest: 'twin', ok: true }),
+    res({ src: 'dom0', check: 'destroy', guest: 'twin', ok: true }),
+    res({ src: 'dom0', check: 'serve-alive', ok: true }),
+  );
+  const same = evaluateSameGuest({ mode: 'same-guest', results, files, finished: true }, plan);
+  assert.deepEqual(failedNames(same.checks), ['warmup-kernel: fio randw', 'warmup-ours: fio randw']);
+  assert.deepEqual(figureKeys(same.fio), ['kernel-1/randw/1', 'ours-1/randw/1']);
+
+  // --mode paired: the warm-up guest's create, job and destroy
+  const paired: HarnessResult[] = [];
+  const pairedFiles = new Map<string, string>();
+  for (const tag of ['warmup', 'kernel-1', 'ours-1']) {
+    paired.push(res({ src: 'dom0', check: 'create', guest: tag, ok: true }), res({ src: 'guest', check: 'fio', guest: tag, job: 'randw', run: 1, ok: true, rc: 0 }));
+    paired.push(res({ src: 'dom0', check: 'destroy', guest: tag, ok: true }));
+    pairedFiles.set(`fio-json-${tag}-randw-1`, fioRunJson());
+  }
+  pairedFiles.set('fio-json-warmup-randw-1', fioRunJson({ errors: 1 }));
+  const p = evaluatePaired({ mode: 'paired', results: paired, files: pairedFiles, finished: true }, plan);
+  assert.deepEqual(failedNames(p.checks), ['warmup: fio randw']);
+  assert.deepEqual(figureKeys(p.fio), ['kernel-1/randw/1', 'ours-1/randw/1']);
+});
+
+test('every failed result fails the boot, whether or not a named check asks for it', () => {
+  const plan = fullPlan();
+  const base = healthyBoot('ours', plan);
+  const cases: { name: string; add: HarnessResult[]; unreadable?: { source: string; text: string }[]; fails: string; guest: string | undefined }[] = [
+    // dom0 gave up waiting on the guest: no named check looks for wait-* results
+    { name: 'a wait that timed out', add: [res({ src: 'dom0', check: 'wait-hotplug-gone', guest: 'pv', ok: false, message: "no 'hotplug-gone' within 120 s" })], fails: 'pv: wait-hotplug-gone reported not ok', guest: 'pv' },
+    // a second report of a named check (a restarted guest destroyed again): the named check saw the first
+    { name: 'a second destroy', add: [res({ src: 'dom0', check: 'destroy', guest: 'pvh', ok: false, rc: 1 })], fails: 'pvh: destroy reported not ok', guest: 'pvh' },
+    { name: 'ctl output nobody checks', add: [res({ src: 'dom0', check: 'ctl-list-pv-attached', ok: false, rc: 1 })], fails: 'dom0: ctl-list-pv-attached reported not ok', guest: undefined },
+    // a fio run beyond the plan is checked too (no figures)
+    { name: 'an unplanned fio run', add: [res({ src: 'guest', check: 'fio', guest: 'pv', job: 'randw', run: 4, ok: false, rc: 1 })], fails: 'pv: fio randw run 4 (not in the plan)', guest: 'pv' },
+    { name: 'no job files', add: [res({ src: 'guest', check: 'fio', guest: 'pv', job: 'none', ok: false, message: 'no job files in /jobs' })], fails: 'pv: fio none run undefined (not in the plan)', guest: 'pv' },
+    // a result line that did not parse but says it failed
+    { name: 'an unreadable failure', add: [], unreadable: [{ source: 'dom0', text: '{"src":"dom0","check":"fatal","ok":false,"mess' }], fails: 'dom0: a failed result, unreadable', guest: undefined },
+    { name: "an unreadable guest's failure", add: [], unreadable: [{ source: 'dom0', text: '{"src":"dom0","check":"wait-x","guest":"pvh","ok":false,"mess' }], fails: 'pvh: a failed result, unreadable', guest: 'pvh' },
+  ];
+  for (const c of cases) {
+    const x = { results: [...base.results, ...c.add], files: base.files };
+    const { checks, fio } = evaluateBoot(bootOf('ours', x, c.unreadable === undefined ? {} : { unreadable: c.unreadable }), plan);
+    assert.deepEqual(failedNames(checks), [c.fails], c.name);
+    assert.equal(checks.find((k) => !k.ok)?.guest, c.guest, c.name);
+    assert.equal(fio.length, 8, `${c.name}: figures of the planned runs only`);
+  }
+  // an unreadable line that does not say ok:false is noise (a relayed line cut by another)
+  const noise = evaluateBoot(bootOf('ours', base, { unreadable: [{ source: 'guest:pv', text: '{"check":' }] }), plan);
+  assert.deepEqual(failedNames(noise.checks), []);
+  // an ok:true result nobody asks for is fine
+  const extra = evaluateBoot(bootOf('ours', { results: [...base.results, res({ src: 'dom0', check: 'ctl-list-pv-attached', ok: true })], files: base.files }), plan);
+  assert.deepEqual(failedNames(extra.checks), []);
+});
+
+test('the verdict: a --report-only guest\'s failures are reported, every other failure gates', () => {
+  const plan = fullPlan();
+  // the PVH guest triple-faulted after its marker: dom0 saw it go, its jobs never reported
+  const pvhDied = without(healthyBoot('ours', plan), (r) => r.guest === 'pvh' && (r.check === 'fio' || r.check === 'flush' || r.check === 'destroy'));
+  pvhDied.results.push(res({ src: 'dom0', check: 'wait-checks-done', guest: 'pvh', ok: false, message: 'guest restarted as domain 3 (was 2)' }));
+  pvhDied.results.push(res({ src: 'dom0', check: 'destroy', guest: 'pvh', ok: true }));
+  const ctlStats = pvhDied.results.findIndex((r) => r.check === 'ctl-stats-pvh');
+  pvhDied.results[ctlStats] = res({ src: 'dom0', check: 'ctl-stats-pvh', ok: false, rc: 1 });
+  const { checks } = evaluateBoot(bootOf('ours', pvhDied), plan);
+  const pvhOnly = failures(checks, new Set(['pvh']));
+  assert.deepEqual(pvhOnly.gating, []);
+  assert.ok(pvhOnly.reportingOnly.length >= 5, pvhOnly.reportingOnly.map((c) => c.name).join('; '));
+  assert.ok(pvhOnly.reportingOnly.every((c) => c.guest === 'pvh'));
+  assert.deepEqual(failures(checks, new Set()).gating, pvhOnly.reportingOnly, 'without --report-only every failure gates');
+
+  // a PV guest's checksum, a PV guest's verify, the after-guest, and the boot itself gate whatever is reporting-only
+  const pvBad = healthyBoot('ours', plan);
+  const read = pvBad.results.findIndex((r) => r.check === 'read' && r.guest === 'pv');
+  pvBad.results[read] = res({ ...pvBad.results[read], md5: 'something else' });
+  pvBad.files.set('fio-json-pv-iometer-2', fioRunJson({ verifyBytes: MiB - 4096 }));
+  const marker = pvBad.results.findIndex((r) => r.check === 'marker' && r.guest === 'after');
+  pvBad.results[marker] = res({ ...pvBad.results[marker], ok: false });
+  const cut = evaluateBoot(bootOf('ours', pvBad, { finished: false }), plan);
+  assert.deepEqual(
+    failures(cut.checks, new Set(['pvh'])).gating.map((c) => c.name),
+    ['dom0 ran to the end', 'pv: full read md5 equals backing file', 'pv: fio iometer run 2', 'after: written marker in the backing file'],
+  );
 });

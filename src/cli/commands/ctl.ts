@@ -1,10 +1,12 @@
 // `blkback ctl`: talk to a running `blkback serve` (real Xen) or `blkback run --control-socket`
 // (simulation) over its control socket.
 import { parseArgs } from 'node:util';
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseSize } from '../../config/size.ts';
 import { ControlClient } from '../../control/client.ts';
 import { formatBytes, formatDiskList, formatIscsiCounters, formatIscsiStatus, formatStatistics } from '../../control/format.ts';
-import { defaultControlSocket, ISCSI_TARGET_SOCKET_NAME, ROOT_CONTROL_SOCKET } from '../../control/paths.ts';
+import { checkSocketDirectory, defaultControlSocket, ISCSI_TARGET_SOCKET_NAME, ROOT_CONTROL_SOCKET } from '../../control/paths.ts';
 import { UsageError } from '../../internal/errors.ts';
 import type { Command } from '../command.ts';
 
@@ -159,6 +161,9 @@ export const ctlCommand: Command = {
       default:
         throw new UsageError(`ctl: unknown action '${action}' (expected list, stats, attach, detach or resize)`);
     }
+    // A default socket is trusted only in a directory of our own: in a shared $TMPDIR another user
+    // could have made blkback-UID first and put a socket of theirs in it, to read what we send.
+    if (values.socket === undefined && existsSync(dirname(socket))) checkSocketDirectory(dirname(socket), process.geteuid?.() ?? 0, '--socket');
     const client = await ControlClient.connect(socket, { timeoutMs });
     try {
       process.stdout.write(await call(client));

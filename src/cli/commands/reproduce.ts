@@ -23,8 +23,9 @@ the IOMeter file-server mix, 80% reads, 512 B-64 KiB) as given, in the mail's tw
 over one RAM store standing in for the mail's iSCSI RAM disk: a file in /dev/shm that phy reads
 through a loop device with direct I/O and file through the page cache (without root: one in-process
 RAM disk for both, and the report says so). Each job file runs N times per backend, the backends
-interleaved. Size and runtime are scaled to this machine (--set size=, runtime=, time_based=1), and
-bandwidth is logged over 500 ms windows unless a job says otherwise, as the 2011 fio did.
+interleaved, the first rotating run by run (the order is printed). Size and runtime are scaled to
+this machine (--set size=, runtime=, time_based=1), and bandwidth is logged over 500 ms windows
+unless a job says otherwise, as the 2011 fio did.
 
 It writes to --out:
   randw-bw.png, iometer-bw.png (and .svg)  bandwidth over time, one line per backend and run
@@ -120,7 +121,7 @@ export const reproduceCommand: Command = {
       rows.push([s.job, s.backend, s.runs, round(s.mibps, 1), Math.round(s.iops), round(s.p50us, 1), round(s.p99us, 1), ratio, s.backend === 'file' ? `~${SEED_RATIO}` : '']);
     }
     const machine = machineInfo();
-    writeFileSync(join(out, 'results.json'), `${JSON.stringify({ machine, storage: outcome.storage, overrides: outcome.overrides, summary, runs: outcome.records.map((r) => ({ job: r.job, backend: r.backend, run: r.run, logDir: r.logDir })) }, null, 2)}\n`);
+    writeFileSync(join(out, 'results.json'), `${JSON.stringify({ machine, storage: outcome.storage, overrides: outcome.overrides, summary, runs: outcome.records.map((r) => ({ job: r.job, backend: r.backend, run: r.run, position: r.position, logDir: r.logDir })) }, null, 2)}\n`);
     const html = renderReport({
       title: 'blkback: the 2011 xen-devel blkback benchmark, reproduced',
       setup: {
