@@ -1,5 +1,5 @@
 // The yardstick: the kernel block path, measured by real fio (libaio, O_DIRECT) on a loop device
-// with direct I/O over a file in /dev/shm, as in docs/perf-baselines.md §1. Needs root and fio;
+// with direct I/O over a file in /dev/shm (docs/benchmarks.md §3). Needs root and fio;
 // `unavailable()` says why not otherwise.
 //
 // Equal accounting: the paths it is set against (runRandomIo: the blkif suite's guest and bare, the

@@ -2,7 +2,7 @@
 // jobs/iometer.fio) run three ways over one store:
 //   guest  `blkback fio`: a simulated guest -> blkfront -> ring -> blkback -> the store
 //   bare   the same runner straight on the store, no guest
-//   fio    real fio 3.33 (libaio, direct=1) on the store, as docs/perf-baselines.md's reference runs
+//   fio    real fio 3.33 (libaio, direct=1) on the store, on derived copies of the job files (deriveFioJob)
 // As root the store is a loop device (direct-io=on) over a /dev/shm file of random bytes: the guest
 // opens it as a `phy:` disk, bare opens it with O_DIRECT, fio gets derived job copies naming it.
 // Otherwise the store is an in-process RAM disk and the fio path is skipped (and said so).
@@ -111,8 +111,7 @@ export function defaultSeedJobText(job: SeedJob): string {
 }
 
 /**
- * fio 3.33 cannot run the seed's files as written: the derived copy (as anchor-bench/fio-run.mjs
- * makes) reads rw=randw as randwrite, drops the bw/lat logs (per-I/O logging would distort the
+ * fio 3.33 cannot run the seed's files as written: the derived copy reads rw=randw as randwrite, drops the bw/lat logs (per-I/O logging would distort the
  * numbers) and appends filename/size/runtime/time_based to the job section, where they win over the
  * section's own size=4g (options on fio's command line would land in [global] and lose).
  */
@@ -139,7 +138,7 @@ export async function runSeedBench(options: SeedBenchOptions): Promise<SeedBench
   if (spawner !== null) {
     try {
       kernel = await KernelPath.create(size, spawner);
-      fioNote = `fio (libaio, direct=1, derived job copies as docs/perf-baselines.md) on ${kernel.device}`;
+      fioNote = `fio (libaio, direct=1, derived job copies: deriveFioJob in src/bench/seed-bench.ts) on ${kernel.device}`;
     } catch (err) {
       fioNote = `could not set up a loop device: ${err instanceof Error ? err.message : String(err)}`;
     }

@@ -1,6 +1,6 @@
 // Page-aligned shared memory from a shared WebAssembly.Memory. O_DIRECT needs buffer addresses
-// aligned to the logical block; a plain Buffer or SharedArrayBuffer is only malloc-aligned (16 bytes,
-// docs/perf-baselines.md §3d), while a wasm memory's base is page-aligned.
+// aligned to the logical block; a plain Buffer or SharedArrayBuffer is only malloc-aligned (16 bytes
+// on x86-64 glibc), while a wasm memory's base is page-aligned.
 //
 // The project's lib settings carry no WebAssembly types, so the constructor is reached through
 // globalThis with just the shape we use (no global declaration that could clash with others').

@@ -1,5 +1,5 @@
-// Positional vectored I/O through libuv's callback API (about twice the throughput of FileHandle on
-// this machine, docs/perf-baselines.md §3c). The helpers finish short transfers: libuv may return
+// Positional vectored I/O through libuv's callback API (about twice the throughput of FileHandle,
+// measured on the 2-core machine docs/benchmarks.md describes). The helpers finish short transfers: libuv may return
 // fewer bytes than asked (more iovecs than IOV_MAX, signals, end of a file).
 import fs from 'node:fs';
 import { BlockError, Errno } from '../internal/errors.ts';
