@@ -13,6 +13,7 @@ import { openFileDisk } from './file.ts';
 import { openDirectDisk } from './direct.ts';
 import type { IoEngine } from './direct.ts';
 import { createVolatileCache } from './volatile-cache.ts';
+import { openIscsiDevice } from '../iscsi-initiator/device.ts';
 
 export interface OpenBlockDeviceOptions {
   readonly readOnly?: boolean;
@@ -54,6 +55,8 @@ async function openParsed(s: StoreSpec, spec: string, opts: OpenBlockDeviceOptio
       return wrap(() => openDirectDisk(s.path, { readOnly, name: spec, ...engine(opts) }));
     case 'volatile':
       return createVolatileCache(await openParsed(s.inner, spec, opts), { name: spec });
+    case 'iscsi':
+      return wrap(() => openIscsiDevice(s, { name: spec, readOnly }));
     case 'path': {
       let st;
       try {

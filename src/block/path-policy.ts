@@ -18,6 +18,7 @@ import type { StoreSpec } from '../config/store-spec.ts';
 import type { OpenBlockDeviceOptions } from './open.ts';
 import { createRamDisk } from './ram.ts';
 import { createNullDisk } from './null.ts';
+import { openIscsiDevice } from '../iscsi-initiator/device.ts';
 import { openFileDisk } from './file.ts';
 import { openDirectDisk } from './direct.ts';
 import { createVolatileCache } from './volatile-cache.ts';
@@ -44,6 +45,8 @@ character devices such as /dev/null, directories, FIFOs and sockets.`;
 /** What a store spec resolves to under a policy. */
 export type CheckedStore =
   | { readonly kind: 'memory' }
+  /** A remote LUN (iscsi://); its CHAP secret file, if any, passed the policy like a disk file. */
+  | { readonly kind: 'remote' }
   | {
       readonly kind: 'block-device' | 'file';
       /** The path the kernel reports for the checked file (symlinks and '..' resolved). */
@@ -172,6 +175,14 @@ function checkedTarget(p: Placed): CheckedTarget {
   return { pathFd: p.pathFd, dev: p.stat.dev, ino: p.stat.ino };
 }
 
+/** An iscsi:// secret file is read by us for whoever wrote the spec: it must pass the policy too. */
+async function checkSecretFile(file: string | undefined, spec: string, policy: PathPolicy): Promise<void> {
+  if (file === undefined) return;
+  const p = await place(spec, file, policy);
+  await closeQuietly(p.pathFd);
+  if (!p.stat.isFile()) throw new UsageError(`store spec '${spec}': secret file ${file} is not a regular file`, { errno: Errno.EACCES });
+}
+
 /**
  * Checks a store spec against the policy without keeping anything open: for early errors while
  * parsing a command line. (Only openStoreUnderPolicy is safe against files replaced meanwhile.)
@@ -187,6 +198,9 @@ async function checkParsed(s: StoreSpec, spec: string, policy: PathPolicy): Prom
       return { kind: 'memory' };
     case 'volatile':
       return checkParsed(s.inner, spec, policy);
+    case 'iscsi':
+      await checkSecretFile(s.secretFile, spec, policy);
+      return { kind: 'remote' };
     case 'file':
     case 'direct':
     case 'path': {
@@ -215,6 +229,9 @@ async function openParsed(s: StoreSpec, spec: string, policy: PathPolicy, opts: 
       return createNullDisk(s.size, { name: spec, readOnly });
     case 'volatile':
       return createVolatileCache(await openParsed(s.inner, spec, policy, opts), { name: spec });
+    case 'iscsi':
+      await checkSecretFile(s.secretFile, spec, policy);
+      return openIscsiDevice(s, { name: spec, readOnly });
     case 'file':
     case 'direct':
     case 'path': {

@@ -18,6 +18,12 @@ import type { GuestConfig } from '../toolstack/host.ts';
 import { guestConfigFromXl } from '../toolstack/from-xl.ts';
 import { fioRuntime } from '../bench/fio-runtime.ts';
 import { orderLine, rotation } from '../bench/rotation.ts';
+import { openBlockDevice } from '../block/open.ts';
+import { SimHost } from '../toolstack/host.ts';
+import { SEED_LINK, parseLinkSpec } from '../rig/link-spec.ts';
+import type { LinkSpec } from '../rig/link-spec.ts';
+import { openIscsiRig } from '../rig/iscsi-rig.ts';
+import type { IscsiRig } from '../rig/iscsi-rig.ts';
 
 export const BACKENDS = ['phy', 'file'] as const;
 export type Backend = (typeof BACKENDS)[number];
@@ -31,6 +37,12 @@ export interface ExperimentOptions {
   readonly storeBytes: number;
   /** Store spec overriding the /dev/shm file + loop device (both backends use it). */
   readonly storage?: string;
+  /**
+   * 'local' (default): the store above on this host. 'iscsi': the seed's rig, a RAM LUN on our
+   * target in a network namespace behind `link` (default 1gbit), reached by our initiator.
+   */
+  readonly rig?: 'local' | 'iscsi';
+  readonly link?: LinkSpec;
   readonly outDir: string;
   readonly progress: (line: string) => void;
   readonly onStatus?: (line: string) => void;
@@ -53,13 +65,27 @@ export interface ExperimentOutcome {
   readonly storage: Record<Backend, string>;
   readonly notes: string[];
   readonly overrides: string[];
+  /** With --rig iscsi: the link, and the CPU the two ends of it spent over the runs. */
+  readonly rig?: RigReport;
+}
+
+export interface RigReport {
+  readonly link: string;
+  /** True when the link is what the user asked for (false: the loopback fallback). */
+  readonly asked: boolean;
+  readonly targetCpuSeconds: number;
+  /** This process: our initiator, blkback and the guests (one process: they are not told apart). */
+  readonly hostCpuSeconds: number;
+  readonly wallSeconds: number;
 }
 
 const SEED_TARGET = '/dev/sdb';
 
 export async function runExperiment(o: ExperimentOptions): Promise<ExperimentOutcome> {
   const notes: string[] = [];
-  const store = await prepareStore(o, notes);
+  const rig = o.rig === 'iscsi' ? await openIscsiRig(o.link ?? parseLinkSpec(SEED_LINK), o.storeBytes) : undefined;
+  const store = rig === undefined ? await prepareStore(o, notes) : iscsiStore(rig, notes);
+  const started = { wall: Date.now(), host: process.cpuUsage(), target: rig?.targetCpuSeconds() ?? 0 };
   try {
     const configs: Record<Backend, GuestConfig> = {
       phy: guestConfigFromXl(parseXlConfig(o.guestConfigs.phy.text, o.guestConfigs.phy.path)),
@@ -81,22 +107,65 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentOut
           o.progress(`[${step}/${total}] ${jobName}: ${backend} run ${run} (${o.runtimeSeconds} s)`);
           const logDir = join(o.outDir, 'logs', jobName, `${backend}-run${run}`);
           mkdirSync(logDir, { recursive: true });
-          const outcome = await runFio({
-            files: [file],
-            overrides: [...overrides, ...extra],
-            target: { kind: 'guest', guest: configs[backend], maps: new Map([[SEED_TARGET, store.spec[backend]]]) },
-            logDir,
-            ...(o.onStatus === undefined ? {} : { onProgress: () => undefined }),
-          });
+          const runOnce = (target: Parameters<typeof runFio>[0]['target']): ReturnType<typeof runFio> =>
+            runFio({ files: [file], overrides: [...overrides, ...extra], target, logDir, ...(o.onStatus === undefined ? {} : { onProgress: () => undefined }) });
+          const outcome = rig === undefined
+            ? await runOnce({ kind: 'guest', guest: configs[backend], maps: new Map([[SEED_TARGET, store.spec[backend]]]) })
+            : await runOverLun(rig, (host) => runOnce({ kind: 'guest', guest: configs[backend], host }));
           records.push({ job: jobName, backend, run, position: i + 1, logDir, results: outcome.results, jobs: outcome.jobs });
         }
       }
     }
     notes.push(`the backends take turns in each run, the first rotating with the run (run 1: ${BACKENDS.join(', ')}; run 2: ${rotation(BACKENDS, 2).join(', ')}; ...)`);
-    return { records, storage: store.describe, notes, overrides: [...overrides, 'log_avg_msec=500 (unless the job sets it)'] };
+    const base = { records, storage: store.describe, notes, overrides: [...overrides, 'log_avg_msec=500 (unless the job sets it)'] };
+    if (rig === undefined) return base;
+    const host = process.cpuUsage(started.host);
+    return {
+      ...base,
+      rig: {
+        link: rig.linkDescription,
+        asked: rig.link.fallback === undefined,
+        targetCpuSeconds: rig.targetCpuSeconds() - started.target,
+        hostCpuSeconds: (host.user + host.system) / 1e6,
+        wallSeconds: (Date.now() - started.wall) / 1000,
+      },
+    };
   } finally {
     store.cleanup();
+    await rig?.close();
   }
+}
+
+/**
+ * One run over the rig's LUN: a fresh host whose /dev/sdb is a new initiator session (the guest
+ * config's target, as the mail's dom0 saw the LUN), closed with the run.
+ */
+async function runOverLun<T>(rig: IscsiRig, body: (host: SimHost) => Promise<T>): Promise<T> {
+  const device = await openBlockDevice(rig.lunSpec);
+  try {
+    const host = await SimHost.start();
+    try {
+      host.registerStore(SEED_TARGET, device);
+      return await body(host);
+    } finally {
+      await host.stop();
+    }
+  } finally {
+    await device.close();
+  }
+}
+
+/**
+ * What file: means over a remote LUN. In the mail, qdisk opened dom0's /dev/sdb (the kernel's
+ * initiator) through the page cache. Our initiator's LUN is not a kernel block device, so there is
+ * no host page cache to put under it: both guests reach the LUN through the same initiator, and
+ * what tells them apart is blkback's own path for each disk type. The report says so.
+ */
+function iscsiStore(rig: IscsiRig, notes: string[]): PreparedStore {
+  const lun = `${rig.lunSpec} (RAM LUN on our target, through our initiator)`;
+  notes.push(`the seed's rig: ${rig.linkDescription}`);
+  notes.push('file over the remote LUN: our initiator\'s LUN is no kernel block device, so there is no host page cache under the file guest; both guests reach the LUN through our initiator');
+  return { spec: { phy: rig.lunSpec, file: rig.lunSpec }, describe: { phy: lun, file: lun }, cleanup: () => undefined };
 }
 
 interface PreparedStore {

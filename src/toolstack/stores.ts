@@ -45,7 +45,8 @@ export interface StoreRequest {
   readonly readOnly?: boolean;
 }
 
-const PREFIXED = /^(phy|file|direct):/;
+/** Specs opened as written when mapped or trusted (an iscsi:// URL names a LUN, not a host path). */
+const PREFIXED = /^(phy|file|direct|iscsi):/;
 const MEMORY = /^(ram|null):/;
 
 export class StoreRegistry {

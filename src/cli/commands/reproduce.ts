@@ -7,13 +7,15 @@ import { UsageError } from '../../internal/errors.ts';
 import { bandwidthSeriesFromLogs, formatTable, renderBandwidthChart, renderReport, svgToPng } from '../../report/index.ts';
 import { bwLogsOf, runExperiment, summarize } from '../../reproduce/experiment.ts';
 import type { Backend } from '../../reproduce/experiment.ts';
+import { SEED_LINK, parseLinkSpec } from '../../rig/link-spec.ts';
 import type { Command } from '../command.ts';
 
 const SEED_RATIO = 0.85; // the mail: "qdisk was around 15% down compared to blkback"
 
 const help = `blkback reproduce — the 2011 xen-devel experiment, end to end, with its plots
 
-usage: blkback reproduce [--quick] [--runs N] [--runtime T] [--size SIZE] [--out DIR] [--storage SPEC]
+usage: blkback reproduce [--quick] [--runs N] [--runtime T] [--size SIZE] [--out DIR]
+                        [--rig local|iscsi] [--link 1gbit|none|RATE] [--storage SPEC]
 
 Runs the mail's two fio job files (randw.fio: 4 jobs of 64 KiB random writes; iometer.fio: 2 jobs of
 the IOMeter file-server mix, 80% reads, 512 B-64 KiB) as given, in the mail's two guests:
@@ -41,7 +43,18 @@ Options:
   --runtime T      seconds per run (default 10)
   --size SIZE      size of the RAM store and of each job's region (default 1G)
   --out DIR        output directory (default ./reproduce-out)
-  --storage SPEC   use this store for both backends instead (ram:2G, /dev/nvme0n1, ...)
+  --rig iscsi      the mail's rig (the default as root): a RAM LUN of --size on our iSCSI target,
+                   run in its own network namespace behind a veth pair shaped with tc to --link;
+                   each guest's /dev/sdb is that LUN through our initiator (iscsi://). The report
+                   names the link and the CPU time of the target and of this process (initiator,
+                   blkback and guests). Without root: the target on loopback, unshaped, and the
+                   report says so. Both guests reach the LUN through our initiator: there is no
+                   host page cache over it, so file differs from phy by blkback's path alone
+  --rig local      the store on this host, as described above (the default without root)
+  --link RATE      the storage link with --rig iscsi: ${SEED_LINK} (default, the mail's), none
+                   (unshaped veth), or a tc rate such as 100mbit, 2.5gbit
+  --storage SPEC   use this store for both backends instead (ram:2G, /dev/nvme0n1, ...; implies
+                   --rig local)
 
 example:
   blkback reproduce --quick --out /tmp/seed
@@ -61,8 +74,15 @@ export const reproduceCommand: Command = {
         size: { type: 'string' },
         out: { type: 'string', default: 'reproduce-out' },
         storage: { type: 'string' },
+        rig: { type: 'string' },
+        link: { type: 'string' },
       },
     });
+    const rig = values.rig ?? (values.storage === undefined && process.getuid?.() === 0 ? 'iscsi' : 'local');
+    if (rig !== 'local' && rig !== 'iscsi') throw new UsageError(`--rig ${rig}: expected local or iscsi`);
+    if (rig === 'iscsi' && values.storage !== undefined) throw new UsageError('--storage names a local store: it goes with --rig local, not --rig iscsi');
+    if (rig === 'local' && values.link !== undefined) throw new UsageError('--link shapes the iSCSI rig\'s storage link: it goes with --rig iscsi');
+    const link = parseLinkSpec(values.link ?? SEED_LINK);
     const runs = values.runs !== undefined ? Number(values.runs) : values.quick ? 1 : 3;
     if (!Number.isInteger(runs) || runs < 1 || runs > 100) throw new UsageError(`--runs: '${values.runs}' is not a run count (1..100)`);
     const runtime = values.runtime !== undefined ? Number(values.runtime) : values.quick ? 3 : 10;
@@ -91,6 +111,8 @@ export const reproduceCommand: Command = {
       runtimeSeconds: runtime,
       storeBytes,
       ...(values.storage === undefined ? {} : { storage: values.storage }),
+      rig,
+      link,
       outDir: out,
       progress: log,
     });
@@ -121,11 +143,21 @@ export const reproduceCommand: Command = {
       rows.push([s.job, s.backend, s.runs, round(s.mibps, 1), Math.round(s.iops), round(s.p50us, 1), round(s.p99us, 1), ratio, s.backend === 'file' ? `~${SEED_RATIO}` : '']);
     }
     const machine = machineInfo();
-    writeFileSync(join(out, 'results.json'), `${JSON.stringify({ machine, storage: outcome.storage, overrides: outcome.overrides, summary, runs: outcome.records.map((r) => ({ job: r.job, backend: r.backend, run: r.run, position: r.position, logDir: r.logDir })) }, null, 2)}\n`);
+    const rigReport = outcome.rig;
+    const rigSetup = rigReport === undefined
+      ? { rig: 'local' }
+      : {
+          rig: 'iscsi',
+          link: rigReport.link,
+          target_cpu: cpuLine(rigReport.targetCpuSeconds, rigReport.wallSeconds),
+          initiator_cpu: `${cpuLine(rigReport.hostCpuSeconds, rigReport.wallSeconds)} (this process: our initiator, blkback and the guests)`,
+        };
+    if (rigReport !== undefined) log(`rig: ${rigReport.link}; target CPU ${rigSetup.target_cpu}; initiator side ${rigSetup.initiator_cpu}`);
+    writeFileSync(join(out, 'results.json'), `${JSON.stringify({ machine, ...rigSetup, storage: outcome.storage, overrides: outcome.overrides, summary, runs: outcome.records.map((r) => ({ job: r.job, backend: r.backend, run: r.run, position: r.position, logDir: r.logDir })) }, null, 2)}\n`);
     const html = renderReport({
       title: 'blkback: the 2011 xen-devel blkback benchmark, reproduced',
       setup: {
-        machine: { ...machine, storage_phy: outcome.storage.phy, storage_file: outcome.storage.file, job_overrides: outcome.overrides.join(' '), runs },
+        machine: { ...machine, ...rigSetup, storage_phy: outcome.storage.phy, storage_file: outcome.storage.file, job_overrides: outcome.overrides.join(' '), runs },
         notes: [
           'phy: blkback maps the guest\'s grants and does O_DIRECT I/O straight into them (the mail\'s kernel blkback, disk phy:/dev/sdb).',
           'file: blkback goes through the page cache (the mail\'s QEMU qdisk, disk file:/dev/sdb).',
@@ -145,6 +177,12 @@ export const reproduceCommand: Command = {
     return 0;
   },
 };
+
+/** '12.3 s (45% of one core over 27 s)'. */
+function cpuLine(cpuSeconds: number, wallSeconds: number): string {
+  if (!Number.isFinite(cpuSeconds)) return 'unknown (the process was gone)';
+  return `${cpuSeconds.toFixed(1)} s (${Math.round((100 * cpuSeconds) / wallSeconds)}% of one core over ${wallSeconds.toFixed(0)} s)`;
+}
 
 function round(n: number, digits: number): number {
   const f = 10 ** digits;

@@ -1,0 +1,524 @@
+// One iSCSI connection (one session, ErrorRecoveryLevel 0) from the initiator's side, sans-IO: bytes
+// come in through `receive`, PDUs go out through the injected transport (see transport.ts for TCP).
+// It logs in with the shared negotiator, then runs SCSI commands: as many as the target's CmdSN
+// window (MaxCmdSN) allows are in flight, the rest wait in order. Write data goes as immediate data,
+// then unsolicited Data-Out up to FirstBurstLength, then Data-Out answering each R2T; read data is
+// copied by the PDU reader straight from the socket into the caller's buffer.
+//
+// Anything from the target that breaks the protocol (data outside the command's buffer, an R2T for
+// a read, an unknown task) counts in `counters.protocolErrors` and ends the connection: the commands
+// in flight fail with IscsiConnectionLost, which the device above may retry on a new connection.
+import { randomBytes } from 'node:crypto';
+import { Bhs, putU32, snAdd, snLess, snLessOrEqual, u32 } from '../iscsi/bhs.ts';
+import { AsyncEvent, Flag, IMMEDIATE_BIT, Opcode, RESERVED_TAG } from '../iscsi/constants.ts';
+import { PduReader } from '../iscsi/pdu-reader.ts';
+import type { FramingErrorKind, PduSink } from '../iscsi/pdu-reader.ts';
+import { PduWriter } from '../iscsi/pdu-writer.ts';
+import type { PduOutput } from '../iscsi/pdu-writer.ts';
+import { InitiatorNegotiator } from '../iscsi/negotiation.ts';
+import type { SessionParameters } from '../iscsi/negotiation.ts';
+import { decodeText, encodeText } from '../iscsi/text.ts';
+import { ChapInitiator } from '../iscsi/chap.ts';
+import type { ChapSecret } from '../iscsi/chap.ts';
+import { encodeLun } from '../scsi/lun.ts';
+import { BlockError, Errno } from '../internal/errors.ts';
+import { IscsiConnectionLost, IscsiLoginError, describeLoginStatus } from './errors.ts';
+
+export interface SessionTransport extends PduOutput {
+  /** Closes the transport; `closed` is then called (once). */
+  destroy(): void;
+}
+
+export interface LoginSettings {
+  /** For messages: "iscsi://host:port/iqn/lun". */
+  readonly where: string;
+  readonly initiatorName: string;
+  readonly targetName: string;
+  readonly chap: { readonly name: string; readonly secret: ChapSecret } | undefined;
+  readonly digest: boolean;
+  /** 6 bytes; the same ISID on a new connection reinstates the old session (RFC 7143 §6.3.5). */
+  readonly isid: Uint8Array;
+  readonly loginTimeoutMs: number;
+}
+
+export interface ScsiRequest {
+  /** 16 bytes. */
+  readonly cdb: Uint8Array;
+  readonly lun: number;
+  /** Data to the target (W bit); kept by reference until the command completes. */
+  readonly dataOut?: Uint8Array;
+  /** Where data from the target goes (R bit); its length is the expected transfer length. */
+  readonly dataIn?: Uint8Array;
+}
+
+export interface ScsiResult {
+  readonly status: number;
+  /** Sense data (without the 2-byte length), when the target sent some. */
+  readonly sense: Uint8Array | undefined;
+  /** Bytes not transferred (underflow), or 0. */
+  readonly residual: number;
+}
+
+export interface SessionCounters {
+  commands: number;
+  /** Most commands in flight at once (the CmdSN window's effect). */
+  maxInFlight: number;
+  r2ts: number;
+  dataOutPdus: number;
+  immediateBytes: number;
+  unsolicitedBytes: number;
+  nopReplies: number;
+  protocolErrors: number;
+  /** Asynchronous messages and sense data reporting a power-on or reset unit attention. */
+  unitAttentions: number;
+}
+
+export function newSessionCounters(): SessionCounters {
+  return { commands: 0, maxInFlight: 0, r2ts: 0, dataOutPdus: 0, immediateBytes: 0, unsolicitedBytes: 0, nopReplies: 0, protocolErrors: 0, unitAttentions: 0 };
+}
+
+interface Task {
+  readonly itt: number;
+  readonly req: ScsiRequest;
+  readonly resolve: (r: ScsiResult) => void;
+  readonly reject: (e: Error) => void;
+  /** Data-In bytes received so far. */
+  received: number;
+}
+
+interface LoginWaiter {
+  resolve(pdu: { header: Buffer; data: Buffer }): void;
+}
+
+/** What we receive per PDU and accept per burst; the target may lower both. */
+const OUR_MAX_RECV_DATA_SEGMENT = 262144;
+const OUR_MAX_BURST = 1 << 20;
+const OUR_FIRST_BURST = 262144;
+/** During login both sides use 8192 (§13.12). */
+const LOGIN_DATA_SEGMENT = 8192;
+const LOGIN_ITT = 0;
+const MAX_LOGIN_ROUNDS = 16;
+
+export function randomIsid(): Uint8Array {
+  // type 0x80 (random, RFC 7143 §11.12.5): 0b10 then 22 random bits, then a 16-bit qualifier
+  const isid = Uint8Array.from(randomBytes(6));
+  isid[0] = 0x80 | ((isid[0] as number) & 0x3f);
+  return isid;
+}
+
+export class InitiatorSession implements PduSink {
+  readonly counters: SessionCounters;
+  readonly reader = new PduReader(this);
+  readonly #writer: PduWriter;
+  readonly #transport: SessionTransport;
+  readonly #onUnitAttention: () => void;
+  #params: SessionParameters | undefined;
+  #loginWaiter: LoginWaiter | undefined;
+  #logoutWaiter: (() => void) | undefined;
+  readonly #tasks = new Map<number, Task>();
+  readonly #queue: Task[] = [];
+  #nextItt = 1;
+  #cmdSN = 1;
+  #expCmdSN = 1;
+  #maxCmdSN = 1;
+  #expStatSN = 0;
+  #lost: IscsiConnectionLost | undefined;
+  #lastReceived = Date.now();
+  readonly #lostListeners: ((e: IscsiConnectionLost) => void)[] = [];
+
+  constructor(transport: SessionTransport, counters: SessionCounters, onUnitAttention: () => void) {
+    this.#transport = transport;
+    this.#writer = new PduWriter(transport);
+    this.counters = counters;
+    this.#onUnitAttention = onUnitAttention;
+    this.reader.maxDataSegmentLength = LOGIN_DATA_SEGMENT;
+  }
+
+  get parameters(): SessionParameters | undefined {
+    return this.#params;
+  }
+
+  get lost(): boolean {
+    return this.#lost !== undefined;
+  }
+
+  onLost(fn: (e: IscsiConnectionLost) => void): void {
+    if (this.#lost !== undefined) fn(this.#lost);
+    else this.#lostListeners.push(fn);
+  }
+
+  /** Bytes from the transport. */
+  receive(chunk: Uint8Array): void {
+    this.#lastReceived = Date.now();
+    this.reader.push(chunk);
+  }
+
+  /** Milliseconds since the target last sent anything. */
+  get idleMs(): number {
+    return Date.now() - this.#lastReceived;
+  }
+
+  /** A NOP-Out the target must answer (§11.18): keeps a quiet connection proven alive. */
+  ping(): void {
+    if (this.#lost !== undefined || this.#params === undefined) return;
+    const h = this.#writer.header();
+    h[Bhs.OPCODE] = Opcode.NOP_OUT | IMMEDIATE_BIT;
+    h[Bhs.FLAGS] = Flag.F;
+    putU32(h, Bhs.ITT, this.#allocateItt());
+    putU32(h, Bhs.WORD20, RESERVED_TAG);
+    putU32(h, Bhs.WORD24, this.#cmdSN);
+    putU32(h, Bhs.WORD28, this.#expStatSN);
+    this.#writer.send(null);
+  }
+
+  /** The transport is gone: everything in flight or queued fails. */
+  closed(why: string): void {
+    if (this.#lost !== undefined) return;
+    const e = new IscsiConnectionLost(why);
+    this.#lost = e;
+    this.reader.stop();
+    this.#writer.close();
+    const tasks = [...this.#tasks.values(), ...this.#queue];
+    this.#tasks.clear();
+    this.#queue.length = 0;
+    for (const t of tasks) t.reject(e);
+    this.#loginWaiter?.resolve({ header: Buffer.alloc(0), data: Buffer.alloc(0) });
+    this.#logoutWaiter?.();
+    for (const fn of this.#lostListeners.splice(0)) fn(e);
+  }
+
+  /** Ends the connection from our side (after a logout, or when closing). */
+  shutdown(why: string): void {
+    this.closed(why);
+    this.#transport.destroy();
+  }
+
+  #fail(why: string): void {
+    this.counters.protocolErrors++;
+    this.closed(why);
+    this.#transport.destroy();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Login
+
+  async login(s: LoginSettings): Promise<SessionParameters> {
+    const digests = s.digest ? (['CRC32C'] as const) : (['None'] as const);
+    const neg = new InitiatorNegotiator({
+      initiatorName: s.initiatorName,
+      targetName: s.targetName,
+      sessionType: 'Normal',
+      ...(s.chap === undefined ? {} : { auth: new ChapInitiator({ name: s.chap.name, secret: s.chap.secret, random: (n) => randomBytes(n) }) }),
+      headerDigest: digests,
+      dataDigest: digests,
+      maxRecvDataSegmentLength: OUR_MAX_RECV_DATA_SEGMENT,
+      maxBurstLength: OUR_MAX_BURST,
+      firstBurstLength: OUR_FIRST_BURST,
+      immediateData: true,
+      initialR2T: false,
+      maxOutstandingR2T: 1,
+    });
+    const timer = setTimeout(() => this.#fail(`${s.where}: login timed out after ${s.loginTimeoutMs} ms`), s.loginTimeoutMs);
+    try {
+      let req = neg.start();
+      for (let round = 0; round < MAX_LOGIN_ROUNDS; round++) {
+        const h = this.#writer.header();
+        h[Bhs.OPCODE] = Opcode.LOGIN_REQUEST | IMMEDIATE_BIT;
+        h[Bhs.FLAGS] = (req.transit ? Flag.T : 0) | (req.csg << 2) | req.nsg;
+        h.set(s.isid, Bhs.ISID); // TSIH 0: a new session (or the reinstatement of ours)
+        putU32(h, Bhs.ITT, LOGIN_ITT);
+        putU32(h, Bhs.WORD24, this.#cmdSN);
+        putU32(h, Bhs.WORD28, this.#expStatSN);
+        const response = new Promise<{ header: Buffer; data: Buffer }>((resolve) => {
+          this.#loginWaiter = { resolve };
+        });
+        this.#writer.send(encodeText(req.pairs));
+        const r = await response;
+        if (this.#lost !== undefined) throw this.#lost;
+        const status = ((r.header[Bhs.LOGIN_STATUS] as number) << 8) | (r.header[Bhs.LOGIN_STATUS + 1] as number);
+        if (status !== 0) throw new IscsiLoginError(s.where, status, describeLoginStatus(status, s.targetName, s.initiatorName));
+        if (((r.header[Bhs.FLAGS] as number) & Flag.C) !== 0) throw new Error(`${s.where}: login failed: the target continued a login response (C bit), which is not supported`);
+        const text = decodeText(r.data);
+        if (!text.ok) throw new Error(`${s.where}: login failed: bad text from the target: ${text.error.message}`);
+        const rf = r.header[Bhs.FLAGS] as number;
+        const step = neg.receiveLogin({ csg: (rf >> 2) & 3, nsg: rf & 3, transit: (rf & Flag.T) !== 0 }, text.pairs);
+        if (!step.ok) throw new IscsiLoginError(s.where, step.status, step.reason);
+        if (step.complete) {
+          const p = neg.parameters();
+          this.#params = p;
+          this.reader.maxDataSegmentLength = p.maxRecvDataSegmentLength;
+          this.reader.headerDigest = p.headerDigest;
+          this.reader.dataDigest = p.dataDigest;
+          this.#writer.headerDigest = p.headerDigest;
+          this.#writer.dataDigest = p.dataDigest;
+          return p;
+        }
+        req = step.next!;
+      }
+      throw new Error(`${s.where}: login failed: not finished after ${MAX_LOGIN_ROUNDS} rounds`);
+    } catch (err) {
+      this.closed(err instanceof Error ? err.message : String(err));
+      this.#transport.destroy();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      this.#loginWaiter = undefined;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Commands
+
+  execute(req: ScsiRequest): Promise<ScsiResult> {
+    if (this.#lost !== undefined) return Promise.reject(this.#lost);
+    return new Promise((resolve, reject) => {
+      const task: Task = { itt: this.#allocateItt(), req, resolve, reject, received: 0 };
+      this.#queue.push(task);
+      this.#pump();
+    });
+  }
+
+  #allocateItt(): number {
+    for (;;) {
+      const itt = this.#nextItt;
+      this.#nextItt = itt + 1 >= RESERVED_TAG ? 1 : itt + 1;
+      if (!this.#tasks.has(itt) && !this.#queue.some((t) => t.itt === itt)) return itt;
+    }
+  }
+
+  /** Sends queued commands while the CmdSN window has room. */
+  #pump(): void {
+    while (this.#queue.length > 0 && snLessOrEqual(this.#cmdSN, this.#maxCmdSN)) {
+      const task = this.#queue.shift()!;
+      this.#tasks.set(task.itt, task);
+      if (this.#tasks.size > this.counters.maxInFlight) this.counters.maxInFlight = this.#tasks.size;
+      this.#sendCommand(task);
+    }
+  }
+
+  #sendCommand(task: Task): void {
+    const p = this.#params!;
+    const { req } = task;
+    const out = req.dataOut;
+    const edtl = out !== undefined ? out.byteLength : (req.dataIn?.byteLength ?? 0);
+    const firstBurst = out === undefined || p.initialR2T ? 0 : Math.min(p.firstBurstLength, edtl);
+    const immediate = out === undefined || !p.immediateData ? 0 : Math.min(p.firstBurstLength, p.maxXmitDataSegmentLength, edtl);
+    const unsolicited = Math.max(firstBurst, immediate);
+    const h = this.#writer.header();
+    h[Bhs.OPCODE] = Opcode.SCSI_COMMAND;
+    // F: no unsolicited Data-Out follows; task attribute SIMPLE (1)
+    h[Bhs.FLAGS] = (unsolicited > immediate ? 0 : Flag.F) | (out !== undefined ? Flag.W : 0) | (req.dataIn !== undefined ? Flag.R : 0) | 1;
+    encodeLun(req.lun, h, Bhs.LUN);
+    putU32(h, Bhs.ITT, task.itt);
+    putU32(h, Bhs.WORD20, edtl);
+    putU32(h, Bhs.WORD24, this.#cmdSN);
+    putU32(h, Bhs.WORD28, this.#expStatSN);
+    h.set(req.cdb.subarray(0, 16), Bhs.CDB);
+    this.#cmdSN = snAdd(this.#cmdSN, 1);
+    this.counters.commands++;
+    this.#writer.send(immediate > 0 ? out!.subarray(0, immediate) : null);
+    this.counters.immediateBytes += immediate;
+    if (unsolicited > immediate) {
+      this.counters.unsolicitedBytes += unsolicited - immediate;
+      this.#sendDataOut(task, RESERVED_TAG, immediate, unsolicited - immediate);
+    }
+  }
+
+  /** Data-Out PDUs for [offset, offset+length) of the task's data, DataSN from 0 (one sequence). */
+  #sendDataOut(task: Task, ttt: number, offset: number, length: number): void {
+    const p = this.#params!;
+    const data = task.req.dataOut!;
+    const end = offset + length;
+    let dataSN = 0;
+    for (let at = offset; at < end;) {
+      const n = Math.min(p.maxXmitDataSegmentLength, end - at);
+      const h = this.#writer.header();
+      h[Bhs.OPCODE] = Opcode.SCSI_DATA_OUT;
+      h[Bhs.FLAGS] = at + n === end ? Flag.F : 0;
+      encodeLun(task.req.lun, h, Bhs.LUN);
+      putU32(h, Bhs.ITT, task.itt);
+      putU32(h, Bhs.WORD20, ttt);
+      putU32(h, Bhs.WORD28, this.#expStatSN);
+      putU32(h, Bhs.WORD36, dataSN++);
+      putU32(h, Bhs.WORD40, at);
+      this.#writer.send(data.subarray(at, at + n));
+      this.counters.dataOutPdus++;
+      at += n;
+    }
+  }
+
+  /** Ends the session politely (Logout, close the session); resolves when answered or after `timeoutMs`. */
+  async logout(timeoutMs: number): Promise<void> {
+    if (this.#lost !== undefined || this.#params === undefined) return;
+    const h = this.#writer.header();
+    h[Bhs.OPCODE] = Opcode.LOGOUT_REQUEST | IMMEDIATE_BIT;
+    h[Bhs.FLAGS] = Flag.F; // reason 0: close the session
+    putU32(h, Bhs.ITT, this.#nextItt);
+    putU32(h, Bhs.WORD24, this.#cmdSN);
+    putU32(h, Bhs.WORD28, this.#expStatSN);
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.#logoutWaiter = resolve;
+      timer = setTimeout(resolve, timeoutMs);
+      this.#writer.send(null);
+    });
+    clearTimeout(timer);
+    this.#logoutWaiter = undefined;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // From the target (PduSink)
+
+  dataBuffer(header: Uint8Array, length: number): Uint8Array | undefined {
+    if (((header[0] as number) & 0x3f) !== Opcode.SCSI_DATA_IN) return undefined;
+    const task = this.#tasks.get(u32(header, Bhs.ITT));
+    const buf = task?.req.dataIn;
+    const offset = u32(header, Bhs.WORD40);
+    if (buf === undefined || offset + length > buf.byteLength) return undefined;
+    return buf.subarray(offset, offset + length);
+  }
+
+  onPdu(h: Uint8Array, _ahs: Uint8Array | null, data: Uint8Array | null, length: number): void {
+    const opcode = (h[0] as number) & 0x3f;
+    if (opcode === Opcode.LOGIN_RESPONSE) {
+      const w = this.#loginWaiter;
+      if (w === undefined) return this.#fail('a Login Response outside the login');
+      this.#statSN(h);
+      this.#window(h);
+      this.#loginWaiter = undefined;
+      return w.resolve({ header: Buffer.from(h), data: data === null ? Buffer.alloc(0) : Buffer.from(data.subarray(0, length)) });
+    }
+    if (this.#params === undefined) return this.#fail(`opcode 0x${opcode.toString(16)} during the login`);
+    this.#window(h);
+    this.#dispatch(opcode, h, data, length);
+    // after the PDU's own effect, so a completed task has left the window it opened
+    if (this.#queue.length > 0 && this.#lost === undefined) this.#pump();
+  }
+
+  #dispatch(opcode: number, h: Uint8Array, data: Uint8Array | null, length: number): void {
+    switch (opcode) {
+      case Opcode.SCSI_DATA_IN:
+        return this.#dataIn(h, data, length);
+      case Opcode.SCSI_RESPONSE:
+        return this.#response(h, data, length);
+      case Opcode.R2T:
+        return this.#r2t(h);
+      case Opcode.NOP_IN:
+        return this.#nopIn(h);
+      case Opcode.ASYNC_MESSAGE:
+        return this.#asyncMessage(h, data, length);
+      case Opcode.LOGOUT_RESPONSE:
+        this.#statSN(h);
+        this.#logoutWaiter?.();
+        return;
+      case Opcode.REJECT:
+        return this.#fail(`the target rejected a PDU (reason 0x${(h[2] as number).toString(16)})`);
+      default:
+        return this.#fail(`unexpected opcode 0x${opcode.toString(16)} from the target`);
+    }
+  }
+
+  onDataDigestError(): void {
+    // ERL 0 has no recovery for one PDU: drop the connection, the device retries on a new one
+    this.#fail('data digest error from the target');
+  }
+
+  onFramingError(kind: FramingErrorKind, message: string): void {
+    this.#fail(`framing error (${kind}): ${message}`);
+  }
+
+  #statSN(h: Uint8Array): void {
+    this.#expStatSN = snAdd(u32(h, Bhs.WORD24), 1);
+  }
+
+  /** ExpCmdSN and MaxCmdSN from any target PDU (§4.2.2.1): only moves forward, ignored when invalid. */
+  #window(h: Uint8Array): void {
+    const exp = u32(h, Bhs.WORD28);
+    const max = u32(h, Bhs.WORD32);
+    if (snLess(max, snAdd(exp, -1 >>> 0))) return; // MaxCmdSN < ExpCmdSN - 1: to be ignored
+    if (snLess(this.#expCmdSN, exp)) this.#expCmdSN = exp;
+    if (snLess(this.#maxCmdSN, max) || this.#params === undefined) this.#maxCmdSN = max;
+  }
+
+  #dataIn(h: Uint8Array, data: Uint8Array | null, length: number): void {
+    const task = this.#tasks.get(u32(h, Bhs.ITT));
+    if (task === undefined) return this.#fail('Data-In for a task we do not have');
+    const buf = task.req.dataIn;
+    const offset = u32(h, Bhs.WORD40);
+    if (length > 0 && (buf === undefined || data === null || offset + length > buf.byteLength)) {
+      return this.#fail(`Data-In outside the command's buffer (offset ${offset}, ${length} bytes)`);
+    }
+    task.received += length;
+    if (((h[Bhs.FLAGS] as number) & Flag.S) === 0) return;
+    this.#statSN(h);
+    this.#complete(task, h[Bhs.BYTE3] as number, undefined, h);
+  }
+
+  #response(h: Uint8Array, data: Uint8Array | null, length: number): void {
+    this.#statSN(h);
+    const task = this.#tasks.get(u32(h, Bhs.ITT));
+    if (task === undefined) return this.#fail('SCSI Response for a task we do not have');
+    if ((h[Bhs.BYTE2] as number) !== 0) {
+      this.#tasks.delete(task.itt);
+      task.reject(new BlockError('BLK_ERR_ISCSI_TARGET_FAILURE', `the target failed the command (iSCSI response 0x${(h[Bhs.BYTE2] as number).toString(16)})`, { errno: Errno.EIO }));
+      return;
+    }
+    let sense: Uint8Array | undefined;
+    if (data !== null && length >= 2) {
+      const n = ((data[0] as number) << 8) | (data[1] as number);
+      sense = Uint8Array.from(data.subarray(2, Math.min(length, 2 + n)));
+    }
+    this.#complete(task, h[Bhs.BYTE3] as number, sense, h);
+  }
+
+  #complete(task: Task, status: number, sense: Uint8Array | undefined, h: Uint8Array): void {
+    this.#tasks.delete(task.itt);
+    const f = h[Bhs.FLAGS] as number;
+    const residual = (f & Flag.U) !== 0 ? u32(h, Bhs.WORD44) : 0;
+    task.resolve({ status, sense, residual });
+  }
+
+  #r2t(h: Uint8Array): void {
+    const task = this.#tasks.get(u32(h, Bhs.ITT));
+    const offset = u32(h, Bhs.WORD40);
+    const length = u32(h, Bhs.WORD44);
+    const out = task?.req.dataOut;
+    if (task === undefined || out === undefined) return this.#fail('R2T for a task that has no data to send');
+    if (length === 0 || offset + length > out.byteLength) return this.#fail(`R2T outside the command's data (offset ${offset}, ${length} bytes of ${out.byteLength})`);
+    this.counters.r2ts++;
+    this.#sendDataOut(task, u32(h, Bhs.WORD20), offset, length);
+  }
+
+  #nopIn(h: Uint8Array): void {
+    const ttt = u32(h, Bhs.WORD20);
+    if (u32(h, Bhs.ITT) !== RESERVED_TAG) return this.#statSN(h);
+    if (ttt === RESERVED_TAG) return;
+    // a ping from the target: answer with its TTT and LUN, as an immediate NOP-Out (§11.18)
+    const o = this.#writer.header();
+    o[Bhs.OPCODE] = Opcode.NOP_OUT | IMMEDIATE_BIT;
+    o[Bhs.FLAGS] = Flag.F;
+    o.set(h.subarray(Bhs.LUN, Bhs.LUN + 8), Bhs.LUN);
+    putU32(o, Bhs.ITT, RESERVED_TAG);
+    putU32(o, Bhs.WORD20, ttt);
+    putU32(o, Bhs.WORD24, this.#cmdSN);
+    putU32(o, Bhs.WORD28, this.#expStatSN);
+    this.#writer.send(null);
+    this.counters.nopReplies++;
+  }
+
+  #asyncMessage(h: Uint8Array, data: Uint8Array | null, length: number): void {
+    this.#statSN(h);
+    const event = h[36] as number;
+    if (event === AsyncEvent.SCSI_ASYNC_EVENT && data !== null && length >= 2 + 14) {
+      // sense data of the event: a power-on/reset unit attention means the target's cache may be gone
+      const sense = data.subarray(2, length);
+      const code = (sense[0] as number) & 0x7f;
+      const asc = code === 0x72 || code === 0x73 ? sense[2] : sense[12];
+      if (asc === 0x29) {
+        this.counters.unitAttentions++;
+        this.#onUnitAttention();
+      }
+    }
+    // logout requests and drop notices: the connection will end; the device logs in again then
+  }
+}
