@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { deviceIdToVdev, parseXlDiskSpec, vdevToDeviceId } from '../src/config/xl-disk.ts';
+import { deviceIdToVdev, isRemoteTarget, parseXlDiskSpec, vdevToDeviceId } from '../src/config/xl-disk.ts';
 
 test('vdev numbering (vbd-interface.txt)', () => {
   const cases: [string, number][] = [
@@ -119,4 +119,31 @@ test('errors name the spec, the place and the key', () => {
       return true;
     }, spec);
   }
+});
+
+test('an iscsi:// target stays a URL: target= (with a query), the real-xl form with script=, positional', () => {
+  const url = 'iscsi://alice@10.0.0.2:3261/iqn.2026-12.org.x:disk/3?secret-file=/etc/blk/chap&digest=crc32c';
+  const kv = parseXlDiskSpec(`vdev=xvda,access=rw,target=${url}`);
+  assert.equal(kv.target, url, 'not resolved as a path, query and all');
+  assert.equal(isRemoteTarget(kv.target), true);
+  assert.equal(kv.script, undefined);
+  assert.equal(kv.backendtype, 'phy');
+  // What a config for real xl carries: script= stops libxl's stat() of the target.
+  const real = parseXlDiskSpec(`vdev=xvdb, access=ro, backendtype=phy, script=/bin/true, target=${url}`);
+  assert.deepEqual([real.target, real.vdev, real.access, real.backendtype, real.script], [url, 'xvdb', 'r', 'phy', '/bin/true']);
+  // Positional: the "iscsi:" of a URL is not the deprecated script prefix.
+  const pos = parseXlDiskSpec('iscsi://10.0.0.2/iqn.2026-12.org.x:disk/0,raw,xvdc,w');
+  assert.deepEqual([pos.target, pos.vdev, pos.script], ['iscsi://10.0.0.2/iqn.2026-12.org.x:disk/0', 'xvdc', undefined]);
+  // The deprecated prefix itself still means script=block-iscsi.
+  assert.equal(parseXlDiskSpec('iscsi:iqn.x,xvda,w').script, 'block-iscsi');
+  // Paths are unchanged.
+  assert.equal(isRemoteTarget(parseXlDiskSpec('vdev=xvda,target=sdb').target), false);
+  // A URL with a query given positionally, and malformed URLs, are errors naming the spec.
+  const bad: [string, RegExp][] = [
+    [`${url},raw,xvda,w`, /must be given last as target=/],
+    ['vdev=xvda,target=iscsi://h/iqn.x', /expected iscsi:/],
+    ['vdev=xvda,target=iscsi://h/iqn.x/0?digest=md5', /digest=md5/],
+    ['vdev=xvda,target=iscsi://alice:pw@h/iqn.x/0', /secret goes in a file/],
+  ];
+  for (const [spec, re] of bad) assert.throws(() => parseXlDiskSpec(spec, '--disk'), (err: Error) => err.message.startsWith(`--disk: disk spec '${spec}': `) && re.test(err.message), spec);
 });

@@ -2,11 +2,13 @@
 // serving the same LUN store (one /dev/shm file of zeros) to the same clients, in the same rounds:
 //   qemu-img bench -f raw -t none -c N -d 32 -s 4096|65536 [-w --pattern=0xab] URL   (read and write)
 //   iscsi-perf -m 32 -b 8|128 -t T URL                                              (read only)
+//   node iscsi-initiator-load.js URL 4096|65536 32 T   (our initiator doing what iscsi-perf does)
 // and, for qemu-img's cases, the same command on the file itself (no iSCSI: the baseline). Each run
 // takes the target's CPU time from procfs (utime + stime of the whole process, all threads, before
 // and after) and the client's from this process's reaped-children counters. The paths of a case take
-// turns within a round, the first rotating with the round; tables give medians over the rounds and
-// A/B as the median of each round's own ratio. Loopback iSCSI is CPU-bound on a small machine
+// turns within a round, the first rotating with the round (iscsi-perf's cases: libiscsi and our
+// initiator, each on A and on B, four runs); tables give medians over the rounds and A/B (and
+// ours/libiscsi) as the median of each round's own ratio. Loopback iSCSI is CPU-bound on a small machine
 // (docs/iscsi-baselines.md §3): compare A with B from the same run only.
 import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -15,6 +17,9 @@ import type { RunningTarget, StartTarget } from './iscsi-target.ts';
 import { machineInfo } from './machine.ts';
 import type { MachineInfo } from './machine.ts';
 import { median } from './median.ts';
+import { rotation } from './rotation.ts';
+import { INITIATOR_LOAD_JS } from './iscsi-initiator-load.ts';
+import type { InitiatorLoadResult } from './iscsi-initiator-load.ts';
 import { reapedChildCpu } from './runner-bench.ts';
 
 export interface IscsiBenchTarget {
@@ -54,15 +59,20 @@ export interface IscsiBenchOptions {
   readonly lunBytes: number;
   /** Also run qemu-img's cases on the file (default true). */
   readonly baseline?: boolean;
+  /** Also run iscsi-perf's cases with our initiator (default true). */
+  readonly ourInitiator?: boolean;
   readonly progress: (line: string) => void;
 }
 
 export type IscsiPath = 'A' | 'B' | 'file';
 
+/** The client of a run: a case's own tool, or our initiator standing in for iscsi-perf. */
+export type IscsiClient = IscsiBenchCase['tool'] | 'blkback-initiator';
+
 export interface IscsiBenchResult {
   path: IscsiPath;
   round: number;
-  tool: IscsiBenchCase['tool'];
+  tool: IscsiClient;
   rw: IscsiBenchCase['rw'];
   bs: number;
   ios: number;
@@ -131,12 +141,35 @@ async function iscsiPerf(url: string, c: IscsiBenchCase, seconds: number, depth:
   return { ios: iops * seconds, seconds, command: `iscsi-perf ${args.join(' ')}` };
 }
 
+async function ourInitiatorLoad(url: string, c: IscsiBenchCase, seconds: number, depth: number): Promise<ClientRun> {
+  const args = [INITIATOR_LOAD_JS, url, String(c.bs), String(depth), String(seconds)];
+  const out = await exec(process.execPath, args);
+  const line = out.split('\n').find((l) => l.startsWith('{'));
+  if (line === undefined) throw new Error(`iscsi-initiator-load: no result line in:\n${out}`);
+  const r = JSON.parse(line) as InitiatorLoadResult;
+  return { ios: r.ios, seconds: r.seconds, command: `node ${args.join(' ')}` };
+}
+
+interface PlannedRun {
+  readonly path: IscsiPath;
+  readonly tool: IscsiClient;
+}
+
+/** The runs of one case in a round, before rotation. */
+function plannedRuns(c: IscsiBenchCase, baseline: boolean, ourInitiator: boolean): PlannedRun[] {
+  const runs: PlannedRun[] = [{ path: 'A', tool: c.tool }, { path: 'B', tool: c.tool }];
+  if (c.tool === 'qemu-img' && baseline) runs.push({ path: 'file', tool: c.tool });
+  if (c.tool === 'iscsi-perf' && ourInitiator) runs.push({ path: 'A', tool: 'blkback-initiator' }, { path: 'B', tool: 'blkback-initiator' });
+  return runs;
+}
+
 export async function runIscsiBench(options: IscsiBenchOptions): Promise<IscsiBenchReport> {
   const why = iscsiBenchUnavailable();
   if (why !== null) throw new Error(`bench --suite iscsi cannot run here: ${why}`);
   const cases = options.cases ?? ISCSI_CASES;
   const depth = options.queueDepth ?? 32;
   const baseline = options.baseline ?? true;
+  const ourInitiator = options.ourInitiator ?? true;
   const file = `/dev/shm/blkback-iscsi-bench-${process.pid}.img`;
   options.progress(`writing ${options.lunBytes} bytes of zeros to ${file}`);
   createLunFile(file, options.lunBytes, { fill: true });
@@ -151,18 +184,18 @@ export async function runIscsiBench(options: IscsiBenchOptions): Promise<IscsiBe
     for (let round = 1; round <= options.rounds; round++) {
       for (const c of cases) {
         n++;
-        const paths: IscsiPath[] = c.tool === 'qemu-img' && baseline ? ['A', 'B', 'file'] : ['A', 'B'];
-        for (let i = 0; i < paths.length; i++) {
-          const path = paths[(i + round - 1) % paths.length]!;
+        for (const { path, tool } of rotation(plannedRuns(c, baseline, ourInitiator), round)) {
           const target = path === 'A' ? a : path === 'B' ? b : null;
           const name = path === 'file' ? 'file (no iSCSI)' : options.targets[path === 'A' ? 0 : 1].label;
-          options.progress(`[${n}/${total}] ${options.rounds > 1 ? `round ${round}: ` : ''}${c.tool} ${c.rw} ${c.bs / 1024}k QD${depth}: ${name}`);
+          options.progress(`[${n}/${total}] ${options.rounds > 1 ? `round ${round}: ` : ''}${tool} ${c.rw} ${c.bs / 1024}k QD${depth}: ${name}`);
           const cpu0 = target === null ? null : processCpuSeconds(target.pid);
           const client0 = reapedChildCpu();
           const r =
-            c.tool === 'qemu-img'
+            tool === 'qemu-img'
               ? await qemuImgBench(target?.url ?? file, c, c.bs >= 65536 ? options.count64k : options.count4k, depth)
-              : await iscsiPerf(target!.url, c, options.seconds, depth);
+              : tool === 'iscsi-perf'
+                ? await iscsiPerf(target!.url, c, options.seconds, depth)
+                : await ourInitiatorLoad(target!.url, c, options.seconds, depth);
           const client1 = reapedChildCpu();
           const cpu1 = target === null ? null : processCpuSeconds(target.pid);
           const targetCpu = cpu0 === null || cpu1 === null ? null : cpu1 - cpu0;
@@ -170,6 +203,7 @@ export async function runIscsiBench(options: IscsiBenchOptions): Promise<IscsiBe
             path,
             round,
             ...c,
+            tool,
             ios: r.ios,
             seconds: r.seconds,
             iops: r.ios / r.seconds,
@@ -237,6 +271,49 @@ export function formatIscsiTable(report: IscsiBenchReport): string {
         `${fmt(median(perRound((r) => r.targetCpuUsPerIo, 'B')), 2)} | ${fmt(med('A', (r) => r.clientCpuSeconds), 2)} / ${fmt(med('B', (r) => r.clientCpuSeconds), 2)} | ` +
         `${fmt(med('file', (r) => r.iops))} | ${fmt(median(perRound((r) => r.iops, 'file')), 2)} |`,
     );
+  }
+  const initiators = formatInitiatorTable(report);
+  return initiators === '' ? rows.join('\n') : `${rows.join('\n')}\n\n${initiators}`;
+}
+
+/**
+ * Our initiator against libiscsi's iscsi-perf, one row per case and target: median IOPS, MB/s and
+ * client CPU per I/O of each, and ours/libiscsi as the median of each round's own ratio (with the
+ * range when there are several rounds). Empty when the report has no runs of our initiator.
+ */
+export function formatInitiatorTable(report: IscsiBenchReport): string {
+  const ours = report.results.filter((r) => r.tool === 'blkback-initiator');
+  if (ours.length === 0) return '';
+  const fmt = (v: number | undefined | null, digits = 0): string => (v === undefined || v === null ? '–' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const clientUsPerIo = (r: IscsiBenchResult): number | null => (r.clientCpuSeconds === null || r.ios === 0 ? null : (r.clientCpuSeconds * 1e6) / r.ios);
+  const several = report.rounds > 1;
+  const rows = [
+    `| initiator case (ours vs libiscsi iscsi-perf) | target | libiscsi IOPS | ours IOPS | ours/libiscsi IOPS |${several ? ' per round |' : ''} libiscsi MB/s | ours MB/s | client CPU µs/IO (libiscsi / ours) | ours/libiscsi client CPU per IO | target CPU µs/IO (libiscsi / ours) |`,
+    `|---|---|---:|---:|---:|${several ? '---|' : ''}---:|---:|---|---:|---|`,
+  ];
+  for (const bs of [...new Set(ours.map((r) => r.bs))]) {
+    for (const path of ['A', 'B'] as const) {
+      const runs = report.results.filter((r) => r.bs === bs && r.path === path && r.rw === 'read' && (r.tool === 'iscsi-perf' || r.tool === 'blkback-initiator'));
+      const side = (tool: IscsiClient): IscsiBenchResult[] => runs.filter((r) => r.tool === tool);
+      const med = (tool: IscsiClient, f: (r: IscsiBenchResult) => number | null): number | undefined => median(side(tool).map(f).filter((v): v is number => v !== null));
+      const perRound = (f: (r: IscsiBenchResult) => number | null): number[] => {
+        const out: number[] = [];
+        for (const x of side('blkback-initiator')) {
+          const y = side('iscsi-perf').find((r) => r.round === x.round);
+          const fx = f(x);
+          const fy = y === undefined ? null : f(y);
+          if (fx !== null && fy !== null && fy > 0) out.push(fx / fy);
+        }
+        return out;
+      };
+      const ratios = perRound((r) => r.iops);
+      const range = ratios.length > 1 ? ` ${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)} |` : ' – |';
+      rows.push(
+        `| read ${bs / 1024}k QD${report.queueDepth} | ${report.targets[path]} | ${fmt(med('iscsi-perf', (r) => r.iops))} | ${fmt(med('blkback-initiator', (r) => r.iops))} | ${fmt(median(ratios), 2)} |${several ? range : ''} ` +
+          `${fmt(med('iscsi-perf', (r) => r.mbps))} | ${fmt(med('blkback-initiator', (r) => r.mbps))} | ${fmt(med('iscsi-perf', clientUsPerIo), 1)} / ${fmt(med('blkback-initiator', clientUsPerIo), 1)} | ` +
+          `${fmt(median(perRound(clientUsPerIo)), 2)} | ${fmt(med('iscsi-perf', (r) => r.targetCpuUsPerIo), 1)} / ${fmt(med('blkback-initiator', (r) => r.targetCpuUsPerIo), 1)} |`,
+      );
+    }
   }
   return rows.join('\n');
 }

@@ -12,7 +12,23 @@
 // qdisk = page cache, as QEMU's qdisk does), so a prefix is kept as a hint: phy: -> phy;
 // file:, aio:, ioemu: -> qdisk; tap:, tap2:, tapdisk: -> tap. backendtype= always wins. With neither,
 // the type is 'phy', libxl's choice for raw images on Linux (libxl__try_phy_backend).
+//
+// Remote targets: a target starting "iscsi://" ([USER@]HOST[:PORT]/IQN/LUN[?OPTIONS], the store spec
+// of src/config/store-spec.ts) is kept as written, not made a /dev path, and blkback opens it with its
+// own iSCSI initiator. Give it last, as target=: a URL with a query (?a=b&c=d) holds '=' and maybe ','.
+// The form that also works with real xl:
+//   disk = ['vdev=xvda, access=rw, backendtype=phy, script=/bin/true, target=iscsi://10.0.0.2/iqn.2026-12.org.x:d/0']
+// Why script=: libxl stat()s the target of a phy (or unset) backend in dom0 and gives up ("failed to
+// stat") unless script= is set; with a script it skips the stat and keeps phy ("uses script=...
+// assuming phy backend"; libxl_device.c libxl__device_disk_set_backend and disk_try_backend), and
+// xl-disk-configuration says script= makes the target "not a normal host path" but data for the
+// script. /bin/true (an absolute path, so not looked up in /etc/xen/scripts) does nothing and exits 0;
+// blkback (`blkback serve`, in place of the kernel's blkback, which cannot use a URL) reads
+// params=iscsi://... from the backend directory and logs in itself. Positional
+// 'iscsi://h/iqn/0,xvda,w' also works here, but real xl would strip "iscsi:" as the deprecated
+// prefix (script=block-iscsi) and pass '//h/iqn/0': write target= for configs real xl reads too.
 import { UsageError } from '../internal/errors.ts';
+import { parseStoreSpec } from './store-spec.ts';
 import { vdevToDeviceId } from './vdev.ts';
 
 export { deviceIdToVdev, vdevToDeviceId } from './vdev.ts';
@@ -22,7 +38,10 @@ export type XlBackendType = 'phy' | 'qdisk' | 'tap';
 export interface XlDisk {
   /** The spec as written, for messages. */
   readonly spec: string;
-  /** Host path; "/dev/" is prepended when the spec's target does not start with "/". */
+  /**
+   * Host path ("/dev/" is prepended when the spec's target does not start with "/"), or a remote
+   * store URL (iscsi://...) kept as written: see isRemoteTarget.
+   */
   readonly target: string;
   readonly vdev: string;
   /** The xenstore virtual-device number of vdev (vbd-interface.txt). */
@@ -56,6 +75,14 @@ const PREFIX_BACKEND: Readonly<Record<string, XlBackendType>> = {
 const PREFIX_FORMAT = new Set(['raw', 'qcow', 'qcow2', 'vhd']);
 const PREFIX_SCRIPT = new Set(['iscsi', 'nbd', 'enbd', 'drbd']);
 const KNOWN_FORMATS = new Set(['raw', 'qcow', 'qcow2', 'vhd', 'qed', 'empty']);
+/** A target naming a remote LUN rather than a host path. */
+const REMOTE_TARGET = /^iscsi:\/\//;
+
+/** Does this XlDisk target name a remote store (kept as written) rather than a host path? */
+export function isRemoteTarget(target: string): boolean {
+  return REMOTE_TARGET.test(target);
+}
+
 const UNSUPPORTED_KEYS = new Set(['colo-host', 'colo-port', 'colo-export', 'active-disk', 'hidden-disk']);
 
 interface Draft {
@@ -180,6 +207,7 @@ export function parseXlDiskSpec(spec: string, where?: string): XlDisk {
   // Deprecated prefixes are only stripped at the start of a positional token (xl's lexer matches
   // them at a token start); several may be chained, as in "tap:aio:/path".
   const stripPrefixes = (tok: string): string => {
+    if (REMOTE_TARGET.test(tok)) return tok; // a URL, not the deprecated "iscsi:" prefix
     for (;;) {
       const m = /^([a-z][a-z0-9]*):/.exec(tok);
       if (m === null) return tok;
@@ -271,7 +299,16 @@ export function parseXlDiskSpec(spec: string, where?: string): XlDisk {
     return fail(err instanceof Error ? err.message : String(err));
   }
   const rawTarget = d.target as string;
-  const target = rawTarget.startsWith('/') ? rawTarget : `/dev/${rawTarget}`;
+  const remote = REMOTE_TARGET.test(rawTarget);
+  if (remote) {
+    // A malformed URL is the user's typo: say so now, naming the disk, not at attach time.
+    try {
+      parseStoreSpec(rawTarget);
+    } catch (err) {
+      return fail(err instanceof Error ? err.message : String(err));
+    }
+  }
+  const target = remote || rawTarget.startsWith('/') ? rawTarget : `/dev/${rawTarget}`;
 
   const disk: XlDisk = {
     spec,

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildMapTable, parseMapOption } from '../../config/map.ts';
 import { parseXlConfig } from '../../config/xl-cfg.ts';
-import { parseXlDiskSpec } from '../../config/xl-disk.ts';
+import { isRemoteTarget, parseXlDiskSpec } from '../../config/xl-disk.ts';
 import type { GuestConfig } from '../../toolstack/host.ts';
 import { guestConfigFromXl, guestDiskFromXl } from '../../toolstack/from-xl.ts';
 import { formatErrorReport, formatJson, formatNormal, formatStatusLine, formatTerse, StatusLine, stringifyFioJson } from '../../fio/output/index.ts';
@@ -29,7 +29,10 @@ Where the jobs run:
   (default)            a guest with one RAM disk (xvda) sized for the jobs
   --guest GUEST.cfg    a guest from an xl config file (name, memory, vcpus, disk)
   --disk DISKSPEC      the guest's disk in xl syntax, e.g. 'phy:/dev/loop0,xvda,w' or
-                       'target=/dev/shm/disk.img,vdev=xvda,backendtype=qdisk'
+                       'target=/dev/shm/disk.img,vdev=xvda,backendtype=qdisk'; an iSCSI LUN
+                       as target=iscsi://[USER@]HOST[:PORT]/IQN/LUN[?OPTIONS], given last:
+                       'vdev=xvda,access=rw,target=iscsi://10.0.0.2/iqn.2026-12.org.x:d/0'
+                       (blkback logs in itself; 'blkback run --help' has the form real xl takes)
   --map PATH=SPEC      serve a disk target that does not exist here from a store (ram:1G, a path, ...)
   --bare               the same jobs straight on the block device (--disk's target, default a RAM
                        disk), no guest: the cost of the virtualization path shows by comparison
@@ -102,7 +105,7 @@ export const fioCommand: Command = {
 
     let target: FioTarget;
     if (values.bare) {
-      const spec = disk === undefined ? undefined : (maps.get(disk.target) ?? (disk.backendtype === 'phy' ? `phy:${disk.target}` : `file:${disk.target}`));
+      const spec = disk === undefined ? undefined : (maps.get(disk.target) ?? (isRemoteTarget(disk.target) ? disk.target : disk.backendtype === 'phy' ? `phy:${disk.target}` : `file:${disk.target}`));
       target = { kind: 'bare', ...(spec === undefined ? {} : { spec }) };
     } else {
       let guest: GuestConfig | undefined;
