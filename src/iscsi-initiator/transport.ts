@@ -1,7 +1,14 @@
 // TCP under an InitiatorSession: connects, feeds the socket's bytes to the session, writes the PDU
 // writer's batches with one cork/uncork (one writev), and reports the end of the socket.
+//
+// The socket reads into one buffer of ours, reused for every read (`onread`): the PDU reader copies
+// each chunk out before returning (Data-In payload straight into the command's buffer), so nothing
+// needs a fresh 64 KiB Buffer per read, which cost an allocation, page faults and GC per read.
 import net from 'node:net';
 import type { InitiatorSession, SessionTransport } from './session.ts';
+
+/** Bytes per socket read: several 64 KiB Data-In PDUs per system call at high queue depths. */
+const READ_BUFFER_BYTES = 256 * 1024;
 
 export interface TcpConnection {
   readonly transport: SessionTransport;
@@ -11,7 +18,22 @@ export interface TcpConnection {
 
 export function connectTcp(host: string, port: number, timeoutMs: number, where: string): Promise<TcpConnection> {
   return new Promise((resolve, reject) => {
-    const socket = net.createConnection({ host, port, noDelay: true });
+    let session: InitiatorSession | undefined;
+    // bytes that arrive before attach() (none in a normal login): kept in order until then
+    const early: Buffer[] = [];
+    const socket = net.createConnection({
+      host,
+      port,
+      noDelay: true,
+      onread: {
+        buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+        callback: (n, buf) => {
+          if (session !== undefined) session.receive(buf.subarray(0, n));
+          else early.push(Buffer.from(buf.subarray(0, n)));
+          return true; // keep reading (false would pause the socket)
+        },
+      },
+    });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`${where}: cannot connect to ${host}:${port}: timed out after ${timeoutMs} ms`));
@@ -37,10 +59,11 @@ export function connectTcp(host: string, port: number, timeoutMs: number, where:
       };
       resolve({
         transport,
-        attach(session) {
-          socket.on('data', (chunk: Buffer) => session.receive(chunk));
-          socket.once('close', () => session.closed(`${where}: connection to ${host}:${port} lost`));
-          if (socket.destroyed) session.closed(`${where}: connection to ${host}:${port} lost`);
+        attach(s) {
+          session = s;
+          for (const chunk of early.splice(0)) s.receive(chunk);
+          socket.once('close', () => s.closed(`${where}: connection to ${host}:${port} lost`));
+          if (socket.destroyed) s.closed(`${where}: connection to ${host}:${port} lost`);
         },
       });
     });
