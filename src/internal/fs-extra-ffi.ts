@@ -26,11 +26,11 @@
 // <asm-generic/ioctl.h> defines _IOC(dir,type,nr,size) as dir<<30 | size<<16 | type<<8 | nr and _IO
 // as _IOC(_IOC_NONE = 0, type, nr, 0). (x86_64 and arm64 use the generic encoding; test/block-
 // space.test.ts compiles the headers and compares.)
-import { createRequire } from 'node:module';
 import { getSystemErrorName } from 'node:util';
 import { BlockError, Errno } from './errors.ts';
+import { libcBinding } from './libc-binding.ts';
+import type { Koffi } from './libc-binding.ts';
 
-type Koffi = typeof import('koffi');
 
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
@@ -62,40 +62,23 @@ interface Native {
   readonly lseek: AsyncFn;
 }
 
-let native: Native | undefined;
-let problem: string | undefined;
-let simulated: string | undefined;
-
-function load(): Native | undefined {
-  if (native !== undefined || problem !== undefined) return native;
-  if (process.platform !== 'linux') {
-    problem = `fallocate, BLKDISCARD and SEEK_HOLE are Linux calls (this is ${process.platform})`;
-    return undefined;
-  }
-  try {
-    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-    const libc = koffi.load('libc.so.6');
-    native = {
-      koffi,
-      // off_t is 64 bits on the LP64 hosts we run on.
-      fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)') as AsyncFn,
-      // ioctl is variadic in <sys/ioctl.h>, and koffi cannot call variadic functions asynchronously.
-      // On x86_64 and arm64 (Linux) a pointer argument travels in the same register either way, and
-      // glibc's ioctl only passes it to the system call, so a fixed prototype is safe (as in linux-aio.ts).
-      ioctlRange: libc.func('int ioctl(int fd, unsigned long request, uint64_t *range)') as AsyncFn,
-      lseek: libc.func('int64_t lseek(int fd, int64_t offset, int whence)') as AsyncFn,
-    };
-  } catch (error) {
-    problem = `cannot reach libc through koffi: ${(error as Error).message.split('\n')[0]}`;
-  }
-  return native;
-}
+const libc = libcBinding<Native>(
+  () => (process.platform !== 'linux' ? `fallocate, BLKDISCARD and SEEK_HOLE are Linux calls (this is ${process.platform})` : undefined),
+  (koffi, lib) => ({
+    koffi,
+    // off_t is 64 bits on the LP64 hosts we run on.
+    fallocate: lib.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)') as AsyncFn,
+    // ioctl is variadic in <sys/ioctl.h>, and koffi cannot call variadic functions asynchronously.
+    // On x86_64 and arm64 (Linux) a pointer argument travels in the same register either way, and
+    // glibc's ioctl only passes it to the system call, so a fixed prototype is safe (as in linux-aio.ts).
+    ioctlRange: lib.func('int ioctl(int fd, unsigned long request, uint64_t *range)') as AsyncFn,
+    lseek: lib.func('int64_t lseek(int fd, int64_t offset, int whence)') as AsyncFn,
+  }),
+);
 
 /** Why these calls cannot be made here (drivers then do without), or undefined when they can. */
 export function fsExtraProblem(): string | undefined {
-  if (simulated !== undefined) return simulated;
-  load();
-  return problem;
+  return libc.problem();
 }
 
 /**
@@ -103,7 +86,7 @@ export function fsExtraProblem(): string | undefined {
  * devices opened afterwards.
  */
 export function simulateFsExtraUnavailable(reason: string | undefined): void {
-  simulated = reason;
+  libc.simulate(reason);
 }
 
 const waiting: (() => void)[] = [];
@@ -123,7 +106,7 @@ function callAsync(fn: AsyncFn, args: readonly unknown[]): Promise<{ result: num
       try {
         fn.async(...args, (err: unknown, result: number) => {
           // koffi restores the worker thread's errno around this callback
-          const errno = native!.koffi.errno();
+          const errno = libc.get()!.koffi.errno();
           release();
           if (err !== null && err !== undefined) reject(err instanceof Error ? err : new Error(String(err)));
           else resolve({ result, errno });
@@ -177,7 +160,7 @@ function fallocateCall(mode: number): string {
  * "discard") and the range; EOPNOTSUPP (the filesystem lacks the mode) as BLK_ERR_UNSUPPORTED.
  */
 export async function fallocate(fd: number, mode: number, offset: number, length: number, name: string, what: string): Promise<void> {
-  const nat = fsExtraProblem() === undefined ? load() : undefined;
+  const nat = libc.get();
   if (nat === undefined) throw unavailable(name, what);
   const { result, errno } = await callAsync(nat.fallocate, [fd, mode, offset, length]);
   if (result !== 0) throw spaceError(name, what, fallocateCall(mode), offset, length, errno);
@@ -185,7 +168,7 @@ export async function fallocate(fd: number, mode: number, offset: number, length
 
 /** ioctl(fd, BLKDISCARD or BLKZEROOUT, {offset, length}); errors as for fallocate. */
 export async function blockRangeIoctl(fd: number, request: number, offset: number, length: number, name: string, what: string): Promise<void> {
-  const nat = fsExtraProblem() === undefined ? load() : undefined;
+  const nat = libc.get();
   if (nat === undefined) throw unavailable(name, what);
   const range = new BigUint64Array([BigInt(offset), BigInt(length)]);
   const { result, errno } = await callAsync(nat.ioctlRange, [fd, request, range]);
@@ -198,7 +181,7 @@ export async function blockRangeIoctl(fd: number, request: number, offset: numbe
  * when there is none before the end of the file (ENXIO). The end of the file counts as a hole.
  */
 export async function seekDataOrHole(fd: number, offset: number, whence: typeof SEEK_DATA | typeof SEEK_HOLE, name: string): Promise<number> {
-  const nat = fsExtraProblem() === undefined ? load() : undefined;
+  const nat = libc.get();
   if (nat === undefined) throw unavailable(name, 'block status');
   const { result, errno } = await callAsync(nat.lseek, [fd, offset, whence]);
   if (result >= 0) return result;

@@ -14,12 +14,12 @@
 // The call is synchronous: it copies 12 bytes out of the socket and never blocks (about 1-4 µs
 // through koffi here), once per accepted connection. Loaded on first use, not at import: without
 // koffi's native part everything else still runs, and callers decide what a missing answer means.
-import { createRequire } from 'node:module';
 import type net from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import { BlockError, Errno } from './errors.ts';
+import { libcBinding } from './libc-binding.ts';
+import type { Koffi } from './libc-binding.ts';
 
-type Koffi = typeof import('koffi');
 
 export const SOL_SOCKET = 1;
 export const SO_PEERCRED = 17;
@@ -37,39 +37,25 @@ interface Native {
   readonly getsockopt: (fd: number, level: number, name: number, value: Uint8Array, length: number[]) => number;
 }
 
-let native: Native | undefined;
-let problem: string | undefined;
-let simulated: string | undefined;
-
-function load(): Native | undefined {
-  if (native !== undefined || problem !== undefined) return native;
-  if (process.platform !== 'linux' || (process.arch !== 'x64' && process.arch !== 'arm64')) {
-    problem = `SO_PEERCRED is read only on Linux x86_64 and arm64 (this is ${process.platform}/${process.arch})`;
-    return undefined;
-  }
-  try {
-    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-    const libc = koffi.load('libc.so.6');
-    native = {
-      koffi,
-      getsockopt: libc.func('int getsockopt(int fd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)') as Native['getsockopt'],
-    };
-  } catch (error) {
-    problem = `cannot reach libc through koffi: ${(error as Error).message.split('\n')[0]}`;
-  }
-  return native;
-}
+const libc = libcBinding<Native>(
+  () =>
+    process.platform !== 'linux' || (process.arch !== 'x64' && process.arch !== 'arm64')
+      ? `SO_PEERCRED is read only on Linux x86_64 and arm64 (this is ${process.platform}/${process.arch})`
+      : undefined,
+  (koffi, lib) => ({
+    koffi,
+    getsockopt: lib.func('int getsockopt(int fd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)') as Native['getsockopt'],
+  }),
+);
 
 /** Why peer credentials cannot be read here, or undefined when they can. */
 export function peerCredentialsProblem(): string | undefined {
-  if (simulated !== undefined) return simulated;
-  load();
-  return problem;
+  return libc.problem();
 }
 
 /** Tests: behave as if SO_PEERCRED could not be read (`reason`), or normally again (undefined). */
 export function simulatePeerCredentialsUnavailable(reason: string | undefined): void {
-  simulated = reason;
+  libc.simulate(reason);
 }
 
 /** The file descriptor under a connected net.Socket (libuv's Pipe or TCP handle), or -1. */
@@ -84,7 +70,7 @@ function socketFd(socket: net.Socket): number {
  */
 export function readPeerCredentials(socket: net.Socket): PeerCredentials {
   const why = peerCredentialsProblem();
-  const n = native;
+  const n = libc.get();
   if (why !== undefined || n === undefined) throw new BlockError('BLK_ERR_UNSUPPORTED', `peer credentials: ${why ?? 'unavailable'}`, { errno: Errno.EOPNOTSUPP });
   const fd = socketFd(socket);
   if (fd < 0) throw new BlockError('BLK_ERR_IO', 'peer credentials: the socket has no file descriptor (already closed?)', { errno: Errno.EINVAL });
