@@ -1,11 +1,12 @@
 // The iSCSI initiator (src/iscsi-initiator) against Debian's tgtd, a target we did not write: data
 // integrity at QD 32 with writes past FirstBurstLength (R2T), digests, flush, a thin LUN's UNMAP,
-// login failures (no such target, wrong CHAP secret) and CHAP success. Needs root and tgt; outside
+// login failures (no such target, wrong CHAP secret) and CHAP success, a readonly=1 LUN opening
+// read-only (MODE SENSE's WP bit). Needs root and tgt; outside
 // CI a missing tool skips (saying which), under CI=true it fails.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTgt, tgtUnavailable } from '../src/bench/iscsi-tgt.ts';
@@ -107,6 +108,67 @@ test('tgt: login failures say which (no such target, wrong CHAP secret); CHAP su
     try {
       assert.equal(dev.parameters!.authMethod, 'CHAP');
       const data = randomBytes(128 * 1024);
+      await dev.writev(0, [data]);
+      const back = Buffer.alloc(data.byteLength);
+      await dev.readv(0, [back]);
+      assert.deepEqual(back, data);
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('tgt: a readonly=1 LUN opens read-only (WP from MODE SENSE): writes refused with EROFS locally, reads the backing file', { timeout: 60_000 }, async (t) => {
+  if (stopIfMissing(t, missing())) return;
+  await withTgt('readonly', async (tgt, _dir, file) => {
+    const data = randomBytes(64 * 1024);
+    const fd = openSync(file, 'r+');
+    try {
+      writeSync(fd, data, 0, data.byteLength, MiB);
+    } finally {
+      closeSync(fd);
+    }
+    const dev = await open(tgt.url);
+    try {
+      assert.equal(dev.info.readOnly, true);
+      const sent = dev.counters.commands;
+      await assert.rejects(dev.writev(0, [Buffer.alloc(4096, 1)]), (e: Error & { errno: number }) => {
+        assert.equal(e.errno, 30);
+        assert.match(e.message, /write refused: read-only disk \(the target reports the LUN write-protected\)/);
+        return true;
+      });
+      assert.equal(dev.counters.commands, sent, 'refused locally, nothing sent');
+      const back = Buffer.alloc(data.byteLength);
+      await dev.readv(MiB, [back]);
+      assert.deepEqual(back, data);
+      assert.ok(readFileSync(file).subarray(0, 4096).every((b) => b === 0), 'the backing file was not written');
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('tgt: mutual CHAP (an outgoing account) succeeds; a wrong target secret fails naming mutual CHAP', { timeout: 60_000 }, async (t) => {
+  if (stopIfMissing(t, missing())) return;
+  await withTgt('thick', async (tgt, dir) => {
+    await tgt.admin(['--mode', 'account', '--op', 'new', '--user', 'alice', '--password', 'alice-secret-0123']);
+    await tgt.admin(['--mode', 'account', '--op', 'bind', '--tid', '1', '--user', 'alice']);
+    await tgt.admin(['--mode', 'account', '--op', 'new', '--user', 'tgt-id', '--password', 'tgt-secret-45678']);
+    await tgt.admin(['--mode', 'account', '--op', 'bind', '--tid', '1', '--user', 'tgt-id', '--outgoing']);
+    const own = join(dir, 'own');
+    const mutual = join(dir, 'mutual');
+    const wrong = join(dir, 'wrong');
+    writeFileSync(own, 'alice alice-secret-0123\n');
+    writeFileSync(mutual, 'tgt-id tgt-secret-45678\n');
+    writeFileSync(wrong, 'tgt-id wrong-secret-98765\n');
+    await assert.rejects(open(`${tgt.url}?secret-file=${own}&mutual-secret-file=${wrong}`), (e: Error) => {
+      assert.match(e.message, /login failed: mutual CHAP: wrong CHAP response from the target/);
+      assert.doesNotMatch(e.message, /secret-\d|\n/);
+      return true;
+    });
+    const dev = await open(`${tgt.url}?secret-file=${own}&mutual-secret-file=${mutual}`);
+    try {
+      const data = randomBytes(64 * 1024);
       await dev.writev(0, [data]);
       const back = Buffer.alloc(data.byteLength);
       await dev.readv(0, [back]);

@@ -200,6 +200,7 @@ async function checkParsed(s: StoreSpec, spec: string, policy: PathPolicy): Prom
       return checkParsed(s.inner, spec, policy);
     case 'iscsi':
       await checkSecretFile(s.secretFile, spec, policy);
+      await checkSecretFile(s.mutualSecretFile, spec, policy);
       return { kind: 'remote' };
     case 'file':
     case 'direct':
@@ -231,6 +232,7 @@ async function openParsed(s: StoreSpec, spec: string, policy: PathPolicy, opts: 
       return createVolatileCache(await openParsed(s.inner, spec, policy, opts), { name: spec });
     case 'iscsi':
       await checkSecretFile(s.secretFile, spec, policy);
+      await checkSecretFile(s.mutualSecretFile, spec, policy);
       return openIscsiDevice(s, { name: spec, readOnly });
     case 'file':
     case 'direct':

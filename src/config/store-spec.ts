@@ -11,7 +11,9 @@
 //                   a LUN of an iSCSI target through our initiator (src/iscsi-initiator). OPTIONS,
 //                   '&'-separated: secret-file=PATH (CHAP: "USERNAME SECRET" lines as the target's
 //                   --chap-file; the secret never goes in the URL, which xenstore and `ps` show),
-//                   digest=crc32c|none, initiator-name=IQN, reconnect-timeout=SECONDS
+//                   mutual-secret-file=PATH (mutual CHAP: one "USERNAME SECRET" line, the target's
+//                   name and secret, as the target's --mutual-chap-file), digest=crc32c|none,
+//                   initiator-name=IQN, reconnect-timeout=SECONDS
 //   PATH            an absolute or ./relative path: phy: if it is a block device, file: otherwise
 import { UsageError } from '../internal/errors.ts';
 import { parseSize } from './size.ts';
@@ -35,6 +37,8 @@ export interface IscsiStoreSpec {
   readonly lun: number;
   /** File holding "USERNAME SECRET" lines (read when the device opens, never here). */
   readonly secretFile: string | undefined;
+  /** Mutual CHAP: file holding the target's one "USERNAME SECRET" line (read when the device opens). */
+  readonly mutualSecretFile?: string;
   /** Ask for CRC32C header and data digests. */
   readonly digest: boolean;
   readonly initiatorName: string | undefined;
@@ -44,7 +48,7 @@ export interface IscsiStoreSpec {
 
 const ISCSI_DEFAULT_PORT = 3260;
 const ISCSI_DEFAULT_RECONNECT_S = 30;
-const ISCSI_OPTIONS = 'secret-file, digest, initiator-name, reconnect-timeout';
+const ISCSI_OPTIONS = 'secret-file, mutual-secret-file, digest, initiator-name, reconnect-timeout';
 
 const KINDS = 'ram:SIZE, null:SIZE, file:PATH, phy:PATH, direct:PATH, volatile:SPEC, iscsi://HOST/IQN/LUN or a path';
 
@@ -116,6 +120,7 @@ function parseIscsiSpec(spec: string, fail: (why: string) => never): IscsiStoreS
   if (host === '') return fail(`no host (${usage})`);
   if (!/^[0-9]{1,5}$/.test(lunText) || Number(lunText) > 16383) return fail(`LUN '${lunText}' is not 0..16383`);
   let secretFile: string | undefined;
+  let mutualSecretFile: string | undefined;
   let digest = false;
   let initiatorName: string | undefined;
   let reconnectTimeoutMs = ISCSI_DEFAULT_RECONNECT_S * 1000;
@@ -132,6 +137,10 @@ function parseIscsiSpec(spec: string, fail: (why: string) => never): IscsiStoreS
       case 'secret-file':
         if (value === '') return fail('secret-file= needs a path');
         secretFile = value;
+        break;
+      case 'mutual-secret-file':
+        if (value === '') return fail('mutual-secret-file= needs a path');
+        mutualSecretFile = value;
         break;
       case 'digest':
         if (value !== 'crc32c' && value !== 'none') return fail(`digest=${value}: expected crc32c or none`);
@@ -151,5 +160,8 @@ function parseIscsiSpec(spec: string, fail: (why: string) => never): IscsiStoreS
         return fail(`unknown iscsi option '${key}' (expected ${ISCSI_OPTIONS})`);
     }
   }
-  return { kind: 'iscsi', host, port, user, targetName, lun: Number(lunText), secretFile, digest, initiatorName, reconnectTimeoutMs };
+  return {
+    kind: 'iscsi', host, port, user, targetName, lun: Number(lunText), secretFile, digest, initiatorName, reconnectTimeoutMs,
+    ...(mutualSecretFile === undefined ? {} : { mutualSecretFile }),
+  };
 }

@@ -9,6 +9,10 @@
 // acknowledged since the last completed flush may have sat in the target's volatile cache, so when
 // the session is lost or the target reports a power-on/reset unit attention, the next flush fails
 // with EIO (once), as Linux reports a writeback error, and the guest learns its data may be gone.
+//
+// A LUN the target reports write-protected (MODE SENSE's WP bit, as Linux's sd reads it) opens
+// read-only, as does one opened with `readOnly`: info.readOnly says so, so blkback gives the guest a
+// read-only disk, and writes, discards and write-zeroes are refused here with EROFS, never sent.
 import { readFile } from 'node:fs/promises';
 import type { BlockDevice, BlockDeviceInfo } from '../block/types.ts';
 import { WRITE_FUA } from '../block/types.ts';
@@ -18,12 +22,12 @@ import { parseChapSecretsFile } from '../iscsi/chap.ts';
 import type { ChapSecret } from '../iscsi/chap.ts';
 import { IscsiConnectionLost, ScsiCommandError } from './errors.ts';
 import { InitiatorSession, newSessionCounters, randomIsid } from './session.ts';
-import type { ScsiRequest, ScsiResult, SessionCounters } from './session.ts';
+import type { ChapCredentials, ScsiRequest, ScsiResult, SessionCounters } from './session.ts';
 import { connectTcp } from './transport.ts';
 import {
-  ASC_POWER_ON_RESET, BLOCK_LIMITS_PAGE, READ_CAPACITY_16_LENGTH, ScsiStatus, SenseKey,
-  inquiryCdb, parseBlockLimits, parseCapacity16, parseSense, readCapacity16Cdb, readCdb,
-  synchronizeCacheCdb, testUnitReadyCdb, unmapCdb, unmapParameters, writeCdb,
+  ASC_POWER_ON_RESET, BLOCK_LIMITS_PAGE, MODE_SENSE_LENGTH, READ_CAPACITY_16_LENGTH, ScsiStatus, SenseKey,
+  inquiryCdb, modeSense10Cdb, modeSense6Cdb, parseBlockLimits, parseCapacity16, parseSense, parseWriteProtect,
+  readCapacity16Cdb, readCdb, synchronizeCacheCdb, testUnitReadyCdb, unmapCdb, unmapParameters, writeCdb,
 } from './scsi-cdb.ts';
 import type { BlockLimits, Capacity } from './scsi-cdb.ts';
 
@@ -63,27 +67,46 @@ export interface OpenIscsiOptions {
 const DEFAULT_NOP_INTERVAL_MS = 5000;
 const DEFAULT_NOP_TIMEOUT_MS = 10_000;
 
-/** Reads the CHAP secret for `user` (or the only one in the file) from a "USERNAME SECRET" file. */
-export async function loadChapCredential(spec: IscsiStoreSpec, where: string): Promise<{ name: string; secret: ChapSecret } | undefined> {
+/**
+ * The CHAP credentials of a store spec. `secret-file=` holds "USERNAME SECRET" lines (the target's
+ * --chap-file format): ours is the line of `user`, or the only line. `mutual-secret-file=` holds one
+ * "USERNAME SECRET" line, the target's CHAP name and secret (the target's --mutual-chap-file format):
+ * the target must then prove it, and its secret must differ from ours (RFC 7143 §12.1.3).
+ * Messages name files and users, never a secret.
+ */
+export async function loadChapCredential(spec: IscsiStoreSpec, where: string): Promise<ChapCredentials | undefined> {
+  const mutualFile = spec.mutualSecretFile;
   if (spec.secretFile === undefined) {
     if (spec.user !== undefined) throw new UsageError(`${where}: CHAP user ${spec.user} given but no ?secret-file=PATH`);
+    if (mutualFile !== undefined) throw new UsageError(`${where}: mutual-secret-file= needs secret-file= too (mutual CHAP is CHAP both ways)`);
     return undefined;
   }
-  let text: string;
-  try {
-    text = await readFile(spec.secretFile, 'utf8');
-  } catch (err) {
-    throw new UsageError(`${where}: cannot read secret file ${spec.secretFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-  }
-  const secrets = parseChapSecretsFile(text, spec.secretFile);
+  const secrets = parseChapSecretsFile(await readSecretFile(spec.secretFile, where), spec.secretFile);
+  let own: { name: string; secret: ChapSecret };
   if (spec.user !== undefined) {
     const secret = secrets.get(spec.user);
     if (secret === undefined) throw new UsageError(`${where}: no line for CHAP user ${spec.user} in ${spec.secretFile}`);
-    return { name: spec.user, secret };
+    own = { name: spec.user, secret };
+  } else {
+    if (secrets.size !== 1) throw new UsageError(`${where}: ${spec.secretFile} has ${secrets.size} users; name one as iscsi://USER@HOST/...`);
+    const [name, secret] = [...secrets][0]!;
+    own = { name, secret };
   }
-  if (secrets.size !== 1) throw new UsageError(`${where}: ${spec.secretFile} has ${secrets.size} users; name one as iscsi://USER@HOST/...`);
-  const [name, secret] = [...secrets][0]!;
-  return { name, secret };
+  if (mutualFile === undefined) return own;
+  const target = parseChapSecretsFile(await readSecretFile(mutualFile, where), mutualFile, true);
+  const [targetName, targetSecret] = [...target][0]!;
+  if (targetSecret.equals(own.secret)) {
+    throw new UsageError(`${where}: the target's secret in ${mutualFile} equals CHAP user ${own.name}'s (RFC 7143 §12.1.3: a secret that authenticates an initiator must not authenticate a target)`);
+  }
+  return { ...own, mutual: { name: targetName, secret: targetSecret } };
+}
+
+async function readSecretFile(file: string, where: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`${where}: cannot read secret file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
 }
 
 export async function openIscsiDevice(spec: IscsiStoreSpec, opts: OpenIscsiOptions = {}): Promise<IscsiBlockDevice> {
@@ -108,8 +131,10 @@ export class IscsiBlockDevice implements BlockDevice {
   readonly counters: IscsiDeviceCounters = { ...newSessionCounters(), reconnects: 0, nopTimeouts: 0, lostCacheFlushes: 0 };
   readonly #spec: IscsiStoreSpec;
   readonly #where: string;
-  readonly #chap: { name: string; secret: ChapSecret } | undefined;
+  readonly #chap: ChapCredentials | undefined;
   readonly #readOnly: boolean;
+  /** The target reported the LUN write-protected (learnt once, at open). */
+  #writeProtected = false;
   readonly #isid = randomIsid();
   #info: BlockDeviceInfo | undefined;
   #blockSize = 512;
@@ -132,7 +157,7 @@ export class IscsiBlockDevice implements BlockDevice {
   #watchdog: NodeJS.Timeout | undefined;
   #pingedAt = 0;
 
-  constructor(spec: IscsiStoreSpec, name: string, where: string, chap: { name: string; secret: ChapSecret } | undefined, readOnly: boolean, nop: { nopIntervalMs: number; nopTimeoutMs: number }) {
+  constructor(spec: IscsiStoreSpec, name: string, where: string, chap: ChapCredentials | undefined, readOnly: boolean, nop: { nopIntervalMs: number; nopTimeoutMs: number }) {
     this.#spec = spec;
     this.#nop = nop;
     this.name = name;
@@ -167,7 +192,45 @@ export class IscsiBlockDevice implements BlockDevice {
       if (limits.maxTransferBlocks > 0) this.#maxTransfer = Math.min(MAX_TRANSFER_BYTES, limits.maxTransferBlocks * cap.blockSize);
       if (limits.maxUnmapBlocks > 0 && limits.maxUnmapBlocks !== 0xffffffff) this.#maxUnmapBlocks = limits.maxUnmapBlocks;
     }
-    this.#info = describe(cap, limits, this.#readOnly);
+    this.#writeProtected = await this.#modeSenseWriteProtect();
+    this.#info = describe(cap, limits, this.#readOnly || this.#writeProtected);
+  }
+
+  /**
+   * The LUN's WP bit: MODE SENSE(6), then (10) if the target refuses that. A target that answers
+   * neither is taken as writable, as Linux's sd does ("Test WP failed, assume Write Enabled"); its
+   * writes then fail with DATA PROTECT (EROFS) if it is not.
+   */
+  async #modeSenseWriteProtect(): Promise<boolean> {
+    for (const ten of [false, true]) {
+      const c = new Uint8Array(16);
+      if (ten) modeSense10Cdb(c);
+      else modeSense6Cdb(c);
+      const data = new Uint8Array(MODE_SENSE_LENGTH);
+      let r: ScsiResult;
+      try {
+        r = await this.#run({ cdb: c, lun: this.#spec.lun, dataIn: data }, ten ? 'MODE SENSE(10)' : 'MODE SENSE(6)', true);
+      } catch (err) {
+        if (err instanceof ScsiCommandError) continue;
+        throw err;
+      }
+      const wp = parseWriteProtect(data, data.byteLength - Math.min(r.residual, data.byteLength), ten);
+      if (wp !== null) return wp;
+    }
+    return false;
+  }
+
+  /** Why writes are refused, or undefined when they are not. */
+  #readOnlyReason(): string | undefined {
+    if (this.#writeProtected) return 'the target reports the LUN write-protected';
+    if (this.#readOnly) return 'opened read-only';
+    return undefined;
+  }
+
+  #refuseWrite(what: string): BlockError | undefined {
+    const why = this.#readOnlyReason();
+    if (why === undefined) return undefined;
+    return new BlockError('BLK_ERR_READONLY', `${this.#where}: ${what} refused: read-only disk (${why})`, { errno: Errno.EROFS });
   }
 
   async #blockLimits(): Promise<BlockLimits | null> {
@@ -308,6 +371,8 @@ export class IscsiBlockDevice implements BlockDevice {
   }
 
   async writev(offset: number, iov: readonly Uint8Array[], flags = 0): Promise<void> {
+    const refused = this.#refuseWrite('write');
+    if (refused !== undefined) throw refused;
     const whole = iov.length === 1 ? iov[0]! : Buffer.concat(iov);
     const fua = (flags & WRITE_FUA) !== 0;
     await this.#chunks(whole.byteLength, this.#maxTransfer, async (at, length) => {
@@ -319,6 +384,8 @@ export class IscsiBlockDevice implements BlockDevice {
   }
 
   async flush(): Promise<void> {
+    // nothing was written through a read-only device, so nothing of ours can sit in a cache
+    if (this.#readOnlyReason() !== undefined) return;
     const covers = this.#writesAcked;
     await this.#run({ cdb: cdb(synchronizeCacheCdb), lun: this.#spec.lun }, 'SYNCHRONIZE CACHE(16)');
     this.#writesFlushed = Math.max(this.#writesFlushed, covers);
@@ -330,6 +397,8 @@ export class IscsiBlockDevice implements BlockDevice {
   }
 
   async discard(offset: number, length: number): Promise<void> {
+    const refused = this.#refuseWrite('discard');
+    if (refused !== undefined) throw refused;
     if (!this.info.canDiscard) throw new BlockError('BLK_ERR_UNSUPPORTED', `${this.#where}: the LUN is not thin (no LBPME): no discard`, { errno: Errno.EOPNOTSUPP });
     await this.#chunks(length, this.#maxUnmapBlocks * this.#blockSize, (at, n) => {
       const c = new Uint8Array(16);
@@ -341,6 +410,8 @@ export class IscsiBlockDevice implements BlockDevice {
   }
 
   async writeZeroes(offset: number, length: number): Promise<void> {
+    const refused = this.#refuseWrite('write-zeroes');
+    if (refused !== undefined) throw refused;
     const zeroes = new Uint8Array(Math.min(length, this.#maxTransfer));
     await this.#chunks(length, zeroes.byteLength, (at, n) => this.writev(offset + at, [zeroes.subarray(0, n)]));
   }
@@ -375,10 +446,11 @@ function describe(cap: Capacity, limits: BlockLimits | null, readOnly: boolean):
     logicalBlockSize: cap.blockSize,
     physicalBlockSize: cap.blockSize << cap.physicalExponent,
     readOnly,
-    volatileCache: true,
+    // read-only: nothing written through us, so nothing of ours in the target's cache
+    volatileCache: !readOnly,
     canFlush: true,
     canFua: true,
-    canDiscard: cap.thin,
+    canDiscard: cap.thin && !readOnly,
     canWriteZeroes: true,
     discardGranularity: granularity,
     bufferAlignment: 1,

@@ -8,6 +8,8 @@ export const ScsiOp = {
   READ_16: 0x88,
   WRITE_16: 0x8a,
   UNMAP: 0x42,
+  MODE_SENSE_6: 0x1a,
+  MODE_SENSE_10: 0x5a,
   /** SERVICE ACTION IN (16), service action 0x10: READ CAPACITY (16). */
   SERVICE_ACTION_IN_16: 0x9e,
 } as const;
@@ -102,6 +104,42 @@ export function unmapParameters(lba: number, blocks: number): Uint8Array {
   put64(p, 8, lba);
   put32(p, 16, blocks);
   return p;
+}
+
+/**
+ * MODE SENSE asking for every page (3Fh), current values, as Linux's sd does to learn write
+ * protection: all we read is the header, and 3Fh is the page code targets refuse least.
+ */
+const ALL_MODE_PAGES = 0x3f;
+/** Allocation length for either MODE SENSE: room for the header, a block descriptor and some pages. */
+export const MODE_SENSE_LENGTH = 192;
+/** WP in the mode parameter header's DEVICE-SPECIFIC PARAMETER for direct-access devices (SBC-4 §6.5.1). */
+const WRITE_PROTECT = 0x80;
+
+export function modeSense6Cdb(out: Uint8Array): void {
+  out.fill(0, 0, 16);
+  out[0] = ScsiOp.MODE_SENSE_6;
+  out[2] = ALL_MODE_PAGES;
+  out[4] = MODE_SENSE_LENGTH;
+}
+
+export function modeSense10Cdb(out: Uint8Array): void {
+  out.fill(0, 0, 16);
+  out[0] = ScsiOp.MODE_SENSE_10;
+  out[2] = ALL_MODE_PAGES;
+  out[7] = MODE_SENSE_LENGTH >>> 8;
+  out[8] = MODE_SENSE_LENGTH;
+}
+
+/**
+ * The WP bit from MODE SENSE parameter data (SPC-5 §7.5.5: the header is 4 bytes after MODE
+ * SENSE(6), the device-specific parameter at byte 2; 8 bytes after MODE SENSE(10), at byte 3).
+ * `received` is how many bytes the target sent; null when that is less than the header.
+ */
+export function parseWriteProtect(b: Uint8Array, received: number, ten: boolean): boolean | null {
+  const header = ten ? 8 : 4;
+  if (received < header || b.byteLength < header) return null;
+  return ((b[ten ? 3 : 2] as number) & WRITE_PROTECT) !== 0;
 }
 
 export interface Capacity {

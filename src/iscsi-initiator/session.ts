@@ -1,23 +1,24 @@
 // One iSCSI connection (one session, ErrorRecoveryLevel 0) from the initiator's side, sans-IO: bytes
 // come in through `receive`, PDUs go out through the injected transport (see transport.ts for TCP).
-// It logs in with the shared negotiator, then runs SCSI commands: as many as the target's CmdSN
-// window (MaxCmdSN) allows are in flight, the rest wait in order. Write data goes as immediate data,
-// then unsolicited Data-Out up to FirstBurstLength, then Data-Out answering each R2T; read data is
-// copied by the PDU reader straight from the socket into the caller's buffer.
+// It logs in with the shared negotiator (mutual CHAP when asked; a response the target sends in
+// parts, C bit, is joined before the negotiator reads it), then runs SCSI commands: as many as the
+// target's CmdSN window (MaxCmdSN) allows are in flight, the rest wait in order. Write data goes as
+// immediate data, then unsolicited Data-Out up to FirstBurstLength, then Data-Out answering each R2T;
+// read data is copied by the PDU reader straight from the socket into the caller's buffer.
 //
 // Anything from the target that breaks the protocol (data outside the command's buffer, an R2T for
 // a read, an unknown task) counts in `counters.protocolErrors` and ends the connection: the commands
 // in flight fail with IscsiConnectionLost, which the device above may retry on a new connection.
 import { randomBytes } from 'node:crypto';
 import { Bhs, putU32, snAdd, snLess, snLessOrEqual, u32 } from '../iscsi/bhs.ts';
-import { AsyncEvent, Flag, IMMEDIATE_BIT, Opcode, RESERVED_TAG } from '../iscsi/constants.ts';
+import { AsyncEvent, Flag, IMMEDIATE_BIT, LoginStatus, Opcode, RESERVED_TAG } from '../iscsi/constants.ts';
 import { PduReader } from '../iscsi/pdu-reader.ts';
 import type { FramingErrorKind, PduSink } from '../iscsi/pdu-reader.ts';
 import { PduWriter } from '../iscsi/pdu-writer.ts';
 import type { PduOutput } from '../iscsi/pdu-writer.ts';
 import { InitiatorNegotiator } from '../iscsi/negotiation.ts';
 import type { SessionParameters } from '../iscsi/negotiation.ts';
-import { decodeText, encodeText } from '../iscsi/text.ts';
+import { TextAccumulator, decodeText, encodeText } from '../iscsi/text.ts';
 import { ChapInitiator } from '../iscsi/chap.ts';
 import type { ChapSecret } from '../iscsi/chap.ts';
 import { encodeLun } from '../scsi/lun.ts';
@@ -34,11 +35,18 @@ export interface LoginSettings {
   readonly where: string;
   readonly initiatorName: string;
   readonly targetName: string;
-  readonly chap: { readonly name: string; readonly secret: ChapSecret } | undefined;
+  readonly chap: ChapCredentials | undefined;
   readonly digest: boolean;
   /** 6 bytes; the same ISID on a new connection reinstates the old session (RFC 7143 §6.3.5). */
   readonly isid: Uint8Array;
   readonly loginTimeoutMs: number;
+}
+
+/** Our CHAP name and secret; with `mutual`, the name and secret the target must prove (mutual CHAP). */
+export interface ChapCredentials {
+  readonly name: string;
+  readonly secret: ChapSecret;
+  readonly mutual?: { readonly name: string; readonly secret: ChapSecret };
 }
 
 export interface ScsiRequest {
@@ -98,6 +106,10 @@ const OUR_FIRST_BURST = 262144;
 const LOGIN_DATA_SEGMENT = 8192;
 const LOGIN_ITT = 0;
 const MAX_LOGIN_ROUNDS = 16;
+/** Bound on one response's joined text (§6.1 asks at least 64 KiB where authentication needs it). */
+const LOGIN_TEXT_MAX = 65536;
+/** Bound on continued Login Responses (C bit) in one login: each costs a round trip, even an empty one. */
+const MAX_CONTINUED_RESPONSES = 64;
 
 export function randomIsid(): Uint8Array {
   // type 0x80 (random, RFC 7143 §11.12.5): 0b10 then 22 random bits, then a 16-bit qualifier
@@ -204,11 +216,18 @@ export class InitiatorSession implements PduSink {
 
   async login(s: LoginSettings): Promise<SessionParameters> {
     const digests = s.digest ? (['CRC32C'] as const) : (['None'] as const);
+    const chap = s.chap === undefined ? undefined : new ChapInitiator({
+      name: s.chap.name,
+      secret: s.chap.secret,
+      // the target must prove the secret of the name in the mutual file (RFC 7143 §12.1.3)
+      ...(s.chap.mutual === undefined ? {} : { mutual: { secret: s.chap.mutual.secret, targetName: s.chap.mutual.name } }),
+      random: (n) => randomBytes(n),
+    });
     const neg = new InitiatorNegotiator({
       initiatorName: s.initiatorName,
       targetName: s.targetName,
       sessionType: 'Normal',
-      ...(s.chap === undefined ? {} : { auth: new ChapInitiator({ name: s.chap.name, secret: s.chap.secret, random: (n) => randomBytes(n) }) }),
+      ...(chap === undefined ? {} : { auth: chap }),
       headerDigest: digests,
       dataDigest: digests,
       maxRecvDataSegmentLength: OUR_MAX_RECV_DATA_SEGMENT,
@@ -219,30 +238,38 @@ export class InitiatorSession implements PduSink {
       maxOutstandingR2T: 1,
     });
     const timer = setTimeout(() => this.#fail(`${s.where}: login timed out after ${s.loginTimeoutMs} ms`), s.loginTimeoutMs);
+    const text = new TextAccumulator(LOGIN_TEXT_MAX);
+    let continuedResponses = 0;
     try {
       let req = neg.start();
       for (let round = 0; round < MAX_LOGIN_ROUNDS; round++) {
-        const h = this.#writer.header();
-        h[Bhs.OPCODE] = Opcode.LOGIN_REQUEST | IMMEDIATE_BIT;
-        h[Bhs.FLAGS] = (req.transit ? Flag.T : 0) | (req.csg << 2) | req.nsg;
-        h.set(s.isid, Bhs.ISID); // TSIH 0: a new session (or the reinstatement of ours)
-        putU32(h, Bhs.ITT, LOGIN_ITT);
-        putU32(h, Bhs.WORD24, this.#cmdSN);
-        putU32(h, Bhs.WORD28, this.#expStatSN);
-        const response = new Promise<{ header: Buffer; data: Buffer }>((resolve) => {
-          this.#loginWaiter = { resolve };
-        });
-        this.#writer.send(encodeText(req.pairs));
-        const r = await response;
-        if (this.#lost !== undefined) throw this.#lost;
-        const status = ((r.header[Bhs.LOGIN_STATUS] as number) << 8) | (r.header[Bhs.LOGIN_STATUS + 1] as number);
-        if (status !== 0) throw new IscsiLoginError(s.where, status, describeLoginStatus(status, s.targetName, s.initiatorName));
-        if (((r.header[Bhs.FLAGS] as number) & Flag.C) !== 0) throw new Error(`${s.where}: login failed: the target continued a login response (C bit), which is not supported`);
-        const text = decodeText(r.data);
-        if (!text.ok) throw new Error(`${s.where}: login failed: bad text from the target: ${text.error.message}`);
+        let r = await this.#loginExchange(s, req.csg, req.nsg, req.transit, encodeText(req.pairs));
+        // A response in parts (C bit, RFC 7143 §11.13.2): each part is answered with an empty Login
+        // Request until the last one; keys may be cut anywhere, so the parts are joined first.
+        for (;;) {
+          if (this.#lost !== undefined) throw this.#lost;
+          const status = ((r.header[Bhs.LOGIN_STATUS] as number) << 8) | (r.header[Bhs.LOGIN_STATUS + 1] as number);
+          if (status !== 0) throw new IscsiLoginError(s.where, status, this.#loginRefusal(s, status, chap));
+          const rf = r.header[Bhs.FLAGS] as number;
+          const continued = (rf & Flag.C) !== 0;
+          if (continued && (rf & Flag.T) !== 0) throw this.#loginViolation(s, 'a Login Response with both the C and T bits set');
+          if (((rf >> 2) & 3) !== req.csg) throw this.#loginViolation(s, `a Login Response in stage ${(rf >> 2) & 3} to a request in stage ${req.csg}`);
+          if (!text.push(r.data)) throw this.#loginViolation(s, `login text longer than ${LOGIN_TEXT_MAX} bytes`);
+          if (!continued) break;
+          if (++continuedResponses > MAX_CONTINUED_RESPONSES) throw this.#loginViolation(s, `more than ${MAX_CONTINUED_RESPONSES} continued Login Responses`);
+          // T=0 and no text: only asks for the next part; the stages stay those of our request
+          r = await this.#loginExchange(s, req.csg, req.nsg, false, null);
+        }
+        const decoded = decodeText(text.take());
+        if (!decoded.ok) throw this.#loginViolation(s, `bad text from the target: ${decoded.error.message}`);
         const rf = r.header[Bhs.FLAGS] as number;
-        const step = neg.receiveLogin({ csg: (rf >> 2) & 3, nsg: rf & 3, transit: (rf & Flag.T) !== 0 }, text.pairs);
-        if (!step.ok) throw new IscsiLoginError(s.where, step.status, step.reason);
+        const answering = chap?.state === 'await-target-response';
+        const step = neg.receiveLogin({ csg: (rf >> 2) & 3, nsg: rf & 3, transit: (rf & Flag.T) !== 0 }, decoded.pairs);
+        if (!step.ok) {
+          // our challenge was out: an authentication failure now is the target failing to prove its secret
+          const mutual = answering && step.status === LoginStatus.AUTHENTICATION_FAILURE;
+          throw new IscsiLoginError(s.where, step.status, mutual ? `mutual CHAP: ${step.reason}` : step.reason);
+        }
         if (step.complete) {
           const p = neg.parameters();
           this.#params = p;
@@ -264,6 +291,37 @@ export class InitiatorSession implements PduSink {
       clearTimeout(timer);
       this.#loginWaiter = undefined;
     }
+  }
+
+  /** Sends one Login Request and waits for the Login Response. */
+  #loginExchange(s: LoginSettings, csg: number, nsg: number, transit: boolean, text: Uint8Array | null): Promise<{ header: Buffer; data: Buffer }> {
+    const h = this.#writer.header();
+    h[Bhs.OPCODE] = Opcode.LOGIN_REQUEST | IMMEDIATE_BIT;
+    h[Bhs.FLAGS] = (transit ? Flag.T : 0) | (csg << 2) | nsg;
+    h.set(s.isid, Bhs.ISID); // TSIH 0: a new session (or the reinstatement of ours)
+    putU32(h, Bhs.ITT, LOGIN_ITT);
+    putU32(h, Bhs.WORD24, this.#cmdSN);
+    putU32(h, Bhs.WORD28, this.#expStatSN);
+    const response = new Promise<{ header: Buffer; data: Buffer }>((resolve) => {
+      this.#loginWaiter = { resolve };
+    });
+    this.#writer.send(text === null || text.byteLength === 0 ? null : text);
+    return response;
+  }
+
+  /** The target broke the login rules: counted, and the login fails with the reason. */
+  #loginViolation(s: LoginSettings, what: string): Error {
+    this.counters.protocolErrors++;
+    return new IscsiLoginError(s.where, LoginStatus.TARGET_ERROR, `the target broke the protocol: ${what}`);
+  }
+
+  /** Words for a refusal from the target; with mutual CHAP under way the target may have refused that. */
+  #loginRefusal(s: LoginSettings, status: number, chap: ChapInitiator | undefined): string {
+    if (status === LoginStatus.AUTHENTICATION_FAILURE && s.chap?.mutual !== undefined && chap?.state === 'await-target-response') {
+      // our response and our challenge went in one request: the refusal may be of either
+      return 'authentication failed (wrong CHAP user or secret, or the target does not do mutual CHAP: has it a secret of its own?)';
+    }
+    return describeLoginStatus(status, s.targetName, s.initiatorName);
   }
 
   // -------------------------------------------------------------------------------------------

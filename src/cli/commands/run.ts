@@ -28,10 +28,11 @@ thread with its memory= as its I/O arena; its disks are served by blkback, phy: 
 I/O (as the kernel's blkback) and file: disks through the page cache (as QEMU's qdisk).
 
 A disk on an iSCSI LUN names it as target=iscsi://[USER@]HOST[:PORT]/IQN/LUN[?OPTIONS] (options:
-secret-file=, digest=, initiator-name=, reconnect-timeout=), last in the disk spec; blkback logs in
-with its own initiator. The same line works with real xl when it carries script=, which stops libxl
-from stat()ing the target as a dom0 path (a phy target without script= must exist in dom0); there
-'blkback serve' must be the backend reading that directory (the kernel's blkback cannot use a URL):
+secret-file=, mutual-secret-file=, digest=, initiator-name=, reconnect-timeout=), last in the disk
+spec; blkback logs in with its own initiator. The same line works with real xl when it carries
+script=, which stops libxl from stat()ing the target as a dom0 path (a phy target without script=
+must exist in dom0); there 'blkback serve' must be the backend reading that directory (the
+kernel's blkback cannot use a URL):
   disk = ['vdev=xvda, access=rw, backendtype=phy, script=/bin/true, target=iscsi://10.0.0.2/iqn.2026-12.org.x:d/0']
 
 In each guest, on its first disk, an integrity load runs: random reads and writes of random sizes at
