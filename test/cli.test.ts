@@ -149,3 +149,19 @@ test('bench --quick --no-kernel --json prints results {path, rw, bs, iodepth, io
   assert.ok(!paths.has('kernel'), '--no-kernel leaves the kernel path out');
   assert.equal(new Set(doc.results.map((x) => x.rw)).size, 2, 'both randread and randwrite by default');
 });
+
+test('reproduce --xen refuses what belongs to the simulated rig, and bad sizes, before booting anything', async () => {
+  for (const [args, why] of [
+    [['--rig', 'local'], /--rig is not for --xen/],
+    [['--link', '1gbit'], /--link is not for --xen/],
+    [['--runs', '10'], /--runs: '10' is not a run count \(1\.\.9 with --xen\)/],
+    [['--size', '4G'], /--size: 4096 MiB: with --xen a LUN is 16M to 1G/],
+  ] as const) {
+    const r = await blkback(['reproduce', '--xen', ...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: a usage error (${r.stderr})`);
+    assert.match(r.stderr, why);
+  }
+  const cache = await blkback(['reproduce', '--cache', '/tmp/x']);
+  assert.equal(cache.code, 2);
+  assert.match(cache.stderr, /--cache is the Xen image cache: it goes with --xen/);
+});

@@ -2,6 +2,7 @@
 // seed's randw-bw.png / iometer-bw.png): one line per backend and run, a colour per backend (group)
 // and a dash pattern and shade per run, the legend outside the plot so it never covers a line.
 // Pure: string in, string out; svgToPng (png.ts) rasterises it.
+import { fmt, runStyle } from './chart-parts.ts';
 import { escapeXml } from './escape.ts';
 import { bandwidthUnitFor, formatTick, niceTicks } from './scale.ts';
 
@@ -30,9 +31,6 @@ export interface ChartOptions {
 
 export const CHART_FONT_FAMILY = 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif';
 
-const GROUP_COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#17becf', '#7f7f7f'] as const;
-const RUN_DASHES = ['', '12 6', '3 5', '16 5 3 5', '8 3 2 3 2 3'] as const;
-const RUN_LIGHTEN = [0, 0.28, 0.5, 0.15, 0.4] as const;
 
 const FONT_TITLE = 24;
 const FONT_AXIS = 17;
@@ -166,12 +164,12 @@ function styleSeries(series: readonly ChartSeries[]): StyledSeries[] {
     const nth = runsSeen.get(s.group) ?? 0;
     runsSeen.set(s.group, nth + 1);
     const run = s.run !== undefined && Number.isInteger(s.run) && s.run >= 1 ? s.run - 1 : nth;
-    const base = GROUP_COLOURS[groupIndex % GROUP_COLOURS.length] as string;
+    const { colour, dash } = runStyle(groupIndex, run + 1);
     styled.push({
       label: s.label,
       group: s.group,
-      colour: lighten(base, RUN_LIGHTEN[run % RUN_LIGHTEN.length] as number),
-      dash: RUN_DASHES[run % RUN_DASHES.length] as string,
+      colour,
+      dash,
       points: s.points.filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v)),
       groupIndex,
       order,
@@ -189,15 +187,4 @@ function pathData(points: readonly (readonly [number, number])[], x: (t: number)
   return parts.join(' ');
 }
 
-function lighten(hex: string, amount: number): string {
-  const n = Number.parseInt(hex.slice(1), 16);
-  const mix = (c: number): number => Math.round(c + (255 - c) * amount);
-  const r = mix((n >> 16) & 0xff);
-  const g = mix((n >> 8) & 0xff);
-  const b = mix(n & 0xff);
-  return `#${((r << 16) | (g << 8) | b).toString(16).padStart(6, '0')}`;
-}
 
-function fmt(n: number): string {
-  return (Math.round(n * 10) / 10).toString();
-}

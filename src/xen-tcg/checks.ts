@@ -37,6 +37,11 @@ export interface BootPlan {
   readonly midIo: boolean;
   /** --mode paired and same-guest: turns of each backend (kernel-1, ours-1, ours-2, kernel-2, ...). */
   readonly pairs?: number;
+  /**
+   * --mode same-guest --chain iscsi: the disks are LUNs of `blkback iscsi-target` in dom0, made SCSI
+   * disks by dom0's Linux initiator (open-iscsi); xvdc is served by blkback serve's own initiator.
+   */
+  readonly chain?: 'iscsi';
 }
 
 export interface Check {
@@ -249,6 +254,7 @@ export function evaluatePaired(boot: BootRecord, plan: BootPlan): { checks: Chec
  */
 export function evaluateSameGuest(boot: BootRecord, plan: BootPlan): { checks: Check[]; fio: FioFigures[] } {
   const c = new BootChecks(boot, plan);
+  if (plan.chain === 'iscsi') iscsiChainChecks(c);
   c.okResult('twin: xl create (xvda from xen-blkback)', 'twin', 'create', undefined, 'dom0');
   c.okResult('twin: blkback ctl attach xvdb (backend/blkback)', 'twin', 'ctl-attach', undefined, 'dom0');
   const xvdb = c.okResult('twin: the guest sees xvdb', 'twin', 'xvdb', undefined, 'guest');
@@ -259,11 +265,42 @@ export function evaluateSameGuest(boot: BootRecord, plan: BootPlan): { checks: C
   for (const { tag } of pairedGuests(plan.pairs ?? 0)) {
     for (const job of plan.jobs) c.fioRun(tag, job, 1, `${tag}: fio ${job}`, true);
   }
+  if (plan.chain === 'iscsi') {
+    c.okResult("twin: xvdc's guest-written marker in LUN 2's backing file (fsync through serve's initiator)", 'twin', 'xvdc-marker', undefined, 'dom0');
+    c.okResult('twin: blkback ctl detach xvdc', 'twin', 'ctl-detach-xvdc', undefined, 'dom0');
+  }
   c.okResult('twin: blkback ctl detach xvdb, its backend directory removed', 'twin', 'ctl-detach', undefined, 'dom0');
   c.okResult('twin: xvdb gone from the guest', 'twin', 'xvdb-gone', undefined, 'guest');
   c.okResult('twin: xl destroy, backend directory removed', 'twin', 'destroy', undefined, 'dom0');
   c.okResult('blkback serve alive at the end', undefined, 'serve-alive', undefined, 'dom0');
+  if (plan.chain === 'iscsi') {
+    c.okResult("Linux's initiator logs out", undefined, 'iscsi-logout', undefined, 'dom0');
+    c.okResult('blkback iscsi-target exits on SIGTERM', undefined, 'iscsi-target-exit', undefined, 'dom0');
+  }
   return c.finish();
+}
+
+/** The seed's chain: Linux's initiator in dom0 against our target, and serve's initiator (xvdc). */
+function iscsiChainChecks(c: BootChecks): void {
+  const login = c.okResult("dom0's Linux initiator (open-iscsi) discovers our target and logs in; LUNs 0 and 1 are SCSI disks", undefined, 'iscsi-login', undefined, 'dom0');
+  if (login !== undefined) c.add('the SCSI disks are distinct', login.lun0 !== login.lun1, `lun0=${String(login.lun0)} lun1=${String(login.lun1)}`);
+  for (const lun of [0, 1]) {
+    const r = c.find(`iscsi-read-lun${lun}`, undefined, 'dom0');
+    c.add(
+      `Linux's initiator reads LUN ${lun} whole: the backing file's bytes`,
+      r !== undefined && r.ok === true && r.md5 === r.backing_md5,
+      r === undefined ? 'missing' : `${String(r.device)}: md5 ${String(r.md5)}, backing ${String(r.backing_md5)}, ${String(r.bytes)} bytes`,
+    );
+  }
+  const attach = c.okResult('twin: blkback ctl attach xvdc (iscsi://, serve\'s own initiator)', 'twin', 'ctl-attach-xvdc', undefined, 'dom0');
+  const read = c.find('xvdc-read', 'twin', 'guest');
+  c.add(
+    'twin: the guest reads xvdc whole: the backing file of LUN 2',
+    read !== undefined && read.ok === true && attach !== undefined && read.md5 === attach.backing_md5,
+    read === undefined ? 'missing: guest xvdc-read' : `guest md5 ${String(read.md5)}, backing ${String(attach?.backing_md5)}`,
+    'twin',
+  );
+  c.okResult('twin: a write to xvdc, fsync returns', 'twin', 'xvdc-fsync-write', undefined, 'guest');
 }
 
 export function evaluateBoot(boot: BootRecord, plan: BootPlan): { checks: Check[]; fio: FioFigures[] } {

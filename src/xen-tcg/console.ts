@@ -1,6 +1,6 @@
 // The serial console of a harness boot, parsed as it streams. Pure: text chunks in, events out.
 //
-// dom0 writes (test/xen/dom0-init.sh), and relays each guest's console prefixed "G <tag>| " and the
+// dom0 writes (src/xen-tcg/scripts/dom0-init.sh), and relays each guest's console prefixed "G <tag>| " and the
 // backend's log prefixed "SERVE| ":
 //   BLKBACK-PHASE <text>
 //   BLKBACK-RESULT {json}

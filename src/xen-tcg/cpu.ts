@@ -18,6 +18,8 @@ export interface JobCpu {
   readonly serveUser: number;
   readonly serveSys: number;
   readonly mainThread: number;
+  /** blkback iscsi-target's CPUs (--chain iscsi); 0 without it. */
+  readonly target: number;
 }
 
 /** USER_HZ: /proc's tick unit. */
@@ -81,6 +83,7 @@ export function cpuDuringJobs(consoleText: string): JobCpu[] {
       serveUser: rate('serve_user'),
       serveSys: rate('serve_sys'),
       mainThread: rate('main_user') + rate('main_sys'),
+      target: rate('target'),
     });
   }
   return out;
@@ -88,12 +91,16 @@ export function cpuDuringJobs(consoleText: string): JobCpu[] {
 
 /** A Markdown table of both modes' figures, one row per mode, guest and job. */
 export function cpuMarkdown(byMode: ReadonlyMap<string, readonly JobCpu[]>): string {
-  const rows = ['| mode | guest | job | run | seconds sampled | dom0 busy (CPUs) | steal | serve | serve user / sys | serve main thread |', '|---|---|---|---:|---:|---:|---:|---:|---:|---:|'];
+  const withTarget = [...byMode.values()].some((jobs) => jobs.some((c) => c.target > 0));
+  const rows = [
+    `| mode | guest | job | run | seconds sampled | dom0 busy (CPUs) | steal | serve | serve user / sys | serve main thread |${withTarget ? ' iscsi-target |' : ''}`,
+    `|---|---|---|---:|---:|---:|---:|---:|---:|---:|${withTarget ? '---:|' : ''}`,
+  ];
   const f = (n: number): string => n.toFixed(2);
   for (const [mode, jobs] of byMode) {
     for (const c of jobs) {
       const serve = mode === 'kernel' ? ['–', '–', '–'] : [f(c.serve), `${f(c.serveUser)} / ${f(c.serveSys)}`, f(c.mainThread)];
-      rows.push(`| ${mode} | ${c.guest} | ${c.job} | ${c.run} | ${c.seconds.toFixed(0)} | ${f(c.dom0Busy)} | ${f(c.steal)} | ${serve.join(' | ')} |`);
+      rows.push(`| ${mode} | ${c.guest} | ${c.job} | ${c.run} | ${c.seconds.toFixed(0)} | ${f(c.dom0Busy)} | ${f(c.steal)} | ${serve.join(' | ')} |${withTarget ? ` ${f(c.target)} |` : ''}`);
     }
   }
   return rows.join('\n');

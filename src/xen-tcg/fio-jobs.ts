@@ -33,7 +33,7 @@ export function deriveGuestJob(seed: string, opts: GuestJobOptions): string {
     throw new RangeError(`deriveGuestJob: bytesPerJob ${opts.bytesPerJob} is not a positive multiple of 1 MiB`);
   }
   const size = `${opts.bytesPerJob / 1048576}m`;
-  const out = [`# Derived from ${opts.source} by test/xen/fio-jobs.ts for a guest under emulation (see docs/xen-tcg.md).`];
+  const out = [`# Derived from ${opts.source} by src/xen-tcg/fio-jobs.ts for a guest under emulation (see docs/xen-tcg.md).`];
   let section = '';
   const closeSection = (): void => {
     if (section === '' || section === 'global') return;

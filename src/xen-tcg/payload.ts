@@ -22,6 +22,8 @@ export interface PayloadConfig {
   readonly runs: Readonly<Partial<Record<string, number>>>;
   readonly midIo: boolean;
   readonly controlSocket: string;
+  /** --chain iscsi (mode same-guest): the disks come from our target through dom0's Linux initiator. */
+  readonly chain: 'none' | 'iscsi';
 }
 
 export interface PayloadInput {
@@ -45,7 +47,7 @@ export function packCpio(dir: string, out: string, gzip: boolean): void {
 export function configScript(c: PayloadConfig): string {
   const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
   return [
-    '# written by test/xen/payload.ts for one harness boot',
+    '# written by src/xen-tcg/payload.ts for one harness boot',
     `MODE=${c.mode}`,
     `DISK_MIB=${c.diskMiB}`,
     `DISK2_MIB=${c.disk2MiB}`,
@@ -54,6 +56,7 @@ export function configScript(c: PayloadConfig): string {
     ...c.guests.map((g) => `RUNS_${g}=${c.runs[g] ?? 1}`),
     `MIDIO=${c.midIo ? 1 : 0}`,
     `PAIRS=${c.pairs}`,
+    `CHAIN=${c.chain}`,
     `CONTROL_SOCKET=${q(c.controlSocket)}`,
     // BLKBACK_XEN_SERVE_ARGS: extra options for `blkback serve` (experiments, e.g. --data-path map)
     `SERVE_ARGS=${q(`--control-socket ${c.controlSocket} ${process.env.BLKBACK_XEN_SERVE_ARGS ?? ''}`.trim())}`,
@@ -109,7 +112,7 @@ export function buildPayload(input: PayloadInput, workDir: string): string {
   mkdirSync(app, { recursive: true });
   cpSync(join(input.repoDir, 'package.json'), join(app, 'package.json'));
   // beside package.json, which makes it an ES module as in dist/
-  cpSync(join(input.distDir, 'test/xen/cost-probe.js'), join(app, 'cost-probe.js'));
+  cpSync(join(input.distDir, 'src/xen-tcg/cost-probe.js'), join(app, 'cost-probe.js'));
   // only the runtime tree; source maps and declarations are not needed in dom0
   cpSync(join(input.distDir, 'src'), join(app, 'dist/src'), {
     recursive: true,
@@ -122,7 +125,7 @@ export function buildPayload(input: PayloadInput, workDir: string): string {
   }
   if (process.env.BLKBACK_XEN_DEBUG === '1') addDebugTools(root);
   else if (process.env.BLKBACK_XEN_STRACE === '1') addHostBinaries(root, ['/usr/bin/strace']);
-  if (process.env.BLKBACK_XEN_PROFILE === '1') cpSync(join(input.distDir, 'test/xen/profile-top.js'), join(test, 'profile-top.js'));
+  if (process.env.BLKBACK_XEN_PROFILE === '1') cpSync(join(input.distDir, 'src/xen-tcg/profile-top.js'), join(test, 'profile-top.js'));
   const out = join(workDir, 'payload.cpio');
   packCpio(root, out, false);
   return out;

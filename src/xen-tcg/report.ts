@@ -1,10 +1,16 @@
 // The side-by-side of one harness run with the kernel's xen-blkback and one with ours: a markdown
-// table (write MB/s per job and guest type, and ours/kernel) and bandwidth-over-time plots from the
-// guests' fio bw logs, drawn with the project's chart code (src/report, as `blkback reproduce` does).
+// table (write MB/s per job and guest type, and ours/kernel) and a plot per job (fio's write MB/s
+// per run as bars, and the guests' fio bw logs over time), drawn with the project's chart code
+// (src/report, as `blkback reproduce` does).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bandwidthSeriesFromLogs, renderBandwidthChart, svgToPng } from '../../src/report/index.ts';
-import type { RunLogs } from '../../src/report/index.ts';
+import { UsageError } from '../internal/errors.ts';
+import { svgToPng } from '../report/index.ts';
+import type { BarGroup } from '../report/comparison-bars.ts';
+import { renderComparisonChart } from '../report/comparison-chart.ts';
+import type { ComparisonChartInput } from '../report/comparison-chart.ts';
+import type { StepSeries } from '../report/comparison-steps.ts';
+import { runWindows } from '../report/run-windows.ts';
 import type { FioFigures, Mode } from './checks.ts';
 
 export interface ComparisonRow {
@@ -140,26 +146,148 @@ export interface BwLogs {
   readonly files: readonly string[];
 }
 
-/** One PNG and SVG per job: a line per backend, guest type and run. Returns the files written. */
-export function writePlots(logs: readonly BwLogs[], outDir: string, prefix = ''): string[] {
+/** The fio figures a plot's bars show, as the harness's mode pairs them. */
+export type PlotFigures =
+  /** --mode both: each backend's own boot; run N with one beside run N with the other, per guest type. */
+  | { readonly kind: 'boots'; readonly kernel: readonly FioFigures[]; readonly ours: readonly FioFigures[] }
+  /** --mode paired / same-guest: one boot; guests kernel-N and ours-N are pair N. */
+  | { readonly kind: 'pairs'; readonly fio: readonly FioFigures[] };
+
+const KERNEL = 'kernel xen-blkback';
+const OURS = 'blkback serve';
+/** fio's bw logs are in KiB/s; fio's figures and the tables in MB/s (10^6 bytes). */
+const MB_PER_KIB = 1024 / 1e6;
+/** Fewer full windows than this is a point, not a time series. */
+const MIN_WINDOWS = 2;
+
+/**
+ * One PNG and SVG per job (a job with fio figures or bw logs): fio's write MB/s per run and backend
+ * as bars with the ratios, beside each run's write bandwidth over time. Returns the files written.
+ */
+export function writePlots(logs: readonly BwLogs[], outDir: string, prefix: string, figures: PlotFigures): string[] {
   const written: string[] = [];
-  for (const job of [...new Set(logs.map((l) => l.job))]) {
-    const several = logs.some((l) => l.job === job && l.run > 1);
-    // within a backend, each guest type's runs in turn: pv runs 1-3, then pvh's
-    const order = [...new Set(logs.filter((l) => l.job === job).map((l) => `${l.guest}/${l.run}`))];
-    const runs: RunLogs[] = logs
-      .filter((l) => l.job === job && l.files.length > 0)
-      .map((l) => ({
-        label: `${l.mode === 'kernel' ? 'kernel xen-blkback' : 'blkback serve'} (${l.guest}${several ? `, ${prefix === '' ? 'run' : 'pair'} ${l.run}` : ''})`,
-        group: l.mode,
-        run: order.indexOf(`${l.guest}/${l.run}`) + 1,
-        files: l.files.map(writeRows),
-      }));
-    if (runs.length === 0) continue;
-    const svg = renderBandwidthChart({ title: `Write bandwidth - ${job} (Xen under QEMU TCG)`, series: bandwidthSeriesFromLogs(runs) });
+  const figureJobs = figures.kind === 'boots' ? [...figures.kernel, ...figures.ours] : figures.fio;
+  for (const job of [...new Set([...logs.map((l) => l.job), ...figureJobs.map((f) => f.job)])]) {
+    const svg = renderComparisonChart(plotInput(job, logs, figures));
     writeFileSync(join(outDir, `${prefix}${job}-bw.svg`), svg);
     writeFileSync(join(outDir, `${prefix}${job}-bw.png`), svgToPng(svg));
     written.push(`${prefix}${job}-bw.png`, `${prefix}${job}-bw.svg`);
   }
   return written;
+}
+
+/** What one job's plot shows. */
+export function plotInput(job: string, logs: readonly BwLogs[], figures: PlotFigures): ComparisonChartInput {
+  const { groups, headline } = figures.kind === 'boots' ? bootBars(job, figures.kernel, figures.ours) : pairBars(job, figures.fio);
+  const series = timeSeries(job, logs, figures.kind === 'pairs' ? 'pair' : 'run');
+  const anyLogs = series.some((s) => s.note !== 'no bw log');
+  return {
+    title: `Write bandwidth - ${job} (Xen under QEMU TCG)`,
+    ...(headline === undefined ? {} : { subtitle: headline }),
+    bars: {
+      title: figures.kind === 'pairs' ? "fio's write MB/s per pair" : "fio's write MB/s per run",
+      yLabel: 'Write (MB/s)',
+      backends: [KERNEL, OURS],
+      groups,
+      ratioLabel: 'ours / kernel',
+      empty: 'no fio results for this job',
+    },
+    time: {
+      title: 'Write bandwidth over time (all threads, 500 ms windows)',
+      xLabel: "Time since the run's start (s)",
+      yLabel: 'Write (MB/s)',
+      series,
+      empty: anyLogs ? `too short for a time series (no run logged ${MIN_WINDOWS} full windows)` : 'no fio bw logs for this job',
+    },
+  };
+}
+
+function ratioText(kernel: number | undefined, ours: number | undefined): string {
+  return kernel !== undefined && ours !== undefined && kernel > 0 && Number.isFinite(ours) ? (ours / kernel).toFixed(2) : '-';
+}
+
+/** --mode both: a group per guest type and run, then per guest type the medians (as comparisonRows). */
+function bootBars(job: string, kernel: readonly FioFigures[], ours: readonly FioFigures[]): { groups: BarGroup[]; headline?: string } {
+  const rows = comparisonRows(kernel, ours).filter((r) => r.job === job);
+  const of = [...kernel, ...ours].filter((f) => f.job === job);
+  const guests = [...new Set(of.map((f) => f.guest))];
+  const groups: BarGroup[] = [];
+  for (const guest of guests) {
+    const runs = [...new Set(of.filter((f) => f.guest === guest).map((f) => f.run))].sort((a, b) => a - b);
+    for (const run of runs) {
+      const k = kernel.find((f) => f.job === job && f.guest === guest && f.run === run)?.writeMBps;
+      const o = ours.find((f) => f.job === job && f.guest === guest && f.run === run)?.writeMBps;
+      groups.push({ label: `run ${run}`, detail: guest, values: [k, o], ratio: ratioText(k, o) });
+    }
+    const row = rows.find((r) => r.guest === guest);
+    if (row !== undefined && runs.length > 1) {
+      groups.push({ label: 'median', detail: guest, values: [row.kernelMBps, row.oursMBps], ratio: ratioText(row.kernelMBps, row.oursMBps), summary: true });
+    }
+  }
+  const perGuest = rows.filter((r) => r.guest !== 'all');
+  const all = rows.find((r) => r.guest === 'all');
+  if (perGuest.length > 1 && all !== undefined) {
+    groups.push({ label: 'all guests', detail: 'harmonic mean', values: [all.kernelMBps, all.oursMBps], ratio: ratioText(all.kernelMBps, all.oursMBps), summary: true });
+  }
+  const head = perGuest.length > 1 ? all : perGuest[0];
+  if (head === undefined || !(head.kernelMBps > 0)) return { groups };
+  const runs = Math.max(head.kernelRuns.length, head.oursRuns.length);
+  const how =
+    perGuest.length > 1
+      ? 'harmonic mean over the guest types of their medians'
+      : runs > 1
+        ? `ratio of the medians of ${runs} runs`
+        : 'one run each';
+  return { groups, headline: `${OURS} / ${KERNEL}: ${ratioText(head.kernelMBps, head.oursMBps)} (${how})` };
+}
+
+/** --mode paired / same-guest: a group per pair, then the medians (as pairedRows: the median ratio is of the pairs' ratios). */
+function pairBars(job: string, fio: readonly FioFigures[]): { groups: BarGroup[]; headline?: string } {
+  const pairOf = (f: FioFigures): { backend: string; pair: number } | undefined => {
+    const m = /^(kernel|ours)-(\d+)$/.exec(f.guest);
+    return m === null ? undefined : { backend: m[1] as string, pair: Number(m[2]) };
+  };
+  const of = fio.filter((f) => f.job === job && pairOf(f) !== undefined);
+  const pairs = [...new Set(of.map((f) => pairOf(f)?.pair as number))].sort((a, b) => a - b);
+  const figure = (backend: string, pair: number): number | undefined => of.find((f) => f.guest === `${backend}-${pair}`)?.writeMBps;
+  const groups: BarGroup[] = pairs.map((pair) => {
+    const k = figure('kernel', pair);
+    const o = figure('ours', pair);
+    return { label: `pair ${pair}`, values: [k, o], ratio: ratioText(k, o) };
+  });
+  const rows = pairedRows(of, Math.max(0, ...pairs)).filter((r) => r.job === job);
+  const summary = rows.find((r) => r.pair === 0);
+  if (summary === undefined) return { groups };
+  const counted = rows.length - 1;
+  if (pairs.length > 1) {
+    groups.push({ label: 'median', values: [summary.kernelMBps, summary.oursMBps], ratio: summary.ratio.toFixed(2), summary: true });
+  }
+  const how = counted > 1 ? `median of ${counted} pairs' ratios` : 'one pair';
+  return { groups, headline: `${OURS} / ${KERNEL}: ${summary.ratio.toFixed(2)} (${how})` };
+}
+
+/** Each run's write bandwidth over time, summed over its threads (runWindows has the rules). */
+function timeSeries(job: string, logs: readonly BwLogs[], runWord: 'run' | 'pair'): StepSeries[] {
+  // the kernel's runs, then ours (the legend's order)
+  const of = logs.filter((l) => l.job === job).sort((a, b) => Number(a.mode !== 'kernel') - Number(b.mode !== 'kernel'));
+  const several = of.some((l) => l.run > 1);
+  const shade = new Map<string, number>();
+  return of.map((l) => {
+    const backend = l.mode === 'kernel' ? 0 : 1;
+    // within a backend, each guest type's runs in turn: pv runs 1-3, then pvh's
+    const key = `${backend}/${l.guest}/${l.run}`;
+    if (!shade.has(key)) shade.set(key, [...shade.keys()].filter((k) => k.startsWith(`${backend}/`)).length + 1);
+    const label = `${backend === 0 ? KERNEL : OURS} (${l.guest}${several ? `, ${runWord} ${l.run}` : ''})`;
+    const base = { label, backend, run: shade.get(key) as number };
+    if (l.files.length === 0) return { ...base, windows: [], note: 'no bw log' };
+    let windows;
+    try {
+      windows = runWindows(l.files, { ddir: 1, source: label });
+    } catch (error) {
+      if (error instanceof UsageError) return { ...base, windows: [], note: 'unreadable bw log' };
+      throw error;
+    }
+    if (windows.length < MIN_WINDOWS) return { ...base, windows: [], note: 'too short' };
+    return { ...base, windows: windows.map((w) => ({ startMs: w.startMs, endMs: w.endMs, value: w.kibps * MB_PER_KIB })) };
+  });
 }

@@ -1,7 +1,7 @@
-// `npm run test:xen`: real Xen under QEMU's software emulation, Linux PV and PVH guests with their
-// unmodified xen-blkfront, served once by the kernel's xen-blkback and once by `blkback serve`.
-// See docs/xen-tcg.md. Usage:
-//   node dist/test/xen/run.js [--mode kernel|ours|both] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
+// `npm run test:xen` and `blkback reproduce --xen`: real Xen under QEMU's software emulation, Linux
+// PV and PVH guests with their unmodified xen-blkfront, served by the kernel's xen-blkback and by
+// `blkback serve`. See docs/xen-tcg.md. Usage:
+//   node dist/src/xen-tcg/run.js [--mode kernel|ours|both|paired|same-guest] [--chain iscsi] [--out DIR] ...
 // Exit 0: every check passed, or failed only in a --report-only guest; 1: a check failed; 2: could not run.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, copyFileSync, createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,7 +35,7 @@ const SEED_JOBS = ['randw', 'iometer'] as const;
 
 const help = `test:xen — blkback against real Xen 4.17 under QEMU (TCG), PV and PVH guests
 
-usage: node dist/test/xen/run.js [--mode kernel|ours|both|paired|same-guest] [--report-only TAGS] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
+usage: node dist/src/xen-tcg/run.js [--mode kernel|ours|both|paired|same-guest] [--report-only TAGS] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
 
   --mode      kernel: Linux's xen-blkback serves the guests; ours: blkback serve does (xen-blkback
               not loaded); both (default): one boot each, then the comparison table and plots;
@@ -46,8 +46,13 @@ usage: node dist/test/xen/run.js [--mode kernel|ours|both|paired|same-guest] [--
               (--backend-kind blkback, attached with blkback ctl), each job run on one disk then
               the other: the comparison without the guest-to-guest spread either
   --pairs     turns of each backend in --mode paired and same-guest (default 3)
+  --chain     none (default): the disks are loop devices on files in dom0's RAM; iscsi (with
+              --mode same-guest): the seed's chain, the disks are LUNs of 'blkback iscsi-target'
+              in dom0 (files in RAM) that dom0's Linux initiator (open-iscsi) logs in to over
+              loopback: xvda is the SCSI disk of LUN 0 served by xen-blkback, xvdb LUN 1's served
+              by blkback serve (phy:), and xvdc LUN 2 served by serve's own initiator (iscsi://)
   --dist      the compiled blkback to put in dom0 (default: <repo>/dist)
-  --repo      the repository: seed jobs, test/xen scripts, node_modules (default: the current directory)
+  --repo      the package: seed jobs, package.json, node_modules (default: the one this file is in)
   --out       report directory (default ./xen-report): console logs, results.json, comparison
   --cache     image cache (default \$BLKBACK_XEN_CACHE or ${DEFAULT_CACHE})
   --disk-mib  backing disk size in MiB (default 128); --fio-mib: MiB randw writes (96; iometer a third)
@@ -64,12 +69,11 @@ exit status: 0 every check passed (or failed only in a --report-only guest), 1 a
 2 it could not run (no dist, no serve, images failed to build, bad options)
 `;
 
-function repoDir(given: string | undefined): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (const c of given !== undefined ? [resolve(given)] : [process.cwd(), resolve(here, '../../..')]) {
-    if (existsSync(join(c, 'test/xen/images.sh'))) return c;
-  }
-  throw new Error('cannot find the repository (test/xen/images.sh): run from its root or give --repo');
+/** The package this file belongs to (dist/src/xen-tcg/run.js is three levels below it). */
+function packageDir(given: string | undefined): string {
+  const dir = given !== undefined ? resolve(given) : resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+  if (!existsSync(join(dir, 'jobs/randw.fio'))) throw new Error(`${dir} has no jobs/randw.fio: give the blkback package with --repo`);
+  return dir;
 }
 
 interface ModeRun {
@@ -80,12 +84,14 @@ interface ModeRun {
   readonly seconds: number;
   readonly phases: { at: number; text: string }[];
   readonly results: HarnessResult[];
-  /** dom0's CPU during each fio job (test/xen/cpu.ts). */
+  /** dom0's CPU during each fio job (cpu.ts). */
   readonly cpu: JobCpu[];
 }
 
-async function main(): Promise<number> {
+/** The harness, with its command-line options (see help); resolves to the exit status. */
+export async function runXenHarness(argv: readonly string[], log: (line: string) => void = (line) => process.stdout.write(`${line}\n`)): Promise<number> {
   const { values } = parseArgs({
+    args: [...argv],
     options: {
       mode: { type: 'string', default: 'both' },
       dist: { type: 'string' },
@@ -96,6 +102,7 @@ async function main(): Promise<number> {
       'fio-mib': { type: 'string', default: '96' },
       runs: { type: 'string', default: '3' },
       pairs: { type: 'string', default: '3' },
+      chain: { type: 'string', default: 'none' },
       timeout: { type: 'string', default: '1800' },
       'report-only': { type: 'string', default: '' },
       cpu: { type: 'string', default: DEFAULT_CPU },
@@ -105,7 +112,7 @@ async function main(): Promise<number> {
     },
   });
   if (values.help) {
-    process.stdout.write(help);
+    log(help);
     return 0;
   }
   const modes: Mode[] =
@@ -117,8 +124,11 @@ async function main(): Promise<number> {
   if (modes.length === 0) throw new Error(`--mode ${values.mode}: expected kernel, ours, both, paired or same-guest`);
   const pairs = Number(values.pairs);
   if (!Number.isInteger(pairs) || pairs < 1 || pairs > 9) throw new Error(`--pairs ${values.pairs}: expected a whole number from 1 to 9`);
-  const repo = repoDir(values.repo);
-  const scripts = join(repo, 'test/xen');
+  if (values.chain !== 'none' && values.chain !== 'iscsi') throw new Error(`--chain ${values.chain}: expected none or iscsi`);
+  if (values.chain === 'iscsi' && values.mode !== 'same-guest') throw new Error('--chain iscsi goes with --mode same-guest (both backends serve the LUNs to one guest)');
+  const chain = values.chain;
+  const repo = packageDir(values.repo);
+  const scripts = join(repo, 'src/xen-tcg/scripts');
   const dist = resolve(values.dist ?? join(repo, 'dist'));
   const out = resolve(values.out);
   const diskMiB = Number(values['disk-mib']);
@@ -131,7 +141,7 @@ async function main(): Promise<number> {
   mkdirSync(out, { recursive: true });
   const t0 = Date.now();
   const say = (line: string): void => {
-    process.stdout.write(`[${Math.round((Date.now() - t0) / 1000).toString().padStart(5)}s] ${line}\n`);
+    log(`[${Math.round((Date.now() - t0) / 1000).toString().padStart(5)}s] ${line}`);
   };
 
   // host tools (qemu, debootstrap, cpio, fio): installed from Debian when missing
@@ -179,10 +189,10 @@ async function main(): Promise<number> {
   }
   say(`derived job files (ioengine=${ioengine}, fio --parse-only ok): ${[...jobs.keys()].map((j) => `${out}/${j}.guest.fio`).join(', ')}`);
   // the same probe dom0 runs at boot ("dom0: clocksource ..."), for comparison
-  const probe = spawnSync(process.execPath, [join(dist, 'test/xen/cost-probe.js')], { encoding: 'utf8' });
+  const probe = spawnSync(process.execPath, [join(dist, 'src/xen-tcg/cost-probe.js')], { encoding: 'utf8' });
   if (probe.status === 0) say(`this host: ${probe.stdout.trim()}`);
 
-  const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: [...jobs.keys()], runs: { pv: pvRuns, pvh: 1 }, bytesPerJob, hotplugGuest: 'pv', midIo: true, pairs };
+  const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: [...jobs.keys()], runs: { pv: pvRuns, pvh: 1 }, bytesPerJob, hotplugGuest: 'pv', midIo: true, pairs, ...(chain === 'iscsi' ? { chain } : {}) };
   if (values.replay) {
     cleanWork();
     const runs = modes.map((mode) => ({ ...evaluateConsoleLog(mode, readFileSync(join(out, `${mode}-console.log`), 'latin1'), plan, out), seconds: 0, phases: [] }));
@@ -247,7 +257,7 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
     const cpu = cpuMarkdown(new Map(runs.map((r) => [r.mode, r.cpu])));
     const md = `${comparisonMarkdown(rows, GOAL)}\n\ndom0's CPU during each job (2-second samples; 2 vCPUs):\n\n${cpu}\n`;
     writeFileSync(join(out, 'comparison.md'), md);
-    const plots = writePlots([...kernel.bwLogs, ...ours.bwLogs], out);
+    const plots = writePlots([...kernel.bwLogs, ...ours.bwLogs], out, '', { kind: 'boots', kernel: kernel.fio, ours: ours.fio });
     process.stdout.write(`\n${md}\n`);
     say(`wrote ${out}/comparison.md and ${plots.join(', ')}`);
   }
@@ -261,7 +271,7 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
         : "One boot, one PV guest: xvda from the kernel's xen-blkback, xvdb from blkback serve; each job on one disk then the other (kernel first, then ours first, ...) after an uncounted warm-up run on each; the median ratio is the median of the pairs' ratios.";
     const md = `${pairedMarkdown(rows, GOAL, how)}\n\ndom0's CPU during each job (2-second samples; 2 vCPUs; serve's columns mean nothing in the kernel's turns):\n\n${cpu}\n`;
     writeFileSync(join(out, `${paired.mode}.md`), md);
-    const plots = writePlots(paired.bwLogs, out, `${paired.mode}-`);
+    const plots = writePlots(paired.bwLogs, out, `${paired.mode}-`, { kind: 'pairs', fio: paired.fio });
     process.stdout.write(`\n${md}\n`);
     say(`wrote ${out}/${paired.mode}.md and ${plots.join(', ')}`);
   }
@@ -298,6 +308,7 @@ async function runMode(mode: Mode, c: ModeContext): Promise<ModeRun> {
     pairs: c.plan.pairs ?? 0,
     midIo: c.plan.midIo,
     controlSocket: '/run/blkback/control.sock',
+    chain: c.plan.chain ?? 'none',
   };
   const modeWork = join(c.work, mode);
   mkdirSync(modeWork, { recursive: true });
@@ -421,10 +432,13 @@ function replayGuestConsoles(results: HarnessResult[], files: Map<string, string
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    process.stderr.write(`test:xen: ${(e as Error).message}\n`);
-    process.exit(2);
-  },
-);
+// run as a program (npm run test:xen, CI); `blkback reproduce --xen` imports runXenHarness
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  runXenHarness(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      process.stderr.write(`test:xen: ${(e as Error).message}\n`);
+      process.exit(2);
+    },
+  );
+}

@@ -8,16 +8,16 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deriveGuestJob, seedNumjobs } from './fio-jobs.ts';
-import { ConsoleParser } from './console.ts';
-import type { ConsoleEvent, HarnessResult } from './console.ts';
-import { counterFromText, evaluateBoot, evaluatePaired, evaluateSameGuest, failures, fioFigures, pairedGuests } from './checks.ts';
-import type { BootRecord, Check, FioFigures, Mode } from './checks.ts';
+import { deriveGuestJob, seedNumjobs } from '../../src/xen-tcg/fio-jobs.ts';
+import { ConsoleParser } from '../../src/xen-tcg/console.ts';
+import type { ConsoleEvent, HarnessResult } from '../../src/xen-tcg/console.ts';
+import { counterFromText, evaluateBoot, evaluatePaired, evaluateSameGuest, failures, fioFigures, pairedGuests } from '../../src/xen-tcg/checks.ts';
+import type { BootRecord, Check, FioFigures, Mode } from '../../src/xen-tcg/checks.ts';
 import { missingTools, stopIfMissing } from '../helpers-tools.ts';
-import { comparisonMarkdown, comparisonRows, median, pairedMarkdown, pairedRows } from './report.ts';
-import type { BootPlan } from './checks.ts';
-import { qemuArgs } from './qemu.ts';
-import { cpuDuringJobs } from './cpu.ts';
+import { comparisonMarkdown, comparisonRows, median, pairedMarkdown, pairedRows } from '../../src/xen-tcg/report.ts';
+import type { BootPlan } from '../../src/xen-tcg/checks.ts';
+import { qemuArgs } from '../../src/xen-tcg/qemu.ts';
+import { cpuDuringJobs } from '../../src/xen-tcg/cpu.ts';
 
 // the repository: the working directory (npm runs there), else above this file (source or dist/)
 const repo =
@@ -263,6 +263,39 @@ test('same-guest mode: one guest reports under kernel-N and ours-N; its disks, a
     'G twin| BLKBACK-PHASE ours-1 guest: fio randw done rc=0',
   ].join('\n');
   assert.deepEqual(cpuDuringJobs(log).map((c) => [c.guest, c.job, c.dom0Busy, c.serve]), [['ours-1', 'randw', 1, 0.5]]);
+});
+
+test("same-guest --chain iscsi: Linux's initiator and serve's own are checked byte for byte", () => {
+  const plan: BootPlan = { guests: [], jobs: [], runs: {}, bytesPerJob: new Map(), hotplugGuest: undefined, midIo: false, pairs: 0, chain: 'iscsi' };
+  const r = (x: Record<string, unknown>): HarnessResult => x as unknown as HarnessResult;
+  const boot = (lun1Md5: string, guestXvdcMd5: string): BootRecord => ({
+    mode: 'same-guest',
+    finished: true,
+    files: new Map(),
+    results: [
+      r({ src: 'dom0', check: 'iscsi-login', ok: true, rc: 0, lun0: '/dev/sda', lun1: '/dev/sdb', lun2: '/dev/sdc' }),
+      r({ src: 'dom0', check: 'iscsi-read-lun0', ok: true, device: '/dev/sda', md5: 'aa', backing_md5: 'aa', bytes: 1 }),
+      // dom0's script also says ok: false on a mismatch; the verdict compares the sums itself
+      r({ src: 'dom0', check: 'iscsi-read-lun1', ok: true, device: '/dev/sdb', md5: lun1Md5, backing_md5: 'bb', bytes: 1 }),
+      r({ src: 'dom0', check: 'ctl-attach-xvdc', guest: 'twin', ok: true, rc: 0, backing_md5: 'cc' }),
+      r({ src: 'guest', check: 'xvdc-read', guest: 'twin', ok: true, md5: guestXvdcMd5, bytes: 1 }),
+      r({ src: 'guest', check: 'xvdc-fsync-write', guest: 'twin', ok: true, rc: 0 }),
+      r({ src: 'dom0', check: 'xvdc-marker', guest: 'twin', ok: true }),
+      r({ src: 'dom0', check: 'iscsi-logout', ok: true }),
+    ],
+  });
+  const by = (checks: readonly Check[], start: string): boolean | undefined => checks.find((c) => c.name.startsWith(start))?.ok;
+  const good = evaluateSameGuest(boot('bb', 'cc'), plan).checks;
+  assert.equal(by(good, "dom0's Linux initiator"), true);
+  assert.equal(by(good, 'the SCSI disks are distinct'), true);
+  assert.equal(by(good, "Linux's initiator reads LUN 1 whole"), true);
+  assert.equal(by(good, 'twin: the guest reads xvdc whole'), true);
+  assert.equal(by(good, "twin: xvdc's guest-written marker"), true);
+  assert.equal(by(good, 'blkback iscsi-target exits on SIGTERM'), false, 'a result that never came fails');
+  const bad = evaluateSameGuest(boot('b0', 'c0'), plan).checks;
+  assert.equal(by(bad, "Linux's initiator reads LUN 1 whole"), false, 'other bytes through the initiator fail');
+  assert.equal(by(bad, 'twin: the guest reads xvdc whole'), false, "other bytes through serve's initiator fail");
+  assert.equal(evaluateSameGuest(boot('bb', 'cc'), { guests: [], jobs: [], runs: {}, bytesPerJob: new Map(), hotplugGuest: undefined, midIo: false, pairs: 0 }).checks.some((c) => c.name.includes('initiator')), false, 'no chain, no chain checks');
 });
 
 // ---- a whole boot, as dom0-init.sh and domu-init.sh report it, to break one piece at a time ----

@@ -9,6 +9,8 @@ import { formatIscsiTable, runIscsiBench } from '../../bench/iscsi-bench.ts';
 import type { IscsiBenchReport, IscsiBenchTarget } from '../../bench/iscsi-bench.ts';
 import { blkbackTarget } from '../../bench/iscsi-target.ts';
 import { startTgt } from '../../bench/iscsi-tgt.ts';
+import { formatLinkFill, runLinkFill } from '../../bench/link-fill.ts';
+import type { LinkFillReport } from '../../bench/link-fill.ts';
 import { formatRunnerTable, runRunnerBench } from '../../bench/runner-bench.ts';
 import type { RunnerBenchReport } from '../../bench/runner-bench.ts';
 import { formatSeedTables, runSeedBench, SEED_JOBS } from '../../bench/seed-bench.ts';
@@ -53,7 +55,9 @@ Suites (default blkif; 'npm run bench' runs blkif as well):
           --pattern=0xab]' (reads and writes) and 'iscsi-perf -m 32 -b 8|128' (reads), plus
           qemu-img on the file itself (no iSCSI). IOPS, MB/s, each target's CPU time per I/O
           (procfs, all its threads), the client's CPU, and A/B (needs root, tgt, libiscsi-bin,
-          qemu-utils and qemu-block-extra; not part of 'all')
+          qemu-utils and qemu-block-extra; not part of 'all'); our initiator against iscsi-perf
+          on the same target; and the seed's randw.fio over the mail's 1 Gbit/s link (the rig of
+          'reproduce --rig iscsi'), per backend, as a share of the link (goal: at least 0.9x)
   all     blkif, runner, seed, aio (about 7 minutes on 2 cores)
 
 Options:
@@ -188,6 +192,7 @@ export const benchCommand: Command = {
     }
 
     let iscsiRun: (() => Promise<IscsiBenchReport>) | null = null;
+    let linkFillRun: (() => Promise<LinkFillReport>) | null = null;
     if (suite === 'iscsi') {
       const seconds = secondsFor(10, 2);
       const iscsiRounds = roundsFor(3);
@@ -199,6 +204,7 @@ export const benchCommand: Command = {
       const same = kinds[0] === kinds[1];
       const targets = kinds.map((k, i): IscsiBenchTarget => ({ label: same ? `${k} ${i === 0 ? 'A' : 'B'}` : k, start: k === 'tgt' ? startTgt : blkbackTarget() })) as [IscsiBenchTarget, IscsiBenchTarget];
       iscsiRun = () => runIscsiBench({ targets, rounds: iscsiRounds, seconds, count4k: count, count64k: Math.max(1, Math.floor(count / 2)), lunBytes, progress });
+      linkFillRun = () => runLinkFill({ seconds, sizeBytes: lunBytes, progress });
     }
 
     const blkif = blkifRun === null ? null : await blkifRun();
@@ -206,6 +212,7 @@ export const benchCommand: Command = {
     const seed = seedRun === null ? null : await seedRun();
     const aio = aioRun === null ? null : await aioRun();
     const iscsi = iscsiRun === null ? null : await iscsiRun();
+    const linkFill = linkFillRun === null ? null : await linkFillRun();
 
     if (values.json) {
       let doc: unknown;
@@ -217,7 +224,7 @@ export const benchCommand: Command = {
         };
         doc = { machine: machineInfo(), blkif: strip(blkif), runner: strip(runner), seed: strip(seed), aio: strip(aio) };
       } else {
-        doc = blkif ?? runner ?? seed ?? aio ?? iscsi;
+        doc = blkif ?? runner ?? seed ?? aio ?? (iscsi === null ? null : { ...iscsi, linkFill });
       }
       process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
       return 0;
@@ -234,6 +241,7 @@ export const benchCommand: Command = {
       process.stdout.write(
         `\n## iscsi: A = ${iscsi.targets.A}, B = ${iscsi.targets.B}, same LUN store and clients (${iscsi.rounds} round${iscsi.rounds === 1 ? '' : 's'}; iscsi-perf ${iscsi.seconds} s, qemu-img bench -c ${iscsi.count4k} / ${iscsi.count64k} for 4k / 64k, QD${iscsi.queueDepth})\nstore: ${iscsi.store}\ncommand: blkback bench ${argv.join(' ')}\n\n${formatIscsiTable(iscsi)}\n`,
       );
+      if (linkFill !== null) process.stdout.write(`\n${formatLinkFill(linkFill)}\n`);
     }
     if (aio !== null) {
       process.stdout.write(`\n## aio: phy: disk I/O, native AIO vs libuv's pool vs fio libaio (${aio.seconds} s x ${aio.rounds} rounds)\ndevice: ${aio.device}\n\n${formatAioTable(aio)}\n`);

@@ -3,7 +3,7 @@
 # Brings up the Xen toolstack, makes a backing disk, starts one block backend (MODE=kernel: Linux's
 # xen-blkback; MODE=ours: `blkback serve`), then runs the guests and reports on the serial console:
 #   BLKBACK-PHASE <text>              where it is (the orchestrator prints these as progress)
-#   BLKBACK-RESULT {json}             one fact per line, asserted by test/xen/run.ts
+#   BLKBACK-RESULT {json}             one fact per line, asserted by src/xen-tcg/checks.ts
 #   BLKBACK-FILE-BEGIN <name> ... BLKBACK-FILE-END <name>   a text file, verbatim
 #   G <tag>| <line>                   a guest's console, as xenconsoled logs it
 export PATH=/usr/lib/xen-4.17/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -110,12 +110,14 @@ result "{\"src\":\"dom0\",\"check\":\"backend\",\"mode\":\"$MODE\",\"ok\":true,\
 # The orchestrator attributes the samples to the fio jobs they fall in: where the two backends spend
 # dom0's CPU.
 cpu_sampler() {
-  local serve SERVE_PID
+  local serve SERVE_PID TPID
   while :; do
     SERVE_PID=$(cat /run/blkback/serve.pid 2>/dev/null)
     set -- $(head -1 /proc/stat)
     serve="serve=0"; [ -n "$SERVE_PID" ] && serve=$(awk '{print "serve=" $14 + $15 " serve_user=" $14 " serve_sys=" $15}' /proc/$SERVE_PID/stat 2>/dev/null)
     [ -n "$SERVE_PID" ] && serve="$serve $(awk '{print "main_user=" $14 " main_sys=" $15}' /proc/$SERVE_PID/task/$SERVE_PID/stat 2>/dev/null)"
+    TPID=$(cat /run/blkback/target.pid 2>/dev/null)   # CHAIN=iscsi: blkback iscsi-target's ticks
+    [ -n "$TPID" ] && serve="$serve $(awk '{print "target=" $14 + $15}' /proc/$TPID/stat 2>/dev/null)"
     echo "BLKBACK-CPU $(cut -d' ' -f1 /proc/uptime) busy=$(( $2 + $3 + $4 + $7 + $8 )) idle=$(( $5 + $6 )) steal=${9:-0} $serve"
     sleep 2
   done
@@ -281,6 +283,92 @@ full_guest() { # TAG TYPE HOTPLUG: every check, both fio jobs, optionally disk h
   [ $pinned = 1 ] && xl vcpu-pin Domain-0 all all > /dev/null 2>&1
 }
 
+# ---- the seed's chain (CHAIN=iscsi, --mode same-guest) -------------------------------------------
+# The mail's test bed in one boot: `blkback iscsi-target` (the build serve uses) exports RAM disks
+# (files in the tmpfs), dom0's own Linux initiator (open-iscsi: iscsid, iscsiadm, iscsi_tcp) logs in
+# over loopback, and the LUNs become SCSI disks that the two backends serve to the guest, each with
+# phy:. LUN 2 is also served straight by blkback serve's own initiator (target=iscsi://...).
+IQN=iqn.2026-12.org.blkback:seed
+PORTAL=127.0.0.1:3260
+TARGET_PID=
+lun_dev() { # LUN: the SCSI disk of our target's LUN, once the kernel has it
+  local d; for d in /sys/class/scsi_device/*:*:*:$1/device/block/*; do [ -e "$d" ] && { echo "/dev/${d##*/}"; return 0; }; done
+  return 1
+}
+iscsi_chain_up() {
+  phase "dom0: iSCSI chain: blkback iscsi-target on $PORTAL, LUNs 0 (xvda), 1 (xvdb), 2 (xvdc)"
+  node /opt/blkback/dist/src/cli/main.js iscsi-target --target-name $IQN --portal $PORTAL --allow ALL \
+    --allow-path $DISKS --lun 0=file:$DISKS/disk.img --lun 1=file:$DISKS/disk3.img --lun 2=file:$DISKS/disk2.img \
+    --control-socket /run/blkback/iscsi-target.sock > /run/blkback/target.log 2>&1 &
+  TARGET_PID=$!
+  echo $TARGET_PID > /run/blkback/target.pid   # for the CPU sampler
+  # nothing else here needs the loopback interface, so nothing has brought it up
+  /bin/busybox ip link set lo up || die "cannot bring up lo"
+  # iscsi_tcp asks the crypto API for crc32c as it makes a connection (digests or not)
+  for m in crc32c_generic scsi_mod sd_mod iscsi_tcp; do modprobe $m || die "modprobe $m failed"; done
+  mkdir -p /etc/iscsi/nodes /etc/iscsi/send_targets /run/lock/iscsi
+  echo "InitiatorName=iqn.2026-12.org.blkback:dom0" > /etc/iscsi/initiatorname.iscsi
+  iscsid -f > /run/iscsid.log 2>&1 &
+  local i rc t0 until; t0=$(cut -d' ' -f1 /proc/uptime)
+  # the target is up when discovery answers (node starts slowly under emulation: up to 3 minutes)
+  until=$(( SECONDS + 180 ))
+  while [ $SECONDS -lt $until ]; do
+    timeout 30 iscsiadm -m discovery -t sendtargets -p $PORTAL > /run/iscsi-discovery.log 2>&1 && break
+    kill -0 $TARGET_PID 2>/dev/null || { print_file iscsi-target-log /run/blkback/target.log; die "blkback iscsi-target exited"; }
+    sleep 2
+  done
+  print_file iscsi-discovery /run/iscsi-discovery.log
+  grep -q "$IQN" /run/iscsi-discovery.log || { print_file iscsi-target-log /run/blkback/target.log; print_file iscsid-log /run/iscsid.log; die "iscsiadm discovery found no $IQN on $PORTAL"; }
+  timeout 120 iscsiadm -m node -T $IQN -p $PORTAL --login > /run/iscsi-login.log 2>&1; rc=$?
+  print_file iscsi-login /run/iscsi-login.log
+  local l devs="" dev
+  for l in 0 1 2; do
+    for i in $(seq 1 60); do dev=$(lun_dev $l) && break; sleep 1; done
+    devs="$devs\"lun$l\":\"${dev:-none}\","
+    eval "LUN${l}_DEV=$dev"
+  done
+  result "{\"src\":\"dom0\",\"check\":\"iscsi-login\",\"ok\":$([ $rc = 0 ] && [ -n "$LUN0_DEV" ] && [ -n "$LUN1_DEV" ] && echo true || echo false),\"rc\":$rc,${devs}\"seconds\":$(echo "$(cut -d' ' -f1 /proc/uptime) $t0" | awk '{print $1-$2}')}"
+  [ -n "$LUN0_DEV" ] && [ -n "$LUN1_DEV" ] || { print_file iscsi-target-log /run/blkback/target.log; print_file iscsid-log /run/iscsid.log; dmesg | tail -40 > /run/dmesg.txt; print_file dom0-dmesg /run/dmesg.txt; die "Linux's initiator did not make SCSI disks of LUNs 0 and 1"; }
+  XVDA_DEV=$LUN0_DEV; XVDB_DEV=$LUN1_DEV
+  # Linux's initiator reads each LUN whole: the bytes must be the backing file's
+  for l in 0 1; do
+    eval "dev=\$LUN${l}_DEV"
+    local file=$DISKS/disk.img; [ $l = 1 ] && file=$DISKS/disk3.img
+    local want got size
+    want=$(md5sum < $file | cut -d' ' -f1)
+    got=$(dd if=$dev bs=1M iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+    size=$(( $(cat /sys/block/${dev#/dev/}/size) * 512 ))
+    result "{\"src\":\"dom0\",\"check\":\"iscsi-read-lun$l\",\"ok\":$([ "$want" = "$got" ] && [ $size = $(stat -c %s $file) ] && echo true || echo false),\"device\":\"$dev\",\"bytes\":$size,\"md5\":\"$got\",\"backing_md5\":\"$want\"}"
+  done
+  phase "dom0: Linux's initiator logged in: LUN 0 is $LUN0_DEV (xvda, xen-blkback), LUN 1 $LUN1_DEV (xvdb, blkback serve)"
+}
+iscsi_direct_disk() { # xvdc: blkback serve's own initiator, straight to LUN 2 (no SCSI disk in between)
+  XVDC_MD5=$(md5sum < $DISKS/disk2.img | cut -d' ' -f1)
+  phase "twin guest: blkback ctl attach xvdc (iscsi://$PORTAL/$IQN/2)"
+  node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS attach $DOMID "format=raw,vdev=xvdc,access=rw,target=iscsi://$PORTAL/$IQN/2" > /run/ctl-attach-xvdc.log 2>&1
+  local rc=$?; print_file ctl-attach-xvdc /run/ctl-attach-xvdc.log
+  result "{\"src\":\"dom0\",\"check\":\"ctl-attach-xvdc\",\"guest\":\"twin\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc,\"backing_md5\":\"$XVDC_MD5\",\"marker\":\"$XVDC_MARKER\"}"
+}
+iscsi_direct_disk_done() { # the guest's fsynced marker must be in LUN 2's backing file
+  local off=$(( $(stat -c %s $DISKS/disk2.img) - 65536 )) got
+  got=$(dd if=$DISKS/disk2.img bs=4096 skip=$(( off / 4096 )) count=1 2>/dev/null | head -c ${#XVDC_MARKER})
+  result "{\"src\":\"dom0\",\"check\":\"xvdc-marker\",\"guest\":\"twin\",\"ok\":$([ "$got" = "$XVDC_MARKER" ] && echo true || echo false),\"offset\":$off}"
+  node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS detach $DOMID xvdc > /run/ctl-detach-xvdc.log 2>&1
+  rc=$?; print_file ctl-detach-xvdc /run/ctl-detach-xvdc.log
+  result "{\"src\":\"dom0\",\"check\":\"ctl-detach-xvdc\",\"guest\":\"twin\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc}"
+}
+iscsi_chain_down() {
+  iscsiadm -m node -T $IQN -p $PORTAL --logout > /run/iscsi-logout.log 2>&1
+  local rc=$?; print_file iscsi-logout /run/iscsi-logout.log
+  result "{\"src\":\"dom0\",\"check\":\"iscsi-logout\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc}"
+  node /opt/blkback/dist/src/cli/main.js ctl --socket /run/blkback/iscsi-target.sock list > /run/target-status.txt 2>&1
+  print_file iscsi-target-status /run/target-status.txt
+  kill $TARGET_PID 2>/dev/null
+  local i; for i in $(seq 1 30); do kill -0 $TARGET_PID 2>/dev/null || break; sleep 1; done
+  print_file iscsi-target-log /run/blkback/target.log
+  result "{\"src\":\"dom0\",\"check\":\"iscsi-target-exit\",\"ok\":$(kill -0 $TARGET_PID 2>/dev/null && echo false || echo true)}"
+}
+
 if [ "$MODE" = same-guest ]; then
   # One PV guest, two disks: xvda from the kernel's xen-blkback (backend/vbd, made by xl create),
   # xvdb from blkback serve (backend/blkback, made by 'blkback ctl attach': xl knows only vbd and
@@ -288,18 +376,27 @@ if [ "$MODE" = same-guest ]; then
   # (kernel, ours, then ours, kernel, ...): the two backends compared seconds apart in one guest.
   phase "dom0: second backing file ${DISK_MIB} MiB of random data (xvdb, blkback serve's)"
   backing_file $DISKS/disk3.img "$DISK_MIB"
-  losetup /dev/loop2 $DISKS/disk3.img || die "losetup /dev/loop2 failed"
+  if [ "$CHAIN" = iscsi ]; then
+    iscsi_chain_up   # XVDA_DEV and XVDB_DEV: SCSI disks of Linux's initiator, LUNs of our target
+    DISKSPEC="format=raw,vdev=xvda,access=rw,backendtype=phy,script=/etc/xen/scripts/block-fast,target=$XVDA_DEV"
+  else
+    losetup /dev/loop2 $DISKS/disk3.img || die "losetup /dev/loop2 failed"
+    XVDB_DEV=/dev/loop2
+  fi
   SERVE_ARGS="$SERVE_ARGS --backend-kind blkback"
   start_kernel_backend
   start_serve
-  if start_guest twin pv bb_role=twin bb_runs=$PAIRS; then
-    phase "twin guest: blkback ctl attach xvdb (/dev/loop2)"
-    node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS attach $DOMID format=raw,vdev=xvdb,access=rw,target=/dev/loop2 > /run/ctl-attach.log 2>&1
+  XVDC_ARG=; [ "$CHAIN" = iscsi ] && { XVDC_MARKER="BLKBACK-MARKER-xvdc-$RANDOM$RANDOM"; XVDC_ARG=bb_xvdc=$XVDC_MARKER; }
+  if start_guest twin pv bb_role=twin bb_runs=$PAIRS $XVDC_ARG; then
+    phase "twin guest: blkback ctl attach xvdb ($XVDB_DEV)"
+    node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS attach $DOMID format=raw,vdev=xvdb,access=rw,target=$XVDB_DEV > /run/ctl-attach.log 2>&1
     rc=$?; print_file ctl-attach-twin /run/ctl-attach.log
     result "{\"src\":\"dom0\",\"check\":\"ctl-attach\",\"guest\":\"twin\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc}"
+    [ "$CHAIN" = iscsi ] && iscsi_direct_disk
     ctl ctl-list-twin list
     wait_guest twin checks-done $(( 600 + 300 * PAIRS ))
     ctl ctl-stats-twin stats --json
+    [ "$CHAIN" = iscsi ] && iscsi_direct_disk_done
     phase "twin guest: blkback ctl detach xvdb"
     node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS detach $DOMID xvdb > /run/ctl-detach.log 2>&1
     rc=$?; print_file ctl-detach-twin /run/ctl-detach.log
@@ -309,6 +406,7 @@ if [ "$MODE" = same-guest ]; then
     destroy_guest twin
   fi
   result "{\"src\":\"dom0\",\"check\":\"serve-alive\",\"ok\":$(serve_alive && echo true || echo false)}"
+  [ "$CHAIN" = iscsi ] && iscsi_chain_down
   xl dmesg > /run/xl-dmesg.log 2>&1; print_file xl-dmesg /run/xl-dmesg.log
   finish
 fi

@@ -102,6 +102,17 @@ case "$ROLE" in
     # uncounted (the first runs in a guest are slower; serve's JavaScript compiles as it runs).
     if ! wait_dev /dev/xvdb 300 1; then result "\"check\":\"xvdb\",\"ok\":false"; said checks-done; hold; fi
     result "\"check\":\"xvdb\",\"ok\":true,\"bytes\":$(( $(cat /sys/block/xvdb/size) * 512 )),\"write_cache\":\"$(cat /sys/block/xvdb/queue/write_cache)\""
+    XVDC=$(arg bb_xvdc)   # --chain iscsi: dom0 also attaches xvdc, blkback serve's iscsi:// disk
+    if [ -n "$XVDC" ]; then
+      if wait_dev /dev/xvdc 300 1; then
+        bytes=$(( $(cat /sys/block/xvdc/size) * 512 ))
+        result "\"check\":\"xvdc-read\",\"ok\":true,\"bytes\":$bytes,\"md5\":\"$(md5sum /dev/xvdc | cut -d' ' -f1)\""
+        printf '%s' "$XVDC" | dd of=/dev/xvdc bs=4096 seek=$(( (bytes - 65536) / 4096 )) conv=notrunc,sync,fsync 2>/tmp/dd.err
+        rc=$?; result "\"check\":\"xvdc-fsync-write\",\"ok\":$(okf $rc),\"rc\":$rc"
+      else
+        result "\"check\":\"xvdc-read\",\"ok\":false"
+      fi
+    fi
     mkdir -p /jobs-xvdb
     for f in /jobs/*.fio; do sed 's#/dev/xvda#/dev/xvdb#g' "$f" > /jobs-xvdb/${f##*/}; done
     PAIRS=$RUNS; RUNS=1; GUEST_TAG=$TAG

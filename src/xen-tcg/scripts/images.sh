@@ -1,5 +1,5 @@
 #!/bin/bash
-# Builds the cached, package-only parts of the Xen-under-QEMU harness (test/xen/README in docs/xen-tcg.md):
+# Builds the cached, package-only parts of the Xen-under-QEMU harness (docs/xen-tcg.md):
 #   xen         the hypervisor (32-bit multiboot ELF, QEMU -kernel loads it)
 #   vmlinuz     Debian's kernel, dom0's and the guests'
 #   dom0.cpio   dom0's root (debootstrap minbase + Xen toolstack + node), with /root/vmlinuz and
@@ -14,7 +14,12 @@ set -euo pipefail
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 
 XEN_PKG=xen-hypervisor-4.17-amd64
-DOM0_PKGS=xen-utils-4.17,xenstore-utils,kmod,procps,busybox-static,libstdc++6,mount,util-linux
+# open-iscsi: Linux's own iSCSI initiator (iscsid, iscsiadm) for the seed's chain (dom0-init.sh, CHAIN=iscsi)
+DOM0_PKGS=xen-utils-4.17,xenstore-utils,kmod,procps,busybox-static,libstdc++6,mount,util-linux,open-iscsi
+# Kernel modules beyond the Xen drivers: loop, and the SCSI disk and iSCSI-over-TCP initiator stack
+# (their dependencies, and the crypto modules their crc helpers ask for first, follow from modinfo;
+# iscsi_tcp asks the crypto API for crc32c when a connection is made: crc32c_generic)
+EXTRA_MODULES="loop sd_mod iscsi_tcp crc32c_generic crct10dif_generic crc64_rocksoft_generic"
 HOST_TOOLS="qemu-system-x86 debootstrap busybox-static cpio kmod fio"
 
 candidate() { apt-cache policy "$1" | awk '/Candidate:/{print $2; exit}'; }
@@ -40,6 +45,23 @@ host_tools() {
     log "installing host tools: ${missing[*]}"
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
   fi
+}
+
+# The .ko paths (relative to lib/modules/KV) of MODULES and everything they need: modinfo's depends
+# and its softdep "pre:" (crc-t10dif asks for crct10dif first); a name with no .ko is built in.
+module_closure() { # MODDIR MODULES...
+  local dir=$1; shift
+  local -A seen=(); local queue=("$@") m f more
+  while [ ${#queue[@]} -gt 0 ]; do
+    m=${queue[0]//-/_}; queue=("${queue[@]:1}")
+    [ -n "${seen[$m]:-}" ] && continue; seen[$m]=1
+    f=$(cd "$dir" && find kernel \( -name "$m.ko" -o -name "${m//_/-}.ko" \) -print -quit)
+    [ -n "$f" ] || continue
+    echo "$f"
+    more=$(modinfo -F depends "$dir/$f" | tr ',' ' ')
+    more="$more $(modinfo -F softdep "$dir/$f" | sed -n 's/.*pre: *\([^ ]*\).*/\1/p')"
+    for m in $more; do queue+=("$m"); done
+  done
 }
 
 # Copy a dynamically linked binary and every library ldd names (at the paths ldd resolves) into ROOT.
@@ -76,10 +98,11 @@ build() {
     || { tail -20 debootstrap.log >&2; exit 1; }
   rm -rf rootfs/usr/share/{doc,man,locale,info,i18n}/* rootfs/var/lib/apt/lists/* rootfs/var/cache/apt/archives/*.deb
 
-  # Xen drivers, both block backends' and the frontend, and loop; then modules.dep
+  # Xen drivers, both block backends' and the frontend, $EXTRA_MODULES; then modules.dep
   mkdir -p rootfs/lib/modules/"$kv"
+  # shellcheck disable=SC2046,SC2086
   (cd k/lib/modules/"$kv" && cp --parents -r kernel/drivers/xen kernel/drivers/block/xen-blkback \
-     kernel/drivers/block/xen-blkfront.ko kernel/drivers/block/loop.ko modules.order modules.builtin \
+     kernel/drivers/block/xen-blkfront.ko $(module_closure . $EXTRA_MODULES) modules.order modules.builtin \
      modules.builtin.modinfo "$out"/work/rootfs/lib/modules/"$kv"/)
   depmod -b rootfs "$kv"
   mkdir -p rootfs/root rootfs/var/log/xen/console rootfs/var/lib/xen rootfs/opt
