@@ -38,6 +38,7 @@ test('socket bytes reach the session intact, in order, through one reused read b
         if (total >= want) done();
       },
       closed() {},
+      reader: { bytesIn: 0, pdusIn: 0 }, // no PDU seen: reads keep their size
     } as unknown as InitiatorSession;
     tcp.attach(fakeSession);
     for (const b of later) serverSide!.write(b);

@@ -140,7 +140,9 @@ export class InitiatorSession implements PduSink {
 
   constructor(transport: SessionTransport, counters: SessionCounters, onUnitAttention: () => void) {
     this.#transport = transport;
-    this.#writer = new PduWriter(transport);
+    // flushed once the current callback and its promise jobs are done (one writev), not after the
+    // event loop has read every socket: new commands reach the target while we parse what came in
+    this.#writer = new PduWriter(transport, queueMicrotask);
     this.counters = counters;
     this.#onUnitAttention = onUnitAttention;
     this.reader.maxDataSegmentLength = LOGIN_DATA_SEGMENT;
