@@ -288,14 +288,23 @@ test('a lost connection never loses an acknowledged write, and a re-login waits 
 
 test('a connection cut in the middle of many writes: every write acknowledged before the cut is on the LUN', async () => {
   const ram = createRamDisk(64 * MiB, { name: 'ram:64M' });
-  // a store that takes 0-19 ms per write, so the cut finds some answered and some in flight
+  // A store that takes 0-19 ms per write for the first `passing` writes of a round and holds the
+  // rest until the cut: some are answered, the others are in flight when the connection goes,
+  // however fast or slow this host runs the loop.
+  let passing = 0;
+  let started = 0;
+  let releaseHeld: () => void = () => undefined;
+  let held = Promise.resolve();
   const slow: BlockDevice = {
     name: ram.name,
     get info() {
       return ram.info;
     },
     readv: (o, iov) => ram.readv(o, iov),
-    writev: (o, iov, f) => new Promise((r) => setTimeout(r, Math.floor(Math.random() * 20))).then(() => ram.writev(o, iov, f)),
+    writev: (o, iov, f) => {
+      const wait = started++ < passing ? new Promise((r) => setTimeout(r, Math.floor(Math.random() * 20))) : held;
+      return wait.then(() => ram.writev(o, iov, f));
+    },
     flush: () => ram.flush(),
     discard: (o, l) => ram.discard(o, l),
     writeZeroes: (o, l) => ram.writeZeroes(o, l),
@@ -303,6 +312,13 @@ test('a connection cut in the middle of many writes: every write acknowledged be
   };
   await withTarget({ device: slow }, async (t) => {
     for (let round = 0; round < 5; round++) {
+      // cut once some have been answered (more each round), with the rest still in flight
+      const cutAfter = 5 + round * 10;
+      started = 0;
+      passing = cutAfter + round * 5;
+      held = new Promise<void>((r) => {
+        releaseHeld = r;
+      });
       const c = await connect(t);
       const acked = new Map<number, Buffer>();
       const all: Promise<unknown>[] = [];
@@ -313,12 +329,11 @@ test('a connection cut in the middle of many writes: every write acknowledged be
           if (r.status === 0) acked.set(lba, data);
         }, () => undefined));
       }
-      // cut once some have been answered (more each round), with most still in flight
-      const cutAfter = 5 + round * 10;
       while (acked.size < cutAfter) await new Promise((r) => setImmediate(r));
       c.close(); // the cut
+      releaseHeld(); // the held writes now reach the store, their answers nowhere
       await Promise.all(all);
-      assert.ok(acked.size > 0 && acked.size < 200, `round ${round}: ${acked.size} of 200 answered before the cut`);
+      assert.ok(acked.size >= cutAfter && acked.size <= passing, `round ${round}: ${acked.size} of 200 answered before the cut (${passing} let through)`);
       await new Promise((r) => setTimeout(r, 50));
       for (const [lba, data] of acked) assert.deepEqual(await deviceBytes(ram, lba * 512, 8192), data, `round ${round}: acknowledged write at LBA ${lba}`);
     }

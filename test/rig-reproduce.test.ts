@@ -35,11 +35,13 @@ test('reproduce --rig iscsi --quick: the report names the shaped link and both e
     const r = await run(process.execPath, [MAIN, 'reproduce', '--rig', 'iscsi', '--link', '1gbit', '--quick', '--runtime', '1.5', '--out', dir], { timeoutMs: 110_000 });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /rig: 1gbit \(125\.0 MB\/s\): veth shaped with tc tbf/);
-    const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as { rig: string; link: string; target_cpu: string; initiator_cpu: string; storage: { phy: string; file: string }; summary: { mibps: number }[] };
+    const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as { rig: string; link: string; target_cpu: string; initiator_cpu: string; initiator_main_thread_cpu: string; storage: { phy: string; file: string }; summary: { mibps: number }[] };
     assert.equal(results.rig, 'iscsi');
     assert.match(results.link, /^1gbit .*namespace blkback-link-\d+-\d+ at 10\.231\.\d+\.\d+:3260/);
     assert.match(results.target_cpu, /^\d+\.\d s \(\d+% of one core/);
     assert.match(results.initiator_cpu, /^\d+\.\d s \(\d+% of one core/);
+    assert.match(results.initiator_main_thread_cpu, /^\d+\.\d s \(\d+% of one core.*main thread: our initiator and blkback/);
+    assert.ok(parseFloat(results.initiator_main_thread_cpu) <= parseFloat(results.initiator_cpu) + 0.05, 'the main thread is part of the process');
     assert.match(results.storage.phy, /^iscsi:\/\/10\.231\.\d+\.\d+:3260\/iqn\.[^/]+\/1 /);
     assert.equal(results.summary.length, 4);
     for (const s of results.summary) assert.ok(s.mibps > 0, 'every run moved data over the link');

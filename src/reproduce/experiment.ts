@@ -74,8 +74,10 @@ export interface RigReport {
   /** True when the link is what the user asked for (false: the loopback fallback). */
   readonly asked: boolean;
   readonly targetCpuSeconds: number;
-  /** This process: our initiator, blkback and the guests (one process: they are not told apart). */
+  /** This process: our initiator, blkback and the guests. */
   readonly hostCpuSeconds: number;
+  /** Of which its main thread: blkback and our initiator (the guests are worker threads). */
+  readonly mainThreadCpuSeconds: number;
   readonly wallSeconds: number;
 }
 
@@ -85,7 +87,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentOut
   const notes: string[] = [];
   const rig = o.rig === 'iscsi' ? await openIscsiRig(o.link ?? parseLinkSpec(SEED_LINK), o.storeBytes) : undefined;
   const store = rig === undefined ? await prepareStore(o, notes) : iscsiStore(rig, notes);
-  const started = { wall: Date.now(), host: process.cpuUsage(), target: rig?.targetCpuSeconds() ?? 0 };
+  const started = { wall: Date.now(), host: process.cpuUsage(), target: rig?.targetCpuSeconds() ?? 0, main: rig?.mainThreadCpuSeconds() ?? 0 };
   try {
     const configs: Record<Backend, GuestConfig> = {
       phy: guestConfigFromXl(parseXlConfig(o.guestConfigs.phy.text, o.guestConfigs.phy.path)),
@@ -127,6 +129,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentOut
         asked: rig.link.fallback === undefined,
         targetCpuSeconds: rig.targetCpuSeconds() - started.target,
         hostCpuSeconds: (host.user + host.system) / 1e6,
+        mainThreadCpuSeconds: rig.mainThreadCpuSeconds() - started.main,
         wallSeconds: (Date.now() - started.wall) / 1000,
       },
     };

@@ -23,6 +23,11 @@ export interface IscsiRig {
   readonly target: LinkTarget;
   /** CPU seconds (user + system) the target process has used so far. */
   targetCpuSeconds(): number;
+  /**
+   * CPU seconds this process's main thread has used so far: blkback and our initiator (the
+   * simulated guests are worker threads, so the rest of the process is theirs).
+   */
+  mainThreadCpuSeconds(): number;
   close(): Promise<void>;
 }
 
@@ -41,6 +46,7 @@ export async function openIscsiRig(spec: LinkSpec, lunBytes: number): Promise<Is
       link,
       target,
       targetCpuSeconds: () => processCpuSeconds(target.process.pid),
+      mainThreadCpuSeconds: () => statCpuSeconds(`/proc/self/task/${process.pid}/stat`),
       async close() {
         await target.stop();
         await link.close();
@@ -54,9 +60,13 @@ export async function openIscsiRig(spec: LinkSpec, lunBytes: number): Promise<Is
 
 /** utime + stime of a process from /proc (fields 14 and 15), NaN when it is gone. */
 function processCpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return Number.NaN;
+  return pid === undefined ? Number.NaN : statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/** utime + stime from a /proc stat file of a process or a thread, NaN when it is gone. */
+function statCpuSeconds(path: string): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(path, 'utf8');
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;

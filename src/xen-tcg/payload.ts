@@ -77,20 +77,35 @@ export function configScript(c: PayloadConfig): string {
   ].join('\n');
 }
 
-/** The npm packages the build needs at run time: package.json's dependencies and the platform
- * packages among their optionalDependencies that are installed (koffi's and resvg's binaries). */
-export function runtimePackages(repoDir: string): string[] {
-  const modules = join(repoDir, 'node_modules');
-  const pkg = JSON.parse(readFileSync(join(repoDir, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
-  const out = new Set<string>();
-  for (const name of Object.keys(pkg.dependencies ?? {})) {
-    const dir = join(modules, name);
-    if (!existsSync(dir)) continue;
-    out.add(name);
-    const own = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { optionalDependencies?: Record<string, string> };
-    for (const opt of Object.keys(own.optionalDependencies ?? {})) if (existsSync(join(modules, opt))) out.add(opt);
+/**
+ * Where `name` is installed for a package at `from`: its own node_modules or, as npm hoists an
+ * installed package's dependencies, the first one above it.
+ */
+function installedAt(from: string, name: string): string | undefined {
+  for (let dir = from; ; dir = dirname(dir)) {
+    const candidate = join(dir, 'node_modules', name);
+    if (existsSync(join(candidate, 'package.json'))) return candidate;
+    if (dirname(dir) === dir) return undefined;
   }
-  return [...out].sort();
+}
+
+/** The npm packages the build needs at run time, by name, with where they are installed:
+ * package.json's dependencies and the platform packages among their optionalDependencies that
+ * are installed (koffi's and resvg's binaries). */
+export function runtimePackages(repoDir: string): Map<string, string> {
+  const pkg = JSON.parse(readFileSync(join(repoDir, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+  const out = new Map<string, string>();
+  for (const name of Object.keys(pkg.dependencies ?? {})) {
+    const dir = installedAt(repoDir, name);
+    if (dir === undefined) continue;
+    out.set(name, dir);
+    const own = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { optionalDependencies?: Record<string, string> };
+    for (const opt of Object.keys(own.optionalDependencies ?? {})) {
+      const optDir = installedAt(dir, opt);
+      if (optDir !== undefined) out.set(opt, optDir);
+    }
+  }
+  return new Map([...out].sort(([a], [b]) => a.localeCompare(b)));
 }
 
 export function buildPayload(input: PayloadInput, workDir: string): string {
@@ -118,10 +133,10 @@ export function buildPayload(input: PayloadInput, workDir: string): string {
     recursive: true,
     filter: (src) => !src.endsWith('.map') && !src.endsWith('.d.ts'),
   });
-  for (const name of runtimePackages(input.repoDir)) {
+  for (const [name, installed] of runtimePackages(input.repoDir)) {
     const dest = join(app, 'node_modules', name);
     mkdirSync(dirname(dest), { recursive: true });
-    cpSync(join(input.repoDir, 'node_modules', name), dest, { recursive: true });
+    cpSync(installed, dest, { recursive: true });
   }
   if (process.env.BLKBACK_XEN_DEBUG === '1') addDebugTools(root);
   else if (process.env.BLKBACK_XEN_STRACE === '1') addHostBinaries(root, ['/usr/bin/strace']);

@@ -35,7 +35,7 @@ const SEED_JOBS = ['randw', 'iometer'] as const;
 
 const help = `test:xen — blkback against real Xen 4.17 under QEMU (TCG), PV and PVH guests
 
-usage: node dist/src/xen-tcg/run.js [--mode kernel|ours|both|paired|same-guest] [--report-only TAGS] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
+usage: node dist/src/xen-tcg/run.js [--mode kernel|ours|both|paired|same-guest] [--chain none|iscsi] [--report-only TAGS] [--dist DIR] [--out DIR] [--cache DIR] [--keep]
 
   --mode      kernel: Linux's xen-blkback serves the guests; ours: blkback serve does (xen-blkback
               not loaded); both (default): one boot each, then the comparison table and plots;

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ import { comparisonMarkdown, comparisonRows, median, pairedMarkdown, pairedRows 
 import type { BootPlan } from '../../src/xen-tcg/checks.ts';
 import { qemuArgs } from '../../src/xen-tcg/qemu.ts';
 import { cpuDuringJobs } from '../../src/xen-tcg/cpu.ts';
+import { runtimePackages } from '../../src/xen-tcg/payload.ts';
 
 // the repository: the working directory (npm runs there), else above this file (source or dist/)
 const repo =
@@ -507,4 +508,27 @@ test('the verdict: a --report-only guest\'s failures are reported, every other f
     failures(cut.checks, new Set(['pvh'])).gating.map((c) => c.name),
     ['dom0 ran to the end', 'pv: full read md5 equals backing file', 'pv: fio iometer run 2', 'after: written marker in the backing file'],
   );
+});
+
+test("the payload's runtime packages are found where npm put them: the package's own node_modules or a hoisted one above", () => {
+  const root = mkdtempSync(join(tmpdir(), 'xen-hoist-'));
+  try {
+    const write = (rel: string, json: unknown): void => {
+      mkdirSync(join(root, rel), { recursive: true });
+      writeFileSync(join(root, rel, 'package.json'), JSON.stringify(json));
+    };
+    // an installed blkback: its dependency hoisted to the app's node_modules, one of its own nested
+    write('app/node_modules/blkback', { name: 'blkback', dependencies: { koffi: '1', nested: '1', absent: '1' } });
+    write('app/node_modules/koffi', { name: 'koffi', optionalDependencies: { '@koromix/koffi-linux-x64': '1', '@koromix/koffi-win32': '1' } });
+    write('app/node_modules/@koromix/koffi-linux-x64', { name: '@koromix/koffi-linux-x64' });
+    write('app/node_modules/blkback/node_modules/nested', { name: 'nested' });
+    const found = runtimePackages(join(root, 'app/node_modules/blkback'));
+    assert.deepEqual([...found], [
+      ['@koromix/koffi-linux-x64', join(root, 'app/node_modules/@koromix/koffi-linux-x64')],
+      ['koffi', join(root, 'app/node_modules/koffi')],
+      ['nested', join(root, 'app/node_modules/blkback/node_modules/nested')],
+    ]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

@@ -174,8 +174,9 @@ export const reproduceCommand: Command = {
           link: rigReport.link,
           target_cpu: cpuLine(rigReport.targetCpuSeconds, rigReport.wallSeconds),
           initiator_cpu: `${cpuLine(rigReport.hostCpuSeconds, rigReport.wallSeconds)} (this process: our initiator, blkback and the guests)`,
+          initiator_main_thread_cpu: `${cpuLine(rigReport.mainThreadCpuSeconds, rigReport.wallSeconds)} (its main thread: our initiator and blkback; the guests are worker threads)`,
         };
-    if (rigReport !== undefined) log(`rig: ${rigReport.link}; target CPU ${rigSetup.target_cpu}; initiator side ${rigSetup.initiator_cpu}`);
+    if (rigReport !== undefined) log(`rig: ${rigReport.link}; target CPU ${rigSetup.target_cpu}; initiator side ${rigSetup.initiator_cpu}, of it ${rigSetup.initiator_main_thread_cpu}`);
     writeFileSync(join(out, 'results.json'), `${JSON.stringify({ machine, ...rigSetup, storage: outcome.storage, overrides: outcome.overrides, summary, runs: outcome.records.map((r) => ({ job: r.job, backend: r.backend, run: r.run, position: r.position, logDir: r.logDir })) }, null, 2)}\n`);
     const html = renderReport({
       title: 'blkback: the 2011 xen-devel blkback benchmark, reproduced',
