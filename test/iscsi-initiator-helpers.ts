@@ -2,6 +2,7 @@
 // each in its own slot of the disk so concurrent writes never overlap, checked against a shadow copy
 // read from the disk at the start; and, when given, against the target's store itself.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import type { BlockDevice } from '../src/block/types.ts';
 
 export interface IntegrityOptions {
@@ -70,4 +71,16 @@ export async function randomIntegrity(dev: BlockDevice, o: IntegrityOptions): Pr
     const inStore = await readAll(o.store, size, 1 << 20);
     assert.ok(inStore.equals(shadow), `seed ${seed}: the target's store differs from what was written`);
   }
+}
+
+/**
+ * Writes `length` random bytes at offset 0 through `dev` and reads them back, from `readFrom` when
+ * given (the target's store: the bytes reached it) or through `dev` itself; they must be equal.
+ */
+export async function writeReadBack(dev: BlockDevice, length: number, readFrom: BlockDevice = dev): Promise<void> {
+  const data = randomBytes(length);
+  await dev.writev(0, [data]);
+  const back = Buffer.alloc(length);
+  await readFrom.readv(0, [back]);
+  assert.deepEqual(back, data);
 }

@@ -5,7 +5,6 @@
 // (RFC 7143 §12.1.3). No message carries a secret.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +17,7 @@ import { openBlockDevice } from '../src/block/open.ts';
 import { checkStoreSpec, openStoreUnderPolicy } from '../src/block/path-policy.ts';
 import { parseStoreSpec } from '../src/config/store-spec.ts';
 import type { IscsiBlockDevice } from '../src/iscsi-initiator/device.ts';
+import { writeReadBack } from './iscsi-initiator-helpers.ts';
 
 const TARGET = 'iqn.2026-12.org.blkback:mutual-test';
 const MiB = 1 << 20;
@@ -84,11 +84,7 @@ test('mutual CHAP with our target: the target proves its secret, the login succe
     const dev = await open(url(t.portal.port, file(dir, 'own', ALICE), file(dir, 'mutual', TARGET_ID)));
     try {
       assert.equal(dev.parameters!.authMethod, 'CHAP');
-      const data = randomBytes(64 * 1024);
-      await dev.writev(0, [data]);
-      const back = Buffer.alloc(data.byteLength);
-      await store.readv(0, [back]);
-      assert.deepEqual(back, data);
+      await writeReadBack(dev, 64 * 1024, store);
     } finally {
       await dev.close();
     }

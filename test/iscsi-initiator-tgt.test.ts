@@ -16,7 +16,7 @@ import { openBlockDevice } from '../src/block/open.ts';
 import { WRITE_FUA } from '../src/block/types.ts';
 import type { IscsiBlockDevice } from '../src/iscsi-initiator/device.ts';
 import { stopIfMissing } from './helpers-tools.ts';
-import { randomIntegrity } from './iscsi-initiator-helpers.ts';
+import { randomIntegrity, writeReadBack } from './iscsi-initiator-helpers.ts';
 
 const MiB = 1 << 20;
 const DISK = 32 * MiB;
@@ -107,11 +107,7 @@ test('tgt: login failures say which (no such target, wrong CHAP secret); CHAP su
     const dev = await open(`iscsi://alice@127.0.0.1:${tgt.port}/${tgt.targetName}/1?secret-file=${good}`);
     try {
       assert.equal(dev.parameters!.authMethod, 'CHAP');
-      const data = randomBytes(128 * 1024);
-      await dev.writev(0, [data]);
-      const back = Buffer.alloc(data.byteLength);
-      await dev.readv(0, [back]);
-      assert.deepEqual(back, data);
+      await writeReadBack(dev, 128 * 1024);
     } finally {
       await dev.close();
     }
@@ -168,11 +164,7 @@ test('tgt: mutual CHAP (an outgoing account) succeeds; a wrong target secret fai
     });
     const dev = await open(`${tgt.url}?secret-file=${own}&mutual-secret-file=${mutual}`);
     try {
-      const data = randomBytes(64 * 1024);
-      await dev.writev(0, [data]);
-      const back = Buffer.alloc(data.byteLength);
-      await dev.readv(0, [back]);
-      assert.deepEqual(back, data);
+      await writeReadBack(dev, 64 * 1024);
     } finally {
       await dev.close();
     }
