@@ -7,7 +7,7 @@ export { createNullDisk } from './block/null.ts';
 export { openFileDisk } from './block/file.ts';
 export { openDirectDisk } from './block/direct.ts';
 export { createVolatileCache } from './block/volatile-cache.ts';
-export { openBlockDevice } from './block/open.ts';
+export { openBlockDevice } from './stores/open.ts';
 
 export type * from './hypervisor/types.ts';
 export { SimHypervisor, attachGuest } from './hypervisor/sim/index.ts';

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRamDisk } from '../src/block/ram.ts';
 import { SimHost } from '../src/toolstack/host.ts';
+import { testWorkers } from './helpers-workers.ts';
 import type { VerifyResult } from '../src/workload/verify.ts';
 import type { GoodGuestParams, GoodGuestResult } from './fixtures/hostile/good-guest.ts';
 import type { VandalParams, VandalResult } from './fixtures/hostile/evtchn-vandal.ts';
@@ -53,7 +54,7 @@ async function beside(host: SimHost, round: number, mode: VandalParams['mode']):
 }
 
 test('a guest masking and overwriting every event table it holds does not stall or slow its neighbour', { timeout: 120_000 }, async (t) => {
-  const host = await SimHost.start();
+  const host = await SimHost.start(testWorkers());
   try {
     host.registerStore('good', createRamDisk(32 << 20));
     const ratios: number[] = [];

@@ -23,6 +23,7 @@ import type { Vbd } from '../src/blkback/vbd.ts';
 import { createRamDisk } from '../src/block/ram.ts';
 import { vdevToDeviceId } from '../src/config/xl-disk.ts';
 import { SimHost } from '../src/toolstack/host.ts';
+import { testWorkersSharingOne } from './helpers-workers.ts';
 import type { GuestHandle } from '../src/toolstack/host.ts';
 import type { GoodGuestParams, GoodGuestResult } from './fixtures/hostile/good-guest.ts';
 import type { BurnerParams } from './fixtures/hostile/cpu-burner.ts';
@@ -128,7 +129,6 @@ async function alternate(host: SimHost, label: string): Promise<Phases> {
   const burner = await startNeighbour(host, 'burner', `burner-${label}`, PAUSE);
   const out = { goodSegments: { flooder: 0, burner: 0 }, ms: { flooder: 0, burner: 0 }, goodContended: 0, flooderContended: 0, phases: 0 };
   try {
-    let goodVbd: Vbd | undefined;
     let running = false;
     let io!: () => void;
     const ioStarted = new Promise<void>((resolve) => (io = resolve));
@@ -148,7 +148,7 @@ async function alternate(host: SimHost, label: string): Promise<Phases> {
       },
     );
     await withTimeout(Promise.race([ioStarted, good.result]), 15_000, `good-${label} start`);
-    goodVbd = host.blkback.vbds.get(`${good.domid}/${vdevToDeviceId('xvda')}`);
+    const goodVbd = host.blkback.vbds.get(`${good.domid}/${vdevToDeviceId('xvda')}`);
     assert.ok(goodVbd !== undefined, 'blkback serves the good guest');
     const vbd = goodVbd;
     await sleep(WARMUP_MS); // the first few hundred milliseconds of a run are slower (JIT): no one's turn
@@ -236,7 +236,7 @@ for (const hogged of [false, true]) {
   const label = hogged ? 'with a CPU hog beside it' : 'idle host';
   test(`blkback shares its service fairly between a flooding guest and a well-behaved one (${label})`, { timeout: 120_000 }, async (t) => {
     const hog = hogged ? startHog() : null;
-    const host = await SimHost.start();
+    const host = await SimHost.start(testWorkersSharingOne());
     try {
       host.registerStore('good', createRamDisk(32 << 20));
       host.registerStore('flood', createRamDisk(8 << 20));

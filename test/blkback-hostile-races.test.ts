@@ -13,6 +13,7 @@ import { createRamDisk } from '../src/block/ram.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { vdevToDeviceId } from '../src/config/xl-disk.ts';
 import { SimHost } from '../src/toolstack/host.ts';
+import { testWorkers } from './helpers-workers.ts';
 import type { VerifyResult } from '../src/workload/verify.ts';
 import { VERIFY } from './helpers-guest.ts';
 import { fillDiskPattern } from './fixtures/hostile/disk-pattern.ts';
@@ -48,7 +49,7 @@ for (const dataPath of DATA_PATHS) {
 
 async function raceRun(t: TestContext, dataPath: DataPath): Promise<void> {
   const lines: string[] = [];
-  const host = await SimHost.start({ dataPath, log: (line) => lines.push(line) });
+  const host = await SimHost.start({ dataPath, log: (line) => lines.push(line), ...testWorkers() });
   try {
     const diskSeeds = { indirect: 0x1d1e0001, slot: 0x5107a002, revoke: 0x4e70c003 };
     // The slot attack's store answers only while the guest's gate word is open (see race-slot.ts).

@@ -17,6 +17,8 @@ import { createRamDisk } from '../src/block/ram.ts';
 import type { Vbd } from '../src/blkback/vbd.ts';
 import { vdevToDeviceId } from '../src/config/xl-disk.ts';
 import { SimHost } from '../src/toolstack/host.ts';
+import { testWorkers } from './helpers-workers.ts';
+import { WorkerRingHost } from '../src/blkback/workers/worker-ring-host.ts';
 import type { VerifyResult } from '../src/workload/verify.ts';
 import { VERIFY } from './helpers-guest.ts';
 import { fillDiskPattern } from './fixtures/hostile/disk-pattern.ts';
@@ -42,18 +44,21 @@ const MiB = 1 << 20;
 
 /**
  * Most the backend's own memory may keep after a run, measured after a full collection: its heap and
- * the buffers it allocated (the main thread's; guests are workers with heaps of their own, which RSS
- * counts too). Idle runs keep nothing (within half a MiB either way); the storm alone delivers over
+ * the buffers it allocated (the main thread's, and each data-plane worker's when blkback has them;
+ * guests are workers with heaps of their own, which RSS counts too). Idle runs keep nothing (within half a MiB either way); the storm alone delivers over
  * ten thousand events even on a loaded machine, so keeping 128 bytes an event would cross it.
  */
 const MAX_RETAINED = 2 << 20;
 
 setFlagsFromString('--expose-gc');
 const collect = runInNewContext('gc') as () => void;
-function retained(): number {
+/** The main thread's heap and buffers, plus each data-plane worker's (BLKBACK_TEST_WORKERS): where the backend keeps things. */
+async function retained(host: SimHost): Promise<number> {
   collect();
   const m = process.memoryUsage();
-  return m.heapUsed + m.external;
+  const rings = host.blkback.ringHost;
+  const workers = rings instanceof WorkerRingHost ? await rings.memory() : [];
+  return m.heapUsed + m.external + workers.reduce((a, b) => a + b, 0);
 }
 const HOARD_DELAY_MS = 2;
 
@@ -121,7 +126,7 @@ async function beside<R>(host: SimHost, name: string, workload: URL, target: str
   assert.ok(goodVbd !== undefined, 'blkback serves the neighbour');
 
   // From here on the backend serves both: sample its process and the hostile ring's requests in flight.
-  const retainedAtStart = retained();
+  const retainedAtStart = await retained(host);
   const rssAtStart = process.memoryUsage.rss();
   let rssMax = rssAtStart;
   let maxInflight = 0;
@@ -136,7 +141,7 @@ async function beside<R>(host: SimHost, name: string, workload: URL, target: str
     setControl(host, h.domid, control, STOP);
     const hostile = (await withTimeout(h.result, 60_000, name)) as R;
     sample();
-    return { hostile, good, goodVbd, hostileVbd, rssGrowth: rssMax - rssAtStart, retainedGrowth: retained() - retainedAtStart, maxInflight };
+    return { hostile, good, goodVbd, hostileVbd, rssGrowth: rssMax - rssAtStart, retainedGrowth: (await retained(host)) - retainedAtStart, maxInflight };
   } finally {
     clearInterval(sampler);
     setControl(host, h.domid, control, STOP);
@@ -152,7 +157,7 @@ function checkNeighbour(r: Beside<unknown>): void {
 }
 
 test('blkback beside guests that storm the event channel and never consume responses', { timeout: 180_000 }, async (t: TestContext) => {
-  const host = await SimHost.start();
+  const host = await SimHost.start(testWorkers());
   try {
     // Written through once, so the neighbour's I/O does not grow the process as it first touches it.
     const good = createRamDisk(32 << 20);

@@ -72,6 +72,8 @@ class PowerRig {
 
   constructor(base: BlockDevice, behaviour: FlushBehaviour) {
     this.#behaviour = behaviour;
+    // The hooked device is an object literal whose methods need this rig, not themselves.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const rig = this;
     this.#hooked = {
       name: base.name,

@@ -201,7 +201,7 @@ for (const abi of ['x86_64', 'x86_32'] as const) {
     const L = ABI_LAYOUT[abi];
     const expected = tsLayout(abi);
 
-    await t.test('compile-time: _Static_assert of every offset, size and constant', (t2) => {
+    await t.test('compile-time: _Static_assert of every offset, size and constant', (_t2) => {
       const header = join(dir, 'expected.h');
       writeFileSync(header, Object.entries(expected).map(([k, v]) => `#define EXPECT_${k} (${v}L)\n`).join(''));
       const m32 = abi === 'x86_32' ? ['-m32'] : [];

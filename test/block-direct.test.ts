@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { IO_ENGINES, openDirectDisk } from '../src/block/direct.ts';
 import { WRITE_FUA } from '../src/block/types.ts';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
-import { exerciseIntegrity, ringAllocator } from '../src/block/testing.ts';
+import { exerciseIntegrity, ringAllocator } from './support/block-integrity.ts';
 import { withLoopDevice } from './helpers-loop.ts';
 
 const MiB = 1 << 20;

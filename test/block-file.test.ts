@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { openFileDisk } from '../src/block/file.ts';
 import { WRITE_FUA } from '../src/block/types.ts';
-import { exerciseIntegrity } from '../src/block/testing.ts';
+import { exerciseIntegrity } from './support/block-integrity.ts';
 
 const MiB = 1 << 20;
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { openBlockDevice } from '../src/block/open.ts';
+import { openBlockDevice } from '../src/stores/open.ts';
 import { createNullDisk } from '../src/block/null.ts';
 
 const MiB = 1 << 20;

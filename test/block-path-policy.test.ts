@@ -13,7 +13,7 @@ import {
   checkStoreSpec,
   openStoreUnderPolicy,
   resolvePathPolicy,
-} from '../src/block/path-policy.ts';
+} from '../src/stores/path-policy.ts';
 import { openFileDisk } from '../src/block/file.ts';
 import { withLoopDevice } from './helpers-loop.ts';
 import { stopIfMissing } from './helpers-tools.ts';

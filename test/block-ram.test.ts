@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRamDisk, RAM_CHUNK_SIZE, RAM_STATUS_MAX_EXTENTS } from '../src/block/ram.ts';
 import type { BlockExtent } from '../src/block/types.ts';
-import { exerciseIntegrity, seededRandom } from '../src/block/testing.ts';
+import { exerciseIntegrity, seededRandom } from './support/block-integrity.ts';
 import { fullStatus } from './helpers-block.ts';
 
 const MiB = 1 << 20;

@@ -5,7 +5,7 @@ import { createVolatileCache } from '../src/block/volatile-cache.ts';
 import { WRITE_FUA } from '../src/block/types.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { BlockError, Errno } from '../src/internal/errors.ts';
-import { exerciseIntegrity } from '../src/block/testing.ts';
+import { exerciseIntegrity } from './support/block-integrity.ts';
 import { openFileDisk } from '../src/block/file.ts';
 import { fsExtraProblem, simulateFsExtraUnavailable } from '../src/internal/fs-extra-ffi.ts';
 import { ffiMissing, stopIfMissing } from './helpers-tools.ts';

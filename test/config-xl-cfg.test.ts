@@ -7,7 +7,7 @@ import { parseXlConfig } from '../src/config/xl-cfg.ts';
 // The seed's configs, shipped byte for byte in examples/ (dist/test -> ../../examples).
 const SEED = fileURLToPath(new URL('../../examples', import.meta.url));
 
-test('the seed configs parse: guest-phy.cfg', async (t) => {
+test('the seed configs parse: guest-phy.cfg', async (_t) => {
   const text = await readFile(`${SEED}/guest-phy.cfg`, 'utf8');
   const cfg = parseXlConfig(text, 'guest-phy.cfg');
   assert.equal(cfg.name, 'phy-xvda');
@@ -27,7 +27,7 @@ test('the seed configs parse: guest-phy.cfg', async (t) => {
   assert.equal(cfg.raw['extra'], 'console=hvc0 debug earlyprintk=xenboot');
 });
 
-test('the seed configs parse: guest-qdisk.cfg', async (t) => {
+test('the seed configs parse: guest-qdisk.cfg', async (_t) => {
   const text = await readFile(`${SEED}/guest-qdisk.cfg`, 'utf8');
   const cfg = parseXlConfig(text, 'guest-qdisk.cfg');
   assert.equal(cfg.name, 'qdisk-xvda');

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openFileDisk } from '../src/block/file.ts';
-import { resolvePathPolicy } from '../src/block/path-policy.ts';
+import { resolvePathPolicy } from '../src/stores/path-policy.ts';
 import { createRamDisk } from '../src/block/ram.ts';
 import { blkbackControlTarget } from '../src/control/blkback-target.ts';
 import { serveControl } from '../src/control/server.ts';

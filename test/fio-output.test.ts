@@ -35,6 +35,12 @@ test('cFixed rounds exact ties to even like printf', () => {
   assert.equal(cFixed(0.125, 2), '0.12');
   assert.equal(cFixed(0.375, 2), '0.38');
   assert.equal(cFixed(2.5, 0), '2');
+  // Not ties, though x * 10^digits rounds to k + 0.5: the doubles lie above the decimal tie (glibc 2.36).
+  assert.equal(cFixed(0.05, 1), '0.1');
+  assert.equal(cFixed(0.45, 1), '0.5');
+  assert.equal(cFixed(0.25, 1), '0.2');
+  // fio printed IOPS=13.1k for 522 writes in 40 ms (13050 IOPS); we printed 13.0k.
+  assert.equal(num2str(13050, 4, 1, false, N2S.NONE), '13.1k');
   assert.equal(cFixed(1 / 3, 6), '0.333333');
 });
 

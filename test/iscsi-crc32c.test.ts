@@ -11,7 +11,7 @@ import {
 } from '../src/iscsi/crc32c.ts';
 import { mulberry32 } from '../src/internal/prng.ts';
 // The independent reference: one bit at a time, straight from the reflected polynomial.
-import { crc32cBitwise } from '../src/iscsi/testing.ts';
+import { crc32cBitwise } from './support/crc32c-bitwise.ts';
 
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 

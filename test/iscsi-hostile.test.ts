@@ -10,7 +10,6 @@ import { startIscsiTarget } from '../src/iscsi-target/run.ts';
 import { createRamDisk } from '../src/block/ram.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { crc32c } from '../src/iscsi/crc32c.ts';
-import { encodeText } from '../src/iscsi/text.ts';
 import { mulberry32 } from '../src/internal/prng.ts';
 import { TestInitiator, read16, write16 } from './helpers-iscsi.ts';
 

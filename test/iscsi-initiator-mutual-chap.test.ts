@@ -13,8 +13,8 @@ import type { RunningIscsiTarget, StartIscsiTargetOptions } from '../src/iscsi-t
 import { createRamDisk } from '../src/block/ram.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { parseChapSecretsFile } from '../src/iscsi/chap.ts';
-import { openBlockDevice } from '../src/block/open.ts';
-import { checkStoreSpec, openStoreUnderPolicy } from '../src/block/path-policy.ts';
+import { openBlockDevice } from '../src/stores/open.ts';
+import { checkStoreSpec, openStoreUnderPolicy } from '../src/stores/path-policy.ts';
 import { parseStoreSpec } from '../src/config/store-spec.ts';
 import type { IscsiBlockDevice } from '../src/iscsi-initiator/device.ts';
 import { writeReadBack } from './iscsi-initiator-helpers.ts';

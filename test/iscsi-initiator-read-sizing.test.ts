@@ -33,7 +33,8 @@ test('socket reads shrink for small PDUs and grow for large ones, bytes intact a
     let waiting = new Promise<void>((r) => (phaseDone = r));
     const fakeSession = {
       reader,
-      receive(chunk: Uint8Array) {
+      receive(buf: Uint8Array, length = buf.byteLength) {
+        const chunk = buf.subarray(0, length); // the transport hands over its read buffer and the bytes read
         copies.push(Buffer.from(chunk)); // the chunk may be reused once this returns
         memories.add(chunk.buffer);
         readsBySize[phase]!.push(chunk.byteLength);

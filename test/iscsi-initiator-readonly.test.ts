@@ -13,7 +13,7 @@ import type { RunningIscsiTarget, StartIscsiTargetOptions } from '../src/iscsi-t
 import { createRamDisk } from '../src/block/ram.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { WRITE_FUA } from '../src/block/types.ts';
-import { openBlockDevice } from '../src/block/open.ts';
+import { openBlockDevice } from '../src/stores/open.ts';
 import type { IscsiBlockDevice } from '../src/iscsi-initiator/device.ts';
 import { VDISK_READONLY } from '../src/blkif/constants.ts';
 import { SimHost } from '../src/toolstack/host.ts';

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { startTgt, tgtUnavailable } from '../src/bench/iscsi-tgt.ts';
 import type { TgtTarget } from '../src/bench/iscsi-tgt.ts';
 import type { LunMode } from '../src/bench/iscsi-target.ts';
-import { openBlockDevice } from '../src/block/open.ts';
+import { openBlockDevice } from '../src/stores/open.ts';
 import { WRITE_FUA } from '../src/block/types.ts';
 import type { IscsiBlockDevice } from '../src/iscsi-initiator/device.ts';
 import { stopIfMissing } from './helpers-tools.ts';

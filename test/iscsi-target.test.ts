@@ -211,7 +211,7 @@ test('task management: ABORT TASK of an unknown task, LUN RESET, then unit atten
 
 /** A store whose writes wait until released: commands stay in flight as long as a test wants. */
 function gatedDevice(inner: BlockDevice): { device: BlockDevice; release(): void; held(): number } {
-  let gates: (() => void)[] = [];
+  const gates: (() => void)[] = [];
   let open = false;
   return {
     device: {

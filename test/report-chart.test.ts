@@ -6,8 +6,8 @@ import { renderBandwidthChart } from '../src/report/bandwidth-chart.ts';
 import type { ChartSeries } from '../src/report/bandwidth-chart.ts';
 import { svgToPng } from '../src/report/png.ts';
 import { bandwidthUnitFor, formatTick, niceTicks } from '../src/report/scale.ts';
-import { darkPixels, decodePng, distinctColours, parseXml, xmlElements } from '../src/report/testing.ts';
-import type { XmlElement } from '../src/report/testing.ts';
+import { darkPixels, decodePng, distinctColours, parseXml, xmlElements } from './support/png-xml.ts';
+import type { XmlElement } from './support/png-xml.ts';
 
 /** Six lines like the seed's: phy and file, three runs each, ~900 and ~760 MiB/s for 20 s. */
 function seedLikeSeries(): ChartSeries[] {

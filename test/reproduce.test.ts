@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { decodePng, distinctColours, parseXml, xmlElements } from '../src/report/testing.ts';
+import { decodePng, distinctColours, parseXml, xmlElements } from './support/png-xml.ts';
 
 const run = promisify(execFile);
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));

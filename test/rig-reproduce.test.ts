@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseLinkSpec } from '../src/rig/link-spec.ts';
 import { leftoverLinkNames } from '../src/rig/link.ts';
 import { openIscsiRig } from '../src/rig/iscsi-rig.ts';
-import { openBlockDevice } from '../src/block/open.ts';
+import { openBlockDevice } from '../src/stores/open.ts';
 import { SimHost } from '../src/toolstack/host.ts';
 import { guestConfigFromXl } from '../src/toolstack/from-xl.ts';
 import { parseXlConfig } from '../src/config/xl-cfg.ts';

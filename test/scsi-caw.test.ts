@@ -6,8 +6,8 @@ import { setImmediate as tick } from 'node:timers/promises';
 import { createRamDisk } from '../src/block/ram.ts';
 import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
 import type { ItNexus } from '../src/scsi/types.ts';
-import { fakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
-import type { FakeTask, Outcome } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, RecordingDevice, settle } from './support/scsi-task.ts';
+import type { FakeTask, Outcome } from './support/scsi-task.ts';
 import { compareAndWriteCdb, hex, READ10, rw10, toHex, WRITE10 } from './helpers-scsi.ts';
 
 const BS = 512;

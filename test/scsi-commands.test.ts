@@ -7,8 +7,8 @@ import { createRamDisk } from '../src/block/ram.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
 import type { LogicalUnitOptions } from '../src/scsi/device-server.ts';
-import { fakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
-import type { FakeTaskInit, Outcome } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, RecordingDevice, settle } from './support/scsi-task.ts';
+import type { FakeTaskInit, Outcome } from './support/scsi-task.ts';
 import {
   compareAndWriteCdb, hex, ORWRITE, PREFETCH10, PREFETCH16, READ6, READ10, READ12, READ16, rw6, rw10, rw12, rw16, SYNC10, SYNC16, toHex,
   VERIFY10, VERIFY16, WRITE6, WRITE10, WRITE12, WRITE16, WRITE_VERIFY10, WS10, WS16,

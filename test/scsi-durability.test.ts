@@ -8,12 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRamDisk } from '../src/block/ram.ts';
 import { createVolatileCache } from '../src/block/volatile-cache.ts';
-import { openBlockDevice } from '../src/block/open.ts';
+import { openBlockDevice } from '../src/stores/open.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { BlockError, Errno } from '../src/internal/errors.ts';
 import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
-import { fakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
-import type { Outcome } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, RecordingDevice, settle } from './support/scsi-task.ts';
+import type { Outcome } from './support/scsi-task.ts';
 import { hex, READ10, rw10, SYNC10, toHex, WRITE10 } from './helpers-scsi.ts';
 
 const BS = 512;

@@ -7,7 +7,7 @@ import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
 import { DataBufferPool } from '../src/block/data-buffers.ts';
 import { baseAligned } from '../src/block/buffer-alignment.ts';
 import { TaskAttribute } from '../src/scsi/types.ts';
-import { fakeTask, makeNexus, RecordingDevice, settle } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, RecordingDevice, settle } from './support/scsi-task.ts';
 import { hex } from './helpers-scsi.ts';
 
 const READ10 = (lba: number): number[] => [0x28, 0, 0, 0, (lba >>> 8) & 0xff, lba & 0xff, 0, 0, 1, 0];

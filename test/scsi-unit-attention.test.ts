@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { createRamDisk } from '../src/block/ram.ts';
 import { ScsiDeviceServer } from '../src/scsi/device-server.ts';
 import type { ItNexus } from '../src/scsi/types.ts';
-import { fakeTask, makeNexus, settle } from '../src/scsi/testing.ts';
-import type { Outcome } from '../src/scsi/testing.ts';
+import { fakeTask, makeNexus, settle } from './support/scsi-task.ts';
+import type { Outcome } from './support/scsi-task.ts';
 import { hex, toHex } from './helpers-scsi.ts';
 
 const TUR = [0, 0, 0, 0, 0, 0];

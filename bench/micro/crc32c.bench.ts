@@ -4,7 +4,7 @@
 //   npx tsc -p . && node dist/bench/micro/crc32c.bench.js
 import { randomBytes } from 'node:crypto';
 import { crc32c, crc32cJs, crc32cNative } from '../../src/iscsi/crc32c.ts';
-import { crc32cBitwise } from '../../src/iscsi/testing.ts';
+import { crc32cBitwise } from '../../test/support/crc32c-bitwise.ts';
 
 type Fn = (b: Uint8Array) => number;
 

@@ -12,7 +12,7 @@ import { linuxAioProblem } from '../internal/linux-aio.ts';
 import { runRandomIo } from '../workload/random-io.ts';
 import type { BenchCase, BenchResult } from './blkif-bench.ts';
 import { KERNEL_FIO_ACCOUNTING, KernelPath } from './kernel-fio.ts';
-import { orderLine, rotation } from './rotation.ts';
+import { orderLine, rotation } from '../reproduce/rotation.ts';
 import { machineInfo } from './machine.ts';
 import { median } from './median.ts';
 import type { MachineInfo } from './machine.ts';

@@ -12,7 +12,7 @@ import { SimHost } from '../toolstack/host.ts';
 import { runRandomIo } from '../workload/random-io.ts';
 import type { RandomIoParams } from '../workload/random-io.ts';
 import { KERNEL_FIO_ACCOUNTING, KernelPath } from './kernel-fio.ts';
-import { orderLine, rotation } from './rotation.ts';
+import { orderLine, rotation } from '../reproduce/rotation.ts';
 import { Spawner } from './spawner.ts';
 import { machineInfo } from './machine.ts';
 import { median } from './median.ts';

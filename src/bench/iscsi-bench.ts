@@ -17,7 +17,7 @@ import type { RunningTarget, StartTarget } from './iscsi-target.ts';
 import { machineInfo } from './machine.ts';
 import type { MachineInfo } from './machine.ts';
 import { median } from './median.ts';
-import { rotation } from './rotation.ts';
+import { rotation } from '../reproduce/rotation.ts';
 import { INITIATOR_LOAD_JS } from './iscsi-initiator-load.ts';
 import type { InitiatorLoadResult } from './iscsi-initiator-load.ts';
 import { reapedChildCpu } from './runner-bench.ts';

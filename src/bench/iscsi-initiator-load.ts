@@ -3,16 +3,19 @@
 // the last one issued, wrapping to 0 at the LUN's end (iscsi-perf without -r). It runs as its own
 // process, like iscsi-perf, so the suite counts its CPU the same way (reaped-children counters):
 //   node iscsi-initiator-load.js URL BS DEPTH SECONDS
-// and prints one JSON line { ios, seconds, bytes }.
+// and prints one JSON line { ios, seconds, bytes, cpuUserUs, cpuSystemUs }.
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { openBlockDevice } from '../block/open.ts';
+import { openBlockDevice } from '../stores/open.ts';
 
 export interface InitiatorLoadResult {
   readonly ios: number;
   /** From the first read issued to the last completed (the login is not counted, as in iscsi-perf). */
   readonly seconds: number;
   readonly bytes: number;
+  /** This process's CPU (user and system, all threads, µs) over the same span: no start-up, no login. */
+  readonly cpuUserUs: number;
+  readonly cpuSystemUs: number;
 }
 
 export async function runInitiatorLoad(url: string, bs: number, depth: number, seconds: number): Promise<InitiatorLoadResult> {
@@ -22,21 +25,23 @@ export async function runInitiatorLoad(url: string, bs: number, depth: number, s
     if (bs <= 0 || bs % device.info.logicalBlockSize !== 0 || bs > size) throw new Error(`block size ${bs} does not fit ${url} (${size} bytes, ${device.info.logicalBlockSize}-byte blocks)`);
     let next = 0;
     let ios = 0;
+    const cpu0 = process.cpuUsage();
     const start = process.hrtime.bigint();
     const end = start + BigInt(Math.round(seconds * 1e9));
     const worker = async (): Promise<void> => {
-      const buf = new Uint8Array(bs);
+      const iov = [new Uint8Array(bs)];
       while (process.hrtime.bigint() < end) {
         if (next + bs > size) next = 0;
         const at = next;
         next += bs;
-        await device.readv(at, [buf]);
+        await device.readv(at, iov);
         ios++;
       }
     };
     await Promise.all(Array.from({ length: depth }, worker));
     const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
-    return { ios, seconds: elapsed, bytes: ios * bs };
+    const cpu = process.cpuUsage(cpu0);
+    return { ios, seconds: elapsed, bytes: ios * bs, cpuUserUs: cpu.user, cpuSystemUs: cpu.system };
   } finally {
     await device.close();
   }

@@ -10,7 +10,7 @@
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
-import { fioRuntime } from './fio-runtime.ts';
+import { fioRuntime } from '../reproduce/fio-runtime.ts';
 import type { Spawner } from './spawner.ts';
 
 export interface KernelResult {

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomFillSync } from 'node:crypto';
 import { createRamDisk } from '../block/ram.ts';
-import { openBlockDevice } from '../block/open.ts';
+import { openBlockDevice } from '../stores/open.ts';
 import type { BlockDevice } from '../block/types.ts';
 import { runFio } from '../fio/session.ts';
 import type { FioTarget } from '../fio/session.ts';
@@ -26,8 +26,8 @@ import { KernelPath } from './kernel-fio.ts';
 import { Spawner } from './spawner.ts';
 import { machineInfo } from './machine.ts';
 import type { MachineInfo } from './machine.ts';
-import { fioRuntime } from './fio-runtime.ts';
-import { orderLine, rotation } from './rotation.ts';
+import { fioRuntime } from '../reproduce/fio-runtime.ts';
+import { orderLine, rotation } from '../reproduce/rotation.ts';
 import { parseFioJson } from './runner-bench.ts';
 
 export const SEED_ACCOUNTING = 'full on every path: slat, clat and lat of every I/O (our runner always; fio by the jobs\' defaults)';
@@ -64,6 +64,13 @@ export interface SeedBenchResult {
   iops: number;
   /** bytes / ios: the seed's iometer bssplit averages about 4.8 KB under fio's random map. */
   avgIoBytes: number;
+  /**
+   * CPU time (user + system) per I/O in the measured period, microseconds: the figure a shared
+   * machine's load moves least. Ours: the whole process (guest worker and backend included) over the
+   * longest job's measured period; fio's: the sum over its jobs (one process each) of their
+   * usr_cpu + sys_cpu. Neither counts the kernel's loop-device workers.
+   */
+  cpuUsPerIo: number;
 }
 
 /** A run's figures, before its place in the round's turn is added. */
@@ -215,15 +222,19 @@ function summarize(results: readonly JobResult[], job: SeedJob, path: SeedPath, 
   let bytes = 0;
   let ios = 0;
   let ms = 0;
+  let cpuSeconds = 0;
   for (const r of results) {
     if (r.error !== 0) throw new Error(`bench: ${path} run of ${job} failed: ${r.errorMessage}`);
     for (const d of r.dirs) {
       bytes += d.ioBytes;
       ios += d.totalIos;
     }
+    // usrCpu/sysCpu are the whole process's, in percent of this job's measured period: the jobs run
+    // together in one process, so the longest one's period covers the run.
+    if (r.runtimeMs > ms) cpuSeconds = ((r.usrCpu + r.sysCpu) / 100) * (r.runtimeMs / 1000);
     ms = Math.max(ms, r.runtimeMs);
   }
-  return rates(job, path, round, bytes, ios, ms / 1000);
+  return rates(job, path, round, bytes, ios, ms / 1000, cpuSeconds);
 }
 
 async function measureFio(spawner: Spawner, file: string, job: SeedJob, round: number): Promise<SeedMeasured> {
@@ -231,18 +242,24 @@ async function measureFio(spawner: Spawner, file: string, job: SeedJob, round: n
   let bytes = 0;
   let ios = 0;
   let ms = 0;
+  let cpuSeconds = 0;
   for (const j of parseFioJson(stdout)) {
     if (j.error !== 0) throw new Error(`bench: fio run of ${job} failed: job ${j.jobname} error ${j.error}`);
     bytes += j.read.io_bytes + j.write.io_bytes;
     ios += j.read.total_ios + j.write.total_ios;
     ms = Math.max(ms, j.job_runtime);
+    // One process per job: its usr_cpu + sys_cpu are its own, in percent of its job_runtime.
+    cpuSeconds += ((j.usr_cpu + j.sys_cpu) / 100) * (j.job_runtime / 1000);
   }
-  return rates(job, 'fio', round, bytes, ios, ms / 1000);
+  return rates(job, 'fio', round, bytes, ios, ms / 1000, cpuSeconds);
 }
 
-function rates(job: SeedJob, path: SeedPath, round: number, bytes: number, ios: number, seconds: number): SeedMeasured {
+function rates(job: SeedJob, path: SeedPath, round: number, bytes: number, ios: number, seconds: number, cpuSeconds: number): SeedMeasured {
   const s = seconds > 0 ? seconds : Number.NaN;
-  return { job, path, round, bytes, ios, seconds, mbps: bytes / s / 1e6, iops: ios / s, avgIoBytes: ios > 0 ? bytes / ios : 0 };
+  return {
+    job, path, round, bytes, ios, seconds, mbps: bytes / s / 1e6, iops: ios / s, avgIoBytes: ios > 0 ? bytes / ios : 0,
+    cpuUsPerIo: ios > 0 ? (cpuSeconds * 1e6) / ios : Number.NaN,
+  };
 }
 
 function ratiosFor(results: readonly SeedBenchResult[], job: SeedJob): SeedRatio {
@@ -269,8 +286,8 @@ async function prefillRandom(device: BlockDevice, bytes: number): Promise<void> 
 /** The tables for docs/benchmarks.md: every run, then the means and ratios. */
 export function formatSeedTables(report: SeedBenchReport): string {
   const fmt = (n: number | null | undefined, digits = 0): string => (n === null || n === undefined || !Number.isFinite(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
-  const rows = ['| job | round | order | path | MB/s | IOPS | avg I/O bytes |', '|---|---:|---:|---|---:|---:|---:|'];
-  for (const r of report.results) rows.push(`| ${r.job} | ${r.round} | ${r.position} | ${r.path} | ${fmt(r.mbps)} | ${fmt(r.iops)} | ${fmt(r.avgIoBytes)} |`);
+  const rows = ['| job | round | order | path | MB/s | IOPS | avg I/O bytes | CPU µs/IO |', '|---|---:|---:|---|---:|---:|---:|---:|'];
+  for (const r of report.results) rows.push(`| ${r.job} | ${r.round} | ${r.position} | ${r.path} | ${fmt(r.mbps)} | ${fmt(r.iops)} | ${fmt(r.avgIoBytes)} | ${fmt(r.cpuUsPerIo, 1)} |`);
   rows.push('');
   rows.push('| job | guest MB/s | bare MB/s | fio MB/s | guest IOPS | bare IOPS | fio IOPS | guest/fio | bare/fio | guest/bare |');
   rows.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');

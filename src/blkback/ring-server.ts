@@ -1,30 +1,37 @@
 // The data plane of one blkif ring: take requests off the shared ring (each copied out of shared
-// memory once, then validated), map the guest's grants, hand the pages to the block device as an
+// memory once), validate them (request-validator.ts), reach the guest's data through the ring's
+// data path (data-path/: map, persistent grants or grant copy), hand it to the block device as an
 // I/O vector, and answer. Everything the frontend wrote is untrusted.
 //
-//   event ──► turn(): up to TURN_COST segments ──► validate ──► map grants ──► device.readv/writev
-//                ▲                                                              │
-//                └── final check sets req_event ◄── respond: slot, push, notify ◄┘
-import {
-  BLKIF_OP,
-  BLKIF_RSP,
-  BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
-  BLKIF_MAX_SEGMENTS_PER_REQUEST,
-  BLKIF_DISCARD_SECURE,
-  SECTOR_SIZE,
-  SEGS_PER_INDIRECT_FRAME,
-} from '../blkif/constants.ts';
+//   event ──► turn(): up to TURN_COST segments ──► validate ──► attach data ──► device.readv/writev
+//                ▲                                                                  │
+//                └── final check sets req_event ◄── respond: slot, push, notify ◄───┘
+//
+// A domain alone, with requests in flight, is not asked to notify us (req_event left unarmed): its
+// next requests are looked for right after we answer it, which is when a frontend refills, by
+// spinning briefly for them (#afterAnswers). Every wake-up on real Xen is system calls (the event's
+// read and unmask, the loop's epoll) for both threads; this way a guest keeping its queue full is
+// served on the wake-ups its completions cost anyway.
+import { BLKIF_OP, BLKIF_RSP, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_SEGMENTS_PER_REQUEST, SECTOR_SIZE, SEGS_PER_INDIRECT_FRAME } from '../blkif/constants.ts';
 import type { BlkifAbi } from '../blkif/constants.ts';
-import { BlkifRequest, decodeIndirectSegments, decodeRequest, encodeResponse } from '../blkif/codec.ts';
+import { BlkifRequest, decodeRequest, encodeResponse } from '../blkif/codec.ts';
 import { BackRing } from '../blkif/ring.ts';
 import type { SharedRing } from '../blkif/ring.ts';
 import type { BlockDevice } from '../block/types.ts';
-import { GNTST, PAGE_SIZE } from '../hypervisor/types.ts';
-import type { BackendGrants, EventChannel, GrantCopyOp, GrantMapping } from '../hypervisor/types.ts';
-import type { ErrorKind, VbdStats } from './stats.ts';
+import type { BackendGrants, EventChannel, GrantMapping } from '../hypervisor/types.ts';
+import type { VbdStats } from './stats.ts';
+import { countedOperation, RequestExtent, validateRequest, validateSegments } from './request-validator.ts';
+import type { DiskLimits, Rejection } from './request-validator.ts';
+import { createDataPath } from './data-path/create.ts';
+import { truncate } from './data-path/segment-views.ts';
+import type { DataPath, GuestDataPath, IndirectRequest, SegmentList, SegmentRequest } from './data-path/types.ts';
 import type { InflightBudget } from './inflight-budget.ts';
 import type { DomainShare, FairRing, FairShare } from './fair-share.ts';
 import { freshNow, tickNow } from '../internal/tick-clock.ts';
+
+// Where the rest of blkback (and its tests) have always found them.
+export type { DataPath } from './data-path/types.ts';
+export { mergeSegments } from './data-path/segment-views.ts';
 
 /**
  * Work a ring may take per turn before yielding to the other rings, counted in segments (a request
@@ -55,29 +62,19 @@ const COALESCE_QUEUED = 2 * TURN_COST;
 export const MAX_INDIRECT_SEGMENTS = 256;
 
 /**
- * How guest data reaches the store. `map`: grant-map the guest's pages and do I/O straight into them
- * (zero-copy; on the simulator a mapping is just a view). `copy`: GNTTABOP_copy between the guest's
- * pages and our own bounce pages: one hypercall per request and no mapping to tear down, which on
- * real Xen is cheaper than map+unmap and immune to XSA-229-style unmap races. `persistent`: `map`,
- * but each grant is mapped once and kept (feature-persistent, see RingServerOptions.dataPath):
- * in the steady state no grant call at all, the fastest on real Xen (docs/xen-tcg.md).
+ * How long a ring whose answers were just pushed spins for the frontend's next requests before it
+ * asks to be notified (#afterAnswers): 50 us, a guest's wake-up and refill here. A spin, not a poll
+ * of the event loop: each round of the loop is an epoll_pwait, and polling with setImmediate cost
+ * more system calls per request than the notifications it saved.
  */
-export type DataPath = 'map' | 'copy' | 'persistent';
-
+const SPIN_MS = 0.05;
+/** Spin iterations between clock readings (a clock reading is a system call in a Xen PV dom0). */
+const SPIN_CLOCK_EVERY = 256;
 /**
- * Grants a ring keeps mapped on the `persistent` path: Linux xen-blkback's default
- * (xen_blkif_max_pgrants, drivers/block/xen-blkback/blkback.c), enough for blkfront's pool on a
- * one-page ring with 32-segment indirect requests. Past it, requests map and unmap per request.
+ * The longest a request can wait unseen on a ring left unarmed while its requests are in flight (a
+ * frontend that submits without waiting for answers, behind slow I/O): then req_event is armed.
  */
-export const MAX_PERSISTENT_GRANTS = 1056;
-
-/**
- * How long a drained ring keeps looking for new requests before it sleeps (see #unconsumedOrPoll):
- * 50 us, a few guest refills. 64 KiB QD32 reads went from about 30k to 50k IOPS with it, measured
- * with one core taken by other work.
- */
-const POLL_MS = 0.05;
-
+const UNARMED_MAX_MS = 1;
 
 export interface RingServerOptions {
   readonly ring: SharedRing;
@@ -90,12 +87,7 @@ export interface RingServerOptions {
   readonly discard: boolean;
   /** Largest indirect request accepted (0: indirect requests are not advertised, answered EOPNOTSUPP). */
   readonly maxIndirectSegments?: number;
-  /**
-   * Default `map`. `persistent` (given only once the frontend agreed to feature-persistent): a grant is
-   * mapped writable the first time a request names it and stays mapped, for every later request
-   * that names it, until stop(); the frontend copies data into and out of those pages, as Linux's
-   * blkfront does with persistent grants.
-   */
+  /** Default `map`; `persistent` only once the frontend agreed to feature-persistent (data-path/types.ts). */
   readonly dataPath?: DataPath;
   readonly discardSecure?: boolean;
   readonly stats: VbdStats;
@@ -107,55 +99,7 @@ export interface RingServerOptions {
   readonly logError: (message: string) => void;
 }
 
-/**
- * Fills `iov` with the segments' byte ranges of their mapped pages, one entry per run of segments
- * that continue each other in the same memory (a guest's 64 KiB buffer in frames it allocated
- * together, or a real gntdev mapping, which is one contiguous range): the store then moves the run
- * with one copy or one iovec, as the block layer merges physically contiguous bio segments.
- * Returns the number of entries.
- */
-export function mergeSegments(pages: readonly Uint8Array[], segFirst: Uint8Array, segLast: Uint8Array, nseg: number, iov: Uint8Array[]): number {
-  let n = 0;
-  let runBuffer: ArrayBufferLike | null = null;
-  let runStart = 0;
-  let runEnd = 0;
-  let runPage: Uint8Array | null = null; // the run's only segment, while it has one
-  for (let i = 0; i < nseg; i++) {
-    const page = pages[i]!;
-    const from = page.byteOffset + segFirst[i]! * SECTOR_SIZE;
-    const to = page.byteOffset + (segLast[i]! + 1) * SECTOR_SIZE;
-    const buffer = page.buffer;
-    if (runBuffer === buffer && runEnd === from) {
-      runEnd = to;
-      runPage = null;
-      continue;
-    }
-    if (runBuffer !== null) iov[n++] = runView(runBuffer, runStart, runEnd, runPage);
-    runBuffer = buffer;
-    runStart = from;
-    runEnd = to;
-    runPage = page;
-  }
-  if (runBuffer !== null) iov[n++] = runView(runBuffer, runStart, runEnd, runPage);
-  return n;
-}
-
-/**
- * Drops entries past `n`. Setting an array's length is a call into V8's runtime, the one item of
- * bookkeeping that showed in serve's profile (2% of its busy time under emulated Xen); popping is
- * inlined.
- */
-function truncate(array: unknown[], n: number): void {
-  while (array.length > n) array.pop();
-}
-
-function runView(buffer: ArrayBufferLike, start: number, end: number, page: Uint8Array | null): Uint8Array {
-  // A lone whole page is handed over as the mapping's own view: no new object.
-  if (page !== null && page.byteOffset === start && page.byteLength === end - start) return page;
-  return new Uint8Array(buffer, start, end - start);
-}
-
-class PendingRequest {
+class PendingRequest implements SegmentRequest, IndirectRequest {
   readonly req = new BlkifRequest();
   /** The request's segments: the ring slot's own (direct), or read once from its indirect pages. */
   nseg = 0;
@@ -163,9 +107,11 @@ class PendingRequest {
   segFirst: Uint8Array = this.req.segFirst;
   segLast: Uint8Array = this.req.segLast;
   /** Storage for an indirect request's segments, allocated on first use. */
-  indirect: { gref: Uint32Array; first: Uint8Array; last: Uint8Array } | null = null;
+  indirect: SegmentList | null = null;
+  /** What validation accepted (filled in place: validating allocates nothing). */
+  readonly extent = new RequestExtent();
+  /** What the data path holds for the request (SegmentRequest). */
   mapping: GrantMapping | null = null;
-  /** Data path `copy`: the bounce pages this request holds (page indices in the ring's pool). */
   readonly bouncePages: number[] = [];
   readonly iov: Uint8Array[] = [];
   startNs = 0;
@@ -180,6 +126,23 @@ class PendingRequest {
   constructor(server: RingServer) {
     this.onDone = () => server.ioDone(this);
     this.onFail = (err: unknown) => server.complete(this, BLKIF_RSP.ERROR, err);
+  }
+
+  // IndirectRequest: where the data path finds the segment list of an indirect request, and puts it.
+  get indirectRefs(): Uint32Array {
+    return this.req.indirectGrefs;
+  }
+
+  get indirectPages(): number {
+    return this.extent.indirectPages;
+  }
+
+  get indirectCount(): number {
+    return this.extent.segments;
+  }
+
+  get segmentList(): SegmentList {
+    return this.indirect!; // allocated before the request is queued for its list (#indirect)
   }
 }
 
@@ -199,7 +162,8 @@ export class RingServer implements FairRing {
    * the ring: 24 of Linux's 32 slots).
    */
   readonly #refillAt: number;
-  readonly #sectorsPerBlock: number;
+  /** The disk as the validator sees it; its size is read at the start of each turn (a resize lands between turns). */
+  readonly #disk: { -readonly [K in keyof DiskLimits]: DiskLimits[K] };
   #inflight = 0;
   #scheduled = false;
   #turnStart = 0;
@@ -211,30 +175,30 @@ export class RingServer implements FairRing {
   #publishScheduled = false;
   /** Contiguous reads or writes of this turn not yet sent to the store. */
   readonly #batch = { write: false, offset: 0, end: 0, length: 0, iovCount: 0, members: new Array<PendingRequest | null>(MAX_MERGE).fill(null) };
-
-  /** Data path `copy`: writes taken this turn whose data is still to be fetched from the guest. */
-  readonly #copyIn: PendingRequest[] = [];
+  /** How the guest's data reaches the store: chosen once, here, when the ring connects. */
+  readonly #path: GuestDataPath;
+  /** Writes taken this turn whose data the path has still to fetch (#fetchWrites), and the spare list swapped in while it does. */
+  #toFetch: PendingRequest[] = [];
+  #fetchSpare: PendingRequest[] = [];
+  /** Indirect requests taken this turn whose segment lists the path has still to read (#readIndirectLists), and the spare list. */
+  #toList: PendingRequest[] = [];
+  #listSpare: PendingRequest[] = [];
+  /** Reads the store has completed whose data the path has still to deliver (#deliverReads), and the spare list. */
+  #toDeliver: PendingRequest[] = [];
+  #deliverSpare: PendingRequest[] = [];
   /** Responses written to the ring but not yet pushed. */
   #unpushed = 0;
   readonly #coalesceMax: number;
   readonly #maxIndirect: number;
-  /** A drained ring's poll: when it ends (0: not polling), and whether a poll turn is queued. */
-  #pollUntil = 0;
-  #polling = false;
+  /**
+   * Drained with requests in flight, the domain alone: req_event is not armed, and we look for new
+   * requests when we next answer (#afterAnswers), or after UNARMED_MAX_MS (#unarmedTimer).
+   */
+  #unarmed = false;
+  #afterAnswersQueued = false;
+  #unarmedTimer: NodeJS.Timeout | null = null;
   /** Segments of the last request taken: the ring's queue is weighed in turn quanta with it. */
   #lastCost = 1;
-  /** Data path `copy`: bounce pages (one per segment in flight), free page indices, and a page per indirect frame. */
-  readonly #pool: Uint8Array | null = null;
-  readonly #poolFree: number[] = [];
-  /** Pages a request may need: taking one waits until this many are free. */
-  readonly #maxRequestPages: number;
-  readonly #indirectScratch: Uint8Array | null = null;
-  /** Data path `persistent`: each kept grant's page, and the mappings holding them (unmapped by stop()). */
-  readonly #persistent: Map<number, Uint8Array> | null = null;
-  readonly #persistentMappings: GrantMapping[] = [];
-  readonly #missingRefs: number[] = [];
-  readonly #oneRef = new Uint32Array(1);
-  readonly #segmentPages: Uint8Array[] = [];
 
   readonly #publish = (): void => {
     this.#publishScheduled = false;
@@ -250,6 +214,62 @@ export class RingServer implements FairRing {
   #push(): void {
     this.#unpushed = 0;
     if (this.#back.pushResponsesAndCheckNotify()) this.#o.events.notify();
+    if (this.#unarmed && !this.#afterAnswersQueued) {
+      this.#afterAnswersQueued = true;
+      queueMicrotask(this.#afterAnswers); // after the rest of this batch of completions is answered
+    }
+  }
+
+  /**
+   * Answers went out on a ring left unarmed: the frontend refills when it sees them. Spin a little
+   * for its requests (alone: nobody else is kept waiting), then take them, or arm req_event and sleep.
+   */
+  readonly #afterAnswers = (): void => {
+    this.#afterAnswersQueued = false;
+    if (!this.#unarmed || this.#scheduled || this.#halted || this.#stopping) return;
+    const back = this.#back;
+    if (back.unconsumedRequests() === 0 && this.#alone()) {
+      const deadline = performance.now() + SPIN_MS;
+      for (let n = 1; back.unconsumedRequests() === 0; n++) {
+        if (n % SPIN_CLOCK_EVERY === 0 && performance.now() >= deadline) break;
+      }
+    }
+    this.#unarmed = false;
+    this.#mayLeaveUnarmed = back.unconsumedRequests() !== 0; // none came: arm when this turn drains
+    this.#turn();
+  };
+
+  /** The unarmed ring's safety net: nothing was answered for UNARMED_MAX_MS. */
+  readonly #unarmedExpired = (): void => {
+    if (!this.#unarmed || this.#scheduled || this.#halted || this.#stopping) return;
+    this.#unarmed = false;
+    this.#mayLeaveUnarmed = false;
+    this.#turn();
+  };
+
+  /** False for one turn after a spin that saw nothing: the frontend is slow to refill, so ask it to notify. */
+  #mayLeaveUnarmed = true;
+
+  #alone(): boolean {
+    return this.#share === null || this.#o.fairShare!.alone(this.#share);
+  }
+
+  /**
+   * The ring has nothing more to take now: leave req_event unarmed if answers will bring us back
+   * (requests in flight, the domain alone), else arm it. False when the final check found requests.
+   */
+  #sleep(): boolean {
+    const lazy = this.#mayLeaveUnarmed && this.#inflight > 0 && this.#alone();
+    this.#mayLeaveUnarmed = true;
+    if (lazy) {
+      this.#unarmed = true;
+      if (this.#unarmedTimer === null) {
+        this.#unarmedTimer = setTimeout(this.#unarmedExpired, UNARMED_MAX_MS);
+        this.#unarmedTimer.unref();
+      } else this.#unarmedTimer.refresh();
+      return true;
+    }
+    return !this.#back.finalCheckForRequests();
   }
 
   constructor(options: RingServerOptions) {
@@ -259,19 +279,24 @@ export class RingServer implements FairRing {
     this.#slot = new Uint8Array(options.ring.stride);
     this.#rsp = new Uint8Array(options.ring.stride);
     for (let i = 0; i < options.ring.size; i++) this.#free.push(new PendingRequest(this));
-    this.#sectorsPerBlock = options.device.info.logicalBlockSize / SECTOR_SIZE;
     this.#coalesceMax = Math.max(TURN_COST, options.ring.size >>> 2);
     this.#refillAt = Math.max(1, Math.floor((options.ring.size * 3) / 4));
     this.#maxIndirect = Math.max(0, Math.min(options.maxIndirectSegments ?? 0, SEGS_PER_INDIRECT_FRAME * BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST));
-    this.#maxRequestPages = Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, this.#maxIndirect);
-    if (options.dataPath === 'copy') {
-      // Enough for every slot to carry a direct request, and never less than a few of the largest.
-      const pages = Math.max(options.ring.size * BLKIF_MAX_SEGMENTS_PER_REQUEST, 4 * this.#maxRequestPages);
-      this.#pool = options.grants.allocBuffer(pages * PAGE_SIZE);
-      for (let i = pages - 1; i >= 0; i--) this.#poolFree.push(i);
-      this.#indirectScratch = options.grants.allocBuffer(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * PAGE_SIZE);
-    }
-    if (options.dataPath === 'persistent') this.#persistent = new Map();
+    const device = options.device;
+    this.#disk = {
+      sectors: device.info.size / SECTOR_SIZE,
+      sectorsPerBlock: device.info.logicalBlockSize / SECTOR_SIZE,
+      readOnly: options.readOnly,
+      discard: options.discard,
+      discardSecure: options.discardSecure === true,
+      maxIndirectSegments: this.#maxIndirect,
+    };
+    this.#path = createDataPath(options.dataPath ?? 'map', {
+      grants: options.grants,
+      frontendDomid: options.frontendDomid,
+      ringSize: options.ring.size,
+      maxRequestSegments: Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, this.#maxIndirect),
+    });
     this.#share = options.fairShare?.join(options.frontendDomid, this) ?? null;
     options.events.onEvent(this.#onEvent);
   }
@@ -279,7 +304,7 @@ export class RingServer implements FairRing {
   /** FairRing: requests published and not taken that a turn could take now. */
   waitingRequests(): number {
     if (this.#halted || this.#stopping || this.#barrier !== null || this.#stalledOnBudget || this.#free.length === 0) return 0;
-    if (this.#pool !== null && this.#poolFree.length < this.#maxRequestPages) return 0;
+    if (!this.#path.canTakeRequest()) return 0;
     return this.#back.unconsumedRequests();
   }
 
@@ -290,12 +315,12 @@ export class RingServer implements FairRing {
   }
 
   get dataPath(): DataPath {
-    return this.#o.dataPath ?? 'map';
+    return this.#path.kind;
   }
 
   /** Data path `persistent`: grants kept mapped now. */
   get persistentGrants(): number {
-    return this.#persistent?.size ?? 0;
+    return this.#path.grantsKept;
   }
 
   get inflight(): number {
@@ -325,9 +350,10 @@ export class RingServer implements FairRing {
 
   readonly #turn = (): void => {
     this.#scheduled = false;
-    this.#polling = false;
+    this.#unarmed = false; // decided again when this turn ends (#sleep)
     // One reading for the turn, the start time of every request it takes (read earlier in this loop turn will do).
     this.#turnStart = tickNow();
+    this.#disk.sectors = this.#o.device.info.size / SECTOR_SIZE;
     this.#takeRequests();
     this.#submitBatch();
     // No turn queued any more: responses deferred by #publish must not wait for one.
@@ -361,8 +387,8 @@ export class RingServer implements FairRing {
       let yielded = false; // another domain, further behind, has requests waiting
       while (budget > 0 || floor > 0) {
         if (this.#free.length === 0) return; // every slot in flight: completions kick us
-        if (this.#pool !== null && this.#poolFree.length < this.#maxRequestPages) {
-          this.#stalledOnBudget = true; // bounce pages run low: completions kick us
+        if (!this.#path.canTakeRequest()) {
+          this.#stalledOnBudget = true; // the data path runs short (bounce pages): completions kick us
           return;
         }
         // Asked before every request, so a flooding domain's turn ends as soon as a neighbour that is
@@ -400,7 +426,7 @@ export class RingServer implements FairRing {
         // Only a ring with requests left waits for another turn; one that took exactly its quantum
         // and has nothing more (a QD16 4 KiB guest) goes idle, so its next event is served at once.
         // It comes back after the other rings' queued turns (those of a domain it yielded to first).
-        if (yielded || this.#back.finalCheckForRequests()) {
+        if (yielded || this.#back.unconsumedRequests() !== 0 || !this.#sleep()) {
           this.#setBusy(true);
           this.kick();
           return;
@@ -413,44 +439,12 @@ export class RingServer implements FairRing {
         this.#setBusy(false);
         return;
       }
-      // Drained: look again for a short while before re-arming req_event and sleeping. A guest
-      // keeping a queue full refills within microseconds, and while req_event stays unarmed it
-      // does not notify: both threads skip a wake-up (about 6 us each way here).
-      if (POLL_MS > 0 && this.#unconsumedOrPoll()) continue;
-      if (this.#polling) return;
-      if (!this.#back.finalCheckForRequests()) {
+      if (this.#sleep()) {
         this.#setBusy(false);
         return;
       }
     }
   }
-
-  /** True when requests arrived; otherwise starts (or continues) the drained ring's poll and returns false. */
-  #unconsumedOrPoll(): boolean {
-    if (this.#back.unconsumedRequests() !== 0) {
-      this.#pollUntil = 0;
-      return true;
-    }
-    // Only a domain alone may spend the backend thread on looking: next to others, that time is theirs.
-    if (this.#stopping || this.#halted || (this.#share !== null && !this.#o.fairShare!.alone(this.#share))) return false;
-    const now = tickNow(); // the turn just read the clock
-    if (this.#pollUntil === 0) this.#pollUntil = now + POLL_MS;
-    else if (now >= this.#pollUntil) {
-      this.#pollUntil = 0;
-      return false; // window over: re-arm and sleep
-    }
-    this.#polling = true;
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      setImmediate(this.#poll);
-    }
-    return false;
-  }
-
-  readonly #poll = (): void => {
-    this.#polling = false;
-    this.#turn();
-  };
 
   #halt(): void {
     this.#halted = true;
@@ -465,314 +459,156 @@ export class RingServer implements FairRing {
   #dispatch(pr: PendingRequest): void {
     const r = pr.req;
     pr.startNs = this.#turnStart * 1e6;
-    pr.nseg = r.nrSegments;
+    pr.nseg = 0;
     pr.segGref = r.segGref;
     pr.segFirst = r.segFirst;
     pr.segLast = r.segLast;
-    // Flushes, barriers and discards must not overtake the reads and writes taken before them.
-    if (r.operation !== BLKIF_OP.READ && r.operation !== BLKIF_OP.WRITE) this.#submitBatch();
-    switch (r.operation) {
+    // Flushes, barriers and discards must not overtake the reads and writes taken before them (an
+    // indirect request is a read or a write: it joins the turn's batch).
+    if (r.operation !== BLKIF_OP.READ && r.operation !== BLKIF_OP.WRITE && r.operation !== BLKIF_OP.INDIRECT) this.#submitBatch();
+    this.#count(r);
+    const checked = validateRequest(r, this.#disk, pr.extent);
+    if (!checked.accepted) {
+      this.#reject(pr, checked);
+      return;
+    }
+    pr.nseg = checked.segments;
+    switch (checked.operation) {
       case BLKIF_OP.READ:
-        pr.kind = 'read';
-        this.#o.stats.rd_req++;
-        this.#readWrite(pr, false);
-        return;
       case BLKIF_OP.WRITE:
-        pr.kind = 'write';
-        this.#o.stats.wr_req++;
-        this.#readWrite(pr, true);
+        pr.kind = checked.operation === BLKIF_OP.READ ? 'read' : 'write';
+        if (checked.indirect) this.#indirect(pr);
+        else this.#readWrite(pr, checked.operation === BLKIF_OP.WRITE);
         return;
       case BLKIF_OP.FLUSH_DISKCACHE:
         pr.kind = 'flush';
-        this.#o.stats.f_req++;
         this.#flush(pr);
         return;
       case BLKIF_OP.WRITE_BARRIER:
         pr.kind = 'flush';
-        this.#o.stats.f_req++;
         this.#barrier = pr; // no new requests until everything before it is done
         this.#maybeRunBarrier();
         return;
-      case BLKIF_OP.DISCARD:
-        pr.kind = 'discard';
-        this.#o.stats.ds_req++;
-        this.#discard(pr);
-        return;
-      case BLKIF_OP.INDIRECT:
-        this.#indirect(pr);
-        return;
       default:
-        this.#reject(pr, BLKIF_RSP.EOPNOTSUPP, 'bad_op', `unsupported operation ${r.operation}`);
+        pr.kind = 'discard';
+        this.#discard(pr);
+    }
+  }
+
+  /** The per-operation counters (Linux's rd_req, wr_req, f_req, ds_req) count a request whether or not it is then refused. */
+  #count(r: BlkifRequest): void {
+    const stats = this.#o.stats;
+    switch (countedOperation(r, this.#disk)) {
+      case BLKIF_OP.READ:
+        stats.rd_req++;
+        break;
+      case BLKIF_OP.WRITE:
+        stats.wr_req++;
+        break;
+      case BLKIF_OP.FLUSH_DISKCACHE:
+      case BLKIF_OP.WRITE_BARRIER:
+        stats.f_req++;
+        break;
+      case BLKIF_OP.DISCARD:
+        stats.ds_req++;
+        break;
     }
   }
 
   /**
    * BLKIF_OP_INDIRECT: a read or write whose segment list lives in up to 8 granted pages. The list is
-   * read once into our own arrays (the guest may rewrite those pages meanwhile), then the request is
-   * an ordinary read or write (Linux's dispatch_rw_block_io does the same).
+   * read once into our own arrays (the guest may rewrite those pages meanwhile), checked, and the
+   * request is then an ordinary read or write (Linux's dispatch_rw_block_io does the same). The
+   * lists of a turn's indirect requests are read together (#readIndirectLists), before anything
+   * goes to the store.
    */
   #indirect(pr: PendingRequest): void {
-    const r = pr.req;
     const max = this.#maxIndirect;
-    const op = r.indirectOp;
-    pr.kind = op === BLKIF_OP.WRITE ? 'write' : 'read';
-    if (max === 0) {
-      this.#reject(pr, BLKIF_RSP.EOPNOTSUPP, 'bad_op', 'indirect request, but feature-max-indirect-segments is not advertised');
-      return;
-    }
-    if (op !== BLKIF_OP.READ && op !== BLKIF_OP.WRITE) {
-      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_op', `indirect request for operation ${op} (only read and write may be indirect)`);
-      return;
-    }
-    if (op === BLKIF_OP.READ) this.#o.stats.rd_req++;
-    else this.#o.stats.wr_req++;
-    const nseg = r.indirectNrSegments;
-    if (nseg < 1 || nseg > max) {
-      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_segments', `indirect request with ${nseg} segments (at most ${max})`);
-      return;
-    }
-    const store = (pr.indirect ??= { gref: new Uint32Array(max), first: new Uint8Array(max), last: new Uint8Array(max) });
-    if (!this.#readIndirectPages(pr, nseg, store)) return;
-    pr.nseg = nseg;
+    pr.indirect ??= { gref: new Uint32Array(max), first: new Uint8Array(max), last: new Uint8Array(max) };
+    this.#toList.push(pr);
+  }
+
+  #readIndirectLists(): void {
+    const taken = this.#toList;
+    if (taken.length === 0) return;
+    // Swapped first: a batch submitted from a callback comes back here and finds nothing.
+    this.#toList = this.#listSpare;
+    this.#listSpare = taken;
+    this.#path.readIndirect(taken, taken.length, this.#listRead, this.#notFetched);
+    truncate(taken, 0);
+  }
+
+  readonly #listRead = (pr: PendingRequest): void => {
+    const store = pr.indirect!;
     pr.segGref = store.gref;
     pr.segFirst = store.first;
     pr.segLast = store.last;
-    this.#readWrite(pr, op === BLKIF_OP.WRITE, max);
-  }
-
-  /** Copies an indirect request's segment list out of its granted pages; false after answering with an error. */
-  #readIndirectPages(pr: PendingRequest, nseg: number, store: { gref: Uint32Array; first: Uint8Array; last: Uint8Array }): boolean {
-    const r = pr.req;
-    const pages = Math.ceil(nseg / SEGS_PER_INDIRECT_FRAME);
-    const domid = this.#o.frontendDomid;
-    const decode = (page: Uint8Array, p: number): void => {
-      const at = p * SEGS_PER_INDIRECT_FRAME;
-      decodeIndirectSegments(page, Math.min(SEGS_PER_INDIRECT_FRAME, nseg - at), store.gref, store.first, store.last, at);
-    };
-    const scratch = this.#indirectScratch;
-    if (scratch !== null) {
-      const ops: GrantCopyOp[] = [];
-      for (let p = 0; p < pages; p++) {
-        ops.push({ source: { ref: r.indirectGrefs[p]!, domid, offset: 0 }, dest: { buffer: scratch.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE) }, length: PAGE_SIZE });
-      }
-      const status = this.#o.grants.copy(ops);
-      const bad = status.findIndex((st) => st !== GNTST.okay);
-      if (bad >= 0) {
-        this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', `indirect page ${bad} (gref ${r.indirectGrefs[bad]}): grant copy failed with GNTST ${status[bad]}`);
-        return false;
-      }
-      for (let p = 0; p < pages; p++) decode(scratch.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), p);
-      return true;
+    const checked = validateSegments(store.first, store.last, this.#disk, pr.extent);
+    if (!checked.accepted) {
+      this.#reject(pr, checked);
+      return;
     }
-    // blkfront takes its indirect pages from its persistent pool too
-    if (this.#persistent !== null && this.#persistentPages(r.indirectGrefs, pages)) {
-      for (let p = 0; p < pages; p++) decode(this.#segmentPages[p]!, p);
-      return true;
-    }
-    let mapping: GrantMapping;
-    try {
-      mapping = this.#o.grants.map(domid, r.indirectGrefs, pages, false);
-    } catch (err) {
-      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', `indirect pages: ${err instanceof Error ? err.message : String(err)}`);
-      return false;
-    }
-    try {
-      for (let p = 0; p < pages; p++) decode(mapping.pages[p]!, p);
-    } finally {
-      mapping.unmap();
-    }
-    return true;
-  }
-
-  /** Checks segments and range; returns the sector count or -1 after answering with an error. */
-  #validateSegments(pr: PendingRequest, minSegments: number, maxSegments = BLKIF_MAX_SEGMENTS_PER_REQUEST): number {
-    const r = pr.req;
-    const nseg = pr.nseg;
-    if (nseg < minSegments || nseg > maxSegments) {
-      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_segments', `bad segment count ${nseg}`);
-      return -1;
-    }
-    const mask = this.#sectorsPerBlock - 1;
-    let sectors = 0;
-    const segFirst = pr.segFirst;
-    const segLast = pr.segLast;
-    for (let i = 0; i < nseg; i++) {
-      const first = segFirst[i]!;
-      const last = segLast[i]!;
-      if (last > 7 || first > last) {
-        this.#reject(pr, BLKIF_RSP.ERROR, 'bad_segments', `segment ${i}: first_sect ${first}, last_sect ${last}`);
-        return -1;
-      }
-      const n = last - first + 1;
-      if (((first | n) & mask) !== 0) {
-        this.#reject(pr, BLKIF_RSP.ERROR, 'misaligned', `segment ${i} is not aligned to the ${this.#o.device.info.logicalBlockSize}-byte block`);
-        return -1;
-      }
-      sectors += n;
-    }
-    if (nseg > 0 && !this.#checkRange(pr, r.sectorNumber, sectors)) return -1;
-    return sectors;
-  }
-
-  #checkRange(pr: PendingRequest, sector: number, sectors: number): boolean {
-    const mask = this.#sectorsPerBlock - 1;
-    const diskSectors = this.#o.device.info.size / SECTOR_SIZE;
-    if (sector + sectors > diskSectors || sector + sectors < sector) {
-      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_range', `sectors ${sector}+${sectors} past the end (${diskSectors} sectors)`);
-      return false;
-    }
-    // sector_number is a u64: compare in halves so huge values cannot alias small ones.
-    if ((sector % this.#sectorsPerBlock) !== 0 || (sectors & mask) !== 0) {
-      this.#reject(pr, BLKIF_RSP.ERROR, 'misaligned', `sector ${sector}+${sectors} not aligned to the logical block`);
-      return false;
-    }
-    return true;
-  }
+    this.#readWrite(pr, pr.extent.operation === BLKIF_OP.WRITE);
+  };
 
   /**
-   * Builds the request's I/O vector over the guest's pages (data path `map`) or over bounce pages
-   * (`copy`, filling them from the guest first when the device will read them); false after
-   * answering with an error.
+   * The store finished a request's I/O. A read's data may still have to reach the guest: the reads
+   * completed together (a reaped batch of native AIO completions settles in one microtask run) are
+   * delivered together, in a microtask, and answered only once their data is the guest's.
    */
-  #attachSegments(pr: PendingRequest, deviceWrites: boolean, deferCopy = false): boolean {
-    const nseg = pr.nseg;
-    const iov = pr.iov; // empty: #respond emptied it
-    const pool = this.#pool;
-    if (pool !== null) {
-      for (let i = 0; i < nseg; i++) {
-        const page = this.#poolFree.pop()!; // #takeRequests saw enough free pages
-        pr.bouncePages.push(page);
-        iov[i] = pool.subarray(page * PAGE_SIZE + pr.segFirst[i]! * SECTOR_SIZE, page * PAGE_SIZE + (pr.segLast[i]! + 1) * SECTOR_SIZE);
-      }
-      return deviceWrites || deferCopy || this.#copySegments(pr, false);
-    }
-    if (this.#persistent !== null && this.#persistentPages(pr.segGref, nseg)) {
-      truncate(iov, mergeSegments(this.#segmentPages, pr.segFirst, pr.segLast, nseg, iov));
-      return true;
-    }
-    let mapping: GrantMapping;
-    try {
-      mapping = this.#o.grants.map(this.#o.frontendDomid, pr.segGref, nseg, deviceWrites);
-    } catch (err) {
-      this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', err instanceof Error ? err.message : String(err));
-      return false;
-    }
-    pr.mapping = mapping;
-    truncate(iov, mergeSegments(mapping.pages, pr.segFirst, pr.segLast, nseg, iov));
-    return true;
-  }
-
-  /**
-   * Data path `persistent`: the pages of refs[0..count) in #segmentPages, mapping those not kept yet
-   * (writable, one call each) and keeping them. False when that cannot be done (the ring keeps its
-   * limit, or a ref does not map writable): the caller then maps per request, which also answers a
-   * bad grant with the right error.
-   */
-  #persistentPages(refs: ArrayLike<number>, count: number): boolean {
-    const kept = this.#persistent!;
-    const missing = this.#missingRefs;
-    truncate(missing, 0);
-    for (let i = 0; i < count; i++) {
-      const ref = refs[i]!;
-      if (!kept.has(ref) && !missing.includes(ref)) missing.push(ref);
-    }
-    if (missing.length > 0) {
-      if (kept.size + missing.length > MAX_PERSISTENT_GRANTS) return false;
-      // One mapping a grant: each is kept on its own, and a page that fails to map writable (a
-      // read-only grant) leaves those before it kept and the request to the per-request path.
-      const one = this.#oneRef;
-      for (let j = 0; j < missing.length; j++) {
-        one[0] = missing[j]!;
-        let mapping: GrantMapping;
-        try {
-          mapping = this.#o.grants.map(this.#o.frontendDomid, one, 1, true);
-        } catch {
-          return false;
-        }
-        this.#persistentMappings.push(mapping);
-        kept.set(missing[j]!, mapping.pages[0]!);
-      }
-    }
-    const pages = this.#segmentPages;
-    truncate(pages, count);
-    for (let i = 0; i < count; i++) pages[i] = kept.get(refs[i]!)!; // in order: grows a shorter array
-    return true;
-  }
-
-  /** Data path `copy`: one GNTTABOP_copy batch between the guest's segments and the bounce vector; false after answering with an error. */
-  #copySegments(pr: PendingRequest, toGuest: boolean): boolean {
-    const ops: GrantCopyOp[] = [];
-    this.#copyOps(pr, toGuest, ops);
-    return this.#copied(pr, toGuest, this.#o.grants.copy(ops), 0);
-  }
-
-  /** Appends the GNTTABOP_copy ops between the request's guest segments and its bounce vector. */
-  #copyOps(pr: PendingRequest, toGuest: boolean, ops: GrantCopyOp[]): void {
-    const domid = this.#o.frontendDomid;
-    for (let i = 0; i < pr.nseg; i++) {
-      const guest = { ref: pr.segGref[i]!, domid, offset: pr.segFirst[i]! * SECTOR_SIZE };
-      const local = { buffer: pr.iov[i]! };
-      ops.push(toGuest ? { source: local, dest: guest, length: local.buffer.length } : { source: guest, dest: local, length: local.buffer.length });
-    }
-  }
-
-  /** Checks the request's copy statuses (from `at` in `status`); false after answering with an error. */
-  #copied(pr: PendingRequest, toGuest: boolean, status: readonly number[], at: number): boolean {
-    for (let i = 0; i < pr.nseg; i++) {
-      const st = status[at + i];
-      if (st !== GNTST.okay) {
-        this.#reject(pr, BLKIF_RSP.ERROR, 'bad_grant', `segment ${i} (gref ${pr.segGref[i]}): grant copy ${toGuest ? 'to' : 'from'} the guest failed with GNTST ${st}`);
-        return false;
-      }
-    }
-    return true;
-  }
-
-  /**
-   * Data path `copy`: the writes taken this turn fetch their data from the guest in one GNTTABOP_copy
-   * batch, not one each; on real Xen every batch is an ioctl and a hypercall. Then they go to the
-   * store in the order they were taken. Runs before anything is sent to the store.
-   */
-  #flushCopyIn(): void {
-    const queue = this.#copyIn;
-    if (queue.length === 0) return;
-    const taken = queue.splice(0, queue.length);
-    const ops: GrantCopyOp[] = [];
-    for (const pr of taken) this.#copyOps(pr, false, ops);
-    const status = this.#o.grants.copy(ops);
-    let at = 0;
-    for (const pr of taken) {
-      const ok = this.#copied(pr, false, status, at);
-      at += pr.nseg;
-      if (ok) this.#addToBatch(pr, true);
-    }
-  }
-
-  /** The store finished a request's I/O: a bounced read still has to reach the guest. */
   ioDone(pr: PendingRequest): void {
-    if (pr.bouncePages.length > 0 && pr.kind === 'read' && !this.#copySegments(pr, true)) return;
+    if (pr.kind === 'read' && this.#path.delivers) {
+      this.#toDeliver.push(pr);
+      if (this.#toDeliver.length === 1) queueMicrotask(this.#deliverReads);
+      return;
+    }
     this.complete(pr, BLKIF_RSP.OKAY, null);
   }
 
-  #readWrite(pr: PendingRequest, write: boolean, maxSegments = BLKIF_MAX_SEGMENTS_PER_REQUEST): void {
-    if (write && this.#o.readOnly) {
-      this.#reject(pr, BLKIF_RSP.ERROR, 'read_only', 'write to a read-only disk');
+  readonly #deliverReads = (): void => {
+    const taken = this.#toDeliver;
+    if (taken.length === 0) return;
+    this.#toDeliver = this.#deliverSpare;
+    this.#deliverSpare = taken;
+    this.#path.deliver(taken, taken.length, this.#delivered, this.#notFetched);
+    truncate(taken, 0);
+  };
+
+  readonly #delivered = (pr: PendingRequest): void => this.complete(pr, BLKIF_RSP.OKAY, null);
+
+  #readWrite(pr: PendingRequest, write: boolean): void {
+    // A read fills guest pages, so its grants must be writable; a write only reads them.
+    const attached = this.#path.attach(pr, !write);
+    if (typeof attached === 'object') {
+      this.#reject(pr, attached);
       return;
     }
-    const sectors = this.#validateSegments(pr, 1, maxSegments);
-    if (sectors < 0) return;
-    // A read fills guest pages, so its grants must be writable; a write only reads them. A write's
-    // data is fetched with the turn's other writes (#flushCopyIn) on the copy path.
-    const deferCopy = write && this.#pool !== null;
-    if (!this.#attachSegments(pr, !write, deferCopy)) return;
-    pr.sectors = sectors;
-    pr.bytes = sectors * SECTOR_SIZE;
-    if (deferCopy) this.#copyIn.push(pr);
-    else this.#addToBatch(pr, write);
+    pr.sectors = pr.extent.sectors;
+    pr.bytes = pr.sectors * SECTOR_SIZE;
+    if (attached === 'ready') this.#addToBatch(pr, write);
+    else this.#toFetch.push(pr); // fetched with the turn's other writes, before anything goes to the store
   }
 
+  /**
+   * The writes taken this turn whose data the path still has to bring in get it in one batch (on
+   * real Xen one GNTTABOP_copy hypercall, not one each), then join the store's batch in the order
+   * they were taken. Runs before anything is sent to the store.
+   */
+  #fetchWrites(): void {
+    const taken = this.#toFetch;
+    if (taken.length === 0) return;
+    // Swapped first: a batch submitted from #addToBatch below comes back here and finds nothing.
+    this.#toFetch = this.#fetchSpare;
+    this.#fetchSpare = taken;
+    this.#path.fetch(taken, taken.length, this.#fetchedWrite, this.#notFetched);
+    truncate(taken, 0);
+  }
+
+  readonly #fetchedWrite = (pr: PendingRequest): void => this.#addToBatch(pr, true);
+  readonly #notFetched = (pr: PendingRequest, why: Rejection): void => this.#reject(pr, why);
+
   #addToBatch(pr: PendingRequest, write: boolean): void {
-    const offset = pr.req.sectorNumber * SECTOR_SIZE;
+    const offset = pr.extent.firstSector * SECTOR_SIZE;
     // Requests taken in one turn that continue each other (a 64 KiB guest I/O arrives as 44 + 20 KiB)
     // go to the store as one vectored call, as the kernel's block layer merges bios.
     const batch = this.#batch;
@@ -792,7 +628,8 @@ export class RingServer implements FairRing {
 
   /** Sends the pending merged read or write (if any) to the store. */
   #submitBatch(): void {
-    this.#flushCopyIn();
+    this.#readIndirectLists();
+    this.#fetchWrites();
     const batch = this.#batch;
     const n = batch.length;
     if (n === 0) return;
@@ -833,22 +670,25 @@ export class RingServer implements FairRing {
 
   /** FLUSH_DISKCACHE: flush first (every write completed before it becomes durable), then its data, if any. */
   #flush(pr: PendingRequest): void {
-    const sectors = this.#validateSegments(pr, 0);
-    if (sectors < 0) return;
-    if (sectors > 0) {
-      if (this.#o.readOnly) {
-        this.#reject(pr, BLKIF_RSP.ERROR, 'read_only', 'flush with data to a read-only disk');
-        return;
-      }
-      if (!this.#attachSegments(pr, false)) return;
-    }
+    const sectors = pr.extent.sectors;
     pr.sectors = sectors;
     pr.bytes = sectors * SECTOR_SIZE;
+    if (sectors === 0) {
+      this.#startFlush(pr);
+      return;
+    }
+    const attached = this.#path.attach(pr, false);
+    if (typeof attached === 'object') this.#reject(pr, attached);
+    else if (attached === 'ready') this.#startFlush(pr);
+    else this.#path.fetch([pr], 1, this.#startFlush, this.#notFetched); // rare: a one-element list will do
+  }
+
+  readonly #startFlush = (pr: PendingRequest): void => {
     const device = this.#o.device;
     const flushed = Promise.resolve().then(() => device.flush());
-    if (sectors === 0) flushed.then(pr.onDone, pr.onFail);
-    else flushed.then(() => device.writev(pr.req.sectorNumber * SECTOR_SIZE, pr.iov)).then(pr.onDone, pr.onFail);
-  }
+    if (pr.sectors === 0) flushed.then(pr.onDone, pr.onFail);
+    else flushed.then(() => device.writev(pr.extent.firstSector * SECTOR_SIZE, pr.iov)).then(pr.onDone, pr.onFail);
+  };
 
   #maybeRunBarrier(): void {
     const pr = this.#barrier;
@@ -857,32 +697,20 @@ export class RingServer implements FairRing {
   }
 
   #discard(pr: PendingRequest): void {
-    const r = pr.req;
-    if (!this.#o.discard) {
-      this.#reject(pr, BLKIF_RSP.EOPNOTSUPP, 'bad_op', 'discard not advertised');
-      return;
-    }
-    if ((r.discardFlag & BLKIF_DISCARD_SECURE) !== 0 && this.#o.discardSecure !== true) {
-      this.#reject(pr, BLKIF_RSP.EOPNOTSUPP, 'bad_op', 'secure discard not advertised');
-      return;
-    }
-    if (this.#o.readOnly) {
-      this.#reject(pr, BLKIF_RSP.ERROR, 'read_only', 'discard on a read-only disk');
-      return;
-    }
-    if (!this.#checkRange(pr, r.sectorNumber, r.nrSectors)) return;
+    const extent = pr.extent;
     pr.sectors = 0;
     pr.bytes = 0;
     Promise.resolve()
-      .then(() => this.#o.device.discard(r.sectorNumber * SECTOR_SIZE, r.nrSectors * SECTOR_SIZE))
+      .then(() => this.#o.device.discard(extent.firstSector * SECTOR_SIZE, extent.sectors * SECTOR_SIZE))
       .then(pr.onDone, pr.onFail);
   }
 
-  #reject(pr: PendingRequest, status: number, kind: ErrorKind, why: string): void {
-    this.#o.stats.errors[kind]++;
+  /** Answers a request refused by validation or by a grant that failed, and counts it. */
+  #reject(pr: PendingRequest, why: Rejection): void {
+    this.#o.stats.errors[why.kind]++;
     const r = pr.req;
-    this.#o.logError(`${this.#o.name}: request id ${r.idHi ? `${r.idHi}:` : ''}${r.idLo} op ${r.operation} sector ${r.sectorNumber}: ${why}`);
-    this.#respond(pr, status);
+    this.#o.logError(`${this.#o.name}: request id ${r.idHi ? `${r.idHi}:` : ''}${r.idLo} op ${r.operation} sector ${r.sectorNumber}: ${why.reason}`);
+    this.#respond(pr, why.status);
   }
 
   /** Called when the block device settles a request. */
@@ -903,13 +731,7 @@ export class RingServer implements FairRing {
   }
 
   #respond(pr: PendingRequest, status: number): void {
-    if (pr.mapping !== null) {
-      pr.mapping.unmap();
-      pr.mapping = null;
-    }
-    const pages = pr.bouncePages;
-    for (let i = 0; i < pages.length; i++) this.#poolFree.push(pages[i]!);
-    truncate(pages, 0);
+    this.#path.release(pr);
     truncate(pr.iov, 0);
     const r = pr.req;
     const operation = r.operation === BLKIF_OP.INDIRECT ? r.indirectOp : r.operation;
@@ -926,7 +748,7 @@ export class RingServer implements FairRing {
     // Segments served: a read or write (or a flush with data) that succeeded counts its segments,
     // anything else 1. (The fair share charged what the request asked for when it was taken: a
     // garbage indirect request naming 256 segments costs its domain 256 even though it is refused.)
-    const segments = status === BLKIF_RSP.OKAY && pr.kind !== 'discard' && pr.nseg > 1 ? pr.nseg : 1;
+    const segments = status === BLKIF_RSP.OKAY && pr.nseg > 1 ? pr.nseg : 1;
     const stats = this.#o.stats;
     stats.seg += segments;
     if (this.#share !== null && this.#o.fairShare!.answered(this.#share)) stats.seg_contended += segments;
@@ -953,18 +775,13 @@ export class RingServer implements FairRing {
   /** Stops taking requests and resolves once every request in flight has been answered. */
   stop(): Promise<void> {
     this.#stopping = true;
+    if (this.#unarmedTimer !== null) clearTimeout(this.#unarmedTimer);
     if (this.#share !== null) this.#o.fairShare!.leave(this.#share, this);
     if (this.#unpushed > 0) this.#push(); // coalesced answers: the ring may be unmapped once we resolve
     const drained = this.#inflight === 0 ? Promise.resolve() : new Promise<void>((resolve) => {
       this.#drained = resolve;
     });
     // Kept grants go only once no I/O can still be reading or writing their pages.
-    return drained.then(() => this.#releasePersistent());
-  }
-
-  #releasePersistent(): void {
-    this.#persistent?.clear();
-    const mappings = this.#persistentMappings.splice(0);
-    for (const mapping of mappings) mapping.unmap();
+    return drained.then(() => this.#path.close());
   }
 }

@@ -2,6 +2,8 @@
 // Source of every value: Xen 4.17 public headers xen/io/blkif.h and xen/io/ring.h (Debian libxen-dev),
 // offsets checked with gcc / gcc -m32 on those headers (test/blkif-golden.test.ts re-checks them).
 
+import { XEN_PAGE_SIZE } from '../abi/xen.ts';
+
 /** blkif_request.operation (BLKIF_OP_*). */
 export const BLKIF_OP = {
   READ: 0,
@@ -36,7 +38,7 @@ export const VDISK_READONLY = 4;
 
 /** first_sect/last_sect, sector_number and nr_sectors are always in 512-byte units (protocol-notes §1.3). */
 export const SECTOR_SIZE = 512;
-export const XEN_PAGE_SIZE = 4096;
+export { XEN_PAGE_SIZE };
 /** sizeof(struct blkif_request_segment): gref u32 @0, first_sect u8 @4, last_sect u8 @5, pad @6..7. */
 export const SEGMENT_SIZE = 8;
 /** Sectors in one granted frame: a valid segment has first_sect <= last_sect <= 7. */

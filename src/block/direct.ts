@@ -264,6 +264,7 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
       await closeFd(fd);
       if (fuaFd >= 0) await closeFd(fuaFd);
     },
+    share: () => ({ kind: 'direct', name, path, fd, dev: target.stat.dev, ino: target.stat.ino, readOnly, ioEngine: aio === undefined ? 'threads' : 'native' }),
   };
   return disk;
 }

@@ -112,6 +112,7 @@ export async function openFileDisk(path: string, opts: FileDiskOptions = {}): Pr
       closed = true;
       return closeFd(fd);
     },
+    share: () => ({ kind: 'file', name, path, fd, dev: stat.dev, ino: stat.ino, readOnly }),
     // Only a regular file can change size (a block device's size is the host's business).
     ...(stat.isFile() && !readOnly ? { resize } : {}),
   };

@@ -15,6 +15,7 @@
 import type { BlockDevice, BlockDeviceInfo, BlockExtent } from './types.ts';
 import { UsageError } from '../internal/errors.ts';
 import { memoryDiskInfo } from './memory-info.ts';
+import type { SharedRamSpec } from './shared-store.ts';
 
 export const RAM_CHUNK_SIZE = 1 << 30;
 
@@ -27,6 +28,8 @@ export interface RamDiskOptions {
 }
 
 export interface RamDisk extends BlockDevice {
+  /** For another thread's view of the same memory (shared-store.ts); from then on every chunk is allocated and no hole is tracked. */
+  share(): SharedRamSpec;
   /** Bytes of chunk memory currently allocated. */
   readonly allocatedBytes: number;
   /** The memory of chunk `index` (undefined until first written), e.g. to share with a worker. */
@@ -108,6 +111,8 @@ export function createRamDisk(size: number, opts: RamDiskOptions = {}): RamDisk 
   let holeMaps: (Uint32Array | undefined)[] = new Array<Uint32Array | undefined>(chunks.length).fill(undefined);
   /** Per chunk: set bits in its hole map. */
   let holeCounts: number[] = new Array<number>(chunks.length).fill(0);
+  /** share() was called: another thread holds the chunks, so none is freed or replaced, and no hole is tracked. */
+  let shared = false;
   /** Chunks with a hole map: while none has, a write does not look at the maps at all. */
   let liveMaps = 0;
   let allocated = 0;
@@ -121,6 +126,11 @@ export function createRamDisk(size: number, opts: RamDiskOptions = {}): RamDisk 
   const chunkLength = (index: number): number => Math.min(chunkSize, diskSize - index * chunkSize);
 
   const freeChunk = (index: number): void => {
+    if (shared) {
+      // Another thread writes this memory too: zero it rather than let go of it.
+      chunks[index]?.fill(0);
+      return;
+    }
     const c = chunks[index];
     if (c !== undefined) allocated -= c.byteLength;
     chunks[index] = undefined;
@@ -134,6 +144,7 @@ export function createRamDisk(size: number, opts: RamDiskOptions = {}): RamDisk 
       c = new Uint8Array(new SharedArrayBuffer(len));
       chunks[index] = c;
       allocated += len;
+      if (shared) return c;
       // All hole until written: the caller clears the bits of what it writes.
       const blocks = len >>> blockShift;
       const map = new Uint32Array(holeMapWords(blocks));
@@ -177,6 +188,10 @@ export function createRamDisk(size: number, opts: RamDiskOptions = {}): RamDisk 
           freeChunk(index);
         } else {
           c.fill(0, within, within + n);
+          if (shared) {
+            pos += n;
+            continue;
+          }
           const blocks = c.byteLength >>> blockShift;
           let map = holeMaps[index];
           if (map === undefined) {
@@ -202,6 +217,17 @@ export function createRamDisk(size: number, opts: RamDiskOptions = {}): RamDisk 
     },
     chunkBuffer(index: number) {
       return chunks[index]?.buffer as SharedArrayBuffer | undefined;
+    },
+
+    share(): SharedRamSpec {
+      if (!shared) {
+        for (let i = 0; i < chunks.length; i++) {
+          chunkForWrite(i);
+          setMap(i, undefined, 0);
+        }
+        shared = true;
+      }
+      return { kind: 'ram', name, info, chunkSize, chunks: chunks.map((c) => c!.buffer as SharedArrayBuffer) };
     },
 
     readv(offset: number, iov: readonly Uint8Array[]): Promise<void> {
@@ -311,9 +337,16 @@ export function createRamDisk(size: number, opts: RamDiskOptions = {}): RamDisk 
       // The last chunk may be shorter than chunkSize: give it exactly its new length, keeping the bytes
       // that stay inside the disk (so bytes cut off by a shrink read as zeroes after a regrow), and its
       // hole map the same length (blocks added by a growth are holes).
+      // Shared: new chunks are allocated now (the other thread gets them with a new share()).
+      if (shared) for (let i = 0; i < count; i++) chunkForWrite(i);
       for (let i = 0; i < count; i++) {
         const c = chunks[i];
         const len = chunkLength(i);
+        if (shared && c !== undefined && c.byteLength >= len) {
+          // Kept whole (the other thread writes it until it has the new share()), its cut-off bytes zeroed.
+          c.fill(0, len);
+          continue;
+        }
         if (c !== undefined && c.byteLength !== len) {
           const resized = new Uint8Array(new SharedArrayBuffer(len));
           resized.set(c.subarray(0, Math.min(len, c.byteLength)));
@@ -328,7 +361,7 @@ export function createRamDisk(size: number, opts: RamDiskOptions = {}): RamDisk 
           changeBits(map, oldBlocks, blocks, true);
           let holes = 0;
           for (let w = 0; w < map.length; w++) holes += popcount32(map[w] as number);
-          setMap(i, holes === 0 ? undefined : map, holes);
+          setMap(i, holes === 0 || shared ? undefined : map, shared ? 0 : holes);
         }
       }
       info = makeInfo();

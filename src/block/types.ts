@@ -6,6 +6,8 @@
 // (nbdkit's validate_request model). Buffers in `iov` may be views of guest memory: a driver reads
 // or writes them in place and must not keep them after the returned promise settles.
 
+import type { SharedStoreSpec } from './shared-store.ts';
+
 export const WRITE_FUA = 1 as const;
 
 export interface BlockDeviceInfo {
@@ -79,4 +81,10 @@ export interface BlockDevice {
   /** Grow or shrink (drivers that support it). */
   resize?(newSize: number): Promise<void>;
   close(): Promise<void>;
+  /**
+   * How another thread of this process may open this same store for itself (shared-store.ts:
+   * openSharedStore), or absent where it cannot (a network client, a store in JavaScript of this
+   * thread). Sharing a RAM disk makes every chunk of it allocated.
+   */
+  share?(): SharedStoreSpec;
 }

@@ -259,7 +259,8 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
           }
         },
         (err: unknown) => {
-          settle();
+          // The flush failed: the writes it replaced are not waited for (their own callers see them).
+          void settle();
           throw err;
         },
       );

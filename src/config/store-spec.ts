@@ -1,5 +1,5 @@
 // The store specs users type for a disk's backing storage (--store, --map PATH=SPEC). Pure: no I/O;
-// src/block/open.ts turns a parsed spec into a BlockDevice.
+// src/stores/open.ts turns a parsed spec into a BlockDevice.
 //
 //   ram:SIZE        RAM disk (sparse, chunked)
 //   null:SIZE       reads zeroes, discards writes (benchmarks)

@@ -7,6 +7,7 @@ import { parseXlDiskSpec } from '../config/xl-disk.ts';
 import { vdevToDeviceId } from '../config/vdev.ts';
 import type { XenstoreClient } from '../hypervisor/types.ts';
 import { BlockError } from '../internal/errors.ts';
+import { VbdKey } from '../xenbus/device-paths.ts';
 import { XenbusState, xenbusStateName } from '../xenbus/state.ts';
 import { diskKey, parseDiskRef, vdevName } from './disk-ref.ts';
 import { summarizeLatency } from './latency-summary.ts';
@@ -59,7 +60,7 @@ export function blkbackControlTarget(blkback: Blkback, toolstack: Toolstack, opt
     let readOnly = device?.info.readOnly ?? false;
     if (xs !== undefined) {
       const read = (key: string): Promise<string | undefined> => xs.tryRead(`${vbd.backendPath}/${key}`).catch(() => undefined);
-      const [type, params, mode] = await Promise.all([read('type'), read('params'), read('mode')]);
+      const [type, params, mode] = await Promise.all([read(VbdKey.type), read(VbdKey.params), read(VbdKey.mode)]);
       if (params !== undefined) store = `${type ?? 'phy'}:${params}`;
       if (mode !== undefined && mode !== 'w') readOnly = true;
     }
@@ -114,6 +115,7 @@ export function blkbackControlTarget(blkback: Blkback, toolstack: Toolstack, opt
           rd_sect: s.rd_sect,
           wr_sect: s.wr_sect,
           errors: { ...s.errors },
+          rings: vbd.servedRings.map((r) => ({ worker: r.worker < 0 ? null : r.worker, viaMainThread: r.proxied })),
           latency_ns: {
             read: summarizeLatency(s.latency.read),
             write: summarizeLatency(s.latency.write),

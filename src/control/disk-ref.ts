@@ -2,7 +2,7 @@
 // "3/xvda" (domid/vdev) or "vbd-3-51712" (Linux's xen-backend device name, as in
 // /sys/bus/xen-backend/devices/vbd-3-51712/statistics).
 import { deviceIdToVdev, vdevToDeviceId } from '../config/vdev.ts';
-import { DOMID_FIRST_RESERVED } from './protocol.ts';
+import { DOMID_FIRST_RESERVED } from '../abi/xen.ts';
 
 export interface DiskRef {
   readonly domid: number;

@@ -99,6 +99,10 @@ export function formatStatistics(stats: readonly DiskStatistics[]): string {
     const errors = Object.entries(s.errors).filter(([, n]) => n > 0);
     const rows = COUNTERS.map((name) => [`  ${name}`, String(s[name])]);
     rows.push(['  errors', errors.length === 0 ? 'none' : errors.map(([k, n]) => `${k}=${n}`).join(' ')]);
+    if (s.rings !== undefined && s.rings.length > 0) {
+      const who = s.rings.map((r) => (r.worker === null ? 'main thread' : `worker ${r.worker}${r.viaMainThread ? ' (store via main thread)' : ''}`));
+      rows.push([s.rings.length === 1 ? '  served by' : '  queues', s.rings.length === 1 ? who[0]! : who.map((w, q) => `${q}: ${w}`).join(', ')]);
+    }
     return [`vbd-${domid}-${devid} (${s.key}, ${s.vdev})`, table(rows), ...latencyLines(s)].join('\n');
   });
   return `${blocks.join('\n\n')}\n`;

@@ -10,14 +10,13 @@
 // numbers): a bad request is answered with an error and the connection stays usable.
 // A pure codec: no sockets, no clocks.
 import { BlockError, Errno } from '../internal/errors.ts';
+import { DOMID_FIRST_RESERVED } from '../abi/xen.ts';
 
 export const CONTROL_VERSION = 1;
 /** Longest request line the server reads; anything longer is answered CTL_ERR_TOO_LONG and skipped. */
 export const MAX_REQUEST_LINE = 64 * 1024;
 /** Longest answer line a client accepts (stats of many disks with histograms stay far below it). */
 export const MAX_RESPONSE_LINE = 64 * 1024 * 1024;
-/** Xen's DOMID_FIRST_RESERVED (xen/include/public/xen.h, 0x7FF0): ids from here on are not domains. */
-export const DOMID_FIRST_RESERVED = 0x7ff0;
 const MAX_DISK_TEXT = 64;
 const MAX_VDEV_TEXT = 32;
 const MAX_SPEC_TEXT = 4096;

@@ -54,6 +54,12 @@ export interface DiskStatistics {
   readonly wr_sect: number;
   /** Requests answered with an error, by kind (src/blkback/stats.ts ERROR_KINDS). */
   readonly errors: Readonly<Record<string, number>>;
+  /**
+   * Who serves each ring of the current connection, in queue order: the data-plane worker (null: the
+   * main thread), and whether the store's I/O goes through the main thread (a store a worker cannot
+   * open for itself, such as iscsi://). Absent from backends that predate workers.
+   */
+  readonly rings?: readonly { readonly worker: number | null; readonly viaMainThread: boolean }[];
   readonly latency_ns: {
     readonly read: OpLatency;
     readonly write: OpLatency;

@@ -6,7 +6,8 @@
 import type { XlDisk } from '../config/xl-disk.ts';
 import type { XenstoreClient } from '../hypervisor/types.ts';
 import { BlockError, Errno } from '../internal/errors.ts';
-import { backendDir, frontendDir, removeDiskEntries, writeDiskEntries } from '../toolstack/disk-entries.ts';
+import { removeDiskEntries, writeDiskEntries } from '../toolstack/disk-entries.ts';
+import { backendDir, domainDir, DomainKey, frontendDir, VbdKey } from '../xenbus/device-paths.ts';
 import type { Toolstack } from './toolstack.ts';
 
 export interface XenstoreToolstackOptions {
@@ -25,11 +26,11 @@ export function xenstoreToolstack(xs: XenstoreClient, kind: string, options: Xen
       if (disk.backendtype !== 'phy') refuse(`backendtype ${disk.backendtype}: disks under backend/${kind} are served as phy`);
       if (disk.script !== undefined) refuse(`script=${disk.script}: no hotplug script runs here (serve opens the target itself)`);
       if (disk.backendDomain !== undefined) refuse(`backend=${disk.backendDomain}: only dom0 serves disks here`);
-      if ((await xs.tryRead(`/local/domain/${domid}/domid`)) === undefined && (await xs.tryRead(`/local/domain/${domid}/name`)) === undefined) {
+      if ((await xs.tryRead(`${domainDir(domid)}/${DomainKey.domid}`)) === undefined && (await xs.tryRead(`${domainDir(domid)}/${DomainKey.name}`)) === undefined) {
         throw new BlockError('BLK_ERR_NODOMAIN', `attach: there is no domain ${domid}`, { errno: Errno.ENOENT });
       }
       const fe = frontendDir(domid, disk.deviceId);
-      const other = await xs.tryRead(`${fe}/backend`);
+      const other = await xs.tryRead(`${fe}/${VbdKey.backend}`);
       if (other !== undefined) {
         throw new BlockError('BLK_ERR_EXISTS', `attach: domain ${domid} already has a device ${disk.vdev} (${disk.deviceId}), served by ${other}`, { errno: Errno.EEXIST });
       }

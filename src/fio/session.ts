@@ -2,7 +2,7 @@
 // blkfront, the ring and blkback) or bare on a block device, and hand back fio's per-job results.
 // Shared by `blkback fio` and `blkback reproduce`.
 import { allocAlignedShared } from '../block/aligned-memory.ts';
-import { openBlockDevice } from '../block/open.ts';
+import { openBlockDevice } from '../stores/open.ts';
 import type { BlockDevice } from '../block/types.ts';
 import { reviveHistogram } from '../stats/latency-histogram.ts';
 import { SimHost } from '../toolstack/host.ts';

@@ -6,7 +6,8 @@
 import { ABI_LAYOUT } from '../blkif/constants.ts';
 import type { BlkifAbi, BlkifLayout } from '../blkif/constants.ts';
 import { frontRingInit, SharedRing } from '../blkif/ring.ts';
-import type { EventChannel, GuestHypervisor, XenstoreClient } from '../hypervisor/types.ts';
+import type { EventChannel, GuestHypervisor } from '../hypervisor/types.ts';
+import { frontendDir, ringRefKey, VbdKey } from '../xenbus/device-paths.ts';
 import { XenbusState } from '../xenbus/state.ts';
 import { waitForKey } from '../xenbus/wait-for-key.ts';
 
@@ -63,15 +64,15 @@ export class BareFront {
     this.devid = devid;
     this.timeoutMs = timeoutMs;
     this.#allocPages = allocPages ?? ((count) => hv.memory.allocPages(count));
-    this.frontendPath = `/local/domain/${hv.domid}/device/vbd/${devid}`;
+    this.frontendPath = frontendDir(hv.domid, devid);
   }
 
   /** First connection: waits for the toolstack's entries and the backend's InitWait, then connects. */
   async connect(choice: RingChoice): Promise<void> {
     const xs = this.hv.xenstore;
     const fe = this.frontendPath;
-    this.backendPath = (await waitForKey(xs, `${fe}/backend`, (v) => v !== undefined, this.timeoutMs))!;
-    this.backendId = Number((await xs.tryRead(`${fe}/backend-id`)) ?? '0');
+    this.backendPath = (await waitForKey(xs, `${fe}/${VbdKey.backend}`, (v) => v !== undefined, this.timeoutMs))!;
+    this.backendId = Number((await xs.tryRead(`${fe}/${VbdKey.backendId}`)) ?? '0');
     await this.#waitBackend((s) => s >= XenbusState.InitWait, 'InitWait or later');
     await this.#attach(choice);
   }
@@ -82,9 +83,9 @@ export class BareFront {
    */
   async shutdown(): Promise<number> {
     const xs = this.hv.xenstore;
-    await xs.write(`${this.frontendPath}/state`, String(XenbusState.Closing));
+    await xs.write(`${this.frontendPath}/${VbdKey.state}`, String(XenbusState.Closing));
     await this.#waitBackend((s) => s >= XenbusState.Closing, 'Closing');
-    await xs.write(`${this.frontendPath}/state`, String(XenbusState.Closed));
+    await xs.write(`${this.frontendPath}/${VbdKey.state}`, String(XenbusState.Closed));
     await this.#waitBackend((s) => s === XenbusState.Closed, 'Closed');
     this.events?.close();
     this.events = null;
@@ -103,7 +104,7 @@ export class BareFront {
   /** shutdown(), then a fresh ring: the same device, new pages, grants and event channel. */
   async reconnect(choice: RingChoice): Promise<number> {
     const held = await this.shutdown();
-    await this.hv.xenstore.write(`${this.frontendPath}/state`, String(XenbusState.Initialising));
+    await this.hv.xenstore.write(`${this.frontendPath}/${VbdKey.state}`, String(XenbusState.Initialising));
     await this.#waitBackend((s) => s === XenbusState.InitWait, 'InitWait');
     await this.#attach(choice);
     return held;
@@ -111,7 +112,7 @@ export class BareFront {
 
   async #waitBackend(done: (state: number) => boolean, what: string): Promise<void> {
     try {
-      await waitForKey(this.hv.xenstore, `${this.backendPath}/state`, (v) => done(Number(v)), this.timeoutMs);
+      await waitForKey(this.hv.xenstore, `${this.backendPath}/${VbdKey.state}`, (v) => done(Number(v)), this.timeoutMs);
     } catch {
       throw new Error(`backend ${this.backendPath} did not reach ${what} within ${this.timeoutMs} ms`);
     }
@@ -122,7 +123,7 @@ export class BareFront {
     const xs = hv.xenstore;
     const fe = this.frontendPath;
     const be = this.backendPath;
-    const maxOrder = Number((await xs.tryRead(`${be}/max-ring-page-order`)) ?? '0');
+    const maxOrder = Number((await xs.tryRead(`${be}/${VbdKey.maxRingPageOrder}`)) ?? '0');
     const order = Math.max(0, Math.min(choice.order, maxOrder));
     const pages = 1 << order;
     const frame = this.#allocPages(pages);
@@ -143,29 +144,29 @@ export class BareFront {
     });
     await xs.transaction(async (tx) => {
       // Keys of an earlier connection must not linger: a backend reads ring-ref when there is no ring-page-order.
-      for (const key of ['ring-ref', 'ring-page-order', ...Array.from({ length: 16 }, (_, i) => `ring-ref${i}`)]) await xs.rm(`${fe}/${key}`, tx).catch(() => undefined);
-      if (order === 0) await xs.write(`${fe}/ring-ref`, String(refs[0]), tx);
+      for (const key of [ringRefKey(0, false), VbdKey.ringPageOrder, ...Array.from({ length: 16 }, (_, i) => ringRefKey(i, true))]) await xs.rm(`${fe}/${key}`, tx).catch(() => undefined);
+      if (order === 0) await xs.write(`${fe}/${ringRefKey(0, false)}`, String(refs[0]), tx);
       else {
-        await xs.write(`${fe}/ring-page-order`, String(order), tx);
-        for (let i = 0; i < pages; i++) await xs.write(`${fe}/ring-ref${i}`, String(refs[i]), tx);
+        await xs.write(`${fe}/${VbdKey.ringPageOrder}`, String(order), tx);
+        for (let i = 0; i < pages; i++) await xs.write(`${fe}/${ringRefKey(i, true)}`, String(refs[i]), tx);
       }
-      await xs.write(`${fe}/event-channel`, String(events.localPort), tx);
-      await xs.write(`${fe}/protocol`, PROTOCOL[choice.abi], tx);
+      await xs.write(`${fe}/${VbdKey.eventChannel}`, String(events.localPort), tx);
+      await xs.write(`${fe}/${VbdKey.protocol}`, PROTOCOL[choice.abi], tx);
       // As Linux blkfront: the backend uses persistent grants only if both sides offer them.
-      await xs.write(`${fe}/feature-persistent`, '1', tx);
+      await xs.write(`${fe}/${VbdKey.featurePersistent}`, '1', tx);
     });
-    await xs.write(`${fe}/state`, String(XenbusState.Initialised));
+    await xs.write(`${fe}/${VbdKey.state}`, String(XenbusState.Initialised));
     await this.#waitBackend((s) => s === XenbusState.Connected, 'Connected');
     const read = (key: string): Promise<string | undefined> => xs.tryRead(`${be}/${key}`);
     this.features = {
-      sectors: Number(await read('sectors')),
-      sectorSize: Number((await read('sector-size')) ?? '512'),
-      readOnly: (Number((await read('info')) ?? '0') & 4) !== 0,
-      discard: (await read('feature-discard')) === '1',
-      maxIndirect: Number((await read('feature-max-indirect-segments')) ?? '0'),
+      sectors: Number(await read(VbdKey.sectors)),
+      sectorSize: Number((await read(VbdKey.sectorSize)) ?? '512'),
+      readOnly: (Number((await read(VbdKey.info)) ?? '0') & 4) !== 0,
+      discard: (await read(VbdKey.featureDiscard)) === '1',
+      maxIndirect: Number((await read(VbdKey.featureMaxIndirectSegments)) ?? '0'),
       maxRingPageOrder: maxOrder,
     };
-    await xs.write(`${fe}/state`, String(XenbusState.Connected));
+    await xs.write(`${fe}/${VbdKey.state}`, String(XenbusState.Connected));
     this.abi = choice.abi;
     this.layout = ABI_LAYOUT[choice.abi];
     this.ring = ring;

@@ -16,6 +16,7 @@ import { ERROR_KINDS } from '../blkback/stats.ts';
 import type { ErrorKind } from '../blkback/stats.ts';
 import { SimHost } from '../toolstack/host.ts';
 import type { GuestHandle } from '../toolstack/host.ts';
+import { domainErrorDir, errorRoot, VbdKey } from '../xenbus/device-paths.ts';
 import { CONTROL_ACK, CONTROL_STOP, emptyCounts, FINDING_KINDS, HOSTILE_DISKS, totalFindings } from './findings.ts';
 import type {
   DiskTally,
@@ -282,20 +283,20 @@ async function runLeg(o: CampaignOptions, dataPath: DataPath, requests: number, 
 
   // ------------------------------------------------------------ devices the backend gave up on
   const gaveUp = new Set<string>();
-  const errorRoot = '/local/domain/0/error/backend/vbd';
+  const gaveUpRoot = errorRoot(host.backendKind);
   const scanErrors = async (): Promise<void> => {
-    const domids = await host.xs.directory(errorRoot).catch(() => [] as string[]);
+    const domids = await host.xs.directory(gaveUpRoot).catch(() => [] as string[]);
     for (const d of domids) {
-      for (const devid of await host.xs.directory(`${errorRoot}/${d}`).catch(() => [] as string[])) {
+      for (const devid of await host.xs.directory(`${gaveUpRoot}/${d}`).catch(() => [] as string[])) {
         const key = `${d}/${devid}`;
-        const message = await host.xs.tryRead(`${errorRoot}/${key}/error`).catch(() => undefined);
+        const message = await host.xs.tryRead(`${gaveUpRoot}/${key}/${VbdKey.error}`).catch(() => undefined);
         if (message === undefined || gaveUp.has(key)) continue;
         gaveUp.add(key);
         hostFinding({ kind: 'crash', message: `the backend gave up on vbd ${key}: ${message}` });
       }
     }
   };
-  await host.xs.watch('/local/domain/0/error', 'fuzz-errors', () => void scanErrors());
+  await host.xs.watch(domainErrorDir(), 'fuzz-errors', () => void scanErrors());
 
   // ------------------------------------------------------------ the neighbour, alone first
   let nbProgress = { ops: 0, at: performance.now() };
@@ -544,7 +545,7 @@ async function runLeg(o: CampaignOptions, dataPath: DataPath, requests: number, 
   if (allEnded && host.blkback.budget.used !== 0) {
     hostFinding({ kind: 'protocol', message: `${host.blkback.budget.used} requests still counted in flight (the in-flight budget) after every guest finished` });
   }
-  await host.xs.unwatch('/local/domain/0/error', 'fuzz-errors').catch(() => undefined);
+  await host.xs.unwatch(domainErrorDir(), 'fuzz-errors').catch(() => undefined);
   // A device whose store never answers cannot be torn down: give up on it after a while.
   const stopped = await withTimeout(host.stop(), 2 * deadlineMs);
 

@@ -34,7 +34,13 @@ export interface GuestWorkerData {
   /** URL of a module whose default export is a GuestWorkload. */
   readonly workload: string;
   readonly params: unknown;
-  readonly front: { readonly abi?: 'x86_64' | 'x86_32'; readonly ringPageOrder?: number; readonly maxIndirectSegments?: number };
+  /** blkfront's options for every disk; `queues` comes from the guest's vcpus unless the run says otherwise. */
+  readonly front: {
+    readonly abi?: 'x86_64' | 'x86_32';
+    readonly ringPageOrder?: number;
+    readonly maxIndirectSegments?: number;
+    readonly queues?: number;
+  };
 }
 
 /** Messages from the guest worker to the host. */

@@ -3,41 +3,11 @@
 // (/dev/xen/gntdev, /dev/xen/evtchn, xenstored's socket) can implement the backend half later.
 // Nothing here leaks a raw offset into guest memory: a mapping is a set of views.
 
-export const PAGE_SIZE = 4096;
-export const DOMID_SELF = 0x7ff0;
+import type { XenstoreClient } from '../xenstore/types.ts';
 
-// ---------------------------------------------------------------- xenstore
-
-/** Perms as xenstored prints them: 'n' none, 'r' read, 'w' write, 'b' both; the first entry's domid is the owner. */
-export interface XsPermission {
-  readonly domid: number;
-  readonly perm: 'n' | 'r' | 'w' | 'b';
-}
-
-export type XsWatchCallback = (path: string, token: string) => void;
-
-/** A xenstore connection that speaks for one domain. Errors reject with XenstoreError (code = 'ENOENT', 'EACCES', 'EAGAIN', ...). */
-export interface XenstoreClient {
-  readonly domid: number;
-  read(path: string, tx?: number): Promise<string>;
-  /** read() that resolves undefined instead of rejecting with ENOENT. */
-  tryRead(path: string, tx?: number): Promise<string | undefined>;
-  write(path: string, value: string, tx?: number): Promise<void>;
-  mkdir(path: string, tx?: number): Promise<void>;
-  rm(path: string, tx?: number): Promise<void>;
-  directory(path: string, tx?: number): Promise<string[]>;
-  getPerms(path: string, tx?: number): Promise<XsPermission[]>;
-  setPerms(path: string, perms: readonly XsPermission[], tx?: number): Promise<void>;
-  /** Registers a watch; the callback fires once at once (xenstored's initial event) and on every change at or below path. */
-  watch(path: string, token: string, callback: XsWatchCallback): Promise<void>;
-  unwatch(path: string, token: string): Promise<void>;
-  transactionStart(): Promise<number>;
-  /** Rejects with code 'EAGAIN' when a commit conflicts. */
-  transactionEnd(tx: number, commit: boolean): Promise<void>;
-  /** Runs fn in a transaction, retrying on EAGAIN (bounded). */
-  transaction<T>(fn: (tx: number) => Promise<T>): Promise<T>;
-  close(): void;
-}
+export { XEN_PAGE_SIZE as PAGE_SIZE, DOMID_SELF, GNTST } from '../abi/xen.ts';
+// The xenstore client interface lives with xenstore, which must not import this layer.
+export type { XenstoreClient, XsPermission, XsWatchCallback } from '../xenstore/types.ts';
 
 // ---------------------------------------------------------------- event channels
 
@@ -54,23 +24,6 @@ export interface EventChannel {
 }
 
 // ---------------------------------------------------------------- grants (backend side)
-
-/** Xen's GNTST_* codes (xen/include/public/grant_table.h). */
-export const GNTST = {
-  okay: 0,
-  general_error: -1,
-  bad_domain: -2,
-  bad_gntref: -3,
-  bad_handle: -4,
-  bad_virt_addr: -5,
-  bad_dev_addr: -6,
-  no_device_space: -7,
-  permission_denied: -8,
-  bad_page: -9,
-  bad_copy_arg: -10,
-  address_too_big: -11,
-  eagain: -12,
-} as const;
 
 export interface GrantMapping {
   /** One PAGE_SIZE view per ref, in the order mapped. Valid until unmap(); stays valid if the guest rewrites its grant entry. */
@@ -96,7 +49,10 @@ export interface BackendGrants {
    * GrantError naming the ref and its GNTST code is thrown.
    */
   map(domid: number, refs: ArrayLike<number>, count: number, writable: boolean): GrantMapping;
-  /** GNTTABOP_copy: returns one GNTST code per op. A `buffer` end must lie in memory from allocBuffer(). */
+  /**
+   * GNTTABOP_copy: returns one GNTST code per op. A `buffer` end must lie in memory from
+   * allocBuffer() (else GNTST_general_error, in the simulation too: see grant-arguments.ts).
+   */
   copy(ops: readonly GrantCopyOp[]): number[];
   /**
    * Page-aligned local memory (zeroed) for bounce buffers: the only memory copy() ops may name as

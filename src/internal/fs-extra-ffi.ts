@@ -3,18 +3,10 @@
 // SEEK_HOLE. Called through koffi, as linux-aio.ts calls libc.
 //
 // Every call is asynchronous (koffi's `fn.async`, which runs it on libuv's thread pool): these calls
-// can block for long, a BLKDISCARD on a real disk for seconds, a journal commit for milliseconds, and
-// SEEK_HOLE on tmpfs walks the page cache (260 µs for a 64 MiB file here, so 40 ms for 10 GiB).
-// Measured here (2 shared cores; 20,000 calls in a loop, one at a time):
-//   fallocate(PUNCH_HOLE) of 4 KiB, tmpfs:  2.6-3.6 µs synchronous, 32-37 µs through fn.async
-//                                           (35-40 µs of CPU, both threads together)
-//   the same on ext4:                       4.9 µs synchronous, 45 µs async
-//   lseek(SEEK_HOLE), 64 MiB tmpfs file:    260-270 µs synchronous, 350 µs async (ext4: 1.8 vs 34 µs)
-//   for comparison, a libuv fs.fstat:       31-36 µs
-// So an async call costs one thread hand-off, what every libuv file operation costs (a file: disk's
-// read or write included), about 30 µs; a synchronous one is cheaper when it is quick but can stall
-// every guest's event loop for as long as the kernel takes. Discards are rare next to reads and
-// writes: async everywhere.
+// can block for long (a BLKDISCARD on a real disk for seconds, SEEK_HOLE on a large tmpfs file for
+// tens of milliseconds), and a synchronous one would stall every guest's event loop meanwhile. The
+// async call costs one thread hand-off, about 30 µs, as every libuv file operation does; discards
+// are rare next to reads and writes (measurements: docs/benchmarks.md, "Space-management calls").
 // At most MAX_IN_FLIGHT calls run at once (more wait here, in order): libuv's pool has 4 threads and
 // the reads and writes of file: disks need them too; koffi also throws past its own max_async_calls.
 //

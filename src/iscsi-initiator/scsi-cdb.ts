@@ -42,15 +42,20 @@ function get64(b: Uint8Array, at: number): number {
   return get32(b, at) * 0x1_0000_0000 + get32(b, at + 4);
 }
 
+/** Zeroes a CDB (a loop: fill() is a runtime call, dearer than 16 stores on every I/O). */
+function clear16(out: Uint8Array): void {
+  for (let i = 0; i < 16; i++) out[i] = 0;
+}
+
 export function readCdb(out: Uint8Array, lba: number, blocks: number): void {
-  out.fill(0, 0, 16);
+  clear16(out);
   out[0] = ScsiOp.READ_16;
   put64(out, 2, lba);
   put32(out, 10, blocks);
 }
 
 export function writeCdb(out: Uint8Array, lba: number, blocks: number, fua: boolean): void {
-  out.fill(0, 0, 16);
+  clear16(out);
   out[0] = ScsiOp.WRITE_16;
   out[1] = fua ? FUA : 0;
   put64(out, 2, lba);

@@ -40,7 +40,7 @@ export function connectTcp(host: string, port: number, timeoutMs: number, where:
         // asked after every read for the buffer of the next one
         buffer: () => reads.next(session),
         callback: (n, buf) => {
-          if (session !== undefined) session.receive(buf.subarray(0, n));
+          if (session !== undefined) session.receive(buf, n);
           else early.push(Buffer.from(buf.subarray(0, n)));
           return true; // keep reading (false would pause the socket)
         },
@@ -61,6 +61,11 @@ export function connectTcp(host: string, port: number, timeoutMs: number, where:
       const transport: SessionTransport = {
         write(chunks, done) {
           if (socket.destroyed) return done();
+          // one chunk (commands alone, no large data): cork and uncork would only add buffering work
+          if (chunks.length === 1) {
+            socket.write(chunks[0]!, done);
+            return;
+          }
           socket.cork();
           for (let i = 0; i < chunks.length; i++) socket.write(chunks[i]!, i === chunks.length - 1 ? () => done() : undefined);
           socket.uncork();

@@ -3,7 +3,7 @@
 // benchmarks and the test rigs call.
 import { createHash } from 'node:crypto';
 import type { BlockDevice } from '../block/types.ts';
-import { openStoreUnderPolicy, resolvePathPolicy } from '../block/path-policy.ts';
+import { openStoreUnderPolicy, resolvePathPolicy } from '../stores/path-policy.ts';
 import { ScsiDeviceServer } from '../scsi/device-server.ts';
 import type { LogicalUnitOptions } from '../scsi/logical-unit.ts';
 import type { ChapSecrets } from '../iscsi/chap.ts';

@@ -100,9 +100,12 @@ export class PduReader {
     this.#trailerHave = 0;
   }
 
-  /** Takes bytes off the wire; `chunk` is not kept (it may be reused as soon as this returns). */
-  push(chunk: Uint8Array): void {
-    const n = chunk.byteLength;
+  /**
+   * Takes bytes off the wire: the first `length` bytes of `chunk` (all of it by default). `chunk` is
+   * not kept (it may be reused as soon as this returns).
+   */
+  push(chunk: Uint8Array, length: number = chunk.byteLength): void {
+    const n = length;
     this.#bytesIn += n;
     let at = 0;
     while (at < n || this.#complete()) {
@@ -111,7 +114,7 @@ export class PduReader {
           return;
         case State.HEADER: {
           const k = Math.min(this.#headNeed - this.#headHave, n - at);
-          copy(chunk, at, this.#head, this.#headHave, k);
+          copySmall(chunk, at, this.#head, this.#headHave, k);
           this.#headHave += k;
           at += k;
           if (this.#headHave < this.#headNeed) return;
@@ -148,7 +151,7 @@ export class PduReader {
         }
         case State.TRAILER: {
           const k = Math.min(this.#trailerNeed - this.#trailerHave, n - at);
-          copy(chunk, at, this.#trailer, this.#trailerHave, k);
+          copySmall(chunk, at, this.#trailer, this.#trailerHave, k);
           this.#trailerHave += k;
           at += k;
           if (this.#trailerHave < this.#trailerNeed) return;
@@ -218,9 +221,19 @@ export class PduReader {
   }
 }
 
-/** Copies `n` bytes from `src` at `from` into `dst` at `to` (Buffer.copy where it can: no view made). */
+/**
+ * Copies `n` bytes from `src` at `from` into `dst` at `to`. TypedArray#set from a plain view: no
+ * Buffer#copy argument checks, and no view at all when the whole of `src` goes.
+ */
 function copy(src: Uint8Array, from: number, dst: Uint8Array, to: number, n: number): void {
-  if (n <= 0) return;
-  if (Buffer.isBuffer(src)) src.copy(dst, to, from, from + n);
-  else dst.set(src.subarray(from, from + n), to);
+  if (n <= SMALL_COPY) return copySmall(src, from, dst, to, n);
+  dst.set(from === 0 && n === src.byteLength ? src : new Uint8Array(src.buffer, src.byteOffset + from, n), to);
+}
+
+/** Headers, padding and digests: a byte loop is cheaper than making a view to copy from. */
+const SMALL_COPY = 64;
+
+function copySmall(src: Uint8Array, from: number, dst: Uint8Array, to: number, n: number): void {
+  if (n > SMALL_COPY) return copy(src, from, dst, to, n);
+  for (let i = 0; i < n; i++) dst[to + i] = src[from + i] as number;
 }

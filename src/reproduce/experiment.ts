@@ -1,7 +1,7 @@
 // The 2011 mail's experiment as one run: both seed job files, on the seed's two guest configurations
 // — phy (direct I/O, zero-copy into granted pages: the kernel blkback analog) and file (page cache:
 // QEMU's qdisk analog) — over one RAM store standing in for the seed's iSCSI RAM disk, N runs each,
-// backends interleaved run by run, the first rotating with the run (src/bench/rotation.ts), so
+// backends interleaved run by run, the first rotating with the run (src/reproduce/rotation.ts), so
 // drift in the machine's load, and whatever one backend leaves behind for the next (a warm page
 // cache), hit both alike.
 import { execFileSync } from 'node:child_process';
@@ -16,9 +16,9 @@ import type { JobResult } from '../fio/stats.ts';
 import { LatencyHistogram } from '../stats/latency-histogram.ts';
 import type { GuestConfig } from '../toolstack/host.ts';
 import { guestConfigFromXl } from '../toolstack/from-xl.ts';
-import { fioRuntime } from '../bench/fio-runtime.ts';
-import { orderLine, rotation } from '../bench/rotation.ts';
-import { openBlockDevice } from '../block/open.ts';
+import { fioRuntime } from './fio-runtime.ts';
+import { orderLine, rotation } from './rotation.ts';
+import { openBlockDevice } from '../stores/open.ts';
 import { SimHost } from '../toolstack/host.ts';
 import { SEED_LINK, parseLinkSpec } from '../rig/link-spec.ts';
 import type { LinkSpec } from '../rig/link-spec.ts';

@@ -1,12 +1,15 @@
 // The xenstore entries a toolstack writes for one guest disk, and how it takes them away, as libxl
 // does (libxl_disk.c device_disk_add; libxl_device.c libxl__initiate_device_generic_remove): a
-// backend directory /local/domain/0/backend/<kind>/<domid>/<devid>, dom0's and readable by the
-// guest, and a frontend directory /local/domain/<domid>/device/vbd/<devid>, the guest's and
-// readable by dom0. `kind` is the backend's directory: "vbd" for Linux's xen-blkback and for
-// `blkback serve` by default; another name lets a second backend run beside the kernel's.
+// backend directory (dom0's, readable by the guest) and a frontend directory (the guest's, readable
+// by dom0), laid out as src/xenbus/device-paths.ts says. `kind` is the backend's directory: "vbd"
+// for Linux's xen-blkback and for `blkback serve` by default; another name lets a second backend run
+// beside the kernel's.
 import type { XenstoreClient } from '../hypervisor/types.ts';
 import { BlockError, Errno } from '../internal/errors.ts';
+import { backendDir, errorDir, frontendDir, VbdKey } from '../xenbus/device-paths.ts';
 import { parseXenbusState, XenbusState } from '../xenbus/state.ts';
+
+export { backendDir, errorDir, frontendDir };
 
 export interface DiskEntries {
   readonly kind: string;
@@ -22,43 +25,30 @@ export interface DiskEntries {
   readonly discard?: boolean;
 }
 
-export function backendDir(kind: string, domid: number, devid: number): string {
-  return `/local/domain/0/backend/${kind}/${domid}/${devid}`;
-}
-
-export function frontendDir(domid: number, devid: number): string {
-  return `/local/domain/${domid}/device/vbd/${devid}`;
-}
-
-/** Where the backend records why it gave up on the device (Linux xenbus_dev_fatal: error/<backend path>). */
-export function errorDir(kind: string, domid: number, devid: number): string {
-  return `/local/domain/0/error/backend/${kind}/${domid}/${devid}`;
-}
-
 /** Both directories with their keys and permissions; call inside a transaction, so a watcher sees the whole device at once. */
 export async function writeDiskEntries(xs: XenstoreClient, tx: number, d: DiskEntries): Promise<void> {
   const be = backendDir(d.kind, d.domid, d.devid);
   const fe = frontendDir(d.domid, d.devid);
   const backend: [string, string][] = [
-    ['frontend', fe],
-    ['params', d.target],
-    ['frontend-id', String(d.domid)],
-    ['online', '1'],
-    ['removable', '0'],
-    ['bootable', '1'],
-    ['state', String(XenbusState.Initialising)],
-    ['dev', d.vdev],
-    ['type', d.type],
-    ['mode', d.readOnly ? 'r' : 'w'],
-    ['device-type', 'disk'],
-    ['discard-enable', d.discard === false ? '0' : '1'],
+    [VbdKey.frontend, fe],
+    [VbdKey.params, d.target],
+    [VbdKey.frontendId, String(d.domid)],
+    [VbdKey.online, '1'],
+    [VbdKey.removable, '0'],
+    [VbdKey.bootable, '1'],
+    [VbdKey.state, String(XenbusState.Initialising)],
+    [VbdKey.dev, d.vdev],
+    [VbdKey.type, d.type],
+    [VbdKey.mode, d.readOnly ? 'r' : 'w'],
+    [VbdKey.deviceType, 'disk'],
+    [VbdKey.discardEnable, d.discard === false ? '0' : '1'],
   ];
   const frontend: [string, string][] = [
-    ['backend', be],
-    ['backend-id', '0'],
-    ['state', String(XenbusState.Initialising)],
-    ['virtual-device', String(d.devid)],
-    ['device-type', 'disk'],
+    [VbdKey.backend, be],
+    [VbdKey.backendId, '0'],
+    [VbdKey.state, String(XenbusState.Initialising)],
+    [VbdKey.virtualDevice, String(d.devid)],
+    [VbdKey.deviceType, 'disk'],
   ];
   // An error recorded for an earlier device with this number is not this one's.
   const error = errorDir(d.kind, d.domid, d.devid);
@@ -88,19 +78,19 @@ export async function removeDiskEntries(
   const be = backendDir(kind, domid, devid);
   const fe = frontendDir(domid, devid);
   const timeoutMs = options.timeoutMs ?? 10_000;
-  if ((await xs.tryRead(`${be}/frontend`)) === undefined) {
+  if ((await xs.tryRead(`${be}/${VbdKey.frontend}`)) === undefined) {
     throw new BlockError('BLK_ERR_NODEV', `domain ${domid} has no disk with device id ${devid} (${be} is missing)`, { errno: Errno.ENOENT });
   }
-  const state = parseXenbusState(await xs.tryRead(`${be}/state`));
-  const frontendThere = (await xs.tryRead(`${fe}/state`)) !== undefined;
+  const state = parseXenbusState(await xs.tryRead(`${be}/${VbdKey.state}`));
+  const frontendThere = (await xs.tryRead(`${fe}/${VbdKey.state}`)) !== undefined;
   let forced = false;
   if (state !== XenbusState.Closed) {
     await xs.transaction(async (tx) => {
-      await xs.write(`${be}/online`, '0', tx);
-      await xs.write(`${be}/state`, String(XenbusState.Closing), tx);
+      await xs.write(`${be}/${VbdKey.online}`, '0', tx);
+      await xs.write(`${be}/${VbdKey.state}`, String(XenbusState.Closing), tx);
     });
     // A state node that vanished means the device went with its domain: nothing left to wait for.
-    forced = !frontendThere || !(await waitForNode(xs, `${be}/state`, (v) => v === undefined || parseXenbusState(v) === XenbusState.Closed, timeoutMs));
+    forced = !frontendThere || !(await waitForNode(xs, `${be}/${VbdKey.state}`, (v) => v === undefined || parseXenbusState(v) === XenbusState.Closed, timeoutMs));
     if (forced) options.log?.(`domain ${domid}: disk ${devid} ${frontendThere ? `did not close within ${timeoutMs} ms` : 'has no frontend left'}; removing it anyway`);
   }
   await xs.transaction(async (tx) => {

@@ -3,17 +3,21 @@
 // xenstore, protocol-notes §2) with the guest itself running as a worker thread.
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { Blkback } from '../blkback/blkback.ts';
+import type { BlkbackOptions } from '../blkback/blkback.ts';
 import type { DataPath } from '../blkback/ring-server.ts';
 import { vdevToDeviceId } from '../config/xl-disk.ts';
 import type { BlockDevice } from '../block/types.ts';
-import type { PathPolicy } from '../block/path-policy.ts';
+import type { PathPolicy } from '../stores/path-policy.ts';
 import type { DeviceOpener } from '../blkback/vbd.ts';
 import { SimHypervisor } from '../hypervisor/sim/hypervisor.ts';
+import { simDataPlaneProvider } from '../blkback/workers/data-plane.ts';
+import type { BackendHypervisor } from '../hypervisor/types.ts';
 import { BlockError } from '../internal/errors.ts';
 import { XenstoreDaemon } from '../xenstore/daemon.ts';
 import { connectInProcess } from '../xenstore/client.ts';
 import type { XsClient } from '../xenstore/client.ts';
 import type { GuestMessage, GuestWorkerData } from '../guest/context.ts';
+import { backendGuestDir, DEFAULT_BACKEND_KIND, domainDir, DomainKey, DOM0, errorGuestDir } from '../xenbus/device-paths.ts';
 import { removeDiskEntries, writeDiskEntries } from './disk-entries.ts';
 import { StoreRegistry } from './stores.ts';
 
@@ -29,6 +33,7 @@ export interface GuestDisk {
 export interface GuestConfig {
   readonly name: string;
   readonly memoryMiB: number;
+  /** The guest's vCPUs (xl's vcpus): its blkfront asks for this many queues per disk (default 1). */
   readonly vcpus?: number;
   readonly disks: readonly GuestDisk[];
 }
@@ -53,9 +58,25 @@ export interface HostOptions {
   readonly policy?: PathPolicy;
   readonly xenstoreSocket?: string;
   readonly maxRingPageOrder?: number;
+  /** multi-queue-max-queues blkback advertises (default: the CPU count, as Linux; 1: one ring per disk). */
+  readonly maxQueues?: number;
   readonly maxInflight?: number;
   readonly maxIndirectSegments?: number;
   readonly dataPath?: DataPath;
+  /**
+   * The backend directory the host's blkback owns and its toolstack writes disks under (default
+   * "vbd"), as `blkback serve --backend-kind` on real Xen.
+   */
+  readonly backendKind?: string;
+  /**
+   * blkback's data-plane worker threads (BlkbackOptions.workers; default 0, the main thread serves
+   * every ring). Each worker is one more vCPU of the simulated dom0.
+   */
+  readonly workers?: number;
+  /** With workers: which worker serves a ring (BlkbackOptions.placeRing; default the least loaded). */
+  readonly placeRing?: BlkbackOptions['placeRing'];
+  /** Wraps what blkback gets of the hypervisor (a benchmark counting grant and event-channel calls). */
+  readonly instrumentBackend?: (hv: BackendHypervisor) => BackendHypervisor;
   readonly log?: (line: string) => void;
 }
 
@@ -79,6 +100,8 @@ export class SimHost {
   readonly xs: XsClient;
   readonly blkback: Blkback;
   readonly stores: StoreRegistry;
+  /** Where this host's disks go: backend/<backendKind> (the directory blkback serves). */
+  readonly backendKind: string;
   readonly #guests = new Map<number, GuestHandle>();
   /** Boot disks of guests being created that blkback has not opened yet, and how to fail their guest. */
   readonly #booting = new Map<number, BootDisks>();
@@ -87,25 +110,32 @@ export class SimHost {
   private constructor(options: HostOptions) {
     this.#log = options.log ?? (() => undefined);
     this.daemon = new XenstoreDaemon();
-    this.hypervisor = new SimHypervisor();
+    const workers = options.workers ?? 0;
+    this.hypervisor = new SimHypervisor(workers > 0 ? { dom0Vcpus: workers + 1 } : {});
     this.xs = connectInProcess(this.daemon, 0);
     this.stores = new StoreRegistry(options.maps, options.policy === undefined ? {} : { policy: options.policy });
+    this.backendKind = options.backendKind ?? DEFAULT_BACKEND_KIND;
     const blkbackOptions = {
       open: this.#open,
       log: this.#log,
       ...(options.maxRingPageOrder === undefined ? {} : { maxRingPageOrder: options.maxRingPageOrder }),
+      ...(options.maxQueues === undefined ? {} : { maxQueues: options.maxQueues }),
       ...(options.maxInflight === undefined ? {} : { maxInflight: options.maxInflight }),
       ...(options.maxIndirectSegments === undefined ? {} : { maxIndirectSegments: options.maxIndirectSegments }),
       ...(options.dataPath === undefined ? {} : { dataPath: options.dataPath }),
+      ...(workers > 0 ? { workers, dataPlane: simDataPlaneProvider(this.hypervisor) } : {}),
+      ...(options.placeRing === undefined ? {} : { placeRing: options.placeRing }),
+      backendKind: this.backendKind,
     };
-    this.blkback = new Blkback(this.hypervisor.backend(this.xs), blkbackOptions);
+    const backend = this.hypervisor.backend(this.xs);
+    this.blkback = new Blkback(options.instrumentBackend?.(backend) ?? backend, blkbackOptions);
   }
 
   static async start(options: HostOptions = {}): Promise<SimHost> {
     const host = new SimHost(options);
     if (options.xenstoreSocket !== undefined) await host.daemon.listenUnix(options.xenstoreSocket);
-    await host.xs.write('/local/domain/0/name', 'Domain-0');
-    await host.xs.write('/local/domain/0/domid', '0');
+    await host.xs.write(`${domainDir(DOM0)}/${DomainKey.name}`, 'Domain-0');
+    await host.xs.write(`${domainDir(DOM0)}/${DomainKey.domid}`, String(DOM0));
     await host.blkback.start();
     return host;
   }
@@ -151,17 +181,17 @@ export class SimHost {
     const boot: BootDisks = { name: config.name, disks: new Map(disks.map((d) => [d.devid, d.vdev])), fail: (err) => (early ??= err) };
     this.#booting.set(id, boot);
     const xs = this.xs;
-    const dom = `/local/domain/${id}`;
+    const dom = domainDir(id);
     await xs.transaction(async (tx) => {
       // libxl: the domain's directory is dom0's, readable by the guest; device/ is the guest's own.
-      await xs.write(`${dom}/name`, config.name, tx);
-      await xs.write(`${dom}/domid`, String(id), tx);
-      await xs.setPerms(dom, [{ domid: 0, perm: 'n' }, { domid: id, perm: 'r' }], tx);
-      await xs.mkdir(`${dom}/device`, tx);
-      await xs.setPerms(`${dom}/device`, [{ domid: id, perm: 'n' }], tx);
-      await xs.mkdir(`${dom}/data`, tx);
-      await xs.setPerms(`${dom}/data`, [{ domid: id, perm: 'n' }], tx);
-      for (const d of disks) await writeVbdEntries(xs, tx, id, d, d.devid);
+      await xs.write(`${dom}/${DomainKey.name}`, config.name, tx);
+      await xs.write(`${dom}/${DomainKey.domid}`, String(id), tx);
+      await xs.setPerms(dom, [{ domid: DOM0, perm: 'n' }, { domid: id, perm: 'r' }], tx);
+      await xs.mkdir(`${dom}/${DomainKey.device}`, tx);
+      await xs.setPerms(`${dom}/${DomainKey.device}`, [{ domid: id, perm: 'n' }], tx);
+      await xs.mkdir(`${dom}/${DomainKey.data}`, tx);
+      await xs.setPerms(`${dom}/${DomainKey.data}`, [{ domid: id, perm: 'n' }], tx);
+      for (const d of disks) await this.#writeDiskEntries(tx, id, d, d.devid);
     });
 
     const { port1, port2 } = new MessageChannel();
@@ -174,7 +204,9 @@ export class SimHost {
       disks: disks.map((d) => ({ vdev: d.vdev, devid: d.devid })),
       workload: String(run.workload),
       params: run.params,
-      front: run.front ?? {},
+      // Linux blkfront asks for one queue per vCPU (its max_queues is capped by the CPU count); an
+      // explicit front.queues overrides what the config's vcpus implies.
+      front: { queues: config.vcpus ?? 1, ...run.front },
     };
     const worker = new Worker(new URL('../guest/worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     const result = new Promise<unknown>((resolve, reject) => {
@@ -218,13 +250,13 @@ export class SimHost {
    */
   async attachDisk(domid: number, disk: GuestDisk): Promise<number> {
     const devid = vdevToDeviceId(disk.vdev);
-    await this.xs.transaction((tx) => writeVbdEntries(this.xs, tx, domid, disk, devid));
+    await this.xs.transaction((tx) => this.#writeDiskEntries(tx, domid, disk, devid));
     return devid;
   }
 
   /** xl block-detach, as libxl does it (disk-entries.ts removeDiskEntries). Resolves with whether it had to force. */
   async detachDisk(domid: number, devid: number, timeoutMs = 10_000): Promise<{ forced: boolean }> {
-    return removeDiskEntries(this.xs, 'vbd', domid, devid, { timeoutMs, log: this.#log });
+    return removeDiskEntries(this.xs, this.backendKind, domid, devid, { timeoutMs, log: this.#log });
   }
 
   /** xl destroy: stop the worker, remove its xenstore entries (blkback tears its devices down), free the domain. */
@@ -234,10 +266,15 @@ export class SimHost {
     this.#guests.delete(domid);
     this.#booting.delete(domid);
     await handle.worker.terminate();
-    await this.xs.rm(`/local/domain/0/backend/vbd/${domid}`).catch(() => undefined);
-    await this.xs.rm(`/local/domain/0/error/backend/vbd/${domid}`).catch(() => undefined);
-    await this.xs.rm(`/local/domain/${domid}`).catch(() => undefined);
+    await this.xs.rm(backendGuestDir(this.backendKind, domid)).catch(() => undefined);
+    await this.xs.rm(errorGuestDir(this.backendKind, domid)).catch(() => undefined);
+    await this.xs.rm(domainDir(domid)).catch(() => undefined);
     this.hypervisor.destroyDomain(domid);
+  }
+
+  /** What libxl writes for one disk (protocol-notes §2), under backend/<backendKind>. */
+  #writeDiskEntries(tx: number, domid: number, d: GuestDisk, devid: number): Promise<void> {
+    return writeDiskEntries(this.xs, tx, { kind: this.backendKind, domid, devid, vdev: d.vdev, target: d.target, type: d.backendtype, readOnly: d.readOnly });
   }
 
   async stop(): Promise<void> {
@@ -254,9 +291,4 @@ interface BootDisks {
   /** devid -> vdev of the disks blkback has yet to open. */
   readonly disks: Map<number, string>;
   fail: (err: BlockError) => void;
-}
-
-/** What libxl writes for one disk (protocol-notes §2), under backend/vbd. */
-function writeVbdEntries(xs: XsClient, tx: number, domid: number, d: GuestDisk, devid: number): Promise<void> {
-  return writeDiskEntries(xs, tx, { kind: 'vbd', domid, devid, vdev: d.vdev, target: d.target, type: d.backendtype, readOnly: d.readOnly });
 }

@@ -6,7 +6,7 @@
 //
 // Who named the path decides how it is opened. `params` can be written by anyone who may write the
 // backend directory (xl, `blkback ctl attach`, any xenstore client dom0 admits): such a path is
-// opened only if the path policy allows it (src/block/path-policy.ts: block devices under /dev,
+// opened only if the path policy allows it (src/stores/path-policy.ts: block devices under /dev,
 // regular files under an --allow-path directory). Stores the user named on our own command line
 // (--map specs, and targets the caller marks with trust(): `blkback run`'s guest configs) are the
 // user's own words and are opened as written.
@@ -14,9 +14,9 @@ import { existsSync } from 'node:fs';
 import { openDirectDisk } from '../block/direct.ts';
 import type { IoEngine } from '../block/direct.ts';
 import { openFileDisk } from '../block/file.ts';
-import { openBlockDevice } from '../block/open.ts';
-import { checkStoreSpec, openStoreUnderPolicy } from '../block/path-policy.ts';
-import type { PathPolicy } from '../block/path-policy.ts';
+import { openBlockDevice } from '../stores/open.ts';
+import { checkStoreSpec, openStoreUnderPolicy } from '../stores/path-policy.ts';
+import type { PathPolicy } from '../stores/path-policy.ts';
 import type { BlockDevice } from '../block/types.ts';
 import type { DeviceOpener, OpenedDevice } from '../blkback/vbd.ts';
 import { BlockError, Errno, UsageError } from '../internal/errors.ts';

@@ -3,7 +3,11 @@
 // cannot pass; a failed result no named check asks about fails on its own (ResultLedger); every fio
 // run is checked, warm-ups too; and only runs that passed give figures.
 import type { HarnessResult } from './console.ts';
+import { expectedQueues, queueFigures, queueLine } from './queues.ts';
+import type { QueueFigures } from './queues.ts';
 import { ResultLedger } from './result-ledger.ts';
+import { SYSCALL_DISK, syscallFigures, syscallLine } from './syscalls.ts';
+import type { SyscallFigures, SyscallPath } from './syscalls.ts';
 
 /**
  * kernel or ours: one backend for the whole boot; paired: both, taking turns (evaluatePaired);
@@ -42,6 +46,13 @@ export interface BootPlan {
    * disks by dom0's Linux initiator (open-iscsi); xvdc is served by blkback serve's own initiator.
    */
   readonly chain?: 'iscsi';
+  /**
+   * --mode same-guest: the twin guest's vCPUs, and serve's --max-queues (absent: serve was started
+   * without it, a build without multi-queue, and its disk's queues are not checked).
+   */
+  readonly multiQueue?: { readonly vcpus: number; readonly serveMaxQueues?: number };
+  /** --mode same-guest: the data paths whose system calls per request dom0 counts. */
+  readonly syscalls?: readonly SyscallPath[];
 }
 
 export interface Check {
@@ -66,16 +77,20 @@ export interface FioFigures {
   readonly writeBytes: number;
   readonly verifyBytes: number;
   readonly errors: number;
+  /** I/Os of the whole run: writes and verify reads, all jobs (optional: results.json of older runs lack it). */
+  readonly ios?: number;
+  /** The run's wall time in the guest (fio started to fio done); 0 when the guest did not say. */
+  readonly seconds?: number;
 }
 
 interface FioJobJson {
   readonly error?: number;
   readonly write?: { io_bytes?: number; runtime?: number; total_ios?: number };
-  readonly read?: { io_bytes?: number; runtime?: number };
+  readonly read?: { io_bytes?: number; runtime?: number; total_ios?: number };
 }
 
-/** fio --output-format=json to figures; throws when the text is not fio's JSON. */
-export function fioFigures(guest: string, job: string, run: number, json: string): FioFigures {
+/** fio --output-format=json to figures; throws when the text is not fio's JSON. `seconds`: the run's wall time. */
+export function fioFigures(guest: string, job: string, run: number, json: string, seconds = 0): FioFigures {
   // fio may print notes before the JSON object (e.g. "note: both iodepth >= 1 and synchronous ...")
   const start = json.indexOf('{');
   // fio 3.33 prints non-finite numbers bare ("stddev" : inf, -nan), which JSON has no words for
@@ -89,7 +104,9 @@ export function fioFigures(guest: string, job: string, run: number, json: string
   let verifyBytes = 0;
   let verifyMs = 0;
   let errors = 0;
+  let readIos = 0;
   for (const j of jobs) {
+    readIos += j.read?.total_ios ?? 0;
     writeBytes += j.write?.io_bytes ?? 0;
     writeMs = Math.max(writeMs, j.write?.runtime ?? 0);
     ios += j.write?.total_ios ?? 0;
@@ -109,6 +126,8 @@ export function fioFigures(guest: string, job: string, run: number, json: string
     writeBytes,
     verifyBytes,
     errors,
+    ios: ios + readIos,
+    seconds: Number.isFinite(seconds) && seconds > 0 ? seconds : 0,
   };
 }
 
@@ -136,6 +155,15 @@ class BootChecks {
 
   add(name: string, ok: boolean, detail: string, guest?: string): void {
     this.checks.push(guest === undefined ? { name, ok, detail } : { name, ok, detail, guest });
+  }
+
+  /** The first result that matches, claimed. */
+  claim(match: (r: HarnessResult) => boolean): HarnessResult | undefined {
+    return this.#ledger.claim(match);
+  }
+
+  file(name: string): string | undefined {
+    return this.#boot.files.get(name);
   }
 
   /** The first result of that check (from that guest and source, when given), claimed. */
@@ -173,7 +201,7 @@ class BootChecks {
     }
     let f: FioFigures;
     try {
-      f = fioFigures(guest, job, n, json);
+      f = fioFigures(guest, job, n, json, Number(run.seconds));
     } catch (e) {
       this.add(name, false, `fio JSON unreadable: ${(e as Error).message}`, guest);
       return;
@@ -252,7 +280,14 @@ export function evaluatePaired(boot: BootRecord, plan: BootPlan): { checks: Chec
  * `blkback ctl attach`); every job ran on each disk once for the warm-up (checked, not counted)
  * and once a pair, cleanly; xvdb detached; the guest destroyed; serve still up.
  */
-export function evaluateSameGuest(boot: BootRecord, plan: BootPlan): { checks: Check[]; fio: FioFigures[] } {
+export interface SameGuestFigures {
+  /** What each disk negotiated (xvda: the kernel's backend, xvdb: serve's), when dom0 listed it. */
+  readonly queues: readonly (QueueFigures & { readonly disk: string; readonly backend: 'kernel' | 'ours'; readonly expected: number })[];
+  /** serve's system calls per request, per counted data path. */
+  readonly syscalls: readonly SyscallFigures[];
+}
+
+export function evaluateSameGuest(boot: BootRecord, plan: BootPlan): { checks: Check[]; fio: FioFigures[] } & SameGuestFigures {
   const c = new BootChecks(boot, plan);
   if (plan.chain === 'iscsi') iscsiChainChecks(c);
   c.okResult('twin: xl create (xvda from xen-blkback)', 'twin', 'create', undefined, 'dom0');
@@ -269,6 +304,8 @@ export function evaluateSameGuest(boot: BootRecord, plan: BootPlan): { checks: C
     c.okResult("twin: xvdc's guest-written marker in LUN 2's backing file (fsync through serve's initiator)", 'twin', 'xvdc-marker', undefined, 'dom0');
     c.okResult('twin: blkback ctl detach xvdc', 'twin', 'ctl-detach-xvdc', undefined, 'dom0');
   }
+  const queues = plan.multiQueue === undefined ? [] : queueChecks(c, plan.multiQueue);
+  const syscalls = syscallChecks(c, plan.syscalls ?? []);
   c.okResult('twin: blkback ctl detach xvdb, its backend directory removed', 'twin', 'ctl-detach', undefined, 'dom0');
   c.okResult('twin: xvdb gone from the guest', 'twin', 'xvdb-gone', undefined, 'guest');
   c.okResult('twin: xl destroy, backend directory removed', 'twin', 'destroy', undefined, 'dom0');
@@ -277,7 +314,90 @@ export function evaluateSameGuest(boot: BootRecord, plan: BootPlan): { checks: C
     c.okResult("Linux's initiator logs out", undefined, 'iscsi-logout', undefined, 'dom0');
     c.okResult('blkback iscsi-target exits on SIGTERM', undefined, 'iscsi-target-exit', undefined, 'dom0');
   }
-  return c.finish();
+  return { ...c.finish(), queues, syscalls };
+}
+
+/**
+ * Each disk of the twin guest (a vCPU count above one) negotiated as many queues as Linux's blkfront
+ * asks of that backend: xvda the kernel's (xen-blkback advertises dom0's vCPUs), xvdb serve's (its
+ * --max-queues, which it must advertise as given).
+ */
+function queueChecks(c: BootChecks, mq: NonNullable<BootPlan['multiQueue']>): SameGuestFigures['queues'] {
+  const out: SameGuestFigures['queues'][number][] = [];
+  const disks = [
+    { disk: 'xvda', backend: 'kernel' as const, who: "xen-blkback's" },
+    ...(mq.serveMaxQueues === undefined ? [] : [{ disk: 'xvdb', backend: 'ours' as const, who: "blkback serve's" }]),
+  ];
+  for (const { disk, backend, who } of disks) {
+    const r = c.claim((x) => x.check === 'queues' && x.disk === disk && x.src === 'dom0');
+    const listing = c.file(`xenstore-${disk}`);
+    if (r === undefined || listing === undefined || typeof r.frontend !== 'string' || typeof r.backend_path !== 'string') {
+      c.add(`twin: ${disk} (${who}) negotiated its queues`, false, `missing: ${r === undefined ? "dom0's queues result" : 'the xenstore listing'}`, 'twin');
+      continue;
+    }
+    const q = queueFigures(listing, r.frontend, r.backend_path);
+    const expected = expectedQueues(mq.vcpus, q.advertised);
+    const advertisedOk = backend === 'kernel' || q.advertised === mq.serveMaxQueues;
+    const ok = r.ok === true && advertisedOk && q.numQueues === expected && q.complete === expected && q.queueDirs === (expected > 1 ? expected : 0);
+    const want = backend === 'ours' ? `--max-queues ${mq.serveMaxQueues} advertised, ` : '';
+    c.add(
+      `twin: ${disk} (${who}) negotiated ${expected} queue${expected > 1 ? 's' : ''} with a ${mq.vcpus}-vCPU guest`,
+      ok,
+      `${want}${queueLine(q)}; dom0 has ${String(r.dom0_cpus)} CPUs`,
+      'twin',
+    );
+    out.push({ ...q, disk, backend, expected });
+  }
+  return out;
+}
+
+/**
+ * serve's system calls per request, counted for each data path: the figure must be there (strace's
+ * summary, serve's counters before and after, requests in between); the goal (at most 0.5) is
+ * reported beside it, PASS or MISS, not enforced. The disk must have used the path it stands for.
+ */
+function syscallChecks(c: BootChecks, paths: readonly SyscallPath[]): SyscallFigures[] {
+  const out: SyscallFigures[] = [];
+  for (const path of paths) {
+    const disk = SYSCALL_DISK[path];
+    if (path === 'copy') {
+      c.okResult('twin: blkback ctl attach xvdd (the frontend without persistent grants)', 'twin', 'ctl-attach-xvdd', undefined, 'dom0');
+      c.okResult('twin: the guest sees xvdd', 'twin', 'xvdd', undefined, 'guest');
+    }
+    const job = c.claim((r) => r.check === 'syscalls-fio' && r.disk === disk && r.src === 'guest');
+    c.add(`twin: the system-call job on ${disk} ran (fio, 4 KiB QD 32)`, job?.ok === true, job === undefined ? 'missing: the guest never reported it' : JSON.stringify(job), 'twin');
+    const window = c.claim((r) => r.check === 'syscalls' && r.disk === disk && r.src === 'dom0');
+    const f =
+      window === undefined
+        ? "missing: dom0's window result"
+        : window.ok !== true
+          ? `dom0: ${JSON.stringify(window)}`
+          : syscallFigures(
+              path,
+              {
+                ...fileIf('strace', c.file(`strace-${disk}`)),
+                ...fileIf('before', c.file(`syscalls-before-${disk}`)),
+                ...fileIf('after', c.file(`syscalls-after-${disk}`)),
+                ...fileIf('list', c.file(`syscalls-list-${disk}`)),
+                ...fileIf('fio', c.file(`fio-json-syscalls-${disk}`)),
+              },
+              typeof window.seconds === 'number' ? window.seconds : undefined,
+            );
+    const name = `blkback serve's system calls per request counted on ${disk} (${path} path)`;
+    if (typeof f === 'string') {
+      c.add(name, false, f);
+      continue;
+    }
+    c.add(name, true, syscallLine(f));
+    c.add(`${disk} used the ${path} data path (blkback ctl list)`, f.dataPath === path, `dataPath=${f.dataPath ?? 'unknown'}`, 'twin');
+    out.push(f);
+  }
+  if (paths.includes('copy')) c.okResult('twin: blkback ctl detach xvdd', 'twin', 'ctl-detach-xvdd', undefined, 'dom0');
+  return out;
+}
+
+function fileIf<K extends string>(key: K, text: string | undefined): Partial<Record<K, string>> {
+  return text === undefined ? {} : ({ [key]: text } as Record<K, string>);
 }
 
 /** The seed's chain: Linux's initiator in dom0 against our target, and serve's initiator (xvdc). */

@@ -24,6 +24,19 @@ export interface PayloadConfig {
   readonly controlSocket: string;
   /** --chain iscsi (mode same-guest): the disks come from our target through dom0's Linux initiator. */
   readonly chain: 'none' | 'iscsi';
+  /** Mode same-guest: the twin guest's vCPUs (blkfront asks for a queue per vCPU). */
+  readonly twinVcpus?: number;
+  /** Mode same-guest: the twin guest's credit2 cap in percent of one pCPU when it has several vCPUs (0: none). */
+  readonly twinCap?: number;
+  /** Mode same-guest: serve's --max-queues (absent: the option is not passed; a serve without it). */
+  readonly serveMaxQueues?: number;
+  /**
+   * Mode same-guest: the data paths whose system calls per request are counted (strace on serve
+   * during a short QD 32 job): persistent on xvdb, copy on xvdd (the frontend declines persistent grants).
+   */
+  readonly syscalls?: readonly ('persistent' | 'copy')[];
+  /** Seconds of each of the counted job's two phases (randread, randwrite). */
+  readonly syscallSeconds?: number;
 }
 
 export interface PayloadInput {
@@ -57,6 +70,11 @@ export function configScript(c: PayloadConfig): string {
     `MIDIO=${c.midIo ? 1 : 0}`,
     `PAIRS=${c.pairs}`,
     `CHAIN=${c.chain}`,
+    `TWIN_VCPUS=${c.twinVcpus ?? 1}`,
+    `TWIN_CAP=${c.twinCap ?? 0}`,
+    `SERVE_MAX_QUEUES=${c.serveMaxQueues ?? ''}`,
+    `SYSCALLS=${q((c.syscalls ?? []).join(' '))}`,
+    `SYSCALL_SECONDS=${c.syscallSeconds ?? 10}`,
     `CONTROL_SOCKET=${q(c.controlSocket)}`,
     // BLKBACK_XEN_SERVE_ARGS: extra options for `blkback serve` (experiments, e.g. --data-path map)
     `SERVE_ARGS=${q(`--control-socket ${c.controlSocket} ${process.env.BLKBACK_XEN_SERVE_ARGS ?? ''}`.trim())}`,
@@ -138,8 +156,8 @@ export function buildPayload(input: PayloadInput, workDir: string): string {
     mkdirSync(dirname(dest), { recursive: true });
     cpSync(installed, dest, { recursive: true });
   }
+  // strace is in the dom0 image (images.sh); gdb only comes this way
   if (process.env.BLKBACK_XEN_DEBUG === '1') addDebugTools(root);
-  else if (process.env.BLKBACK_XEN_STRACE === '1') addHostBinaries(root, ['/usr/bin/strace']);
   if (process.env.BLKBACK_XEN_PROFILE === '1') cpSync(join(input.distDir, 'src/xen-tcg/profile-top.js'), join(test, 'profile-top.js'));
   const out = join(workDir, 'payload.cpio');
   packCpio(root, out, false);

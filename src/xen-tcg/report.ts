@@ -12,6 +12,7 @@ import type { ComparisonChartInput } from '../report/comparison-chart.ts';
 import type { StepSeries } from '../report/comparison-steps.ts';
 import { runWindows } from '../report/run-windows.ts';
 import type { FioFigures, Mode } from './checks.ts';
+import type { JobCpu } from './cpu.ts';
 
 export interface ComparisonRow {
   readonly job: string;
@@ -290,4 +291,72 @@ function timeSeries(job: string, logs: readonly BwLogs[], runWord: 'run' | 'pair
     if (windows.length < MIN_WINDOWS) return { ...base, windows: [], note: 'too short' };
     return { ...base, windows: windows.map((w) => ({ startMs: w.startMs, endMs: w.endMs, value: w.kibps * MB_PER_KIB })) };
   });
+}
+
+export interface CpuPerIoRow {
+  readonly job: string;
+  /** 1, 2, ...; 0 for the job's summary row (medians over the pairs). */
+  readonly pair: number;
+  /** Milliseconds of dom0 CPU per I/O while the kernel's backend served the run. */
+  readonly kernelMs: number;
+  /** The same while serve did, and serve's own share of it. */
+  readonly oursMs: number;
+  readonly serveMs: number;
+  readonly ratio: number;
+}
+
+/**
+ * dom0's CPU per I/O, per backend: dom0's busy CPUs during the run (the 2-second samples inside it,
+ * cpu.ts) times the run's seconds, over the run's I/Os (fio's writes and verify reads). Pairs as in
+ * pairedRows; a run without CPU samples, I/O count or wall time is left out.
+ */
+export function cpuPerIoRows(fio: readonly FioFigures[], cpu: readonly JobCpu[]): CpuPerIoRow[] {
+  const perIo = (f: FioFigures | undefined, pick: (c: JobCpu) => number): number | undefined => {
+    if (f === undefined || !((f.ios ?? 0) > 0) || !((f.seconds ?? 0) > 0)) return undefined;
+    const c = cpu.find((x) => x.guest === f.guest && x.job === f.job && x.run === f.run);
+    return c === undefined ? undefined : (pick(c) * (f.seconds as number) * 1000) / (f.ios as number);
+  };
+  const rows: CpuPerIoRow[] = [];
+  for (const job of [...new Set(fio.map((f) => f.job))]) {
+    const of: CpuPerIoRow[] = [];
+    const pairs = [...new Set(fio.map((f) => Number(/^(?:kernel|ours)-(\d+)$/.exec(f.guest)?.[1] ?? 0)))].filter((p) => p > 0).sort((a, b) => a - b);
+    for (const pair of pairs) {
+      const k = fio.find((f) => f.job === job && f.guest === `kernel-${pair}`);
+      const o = fio.find((f) => f.job === job && f.guest === `ours-${pair}`);
+      const kernelMs = perIo(k, (c) => c.dom0Busy);
+      const oursMs = perIo(o, (c) => c.dom0Busy);
+      const serveMs = perIo(o, (c) => c.serve);
+      if (kernelMs === undefined || oursMs === undefined || serveMs === undefined || !(kernelMs > 0)) continue;
+      of.push({ job, pair, kernelMs, oursMs, serveMs, ratio: oursMs / kernelMs });
+    }
+    if (of.length === 0) continue;
+    rows.push(...of, {
+      job,
+      pair: 0,
+      kernelMs: median(of.map((r) => r.kernelMs)),
+      oursMs: median(of.map((r) => r.oursMs)),
+      serveMs: median(of.map((r) => r.serveMs)),
+      ratio: median(of.map((r) => r.ratio)),
+    });
+  }
+  return rows;
+}
+
+export function cpuPerIoMarkdown(rows: readonly CpuPerIoRow[]): string {
+  if (rows.length === 0) return 'No run had both CPU samples and an I/O count.\n';
+  const lines = [
+    '| job | pair | kernel xen-blkback: dom0 CPU ms per I/O | blkback serve: dom0 CPU ms per I/O | of it serve | ours / kernel |',
+    '|---|---|---:|---:|---:|---:|',
+    ...rows.map(
+      (r) =>
+        `| ${r.job} | ${r.pair === 0 ? 'median' : r.pair} | ${r.kernelMs.toFixed(2)} | ${r.oursMs.toFixed(2)} | ${r.serveMs.toFixed(2)} | ` +
+        `${r.pair === 0 ? `**${r.ratio.toFixed(2)}**` : r.ratio.toFixed(2)} |`,
+    ),
+  ];
+  return (
+    `${lines.join('\n')}\n\n` +
+    "dom0's busy CPUs during the run (its 2-second samples inside the run) times the run's seconds, over the run's I/Os " +
+    "(fio's writes and its verify reads); the median ratio is the median of the pairs' ratios. Emulated CPU time: it swings " +
+    'with the emulator, as the MB/s do.\n'
+  );
 }

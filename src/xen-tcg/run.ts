@@ -11,7 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { evaluateBoot, evaluatePaired, evaluateSameGuest, failures, pairedGuests } from './checks.ts';
-import type { BootPlan, BootRecord, Check, FioFigures, Mode } from './checks.ts';
+import type { BootPlan, Check, FioFigures, Mode, SameGuestFigures } from './checks.ts';
 import { ConsoleParser } from './console.ts';
 import type { HarnessResult } from './console.ts';
 import { deriveGuestJob, seedNumjobs } from './fio-jobs.ts';
@@ -20,7 +20,10 @@ import type { Images } from './images.ts';
 import { buildPayload } from './payload.ts';
 import type { PayloadConfig } from './payload.ts';
 import { bootXen, waitForQuiet } from './qemu.ts';
-import { comparisonMarkdown, comparisonRows, pairedMarkdown, pairedRows, writePlots } from './report.ts';
+import { comparisonMarkdown, comparisonRows, cpuPerIoMarkdown, cpuPerIoRows, pairedMarkdown, pairedRows, writePlots } from './report.ts';
+import { queueLine } from './queues.ts';
+import { SYSCALL_GOAL, syscallLine, syscallMarkdown } from './syscalls.ts';
+import type { SyscallPath } from './syscalls.ts';
 import { cpuDuringJobs, cpuMarkdown } from './cpu.ts';
 import type { JobCpu } from './cpu.ts';
 import type { BwLogs } from './report.ts';
@@ -32,6 +35,10 @@ const GOAL = 0.9;
 // AVX2 string functions when the CPU has them, so the emulated CPU does not offer them.
 const DEFAULT_CPU = 'max,avx=off,avx2=off';
 const SEED_JOBS = ['randw', 'iometer'] as const;
+/** --mode same-guest: the twin guest's vCPUs (Linux's blkfront then asks each backend for 2 queues). */
+const DEFAULT_VCPUS = 2;
+const DEFAULT_CAP = 100;
+const SYSCALL_PATHS: readonly SyscallPath[] = ['persistent', 'copy'];
 
 const help = `test:xen — blkback against real Xen 4.17 under QEMU (TCG), PV and PVH guests
 
@@ -46,6 +53,15 @@ usage: node dist/src/xen-tcg/run.js [--mode kernel|ours|both|paired|same-guest] 
               (--backend-kind blkback, attached with blkback ctl), each job run on one disk then
               the other: the comparison without the guest-to-guest spread either
   --pairs     turns of each backend in --mode paired and same-guest (default 3)
+  --vcpus     --mode same-guest: the guest's vCPUs (default ${DEFAULT_VCPUS}; 1 to 4): Linux's blkfront asks
+              for a queue per vCPU; serve gets --max-queues max(2, N), and each disk's queues are
+              checked in xenstore. --guest-cap: with several vCPUs, the most of one emulated CPU
+              the guest may use in all, in percent (Xen credit2's cap; default ${DEFAULT_CAP}, as
+              much as a 1-vCPU guest can take; 0 for none, which lets the guest starve dom0)
+  --syscalls  --mode same-guest: the data paths whose system calls per request are counted in dom0
+              (strace -c -f on serve during a short 4 KiB QD 32 job, after the pairs): persistent
+              (xvdb), copy (xvdd, the frontend without persistent grants); default persistent,copy;
+              none to skip. --syscall-seconds: each of the job's two phases (default 10)
   --chain     none (default): the disks are loop devices on files in dom0's RAM; iscsi (with
               --mode same-guest): the seed's chain, the disks are LUNs of 'blkback iscsi-target'
               in dom0 (files in RAM) that dom0's Linux initiator (open-iscsi) logs in to over
@@ -54,7 +70,7 @@ usage: node dist/src/xen-tcg/run.js [--mode kernel|ours|both|paired|same-guest] 
   --dist      the compiled blkback to put in dom0 (default: <repo>/dist)
   --repo      the package: seed jobs, package.json, node_modules (default: the one this file is in)
   --out       report directory (default ./xen-report): console logs, results.json, comparison
-  --cache     image cache (default \$BLKBACK_XEN_CACHE or ${DEFAULT_CACHE})
+  --cache     image cache (default $BLKBACK_XEN_CACHE or ${DEFAULT_CACHE})
   --disk-mib  backing disk size in MiB (default 128); --fio-mib: MiB randw writes (96; iometer a third)
   --runs      runs of each fio job in the PV guest (default 3, as the seed's mail; the PVH guest: 1);
               the comparison takes each backend's median
@@ -86,6 +102,8 @@ interface ModeRun {
   readonly results: HarnessResult[];
   /** dom0's CPU during each fio job (cpu.ts). */
   readonly cpu: JobCpu[];
+  /** --mode same-guest: queues negotiated and serve's system calls per request. */
+  readonly sameGuest?: SameGuestFigures;
 }
 
 /** The harness, with its command-line options (see help); resolves to the exit status. */
@@ -103,6 +121,10 @@ export async function runXenHarness(argv: readonly string[], log: (line: string)
       runs: { type: 'string', default: '3' },
       pairs: { type: 'string', default: '3' },
       chain: { type: 'string', default: 'none' },
+      vcpus: { type: 'string', default: String(DEFAULT_VCPUS) },
+      'guest-cap': { type: 'string', default: String(DEFAULT_CAP) },
+      syscalls: { type: 'string', default: SYSCALL_PATHS.join(',') },
+      'syscall-seconds': { type: 'string', default: '10' },
       timeout: { type: 'string', default: '1800' },
       'report-only': { type: 'string', default: '' },
       cpu: { type: 'string', default: DEFAULT_CPU },
@@ -127,6 +149,14 @@ export async function runXenHarness(argv: readonly string[], log: (line: string)
   if (values.chain !== 'none' && values.chain !== 'iscsi') throw new Error(`--chain ${values.chain}: expected none or iscsi`);
   if (values.chain === 'iscsi' && values.mode !== 'same-guest') throw new Error('--chain iscsi goes with --mode same-guest (both backends serve the LUNs to one guest)');
   const chain = values.chain;
+  const vcpus = Number(values.vcpus);
+  if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 4) throw new Error(`--vcpus ${values.vcpus}: expected a whole number from 1 to 4`);
+  const guestCap = Number(values['guest-cap']);
+  if (!Number.isInteger(guestCap) || guestCap < 0 || guestCap > 400) throw new Error(`--guest-cap ${values['guest-cap']}: expected a whole number from 0 to 400 (percent of one CPU)`);
+  const syscallPaths = values.syscalls === 'none' ? [] : values.syscalls.split(',').filter((p) => p !== '');
+  for (const p of syscallPaths) if (!SYSCALL_PATHS.includes(p as SyscallPath)) throw new Error(`--syscalls ${values.syscalls}: expected persistent, copy (comma-separated) or none`);
+  const syscallSeconds = Number(values['syscall-seconds']);
+  if (!Number.isInteger(syscallSeconds) || syscallSeconds < 2 || syscallSeconds > 120) throw new Error(`--syscall-seconds ${values['syscall-seconds']}: expected a whole number from 2 to 120`);
   const repo = packageDir(values.repo);
   const scripts = join(repo, 'src/xen-tcg/scripts');
   const dist = resolve(values.dist ?? join(repo, 'dist'));
@@ -147,6 +177,7 @@ export async function runXenHarness(argv: readonly string[], log: (line: string)
   // host tools (qemu, debootstrap, cpio, fio): installed from Debian when missing
   execFileSync('bash', [join(scripts, 'images.sh'), 'tools'], { stdio: 'inherit' });
   if (!existsSync(join(dist, 'src/cli/main.js'))) throw new Error(`${dist}/src/cli/main.js is missing: build first (npx tsc -p . --outDir DIR)`);
+  let serveHasMaxQueues = false;
   if (modes.some((m) => m !== 'kernel')) {
     const probe = spawnSync(process.execPath, [join(dist, 'src/cli/main.js'), 'serve', '--help'], { encoding: 'utf8', timeout: 30_000 });
     if (probe.status !== 0) {
@@ -155,7 +186,11 @@ export async function runXenHarness(argv: readonly string[], log: (line: string)
     if (modes.includes('same-guest') && !probe.stdout.includes('--backend-kind')) {
       throw new Error(`mode=same-guest needs 'blkback serve --backend-kind', and ${dist}'s serve has none: rebuild`);
     }
+    serveHasMaxQueues = probe.stdout.includes('--max-queues');
   }
+  // serve's queues are checked only where it has the option (a build from before multi-queue has not)
+  const serveMaxQueues = serveHasMaxQueues ? Math.max(2, vcpus) : undefined;
+  if (modes.includes('same-guest') && serveMaxQueues === undefined) say(`${dist}'s serve has no --max-queues: its disk's queues are not checked`);
 
   // the seed's jobs, derived for the guest (the seed files stay as they are)
   const engines = spawnSync('fio', ['--enghelp'], { encoding: 'utf8' }).stdout ?? '';
@@ -192,11 +227,27 @@ export async function runXenHarness(argv: readonly string[], log: (line: string)
   const probe = spawnSync(process.execPath, [join(dist, 'src/xen-tcg/cost-probe.js')], { encoding: 'utf8' });
   if (probe.status === 0) say(`this host: ${probe.stdout.trim()}`);
 
-  const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: [...jobs.keys()], runs: { pv: pvRuns, pvh: 1 }, bytesPerJob, hotplugGuest: 'pv', midIo: true, pairs, ...(chain === 'iscsi' ? { chain } : {}) };
+  const sameGuest = modes.includes('same-guest')
+    ? {
+        multiQueue: { vcpus, ...(serveMaxQueues === undefined ? {} : { serveMaxQueues }) },
+        syscalls: syscallPaths as SyscallPath[],
+      }
+    : {};
+  const plan: BootPlan = {
+    guests: ['pv', 'pvh'],
+    jobs: [...jobs.keys()],
+    runs: { pv: pvRuns, pvh: 1 },
+    bytesPerJob,
+    hotplugGuest: 'pv',
+    midIo: true,
+    pairs,
+    ...(chain === 'iscsi' ? { chain } : {}),
+    ...sameGuest,
+  };
   if (values.replay) {
     cleanWork();
     const runs = modes.map((mode) => ({ ...evaluateConsoleLog(mode, readFileSync(join(out, `${mode}-console.log`), 'latin1'), plan, out), seconds: 0, phases: [] }));
-    return report(runs, out, say, reportOnly, {});
+    return report(runs, out, say, reportOnly, {}, syscallSeconds);
   }
 
   let images: Images;
@@ -211,21 +262,21 @@ export async function runXenHarness(argv: readonly string[], log: (line: string)
   const runs: ModeRun[] = [];
   try {
     for (const mode of modes) {
-      runs.push(await runMode(mode, { images, plan, scripts, repo, dist, out, work, diskMiB, jobs, timeout: Number(values.timeout), cpu: values.cpu, say }));
+      runs.push(await runMode(mode, { images, plan, scripts, repo, dist, out, work, diskMiB, jobs, timeout: Number(values.timeout), cpu: values.cpu, say, syscallSeconds, guestCap }));
     }
   } finally {
     if (values.keep) say(`work directory kept: ${work}`);
     cleanWork();
   }
 
-  return report(runs, out, say, reportOnly, { images: { dir: images.dir, key: images.key, buildSeconds: images.buildSeconds, manifest: images.manifest } });
+  return report(runs, out, say, reportOnly, { images: { dir: images.dir, key: images.key, buildSeconds: images.buildSeconds, manifest: images.manifest } }, syscallSeconds);
 }
 
 /**
  * Failures, fio figures, results.json; with both modes the comparison table and plots. The exit
  * code: 1 when a check failed outside the reportOnly guests (by tag), else 0.
  */
-function report(runs: readonly ModeRun[], out: string, say: (line: string) => void, reportOnly: ReadonlySet<string>, extra: Record<string, unknown>): number {
+function report(runs: readonly ModeRun[], out: string, say: (line: string) => void, reportOnly: ReadonlySet<string>, extra: Record<string, unknown>, syscallSeconds: number): number {
   let failed = 0;
   let reported = 0;
   for (const run of runs) {
@@ -241,13 +292,15 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
       const serve = run.mode === 'ours' || c.guest.startsWith('ours-') ? `, serve ${c.serve.toFixed(2)} (user ${c.serveUser.toFixed(2)}, sys ${c.serveSys.toFixed(2)}; main thread ${c.mainThread.toFixed(2)})` : '';
       say(`  cpu during fio ${c.job} in ${c.guest}${run.cpu.some((x) => x.guest === c.guest && x.run > 1) ? ` run ${c.run}` : ''}: dom0 busy ${c.dom0Busy.toFixed(2)} CPUs${serve}`);
     }
+    for (const q of run.sameGuest?.queues ?? []) say(`  queues of ${q.disk} (${q.backend === 'kernel' ? 'xen-blkback' : 'blkback serve'}): expected ${q.expected}; ${queueLine(q)}`);
+    for (const f of run.sameGuest?.syscalls ?? []) say(`  system calls on ${f.disk}: ${syscallLine(f)}`);
   }
   const summary: Record<string, unknown> = {
     ...extra,
     goal: GOAL,
     reportOnly: [...reportOnly],
     failed: { gating: failed, reportingOnly: reported },
-    runs: runs.map((r) => ({ mode: r.mode, seconds: r.seconds, phases: r.phases, checks: r.checks, fio: r.fio, cpu: r.cpu, results: r.results })),
+    runs: runs.map((r) => ({ mode: r.mode, seconds: r.seconds, phases: r.phases, checks: r.checks, fio: r.fio, cpu: r.cpu, ...(r.sameGuest === undefined ? {} : r.sameGuest), results: r.results })),
   };
   const kernel = runs.find((r) => r.mode === 'kernel');
   const ours = runs.find((r) => r.mode === 'ours');
@@ -269,7 +322,23 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
       paired.mode === 'paired'
         ? "One boot, one PV guest per turn, the backends taking turns (kernel, ours, then ours, kernel, ...); the median ratio is the median of the pairs' ratios."
         : "One boot, one PV guest: xvda from the kernel's xen-blkback, xvdb from blkback serve; each job on one disk then the other (kernel first, then ours first, ...) after an uncounted warm-up run on each; the median ratio is the median of the pairs' ratios.";
-    const md = `${pairedMarkdown(rows, GOAL, how)}\n\ndom0's CPU during each job (2-second samples; 2 vCPUs; serve's columns mean nothing in the kernel's turns):\n\n${cpu}\n`;
+    const perIo = cpuPerIoRows(paired.fio, paired.cpu);
+    const sections = [
+      pairedMarkdown(rows, GOAL, how),
+      `dom0's CPU per I/O, per backend:\n\n${cpuPerIoMarkdown(perIo)}`,
+    ];
+    if (paired.sameGuest !== undefined) {
+      summary.cpuPerIo = perIo;
+      const sys = paired.sameGuest.syscalls;
+      sections.push(
+        `blkback serve's system calls per request in dom0 (goal: at most ${SYSCALL_GOAL} at queue depth 32):\n\n` +
+          (sys.length > 0 ? syscallMarkdown(sys, syscallSeconds) : 'Not counted in this run (--syscalls none, or the count is missing: see the checks).\n'),
+      );
+      summary.syscalls = sys;
+      summary.queues = paired.sameGuest.queues;
+    }
+    sections.push(`dom0's CPU during each job (2-second samples; 2 vCPUs; serve's columns mean nothing in the kernel's turns):\n\n${cpu}\n`);
+    const md = sections.join('\n\n');
     writeFileSync(join(out, `${paired.mode}.md`), md);
     const plots = writePlots(paired.bwLogs, out, `${paired.mode}-`, { kind: 'pairs', fio: paired.fio });
     process.stdout.write(`\n${md}\n`);
@@ -295,6 +364,8 @@ interface ModeContext {
   readonly timeout: number;
   readonly cpu: string;
   readonly say: (line: string) => void;
+  readonly syscallSeconds: number;
+  readonly guestCap: number;
 }
 
 async function runMode(mode: Mode, c: ModeContext): Promise<ModeRun> {
@@ -309,6 +380,15 @@ async function runMode(mode: Mode, c: ModeContext): Promise<ModeRun> {
     midIo: c.plan.midIo,
     controlSocket: '/run/blkback/control.sock',
     chain: c.plan.chain ?? 'none',
+    ...(mode === 'same-guest'
+      ? {
+          twinVcpus: c.plan.multiQueue?.vcpus ?? 1,
+          twinCap: c.guestCap,
+          ...(c.plan.multiQueue?.serveMaxQueues === undefined ? {} : { serveMaxQueues: c.plan.multiQueue.serveMaxQueues }),
+          syscalls: c.plan.syscalls ?? [],
+          syscallSeconds: c.syscallSeconds,
+        }
+      : {}),
   };
   const modeWork = join(c.work, mode);
   mkdirSync(modeWork, { recursive: true });
@@ -381,7 +461,8 @@ function evaluateConsoleLog(mode: Mode, text: string, plan: BootPlan, out: strin
   for (const [name, body] of files) writeFileSync(join(filesDir, name.replace(/[^\w.-]/g, '_')), `${body}\n`);
 
   const boot = { mode, results, files, finished, unreadable };
-  const { checks, fio } = mode === 'paired' ? evaluatePaired(boot, plan) : mode === 'same-guest' ? evaluateSameGuest(boot, plan) : evaluateBoot(boot, plan);
+  const same = mode === 'same-guest' ? evaluateSameGuest(boot, plan) : undefined;
+  const { checks, fio } = same ?? (mode === 'paired' ? evaluatePaired(boot, plan) : evaluateBoot(boot, plan));
   const bwLogs: BwLogs[] = [];
   if (mode === 'paired' || mode === 'same-guest') {
     for (const { tag, backend, pair } of pairedGuests(plan.pairs ?? 0)) {
@@ -390,7 +471,7 @@ function evaluateConsoleLog(mode: Mode, text: string, plan: BootPlan, out: strin
         bwLogs.push({ mode: backend, guest: mode === 'paired' ? 'pv' : backend === 'kernel' ? 'xvda' : 'xvdb', job, run: pair, files: [...files].filter(([n]) => n.startsWith(prefix)).map(([, t]) => t) });
       }
     }
-    return { mode, checks, fio, bwLogs, results, cpu: cpuDuringJobs(text) };
+    return { mode, checks, fio, bwLogs, results, cpu: cpuDuringJobs(text), ...(same === undefined ? {} : { sameGuest: { queues: same.queues, syscalls: same.syscalls } }) };
   }
   for (const guest of plan.guests) {
     for (let run = 1; run <= (plan.runs[guest] ?? 1); run++) {

@@ -3,7 +3,7 @@
 
 import net from 'node:net';
 import type { MessagePort } from 'node:worker_threads';
-import type { XenstoreClient, XsPermission, XsWatchCallback } from '../hypervisor/types.ts';
+import type { XenstoreClient, XsPermission, XsWatchCallback } from './types.ts';
 import { XENSTORE_PAYLOAD_MAX, XsType, xsTypeName } from './constants.ts';
 import { XsDecoder, bytesText, encodeMessage, nulStrings, pathAndValue, splitNul, textBytes } from './codec.ts';
 import type { XsMessage } from './codec.ts';
@@ -12,7 +12,6 @@ import { isChildOf } from './paths.ts';
 import { formatPerm, parsePerm } from './store.ts';
 import { messagePortTransport, socketTransport, transportPair } from './transport.ts';
 import type { XsTransport } from './transport.ts';
-import type { XenstoreDaemon } from './daemon.ts';
 
 export { messagePortTransport };
 
@@ -277,8 +276,16 @@ export function connectUnix(path: string): Promise<XsClient> {
   });
 }
 
-/** A client speaking for `domid` to `daemon` over an in-process transport pair. */
-export function connectInProcess(daemon: XenstoreDaemon, domid: number): XsClient {
+/**
+ * What connectInProcess needs of a XenstoreDaemon: its connect(). Named here so the client does not
+ * import the daemon (workers load the client alone).
+ */
+export interface XsServer {
+  connect(domid: number, transport: XsTransport): unknown;
+}
+
+/** A client speaking for `domid` to `daemon` (a XenstoreDaemon) over an in-process transport pair. */
+export function connectInProcess(daemon: XsServer, domid: number): XsClient {
   const [served, mine] = transportPair();
   daemon.connect(domid, served);
   return new XsClient(mine, domid);

@@ -76,9 +76,6 @@ export const XENSTORE_REL_PATH_MAX = 2048;
 /** tx_id of a request outside any transaction. */
 export const XBT_NULL = 0;
 
-/** First reserved domid (xen.h DOMID_FIRST_RESERVED); real domains are below it. */
-export const DOMID_FIRST_RESERVED = 0x7ff0;
-
 /** Special watch paths (docs/misc/xenstore.txt "Watches"). */
 export const XS_SPECIAL_INTRODUCE = '@introduceDomain';
 export const XS_SPECIAL_RELEASE = '@releaseDomain';

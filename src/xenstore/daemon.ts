@@ -246,5 +246,3 @@ export class XenstoreDaemon {
   }
 }
 
-// connectInProcess lives beside XsClient (workers import the client without the daemon).
-export { connectInProcess } from './client.ts';

@@ -13,13 +13,9 @@
 //   impossible header a length above XENSTORE_PAYLOAD_MAX drops the connection, as C xenstored
 //                     does: the stream cannot be trusted to be in sync after it
 
-import type { XsPermission } from '../hypervisor/types.ts';
-import {
-  DOMID_FIRST_RESERVED,
-  XENSTORE_PAYLOAD_MAX,
-  XsType,
-  xsTypeName,
-} from './constants.ts';
+import type { XsPermission } from './types.ts';
+import { DOMID_FIRST_RESERVED } from '../abi/xen.ts';
+import { XENSTORE_PAYLOAD_MAX, XsType, xsTypeName } from './constants.ts';
 import { XsDecoder, encodeMessage, nulStrings, splitFirst, splitNul, textBytes } from './codec.ts';
 import type { XsHeader, XsMessage } from './codec.ts';
 import { XenstoreError, xsError } from './errors.ts';

@@ -5,7 +5,7 @@
 // transactions record the generations of the nodes they touched and a commit fails with EAGAIN when
 // any of them moved (as C xenstored does).
 
-import type { XsPermission } from '../hypervisor/types.ts';
+import type { XsPermission } from './types.ts';
 import { xsError } from './errors.ts';
 import { parentOf, segments } from './paths.ts';
 import { PMap } from './pmap.ts';

@@ -1,9 +1,9 @@
 // A scripted iSCSI session with HeaderDigest=CRC32C and DataDigest=CRC32C, for the capture only
 // (capture.ts, scenario 07): no initiator on this machine offers data digests (libiscsi 1.19.0
 // sends DataDigest=None; open-iscsi needs kernel modules). PDUs are built byte by byte from RFC 7143
-// and CRC32C is the bitwise reference loop (src/iscsi/testing.ts), independent of the project's
-// codec; tgt is the judge (it drops the connection on a bad digest) and its own digests are checked
-// here in turn.
+// and CRC32C is the bitwise reference loop (test/support/crc32c-bitwise.ts), independent of the
+// project's codec; tgt is the judge (it drops the connection on a bad digest) and its own digests
+// are checked here in turn.
 //
 //   login (CSG=1 -> NSG=3, one step; digests start after it)
 //   TEST UNIT READY until GOOD (the first gets tgt's UNIT ATTENTION, with sense data: a data segment)
@@ -12,7 +12,7 @@
 //   logout
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
-import { crc32cBitwise } from '../../src/iscsi/testing.ts';
+import { crc32cBitwise } from '../support/crc32c-bitwise.ts';
 
 const INITIATOR = 'iqn.2026-12.org.blkback:capture-digest-script';
 

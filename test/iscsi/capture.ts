@@ -254,7 +254,7 @@ async function main(argv: string[]): Promise<number> {
           return `frame ${frame} s${streams.indexOf(Number(stream))} ${Number(dst) === t.port ? 'I->T' : 'T->I'} ${info}`;
         });
       writeFileSync(join(outDir, `${sc.name}.pdus.txt`), `${pduLines.join('\n')}\n`);
-      index.push(`### ${sc.name}\n\n${sc.what}.\n\nClient command(s), tgtd on 127.0.0.1:${t.port}:\n\n${commands.map((c) => `    ${c}`).join('\n')}\n\nFiles: \`${sc.name}.pcap\`, \`${sc.name}.pdus.txt\`, ${files.map((f) => `\`${f.replace(' (', '\` (')}`).join(', ')}.\n`);
+      index.push(`### ${sc.name}\n\n${sc.what}.\n\nClient command(s), tgtd on 127.0.0.1:${t.port}:\n\n${commands.map((c) => `    ${c}`).join('\n')}\n\nFiles: \`${sc.name}.pcap\`, \`${sc.name}.pdus.txt\`, ${files.map((f) => `\`${f.replace(' (', '` (')}`).join(', ')}.\n`);
       process.stderr.write(`${sc.name}: ${streams.length} stream(s), ${segs.length} segments\n`);
     } finally {
       await t.stop();

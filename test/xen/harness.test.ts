@@ -14,11 +14,14 @@ import type { ConsoleEvent, HarnessResult } from '../../src/xen-tcg/console.ts';
 import { counterFromText, evaluateBoot, evaluatePaired, evaluateSameGuest, failures, fioFigures, pairedGuests } from '../../src/xen-tcg/checks.ts';
 import type { BootRecord, Check, FioFigures, Mode } from '../../src/xen-tcg/checks.ts';
 import { missingTools, stopIfMissing } from '../helpers-tools.ts';
-import { comparisonMarkdown, comparisonRows, median, pairedMarkdown, pairedRows } from '../../src/xen-tcg/report.ts';
+import { comparisonMarkdown, comparisonRows, cpuPerIoMarkdown, cpuPerIoRows, median, pairedMarkdown, pairedRows } from '../../src/xen-tcg/report.ts';
 import type { BootPlan } from '../../src/xen-tcg/checks.ts';
 import { qemuArgs } from '../../src/xen-tcg/qemu.ts';
 import { cpuDuringJobs } from '../../src/xen-tcg/cpu.ts';
-import { runtimePackages } from '../../src/xen-tcg/payload.ts';
+import { configScript, runtimePackages } from '../../src/xen-tcg/payload.ts';
+import { expectedQueues, queueFigures } from '../../src/xen-tcg/queues.ts';
+import { parseStraceSummary, syscallFigures, syscallMarkdown } from '../../src/xen-tcg/syscalls.ts';
+import type { JobCpu } from '../../src/xen-tcg/cpu.ts';
 
 // the repository: the working directory (npm runs there), else above this file (source or dist/)
 const repo =
@@ -531,4 +534,209 @@ test("the payload's runtime packages are found where npm put them: the package's
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+// ---- --mode same-guest: queues, system calls per request, CPU per I/O --------------------------
+
+// strace 6.1's `-c -f` summary as it printed it for a node process (Debian bookworm, the dom0's
+// version): the errors column is blank where nothing failed
+const STRACE_SAMPLE = [
+  '% time     seconds  usecs/call     calls    errors syscall',
+  '------ ----------- ----------- --------- --------- ----------------',
+  ' 89.26    0.071070        4738        15         1 futex',
+  '  8.23    0.006556          11       563           epoll_pwait',
+  '  2.31    0.001843           6       282           statx',
+  '  0.05    0.000041           8         5           mmap',
+  '  0.01    0.000004           4         1           write',
+  '------ ----------- ----------- --------- --------- ----------------',
+  '100.00    0.079625          90       866         1 total',
+].join('\n');
+
+test('strace -c summaries: calls per system call and the total, blank error columns read as none', (t) => {
+  const s = parseStraceSummary(STRACE_SAMPLE);
+  assert.equal(s?.total, 866);
+  assert.equal(s?.errors, 1);
+  assert.deepEqual([...(s?.calls ?? [])].slice(0, 3), [['epoll_pwait', 563], ['statx', 282], ['futex', 15]]);
+  assert.equal(s?.calls.get('write'), 1);
+  assert.equal(parseStraceSummary('strace: attach: ptrace(PTRACE_SEIZE, 12): Operation not permitted\n'), undefined);
+  assert.equal(parseStraceSummary(STRACE_SAMPLE.split('\n').slice(0, 5).join('\n')), undefined, 'no total row: cut short');
+  // wider numbers than the columns were made for still read
+  assert.equal(parseStraceSummary(STRACE_SAMPLE.replace(/ {7}866 /, ' 1234567890 '))?.total, 1234567890);
+
+  // the host's strace, when it has one, prints the layout parsed here
+  if (stopIfMissing(t, missingTools(['strace'], 'strace'))) return;
+  const dir = mkdtempSync(join(tmpdir(), 'xen-strace-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const r = spawnSync('strace', ['-c', '-f', '-o', join(dir, 'out'), 'sh', '-c', 'cat /dev/null; cat /dev/null'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const host = parseStraceSummary(readFileSync(join(dir, 'out'), 'utf8'));
+  assert.ok(host !== undefined && host.total > 10, readFileSync(join(dir, 'out'), 'utf8'));
+  assert.equal([...host.calls.values()].reduce((a, b) => a + b, 0), host.total);
+  assert.ok((host.calls.get('execve') ?? 0) >= 3);
+});
+
+const ctlStats = (xvdb: { rd: number; wr: number; f?: number }, xvdd?: { rd: number; wr: number }): string =>
+  JSON.stringify([
+    { key: '1/51712', vdev: 'xvda', rd_req: 0, wr_req: 0, f_req: 0, ds_req: 0 },
+    { key: '1/51728', vdev: 'xvdb', rd_req: xvdb.rd, wr_req: xvdb.wr, f_req: xvdb.f ?? 0, ds_req: 0, latency_ns: { read: {} } },
+    ...(xvdd === undefined ? [] : [{ key: '1/51760', vdev: 'xvdd', rd_req: xvdd.rd, wr_req: xvdd.wr, f_req: 0, ds_req: 0 }]),
+  ], null, 2);
+const ctlList = (xvdb: string, xvdd?: string): string =>
+  JSON.stringify([{ key: '1/51728', vdev: 'xvdb', dataPath: xvdb }, ...(xvdd === undefined ? [] : [{ key: '1/51760', vdev: 'xvdd', dataPath: xvdd }])]);
+
+test('system calls per request: strace total over the requests serve counted in the window', () => {
+  const f = syscallFigures('persistent', {
+    strace: STRACE_SAMPLE,
+    before: ctlStats({ rd: 100, wr: 50, f: 3 }),
+    after: ctlStats({ rd: 1100, wr: 782, f: 4 }),
+    list: ctlList('persistent'),
+    fio: JSON.stringify({ jobs: [{ read: { total_ios: 1000 }, write: { total_ios: 0 } }, { read: { total_ios: 0 }, write: { total_ios: 732 } }] }),
+  }, 23.5);
+  assert.ok(typeof f !== 'string', String(f));
+  assert.equal(f.requests, 1733); // 1000 reads + 732 writes + 1 flush
+  assert.equal(f.reads, 1000);
+  assert.equal(f.writes, 732);
+  assert.equal(f.diskRequests, 1733);
+  assert.equal(f.perRequest, 866 / 1733);
+  assert.equal(f.dataPath, 'persistent');
+  assert.equal(f.fioIos, 1732);
+  assert.deepEqual(f.top[0], { name: 'epoll_pwait', calls: 563, perRequest: 563 / 1733 });
+  assert.match(syscallMarkdown([f], 10), /\| xvdb \| persistent \| 1733 \(1000 \/ 732\) \| 1732 \| 866 \| \*\*0\.50\*\* \| PASS \|/);
+  // a figure that cannot be made says why
+  assert.match(String(syscallFigures('persistent', { before: ctlStats({ rd: 0, wr: 0 }), after: ctlStats({ rd: 1, wr: 1 }) })), /no strace summary/);
+  assert.match(String(syscallFigures('persistent', { strace: STRACE_SAMPLE, before: ctlStats({ rd: 5, wr: 5 }) })), /no serve counters after/);
+  assert.match(String(syscallFigures('copy', { strace: STRACE_SAMPLE, before: ctlStats({ rd: 5, wr: 5 }, { rd: 0, wr: 0 }), after: ctlStats({ rd: 5, wr: 5 }, { rd: 0, wr: 0 }) })), /no requests/);
+});
+
+// xenstore-ls -f of a Linux 6.1 blkfront's directory with two queues, and the backend's
+const xenstoreListing = (o: { queues: number; max: number; dropQueue1?: boolean; devid?: number; kind?: string }): { text: string; fe: string; be: string } => {
+  const devid = o.devid ?? 51728;
+  const fe = `/local/domain/1/device/vbd/${devid}`;
+  const be = `/local/domain/0/backend/${o.kind ?? 'blkback'}/1/${devid}`;
+  const lines = [`${fe}/backend = "${be}"`, `${fe}/backend-id = "0"`, `${fe}/state = "4"`, `${fe}/virtual-device = "${devid}"`, `${fe}/protocol = "x86_64-abi"`, `${fe}/feature-persistent = "1"`];
+  if (o.queues > 1) {
+    lines.push(`${fe}/multi-queue-num-queues = "${o.queues}"`);
+    for (let q = 0; q < o.queues; q++) {
+      if (q === 1 && o.dropQueue1 === true) continue;
+      lines.push(`${fe}/queue-${q}/ring-ref = "${8 + q}"`, `${fe}/queue-${q}/event-channel = "${10 + q}"`);
+    }
+  } else {
+    lines.push(`${fe}/ring-ref = "8"`, `${fe}/event-channel = "10"`);
+  }
+  lines.push(`${be}/frontend = "${fe}"`, `${be}/state = "4"`, `${be}/multi-queue-max-queues = "${o.max}"`, `${be}/max-ring-page-order = "4"`);
+  return { text: lines.join('\n'), fe, be };
+};
+
+test('queues from xenstore: multi-queue-num-queues and a ring in each queue-N, or one ring at the top', () => {
+  const two = xenstoreListing({ queues: 2, max: 2 });
+  assert.deepEqual(queueFigures(two.text, two.fe, two.be), { advertised: 2, numQueues: 2, numQueuesKey: true, complete: 2, queueDirs: 2, frontendState: '4', backendState: '4' });
+  const one = xenstoreListing({ queues: 1, max: 1 });
+  assert.deepEqual(queueFigures(one.text, one.fe, one.be), { advertised: 1, numQueues: 1, numQueuesKey: false, complete: 1, queueDirs: 0, frontendState: '4', backendState: '4' });
+  const broken = xenstoreListing({ queues: 2, max: 2, dropQueue1: true });
+  assert.equal(queueFigures(broken.text, broken.fe, broken.be).complete, 1);
+  assert.equal(expectedQueues(2, 2), 2);
+  assert.equal(expectedQueues(8, 8), 4, "Linux's blkfront asks for 4 at most by default");
+  assert.equal(expectedQueues(2, undefined), 1, 'a backend without multi-queue: one ring');
+  assert.equal(expectedQueues(1, 4), 1);
+});
+
+/** A same-guest boot with its queues listed and both system-call windows counted. */
+function sameGuestBoot(o: { xvdbPath?: string; serveMax?: number; strace?: boolean; calls?: number } = {}): BootRecord {
+  const results: HarnessResult[] = [
+    res({ src: 'dom0', check: 'create', guest: 'twin', ok: true }),
+    res({ src: 'dom0', check: 'ctl-attach', guest: 'twin', ok: true }),
+    res({ src: 'guest', check: 'xvdb', guest: 'twin', ok: true, write_cache: 'write back' }),
+  ];
+  const files = new Map<string, string>();
+  for (const [disk, devid, kind, backend, max] of [['xvda', 51712, 'vbd', 'kernel', 2], ['xvdb', 51728, 'blkback', 'ours', o.serveMax ?? 2]] as const) {
+    const l = xenstoreListing({ queues: 2, max, devid, kind });
+    results.push(res({ src: 'dom0', check: 'queues', guest: 'twin', disk, backend, ok: true, frontend: l.fe, backend_path: l.be, dom0_cpus: 2 }));
+    files.set(`xenstore-${disk}`, l.text);
+  }
+  const calls = o.calls ?? 866;
+  for (const [disk, path] of [['xvdb', o.xvdbPath ?? 'persistent'], ['xvdd', 'copy']] as const) {
+    if (disk === 'xvdd') results.push(res({ src: 'dom0', check: 'ctl-attach-xvdd', guest: 'twin', ok: true }), res({ src: 'guest', check: 'xvdd', guest: 'twin', ok: true }));
+    results.push(res({ src: 'guest', check: 'syscalls-fio', guest: 'twin', disk, ok: true, rc: 0 }), res({ src: 'dom0', check: 'syscalls', guest: 'twin', disk, ok: true, seconds: 25 }));
+    files.set(`syscalls-list-${disk}`, ctlList(path, 'copy'));
+    files.set(`syscalls-before-${disk}`, ctlStats({ rd: 0, wr: 0 }, { rd: 0, wr: 0 }));
+    files.set(`syscalls-after-${disk}`, disk === 'xvdb' ? ctlStats({ rd: 1000, wr: 732 }, { rd: 0, wr: 0 }) : ctlStats({ rd: 0, wr: 0 }, { rd: 1000, wr: 732 }));
+    if (o.strace !== false) files.set(`strace-${disk}`, STRACE_SAMPLE.replace(/ {7}866 /, ` ${String(calls).padStart(9)} `));
+  }
+  results.push(
+    res({ src: 'dom0', check: 'ctl-detach-xvdd', guest: 'twin', ok: true }),
+    res({ src: 'dom0', check: 'ctl-detach', guest: 'twin', ok: true }),
+    res({ src: 'guest', check: 'xvdb-gone', guest: 'twin', ok: true }),
+    res({ src: 'dom0', check: 'destroy', guest: 'twin', ok: true }),
+    res({ src: 'dom0', check: 'serve-alive', ok: true }),
+  );
+  return { mode: 'same-guest', results, files, finished: true };
+}
+/** serveHasMaxQueues false: a serve built before multi-queue, started without --max-queues. */
+const samePlan = (serveHasMaxQueues = true): BootPlan => ({
+  guests: [], jobs: [], runs: {}, bytesPerJob: new Map(), hotplugGuest: undefined, midIo: false, pairs: 0,
+  multiQueue: { vcpus: 2, ...(serveHasMaxQueues ? { serveMaxQueues: 2 } : {}) }, syscalls: ['persistent', 'copy'],
+});
+
+test('same-guest: each backend negotiated 2 queues, and serve\'s system calls per request are counted per data path', () => {
+  const good = evaluateSameGuest(sameGuestBoot(), samePlan());
+  assert.deepEqual(failedNames(good.checks), []);
+  const names = good.checks.map((c) => c.name);
+  assert.ok(names.includes("twin: xvda (xen-blkback's) negotiated 2 queues with a 2-vCPU guest"), names.join('\n'));
+  assert.ok(names.includes("twin: xvdb (blkback serve's) negotiated 2 queues with a 2-vCPU guest"));
+  assert.deepEqual(good.syscalls.map((f) => [f.disk, f.dataPath, f.requests, Number(f.perRequest.toFixed(3))]), [['xvdb', 'persistent', 1732, 0.5], ['xvdd', 'copy', 1732, 0.5]]);
+  assert.deepEqual(good.queues.map((q) => [q.disk, q.numQueues, q.expected]), [['xvda', 2, 2], ['xvdb', 2, 2]]);
+
+  // above the goal: reported as a miss, not a failed check (the goal is not enforced)
+  const many = evaluateSameGuest(sameGuestBoot({ calls: 5196 }), samePlan());
+  assert.deepEqual(failedNames(many.checks), []);
+  assert.match(many.checks.find((c) => c.name.includes('system calls per request counted on xvdb'))?.detail ?? '', /^3\.00 system calls per request .*goal <= 0\.5: MISS/);
+
+  // the count missing fails; so does a disk on another path than the one it stands for
+  assert.deepEqual(failedNames(evaluateSameGuest(sameGuestBoot({ strace: false }), samePlan()).checks), [
+    "blkback serve's system calls per request counted on xvdb (persistent path)",
+    "blkback serve's system calls per request counted on xvdd (copy path)",
+  ]);
+  assert.deepEqual(failedNames(evaluateSameGuest(sameGuestBoot({ xvdbPath: 'copy' }), samePlan()).checks), ['xvdb used the persistent data path (blkback ctl list)']);
+  const noWindow = sameGuestBoot();
+  const cut = { ...noWindow, results: noWindow.results.filter((r) => !(r.check === 'syscalls' && r.disk === 'xvdd')) };
+  assert.deepEqual(failedNames(evaluateSameGuest(cut, samePlan()).checks), ["blkback serve's system calls per request counted on xvdd (copy path)"]);
+
+  // serve that ignored --max-queues (advertises 1: one ring) fails its check; the kernel's stands
+  assert.deepEqual(failedNames(evaluateSameGuest(sameGuestBoot({ serveMax: 1 }), samePlan()).checks), ["twin: xvdb (blkback serve's) negotiated 1 queue with a 2-vCPU guest"]);
+  // a serve without --max-queues: its disk's queues are not checked, the kernel's are
+  const old = evaluateSameGuest(sameGuestBoot({ serveMax: 1 }), samePlan(false));
+  assert.deepEqual(failedNames(old.checks), []);
+  assert.deepEqual(old.queues.map((q) => q.disk), ['xvda']);
+  // no listing at all: missing fails
+  const boot = sameGuestBoot();
+  const gone = { ...boot, files: new Map([...boot.files].filter(([name]) => name !== 'xenstore-xvda')) };
+  assert.deepEqual(failedNames(evaluateSameGuest(gone, samePlan()).checks), ["twin: xvda (xen-blkback's) negotiated its queues"]);
+});
+
+test('CPU per I/O per backend: dom0 busy CPUs times the run\'s seconds over its I/Os, pairs and their median', () => {
+  const fig = (guest: string, ios: number, seconds: number): FioFigures =>
+    ({ guest, job: 'randw', run: 1, jobs: 4, writeMBps: 1, writeIops: 0, verifyMBps: 0, writeBytes: 0, verifyBytes: 0, errors: 0, ios, seconds });
+  const cpu = (guest: string, dom0Busy: number, serve: number): JobCpu =>
+    ({ guest, job: 'randw', run: 1, seconds: 8, dom0Busy, steal: 0, serve, serveUser: 0, serveSys: 0, mainThread: 0, target: 0 });
+  const fio = [fig('kernel-1', 1000, 10), fig('ours-1', 1000, 8), fig('ours-2', 2000, 10), fig('kernel-2', 2000, 10), fig('kernel-3', 500, 10)];
+  const rows = cpuPerIoRows(fio, [cpu('kernel-1', 0.5, 0), cpu('ours-1', 1, 0.75), cpu('ours-2', 1, 0.5), cpu('kernel-2', 0.4, 0), cpu('kernel-3', 1, 0)]);
+  // kernel-1: 0.5 CPUs x 10 s / 1000 I/Os = 5 ms; ours-1: 1 x 8 / 1000 = 8 ms (serve 6); pair 3 has no ours run
+  assert.deepEqual(rows.map((r) => [r.pair, r.kernelMs, r.oursMs, r.serveMs, r.ratio]), [[1, 5, 8, 6, 1.6], [2, 2, 5, 2.5, 2.5], [0, 3.5, 6.5, 4.25, 2.05]]);
+  assert.match(cpuPerIoMarkdown(rows), /\| randw \| median \| 3\.50 \| 6\.50 \| 4\.25 \| \*\*2\.05\*\* \|/);
+  assert.deepEqual(cpuPerIoRows([fig('kernel-1', 1000, 10), { ...fig('ours-1', 1000, 10), ios: 0 }], [cpu('kernel-1', 1, 0), cpu('ours-1', 1, 1)]), [], 'no I/O count: no row');
+  assert.equal(fioFigures('kernel-1', 'randw', 1, fioRunJson(), 12.5).seconds, 12.5);
+  assert.equal(fioFigures('kernel-1', 'randw', 1, JSON.stringify({ jobs: [{ write: { total_ios: 16 }, read: { total_ios: 16 } }] })).ios, 32);
+});
+
+test("same-guest's configuration reaches dom0, and the scripts parse", (t) => {
+  const config = configScript({
+    mode: 'same-guest', pairs: 1, diskMiB: 64, disk2MiB: 16, guestMemMiB: 512, guests: [], runs: {}, midIo: false,
+    controlSocket: '/run/blkback/control.sock', chain: 'none', twinVcpus: 2, twinCap: 100, serveMaxQueues: 2, syscalls: ['persistent', 'copy'], syscallSeconds: 10,
+  });
+  for (const line of ['TWIN_VCPUS=2', 'TWIN_CAP=100', 'SERVE_MAX_QUEUES=2', "SYSCALLS='persistent copy'", 'SYSCALL_SECONDS=10']) assert.ok(config.split('\n').includes(line), line);
+  assert.ok(configScript({ mode: 'kernel', pairs: 0, diskMiB: 64, disk2MiB: 16, guestMemMiB: 512, guests: ['pv'], runs: {}, midIo: false, controlSocket: '/x', chain: 'none' }).includes('TWIN_VCPUS=1'));
+  if (stopIfMissing(t, missingTools(['bash', 'busybox'], 'bash busybox'))) return;
+  const scripts = join(repo, 'src/xen-tcg/scripts');
+  assert.equal(spawnSync('bash', ['-n', join(scripts, 'dom0-init.sh')], { encoding: 'utf8' }).stderr, '');
+  assert.equal(spawnSync('busybox', ['sh', '-n', join(scripts, 'domu-init.sh')], { encoding: 'utf8' }).stderr, '');
 });

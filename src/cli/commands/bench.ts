@@ -14,20 +14,31 @@ import type { LinkFillReport } from '../../bench/link-fill.ts';
 import { formatRunnerTable, runRunnerBench } from '../../bench/runner-bench.ts';
 import type { RunnerBenchReport } from '../../bench/runner-bench.ts';
 import { formatSeedTables, runSeedBench, SEED_JOBS } from '../../bench/seed-bench.ts';
+import { runScaleBench, SCALE_GUESTS, SCALE_QUICK_GUESTS } from '../../bench/scale-bench.ts';
+import type { ScaleReport } from '../../bench/scale-bench.ts';
+import { formatScaleTable, scaleChartInput, scaleGoalLines, storeLine } from '../../bench/scale-report.ts';
+import { renderScaleChart } from '../../report/scale-chart.ts';
+import { formatSyscallTable, runSyscallBench, SYSCALL_CASES, SYSCALL_PATHS } from '../../bench/syscall-bench.ts';
+import type { SyscallReport } from '../../bench/syscall-bench.ts';
+import type { DataPath } from '../../blkback/ring-server.ts';
+import { svgToPng } from '../../report/png.ts';
 import type { SeedBenchReport, SeedJob } from '../../bench/seed-bench.ts';
+import { writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { parseSize } from '../../config/size.ts';
 import { UsageError } from '../../internal/errors.ts';
 import type { Command } from '../command.ts';
 
-const SUITES = ['blkif', 'runner', 'seed', 'aio', 'iscsi', 'all'] as const;
+const SUITES = ['blkif', 'runner', 'seed', 'aio', 'iscsi', 'scale', 'syscalls', 'all'] as const;
 type Suite = (typeof SUITES)[number];
 
 const help = `blkback bench — measure the virtualization path, the fio runner and the seed's jobs
 
-usage: blkback bench [--suite blkif|runner|seed|aio|iscsi|all] [--seconds N] [--rounds N] [--quick] [--json]
+usage: blkback bench [--suite blkif|runner|seed|aio|iscsi|scale|syscalls|all] [--seconds N] [--rounds N] [--quick] [--json]
                      [--span SIZE] [--rw randread,randwrite] [--bs 4k,64k] [--iodepth 1,32,256]
                      [--no-kernel] [--seed-size SIZE] [--seed-jobs randw,iometer]
                      [--iscsi-targets A,B] [--iscsi-size SIZE] [--iscsi-count N]
+                     [--guests 1,2,4] [--queues 1,2] [--workers 1,2] [--warmup N] [--plot FILE] [--results FILE] [--ring-page-order N]
 
 Suites (default blkif; 'npm run bench' runs blkif as well):
   blkif   for each pattern (random reads or writes, block size, queue depth), in turn:
@@ -37,7 +48,7 @@ Suites (default blkif; 'npm run bench' runs blkif as well):
                     /dev/shm file: the kernel block path, our yardstick (needs root and fio)
   runner  the fio runner's own cost: one job file (4 KiB random reads, iodepth 256, time based) run
           by our bare runner on a null disk that leaves read buffers untouched and by
-          'fio --ioengine=null', alternately; IOPS per CPU core of each and their ratio (goal >= 0.25x)
+          'fio --ioengine=null', alternately; IOPS per CPU core of each and their ratio (goal >= 0.9x)
   seed    the seed's jobs/randw.fio and jobs/iometer.fio, --set size/runtime/time_based=1, no logs,
           three ways over one store: guest ('blkback fio'), bare ('blkback fio --bare') and real fio
           3.x with libaio on the loop device (derived job copies: rw=randwrite, filename=/dev/loopN).
@@ -58,11 +69,25 @@ Suites (default blkif; 'npm run bench' runs blkif as well):
           qemu-utils and qemu-block-extra; not part of 'all'); our initiator against iscsi-perf
           on the same target; and the seed's randw.fio over the mail's 1 Gbit/s link (the rig of
           'reproduce --rig iscsi'), per backend, as a share of the link (goal: at least 0.9x)
+  scale   one blkback (this process) serving G simulated guests, each with one disk on
+          one shared RAM disk, each keeping 4 KiB random reads at QD32 in flight through blkfront;
+          all guests run at once, a warm-up then a measured window. Per configuration (guests,
+          queues per guest, data-plane workers): total IOPS, fairness (max/min per-guest IOPS), the
+          backend threads' CPU µs per I/O (its main thread and data-plane workers), memory per
+          connected ring and per guest, reads checked against each block's stamp; each figure
+          beside its goal; a PNG of IOPS and fairness vs guests (a few minutes; not part of 'all')
+  syscalls  system calls per request of the backend on a phy: disk (a loop device, direct-io=on,
+          over /dev/shm), per data path (persistent, copy, map; --data-path to choose), random
+          reads and writes of 4 and 64 KiB at QD32 from a simulated guest: 'perf stat --per-thread
+          -e raw_syscalls:sys_enter' on every thread but the guest's, plus the grant and event-
+          channel calls (function calls here, system calls on real Xen) at the price our real-Xen
+          binding pays for each; goal at most 0.5 a request on persistent and copy (needs root,
+          fio's loop device set-up and perf; not part of 'all')
   all     blkif, runner, seed, aio (about 7 minutes on 2 cores)
 
 Options:
-  --seconds N       run time of every run (default: blkif 2, runner 3, seed 4, iscsi 10 (iscsi-perf);
-                    --quick: 0.5, 1, 1, 2)
+  --seconds N       run time of every run (default: blkif 2, runner 3, seed 4, iscsi 10 (iscsi-perf),
+                    scale 3 (measured, after the warm-up); --quick: 0.5, 1, 1, 2, 0.5)
   --rounds N        times each suite runs its whole set, taking turns (default: blkif and iscsi 3,
                     runner and seed 2; --quick: 1); tables give medians and each ratio's median over
                     rounds
@@ -70,10 +95,12 @@ Options:
   --json            print one JSON document: { machine, results: [...] } for one suite (blkif:
                     { path, round, rw, bs, iodepth, iops, mbps }; runner: { path, round, ios, iops,
                     cpuSeconds, iopsPerCore } and summary.ratio; seed: { job, path, round, mbps,
-                    iops, avgIoBytes } and ratios; aio: { path, round, rw, bs, iodepth, iops, mbps,
+                    iops, avgIoBytes, cpuUsPerIo } and ratios; aio: { path, round, rw, bs, iodepth, iops, mbps,
                     cpuUsPerIo }; iscsi: { path A|B|file, round, tool, rw, bs, ios, seconds, iops,
-                    mbps, targetCpuSeconds, targetCpuUsPerIo, clientCpuSeconds, command }), or
-                    { machine, blkif, runner, seed, aio } for all
+                    mbps, targetCpuSeconds, targetCpuUsPerIo, clientCpuSeconds, command }; scale:
+                    { machine, store, ..., rows: [{ guests, queues, workers, iops, fairness,
+                    cpuUsPerIo, rssPerRing, heapPerRing, heapPerRingAfterIo, rssPerGuest, ... }],
+                    skipped }), or { machine, blkif, runner, seed, aio } for all
  blkif only:
   --span SIZE       bytes of disk the random offsets cover (default 1G)
   --rw LIST         randread, randwrite or both (default both)
@@ -84,6 +111,17 @@ Options:
  seed only:
   --seed-size SIZE  size= of every job and of the store (default 512m; --quick: 128m)
   --seed-jobs LIST  randw, iometer or both (default both)
+ scale only:
+  --guests LIST     guests per configuration (default 1,2,4,8,16,32,64; --quick: 1,4,16)
+  --queues LIST     rings per guest (multi-queue), 1..4 (default 1,2,4)
+  --workers LIST    blkback data-plane worker threads, 0 for none (every ring on the main thread)
+                    (default 1,N with N the cores)
+  --warmup N        seconds every configuration runs before its measured window (default 1; --quick: 0.25)
+  --plot FILE       where the PNG of IOPS and fairness vs guests goes (default bench-scale.png)
+  --results FILE    also write the JSON document (as --json prints it) to FILE
+  --ring-page-order N  the backend's max-ring-page-order, 0..4 (default 4: 16-page rings of 512 slots)
+ syscalls only:
+  --data-path LIST  persistent, copy, map or several (default all three)
  iscsi only:
   --iscsi-targets A,B  the two targets, each blkback or tgt (default blkback,tgt; ratios are A/B;
                     tgt,tgt checks the harness: the ratios should be about 1)
@@ -98,11 +136,12 @@ examples:
   blkback bench --suite runner
   blkback bench --suite all --json > bench.json
   blkback bench --suite iscsi --iscsi-targets tgt,tgt --quick
+  blkback bench --suite scale --guests 1,8,64 --plot /tmp/scale.png
 `;
 
 export const benchCommand: Command = {
   name: 'bench',
-  summary: 'guest path vs bare vs kernel (fio); the fio runner vs fio; the seed jobs three ways',
+  summary: 'guest path vs bare vs kernel (fio); the fio runner vs fio; the seed jobs three ways; one backend, many guests',
   help,
   async run(argv) {
     const { values } = parseArgs({
@@ -124,6 +163,14 @@ export const benchCommand: Command = {
         'iscsi-targets': { type: 'string' },
         'iscsi-size': { type: 'string' },
         'iscsi-count': { type: 'string' },
+        guests: { type: 'string' },
+        queues: { type: 'string' },
+        workers: { type: 'string' },
+        warmup: { type: 'string' },
+        plot: { type: 'string' },
+        'data-path': { type: 'string' },
+        results: { type: 'string' },
+        'ring-page-order': { type: 'string' },
       },
       strict: true,
     });
@@ -207,12 +254,51 @@ export const benchCommand: Command = {
       linkFillRun = () => runLinkFill({ seconds, sizeBytes: lunBytes, progress });
     }
 
+    let scaleRun: (() => Promise<ScaleReport>) | null = null;
+    if (suite === 'scale') {
+      const seconds = secondsFor(3, 0.5);
+      const warmup = values.warmup === undefined ? (quick ? 0.25 : 1) : Number(values.warmup);
+      if (!(warmup >= 0)) throw new UsageError(`--warmup: '${values.warmup}' is not a number of seconds`);
+      const list = (option: string, text: string, max: number, min = 1): number[] =>
+        text.split(',').map((s) => {
+          const n = Number(s);
+          if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${option}: '${s}' is not a whole number from ${min} to ${max}`);
+          return n;
+        });
+      const guests = list('guests', values.guests ?? (quick ? SCALE_QUICK_GUESTS : SCALE_GUESTS).join(','), 256);
+      const queues = list('queues', values.queues ?? '1,2,4', 4);
+      const workers = list('workers', values.workers ?? [...new Set([1, cpus().length])].join(','), 64, 0);
+      const orderText = values['ring-page-order'];
+      const order = orderText === undefined ? undefined : Number(orderText);
+      if (order !== undefined && !(Number.isInteger(order) && order >= 0 && order <= 4)) throw new UsageError(`--ring-page-order: '${orderText}' is not a whole number from 0 to 4`);
+      scaleRun = () => runScaleBench({ guests, queues, workers, warmupSeconds: warmup, seconds, progress, ...(order === undefined ? {} : { maxRingPageOrder: order }) });
+    }
+
+    let syscallRun: (() => Promise<SyscallReport>) | null = null;
+    if (suite === 'syscalls') {
+      const seconds = secondsFor(2, 0.5);
+      const paths = (values['data-path'] ?? SYSCALL_PATHS.join(',')).split(',').map((p) => {
+        if (!(SYSCALL_PATHS as readonly string[]).includes(p)) throw new UsageError(`--data-path: '${p}' is not one of ${SYSCALL_PATHS.join(', ')}`);
+        return p as DataPath;
+      });
+      const syscallRounds = roundsFor(1);
+      syscallRun = () => runSyscallBench({ seconds, rounds: syscallRounds, span: 256 << 20, cases: quick ? SYSCALL_CASES.slice(0, 2) : SYSCALL_CASES, paths, command: `blkback bench ${argv.join(' ')}`, progress });
+    }
+
     const blkif = blkifRun === null ? null : await blkifRun();
     const runner = runnerRun === null ? null : await runnerRun();
     const seed = seedRun === null ? null : await seedRun();
     const aio = aioRun === null ? null : await aioRun();
     const iscsi = iscsiRun === null ? null : await iscsiRun();
     const linkFill = linkFillRun === null ? null : await linkFillRun();
+    const scale = scaleRun === null ? null : await scaleRun();
+    const syscalls = syscallRun === null ? null : await syscallRun();
+    if (scale !== null) {
+      const plot = values.plot ?? 'bench-scale.png';
+      writeFileSync(plot, svgToPng(renderScaleChart(scaleChartInput(scale))));
+      progress(`plot: ${plot}`);
+      if (values.results !== undefined) writeFileSync(values.results, `${JSON.stringify(scale, null, 2)}\n`);
+    }
 
     if (values.json) {
       let doc: unknown;
@@ -224,12 +310,12 @@ export const benchCommand: Command = {
         };
         doc = { machine: machineInfo(), blkif: strip(blkif), runner: strip(runner), seed: strip(seed), aio: strip(aio) };
       } else {
-        doc = blkif ?? runner ?? seed ?? aio ?? (iscsi === null ? null : { ...iscsi, linkFill });
+        doc = blkif ?? runner ?? seed ?? aio ?? scale ?? syscalls ?? (iscsi === null ? null : { ...iscsi, linkFill });
       }
       process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
       return 0;
     }
-    const m = (blkif ?? runner ?? seed ?? aio ?? iscsi)!.machine;
+    const m = (blkif ?? runner ?? seed ?? aio ?? iscsi ?? scale ?? syscalls)!.machine;
     process.stdout.write(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.loadAverage.join(' ')}\n`);
     if (blkif !== null) process.stdout.write(`\n## blkif: guest vs bare vs kernel (${blkif.seconds} s x ${blkif.rounds} rounds)\nkernel path: ${blkif.kernel}\n\n${formatBenchTable(blkif)}\n`);
     if (runner !== null) process.stdout.write(`\n## runner: bare runner on a null disk vs fio --ioengine=null (${runner.seconds} s x ${runner.rounds} rounds)\n\n${formatRunnerTable(runner)}\n`);
@@ -243,6 +329,16 @@ export const benchCommand: Command = {
       );
       if (linkFill !== null) process.stdout.write(`\n${formatLinkFill(linkFill)}\n`);
     }
+    if (scale !== null) {
+      process.stdout.write(
+        `\n## scale: one blkback, G guests, 4 KiB random reads at QD${scale.iodepth} each (${scale.warmupSeconds} s warm-up, ${scale.seconds} s measured)\n` +
+          `${storeLine(scale)}\n` +
+          `guest memory: ${scale.guestMemoryBytes >> 10} KiB each; backend CPU: its main thread and data-plane workers (/proc/self/task/TID), the guests are worker threads too\n` +
+          `${scale.skipped.map((s) => `not run: ${s.what}=${s.value}, ${s.reason}\n`).join('')}command: blkback bench ${argv.join(' ')}\n\n${formatScaleTable(scale)}\n\n` +
+          `${scaleGoalLines(scale).join('\n')}\n`,
+      );
+    }
+    if (syscalls !== null) process.stdout.write(`\n## syscalls: per request, backend threads, phy: disk\n\n${formatSyscallTable(syscalls)}\n`);
     if (aio !== null) {
       process.stdout.write(`\n## aio: phy: disk I/O, native AIO vs libuv's pool vs fio libaio (${aio.seconds} s x ${aio.rounds} rounds)\ndevice: ${aio.device}\n\n${formatAioTable(aio)}\n`);
     }

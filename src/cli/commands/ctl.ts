@@ -44,7 +44,7 @@ DISK names one served disk: DOMID/DEVID (3/51712), DOMID/VDEV (3/xvda) or vbd-3-
 
 options:
   --socket PATH    the control socket (default ${ROOT_CONTROL_SOCKET} when root; otherwise
-                   \$XDG_RUNTIME_DIR/blkback/control.sock, or /tmp/blkback-UID/control.sock)
+                   $XDG_RUNTIME_DIR/blkback/control.sock, or /tmp/blkback-UID/control.sock)
   --iscsi          the iSCSI target's socket in the same directory (${ISCSI_TARGET_SOCKET_NAME})
   --json           print the answer as JSON, for scripts (counters and latencies in nanoseconds)
   --timeout SECS   give up waiting for an answer after SECS seconds (default 60)

@@ -12,7 +12,7 @@ import type { ChapSecrets } from '../../iscsi/chap.ts';
 import { startIscsiTarget, IQN_PREFIX } from '../../iscsi-target/run.ts';
 import type { LunSpec } from '../../iscsi-target/run.ts';
 import { formatPortal, parsePortal } from '../../iscsi-target/server.ts';
-import { PATH_POLICY_HELP } from '../../block/path-policy.ts';
+import { PATH_POLICY_HELP } from '../../stores/path-policy.ts';
 import { defaultControlSocket, ISCSI_TARGET_SOCKET_NAME } from '../../control/paths.ts';
 import { serveControl } from '../../control/server.ts';
 import { iscsiControlTarget } from '../../control/iscsi-target.ts';

@@ -4,7 +4,7 @@ import { buildMapTable, parseMapOption } from '../../config/map.ts';
 import { parseXlConfig } from '../../config/xl-cfg.ts';
 import type { XlConfig } from '../../config/xl-cfg.ts';
 import { parseSize } from '../../config/size.ts';
-import { ALLOW_PATH_OPTION_HELP, PATH_POLICY_HELP, resolvePathPolicy } from '../../block/path-policy.ts';
+import { ALLOW_PATH_OPTION_HELP, PATH_POLICY_HELP, resolvePathPolicy } from '../../stores/path-policy.ts';
 import { UsageError } from '../../internal/errors.ts';
 import { configureSocketAccess, takeAllowUidOptions } from '../../internal/unix-listener.ts';
 import { SimHost } from '../../toolstack/host.ts';

@@ -4,6 +4,9 @@
 // ctl`. On a machine without Xen it says what is missing and exits 2.
 import { parseArgs } from 'node:util';
 import { Blkback, isBackendKind } from '../../blkback/blkback.ts';
+import { MAX_QUEUES_LIMIT } from '../../blkback/vbd.ts';
+import { xenDataPlaneProvider } from '../../blkback/workers/data-plane.ts';
+import { MAX_WORKERS } from '../../blkback/workers/worker-ring-host.ts';
 import { blkbackControlTarget } from '../../control/blkback-target.ts';
 import { defaultControlSocket, ROOT_CONTROL_SOCKET } from '../../control/paths.ts';
 import { serveControl } from '../../control/server.ts';
@@ -16,7 +19,8 @@ import { IO_ENGINES } from '../../block/direct.ts';
 import { linuxAioProblem } from '../../internal/linux-aio.ts';
 import type { IoEngine } from '../../block/direct.ts';
 import { StoreRegistry } from '../../toolstack/stores.ts';
-import { ALLOW_PATH_OPTION_HELP, PATH_POLICY_HELP, resolvePathPolicy } from '../../block/path-policy.ts';
+import { backendRoot } from '../../xenbus/device-paths.ts';
+import { ALLOW_PATH_OPTION_HELP, PATH_POLICY_HELP, resolvePathPolicy } from '../../stores/path-policy.ts';
 import type { Command } from '../command.ts';
 
 /** Exit status when Xen is not there: the environment, not the command line, is wrong (but not a crash). */
@@ -25,7 +29,8 @@ export const EXIT_NO_XEN = 2;
 const help = `blkback serve — be the block backend of a real Xen host (run in dom0, as root)
 
 usage: blkback serve [--control-socket PATH] [--xenstore-socket PATH]
-                     [--max-ring-page-order N] [--max-inflight N] [--data-path persistent|copy|map]
+                     [--max-ring-page-order N] [--max-queues N] [--max-inflight N] [--workers N]
+                     [--data-path persistent|copy|map]
                      [--aio native|threads] [--backend-kind NAME] [--allow-path DIR]...
                      [--allow-uid UID]...
 
@@ -66,7 +71,23 @@ options:
                            the socket is then 0666 and the credential check alone decides)
   --xenstore-socket PATH   xenstored's Unix socket (default /run/xenstored/socket)
   --max-ring-page-order N  largest ring a frontend may use, 2^N pages (0..4, default 4)
+  --max-queues N           rings a frontend may use per disk, advertised as multi-queue-max-queues
+                           (1..${MAX_QUEUES_LIMIT}; default: this machine's CPU count, as Linux's
+                           xen-blkback). Linux blkfront uses one per guest vCPU up to this (and up
+                           to its own max_queues, 4 by default); 1 gives every disk one ring
   --max-inflight N         requests in flight across all disks before rings wait (default 4096)
+  --workers N              data-plane worker threads (0..${MAX_WORKERS}; default 0, the main thread,
+                           until workers have run on real Xen; try the CPU count). Each guest ring (each queue of each disk) is served by one of
+                           them, the least loaded when it connects: the worker maps the ring, binds
+                           its event channel with its own /dev/xen/gntdev and /dev/xen/evtchn
+                           handles and does its I/O, while the main thread keeps xenstore, the
+                           handshake and the control socket. Statistics, the in-flight cap and
+                           the fair share between guests are the backend's, across workers
+                           (domains on one worker share its time fairly; a guest spreading
+                           queues over workers is charged on each for all it gets). 0 serves
+                           every ring on the main thread. Disks whose store a worker cannot
+                           open for itself (iscsi://) are still served on a worker, with their
+                           I/O passed to the main thread ('ctl stats': 'store via main thread')
   --data-path persistent|copy|map
                            how guest data moves (default persistent): 'persistent' advertises
                            feature-persistent and, with a frontend that agrees (Linux blkfront
@@ -137,7 +158,9 @@ export const serveCommand: Command = {
           'control-socket': { type: 'string' },
           'xenstore-socket': { type: 'string' },
           'max-ring-page-order': { type: 'string' },
+          'max-queues': { type: 'string' },
           'max-inflight': { type: 'string' },
+          workers: { type: 'string' },
           'data-path': { type: 'string' },
           aio: { type: 'string' },
           'backend-kind': { type: 'string' },
@@ -149,7 +172,11 @@ export const serveCommand: Command = {
       throw new UsageError(`serve: ${(err as Error).message} (see 'blkback serve --help')`);
     }
     const maxRingPageOrder = count(values['max-ring-page-order'], '--max-ring-page-order', 0, 4);
+    const maxQueues = count(values['max-queues'], '--max-queues', 1, MAX_QUEUES_LIMIT);
     const maxInflight = count(values['max-inflight'], '--max-inflight', 1, 1 << 20);
+    // Default 0 until worker threads have run under real Xen (the simulation and the stand-in Xen
+    // libraries are all they have met): --workers N opts in.
+    const workers = count(values.workers, '--workers', 0, MAX_WORKERS) ?? 0;
     const dataPath = values['data-path'] ?? 'persistent';
     if (dataPath !== 'copy' && dataPath !== 'map' && dataPath !== 'persistent') {
       throw new UsageError(`serve: --data-path '${dataPath}' is not one of persistent, copy, map`);
@@ -197,7 +224,9 @@ export const serveCommand: Command = {
       dataPath,
       backendKind,
       ...(maxRingPageOrder === undefined ? {} : { maxRingPageOrder }),
+      ...(maxQueues === undefined ? {} : { maxQueues }),
       ...(maxInflight === undefined ? {} : { maxInflight }),
+      ...(workers === 0 ? {} : { workers, dataPlane: xenDataPlaneProvider() }),
     });
     let control: ControlServer | undefined;
     try {
@@ -205,10 +234,11 @@ export const serveCommand: Command = {
       // xl writes only vbd (and qdisk) disks; under another directory attach and detach are ours
       const toolstack = backendKind === 'vbd' ? xlToolstack() : xenstoreToolstack(hv.xenstore, backendKind, { log });
       control = await serveControl(blkbackControlTarget(blkback, toolstack, { xenstore: hv.xenstore, checkStore: (r) => stores.check(r) }), { path: controlPath, log });
-      log(`serve: blkback serves /local/domain/${hv.domid}/backend/${backendKind}; control socket ${controlPath}`);
+      log(`serve: blkback serves ${backendRoot(backendKind, hv.domid)}; control socket ${controlPath}`);
       log(`serve: disks may be block devices under /dev${policy.allowPaths.length === 0 ? ' (no --allow-path: no image files)' : ` and files under ${policy.allowPaths.join(', ')}`}`);
       const aioProblem = ioEngine === 'threads' ? 'as asked' : linuxAioProblem();
       log(`serve: phy disks do I/O through ${aioProblem === undefined ? 'Linux AIO (--aio native)' : `libuv's thread pool (--aio threads: ${aioProblem})`}`);
+      log(`serve: ${workers === 0 ? 'rings are served on the main thread (--workers 0)' : `rings are served by ${workers} data-plane worker thread${workers === 1 ? '' : 's'}, each with its own gntdev and evtchn handles`}`);
       const signal = await new Promise<NodeJS.Signals>((resolve) => {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);

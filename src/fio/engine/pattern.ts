@@ -29,6 +29,15 @@ export class WorkloadPattern {
   private readonly lastEnd: [number, number, number] = [0, 0, 0];
   private readonly started: [boolean, boolean, boolean] = [false, false, false];
   private readonly maxBsAll: number;
+  /** rw=rw or randrw: the direction is drawn per I/O. */
+  private readonly mixed: boolean;
+  /** trimwrite or randtrimwrite: each trim is followed by a write of the same blocks. */
+  private readonly trimWrite: boolean;
+  private readonly rwmixread: number;
+  private readonly firstDdir: Ddir;
+  /** bssplit per direction as parallel arrays: sizes, and cumulative thresholds on a 32-bit draw. */
+  private readonly splitBs: Float64Array[];
+  private readonly splitCut: Float64Array[];
   private seqCounter = 0;
   private loopsLeft: number;
   private loopBytes = 0;
@@ -57,6 +66,27 @@ export class WorkloadPattern {
     }
     this.lastBlock = lb;
     this.maxBsAll = Math.max(...geo.ddirs.map((d) => geo.maxBs[d]));
+    this.mixed = job.rw === 'rw' || job.rw === 'randrw';
+    this.trimWrite = job.rw === 'trimwrite' || job.rw === 'randtrimwrite';
+    this.rwmixread = job.rwmixread;
+    this.firstDdir = geo.ddirs[0]!;
+    // Entries with no share never win; `r < cum * PERC_SCALE` is kept as a product so the
+    // comparison rounds exactly as it did when computed per I/O.
+    this.splitBs = [];
+    this.splitCut = [];
+    for (const d of [0, 1, 2] as const) {
+      const kept = job.bssplit[d].filter((e) => e.perc > 0);
+      const bs = new Float64Array(kept.length);
+      const cut = new Float64Array(kept.length);
+      let cum = 0;
+      kept.forEach((e, i) => {
+        cum += e.perc;
+        bs[i] = e.bs;
+        cut[i] = cum * PERC_SCALE;
+      });
+      this.splitBs.push(bs);
+      this.splitCut.push(cut);
+    }
     const dist = job.randomDistribution;
     if (geo.random && dist.kind !== 'random') {
       // zipf's zeta sum is costly: share one picker between directions with the same block count.
@@ -108,9 +138,9 @@ export class WorkloadPattern {
         continue;
       }
       let d = this.chooseDdir();
-      if (this.rateGate !== null && (job.rw === 'rw' || job.rw === 'randrw')) d = this.rateGate(d);
+      if (this.rateGate !== null && this.mixed) d = this.rateGate(d);
       if (this.place(d, out)) {
-        if (job.rw === 'trimwrite' || job.rw === 'randtrimwrite') {
+        if (this.trimWrite) {
           this.trimWritePending = true;
           this.pendingWrite.offset = out.offset;
           this.pendingWrite.len = out.len;
@@ -141,7 +171,7 @@ export class WorkloadPattern {
   private count(out: IoDesc): boolean {
     // trimwrite: "io_size=64K trims 64K and also writes 64K on the same blocks" (HOWTO), so the
     // trims do not count towards io_size or number_ios.
-    if (out.ddir === 2 && (this.job.rw === 'trimwrite' || this.job.rw === 'randtrimwrite')) return true;
+    if (out.ddir === 2 && this.trimWrite) return true;
     this.loopBytes += out.len;
     this.ios++;
     return true;
@@ -156,12 +186,11 @@ export class WorkloadPattern {
   }
 
   private chooseDdir(): Ddir {
-    const rw = this.job.rw;
-    if (rw === 'rw' || rw === 'randrw') {
+    if (this.mixed) {
       // fio draws 1..100 and compares with rwmixread, so the mix counts I/Os, not bytes.
-      return (this.mixRand.next() % 100) + 1 <= this.job.rwmixread ? 0 : 1;
+      return (this.mixRand.next() % 100) + 1 <= this.rwmixread ? 0 : 1;
     }
-    return this.geo.ddirs[0]!;
+    return this.firstDdir;
   }
 
   private place(d: Ddir, out: IoDesc): boolean {
@@ -235,17 +264,16 @@ export class WorkloadPattern {
     const maxBs = geo.maxBs[d];
     if (remaining < minBs || minBs <= 0) return 0;
     if (minBs === maxBs) return minBs;
-    const split = this.job.bssplit[d];
+    const splitBs = this.splitBs[d]!;
+    const splitCut = this.splitCut[d]!;
+    const entries = splitBs.length;
     for (let tries = 0; tries < 1000; tries++) {
       const r = this.bsRand.next();
       let len = 0;
-      if (split.length > 0) {
-        let cum = 0;
-        for (const e of split) {
-          if (e.perc <= 0) continue;
-          len = e.bs;
-          cum += e.perc;
-          if (r < cum * PERC_SCALE && len <= remaining) break;
+      if (this.job.bssplit[d].length > 0) {
+        for (let i = 0; i < entries; i++) {
+          len = splitBs[i]!;
+          if (r < splitCut[i]! && len <= remaining) break;
         }
       } else {
         // bsrange: fio draws min + max * u, aligns down to min and caps at max, which makes the

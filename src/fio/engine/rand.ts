@@ -41,6 +41,22 @@ export class Taus88 {
     return (s1 ^ s2 ^ s3) >>> 0;
   }
 
+  /** Fills `words` with the next words.length outputs of next(), in order. */
+  fill(words: Uint32Array): void {
+    let s1 = this.s1;
+    let s2 = this.s2;
+    let s3 = this.s3;
+    for (let i = 0; i < words.length; i++) {
+      s1 = ((s1 & 0xfffffffe) << 12) ^ (((s1 << 13) ^ s1) >>> 19);
+      s2 = ((s2 & 0xfffffff8) << 4) ^ (((s2 << 2) ^ s2) >>> 25);
+      s3 = ((s3 & 0xfffffff0) << 17) ^ (((s3 << 3) ^ s3) >>> 11);
+      words[i] = s1 ^ s2 ^ s3;
+    }
+    this.s1 = s1;
+    this.s2 = s2;
+    this.s3 = s3;
+  }
+
   /** Uniform double in [0, 1) with 32 bits of randomness. */
   frand(): number {
     return this.next() / 4294967296;

@@ -36,18 +36,32 @@ export class RandomMap {
 
   /** Marks up to `n` blocks from `block` on, stopping at the first used one; returns how many were marked. */
   setRun(block: number, n: number): number {
-    let count = 0;
+    // A word at a time (an I/O of 64 KiB over 512-byte blocks is 128 bits): the run's bits in this
+    // word as a mask; a used bit among them ends the run just before it.
+    const bits = this.bits;
+    const end = Math.min(block + n, this.blocks);
     let b = block;
-    while (count < n && b < this.blocks) {
+    let count = 0;
+    while (b < end) {
       const w = b >>> 5;
-      const bit = 1 << (b & 31);
-      const word = this.bits[w]!;
-      if ((word & bit) !== 0) break;
-      const next = (word | bit) >>> 0;
-      this.bits[w] = next;
-      if (next === 0xffffffff) this.markFull(w);
-      count++;
-      b++;
+      const lo = b & 31;
+      const span = Math.min(32 - lo, end - b);
+      let mask = span === 32 ? 0xffffffff : (((1 << span) - 1) << lo) >>> 0;
+      const word = bits[w]!;
+      const used = (word & mask) >>> 0;
+      let free = span;
+      if (used !== 0) {
+        free = ctz(used) - lo;
+        mask = free === 0 ? 0 : (((1 << free) - 1) << lo) >>> 0;
+      }
+      if (free > 0) {
+        const next = (word | mask) >>> 0;
+        bits[w] = next;
+        if (next === 0xffffffff) this.markFull(w);
+        count += free;
+      }
+      if (free < span) break;
+      b += span;
     }
     this.used += count;
     return count;

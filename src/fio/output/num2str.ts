@@ -53,9 +53,11 @@ export function cFixed(x: number, digits: number): string {
   if (!Number.isFinite(x)) return x > 0 ? 'inf' : x < 0 ? '-inf' : 'nan';
   const s = x.toFixed(digits);
   const scaled = Math.abs(x) * 10 ** digits;
-  // Only values whose scaled form is exactly k + 0.5 are ties; multiplication by a power of ten is exact
-  // for such short binary fractions (e.g. 0.125 * 100 = 12.5).
-  if (scaled < 2 ** 52 && scaled - Math.floor(scaled) === 0.5 && Math.floor(scaled) % 2 === 0) {
+  // Only values whose scaled form is exactly k + 0.5 are ties. The product can round to k + 0.5 when
+  // x is not one (0.05 * 10 gives 0.5, but the double 0.05 lies above 1/20, and glibc rounds it up):
+  // the tie (2k + 1) / (2 * 10^digits) is a double only when 5^digits divides 2k + 1 (0.125: 25/200).
+  const k = Math.floor(scaled);
+  if (scaled < 2 ** 52 && scaled - k === 0.5 && k % 2 === 0 && (2 * k + 1) % 5 ** digits === 0) {
     const down = (Math.sign(x) * Math.floor(scaled)) / 10 ** digits;
     return (x < 0 && down === 0 ? '-' : '') + down.toFixed(digits);
   }

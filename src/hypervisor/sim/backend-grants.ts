@@ -3,10 +3,12 @@
 // The first pin of a ref checks the entry (permit_access, granted to us, not read-only when
 // writing), sets GTF_reading (and GTF_writing) with a cmpxchg on the flags|domid word and resolves
 // the frame; later pins reuse that frame, as Xen's active entry does. The last unpin clears them.
+// Arguments are checked first by grant-arguments.ts, exactly as the real-Xen binding checks them.
 
 import { GrantError } from '../errors.ts';
-import { GNTST, PAGE_SIZE } from '../types.ts';
-import type { BackendGrants, GrantCopyEnd, GrantCopyOp, GrantMapping } from '../types.ts';
+import { AllocatedBuffers, checkAllocBytes, checkMapArguments, copyOpStatus } from '../grant-arguments.ts';
+import { GNTST } from '../types.ts';
+import type { BackendGrants, GrantCopyOp, GrantMapping } from '../types.ts';
 import {
   GTF_permit_access,
   GTF_readonly,
@@ -77,31 +79,43 @@ class SimGrantMapping implements GrantMapping {
 
 export type GrantDomainLookup = (domid: number) => GrantDomain | undefined;
 
+export interface SimBackendGrantsOptions {
+  /**
+   * Refuse copy() buffer ends that allocBuffer did not hand out, as real Xen must (default true).
+   * Off, any Uint8Array will do: only for code that predates the rule.
+   */
+  readonly strictBuffers?: boolean;
+}
+
 export class SimBackendGrants implements BackendGrants {
   /** The domain doing the mapping (0 for dom0). */
   readonly domid: number;
   readonly #lookup: GrantDomainLookup;
   readonly #pool: (Slot[] | undefined)[] = [];
+  readonly #allocated = new AllocatedBuffers();
+  /** The registry copy() checks buffer ends against; undefined when strictBuffers is off. */
+  readonly #copyBuffers: AllocatedBuffers | undefined;
   // Out-parameters of #pin, kept here so the hot path allocates nothing.
   #frame = 0;
   #why: Why = Why.none;
   #seen = 0;
 
-  constructor(domid: number, lookup: GrantDomainLookup) {
+  constructor(domid: number, lookup: GrantDomainLookup, options: SimBackendGrantsOptions = {}) {
     if (!HOST_IS_LITTLE_ENDIAN) throw new Error('the simulated grant table needs a little-endian host');
     this.domid = domid;
     this.#lookup = lookup;
+    this.#copyBuffers = options.strictBuffers === false ? undefined : this.#allocated;
   }
 
   allocBuffer(bytes: number): Uint8Array {
-    if (!Number.isInteger(bytes) || bytes <= 0) throw new RangeError(`allocBuffer: bad size ${bytes}`);
-    return new Uint8Array(createSharedMemory(Math.ceil(bytes / WASM_PAGE_BYTES)).buffer, 0, bytes);
+    checkAllocBytes(bytes);
+    const memory = createSharedMemory(Math.ceil(bytes / WASM_PAGE_BYTES)).buffer;
+    this.#allocated.add(memory);
+    return new Uint8Array(memory, 0, bytes);
   }
 
   map(domid: number, refs: ArrayLike<number>, count: number, writable: boolean): GrantMapping {
-    if (!Number.isInteger(count) || count < 0 || count > refs.length) {
-      throw new GrantError(-1, domid, GNTST.general_error, `map of ${count} refs from a list of ${refs.length}`);
-    }
+    checkMapArguments(domid, refs, count, writable);
     const domain = this.#lookup(domid);
     if (domain === undefined) {
       throw new GrantError(count > 0 ? refs[0]! : -1, domid, GNTST.bad_domain, 'no such domain');
@@ -135,14 +149,11 @@ export class SimBackendGrants implements BackendGrants {
   }
 
   #copyOne(op: GrantCopyOp): number {
+    let status = copyOpStatus(op, this.#copyBuffers);
+    if (status !== GNTST.okay) return status;
     const length = op.length;
-    if (!Number.isInteger(length) || length < 0 || length > PAGE_SIZE) return GNTST.bad_copy_arg;
     const src = op.source;
     const dst = op.dest;
-    let status = this.#checkEnd(src, length);
-    if (status !== GNTST.okay) return status;
-    status = this.#checkEnd(dst, length);
-    if (status !== GNTST.okay) return status;
 
     let srcDomain: GrantDomain | undefined;
     let srcView: Uint8Array;
@@ -171,13 +182,6 @@ export class SimBackendGrants implements BackendGrants {
     dstView.set(srcView, 0);
     if (srcDomain !== undefined) this.#unpin(srcDomain, (src as { ref: number }).ref, false);
     if (dstDomain !== undefined) this.#unpin(dstDomain, (dst as { ref: number }).ref, true);
-    return GNTST.okay;
-  }
-
-  #checkEnd(end: GrantCopyEnd, length: number): number {
-    if ('buffer' in end) return length <= end.buffer.length ? GNTST.okay : GNTST.bad_copy_arg;
-    const offset = end.offset;
-    if (!Number.isInteger(offset) || offset < 0 || offset + length > PAGE_SIZE) return GNTST.bad_copy_arg;
     return GNTST.okay;
   }
 

@@ -46,5 +46,3 @@ export const MAX_MEMORY_BYTES = WASM_PAGE_SIZE * MAX_WASM_PAGES;
 
 /** The backend's domain in the simulation. */
 export const DOM0 = 0;
-/** Highest ordinary domid (DOMID_FIRST_RESERVED - 1). */
-export const DOMID_MAX = 0x7fef;

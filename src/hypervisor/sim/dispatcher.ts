@@ -1,14 +1,15 @@
-// The one event dispatcher a thread runs for a domain: it waits on the domain's upcall word with
-// Atomics.waitAsync (so the thread's timers and I/O keep running), then scans pending, unmasked
-// ports and calls their handlers. A pending waitAsync does not keep Node's event loop alive, so
-// while this thread owns an open port a long idle interval timer does; with no open port the
-// thread may exit.
+// The one event dispatcher a thread runs for a domain, as one of its vCPUs (the table's `vcpu`): it
+// waits on that vCPU's upcall word with Atomics.waitAsync (so the thread's timers and I/O keep
+// running), then scans pending, unmasked ports and calls their handlers. A pending waitAsync does
+// not keep Node's event loop alive, so while this thread owns an open port a long idle interval
+// timer does; with no open port the thread may exit.
 // dom0's dispatcher also plays the hypervisor for the guests' sends: it waits on each guest's outbox
 // doorbell as well (one waitAsync per guest, so no guest can swallow another's wake-up) and drains
-// the outbox into dom0's own table before it scans (evtchn-outbox.ts).
+// the outbox into dom0's own table before it scans (evtchn-outbox.ts). With data-plane workers each
+// is a vCPU of dom0 waiting on the outboxes of the guests it has ports of; whichever drains an
+// outbox raises each event on the vCPU its port is bound to.
 
 import { DOORBELL } from './evtchn-outbox.ts';
-import { UPCALL } from './evtchn-table.ts';
 import type { EvtchnTable } from './evtchn-table.ts';
 
 /** Another word this thread waits on, with what to do when it is raised (see OutboxReceiver). */
@@ -133,20 +134,21 @@ export class Dispatcher {
     this.#running = true;
     try {
       const words = this.#table.words;
+      const upcall = this.#table.upcall; // this thread's vCPU's
       for (let round = 0; round < MAX_ROUNDS; round++) {
         const sources = this.#sources;
         for (let i = 0; i < sources.length; i++) {
           const source = sources[i]!.source;
           if (Atomics.exchange(source.words, DOORBELL, 0) !== 0) source.drain();
         }
-        if (Atomics.exchange(words, UPCALL, 0) !== 0) {
+        if (Atomics.exchange(words, upcall, 0) !== 0) {
           this.#table.scan(this.#deliver);
           continue;
         }
         if (this.#open === 0) return;
         if (!this.#armSources()) continue; // a doorbell rang meanwhile
         if (this.#waiting) return;
-        const result = Atomics.waitAsync(words, UPCALL, 0);
+        const result = Atomics.waitAsync(words, upcall, 0);
         if (result.async) {
           this.#waiting = true;
           void result.value.then(this.#wake);

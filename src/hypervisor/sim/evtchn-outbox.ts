@@ -19,6 +19,11 @@ import type { EvtchnTable } from './evtchn-table.ts';
 export const DOORBELL = 0;
 const SEL = 1;
 
+/** dom0's routes of one guest's posts (OutboxReceiver): a word per guest port, then a bit per guest port. */
+export function outboxRoutesBytes(ports: number): number {
+  return 4 * (ports + ports / 32);
+}
+
 export function evtchnOutboxBytes(ports: number): number {
   const words = ports / 32;
   return 4 * (1 + Math.ceil(words / 32) + words);
@@ -55,12 +60,17 @@ export class EvtchnOutbox {
 }
 
 /**
- * dom0's side of one guest's outbox: the routes (private to dom0's thread) and the drain. Only posts
- * on routed ports are delivered, so garbage in the outbox costs at most a scan of it.
+ * dom0's side of one guest's outbox: the routes (dom0's alone: never handed to a guest) and the
+ * drain. Only posts on routed ports are delivered, so garbage in the outbox costs at most a scan of
+ * it. The routes live in shared memory so that every dom0 thread (vCPU) with a port of this guest
+ * can drain its outbox (dom0's threads are one domain, as Xen's vCPUs of dom0 are): a post is taken
+ * by exactly one drainer (Atomics.exchange) and raised on the vCPU its port is bound to.
  */
 export class OutboxReceiver {
   readonly domid: number;
   readonly words: Int32Array;
+  /** The routes' memory, for another dom0 thread's receiver of the same outbox. */
+  readonly routes: SharedArrayBuffer;
   readonly #table: EvtchnTable;
   readonly #selWords: number;
   readonly #send: number;
@@ -72,15 +82,19 @@ export class OutboxReceiver {
   /** Selector bits that name a send word (the last selector word may be partly unused). */
   readonly #lastSelBits: number;
 
-  constructor(domid: number, sab: SharedArrayBuffer, ports: number, dom0Table: EvtchnTable) {
+  /** `routes`: the routes of another thread's receiver of this outbox (default: new, empty ones). */
+  constructor(domid: number, sab: SharedArrayBuffer, ports: number, dom0Table: EvtchnTable, routes?: SharedArrayBuffer) {
     const outbox = new EvtchnOutbox(sab, ports);
     this.domid = domid;
     this.words = outbox.words;
     this.#table = dom0Table;
     this.#selWords = Math.ceil(ports / 32 / 32);
     this.#send = SEL + this.#selWords;
-    this.#route = new Int32Array(ports);
-    this.#routed = new Int32Array(ports / 32);
+    routes ??= new SharedArrayBuffer(outboxRoutesBytes(ports));
+    if (routes.byteLength !== outboxRoutesBytes(ports)) throw new RangeError(`outbox routes of ${routes.byteLength} bytes do not hold ${ports} ports`);
+    this.routes = routes;
+    this.#route = new Int32Array(routes, 0, ports);
+    this.#routed = new Int32Array(routes, 4 * ports, ports / 32);
     this.#boundState = portState(ECS_INTERDOMAIN, domid);
     const tail = (ports / 32) % 32;
     this.#lastSelBits = tail === 0 ? -1 : (1 << tail) - 1;
@@ -88,20 +102,21 @@ export class OutboxReceiver {
 
   /** dom0's port `dom0Port` is now bound to the guest's `guestPort`. */
   route(guestPort: number, dom0Port: number): void {
-    this.#route[guestPort] = dom0Port;
-    this.#routed[guestPort >>> 5]! |= 1 << (guestPort & 31);
+    Atomics.store(this.#route, guestPort, dom0Port);
+    Atomics.or(this.#routed, guestPort >>> 5, 1 << (guestPort & 31));
   }
 
   /** dom0's port was closed (or its peer went away): forget its route, if it is still this one. */
   unroute(guestPort: number, dom0Port: number): void {
-    if (guestPort < 1 || guestPort >= this.#route.length || this.#route[guestPort] !== dom0Port) return;
-    this.#route[guestPort] = 0;
-    this.#routed[guestPort >>> 5]! &= ~(1 << (guestPort & 31));
+    if (guestPort < 1 || guestPort >= this.#route.length) return;
+    if (Atomics.compareExchange(this.#route, guestPort, dom0Port, 0) !== dom0Port) return;
+    Atomics.and(this.#routed, guestPort >>> 5, ~(1 << (guestPort & 31)));
   }
 
   /**
-   * Delivers every posted, routed port into dom0's table (pending bit and upcall word, without a
-   * wake-up: the caller is dom0's dispatcher, which scans next). The caller has taken the doorbell.
+   * Delivers every posted, routed port into dom0's table (pending bit and upcall word; without a
+   * wake-up for a port of the caller's own vCPU, whose dispatcher scans next). The caller has taken
+   * the doorbell.
    */
   drain(): void {
     const words = this.words;
@@ -116,13 +131,13 @@ export class OutboxReceiver {
         const low = sel & -sel;
         sel ^= low;
         const w = (s << 5) + (31 - Math.clz32(low));
-        let bits = Atomics.exchange(words, this.#send + w, 0) & routed[w]!;
+        let bits = Atomics.exchange(words, this.#send + w, 0) & Atomics.load(routed, w);
         while (bits !== 0) {
           const b = bits & -bits;
           bits ^= b;
           const guestPort = (w << 5) + (31 - Math.clz32(b));
-          const port = route[guestPort]!;
-          // Routes change only on this thread; the state check is against a close racing nothing but us.
+          const port = Atomics.load(route, guestPort);
+          // The state check is against a close racing the drain (on this thread or another of dom0's).
           if (port !== 0 && table.state(port) === this.#boundState && table.remotePort(port) === guestPort) table.markPending(port);
         }
       }

@@ -11,7 +11,6 @@ import {
   DEFAULT_GRANT_FRAMES,
   DEFAULT_MAX_EVENT_PORTS,
   DOM0,
-  DOMID_MAX,
   GRANT_ENTRIES_PER_FRAME,
   MAX_MEMORY_BYTES,
   WASM_PAGE_SIZE,
@@ -19,9 +18,10 @@ import {
 import { Dispatcher } from './dispatcher.ts';
 import { SimBackendEvents, closeAllPorts } from './event-channel.ts';
 import { OutboxReceiver, evtchnOutboxBytes } from './evtchn-outbox.ts';
-import { EvtchnTable, evtchnTableBytes } from './evtchn-table.ts';
+import { EvtchnTable, evtchnTableBytes, MAX_VCPUS } from './evtchn-table.ts';
+import type { SimDataPlaneSpec, SimDomainDataPlane } from './data-plane.ts';
 import { GrantDomain } from './grant-domain.ts';
-import { PAGE_SIZE } from '../types.ts';
+import { DOMID_MAX, XEN_PAGE_SIZE as PAGE_SIZE } from '../../abi/xen.ts';
 import { createSharedMemory } from './wasm-memory.ts';
 import type { SharedWasmMemory } from './wasm-memory.ts';
 
@@ -30,6 +30,16 @@ export interface SimHypervisorOptions {
   readonly grantFrames?: number;
   /** Event-channel ports per domain, a multiple of 32 (default 4096, the 2-level ABI's limit). */
   readonly maxEventPorts?: number;
+  /**
+   * dom0's grant copy refuses buffers allocBuffer did not hand out, as real Xen does (default true;
+   * see SimBackendGrantsOptions.strictBuffers).
+   */
+  readonly strictGrantBuffers?: boolean;
+  /**
+   * dom0's vCPUs (default 1): the main thread is vCPU 0, and each data-plane worker of blkback one
+   * more (data-plane.ts). A worker's event channels are bound to its own vCPU.
+   */
+  readonly dom0Vcpus?: number;
 }
 
 export interface CreateDomainOptions {
@@ -64,6 +74,10 @@ interface DomainRecord {
   readonly grants: GrantDomain;
   readonly events: EvtchnTable;
   readonly receiver: OutboxReceiver;
+  /** What a data-plane worker of dom0 needs of this domain (its memory, tables and dom0's routes). */
+  readonly dataPlane: SimDomainDataPlane;
+  /** Word 0: 1 while the domain exists; destroyDomain clears it, so dom0's workers see it gone. */
+  readonly alive: Int32Array;
 }
 
 export class SimHypervisor {
@@ -73,6 +87,7 @@ export class SimHypervisor {
   readonly #dom0Events: EvtchnTable;
   readonly #grants: SimBackendGrants;
   readonly #events: SimBackendEvents;
+  readonly #strictBuffers: boolean;
   #nextDomid = 1;
 
   constructor(options: SimHypervisorOptions = {}) {
@@ -84,11 +99,15 @@ export class SimHypervisor {
     if (!Number.isInteger(maxEventPorts) || maxEventPorts < 64 || maxEventPorts > 131072 || maxEventPorts % 32 !== 0) {
       throw new DomainError(`maxEventPorts ${maxEventPorts} must be a multiple of 32 from 64 to 131072`);
     }
+    const vcpus = options.dom0Vcpus ?? 1;
+    if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > MAX_VCPUS) throw new DomainError(`dom0Vcpus ${vcpus} must be an integer from 1 to ${MAX_VCPUS}`);
     this.grantFrames = grantFrames;
     this.maxEventPorts = maxEventPorts;
-    this.#dom0Events = new EvtchnTable(DOM0, new SharedArrayBuffer(evtchnTableBytes(maxEventPorts)), maxEventPorts);
+    this.#dom0Events = new EvtchnTable(DOM0, new SharedArrayBuffer(evtchnTableBytes(maxEventPorts, vcpus)), maxEventPorts, vcpus, 0);
     const peers = (domid: number): EvtchnTable | undefined => this.#eventTable(domid);
-    this.#grants = new SimBackendGrants(DOM0, (domid) => this.#domains.get(domid)?.grants);
+    const strictBuffers = options.strictGrantBuffers ?? true;
+    this.#strictBuffers = strictBuffers;
+    this.#grants = new SimBackendGrants(DOM0, (domid) => this.#domains.get(domid)?.grants, { strictBuffers });
     this.#events = new SimBackendEvents(this.#dom0Events, peers, (domid) => this.#domains.get(domid)?.receiver);
   }
 
@@ -124,11 +143,16 @@ export class SimHypervisor {
       backendDomid: DOM0,
     };
     const domain: SimDomain = { domid, name, memoryBytes: wasmPages * WASM_PAGE_SIZE, handles };
+    const receiver = new OutboxReceiver(domid, outbox, this.maxEventPorts, this.#dom0Events);
+    const alive = new Int32Array(new SharedArrayBuffer(4));
+    alive[0] = 1;
     this.#domains.set(domid, {
       domain,
       grants: new GrantDomain(domid, grantTable, active, memory.buffer),
       events: new EvtchnTable(domid, events, this.maxEventPorts),
-      receiver: new OutboxReceiver(domid, outbox, this.maxEventPorts, this.#dom0Events),
+      receiver,
+      dataPlane: { domid, grantTable, active, memory: memory.buffer as SharedArrayBuffer, events, outbox, routes: receiver.routes, alive: alive.buffer as SharedArrayBuffer },
+      alive,
     });
     return domain;
   }
@@ -142,6 +166,7 @@ export class SimHypervisor {
     const record = this.#domains.get(domid);
     if (record === undefined) throw new DomainError(`destroyDomain: no domain ${domid}`);
     this.#domains.delete(domid);
+    Atomics.store(record.alive, 0, 0);
     Dispatcher.for(this.#dom0Events).removeSource(record.receiver);
     closeAllPorts(record.events, (peer) => (peer === domid ? record.events : this.#eventTable(peer)));
   }
@@ -157,6 +182,27 @@ export class SimHypervisor {
   /** dom0's view (main thread). Every call shares the same grant and event state. */
   backend(xenstore: XenstoreClient): BackendHypervisor {
     return { domid: DOM0, grants: this.#grants, events: this.#events, xenstore };
+  }
+
+  /** dom0's vCPUs (the main thread is vCPU 0). */
+  get dom0Vcpus(): number {
+    return this.#dom0Events.vcpus;
+  }
+
+  /**
+   * How a data-plane worker becomes dom0's vCPU `vcpu` (structured-clonable; data-plane.ts turns it
+   * into the worker's grant and event operations). Only dom0's own threads may be given this.
+   */
+  dataPlaneSpec(vcpu: number): SimDataPlaneSpec {
+    if (!Number.isInteger(vcpu) || vcpu < 1 || vcpu >= this.#dom0Events.vcpus) {
+      throw new DomainError(`dom0 has no data-plane vCPU ${vcpu} (it has ${this.#dom0Events.vcpus} vCPUs, 0 being the main thread)`);
+    }
+    return { kind: 'sim', dom0Events: this.#dom0Events.sab, maxEventPorts: this.maxEventPorts, vcpus: this.#dom0Events.vcpus, vcpu, strictGrantBuffers: this.#strictBuffers };
+  }
+
+  /** What dom0's data-plane workers need of domain `domid` to map its grants and bind its ports (undefined: no such domain). */
+  domainDataPlane(domid: number): SimDomainDataPlane | undefined {
+    return this.#domains.get(domid)?.dataPlane;
   }
 
   #eventTable(domid: number): EvtchnTable | undefined {

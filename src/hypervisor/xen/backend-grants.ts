@@ -6,6 +6,7 @@
 
 import { Errno } from '../../internal/errors.ts';
 import { GrantError } from '../errors.ts';
+import { AllocatedBuffers, checkAllocBytes, checkMapArguments, copyOpStatus } from '../grant-arguments.ts';
 import { GNTST, PAGE_SIZE } from '../types.ts';
 import type { BackendGrants, GrantCopyEnd, GrantCopyOp, GrantMapping } from '../types.ts';
 import {
@@ -26,8 +27,6 @@ import { XenDeviceError, hostErrnoName } from './errors.ts';
 
 const LE = true;
 const TWO_32 = 0x1_0000_0000;
-/** Highest domid a grant can come from (DOMID_FIRST_RESERVED - 1, xen/xen.h). */
-const MAX_DOMID = 0x7fef;
 /** copy() result for an op that went into the batch; replaced by the segment's status. */
 const IN_BATCH = 1;
 
@@ -87,8 +86,8 @@ export class XenBackendGrants implements BackendGrants {
   #segmentBytes = 0;
   #segmentCapacity = 0;
   #opIndex = new Int32Array(0);
-  /** allocBuffer's registry: the ArrayBuffer of each handed-out buffer to its native address. */
-  readonly #buffers = new WeakMap<ArrayBuffer, number>();
+  /** allocBuffer's registry: each handed-out buffer's ArrayBuffer and its native address. */
+  readonly #buffers = new AllocatedBuffers();
   readonly #reclaim: FinalizationRegistry<HeldBuffer>;
 
   constructor(devices: XenDevices) {
@@ -104,22 +103,12 @@ export class XenBackendGrants implements BackendGrants {
   }
 
   map(domid: number, refs: ArrayLike<number>, count: number, writable: boolean): GrantMapping {
-    if (!Number.isInteger(count) || count < 0 || count > refs.length) {
-      throw new GrantError(-1, domid, GNTST.general_error, `map of ${count} refs from a list of ${refs.length}`);
-    }
-    if (!Number.isInteger(domid) || domid < 0 || domid > MAX_DOMID) {
-      throw new GrantError(count > 0 ? refs[0]! : -1, domid, GNTST.bad_domain, 'not a domid a grant can come from');
-    }
+    checkMapArguments(domid, refs, count, writable);
+    // gntdev refuses a map of no refs; there is nothing to map anyway.
     if (count === 0) return new XenGrantMapping(this, 0n, 0, []);
     if (this.#refs.length < count) this.#refs = new Uint32Array(Math.max(count, this.#refs.length * 2));
     const scratch = this.#refs;
-    for (let i = 0; i < count; i++) {
-      const ref = refs[i]!;
-      if (!Number.isInteger(ref) || ref < 0 || ref >= TWO_32) {
-        throw new GrantError(ref, domid, GNTST.bad_gntref, 'not a grant reference (u32)');
-      }
-      scratch[i] = ref;
-    }
+    for (let i = 0; i < count; i++) scratch[i] = refs[i]!;
     let region: NativeRegion;
     try {
       region = this.#devices.gnttab.mapDomainGrantRefs(domid, scratch, count, writable);
@@ -144,12 +133,12 @@ export class XenBackendGrants implements BackendGrants {
    * view of its ArrayBuffer are garbage.
    */
   allocBuffer(bytes: number): Uint8Array {
-    if (!Number.isInteger(bytes) || bytes <= 0) throw new RangeError(`allocBuffer: bad size ${bytes}`);
+    checkAllocBytes(bytes);
     const size = roundToPages(bytes);
     const region = this.#devices.memory.allocPages(size);
     const address = Number(region.address);
     if (!Number.isSafeInteger(address)) throw new RangeError(`allocBuffer: address 0x${region.address.toString(16)} is above 2^53`);
-    this.#buffers.set(region.view, address);
+    this.#buffers.add(region.view, address);
     this.#reclaim.register(region.view, { address: region.address, bytes: size });
     return new Uint8Array(region.view, 0, bytes);
   }
@@ -180,14 +169,11 @@ export class XenBackendGrants implements BackendGrants {
 
   /** Writes op as segment `at`; returns IN_BATCH, or the final status of an op that needs no hypercall. */
   #pack(op: GrantCopyOp, at: number): number {
+    const status = copyOpStatus(op, this.#buffers);
+    if (status !== GNTST.okay) return status;
     const length = op.length;
-    if (!Number.isInteger(length) || length < 0 || length > PAGE_SIZE) return GNTST.bad_copy_arg;
     const src = op.source;
     const dst = op.dest;
-    let status = this.#checkEnd(src, length);
-    if (status !== GNTST.okay) return status;
-    status = this.#checkEnd(dst, length);
-    if (status !== GNTST.okay) return status;
     if ('buffer' in src && 'buffer' in dst) {
       // Local to local: Linux's gntdev refuses the whole batch for it, and no grant is involved.
       dst.buffer.set(src.buffer.subarray(0, length), 0);
@@ -203,22 +189,10 @@ export class XenBackendGrants implements BackendGrants {
     return IN_BATCH;
   }
 
-  #checkEnd(end: GrantCopyEnd, length: number): number {
-    if ('buffer' in end) {
-      if (length > end.buffer.length) return GNTST.bad_copy_arg;
-      return this.#buffers.has(end.buffer.buffer as ArrayBuffer) ? GNTST.okay : GNTST.general_error;
-    }
-    const { ref, offset, domid } = end;
-    if (!Number.isInteger(ref) || ref < 0 || ref >= TWO_32) return GNTST.bad_gntref;
-    if (!Number.isInteger(domid) || domid < 0 || domid > MAX_DOMID) return GNTST.bad_domain;
-    if (!Number.isInteger(offset) || offset < 0 || offset + length > PAGE_SIZE) return GNTST.bad_copy_arg;
-    return GNTST.okay;
-  }
-
   /** One union side: `void *virt` for a buffer, `{ ref, offset, domid }` for a foreign page. */
   #writeEnd(view: DataView, at: number, end: GrantCopyEnd): void {
     if ('buffer' in end) {
-      const address = this.#buffers.get(end.buffer.buffer as ArrayBuffer)! + end.buffer.byteOffset;
+      const address = this.#buffers.addressOf(end.buffer)!; // copyOpStatus saw it is allocBuffer memory
       view.setUint32(at, address % TWO_32, LE);
       view.setUint32(at + 4, Math.floor(address / TWO_32), LE);
     } else {

@@ -1,8 +1,11 @@
 // The narrow surface the Xen adapters (XenBackendGrants, XenBackendEvents) need from a dom0:
 // libxengnttab's map/unmap/copy, libxenevtchn's bind/notify/unmask/unbind plus a stream of pending
 // ports, and page-aligned native memory whose address is known. koffi-devices.ts implements it over
-// the real libraries; fake-devices.ts simulates a foreign domain for tests. Nothing above this
-// interface touches koffi.
+// the real libraries; test/support/fake-xen-devices.ts (not shipped) simulates a foreign domain for
+// tests, passed in through openXenHypervisor's `devices` option. Nothing above this interface
+// touches koffi.
+
+import { XEN_PAGE_SIZE } from '../../abi/xen.ts';
 
 /** Native memory: its address for the C side and an ArrayBuffer over it for the JS side. */
 export interface NativeRegion {
@@ -49,10 +52,17 @@ export interface EvtchnDevice {
 }
 
 export interface NativeMemory {
-  /** Anonymous, private, read-write, page-aligned memory (mmap); `bytes` is a multiple of the page size. */
+  /** Anonymous, private, read-write, page-aligned memory (mmap); `bytes` is a multiple of the page size (else RangeError). */
   allocPages(bytes: number): NativeRegion;
   /** munmap of an allocPages region; its view must not be touched after. */
   freePages(address: bigint, bytes: number): void;
+}
+
+/** allocPages' size rule, shared by every NativeMemory so the fake refuses what the real one does. */
+export function checkAllocPagesBytes(bytes: number): void {
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % XEN_PAGE_SIZE !== 0) {
+    throw new RangeError(`allocPages: ${bytes} is not a positive multiple of ${XEN_PAGE_SIZE}`);
+  }
 }
 
 export interface XenDevices {
@@ -86,5 +96,4 @@ export const SEG_FLAGS = 18;
 export const SEG_STATUS = 20;
 export const SEG_SIZE = 24;
 
-export const GNTCOPY_source_gref = 1 << 0;
-export const GNTCOPY_dest_gref = 1 << 1;
+export { GNTCOPY_source_gref, GNTCOPY_dest_gref } from '../../abi/xen.ts';

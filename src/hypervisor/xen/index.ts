@@ -3,6 +3,7 @@
 
 import fs from 'node:fs';
 import { connectUnix } from '../../xenstore/client.ts';
+import { DOMID_MAX } from '../../abi/xen.ts';
 import type { BackendHypervisor, XenstoreClient } from '../types.ts';
 import { XenBackendEvents } from './backend-events.ts';
 import { XenBackendGrants } from './backend-grants.ts';
@@ -48,7 +49,7 @@ function noXenstored(socket: string): string {
 async function readOwnDomid(xenstore: XenstoreClient): Promise<number> {
   const text = await xenstore.tryRead('domid').catch(() => undefined);
   const domid = text === undefined ? Number.NaN : Number(text.trim());
-  return Number.isInteger(domid) && domid >= 0 && domid <= 0x7fef ? domid : 0;
+  return Number.isInteger(domid) && domid >= 0 && domid <= DOMID_MAX ? domid : 0;
 }
 
 /**

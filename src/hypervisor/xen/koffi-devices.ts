@@ -10,6 +10,7 @@ import koffi from 'koffi';
 import type { LibraryHandle, TypeObject } from 'koffi';
 import type { EvtchnDevice, GnttabDevice, NativeMemory, NativeRegion, PendingListener, XenDevices } from './devices.ts';
 import {
+  checkAllocPagesBytes,
   SEG_DEST,
   SEG_FLAGS,
   SEG_FOREIGN_DOMID,
@@ -26,6 +27,7 @@ import type { PendingReader } from './evtchn-reader.ts';
 import { startEpollPendingReader } from './evtchn-epoll-reader.ts';
 import type { ArmablePendingReader } from './evtchn-epoll-reader.ts';
 import { fdStreamProblem } from '../../internal/fd-stream.ts';
+import { XEN_PAGE_SIZE as PAGE_SIZE } from '../../abi/xen.ts';
 
 export const GNTDEV_PATH = '/dev/xen/gntdev';
 export const EVTCHN_PATH = '/dev/xen/evtchn';
@@ -50,7 +52,6 @@ const PROT_READ = 0x1;
 const PROT_WRITE = 0x2;
 const MAP_PRIVATE = 0x02;
 const MAP_ANONYMOUS = 0x20;
-const PAGE_SIZE = 4096;
 /**
  * Tries of a gntdev call that a signal interrupted. Mapping fails with EINTR when a signal arrives
  * during gntdev's mmap (seen under --cpu-prof's SIGPROF: the ring of a new guest could not be
@@ -236,9 +237,7 @@ export function koffiNativeMemory(): NativeMemory {
   const c = loadLibc();
   return {
     allocPages(bytes: number): NativeRegion {
-      if (!Number.isInteger(bytes) || bytes <= 0 || bytes % PAGE_SIZE !== 0) {
-        throw new RangeError(`allocPages: ${bytes} is not a positive multiple of ${PAGE_SIZE}`);
-      }
+      checkAllocPagesBytes(bytes);
       const address = c.mmap(0, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) as number | bigint;
       if (Number(address) === -1) throw new XenDeviceError('mmap', koffi.errno(), `${bytes} bytes`);
       return { address: BigInt(address), view: koffi.view(address, bytes) };

@@ -41,7 +41,8 @@ phase "dom0: clocksource ${CLOCKSOURCE:-unknown}; $(node /opt/blkback/cost-probe
 # little room left for two large disks, and a short write there once left an empty guest config.
 DISKS=/srv/disks
 mkdir -p $DISKS
-mount -t tmpfs -o size=$(( 2 * DISK_MIB + DISK2_MIB + 8 ))m disks $DISKS || die "cannot mount a tmpfs for the backing files"
+# (+ 48: --mode same-guest's copy-path disk for the system-call count, sparse, at most 32 MiB written)
+mount -t tmpfs -o size=$(( 2 * DISK_MIB + DISK2_MIB + 56 ))m disks $DISKS || die "cannot mount a tmpfs for the backing files"
 backing_file() { # PATH MIB: random data, all of it
   dd if=/dev/urandom of="$1" bs=1M count="$2" 2>/run/dd.err && [ "$(stat -c %s "$1")" = $(( $2 * 1048576 )) ] ||
     die "cannot write $1 ($2 MiB): $(tail -1 /run/dd.err); $(df -m $DISKS | tail -1)"
@@ -158,12 +159,15 @@ kernel="/root/vmlinuz"
 ramdisk="/run/domu.cpio.gz"
 extra="console=hvc0 quiet bb_tag=$tag $*"
 memory=$GUEST_MEM
-vcpus=1
+vcpus=${VCPUS:-1}
 disk=[ '$DISKSPEC' ]
 on_poweroff="destroy"
 on_crash="destroy"
 EOC
   [ "$type" = pvh ] && echo 'cpuid="host,rdtscp=0"' >> /root/$tag.cfg   # TSC feature TCG lacks
+  # a guest of several vCPUs may take at most CAP% of one pCPU in all (credit2's cap): under emulation
+  # its vCPUs would otherwise run on both emulated CPUs at once and starve dom0's backends
+  [ "${VCPUS:-1}" -gt 1 ] && [ "${CAP:-0}" -gt 0 ] && echo "cap=$CAP" >> /root/$tag.cfg
   [ "$type" = pvh ] && [ "$PVH_PIN" = 1 ] && echo 'cpus="1"' >> /root/$tag.cfg   # see full_guest
   phase "$tag guest: xl create ($type)"
   local t0=$(cut -d' ' -f1 /proc/uptime) rc attempt
@@ -369,6 +373,68 @@ iscsi_chain_down() {
   result "{\"src\":\"dom0\",\"check\":\"iscsi-target-exit\",\"ok\":$(kill -0 $TARGET_PID 2>/dev/null && echo false || echo true)}"
 }
 
+# ---- --mode same-guest: queues and system calls ----------------------------------------------------
+# What each disk of the twin guest negotiated, as xenstore has it: the frontend's directory
+# (multi-queue-num-queues, queue-N/ring-ref*, queue-N/event-channel, or the single ring's keys at
+# the top) and the backend's (multi-queue-max-queues). checks.ts reads the listing.
+queues_check() { # VDEV DEVID KIND(vbd|blkback) BACKEND(kernel|ours)
+  local fe=/local/domain/$DOMID/device/vbd/$2 be=/local/domain/0/backend/$3/$DOMID/$2
+  { xenstore-ls -f "$fe"; xenstore-ls -f "$be"; } > /run/xs-$1.txt 2>&1
+  print_file "xenstore-$1" /run/xs-$1.txt
+  result "{\"src\":\"dom0\",\"check\":\"queues\",\"guest\":\"twin\",\"disk\":\"$1\",\"backend\":\"$4\",\"ok\":true,\"frontend\":\"$fe\",\"backend_path\":\"$be\",\"dom0_cpus\":$(nproc)}"
+}
+# serve's system calls while the guest runs a short QD 32 job on one of serve's disks: `strace -c -f`
+# attached to serve (all its threads) for the job's window, serve's request counters read just
+# before and just after it (`blkback ctl stats`). strace makes serve's every system call stop
+# twice for the tracer, so serve runs far slower while it is attached: the job is a separate one,
+# after the counted pairs. The guest waits for a go-flag that dom0 writes into the kernel's disk
+# (xvda's last MiB, which no job touches): its polling reads never reach serve.
+syscall_window() { # VDEV
+  local disk=$1 sp i rc t0 t1 attached=false
+  wait_guest twin syscalls-ready-$disk 600 || return
+  if [ "$STRACE" = 1 ] || [ -x /usr/bin/gdb ]; then   # BLKBACK_XEN_STRACE / _DEBUG: serve already has a tracer
+    printf '%s' "$GO_TOKEN-$disk" | dd of=$DISKS/disk.img bs=4096 seek=$(( MARKER_OFF / 4096 )) conv=notrunc,sync 2>/dev/null
+    result "{\"src\":\"dom0\",\"check\":\"syscalls\",\"guest\":\"twin\",\"disk\":\"$disk\",\"ok\":false,\"message\":\"serve runs under strace or gdb already (BLKBACK_XEN_STRACE, BLKBACK_XEN_DEBUG)\"}"
+    wait_guest twin syscalls-done-$disk $(( 120 + 4 * SYSCALL_SECONDS ))
+    return
+  fi
+  ctl "syscalls-list-$disk" list --json
+  ctl "syscalls-before-$disk" stats --json
+  strace -c -f -p "$SERVE_PID" -o /run/strace-$disk.txt 2> /run/strace-$disk.err &
+  sp=$!
+  for i in $(seq 1 60); do grep -q attached /run/strace-$disk.err 2>/dev/null && { attached=true; break; }; kill -0 $sp 2>/dev/null || break; sleep 1; done
+  sleep 1   # strace says "attached" as it starts on the threads
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  printf '%s' "$GO_TOKEN-$disk" | dd of=$DISKS/disk.img bs=4096 seek=$(( MARKER_OFF / 4096 )) conv=notrunc,sync 2>/dev/null
+  phase "twin guest: go: the system-call job on $disk (strace attached to serve: $attached)"
+  wait_guest twin syscalls-done-$disk $(( 300 + 4 * SYSCALL_SECONDS ))
+  kill -INT $sp 2>/dev/null   # strace detaches and writes its summary
+  for i in $(seq 1 60); do kill -0 $sp 2>/dev/null || break; sleep 1; done
+  wait $sp; rc=$?
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  ctl "syscalls-after-$disk" stats --json
+  print_file "strace-$disk" /run/strace-$disk.txt
+  print_file "strace-log-$disk" /run/strace-$disk.err
+  # strace exits 130 when SIGINT stops it (128 + 2)
+  result "{\"src\":\"dom0\",\"check\":\"syscalls\",\"guest\":\"twin\",\"disk\":\"$disk\",\"ok\":$($attached && echo true || echo false),\"attached\":$attached,\"strace_rc\":$rc,\"seconds\":$(echo "$t1 $t0" | awk '{print $1-$2}')}"
+}
+copy_disk() { # xvdd: a disk the frontend takes without persistent grants (the guest turned them off): grant copy
+  wait_guest twin copy-ready 300 || return 1
+  truncate -s 64M $DISKS/disk4.img && losetup /dev/loop3 $DISKS/disk4.img || die "losetup /dev/loop3 failed"
+  phase "twin guest: blkback ctl attach xvdd (/dev/loop3; the frontend declines persistent grants)"
+  node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS attach $DOMID format=raw,vdev=xvdd,access=rw,target=/dev/loop3 > /run/ctl-attach-xvdd.log 2>&1
+  local rc=$?; print_file ctl-attach-xvdd /run/ctl-attach-xvdd.log
+  result "{\"src\":\"dom0\",\"check\":\"ctl-attach-xvdd\",\"guest\":\"twin\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc}"
+  [ $rc = 0 ] && COPY_ATTACHED=1
+}
+COPY_ATTACHED=0
+copy_disk_done() {
+  [ $COPY_ATTACHED = 1 ] || return 0
+  node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS detach $DOMID xvdd > /run/ctl-detach-xvdd.log 2>&1
+  local rc=$?; print_file ctl-detach-xvdd /run/ctl-detach-xvdd.log
+  result "{\"src\":\"dom0\",\"check\":\"ctl-detach-xvdd\",\"guest\":\"twin\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc}"
+}
+
 if [ "$MODE" = same-guest ]; then
   # One PV guest, two disks: xvda from the kernel's xen-blkback (backend/vbd, made by xl create),
   # xvdb from blkback serve (backend/blkback, made by 'blkback ctl attach': xl knows only vbd and
@@ -384,18 +450,35 @@ if [ "$MODE" = same-guest ]; then
     XVDB_DEV=/dev/loop2
   fi
   SERVE_ARGS="$SERVE_ARGS --backend-kind blkback"
+  # the guest has TWIN_VCPUS vCPUs and Linux's blkfront asks for a queue (ring) per vCPU, up to the
+  # backend's multi-queue-max-queues: xen-blkback's is dom0's vCPU count, serve's --max-queues
+  [ -n "$SERVE_MAX_QUEUES" ] && SERVE_ARGS="$SERVE_ARGS --max-queues $SERVE_MAX_QUEUES"
   start_kernel_backend
   start_serve
   XVDC_ARG=; [ "$CHAIN" = iscsi ] && { XVDC_MARKER="BLKBACK-MARKER-xvdc-$RANDOM$RANDOM"; XVDC_ARG=bb_xvdc=$XVDC_MARKER; }
-  if start_guest twin pv bb_role=twin bb_runs=$PAIRS $XVDC_ARG; then
+  GO_TOKEN="BLKBACK-GO-$RANDOM$RANDOM"
+  VCPUS=$TWIN_VCPUS CAP=$TWIN_CAP
+  if start_guest twin pv bb_role=twin bb_runs=$PAIRS $XVDC_ARG "bb_syscalls=${SYSCALLS// /,}" bb_syscall_seconds=$SYSCALL_SECONDS bb_go=$GO_TOKEN bb_marker_off=$MARKER_OFF; then
+    xl sched-credit2 > /run/sched.txt 2>&1; print_file sched-credit2 /run/sched.txt   # the guest's cap, as Xen has it
     phase "twin guest: blkback ctl attach xvdb ($XVDB_DEV)"
     node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS attach $DOMID format=raw,vdev=xvdb,access=rw,target=$XVDB_DEV > /run/ctl-attach.log 2>&1
     rc=$?; print_file ctl-attach-twin /run/ctl-attach.log
     result "{\"src\":\"dom0\",\"check\":\"ctl-attach\",\"guest\":\"twin\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"rc\":$rc}"
     [ "$CHAIN" = iscsi ] && iscsi_direct_disk
     ctl ctl-list-twin list
-    wait_guest twin checks-done $(( 600 + 300 * PAIRS ))
+    wait_guest twin pairs-done $(( 900 + 600 * PAIRS )) && {
+      queues_check xvda 51712 vbd kernel
+      queues_check xvdb 51728 blkback ours
+      for p in $SYSCALLS; do
+        case $p in
+          persistent) syscall_window xvdb ;;
+          copy) copy_disk && syscall_window xvdd ;;
+        esac
+      done
+    }
+    wait_guest twin checks-done 300
     ctl ctl-stats-twin stats --json
+    copy_disk_done
     [ "$CHAIN" = iscsi ] && iscsi_direct_disk_done
     phase "twin guest: blkback ctl detach xvdb"
     node /opt/blkback/dist/src/cli/main.js ctl $CTL_ARGS detach $DOMID xvdb > /run/ctl-detach.log 2>&1

@@ -10,6 +10,9 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; m
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
 ROLE=$(arg bb_role); TAG=$(arg bb_tag); MARKER=$(arg bb_marker); MARKER_OFF=$(arg bb_marker_off); HOTPLUG=$(arg bb_hotplug)
 RUNS=$(arg bb_runs); [ -n "$RUNS" ] || RUNS=1   # runs of each fio job (the seed's mail made three)
+# --mode same-guest: serve's system calls counted during short jobs (persistent: on xvdb; copy: on
+# xvdd, attached after the guest turns persistent grants off), each started by dom0's go-flag
+SYSCALLS=$(arg bb_syscalls | tr ',' ' '); SYSCALL_SECONDS=$(arg bb_syscall_seconds); GO=$(arg bb_go)
 up() { cut -d' ' -f1 /proc/uptime; }
 phase() { echo "BLKBACK-PHASE $TAG guest: $*"; }
 result() { echo "BLKBACK-RESULT {\"src\":\"guest\",\"guest\":\"$TAG\",$1}"; }
@@ -60,6 +63,28 @@ run_fio() { # JOB RUN [JOBDIR]: files and results carry the run number; the phas
   for f in $dir/*_bw.*.log; do [ -f "$f" ] && print_file "bwlog-$TAG-$1-$2-${f##*/}" "$f"; done
   rm -rf $dir $dir.json $dir.err   # the guest's /tmp is RAM
   phase "$name done rc=$rc"
+}
+go_wait() { # TOKEN SECONDS: until dom0 writes TOKEN at MARKER_OFF of xvda (the kernel's disk: these reads never reach serve)
+  i=0; n=$(( $2 * 2 ))
+  while [ $i -lt $n ]; do
+    [ "$(dd if=/dev/xvda bs=4096 skip=$((MARKER_OFF / 4096)) count=1 iflag=direct 2>/dev/null | head -c ${#1})" = "$1" ] && return 0
+    sleep 0.5; i=$((i + 1))
+  done; return 1
+}
+syscall_job() { # DISK: 4 KiB random reads, then writes, at queue depth 32, SECS seconds each, while dom0 counts serve's system calls
+  d=$1; f=/tmp/syscalls-$d.fio
+  printf '%s\n' '[global]' "filename=/dev/$d" 'ioengine=libaio' 'direct=1' 'bs=4k' 'iodepth=32' 'size=32m' \
+    'time_based' "runtime=$SYSCALL_SECONDS" 'norandommap' 'randrepeat=0' '[randread]' 'rw=randread' '[randwrite]' 'stonewall' 'rw=randwrite' > $f
+  said syscalls-ready-$d
+  if ! go_wait "$GO-$d" 900; then
+    result "\"check\":\"syscalls-fio\",\"disk\":\"$d\",\"ok\":false,\"message\":\"no go from dom0 within 900 s\""; said syscalls-done-$d; return
+  fi
+  phase "fio syscalls on $d (4k randread then randwrite, iodepth 32, ${SYSCALL_SECONDS} s each; serve under strace)"
+  t0=$(up); fio --output-format=json --output=/tmp/syscalls-$d.json $f > /tmp/syscalls-$d.err 2>&1; rc=$?; t1=$(up)
+  said syscalls-done-$d
+  result "\"check\":\"syscalls-fio\",\"disk\":\"$d\",\"ok\":$(okf $rc),\"rc\":$rc,\"seconds\":$(echo "$t0 $t1" | awk '{print $2-$1}')"
+  [ -s /tmp/syscalls-$d.err ] && print_file "fio-stderr-syscalls-$d" /tmp/syscalls-$d.err
+  print_file "fio-json-syscalls-$d" /tmp/syscalls-$d.json
 }
 hotplug() { # dom0 attaches xvdb, we read it whole, dom0 detaches it
   said hotplug-ready
@@ -128,6 +153,22 @@ case "$ROLE" in
         else on ours-$p /jobs-xvdb $job; on kernel-$p /jobs $job; fi
       done
       p=$((p + 1))
+    done
+    said pairs-done
+    for s in $SYSCALLS; do
+      case $s in
+        persistent) syscall_job xvdb ;;
+        copy)  # Linux's blkfront reads feature_persistent as it connects a disk: xvdd goes without
+          echo 0 > /sys/module/xen_blkfront/parameters/feature_persistent
+          said copy-ready
+          if wait_dev /dev/xvdd 300 1; then
+            result "\"check\":\"xvdd\",\"ok\":true,\"feature_persistent\":\"$(cat /sys/module/xen_blkfront/parameters/feature_persistent)\""
+            syscall_job xvdd
+          else
+            result "\"check\":\"xvdd\",\"ok\":false"
+          fi
+          echo 1 > /sys/module/xen_blkfront/parameters/feature_persistent ;;
+      esac
     done
     said checks-done
     wait_dev /dev/xvdb 180 0; rc=$?   # dom0 detaches xvdb ('blkback ctl detach')

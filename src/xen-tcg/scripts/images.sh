@@ -14,8 +14,9 @@ set -euo pipefail
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 
 XEN_PKG=xen-hypervisor-4.17-amd64
-# open-iscsi: Linux's own iSCSI initiator (iscsid, iscsiadm) for the seed's chain (dom0-init.sh, CHAIN=iscsi)
-DOM0_PKGS=xen-utils-4.17,xenstore-utils,kmod,procps,busybox-static,libstdc++6,mount,util-linux,open-iscsi
+# open-iscsi: Linux's own iSCSI initiator (iscsid, iscsiadm) for the seed's chain (dom0-init.sh, CHAIN=iscsi);
+# strace: serve's system calls per request, counted in dom0 (--mode same-guest, `strace -c -f -p`)
+DOM0_PKGS=xen-utils-4.17,xenstore-utils,kmod,procps,busybox-static,libstdc++6,mount,util-linux,open-iscsi,strace
 # Kernel modules beyond the Xen drivers: loop, and the SCSI disk and iSCSI-over-TCP initiator stack
 # (their dependencies, and the crypto modules their crc helpers ask for first, follow from modinfo;
 # iscsi_tcp asks the crypto API for crc32c when a connection is made: crc32c_generic)

@@ -11,18 +11,18 @@
 // the same inode, whatever the directory says by then, and checks st_dev/st_ino once more.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { BlockDevice } from './types.ts';
+import type { BlockDevice } from '../block/types.ts';
 import { Errno, UsageError } from '../internal/errors.ts';
 import { parseStoreSpec } from '../config/store-spec.ts';
 import type { StoreSpec } from '../config/store-spec.ts';
 import type { OpenBlockDeviceOptions } from './open.ts';
-import { createRamDisk } from './ram.ts';
-import { createNullDisk } from './null.ts';
+import { createRamDisk } from '../block/ram.ts';
+import { createNullDisk } from '../block/null.ts';
 import { openIscsiDevice } from '../iscsi-initiator/device.ts';
-import { openFileDisk } from './file.ts';
-import { openDirectDisk } from './direct.ts';
-import { createVolatileCache } from './volatile-cache.ts';
-import type { CheckedTarget } from './host-target.ts';
+import { openFileDisk } from '../block/file.ts';
+import { openDirectDisk } from '../block/direct.ts';
+import { createVolatileCache } from '../block/volatile-cache.ts';
+import type { CheckedTarget } from '../block/host-target.ts';
 
 export interface PathPolicy {
   /** Directories under which regular files may be opened (each resolved with realpath when checked). */

@@ -1,4 +1,4 @@
-// Test helpers for the iSCSI codec (not exported from the package).
+// The reference CRC32C for the iSCSI digest tests and the crc32c micro-benchmark.
 
 /**
  * CRC32C one bit at a time, straight from the reflected Castagnoli polynomial 0x82F63B78 (init and

@@ -1,4 +1,4 @@
-// Checks for tests (here and in the reproduce command's): a small PNG decoder and an XML
+// Checks for the chart, plot and reproduce tests: a small PNG decoder and an XML
 // well-formedness check, written independently of the code that produces the files.
 import { crc32, inflateSync } from 'node:zlib';
 

@@ -11,9 +11,11 @@
 // guest and are counted in readOnlyWrites. Unmapped snapshots and freed views are detached, so stale
 // use shows up as zero-length views instead of reading someone else's memory.
 
-import { PAGE_SIZE, GNTST } from '../types.ts';
-import type { EvtchnDevice, GnttabDevice, NativeMemory, NativeRegion, PendingListener, XenDevices } from './devices.ts';
+import { GNTDEV_MAP_LIMIT } from '../../src/hypervisor/grant-arguments.ts';
+import { PAGE_SIZE, GNTST } from '../../src/hypervisor/types.ts';
+import type { EvtchnDevice, GnttabDevice, NativeMemory, NativeRegion, PendingListener, XenDevices } from '../../src/hypervisor/xen/devices.ts';
 import {
+  checkAllocPagesBytes,
   GNTCOPY_dest_gref,
   GNTCOPY_source_gref,
   SEG_DEST,
@@ -25,8 +27,8 @@ import {
   SEG_SIZE,
   SEG_SOURCE,
   SEG_STATUS,
-} from './devices.ts';
-import { XenDeviceError } from './errors.ts';
+} from '../../src/hypervisor/xen/devices.ts';
+import { XenDeviceError } from '../../src/hypervisor/xen/errors.ts';
 import { constants } from 'node:os';
 
 const E = constants.errno;
@@ -217,7 +219,7 @@ export class FakeXenDevices implements XenDevices {
 
   #allocPages(bytes: number): NativeRegion {
     this.#count('allocPages');
-    if (!Number.isInteger(bytes) || bytes <= 0 || bytes % PAGE_SIZE !== 0) throw new XenDeviceError('mmap', E.EINVAL, `${bytes} bytes`);
+    checkAllocPagesBytes(bytes);
     const region = this.#newRegion(bytes);
     this.#regions.set(region.address, region);
     return { address: BigInt(region.address), view: region.view };
@@ -255,6 +257,8 @@ export class FakeXenDevices implements XenDevices {
 
   #map(domid: number, refs: Uint32Array, count: number, writable: boolean): NativeRegion {
     this.#checkOpen('mapDomainGrantRefs');
+    // gntdev_test_page_count: IOCTL_GNTDEV_MAP_GRANT_REF refuses no refs and more than its limit.
+    if (count === 0 || count > GNTDEV_MAP_LIMIT) throw new XenDeviceError('xengnttab_map_domain_grant_refs', E.EINVAL, `${count} refs`);
     const domain = this.domains.get(domid);
     if (domain === undefined) throw new XenDeviceError('xengnttab_map_domain_grant_refs', E.EINVAL, `no domain ${domid}`);
     const frames: number[] = [];

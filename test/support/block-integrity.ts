@@ -1,9 +1,9 @@
-// Test helpers shared by the driver tests (not exported from the package): a seeded random workload
+// Test helpers shared by the driver tests: a seeded random workload
 // checked against a plain in-memory model of the disk.
 import { randomFillSync } from 'node:crypto';
-import type { BlockDevice } from './types.ts';
-import { WRITE_FUA } from './types.ts';
-import { mulberry32Float } from '../internal/prng.ts';
+import type { BlockDevice } from '../../src/block/types.ts';
+import { WRITE_FUA } from '../../src/block/types.ts';
+import { mulberry32Float } from '../../src/internal/prng.ts';
 
 /** mulberry32, as floats in [0, 1). */
 export const seededRandom = mulberry32Float;

@@ -3,16 +3,16 @@
 // between phy and qdisk, and O_DIRECT is not available on every filesystem (tmpfs refuses it) while
 // every block device takes it.
 import { stat } from 'node:fs/promises';
-import type { BlockDevice } from './types.ts';
+import type { BlockDevice } from '../block/types.ts';
 import { UsageError } from '../internal/errors.ts';
 import { parseStoreSpec } from '../config/store-spec.ts';
 import type { StoreSpec } from '../config/store-spec.ts';
-import { createRamDisk } from './ram.ts';
-import { createNullDisk } from './null.ts';
-import { openFileDisk } from './file.ts';
-import { openDirectDisk } from './direct.ts';
-import type { IoEngine } from './direct.ts';
-import { createVolatileCache } from './volatile-cache.ts';
+import { createRamDisk } from '../block/ram.ts';
+import { createNullDisk } from '../block/null.ts';
+import { openFileDisk } from '../block/file.ts';
+import { openDirectDisk } from '../block/direct.ts';
+import type { IoEngine } from '../block/direct.ts';
+import { createVolatileCache } from '../block/volatile-cache.ts';
 import { openIscsiDevice } from '../iscsi-initiator/device.ts';
 
 export interface OpenBlockDeviceOptions {

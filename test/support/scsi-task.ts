@@ -1,9 +1,9 @@
-// Test helpers for the device server (not exported from the package): a fake transport task whose
+// Test helpers for the SCSI device server's tests: a fake transport task whose
 // data-out buffer is given up front, I_T nexuses, and a block device wrapper that records and delays.
-import type { BlockDevice, BlockDeviceInfo, BlockExtent } from '../block/types.ts';
-import { BlockError, Errno } from '../internal/errors.ts';
-import type { ItNexus, ScsiResult, ScsiTask } from './types.ts';
-import { TaskAttribute } from './types.ts';
+import type { BlockDevice, BlockDeviceInfo, BlockExtent } from '../../src/block/types.ts';
+import { BlockError, Errno } from '../../src/internal/errors.ts';
+import type { ItNexus, ScsiResult, ScsiTask } from '../../src/scsi/types.ts';
+import { TaskAttribute } from '../../src/scsi/types.ts';
 
 /** An I_T nexus the way the iSCSI target would build it. */
 export function makeNexus(name = 'iqn.2026-01.test:init1', isid = 0x800000000001, relativeTargetPort = 1): ItNexus {
