@@ -198,93 +198,81 @@ async function drain(fake: FakeTarget, run: { stop(): void; done: Promise<void> 
   await run.done;
 }
 
-test('QD 32: new commands wait until the target has no more of ours than are waiting, then leave in one write', async () => {
+/** Runs `body` on a device logged in to a fake target that answers only when told (fake.auto off). */
+async function withHeldTarget(body: (fake: FakeTarget, device: IscsiBlockDevice) => Promise<void>, holdMaxMs?: number): Promise<void> {
   const fake = new FakeTarget();
-  const device = await openFake(fake);
+  const device = await openFake(fake, holdMaxMs);
   try {
     fake.auto = false;
-    const run = keepReading(device, 32);
-    await turns();
-    assert.equal(fake.pending.length, 32, 'the first 32 reads go out at once: the target had nothing');
-    // each answer in a read of its own: its completion makes a new command, which waits
-    const before = fake.writes.length;
-    for (let i = 1; i <= 15; i++) {
-      fake.answer(1);
-      await turns();
-      assert.equal(fake.commandsSince(before), 0, `after ${i} answers the target still has ${32 - i} commands: nothing written`);
-    }
+    await body(fake, device);
+  } finally {
+    await device.close();
+  }
+}
+
+test('QD 32: new commands wait until the target has no more of ours than are waiting, then leave in one write', () =>
+  withHeldTarget(async (fake, device) => {
+  const run = keepReading(device, 32);
+  await turns();
+  assert.equal(fake.pending.length, 32, 'the first 32 reads go out at once: the target had nothing');
+  // each answer in a read of its own: its completion makes a new command, which waits
+  const before = fake.writes.length;
+  for (let i = 1; i <= 15; i++) {
     fake.answer(1);
     await turns();
-    // the target has 16 left and 16 wait here: they leave together
-    assert.equal(fake.writes.length - before, 1, 'one write');
-    assert.equal(fake.commandsSince(before), 16, 'with 16 commands');
-    assert.equal(fake.pending.length, 32);
-    await drain(fake, run);
-  } finally {
-    await device.close();
+    assert.equal(fake.commandsSince(before), 0, `after ${i} answers the target still has ${32 - i} commands: nothing written`);
   }
-});
+  fake.answer(1);
+  await turns();
+  // the target has 16 left and 16 wait here: they leave together
+  assert.equal(fake.writes.length - before, 1, 'one write');
+  assert.equal(fake.commandsSince(before), 16, 'with 16 commands');
+  assert.equal(fake.pending.length, 32);
+  await drain(fake, run);
+  }));
 
-test('below a depth of 16 every command is written as soon as it is made', async () => {
-  const fake = new FakeTarget();
-  const device = await openFake(fake);
-  try {
-    fake.auto = false;
-    const run = keepReading(device, 15);
-    await turns();
-    assert.equal(fake.pending.length, 15);
-    for (let i = 0; i < 5; i++) {
-      const before = fake.writes.length;
-      fake.answer(1);
-      await turns();
-      assert.equal(fake.commandsSince(before), 1, `answer ${i + 1}: its new command was written at once`);
-    }
-    await drain(fake, run);
-  } finally {
-    await device.close();
-  }
-});
-
-test('a target sitting on its commands: a held command still leaves within about 10 ms', async () => {
-  const fake = new FakeTarget();
-  const device = await openFake(fake, 10);
-  try {
-    fake.auto = false;
-    const run = keepReading(device, 32);
-    await turns();
+test('below a depth of 16 every command is written as soon as it is made', () =>
+  withHeldTarget(async (fake, device) => {
+  const run = keepReading(device, 15);
+  await turns();
+  assert.equal(fake.pending.length, 15);
+  for (let i = 0; i < 5; i++) {
     const before = fake.writes.length;
     fake.answer(1);
     await turns();
-    assert.equal(fake.commandsSince(before), 0, 'held: the target has 31 commands');
-    const t0 = Date.now();
-    while (fake.commandsSince(before) === 0 && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 2));
-    assert.equal(fake.commandsSince(before), 1, 'the held command was written without any further answer');
-    assert.ok(Date.now() - t0 < 1000, `it took ${Date.now() - t0} ms`);
-    await drain(fake, run);
-  } finally {
-    await device.close();
+    assert.equal(fake.commandsSince(before), 1, `answer ${i + 1}: its new command was written at once`);
   }
-});
+  await drain(fake, run);
+  }));
 
-test('a ping from the target is answered at once, and held commands go with the answer', async () => {
-  const fake = new FakeTarget();
-  const device = await openFake(fake);
-  try {
-    fake.auto = false;
-    const run = keepReading(device, 32);
-    await turns();
-    const before = fake.writes.length;
-    fake.answer(2);
-    await turns();
-    assert.equal(fake.commandsSince(before), 0, 'held');
-    fake.ping();
-    await turns();
-    const after = fake.writes.slice(before);
-    assert.equal(after.length, 1, 'one write');
-    assert.ok(after[0]!.opcodes.includes(0x00), 'with the NOP-Out answer');
-    assert.equal(after[0]!.commands, 2, 'and the two held commands');
-    await drain(fake, run);
-  } finally {
-    await device.close();
-  }
-});
+test('a target sitting on its commands: a held command still leaves within about 10 ms', () =>
+  withHeldTarget(async (fake, device) => {
+  const run = keepReading(device, 32);
+  await turns();
+  const before = fake.writes.length;
+  fake.answer(1);
+  await turns();
+  assert.equal(fake.commandsSince(before), 0, 'held: the target has 31 commands');
+  const t0 = Date.now();
+  while (fake.commandsSince(before) === 0 && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 2));
+  assert.equal(fake.commandsSince(before), 1, 'the held command was written without any further answer');
+  assert.ok(Date.now() - t0 < 1000, `it took ${Date.now() - t0} ms`);
+  await drain(fake, run);
+  }, 10));
+
+test('a ping from the target is answered at once, and held commands go with the answer', () =>
+  withHeldTarget(async (fake, device) => {
+  const run = keepReading(device, 32);
+  await turns();
+  const before = fake.writes.length;
+  fake.answer(2);
+  await turns();
+  assert.equal(fake.commandsSince(before), 0, 'held');
+  fake.ping();
+  await turns();
+  const after = fake.writes.slice(before);
+  assert.equal(after.length, 1, 'one write');
+  assert.ok(after[0]!.opcodes.includes(0x00), 'with the NOP-Out answer');
+  assert.equal(after[0]!.commands, 2, 'and the two held commands');
+  await drain(fake, run);
+  }));

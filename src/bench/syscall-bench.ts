@@ -163,6 +163,8 @@ async function measureCase(spawner: Spawner, device: string, dataPath: DataPath,
     const before = { at: performance.now(), requests: answered(), xen: { ...counts } };
     const perf = await spawner.run('perf', ['stat', '--per-thread', '-e', 'raw_syscalls:sys_enter', '-p', String(process.pid), '--', 'sleep', String(options.seconds)]);
     const after = { at: performance.now(), requests: answered(), xen: { ...counts } };
+    // Read while the ring is connected: once the guest ends, the disk has no data path.
+    const served = vbd.dataPath;
     if (perf.code !== 0) throw new Error(`perf stat failed (${perf.code}): ${perf.stderr.trim() || perf.error}`);
     const { byTid, elapsedSeconds } = parsePerfPerThread(perf.stderr);
     if (!byTid.has(guestTid)) throw new Error(`perf stat did not list the guest's thread ${guestTid}: the counts cannot be split`);
@@ -179,7 +181,7 @@ async function measureCase(spawner: Spawner, device: string, dataPath: DataPath,
     if (requests <= 0) throw new Error(`bench --suite syscalls: no request answered in the window (${dataPath} ${c.rw})`);
     return {
       dataPath,
-      served: vbd.dataPath,
+      served,
       rw: c.rw,
       bs: c.bs,
       iodepth: c.iodepth,

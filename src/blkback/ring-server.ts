@@ -75,6 +75,8 @@ const SPIN_CLOCK_EVERY = 256;
  * frontend that submits without waiting for answers, behind slow I/O): then req_event is armed.
  */
 const UNARMED_MAX_MS = 1;
+/** Requests in flight from which a ring stays unarmed even after a spin saw no new request. */
+const UNARMED_AFTER_MISS = 8;
 
 export interface RingServerOptions {
   readonly ring: SharedRing;
@@ -197,6 +199,8 @@ export class RingServer implements FairRing {
   #unarmed = false;
   #afterAnswersQueued = false;
   #unarmedTimer: NodeJS.Timeout | null = null;
+  /** False for one turn after a spin that saw nothing, with few requests in flight (#afterAnswers). */
+  #mayLeaveUnarmed = true;
   /** Segments of the last request taken: the ring's queue is weighed in turn quanta with it. */
   #lastCost = 1;
 
@@ -235,7 +239,9 @@ export class RingServer implements FairRing {
       }
     }
     this.#unarmed = false;
-    this.#mayLeaveUnarmed = back.unconsumedRequests() !== 0; // none came: arm when this turn drains
+    // None came: the frontend is slow to refill. With few requests in flight the next answer may be
+    // far off, so this turn arms req_event when it drains; with many, the next answer is near.
+    this.#mayLeaveUnarmed = back.unconsumedRequests() !== 0 || this.#inflight >= UNARMED_AFTER_MISS;
     this.#turn();
   };
 
@@ -246,9 +252,6 @@ export class RingServer implements FairRing {
     this.#mayLeaveUnarmed = false;
     this.#turn();
   };
-
-  /** False for one turn after a spin that saw nothing: the frontend is slow to refill, so ask it to notify. */
-  #mayLeaveUnarmed = true;
 
   #alone(): boolean {
     return this.#share === null || this.#o.fairShare!.alone(this.#share);

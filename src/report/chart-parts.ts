@@ -84,3 +84,22 @@ export function emptyNote(plot: Plot, text: string): string {
 export function panelTitle(plot: Plot, y: number, text: string): string {
   return `<text class="panel-title" x="${fmt((plot.left + plot.right) / 2)}" y="${fmt(y)}" font-size="${FONT.panel}" font-weight="bold" text-anchor="middle" fill="#222222">${escapeXml(text)}</text>`;
 }
+
+/**
+ * The opening of a chart: the <svg> element, its accessible title, a white page and the centred
+ * title (and subtitle, when there is one). The caller closes the </svg>.
+ */
+export function chartOpening(width: number, height: number, fontFamily: string, title: string, subtitle?: string, subtitleY = 68): string[] {
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ` +
+      `font-family="${fontFamily}" role="img" aria-label="${escapeXml(title)}">`,
+    `<title>${escapeXml(title)}</title>`,
+    `<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`,
+    `<text class="chart-title" x="${fmt(width / 2)}" y="38" font-size="${FONT.title}" font-weight="bold" text-anchor="middle" fill="#222222">${escapeXml(title)}</text>`,
+  ];
+  if (subtitle !== undefined) {
+    out.push(`<text class="chart-subtitle" x="${fmt(width / 2)}" y="${subtitleY}" font-size="${FONT.subtitle}" text-anchor="middle" fill="#333333">${escapeXml(subtitle)}</text>`);
+  }
+  return out;
+}
+

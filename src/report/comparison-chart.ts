@@ -6,8 +6,7 @@ import { barPanel } from './comparison-bars.ts';
 import type { BarPanelInput } from './comparison-bars.ts';
 import { stepPanel } from './comparison-steps.ts';
 import type { StepPanelInput } from './comparison-steps.ts';
-import { FONT, fmt } from './chart-parts.ts';
-import { escapeXml } from './escape.ts';
+import { chartOpening } from './chart-parts.ts';
 
 export interface ComparisonChartInput {
   readonly title: string;
@@ -33,18 +32,7 @@ export function renderComparisonChart(input: ComparisonChartInput, opts: Compari
   const plotTop = top + 64;
   const plotBottom = height - 90;
 
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ` +
-      `font-family="${CHART_FONT_FAMILY}" role="img" aria-label="${escapeXml(input.title)}">`,
-    `<title>${escapeXml(input.title)}</title>`,
-    `<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`,
-    `<text class="chart-title" x="${fmt(width / 2)}" y="38" font-size="${FONT.title}" font-weight="bold" text-anchor="middle" fill="#222222">${escapeXml(input.title)}</text>`,
-  ];
-  if (input.subtitle !== undefined) {
-    out.push(
-      `<text class="chart-subtitle" x="${fmt(width / 2)}" y="70" font-size="${FONT.subtitle}" text-anchor="middle" fill="#333333">${escapeXml(input.subtitle)}</text>`,
-    );
-  }
+  const out = chartOpening(width, height, CHART_FONT_FAMILY, input.title, input.subtitle, 70);
   out.push(...barPanel(bars, plotTop, plotBottom, input.bars));
   out.push(...stepPanel(time, plotTop, plotBottom, input.time));
   out.push('</svg>');

@@ -3,7 +3,7 @@
 // value), each panel with its goal as a dashed line. Guests double from point to point, so the x
 // axis spaces them evenly (a log2 axis). Pure: input in, SVG text out; svgToPng (png.ts) rasterises it.
 import { CHART_FONT_FAMILY } from './bandwidth-chart.ts';
-import { FONT, backendColour, emptyNote, fmt, frame, panelTitle, textWidth, yAxis, yLabel } from './chart-parts.ts';
+import { FONT, backendColour, chartOpening, emptyNote, fmt, frame, panelTitle, textWidth, yAxis, yLabel } from './chart-parts.ts';
 import type { Box, Plot } from './chart-parts.ts';
 import { escapeXml } from './escape.ts';
 import { formatTick, niceTicks } from './scale.ts';
@@ -55,16 +55,7 @@ export function renderScaleChart(input: ScaleChartInput, opts: ScaleChartOptions
   const top = input.subtitle === undefined ? 60 : 88;
   const guests = [...new Set(input.series.flatMap((s) => s.points.map((p) => p.guests)))].sort((a, b) => a - b);
   const half = width / 2;
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ` +
-      `font-family="${CHART_FONT_FAMILY}" role="img" aria-label="${escapeXml(input.title)}">`,
-    `<title>${escapeXml(input.title)}</title>`,
-    `<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`,
-    `<text class="chart-title" x="${fmt(width / 2)}" y="38" font-size="${FONT.title}" font-weight="bold" text-anchor="middle" fill="#222222">${escapeXml(input.title)}</text>`,
-  ];
-  if (input.subtitle !== undefined) {
-    out.push(`<text class="chart-subtitle" x="${fmt(width / 2)}" y="68" font-size="${FONT.subtitle}" text-anchor="middle" fill="#333333">${escapeXml(input.subtitle)}</text>`);
-  }
+  const out = chartOpening(width, height, CHART_FONT_FAMILY, input.title, input.subtitle);
   out.push(...legend(width / 2, top + 12, input.series));
   const panels: PanelSpec[] = [
     { title: 'Total IOPS', yLabel: 'IOPS (all guests)', value: (p) => p.iops, floor: 0, goal: input.iopsGoal },

@@ -109,35 +109,29 @@ export class GrantCopyPath implements GuestDataPath {
     return deviceWrites ? 'ready' : 'fetch';
   }
 
+  /** A batch of writes' data comes in with one copy call. */
   fetch<R extends SegmentRequest>(requests: readonly R[], count: number, ready: (request: R) => void, failed: (request: R, why: Rejection) => void): void {
-    const ops = this.#ops;
-    for (let i = 0; i < count; i++) this.#appendOps(requests[i]!, false, ops);
-    const status = this.#grants.copy(ops);
-    truncate(ops, 0);
-    let at = 0;
-    for (let i = 0; i < count; i++) {
-      const request = requests[i]!;
-      const why = this.#copyFailure(request, false, status, at);
-      at += request.nseg;
-      if (why === null) ready(request);
-      else failed(request, why);
-    }
+    this.#copyBatch(requests, count, false, ready, failed);
   }
 
   readonly delivers = true;
 
   /** The data of every read in the batch goes out in one copy call. */
   deliver<R extends SegmentRequest>(requests: readonly R[], count: number, delivered: (request: R) => void, failed: (request: R, why: Rejection) => void): void {
+    this.#copyBatch(requests, count, true, delivered, failed);
+  }
+
+  #copyBatch<R extends SegmentRequest>(requests: readonly R[], count: number, toGuest: boolean, done: (request: R) => void, failed: (request: R, why: Rejection) => void): void {
     const ops = this.#ops;
-    for (let i = 0; i < count; i++) this.#appendOps(requests[i]!, true, ops);
+    for (let i = 0; i < count; i++) this.#appendOps(requests[i]!, toGuest, ops);
     const status = this.#grants.copy(ops);
     truncate(ops, 0);
     let at = 0;
     for (let i = 0; i < count; i++) {
       const request = requests[i]!;
-      const why = this.#copyFailure(request, true, status, at);
+      const why = this.#copyFailure(request, toGuest, status, at);
       at += request.nseg;
-      if (why === null) delivered(request);
+      if (why === null) done(request);
       else failed(request, why);
     }
   }

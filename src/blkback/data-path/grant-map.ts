@@ -3,11 +3,11 @@
 import { BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST } from '../../blkif/constants.ts';
 import type { BackendGrants, GrantMapping } from '../../hypervisor/types.ts';
 import type { Rejection } from '../request-validator.ts';
-import { decodeIndirectPage, errorText, grantFailure } from './types.ts';
-import type { Attached, DataPath, GuestDataPath, IndirectRequest, SegmentRequest } from './types.ts';
+import { decodeIndirectPage, errorText, grantFailure, InPlaceDataPath } from './types.ts';
+import type { Attached, DataPath, IndirectRequest, SegmentRequest } from './types.ts';
 import { mergeSegments, truncate } from './segment-views.ts';
 
-export class GrantMapPath implements GuestDataPath {
+export class GrantMapPath extends InPlaceDataPath {
   readonly kind: DataPath = 'map';
   readonly grantsKept = 0;
   readonly #grants: BackendGrants;
@@ -16,6 +16,7 @@ export class GrantMapPath implements GuestDataPath {
   #refs = new Uint32Array(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST);
 
   constructor(grants: BackendGrants, frontendDomid: number) {
+    super();
     this.#grants = grants;
     this.#domid = frontendDomid;
   }
@@ -73,17 +74,6 @@ export class GrantMapPath implements GuestDataPath {
     return 'ready';
   }
 
-  /** Nothing to bring in: the store reads the guest's own pages. */
-  fetch<R extends SegmentRequest>(requests: readonly R[], count: number, ready: (request: R) => void): void {
-    for (let i = 0; i < count; i++) ready(requests[i]!);
-  }
-
-  readonly delivers = false;
-
-  /** Nothing to send out: the store wrote the guest's own pages. */
-  deliver<R extends SegmentRequest>(requests: readonly R[], count: number, delivered: (request: R) => void): void {
-    for (let i = 0; i < count; i++) delivered(requests[i]!);
-  }
 
   release(request: SegmentRequest): void {
     const mapping = request.mapping;

@@ -7,8 +7,8 @@ import type { BackendGrants, GrantMapping } from '../../hypervisor/types.ts';
 import type { Rejection } from '../request-validator.ts';
 import { GrantMapPath } from './grant-map.ts';
 import { mergeSegments, truncate } from './segment-views.ts';
-import { decodeIndirectPage } from './types.ts';
-import type { Attached, DataPath, GuestDataPath, IndirectRequest, SegmentRequest } from './types.ts';
+import { decodeIndirectPage, InPlaceDataPath } from './types.ts';
+import type { Attached, DataPath, IndirectRequest, SegmentRequest } from './types.ts';
 
 /**
  * Grants a ring keeps mapped: Linux xen-blkback's default (xen_blkif_max_pgrants,
@@ -17,7 +17,7 @@ import type { Attached, DataPath, GuestDataPath, IndirectRequest, SegmentRequest
  */
 export const MAX_PERSISTENT_GRANTS = 1056;
 
-export class PersistentGrantPath implements GuestDataPath {
+export class PersistentGrantPath extends InPlaceDataPath {
   readonly kind: DataPath = 'persistent';
   readonly #grants: BackendGrants;
   readonly #domid: number;
@@ -32,6 +32,7 @@ export class PersistentGrantPath implements GuestDataPath {
   readonly #pages: Uint8Array[] = [];
 
   constructor(grants: BackendGrants, frontendDomid: number, limit = MAX_PERSISTENT_GRANTS) {
+    super();
     this.#grants = grants;
     this.#domid = frontendDomid;
     this.#limit = limit;
@@ -66,17 +67,6 @@ export class PersistentGrantPath implements GuestDataPath {
     return 'ready';
   }
 
-  /** Nothing to bring in: the store reads the guest's own pages. */
-  fetch<R extends SegmentRequest>(requests: readonly R[], count: number, ready: (request: R) => void): void {
-    for (let i = 0; i < count; i++) ready(requests[i]!);
-  }
-
-  readonly delivers = false;
-
-  /** Nothing to send out: the store wrote the guest's own pages. */
-  deliver<R extends SegmentRequest>(requests: readonly R[], count: number, delivered: (request: R) => void): void {
-    for (let i = 0; i < count; i++) delivered(requests[i]!);
-  }
 
   /** Kept grants stay; a request that mapped its own lets them go. */
   release(request: SegmentRequest): void {

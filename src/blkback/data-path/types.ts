@@ -98,6 +98,30 @@ export interface GuestDataPath {
   close(): void;
 }
 
+/**
+ * What the mapping paths (grant map, persistent grants) share: the store works in the guest's own
+ * mapped pages, so there is nothing to bring in before a write or send out after a read.
+ */
+export abstract class InPlaceDataPath implements GuestDataPath {
+  abstract readonly kind: DataPath;
+  abstract readonly grantsKept: number;
+  abstract canTakeRequest(): boolean;
+  abstract readIndirect<R extends IndirectRequest>(requests: readonly R[], count: number, read: (request: R) => void, failed: (request: R, why: Rejection) => void): void;
+  abstract attach(request: SegmentRequest, deviceWrites: boolean): Attached | Rejection;
+  abstract release(request: SegmentRequest): void;
+  abstract close(): void;
+
+  readonly delivers = false;
+
+  fetch<R extends SegmentRequest>(requests: readonly R[], count: number, ready: (request: R) => void): void {
+    for (let i = 0; i < count; i++) ready(requests[i]!);
+  }
+
+  deliver<R extends SegmentRequest>(requests: readonly R[], count: number, delivered: (request: R) => void): void {
+    for (let i = 0; i < count; i++) delivered(requests[i]!);
+  }
+}
+
 /** A grant that did not map or copy: the guest's fault, answered BLKIF_RSP_ERROR and counted as bad_grant. */
 export function grantFailure(reason: string): Rejection {
   return rejection(BLKIF_RSP.ERROR, 'bad_grant', reason);
