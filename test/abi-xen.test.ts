@@ -23,13 +23,9 @@ function headersMissing(): Missing | undefined {
 test("abi/xen.ts holds the values of Xen's public headers", (t) => {
   if (stopIfMissing(t, headersMissing())) return;
   const gntst = Object.keys(abi.GNTST);
-  const lines = [
-    'DOMID_FIRST_RESERVED',
-    'DOMID_SELF',
-    'GNTCOPY_source_gref',
-    'GNTCOPY_dest_gref',
-    ...gntst.map((name) => `GNTST_${name}`),
-  ].map((name) => `  printf("${name} %ld\\n", (long)(${name}));`);
+  const lines = ['DOMID_FIRST_RESERVED', 'DOMID_SELF', 'GNTCOPY_source_gref', 'GNTCOPY_dest_gref', ...gntst.map((name) => `GNTST_${name}`)].map(
+    (name) => `  printf("${name} %ld\\n", (long)(${name}));`,
+  );
   const source = [
     '#include <stdio.h>',
     '#include <stdint.h>',

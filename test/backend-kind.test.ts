@@ -60,7 +60,7 @@ test('a second backend under backend/blkback beside the one under backend/vbd, o
     seen.set(type, m);
     waiting.get(type)?.(m);
   };
-  const next = <T,>(type: string): Promise<T> =>
+  const next = <T>(type: string): Promise<T> =>
     seen.has(type) ? Promise.resolve(seen.get(type) as T) : new Promise<T>((resolve) => waiting.set(type, resolve as (m: unknown) => void));
   const params: HotplugParams = { seed: 93, ioBytes: 128 << 10, ioOffset: MiB, hotBytes: MiB, maxWaitMs: 15_000 };
   try {
@@ -94,7 +94,7 @@ test('a second backend under backend/blkback beside the one under backend/vbd, o
       assert.doesNotMatch(list.stdout, /xvda/);
     });
 
-    await t.test("attach refuses a vdev another backend serves, and what it cannot honour", async () => {
+    await t.test('attach refuses a vdev another backend serves, and what it cannot honour', async () => {
       const taken = await blkback(['ctl', '--socket', socket, 'attach', String(d), 'vdev=xvda,target=/dev/kind-spare']);
       assert.equal(taken.code, 1);
       assert.match(taken.stderr, new RegExp(`already has a device xvda \\(${XVDA}\\), served by /local/domain/0/backend/vbd/${d}/${XVDA}`));
@@ -129,7 +129,10 @@ test('a second backend under backend/blkback beside the one under backend/vbd, o
       const detach = await blkback(['ctl', '--socket', socket, 'detach', String(d), 'xvdb']);
       assert.equal(detach.code, 0, detach.stderr);
       assert.ok(Date.now() - started < 5000, `no wait for a guest that is gone (${Date.now() - started} ms)`);
-      assert.ok(logs.some((l) => l.includes('has no frontend left; removing it anyway')), logs.join('\n'));
+      assert.ok(
+        logs.some((l) => l.includes('has no frontend left; removing it anyway')),
+        logs.join('\n'),
+      );
       assert.equal(await host.xs.tryRead(`/local/domain/0/backend/blkback/${d}/${XVDB}/frontend`), undefined);
       assert.equal(ours.vbds.size, 0);
     });
@@ -144,7 +147,10 @@ test('a second backend under backend/blkback beside the one under backend/vbd, o
 test('backend kinds: a bad name is refused, by Blkback and by serve', async () => {
   const host = await SimHost.start({});
   try {
-    assert.throws(() => new Blkback(host.hypervisor.backend(host.xs), { open: host.stores.open, backendKind: 'a/b' }), /backend kind 'a\/b' is not a xenstore directory name/);
+    assert.throws(
+      () => new Blkback(host.hypervisor.backend(host.xs), { open: host.stores.open, backendKind: 'a/b' }),
+      /backend kind 'a\/b' is not a xenstore directory name/,
+    );
   } finally {
     await host.stop();
   }

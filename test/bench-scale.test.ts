@@ -40,7 +40,26 @@ test('bench --suite scale --quick: a row per guest count, every guest reads the 
   try {
     const results = join(dir, 'scale.json');
     const plot = join(dir, 'scale.png');
-    const r = await runCli(['bench', '--suite', 'scale', '--quick', '--seconds', '0.3', '--warmup', '0.1', '--guests', '1,4', '--queues', '1,2', '--workers', '0,2', '--results', results, '--plot', plot]);
+    const r = await runCli([
+      'bench',
+      '--suite',
+      'scale',
+      '--quick',
+      '--seconds',
+      '0.3',
+      '--warmup',
+      '0.1',
+      '--guests',
+      '1,4',
+      '--queues',
+      '1,2',
+      '--workers',
+      '0,2',
+      '--results',
+      results,
+      '--plot',
+      plot,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const report = JSON.parse(readFileSync(results, 'utf8')) as ScaleReport;
 
@@ -48,19 +67,37 @@ test('bench --suite scale --quick: a row per guest count, every guest reads the 
     assert.ok(report.machine.cores >= 1);
     assert.match(report.store, /RAM disk/);
     assert.ok(report.storeAloneIops > 0);
-    assert.deepEqual(report.rows.map((row) => [row.guests, row.queues, row.workers]), [
-      [1, 1, 0],
-      [4, 1, 0],
-      [1, 2, 0],
-      [4, 2, 0],
-      [1, 1, 2],
-      [4, 1, 2],
-      [1, 2, 2],
-      [4, 2, 2],
-    ]);
+    assert.deepEqual(
+      report.rows.map((row) => [row.guests, row.queues, row.workers]),
+      [
+        [1, 1, 0],
+        [4, 1, 0],
+        [1, 2, 0],
+        [4, 2, 0],
+        [1, 1, 2],
+        [4, 1, 2],
+        [1, 2, 2],
+        [4, 2, 2],
+      ],
+    );
     for (const row of report.rows) {
       const what = `${row.guests} guests`;
-      for (const key of ['iops', 'minGuestIops', 'maxGuestIops', 'cpuUsPerIo', 'backendCpuShare', 'processCpuUsPerIo', 'processCpuShare', 'rssPerRing', 'heapPerRing', 'heapPerRingAfterIo', 'rssPerGuest', 'windowSeconds', 'responsesPerGuestWakeup', 'requestsPerGuestNotify'] as const) {
+      for (const key of [
+        'iops',
+        'minGuestIops',
+        'maxGuestIops',
+        'cpuUsPerIo',
+        'backendCpuShare',
+        'processCpuUsPerIo',
+        'processCpuShare',
+        'rssPerRing',
+        'heapPerRing',
+        'heapPerRingAfterIo',
+        'rssPerGuest',
+        'windowSeconds',
+        'responsesPerGuestWakeup',
+        'requestsPerGuestNotify',
+      ] as const) {
         assert.ok(Number.isFinite(row[key]), `${what}: ${key} = ${row[key]}`);
       }
       // NaN (null in JSON) where the kernel keeps no schedstat.
@@ -92,8 +129,20 @@ test('scale chart: a line per series in both panels, goal lines, and a point wit
   const svg = renderScaleChart({
     title: 'scale',
     series: [
-      { label: '1 worker', points: [{ guests: 1, iops: 100, fairness: 1 }, { guests: 4, iops: 90, fairness: null }] },
-      { label: '2 workers', points: [{ guests: 1, iops: 120, fairness: 1 }, { guests: 4, iops: 130, fairness: 1.2 }] },
+      {
+        label: '1 worker',
+        points: [
+          { guests: 1, iops: 100, fairness: 1 },
+          { guests: 4, iops: 90, fairness: null },
+        ],
+      },
+      {
+        label: '2 workers',
+        points: [
+          { guests: 1, iops: 120, fairness: 1 },
+          { guests: 4, iops: 130, fairness: 1.2 },
+        ],
+      },
     ],
     iopsGoal: { value: 90, label: 'goal' },
     fairnessGoal: { value: 1.5, label: 'goal ≤ 1.5' },

@@ -20,12 +20,15 @@ const PERF_STDERR = `
 
 test('perf stat --per-thread output: counts by thread id (names with spaces, thousands separators, not counted) and the window', () => {
   const { byTid, elapsedSeconds } = parsePerfPerThread(PERF_STDERR);
-  assert.deepEqual([...byTid.entries()].sort((a, b) => a[0] - b[0]), [
-    [28234, 2744],
-    [28236, 0],
-    [28237, 1053],
-    [28240, 18],
-  ]);
+  assert.deepEqual(
+    [...byTid.entries()].sort((a, b) => a[0] - b[0]),
+    [
+      [28234, 2744],
+      [28236, 0],
+      [28237, 1053],
+      [28240, 18],
+    ],
+  );
   assert.equal(elapsedSeconds, 1.004150643);
   assert.throws(() => parsePerfPerThread('node-1 5 raw_syscalls:sys_enter\n'), /no elapsed time/);
 });

@@ -42,12 +42,26 @@ test('fioRuntime: fractions of a second reach fio as milliseconds (a bare 0.5 is
 
 test('blkif suite: guest and bare take turns, the first rotating with the round; the order is printed and recorded', async () => {
   const lines: string[] = [];
-  const report = await runBench({ seconds: 0.1, rounds: 2, span: 4 * MiB, cases: [{ rw: 'randread', bs: 4096, iodepth: 1 }], kernel: false, progress: (l) => lines.push(l) });
-  const order = (round: number): BlkifPath[] => report.results.filter((r) => r.round === round).sort((a, b) => a.position - b.position).map((r) => r.path);
+  const report = await runBench({
+    seconds: 0.1,
+    rounds: 2,
+    span: 4 * MiB,
+    cases: [{ rw: 'randread', bs: 4096, iodepth: 1 }],
+    kernel: false,
+    progress: (l) => lines.push(l),
+  });
+  const order = (round: number): BlkifPath[] =>
+    report.results
+      .filter((r) => r.round === round)
+      .sort((a, b) => a.position - b.position)
+      .map((r) => r.path);
   assert.deepEqual(order(1), ['guest', 'bare']);
   assert.deepEqual(order(2), ['bare', 'guest']);
   // Results are in the order they ran.
-  assert.deepEqual(report.results.map((r) => `${r.round}:${r.path}`), ['1:guest', '1:bare', '2:bare', '2:guest']);
+  assert.deepEqual(
+    report.results.map((r) => `${r.round}:${r.path}`),
+    ['1:guest', '1:bare', '2:bare', '2:guest'],
+  );
   assert.ok(lines.includes('path order, round 1: guest, bare'), lines.join('\n'));
   assert.ok(lines.includes('path order, round 2: bare, guest'), lines.join('\n'));
   assert.match(report.accounting, /guest and bare count completions.*--gtod_reduce=1/);
@@ -73,7 +87,10 @@ test('runner suite: our runner and fio take turns, the first rotating; both do f
   if (stopIfMissing(t, fioMissing())) return;
   const lines: string[] = [];
   const report = await runRunnerBench({ seconds: 0.3, rounds: 2, progress: (l) => lines.push(l) });
-  assert.deepEqual(report.results.map((r) => `${r.round}:${r.position}:${r.path}`), ['1:1:runner', '1:2:fio-null', '2:1:fio-null', '2:2:runner']);
+  assert.deepEqual(
+    report.results.map((r) => `${r.round}:${r.position}:${r.path}`),
+    ['1:1:runner', '1:2:fio-null', '2:1:fio-null', '2:2:runner'],
+  );
   assert.ok(lines.includes('[runner] path order, round 2: fio-null, runner'), lines.join('\n'));
   assert.match(report.job, /^runtime=300ms$/m);
   assert.match(report.accounting, /full on both/);
@@ -87,7 +104,10 @@ test('runner suite: our runner and fio take turns, the first rotating; both do f
 test('reproduce: phy and file take turns, the first rotating run by run; the order is printed and recorded', async (t) => {
   const out = mkdtempSync(join(tmpdir(), 'yardstick-reproduce-'));
   t.after(() => rmSync(out, { recursive: true, force: true }));
-  const cfg = (name: string, disk: string): { path: string; text: string } => ({ path: `${name}.cfg`, text: `name = "${name}"\nmemory = 64\ndisk = [ '${disk}:/dev/sdb,xvda,w' ]\n` });
+  const cfg = (name: string, disk: string): { path: string; text: string } => ({
+    path: `${name}.cfg`,
+    text: `name = "${name}"\nmemory = 64\ndisk = [ '${disk}:/dev/sdb,xvda,w' ]\n`,
+  });
   const lines: string[] = [];
   const outcome = await runExperiment({
     jobFiles: [{ path: 'jobs/tiny.fio', text: '[tiny]\nfilename=/dev/xvda\nrw=randread\nbs=4k\niodepth=1\n' }],
@@ -99,12 +119,25 @@ test('reproduce: phy and file take turns, the first rotating run by run; the ord
     outDir: out,
     progress: (l) => lines.push(l),
   });
-  assert.deepEqual(outcome.records.map((r) => `${r.run}:${r.position}:${r.backend}`), ['1:1:phy', '1:2:file', '2:1:file', '2:2:phy', '3:1:phy', '3:2:file']);
+  assert.deepEqual(
+    outcome.records.map((r) => `${r.run}:${r.position}:${r.backend}`),
+    ['1:1:phy', '1:2:file', '2:1:file', '2:2:phy', '3:1:phy', '3:2:file'],
+  );
   assert.ok(lines.includes('tiny: backend order, run 2: file, phy'), lines.join('\n'));
-  assert.ok(outcome.notes.some((n) => /first rotating with the run/.test(n)), outcome.notes.join('\n'));
+  assert.ok(
+    outcome.notes.some((n) => /first rotating with the run/.test(n)),
+    outcome.notes.join('\n'),
+  );
   // 0.1 s asked: runtime=0.1 would read as 0, and time_based without a runtime runs to size instead.
   for (const r of outcome.records) {
-    assert.ok(r.results.every((j) => j.error === 0), `${r.backend} run ${r.run} failed`);
-    assert.deepEqual(r.jobs.map((j) => [j.runtimeUs, j.timeBased]), [[100_000, true]], `${r.backend} run ${r.run}: the job's runtime`);
+    assert.ok(
+      r.results.every((j) => j.error === 0),
+      `${r.backend} run ${r.run} failed`,
+    );
+    assert.deepEqual(
+      r.jobs.map((j) => [j.runtimeUs, j.timeBased]),
+      [[100_000, true]],
+      `${r.backend} run ${r.run}: the job's runtime`,
+    );
   }
 });

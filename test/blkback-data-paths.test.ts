@@ -132,7 +132,12 @@ function attached(result: 'ready' | 'fetch' | Rejection): 'ready' | 'fetch' {
 /** Runs deliver on one read and says how it ended. */
 function deliverOne(path: GuestDataPath, r: Req): Rejection | null {
   let outcome: Rejection | null | undefined;
-  path.deliver([r], 1, () => (outcome = null), (_r, why) => (outcome = why));
+  path.deliver(
+    [r],
+    1,
+    () => (outcome = null),
+    (_r, why) => (outcome = why),
+  );
   assert.notEqual(outcome, undefined, 'deliver answered the request');
   return outcome!;
 }
@@ -153,7 +158,12 @@ class IndirectReq implements IndirectRequest {
 /** Reads a batch of indirect lists; the outcome of each, in the order the path answered. */
 function readLists(path: GuestDataPath, requests: readonly IndirectReq[]): [IndirectReq, Rejection | null][] {
   const answered: [IndirectReq, Rejection | null][] = [];
-  path.readIndirect(requests, requests.length, (r) => answered.push([r, null]), (r, why) => answered.push([r, why]));
+  path.readIndirect(
+    requests,
+    requests.length,
+    (r) => answered.push([r, null]),
+    (r, why) => answered.push([r, why]),
+  );
   return answered;
 }
 
@@ -179,7 +189,12 @@ function assertList(list: SegmentList, count: number, base: number): void {
 /** Runs fetch on one request and says how it ended. */
 function fetchOne(path: GuestDataPath, r: Req): Rejection | null {
   let outcome: Rejection | null | undefined;
-  path.fetch([r], 1, () => (outcome = null), (_r, why) => (outcome = why));
+  path.fetch(
+    [r],
+    1,
+    () => (outcome = null),
+    (_r, why) => (outcome = why),
+  );
   assert.notEqual(outcome, undefined, 'fetch answered the request');
   return outcome!;
 }
@@ -230,7 +245,14 @@ for (const kind of ['map', 'persistent', 'copy'] as const) {
     const { g, path } = setup(kind);
     g.grant(40, 20, true);
     const cases: [string, Req, boolean][] = [
-      ['unknown ref, read', new Req([[1, 0, 7], [999, 0, 7]]), true],
+      [
+        'unknown ref, read',
+        new Req([
+          [1, 0, 7],
+          [999, 0, 7],
+        ]),
+        true,
+      ],
       ['unknown ref, write', new Req([[999, 0, 7]]), false],
       ['read into a read-only grant', new Req([[40, 0, 7]]), true],
     ];
@@ -264,7 +286,10 @@ for (const kind of ['map', 'persistent', 'copy'] as const) {
 
 test('map: each request maps its own grants and release unmaps them', () => {
   const { g, path } = setup('map');
-  const r = new Req([[1, 0, 7], [2, 0, 7]]);
+  const r = new Req([
+    [1, 0, 7],
+    [2, 0, 7],
+  ]);
   attached(path.attach(r, true));
   assert.equal(g.liveMappings, 1);
   assert.equal(r.iov.length, 1, 'frames 1 and 2 follow each other: one vector entry');
@@ -278,17 +303,26 @@ test('persistent: a grant is mapped once and kept; past the limit requests map p
   const g = new FakeGrants();
   for (let ref = 1; ref <= 32; ref++) g.grant(ref, ref);
   const path = new PersistentGrantPath(g, GUEST, 3);
-  const first = new Req([[1, 0, 7], [2, 0, 7]]);
+  const first = new Req([
+    [1, 0, 7],
+    [2, 0, 7],
+  ]);
   attached(path.attach(first, false));
   path.release(first);
   assert.equal(path.grantsKept, 2);
   const maps = g.maps;
-  const again = new Req([[2, 0, 7], [1, 0, 7]]);
+  const again = new Req([
+    [2, 0, 7],
+    [1, 0, 7],
+  ]);
   attached(path.attach(again, true));
   path.release(again);
   assert.equal(g.maps, maps, 'kept grants cost no map call');
   // Two new grants would pass the limit of 3: this request maps its own, and release unmaps it.
-  const over = new Req([[5, 0, 7], [6, 0, 7]]);
+  const over = new Req([
+    [5, 0, 7],
+    [6, 0, 7],
+  ]);
   attached(path.attach(over, true));
   assert.notEqual(over.mapping, null);
   assert.equal(path.grantsKept, 2);
@@ -315,12 +349,25 @@ test('copy: bounce pages, writes fetched in one batch, and no more requests take
   assert.ok(path.canTakeRequest(), 'a released request gives its pages back');
   for (const r of held) path.release(r);
   fillGuest(g, [1, 2, 3, 4], 3);
-  const writes = [new Req([[1, 0, 7]]), new Req([[2, 0, 3], [3, 4, 7]]), new Req([[999, 0, 7]]), new Req([[4, 0, 7]])];
+  const writes = [
+    new Req([[1, 0, 7]]),
+    new Req([
+      [2, 0, 3],
+      [3, 4, 7],
+    ]),
+    new Req([[999, 0, 7]]),
+    new Req([[4, 0, 7]]),
+  ];
   for (const r of writes) assert.equal(attached(path.attach(r, false)), 'fetch');
   const calls = g.copyCalls;
   const ready: Req[] = [];
   const failed: Req[] = [];
-  path.fetch(writes, writes.length, (r) => ready.push(r), (r) => failed.push(r));
+  path.fetch(
+    writes,
+    writes.length,
+    (r) => ready.push(r),
+    (r) => failed.push(r),
+  );
   assert.equal(g.copyCalls, calls + 1, 'one copy call for the whole batch');
   assert.deepEqual(ready, [writes[0], writes[1], writes[3]], 'in order, the bad one left out');
   assert.deepEqual(failed, [writes[2]]);
@@ -339,8 +386,15 @@ for (const kind of ['map', 'persistent', 'copy'] as const) {
     const bad = new IndirectReq(Uint32Array.of(999), 1, 12);
     const c = new IndirectReq(Uint32Array.of(16), 1, 12);
     const answered = readLists(path, [a, bad, b, c]);
-    assert.deepEqual(answered.map(([r]) => r), [a, bad, b, c], 'each answered once, in order');
-    assert.deepEqual(answered.map(([, why]) => why?.kind ?? null), [null, 'bad_grant', null, null]);
+    assert.deepEqual(
+      answered.map(([r]) => r),
+      [a, bad, b, c],
+      'each answered once, in order',
+    );
+    assert.deepEqual(
+      answered.map(([, why]) => why?.kind ?? null),
+      [null, 'bad_grant', null, null],
+    );
     assertList(a.segmentList, 40, 2000);
     assertList(b.segmentList, 520, 3000);
     assertList(c.segmentList, 12, 4000);
@@ -374,13 +428,18 @@ test('map: the lists of a batch come from one mapping, unmapped before anyone is
   const maps = g.maps;
   let liveAtAnswer = -1;
   const requests = [new IndirectReq(Uint32Array.of(13), 1, 40), new IndirectReq(Uint32Array.of(14), 1, 40)];
-  path.readIndirect(requests, 2, () => (liveAtAnswer = g.liveMappings), () => assert.fail('refused'));
+  path.readIndirect(
+    requests,
+    2,
+    () => (liveAtAnswer = g.liveMappings),
+    () => assert.fail('refused'),
+  );
   assert.equal(g.maps, maps + 1, 'one map call for the batch');
   assert.equal(liveAtAnswer, 0);
   assertList(requests[1]!.segmentList, 40, 3000);
 });
 
-test('copy: the reads completed together go out with one copy call, each answered after its data is the guest\'s', () => {
+test("copy: the reads completed together go out with one copy call, each answered after its data is the guest's", () => {
   const { g, path } = setup('copy');
   fillGuest(g, [1, 2, 3], 4);
   const reads = [new Req([[1, 0, 7]]), new Req([[2, 2, 5]]), new Req([[999, 0, 7]]), new Req([[3, 0, 7]])];
@@ -396,13 +455,23 @@ test('copy: the reads completed together go out with one copy call, each answere
     (r) => {
       // The data is in guest memory when the request is answered.
       const frame = r.segGref[0]!;
-      assert.ok(g.frame(frame).subarray(r.segFirst[0]! * 512, (r.segLast[0]! + 1) * 512).every((b) => b === 0xa0 + reads.indexOf(r)));
+      assert.ok(
+        g
+          .frame(frame)
+          .subarray(r.segFirst[0]! * 512, (r.segLast[0]! + 1) * 512)
+          .every((b) => b === 0xa0 + reads.indexOf(r)),
+      );
       answered.push([r, null]);
     },
     (r, why) => answered.push([r, why.kind]),
   );
   assert.equal(g.copyCalls, calls + 1, 'one copy call for the batch');
-  assert.deepEqual(answered, [[reads[0], null], [reads[1], null], [reads[2], 'bad_grant'], [reads[3], null]]);
+  assert.deepEqual(answered, [
+    [reads[0], null],
+    [reads[1], null],
+    [reads[2], 'bad_grant'],
+    [reads[3], null],
+  ]);
   // Outside the second read's sectors its frame is as it was.
   const page = Buffer.from(g.frame(2));
   const expect = Buffer.alloc(PAGE_SIZE);

@@ -54,7 +54,6 @@ async function guestDiscards(host: SimHost, name: string, d: GuestDisk): Promise
   return (await g.result) as DiscardResult;
 }
 
-
 for (const [label, dir, backendtype] of [
   ['file: (qdisk) store on tmpfs', '/dev/shm', 'qdisk'],
   ['phy: (O_DIRECT) store on a regular file in /tmp', '/tmp', 'phy'],
@@ -72,7 +71,7 @@ for (const [label, dir, backendtype] of [
       assert.equal(r.granularity, 4096, 'discard-granularity is the filesystem block');
       assert.ok(r.holeIsZero, 'the guest reads zeroes back from the discarded range');
       assert.ok(r.restKept, 'and its data around it');
-      assert.equal(statSync(image).blocks, 2 * MiB / 512, 'the host file holds only the 2 MiB not discarded');
+      assert.equal(statSync(image).blocks, (2 * MiB) / 512, 'the host file holds only the 2 MiB not discarded');
       const bytes = await readFile(image);
       assert.ok(bytes.subarray(MiB, 3 * MiB).every((x) => x === 0) && bytes.subarray(0, MiB).every((x) => x === 0x5a));
       const check = await openFileDisk(image, { readOnly: true });
@@ -93,7 +92,7 @@ for (const [label, dir, backendtype] of [
   });
 }
 
-test('phy: store on a loop device: the guest\'s discard becomes BLKDISCARD and punches the backing file', async (t) => {
+test("phy: store on a loop device: the guest's discard becomes BLKDISCARD and punches the backing file", async (t) => {
   if (stopIfMissing(t, ffiMissing('fallocate and the block ioctls', fsExtraProblem()))) return;
   const scratch = scratchLoop(t, 'discard', 8 * MiB);
   if (scratch === null) return;
@@ -101,7 +100,7 @@ test('phy: store on a loop device: the guest\'s discard becomes BLKDISCARD and p
   try {
     const r = await guestDiscards(host, 'discard-loop', disk(scratch.device, 'phy'));
     assert.deepEqual(r, { canDiscard: true, granularity: 4096, holeIsZero: true, restKept: true });
-    assert.equal(statSync(scratch.image).blocks, 2 * MiB / 512, 'the backing file has the hole');
+    assert.equal(statSync(scratch.image).blocks, (2 * MiB) / 512, 'the backing file has the hole');
   } finally {
     await host.stop();
     scratch.drop();

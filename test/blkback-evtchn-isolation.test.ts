@@ -39,7 +39,10 @@ async function beside(host: SimHost, round: number, mode: VandalParams['mode']):
     io: { rw: 'randread', bs: 4096, iodepth: 16, seconds: 1, span: 16 << 20, seed: 11 + round },
     verify: { operations: 600, iodepth: 16, maxBytes: 64 << 10, seed: 12 + round, length: 8 << 20, offset: 16 << 20 },
   };
-  const g = await host.createGuest({ name: `good-${mode}-${round}`, memoryMiB: 32, disks: [{ target: 'good', vdev: 'xvda', readOnly: false, backendtype: 'phy' }] }, { workload: GOOD, params: goodParams });
+  const g = await host.createGuest(
+    { name: `good-${mode}-${round}`, memoryMiB: 32, disks: [{ target: 'good', vdev: 'xvda', readOnly: false, backendtype: 'phy' }] },
+    { workload: GOOD, params: goodParams },
+  );
   try {
     const good = (await withTimeout(g.result, 20_000, `the neighbour of the ${mode} guest`)) as GoodGuestResult;
     return { good, vandal: await stopGuest() };

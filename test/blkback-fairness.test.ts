@@ -175,7 +175,11 @@ async function alternate(host: SimHost, label: string): Promise<Phases> {
     burner.set(PAUSE);
     const result = (await withTimeout(good.result, 30_000, `good-${label}`)) as GoodGuestResult;
     assert.ok(result.io.ios > 1000, `the good guest did I/O (${result.io.ios})`);
-    assert.deepEqual(Object.values(vbd.stats.errors).filter((n) => n > 0), [], 'no errors on the good guest');
+    assert.deepEqual(
+      Object.values(vbd.stats.errors).filter((n) => n > 0),
+      [],
+      'no errors on the good guest',
+    );
   } finally {
     const load = (await flooder.stop()) as LoadResult;
     await burner.stop();
@@ -276,7 +280,10 @@ for (const hogged of [false, true]) {
           `${label}: the flooder got ${Math.round(wc.alone)} segments/s alone, ${Math.round(wc.beside)} beside a guest reading 4 KiB a millisecond (${Math.round(wc.lightIops)} IOPS): ${Math.round((wc.beside / wc.alone) * 100)}%`,
         );
       }
-      assert.ok(kept >= MIN_WORK_CONSERVED, `${label}: beside a guest that needs little the flooder kept ${Math.round(kept * 100)}% of the service it had alone`);
+      assert.ok(
+        kept >= MIN_WORK_CONSERVED,
+        `${label}: beside a guest that needs little the flooder kept ${Math.round(kept * 100)}% of the service it had alone`,
+      );
     } finally {
       await withTimeout(host.stop(), 15_000, 'host.stop');
       if (hog !== null) await stopHog(hog);

@@ -44,7 +44,11 @@ async function patternDisk(size: number, seed: number): Promise<BlockDevice> {
 }
 
 for (const dataPath of DATA_PATHS) {
-  test(`blkback acts on one copy of what a racing guest wrote, on data path ${dataPath}: indirect lists, ring slots, grants revoked mid-I/O`, { timeout: 60_000 }, (t) => raceRun(t, dataPath));
+  test(
+    `blkback acts on one copy of what a racing guest wrote, on data path ${dataPath}: indirect lists, ring slots, grants revoked mid-I/O`,
+    { timeout: 60_000 },
+    (t) => raceRun(t, dataPath),
+  );
 }
 
 async function raceRun(t: TestContext, dataPath: DataPath): Promise<void> {
@@ -55,7 +59,10 @@ async function raceRun(t: TestContext, dataPath: DataPath): Promise<void> {
     // The slot attack's store answers only while the guest's gate word is open (see race-slot.ts).
     let gate: Int32Array | undefined;
     host.registerStore('race-indirect', slowStore(await patternDisk(8 << 20, diskSeeds.indirect), RACE_DELAY_MS));
-    host.registerStore('race-slot', gatedStore(await patternDisk(4 << 20, diskSeeds.slot), () => gate));
+    host.registerStore(
+      'race-slot',
+      gatedStore(await patternDisk(4 << 20, diskSeeds.slot), () => gate),
+    );
     host.registerStore('race-revoke', slowStore(await patternDisk(1 << 20, diskSeeds.revoke), REVOKE_DELAY_MS));
     const vdevs = { indirect: 'xvdb', slot: 'xvdc', revoke: 'xvdd' } as const;
     const params: RaceParams = {
@@ -86,7 +93,11 @@ async function raceRun(t: TestContext, dataPath: DataPath): Promise<void> {
     );
     domid = guest.domid;
     for (const [key, vdev] of Object.entries(vdevs)) await attachRawDisk(host, domid, { target: `race-${key}`, vdev, readOnly: false });
-    await withTimeout(Promise.race([isConnected, guest.result.then(() => assert.fail('the racing guest finished before connecting'))]), 15_000, 'race guest setup');
+    await withTimeout(
+      Promise.race([isConnected, guest.result.then(() => assert.fail('the racing guest finished before connecting'))]),
+      15_000,
+      'race guest setup',
+    );
     const vbdOf = (vdev: string) => {
       const v = host.blkback.vbds.get(`${domid}/${vdevToDeviceId(vdev)}`);
       assert.ok(v !== undefined, `blkback serves ${vdev}`);

@@ -153,7 +153,11 @@ function checkNeighbour(r: Beside<unknown>): void {
   assert.equal(verify.mismatches, 0, verify.firstMismatches.join('\n'));
   assert.ok(verify.reads > 0 && verify.writes > 0, 'the neighbour did verified reads and writes');
   assert.ok(r.good.io.ios > 0, 'the neighbour did random I/O beside the hostile guest');
-  assert.deepEqual(Object.values(r.goodVbd.stats.errors).reduce((a, b) => a + b, 0), 0, 'no errors on the neighbour');
+  assert.deepEqual(
+    Object.values(r.goodVbd.stats.errors).reduce((a, b) => a + b, 0),
+    0,
+    'no errors on the neighbour',
+  );
 }
 
 test('blkback beside guests that storm the event channel and never consume responses', { timeout: 180_000 }, async (t: TestContext) => {
@@ -193,7 +197,11 @@ test('blkback beside guests that storm the event channel and never consume respo
       assert.ok(r.rssGrowth < MAX_RSS_GROWTH, `the backend process grew ${(r.rssGrowth / MiB).toFixed(1)} MiB during the storm`);
       assert.ok(r.retainedGrowth < MAX_RETAINED, `the backend kept ${(r.retainedGrowth / MiB).toFixed(2)} MiB after ${s.delivered} events`);
       assert.equal(r.hostileVbd.halted, false);
-      assert.equal(Object.values(r.hostileVbd.stats.errors).reduce((a, b) => a + b, 0), 0, 'notifies alone are no error');
+      assert.equal(
+        Object.values(r.hostileVbd.stats.errors).reduce((a, b) => a + b, 0),
+        0,
+        'notifies alone are no error',
+      );
     });
 
     await t.test('a guest that never consumes responses and keeps its ring full', async (st) => {

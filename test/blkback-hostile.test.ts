@@ -111,7 +111,11 @@ function isErrorLine(line: string): boolean {
 }
 
 for (const run of RUNS) {
-  test(`blkback survives a hostile guest on data path ${run.dataPath}: malformed requests, ring overflow, flood and shared-memory scribbling`, { timeout: 90_000 }, (t) => hostileRun(t, run));
+  test(
+    `blkback survives a hostile guest on data path ${run.dataPath}: malformed requests, ring overflow, flood and shared-memory scribbling`,
+    { timeout: 90_000 },
+    (t) => hostileRun(t, run),
+  );
 }
 
 async function hostileRun(t: TestContext, run: (typeof RUNS)[number]): Promise<void> {
@@ -176,7 +180,11 @@ async function hostileRun(t: TestContext, run: (typeof RUNS)[number]): Promise<v
     await attachRawDisk(host, domid, { target: 'h-ro', vdev: vdevs.readOnly, readOnly: true });
     await attachRawDisk(host, domid, { target: 'h-overflow', vdev: vdevs.overflow, readOnly: false });
     await attachRawDisk(host, domid, { target: 'h-scribble', vdev: vdevs.scribble, readOnly: false });
-    await withTimeout(Promise.race([isAttacking, hostile.result.then(() => assert.fail('the hostile guest finished before attacking'))]), 15_000, 'hostile setup');
+    await withTimeout(
+      Promise.race([isAttacking, hostile.result.then(() => assert.fail('the hostile guest finished before attacking'))]),
+      15_000,
+      'hostile setup',
+    );
 
     const vbdOf = (vdev: string): Vbd => {
       const v = host.blkback.vbds.get(`${domid}/${vdevToDeviceId(vdev)}`);
@@ -289,7 +297,10 @@ async function hostileRun(t: TestContext, run: (typeof RUNS)[number]): Promise<v
 
     // ------------------------------------------------------------ afterwards: the backend is healthy
     host.registerStore('fresh', createRamDisk(8 << 20));
-    const fresh = await host.createGuest({ name: 'fresh', memoryMiB: 32, disks: [disk('fresh')] }, { workload: VERIFY, params: { operations: 400, iodepth: 16, seed: 99 } });
+    const fresh = await host.createGuest(
+      { name: 'fresh', memoryMiB: 32, disks: [disk('fresh')] },
+      { workload: VERIFY, params: { operations: 400, iodepth: 16, seed: 99 } },
+    );
     const fr = (await withTimeout(fresh.result, 20_000, 'fresh guest')) as VerifyResult;
     assert.equal(fr.mismatches, 0, fr.firstMismatches.join('\n'));
     assert.ok(fr.reads > 0 && fr.writes > 0);

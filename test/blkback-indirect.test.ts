@@ -47,7 +47,11 @@ test('indirect requests: I/O up to 128 KiB is one ring request each, and the dat
     // (The workload's final read-back adds requests of its own.)
     assert.ok(r.front.indirect >= r.operations, `indirect ${r.front.indirect} of ${r.front.requests} requests, ${r.operations} I/Os`);
     const stats = host.blkback.vbds.get(`${g.domid}/${XVDA}`)!.stats;
-    assert.equal(Object.values(stats.errors).reduce((a, b) => a + b, 0), 0, 'no request was refused');
+    assert.equal(
+      Object.values(stats.errors).reduce((a, b) => a + b, 0),
+      0,
+      'no request was refused',
+    );
     assert.equal(stats.rd_req + stats.wr_req, r.front.requests);
   } finally {
     await host.stop();

@@ -56,7 +56,7 @@ test('partial segments merge only where the bytes continue', () => {
   ]);
 });
 
-test('a lone whole page is handed over as the mapping\'s own view', () => {
+test("a lone whole page is handed over as the mapping's own view", () => {
   const p = page(9);
   const iov = merge([p], [0], [7]);
   assert.equal(iov.length, 1);

@@ -259,11 +259,13 @@ async function runCampaign(
     addAudit(s.audit, audit);
 
     const guestFlushes = records.flushes;
-    if (guestFlushes.length !== rig.flushes.length) s.mismatched.push(`epoch ${epoch}: guest issued ${guestFlushes.length} flushes, the store saw ${rig.flushes.length}`);
+    if (guestFlushes.length !== rig.flushes.length)
+      s.mismatched.push(`epoch ${epoch}: guest issued ${guestFlushes.length} flushes, the store saw ${rig.flushes.length}`);
     for (let k = 0; k < Math.min(guestFlushes.length, rig.flushes.length); k++) {
       const atStore = rig.flushes[k]!;
       const inGuest = guestFlushes[k]!;
-      if (inGuest.ok !== atStore.ok) s.mismatched.push(`epoch ${epoch} flush ${k}: the store answered ${atStore.ok ? 'OK' : 'an error'}, the guest saw ${inGuest.ok ? 'OKAY' : 'ERROR'}`);
+      if (inGuest.ok !== atStore.ok)
+        s.mismatched.push(`epoch ${epoch} flush ${k}: the store answered ${atStore.ok ? 'OK' : 'an error'}, the guest saw ${inGuest.ok ? 'OKAY' : 'ERROR'}`);
       if (atStore.ok) s.flushesOk++;
       else s.flushesFailed++;
       if (atStore.inFlightAtCut) {
@@ -300,7 +302,10 @@ function assertHonest(s: Summary, label: string): void {
   assert.ok(a.droppedUnpromised > 0, `${label}: cuts dropped unflushed writes (the cache was volatile)`);
   assert.ok(s.cuts.writeback > 0 && s.cuts['base-flush'] > 0 && s.cuts.op > 0, `${label}: cuts landed at every kind of point: ${JSON.stringify(s.cuts)}`);
   assert.ok(s.inFlightAtCut > 0, `${label}: some cuts caught a flush in flight`);
-  assert.ok(s.flushesOk > 0 && s.failedAfterCut > 0, `${label}: flushes succeeded (${s.flushesOk}) and, after cuts that lost data, failed (${s.failedAfterCut})`);
+  assert.ok(
+    s.flushesOk > 0 && s.failedAfterCut > 0,
+    `${label}: flushes succeeded (${s.flushesOk}) and, after cuts that lost data, failed (${s.failedAfterCut})`,
+  );
   assert.ok(s.epochsLosingData > 0, `${label}: some cuts dropped acknowledged writes`);
 }
 

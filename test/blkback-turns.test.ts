@@ -164,7 +164,11 @@ for (const batched of [true, false]) {
       const g = await host.createGuest(
         { name: 'big-turns', memoryMiB: 64, disks: [{ target: 'ram', vdev: 'xvda', readOnly: false, backendtype: 'phy' }] },
         // Linux's blkfront defaults: a one-page ring (32 slots) and 32 indirect segments.
-        { workload: VERIFY, params: { operations: 1500, iodepth: 32, minBytes: 64 << 10, maxBytes: 64 << 10, seed: 7 }, front: { ringPageOrder: 0, maxIndirectSegments: 32 } },
+        {
+          workload: VERIFY,
+          params: { operations: 1500, iodepth: 32, minBytes: 64 << 10, maxBytes: 64 << 10, seed: 7 },
+          front: { ringPageOrder: 0, maxIndirectSegments: 32 },
+        },
       );
       const r = (await g.result) as VerifyResult;
       assert.equal(r.mismatches, 0, r.firstMismatches.join('\n'));
@@ -188,7 +192,11 @@ test('a ring nearly full of requests in flight is refilled several slots a turn,
     const g = await host.createGuest(
       { name: 'refill', memoryMiB: 64, disks: [{ target: 'ram', vdev: 'xvda', readOnly: false, backendtype: 'phy' }] },
       // twice as many I/Os outstanding as the 32-slot ring holds
-      { workload: VERIFY, params: { operations: 400, iodepth: 64, minBytes: 4096, maxBytes: 4096, seed: 8 }, front: { ringPageOrder: 0, maxIndirectSegments: 32 } },
+      {
+        workload: VERIFY,
+        params: { operations: 400, iodepth: 64, minBytes: 4096, maxBytes: 4096, seed: 8 },
+        front: { ringPageOrder: 0, maxIndirectSegments: 32 },
+      },
     );
     const r = (await g.result) as VerifyResult & { front: BlkfrontStats };
     assert.equal(r.mismatches, 0, r.firstMismatches.join('\n'));

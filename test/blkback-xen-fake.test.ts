@@ -160,7 +160,15 @@ class GuestFrontend {
     });
     await waitForNode(xs, `${backend}/state`, String(XenbusState.Connected), 'the backend to reach Connected');
     this.sectors = Number(await xs.read(`${backend}/sectors`));
-    for (const key of ['feature-flush-cache', 'feature-barrier', 'feature-max-indirect-segments', 'feature-persistent', 'sector-size', 'physical-sector-size', 'info']) {
+    for (const key of [
+      'feature-flush-cache',
+      'feature-barrier',
+      'feature-max-indirect-segments',
+      'feature-persistent',
+      'sector-size',
+      'physical-sector-size',
+      'info',
+    ]) {
       this.features[key] = await xs.tryRead(`${backend}/${key}`);
     }
     await xs.write(`${FE}/state`, String(XenbusState.Connected));
@@ -278,7 +286,9 @@ class GuestFrontend {
         if (this.#waiters.size === 0 || this.#ring.finalCheckForResponses()) continue;
         while (this.domain.notifications(this.port) === seen) {
           if (Date.now() > deadline) {
-            const error = new Error(`no event from the backend on port ${this.port} for ${this.#waiters.size} outstanding request(s) (rsp_prod ${this.#ring.ring.rspProd}, rsp_cons ${this.#ring.rspCons})`);
+            const error = new Error(
+              `no event from the backend on port ${this.port} for ${this.#waiters.size} outstanding request(s) (rsp_prod ${this.#ring.ring.rspProd}, rsp_cons ${this.#ring.rspCons})`,
+            );
             for (const w of this.#waiters.values()) w.reject(error);
             this.#waiters.clear();
             return;
@@ -344,7 +354,10 @@ function gather(kernel: GuestKernel, segs: readonly Segment[], label: string): U
     const end = (s.last + 1) * SECTOR_SIZE;
     out.set(page.subarray(start, end), at);
     at += end - start;
-    assert.ok(page.subarray(0, start).every((b) => b === CANARY) && page.subarray(end).every((b) => b === CANARY), `${label}: segment ${i} wrote outside sectors ${s.first}..${s.last}`);
+    assert.ok(
+      page.subarray(0, start).every((b) => b === CANARY) && page.subarray(end).every((b) => b === CANARY),
+      `${label}: segment ${i} wrote outside sectors ${s.first}..${s.last}`,
+    );
   });
   return out;
 }
@@ -385,11 +398,25 @@ async function libxlCreatesDisk(xs: XenstoreClient): Promise<void> {
   await xs.transaction(async (tx) => {
     await xs.write(`${dom}/name`, 'fake-guest', tx);
     await xs.write(`${dom}/domid`, String(GUEST), tx);
-    await xs.setPerms(dom, [{ domid: 0, perm: 'n' }, { domid: GUEST, perm: 'r' }], tx);
+    await xs.setPerms(
+      dom,
+      [
+        { domid: 0, perm: 'n' },
+        { domid: GUEST, perm: 'r' },
+      ],
+      tx,
+    );
     await xs.mkdir(`${dom}/device`, tx);
     await xs.setPerms(`${dom}/device`, [{ domid: GUEST, perm: 'n' }], tx);
     await xs.mkdir(BE, tx);
-    await xs.setPerms(BE, [{ domid: 0, perm: 'n' }, { domid: GUEST, perm: 'r' }], tx);
+    await xs.setPerms(
+      BE,
+      [
+        { domid: 0, perm: 'n' },
+        { domid: GUEST, perm: 'r' },
+      ],
+      tx,
+    );
     const backend: [string, string][] = [
       ['frontend', FE],
       ['params', '/dev/sdb'],
@@ -407,7 +434,14 @@ async function libxlCreatesDisk(xs: XenstoreClient): Promise<void> {
     ];
     for (const [k, v] of backend) await xs.write(`${BE}/${k}`, v, tx);
     await xs.mkdir(FE, tx);
-    await xs.setPerms(FE, [{ domid: GUEST, perm: 'n' }, { domid: 0, perm: 'r' }], tx);
+    await xs.setPerms(
+      FE,
+      [
+        { domid: GUEST, perm: 'n' },
+        { domid: 0, perm: 'r' },
+      ],
+      tx,
+    );
     const frontend: [string, string][] = [
       ['backend', BE],
       ['backend-id', '0'],
@@ -624,7 +658,10 @@ for (const dataPath of ['map', 'copy', 'persistent'] as const) {
       const forged = writes[badAt]!.segs.map((seg, i) => (i === 0 ? { ...seg, ref: UNGRANTED_REF } : seg));
       // All six go on the ring before the backend's turn: it takes them together.
       const answers = await Promise.all(writes.map((w, i) => front.readWrite(BLKIF_OP.WRITE, w.sector, i === badAt ? forged : w.segs)));
-      assert.deepEqual(answers, writes.map((_, i) => (i === badAt ? BLKIF_RSP.ERROR : BLKIF_RSP.OKAY)));
+      assert.deepEqual(
+        answers,
+        writes.map((_, i) => (i === badAt ? BLKIF_RSP.ERROR : BLKIF_RSP.OKAY)),
+      );
       assert.equal(stats.errors.bad_grant, before + 1);
       for (const [i, w] of writes.entries()) {
         const expected = i === badAt ? original : w.data;
@@ -665,7 +702,11 @@ for (const dataPath of ['map', 'copy', 'persistent'] as const) {
       release(s.kernel, out);
       const back = makeSegments(s.kernel, 5, false, rnd, true);
       assert.equal(await front.readWrite(BLKIF_OP.READ, sector, back), BLKIF_RSP.OKAY);
-      sameBytes(gather(s.kernel, back, 'read on the second connection'), await storeBytes(s.disk, sector * SECTOR_SIZE, 5 * PAGE_SIZE), 'read on the second connection');
+      sameBytes(
+        gather(s.kernel, back, 'read on the second connection'),
+        await storeBytes(s.disk, sector * SECTOR_SIZE, 5 * PAGE_SIZE),
+        'read on the second connection',
+      );
       release(s.kernel, back);
       assert.equal(await front.flush(), BLKIF_RSP.OKAY);
       await front.close();
@@ -722,7 +763,11 @@ describe('persistent grants (data path persistent, a frontend that agrees)', () 
     };
     const mapsAtConnect = maps();
     // Warm up: every pool page once (two 11-segment writes and a 2-segment one cover 24 pages).
-    for (const [at, n] of [[0, 11], [11, 11], [22, 2]] as const) {
+    for (const [at, n] of [
+      [0, 11],
+      [11, 11],
+      [22, 2],
+    ] as const) {
       const segs = pool.slice(at, at + n).map((p) => ({ ...p, first: 0, last: 7 }));
       scatter(s.kernel, segs, randomBytes(segmentBytes(segs), rnd));
       assert.equal(await front.readWrite(BLKIF_OP.WRITE, 20_000 + at * 8, segs), BLKIF_RSP.OKAY);

@@ -23,7 +23,10 @@ const BE = `/local/domain/0/backend/vbd/${DOMID}/${DEVID}`;
 const MiB = 1 << 20;
 
 /** A guest's memory, grant table and event channels, counting what is in use. */
-function fakeGuest(xs: XenstoreClient, pages = 64): GuestHypervisor & { used(): { pages: number; grants: number; ports: number }; granted: Map<number, number> } {
+function fakeGuest(
+  xs: XenstoreClient,
+  pages = 64,
+): GuestHypervisor & { used(): { pages: number; grants: number; ports: number }; granted: Map<number, number> } {
   const buffer = new SharedArrayBuffer(pages * PAGE);
   const taken = new Uint8Array(pages);
   const granted = new Map<number, number>(); // ref -> frame
@@ -47,7 +50,10 @@ function fakeGuest(xs: XenstoreClient, pages = 64): GuestHypervisor & { used(): 
         return -1;
       },
       freePages(frame, count) {
-        assert.ok(taken.subarray(frame, frame + count).every((t) => t === 1), `freeing frames ${frame}+${count} that are not allocated`);
+        assert.ok(
+          taken.subarray(frame, frame + count).every((t) => t === 1),
+          `freeing frames ${frame}+${count} that are not allocated`,
+        );
         taken.fill(0, frame, frame + count);
       },
       view: (frame, count = 1) => new Uint8Array(buffer, frame * PAGE, count * PAGE),
@@ -246,7 +252,15 @@ test('several queues: multi-queue-num-queues and ring-page-order at the top, rin
       'queue-1/event-channel': '6',
       protocol: 'x86_64-abi',
     });
-    await front.publishRings(0, [{ refs: [20], eventChannel: 7 }, { refs: [21], eventChannel: 8 }, { refs: [22], eventChannel: 9 }], 'x86_32');
+    await front.publishRings(
+      0,
+      [
+        { refs: [20], eventChannel: 7 },
+        { refs: [21], eventChannel: 8 },
+        { refs: [22], eventChannel: 9 },
+      ],
+      'x86_32',
+    );
     const after = await tree(xs, FE);
     assert.equal(after['ring-page-order'], undefined, 'one-page rings: no ring-page-order');
     assert.equal(after['multi-queue-num-queues'], '3');
@@ -269,7 +283,7 @@ test('a backend that never connects: the handshake times out and gives back ring
     await xs.write(`${BE}/max-ring-page-order`, '1');
     await xs.write(`${BE}/state`, '2'); // InitWait, and no further
     await assert.rejects(connectFrontend(hv, DEVID, 'xvda', { abi: 'x86_64', ringPageOrder: 1, timeoutMs: 300 }), /did not reach Connected within 300 ms/);
-    assert.equal(await xs.tryRead(`${FE}/ring-ref1`) !== undefined, true, 'it had published a 2-page ring');
+    assert.equal((await xs.tryRead(`${FE}/ring-ref1`)) !== undefined, true, 'it had published a 2-page ring');
     assert.deepEqual(hv.used(), { pages: 0, grants: 0, ports: 0 });
   } finally {
     await close();
@@ -283,7 +297,11 @@ test('through the real backend: closed, then reconnected with a one-page ring af
     host.registerStore('shrink', ram);
     const guest = await host.createGuest(
       { name: 'shrink', memoryMiB: 32, disks: [{ target: 'shrink', vdev: 'xvda', readOnly: false, backendtype: 'phy' }] },
-      { workload: new URL('./fixtures/guest2/reconnect.js', import.meta.url), params: { seed: 57, length: 256 << 10, ringPageOrder: 0 }, front: { ringPageOrder: 4 } },
+      {
+        workload: new URL('./fixtures/guest2/reconnect.js', import.meta.url),
+        params: { seed: 57, length: 256 << 10, ringPageOrder: 0 },
+        front: { ringPageOrder: 4 },
+      },
     );
     const r = (await guest.result) as ReconnectResult;
     assert.equal(r.error, null, 'the second connection came up');

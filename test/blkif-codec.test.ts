@@ -1,12 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  ABI_LAYOUT,
-  BLKIF_OP,
-  BLKIF_RSP,
-  PROTOCOL_NAMES,
-  abiFromProtocol,
-} from '../src/blkif/constants.ts';
+import { ABI_LAYOUT, BLKIF_OP, BLKIF_RSP, PROTOCOL_NAMES, abiFromProtocol } from '../src/blkif/constants.ts';
 import type { BlkifAbi } from '../src/blkif/constants.ts';
 import {
   BlkifRequest,
@@ -33,14 +27,7 @@ const RW_EXPECTED: Record<BlkifAbi, Uint8Array> = {
       '11 00 00 00 01 03 00 00' + // seg 1: gref 0x11, 1..3, pad
       zeros(9 * 8),
   ),
-  x86_32: hex(
-    '01 02 34 12' +
-      '08 07 06 05 04 03 02 01' +
-      '10 00 00 00 01 00 00 00' +
-      'dd cc bb aa 00 07 00 00' +
-      '11 00 00 00 01 03 00 00' +
-      zeros(9 * 8),
-  ),
+  x86_32: hex('01 02 34 12' + '08 07 06 05 04 03 02 01' + '10 00 00 00 01 00 00 00' + 'dd cc bb aa 00 07 00 00' + '11 00 00 00 01 03 00 00' + zeros(9 * 8)),
 };
 
 const DISCARD_EXPECTED: Record<BlkifAbi, Uint8Array> = {

@@ -157,7 +157,10 @@ function buildPeer(abi: BlkifAbi, fixture: string, dir: string): Peer | Missing 
   // A native program that does not run is broken, not missing anything.
   assert.equal(abi, 'x86_32', `the ${abi} program did not run: ${direct.error?.message ?? `exit ${direct.status}: ${direct.stderr}`}`);
   if (!onPath('qemu-i386')) {
-    return { what: `qemu-i386 (this kernel cannot run 32-bit programs: ${direct.error?.message ?? `exit ${direct.status}`})`, install: 'apt-get install qemu-user' };
+    return {
+      what: `qemu-i386 (this kernel cannot run 32-bit programs: ${direct.error?.message ?? `exit ${direct.status}`})`,
+      install: 'apt-get install qemu-user',
+    };
   }
   // This kernel refuses to exec 32-bit programs; qemu-user runs the same -m32 binary.
   return { run: (args) => spawnSync('qemu-i386', [bin, ...args], { encoding: 'utf8' }) };
@@ -203,7 +206,12 @@ for (const abi of ['x86_64', 'x86_32'] as const) {
 
     await t.test('compile-time: _Static_assert of every offset, size and constant', (_t2) => {
       const header = join(dir, 'expected.h');
-      writeFileSync(header, Object.entries(expected).map(([k, v]) => `#define EXPECT_${k} (${v}L)\n`).join(''));
+      writeFileSync(
+        header,
+        Object.entries(expected)
+          .map(([k, v]) => `#define EXPECT_${k} (${v}L)\n`)
+          .join(''),
+      );
       const m32 = abi === 'x86_32' ? ['-m32'] : [];
       const r = spawnSync('gcc', [...m32, '-fsyntax-only', '-DGOLDEN_STATIC_CHECK', '-include', header, fixture], {
         encoding: 'utf8',

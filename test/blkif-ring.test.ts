@@ -66,7 +66,10 @@ test('frontRingInit (SHARED_RING_INIT): producers 0, events 1, pvt and pad zeroe
   const ring = new SharedRing(pages, 'x86_32');
   frontRingInit(ring);
   const h = header(pages);
-  assert.deepEqual([0, 4, 8, 12].map((o) => h.getUint32(o, true)), [0, 1, 0, 1]);
+  assert.deepEqual(
+    [0, 4, 8, 12].map((o) => h.getUint32(o, true)),
+    [0, 1, 0, 1],
+  );
   assert.deepEqual(p0.subarray(16, 64), new Uint8Array(48));
   assert.equal(p0[64], 0xaa);
 });

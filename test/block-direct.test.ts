@@ -10,26 +10,32 @@ import { withLoopDevice } from './helpers-loop.ts';
 
 const MiB = 1 << 20;
 
-for (const ioEngine of IO_ENGINES) test(`direct (${ioEngine}): random vectored I/O from shared WebAssembly.Memory buffers goes straight through`, async (t) => {
-  await withLoopDevice(16 * MiB, t, async (dev) => {
-    const disk = await openDirectDisk(dev, { ioEngine });
-    try {
-      assert.equal(disk.ioEngine, ioEngine);
-      assert.equal(disk.info.size, 16 * MiB);
-      assert.equal(disk.info.bufferAlignment, disk.info.logicalBlockSize);
-      const lbs = disk.info.logicalBlockSize;
-      const alloc = ringAllocator(allocAlignedShared(32 * MiB), 4096);
-      const report = await exerciseIntegrity(disk, {
-        seed: 21, ops: 300, maxBlocks: 256, alloc, bufferGranule: lbs, parallel: 2,
-      });
-      assert.deepEqual(report.mismatches, []);
-      assert.ok(report.vectoredWrites > 10, JSON.stringify(report));
-      assert.equal(disk.bouncedRequests, 0, 'aligned wasm buffers need no bounce');
-    } finally {
-      await disk.close();
-    }
+for (const ioEngine of IO_ENGINES)
+  test(`direct (${ioEngine}): random vectored I/O from shared WebAssembly.Memory buffers goes straight through`, async (t) => {
+    await withLoopDevice(16 * MiB, t, async (dev) => {
+      const disk = await openDirectDisk(dev, { ioEngine });
+      try {
+        assert.equal(disk.ioEngine, ioEngine);
+        assert.equal(disk.info.size, 16 * MiB);
+        assert.equal(disk.info.bufferAlignment, disk.info.logicalBlockSize);
+        const lbs = disk.info.logicalBlockSize;
+        const alloc = ringAllocator(allocAlignedShared(32 * MiB), 4096);
+        const report = await exerciseIntegrity(disk, {
+          seed: 21,
+          ops: 300,
+          maxBlocks: 256,
+          alloc,
+          bufferGranule: lbs,
+          parallel: 2,
+        });
+        assert.deepEqual(report.mismatches, []);
+        assert.ok(report.vectoredWrites > 10, JSON.stringify(report));
+        assert.equal(disk.bouncedRequests, 0, 'aligned wasm buffers need no bounce');
+      } finally {
+        await disk.close();
+      }
+    });
   });
-});
 
 test('direct: misaligned buffers are bounced, never EINVAL', async (t) => {
   await withLoopDevice(8 * MiB, t, async (dev) => {

@@ -59,9 +59,9 @@ test('file: info, writeZeroes, discard, resize, odd-sized file', async () => {
       // fallocate(PUNCH_HOLE) works on the filesystems tests run on (tmpfs, ext4); see block-space.test.ts
       assert.equal(disk.info.canDiscard, true, disk.discardProblem);
       assert.equal(disk.info.readOnly, false);
-      await disk.writev(0, [new Uint8Array(3 * MiB / 4).fill(5)]);
+      await disk.writev(0, [new Uint8Array((3 * MiB) / 4).fill(5)]);
       await disk.writeZeroes(512, MiB / 2);
-      const buf = new Uint8Array(3 * MiB / 4);
+      const buf = new Uint8Array((3 * MiB) / 4);
       await disk.readv(0, [buf]);
       assert.ok(buf.subarray(0, 512).every((x) => x === 5));
       assert.ok(buf.subarray(512, 512 + MiB / 2).every((x) => x === 0));
@@ -120,7 +120,12 @@ test('file: a vector longer than IOV_MAX (1024) is transferred whole', async () 
       await disk.writev(4096, iov);
       const back = Array.from({ length: 1500 }, () => new Uint8Array(512));
       await disk.readv(4096, back);
-      back.forEach((b, i) => assert.ok(b.every((x) => x === (i & 0xff)), `buffer ${i}`));
+      back.forEach((b, i) =>
+        assert.ok(
+          b.every((x) => x === (i & 0xff)),
+          `buffer ${i}`,
+        ),
+      );
     } finally {
       await disk.close();
     }

@@ -9,7 +9,17 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
-import { AIO_ABI_LAYOUT, AIO_DEPTH, SYSCALLS, ioSetupRefusal, linuxAioProblem, loadAioSyscalls, openLinuxAio, setUpLinuxAio, sharedLinuxAio } from '../src/internal/linux-aio.ts';
+import {
+  AIO_ABI_LAYOUT,
+  AIO_DEPTH,
+  SYSCALLS,
+  ioSetupRefusal,
+  linuxAioProblem,
+  loadAioSyscalls,
+  openLinuxAio,
+  setUpLinuxAio,
+  sharedLinuxAio,
+} from '../src/internal/linux-aio.ts';
 import type { AioSyscalls, CompletionWait, LinuxAio } from '../src/internal/linux-aio.ts';
 import { compileAndReadValues, gccMissing } from './helpers-c.ts';
 import { withLoopDevice } from './helpers-loop.ts';
@@ -46,41 +56,47 @@ async function withAio(size: number, t: Skippable, body: (aio: LinuxAio, fd: num
   });
 }
 
-for (const wait of [undefined, 'pool'] as const) test(`linux aio${wait === undefined ? '' : ` (${wait} wait)`}: the requests of one turn go out in one io_submit, and read back as written`, async (t) => {
-  await withAio(4 * MiB, t, async (aio, fd) => {
-    const n = 64;
-    const arena = allocAlignedShared(2 * n * BLOCK);
-    const calls = aio.submitCalls;
-    const taken = aio.submitted;
-    const writes: Promise<number>[] = [];
-    for (let i = 0; i < n; i++) writes.push(aio.writev(fd, i * 3 * BLOCK, [pattern(arena.subarray(i * BLOCK, (i + 1) * BLOCK), i)]));
-    assert.deepEqual(await Promise.all(writes), new Array(n).fill(BLOCK));
-    assert.equal(aio.submitCalls - calls, 1, 'one system call for the turn');
-    assert.equal(aio.submitted - taken, n);
-    // Completions are read from the kernel's ring in our memory, with no system call.
-    assert.equal(aio.reapsFromRing, true);
-    assert.equal(aio.geteventsCalls, 0, 'no io_getevents');
+for (const wait of [undefined, 'pool'] as const)
+  test(`linux aio${wait === undefined ? '' : ` (${wait} wait)`}: the requests of one turn go out in one io_submit, and read back as written`, async (t) => {
+    await withAio(
+      4 * MiB,
+      t,
+      async (aio, fd) => {
+        const n = 64;
+        const arena = allocAlignedShared(2 * n * BLOCK);
+        const calls = aio.submitCalls;
+        const taken = aio.submitted;
+        const writes: Promise<number>[] = [];
+        for (let i = 0; i < n; i++) writes.push(aio.writev(fd, i * 3 * BLOCK, [pattern(arena.subarray(i * BLOCK, (i + 1) * BLOCK), i)]));
+        assert.deepEqual(await Promise.all(writes), new Array(n).fill(BLOCK));
+        assert.equal(aio.submitCalls - calls, 1, 'one system call for the turn');
+        assert.equal(aio.submitted - taken, n);
+        // Completions are read from the kernel's ring in our memory, with no system call.
+        assert.equal(aio.reapsFromRing, true);
+        assert.equal(aio.geteventsCalls, 0, 'no io_getevents');
 
-    // Read them back vectored: each block split over two buffers, far apart in memory.
-    const back = arena.subarray(n * BLOCK);
-    const reads: Promise<number>[] = [];
-    for (let i = 0; i < n; i++) {
-      const first = back.subarray(i * BLOCK, i * BLOCK + BLOCK / 2);
-      const second = back.subarray(((n - 1 - i) * BLOCK) + BLOCK / 2, (n - i) * BLOCK);
-      reads.push(aio.readv(fd, i * 3 * BLOCK, [first, second]));
-    }
-    assert.deepEqual(await Promise.all(reads), new Array(n).fill(BLOCK));
-    for (let i = 0; i < n; i++) {
-      const want = pattern(new Uint8Array(BLOCK), i);
-      const got = Buffer.concat([back.subarray(i * BLOCK, i * BLOCK + BLOCK / 2), back.subarray(((n - 1 - i) * BLOCK) + BLOCK / 2, (n - i) * BLOCK)]);
-      assert.ok(got.equals(want), `block ${i} reads back as written`);
-    }
-    // The blocks between were never written: still zero.
-    const gap = allocAlignedShared(BLOCK);
-    assert.equal(await aio.readv(fd, BLOCK, [gap]), BLOCK);
-    assert.ok(gap.every((x) => x === 0));
-  }, wait);
-});
+        // Read them back vectored: each block split over two buffers, far apart in memory.
+        const back = arena.subarray(n * BLOCK);
+        const reads: Promise<number>[] = [];
+        for (let i = 0; i < n; i++) {
+          const first = back.subarray(i * BLOCK, i * BLOCK + BLOCK / 2);
+          const second = back.subarray((n - 1 - i) * BLOCK + BLOCK / 2, (n - i) * BLOCK);
+          reads.push(aio.readv(fd, i * 3 * BLOCK, [first, second]));
+        }
+        assert.deepEqual(await Promise.all(reads), new Array(n).fill(BLOCK));
+        for (let i = 0; i < n; i++) {
+          const want = pattern(new Uint8Array(BLOCK), i);
+          const got = Buffer.concat([back.subarray(i * BLOCK, i * BLOCK + BLOCK / 2), back.subarray((n - 1 - i) * BLOCK + BLOCK / 2, (n - i) * BLOCK)]);
+          assert.ok(got.equals(want), `block ${i} reads back as written`);
+        }
+        // The blocks between were never written: still zero.
+        const gap = allocAlignedShared(BLOCK);
+        assert.equal(await aio.readv(fd, BLOCK, [gap]), BLOCK);
+        assert.ok(gap.every((x) => x === 0));
+      },
+      wait,
+    );
+  });
 
 test('linux aio: more requests than the kernel context holds wait their turn, none lost (and the completion ring wraps)', async (t) => {
   await withAio(16 * MiB, t, async (aio, fd) => {
@@ -106,7 +122,10 @@ test('linux aio: a request the kernel refuses fails alone; the rest of its turn 
     fs.closeSync(closed); // a descriptor number that is no longer open
     const good1 = aio.writev(fd, 0, [pattern(arena.subarray(0, BLOCK), 1)]);
     // Checked from the start: it fails during the flush, before anything below awaits it.
-    const bad = assert.rejects(aio.writev(closed, 0, [arena.subarray(BLOCK, 2 * BLOCK)]), (err: NodeJS.ErrnoException) => err.code === 'EBADF' && err.errno === -9);
+    const bad = assert.rejects(
+      aio.writev(closed, 0, [arena.subarray(BLOCK, 2 * BLOCK)]),
+      (err: NodeJS.ErrnoException) => err.code === 'EBADF' && err.errno === -9,
+    );
     const good2 = aio.writev(fd, BLOCK, [pattern(arena.subarray(2 * BLOCK, 3 * BLOCK), 2)]);
     // Misaligned for O_DIRECT: the kernel answers EINVAL in the completion, not at submission.
     const misaligned = assert.rejects(aio.writev(fd, 100, [arena.subarray(3 * BLOCK, 4 * BLOCK)]), (err: NodeJS.ErrnoException) => err.code === 'EINVAL');
@@ -132,7 +151,7 @@ test('linux aio: a read across the end of the device comes back short, with the 
   });
 });
 
-test('linux aio: our struct iocb and io_event packing and system call numbers are the kernel header\'s', (t) => {
+test("linux aio: our struct iocb and io_event packing and system call numbers are the kernel header's", (t) => {
   if (stopIfMissing(t, gccMissing())) return;
   const c = compileAndReadValues(resolve(dirname(fileURLToPath(import.meta.url)), '../../test/fixtures/aio-layout.c'));
   for (const [name, value] of Object.entries(AIO_ABI_LAYOUT)) assert.equal(value, c[name], name);
@@ -197,7 +216,12 @@ function fakeSyscalls(o: { setup?: () => number; setupErrno?: number; eventfd?: 
 }
 
 test('linux aio: only io_setup\'s own refusals (ENOSYS, EAGAIN, EPERM, ENOMEM) make it "unavailable", each saying why', () => {
-  for (const [errno, words] of [[38, /ENOSYS.*no Linux AIO/], [11, /EAGAIN.*aio-max-nr/], [1, /EPERM/], [12, /ENOMEM/]] as const) {
+  for (const [errno, words] of [
+    [38, /ENOSYS.*no Linux AIO/],
+    [11, /EAGAIN.*aio-max-nr/],
+    [1, /EPERM/],
+    [12, /ENOMEM/],
+  ] as const) {
     const fake = fakeSyscalls({ setup: () => -1, setupErrno: errno });
     const made = setUpLinuxAio(fake, 'pool');
     assert.equal(typeof made, 'string', `errno ${errno}`);
@@ -209,17 +233,31 @@ test('linux aio: only io_setup\'s own refusals (ENOSYS, EAGAIN, EPERM, ENOMEM) m
 
 test('linux aio: any other setup failure is thrown, and leaves nothing open', () => {
   // io_setup's EINVAL is our bug (a bad nr_events or pointer), not a missing feature.
-  assert.throws(() => setUpLinuxAio(fakeSyscalls({ setup: () => -1, setupErrno: 22 }), 'pool'), (e: NodeJS.ErrnoException) => e.code === 'EINVAL' && e.syscall === 'io_setup');
+  assert.throws(
+    () => setUpLinuxAio(fakeSyscalls({ setup: () => -1, setupErrno: 22 }), 'pool'),
+    (e: NodeJS.ErrnoException) => e.code === 'EINVAL' && e.syscall === 'io_setup',
+  );
   // An exception from the FFI layer itself (a bad prototype, a koffi bug) is not a refusal either.
-  const broken = fakeSyscalls({ setup: () => { throw new TypeError('koffi: unexpected argument'); } });
+  const broken = fakeSyscalls({
+    setup: () => {
+      throw new TypeError('koffi: unexpected argument');
+    },
+  });
   assert.throws(() => setUpLinuxAio(broken, 'pool'), /koffi: unexpected argument/);
   // eventfd refused after io_setup succeeded (out of descriptors): thrown, and the context destroyed.
   const noFd = fakeSyscalls({ eventfd: () => -1, eventfdErrno: 24 });
-  assert.throws(() => setUpLinuxAio(noFd, 'pool'), (e: NodeJS.ErrnoException) => e.code === 'EMFILE' && e.syscall === 'eventfd');
+  assert.throws(
+    () => setUpLinuxAio(noFd, 'pool'),
+    (e: NodeJS.ErrnoException) => e.code === 'EMFILE' && e.syscall === 'eventfd',
+  );
   assert.deepEqual(noFd.calls, ['io_setup', 'eventfd', 'io_destroy']);
 
   assert.equal(ioSetupRefusal(new TypeError('x')), undefined);
-  assert.equal(ioSetupRefusal(Object.assign(new Error('EAGAIN: eventfd failed'), { errno: -11, syscall: 'eventfd' })), undefined, 'EAGAIN from another call is not io_setup\'s');
+  assert.equal(
+    ioSetupRefusal(Object.assign(new Error('EAGAIN: eventfd failed'), { errno: -11, syscall: 'eventfd' })),
+    undefined,
+    "EAGAIN from another call is not io_setup's",
+  );
 });
 
 test('linux aio: a glibc that is here but that koffi cannot load is thrown, not "unavailable"', () => {
@@ -229,6 +267,9 @@ test('linux aio: a glibc that is here but that koffi cannot load is thrown, not 
     assert.equal(typeof loadAioSyscalls('libc-not-here.so.6'), 'string');
     return;
   }
-  assert.throws(() => loadAioSyscalls('libc-not-here.so.6'), (e: Error) => e.message.startsWith(`Linux AIO: glibc ${glibc} is here but koffi cannot reach libc-not-here.so.6`));
+  assert.throws(
+    () => loadAioSyscalls('libc-not-here.so.6'),
+    (e: Error) => e.message.startsWith(`Linux AIO: glibc ${glibc} is here but koffi cannot reach libc-not-here.so.6`),
+  );
   assert.equal(typeof loadAioSyscalls(), 'object', 'the real libc loads');
 });

@@ -7,13 +7,7 @@ import fs from 'node:fs';
 import { mkdir, mkdtemp, readFile, rename, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import {
-  ALLOW_PATH_OPTION_HELP,
-  PATH_POLICY_HELP,
-  checkStoreSpec,
-  openStoreUnderPolicy,
-  resolvePathPolicy,
-} from '../src/stores/path-policy.ts';
+import { ALLOW_PATH_OPTION_HELP, PATH_POLICY_HELP, checkStoreSpec, openStoreUnderPolicy, resolvePathPolicy } from '../src/stores/path-policy.ts';
 import { openFileDisk } from '../src/block/file.ts';
 import { withLoopDevice } from './helpers-loop.ts';
 import { stopIfMissing } from './helpers-tools.ts';
@@ -21,7 +15,6 @@ import { stopIfMissing } from './helpers-tools.ts';
 const run = promisify(execFile);
 const MiB = 1 << 20;
 const O_PATH = 0o10000000;
-
 
 /** root/allowed/{disk.img, sub/}, root/outside.img, all resolved (/tmp may be a symlink elsewhere). */
 async function withTree(body: (p: { root: string; allowed: string; disk: string; outside: string }) => Promise<void>): Promise<void> {
@@ -83,18 +76,27 @@ test('path policy: ram: and null: are always allowed', async () => {
 test('path policy: a file outside every allowed directory is refused, naming the path and the rule', async () => {
   await withTree(async ({ allowed, outside }) => {
     const policy = { allowPaths: [allowed] };
-    await assert.rejects(openStoreUnderPolicy('file:/etc/hostname', policy),
-      refusedWith(`store spec 'file:/etc/hostname': /etc/hostname is not under an --allow-path directory (allowed: ${allowed})`));
-    await assert.rejects(openStoreUnderPolicy(`phy:${outside}`, policy),
-      refusedWith(`store spec 'phy:${outside}': ${outside} is not under an --allow-path directory (allowed: ${allowed})`));
-    await assert.rejects(openStoreUnderPolicy(`file:${outside}`, { allowPaths: [] }),
-      refusedWith(`store spec 'file:${outside}': ${outside} is a regular file, and no --allow-path directory was given (regular files must be under one)`));
+    await assert.rejects(
+      openStoreUnderPolicy('file:/etc/hostname', policy),
+      refusedWith(`store spec 'file:/etc/hostname': /etc/hostname is not under an --allow-path directory (allowed: ${allowed})`),
+    );
+    await assert.rejects(
+      openStoreUnderPolicy(`phy:${outside}`, policy),
+      refusedWith(`store spec 'phy:${outside}': ${outside} is not under an --allow-path directory (allowed: ${allowed})`),
+    );
+    await assert.rejects(
+      openStoreUnderPolicy(`file:${outside}`, { allowPaths: [] }),
+      refusedWith(`store spec 'file:${outside}': ${outside} is a regular file, and no --allow-path directory was given (regular files must be under one)`),
+    );
     // A directory whose name starts like the allowed one is not under it.
     const sibling = `${allowed}-evil`;
     await mkdir(sibling);
     await writeFile(path.join(sibling, 'x.img'), Buffer.alloc(4096));
     await assert.rejects(openStoreUnderPolicy(`file:${sibling}/x.img`, policy), refusedWith(/is not under an --allow-path directory/));
-    await assert.rejects(openStoreUnderPolicy('volatile:file:/etc/hostname', policy), refusedWith(/^store spec 'volatile:file:\/etc\/hostname': \/etc\/hostname is not under/));
+    await assert.rejects(
+      openStoreUnderPolicy('volatile:file:/etc/hostname', policy),
+      refusedWith(/^store spec 'volatile:file:\/etc\/hostname': \/etc\/hostname is not under/),
+    );
   });
 });
 
@@ -103,14 +105,18 @@ test('path policy: symlinks and .. are resolved before the check', async () => {
     const policy = { allowPaths: [allowed] };
     const link = path.join(allowed, 'escape.img');
     await symlink(outside, link);
-    await assert.rejects(openStoreUnderPolicy(`file:${link}`, policy),
-      refusedWith(`store spec 'file:${link}': ${link} (${outside}) is not under an --allow-path directory (allowed: ${allowed})`));
+    await assert.rejects(
+      openStoreUnderPolicy(`file:${link}`, policy),
+      refusedWith(`store spec 'file:${link}': ${link} (${outside}) is not under an --allow-path directory (allowed: ${allowed})`),
+    );
     const shadowLink = path.join(allowed, 'shadow');
     await symlink('/etc/shadow', shadowLink);
     await assert.rejects(openStoreUnderPolicy(shadowLink, policy), refusedWith(/\(\/etc\/shadow\) is not under an --allow-path directory/));
     const dotdot = `${allowed}/../outside.img`;
-    await assert.rejects(openStoreUnderPolicy(`file:${dotdot}`, policy),
-      refusedWith(`store spec 'file:${dotdot}': ${dotdot} (${outside}) is not under an --allow-path directory (allowed: ${allowed})`));
+    await assert.rejects(
+      openStoreUnderPolicy(`file:${dotdot}`, policy),
+      refusedWith(`store spec 'file:${dotdot}': ${dotdot} (${outside}) is not under an --allow-path directory (allowed: ${allowed})`),
+    );
     // A link inside the allowed directory to a file inside it is fine; so is an allowed directory
     // named through a symlink.
     const inner = path.join(allowed, 'inner.img');
@@ -126,12 +132,18 @@ test('path policy: block devices under /dev are allowed; character devices, dire
   await withTree(async ({ allowed }) => {
     const policy = { allowPaths: [allowed, '/dev'] };
     for (const dev of ['/dev/null', '/dev/zero', '/dev/urandom']) {
-      await assert.rejects(openStoreUnderPolicy(dev, policy),
-        refusedWith(`store spec '${dev}': ${dev} is a character device; only block devices under /dev and regular files under an --allow-path directory can be stores`));
+      await assert.rejects(
+        openStoreUnderPolicy(dev, policy),
+        refusedWith(
+          `store spec '${dev}': ${dev} is a character device; only block devices under /dev and regular files under an --allow-path directory can be stores`,
+        ),
+      );
     }
     await assert.rejects(openStoreUnderPolicy(`file:${allowed}/sub`, policy), refusedWith(/sub is a directory; only block devices/));
-    await assert.rejects(openStoreUnderPolicy(`file:${allowed}/nope.img`, policy),
-      refusedWith(`store spec 'file:${allowed}/nope.img': ${allowed}/nope.img does not exist`));
+    await assert.rejects(
+      openStoreUnderPolicy(`file:${allowed}/nope.img`, policy),
+      refusedWith(`store spec 'file:${allowed}/nope.img': ${allowed}/nope.img does not exist`),
+    );
     const fifo = path.join(allowed, 'fifo');
     try {
       await run('mkfifo', [fifo]);
@@ -150,8 +162,10 @@ test('path policy: block devices under /dev are allowed; character devices, dire
       await dev.close();
     }
     assert.equal((await checkStoreSpec(loop, { allowPaths: [] })).kind, 'block-device');
-    await assert.rejects(openStoreUnderPolicy(loop, { allowPaths: [], allowBlockDevices: false }),
-      refusedWith(`store spec '${loop}': ${loop} is a block device, and block devices are not allowed here`));
+    await assert.rejects(
+      openStoreUnderPolicy(loop, { allowPaths: [], allowBlockDevices: false }),
+      refusedWith(`store spec '${loop}': ${loop} is a block device, and block devices are not allowed here`),
+    );
     // A device node made outside /dev (in an allowed directory) is refused.
     await withTree(async ({ allowed }) => {
       const { rdev } = fs.statSync(loop);
@@ -159,8 +173,10 @@ test('path policy: block devices under /dev are allowed; character devices, dire
       const major = Number((BigInt(rdev) >> 8n) & 0xfffn);
       const minor = Number((BigInt(rdev) & 0xffn) | ((BigInt(rdev) >> 12n) & 0xffffff00n));
       await run('mknod', [node, 'b', String(major), String(minor)]);
-      await assert.rejects(openStoreUnderPolicy(node, { allowPaths: [allowed] }),
-        refusedWith(`store spec '${node}': ${node} is a block device outside /dev (only device nodes under /dev are allowed)`));
+      await assert.rejects(
+        openStoreUnderPolicy(node, { allowPaths: [allowed] }),
+        refusedWith(`store spec '${node}': ${node} is a block device outside /dev (only device nodes under /dev are allowed)`),
+      );
     });
   });
 });
@@ -180,7 +196,10 @@ test('path policy: the file opened is the one checked, even if the name is repla
       try {
         const buf = new Uint8Array(4096);
         await dev.readv(0, [buf]);
-        assert.ok(buf.every((x) => x === 0x11), 'read the checked file, not the symlink target');
+        assert.ok(
+          buf.every((x) => x === 0x11),
+          'read the checked file, not the symlink target',
+        );
         await dev.writev(0, [new Uint8Array(4096).fill(0x33)]);
         await dev.flush();
       } finally {

@@ -110,8 +110,14 @@ test('ram: resize grows with zeroes and shrinking drops the tail', async () => {
   assert.equal(disk.info.size, 3 * MiB);
   const buf = new Uint8Array(1536);
   await disk.readv(MiB, [buf]);
-  assert.deepEqual([...buf.subarray(0, 512)].every((b) => b === 7), true);
-  assert.ok(buf.subarray(512).every((b) => b === 0), 'bytes cut off by the shrink read as zeroes');
+  assert.deepEqual(
+    [...buf.subarray(0, 512)].every((b) => b === 7),
+    true,
+  );
+  assert.ok(
+    buf.subarray(512).every((b) => b === 0),
+    'bytes cut off by the shrink read as zeroes',
+  );
   await disk.writev(3 * MiB - 512, [new Uint8Array(512).fill(1)]);
   await assert.rejects(disk.resize(1000), /multiple of 512/);
 });
@@ -177,10 +183,10 @@ test('ram: a chunk discarded piece by piece is freed once it is all hole; writes
   await disk.writeZeroes(MiB / 2, MiB / 4);
   assert.equal(disk.allocatedBytes, 2 * MiB);
   assert.deepEqual(await fullStatus(disk, 2 * MiB), [
-    { offset: 0, length: 3 * MiB / 4, allocated: false },
-    { offset: 3 * MiB / 4, length: 5 * MiB / 4, allocated: true },
+    { offset: 0, length: (3 * MiB) / 4, allocated: false },
+    { offset: (3 * MiB) / 4, length: (5 * MiB) / 4, allocated: true },
   ]);
-  await disk.discard(3 * MiB / 4, MiB / 4);
+  await disk.discard((3 * MiB) / 4, MiB / 4);
   assert.equal(disk.allocatedBytes, MiB, 'chunk 0 is all hole: freed');
   await disk.writev(512, [new Uint8Array(512).fill(3)]);
   assert.equal(disk.allocatedBytes, 2 * MiB);

@@ -37,7 +37,6 @@ const run = promisify(execFile);
 const KiB = 1024;
 const MiB = 1 << 20;
 
-
 const FILESYSTEMS = [
   { label: 'tmpfs', dir: '/dev/shm' },
   { label: 'ext4-like (/tmp)', dir: '/tmp' },
@@ -59,9 +58,7 @@ async function withFile(dir: string, size: number, body: (file: string) => Promi
   }
 }
 
-async function withLoop(
-  t: Skippable, dir: string, size: number, body: (dev: string, backing: string) => Promise<void>,
-): Promise<void> {
+async function withLoop(t: Skippable, dir: string, size: number, body: (dev: string, backing: string) => Promise<void>): Promise<void> {
   if (stopIfMissing(t, loopMissing())) return;
   await withFile(dir, size, async (backing) => {
     let dev: string;
@@ -103,7 +100,9 @@ test('fs-extra FFI: ioctl numbers and fallocate flags match <linux/fs.h>, <linux
   const dir = await mkdtemp(path.join('/tmp', 'fs-extra-c-'));
   try {
     const source = path.join(dir, 'values.c');
-    await writeFile(source, `#define _GNU_SOURCE
+    await writeFile(
+      source,
+      `#define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -115,10 +114,17 @@ int main(void) {
   printf("SEEK_DATA %d\\nSEEK_HOLE %d\\nO_PATH %d\\n", SEEK_DATA, SEEK_HOLE, O_PATH);
   return 0;
 }
-`);
+`,
+    );
     const c = compileAndReadValues(source);
     assert.deepEqual(c, {
-      BLKDISCARD, BLKZEROOUT, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, SEEK_DATA, SEEK_HOLE,
+      BLKDISCARD,
+      BLKZEROOUT,
+      FALLOC_FL_KEEP_SIZE,
+      FALLOC_FL_PUNCH_HOLE,
+      FALLOC_FL_ZERO_RANGE,
+      SEEK_DATA,
+      SEEK_HOLE,
       O_PATH: 0o10000000,
     });
     assert.equal(BLKDISCARD, 0x1277);
@@ -134,23 +140,29 @@ test('fs-extra FFI: errors are BlockErrors with the errno, naming the file and t
     const fd = fs.openSync(file, 'r+');
     try {
       // tmpfs has no ZERO_RANGE
-      await assert.rejects(fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 4096, 8192, 'file:x', 'write zeroes'), (err: Error & { code?: string; errno?: number }) => {
-        assert.equal(err.code, 'BLK_ERR_UNSUPPORTED');
-        assert.equal(err.errno, 95);
-        assert.equal(err.message, 'file:x: write zeroes of 8192 bytes at offset 4096 failed: EOPNOTSUPP (fallocate(ZERO_RANGE|KEEP_SIZE))');
-        return true;
-      });
+      await assert.rejects(
+        fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 4096, 8192, 'file:x', 'write zeroes'),
+        (err: Error & { code?: string; errno?: number }) => {
+          assert.equal(err.code, 'BLK_ERR_UNSUPPORTED');
+          assert.equal(err.errno, 95);
+          assert.equal(err.message, 'file:x: write zeroes of 8192 bytes at offset 4096 failed: EOPNOTSUPP (fallocate(ZERO_RANGE|KEEP_SIZE))');
+          return true;
+        },
+      );
       assert.equal(await seekDataOrHole(fd, 0, SEEK_DATA, 'file:x'), -1, 'a sparse file has no data: ENXIO');
       assert.equal(await seekDataOrHole(fd, 0, SEEK_HOLE, 'file:x'), 0);
     } finally {
       fs.closeSync(fd);
     }
-    await assert.rejects(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 512, 'file:y', 'discard'), (err: Error & { code?: string; errno?: number }) => {
-      assert.equal(err.code, 'BLK_ERR_IO');
-      assert.equal(err.errno, 9);
-      assert.match(err.message, /^file:y: discard of 512 bytes at offset 0 failed: EBADF/);
-      return true;
-    });
+    await assert.rejects(
+      fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 512, 'file:y', 'discard'),
+      (err: Error & { code?: string; errno?: number }) => {
+        assert.equal(err.code, 'BLK_ERR_IO');
+        assert.equal(err.errno, 9);
+        assert.match(err.message, /^file:y: discard of 512 bytes at offset 0 failed: EBADF/);
+        return true;
+      },
+    );
   });
 });
 
@@ -207,7 +219,9 @@ for (const { label, dir } of FILESYSTEMS) {
           // a range that is not block-aligned inside is zeroed at its edges and still reads as zeroes
           await disk.discard(3 * MiB + 512, 8192);
           const around = await readBack(disk, 3 * MiB, 16 * KiB);
-          const expect = pattern(4 * MiB, 1).subarray(3 * MiB, 3 * MiB + 16 * KiB).slice();
+          const expect = pattern(4 * MiB, 1)
+            .subarray(3 * MiB, 3 * MiB + 16 * KiB)
+            .slice();
           expect.fill(0, 512, 512 + 8192);
           assert.deepEqual(around, expect);
 
@@ -232,7 +246,7 @@ test('file: blockStatus matches a model of random writes and discards (tmpfs and
     await withFile(dir, 4 * MiB, async (file) => {
       const disk = await openFileDisk(file);
       try {
-        const units = 4 * MiB / (64 * KiB);
+        const units = (4 * MiB) / (64 * KiB);
         const model: boolean[] = new Array<boolean>(units).fill(false);
         let seed = 5;
         const random = (n: number): number => {
@@ -247,7 +261,10 @@ test('file: blockStatus matches a model of random writes and discards (tmpfs and
             await disk.discard(u * 64 * KiB, n * 64 * KiB);
             for (let i = u; i < u + n; i++) model[i] = false;
           } else {
-            await disk.writev(u * 64 * KiB, Array.from({ length: n }, () => chunk));
+            await disk.writev(
+              u * 64 * KiB,
+              Array.from({ length: n }, () => chunk),
+            );
             for (let i = u; i < u + n; i++) model[i] = true;
           }
         }

@@ -32,7 +32,10 @@ test('volatile cache: writes are visible before flush but not on the base', asyn
   assert.equal(disk.dirtyBytes, 1024);
   assert.ok((await readBlock(disk, 1024)).every((x) => x === 1));
   assert.ok((await readBlock(disk, 1536)).every((x) => x === 2));
-  assert.ok((await readBlock(base, 1024, 1024)).every((x) => x === 0), 'nothing reached the base yet');
+  assert.ok(
+    (await readBlock(base, 1024, 1024)).every((x) => x === 0),
+    'nothing reached the base yet',
+  );
   // A read spanning cached and uncached blocks, split across buffers at odd places.
   await base.writev(0, [block(9, 1024)]);
   const a = new Uint8Array(700);
@@ -50,9 +53,15 @@ test('volatile cache: after powerCut unflushed writes are gone; flushed and FUA 
   await disk.writev(0, [block(1)]);
   await disk.flush();
   assert.equal(disk.dirtyBytes, 0);
-  assert.ok((await readBlock(base, 0)).every((x) => x === 1), 'flushed data is on the base');
+  assert.ok(
+    (await readBlock(base, 0)).every((x) => x === 1),
+    'flushed data is on the base',
+  );
   await disk.writev(512, [block(2)], WRITE_FUA);
-  assert.ok((await readBlock(base, 512)).every((x) => x === 2), 'FUA data is on the base at once');
+  assert.ok(
+    (await readBlock(base, 512)).every((x) => x === 2),
+    'FUA data is on the base at once',
+  );
   await disk.writev(1024, [block(3)]);
   await disk.writev(0, [block(4)]); // overwrite of flushed data, not flushed
   await disk.writev(512, [block(5)]); // overwrite of FUA data, not flushed
@@ -83,7 +92,10 @@ test('volatile cache: after a power cut dropped writes, flushes fail (retries to
   await disk.writev(2048, [block(5)]);
   const dataLost = { code: 'BLK_ERR_DATA_LOST', errno: Errno.EIO };
   await assert.rejects(disk.flush(), dataLost);
-  assert.ok((await readBlock(base, 2048)).every((x) => x === 5), 'the failing flush still wrote back what it covered');
+  assert.ok(
+    (await readBlock(base, 2048)).every((x) => x === 5),
+    'the failing flush still wrote back what it covered',
+  );
   await assert.rejects(disk.flush(), dataLost, 'a retried flush is not told the dropped writes are durable');
   // Rewriting some of the lost blocks is not enough; a write, a discard and a FUA write each replace one.
   await disk.writev(0, [block(6)]);
@@ -127,14 +139,18 @@ test('volatile cache: a power cut that drops nothing leaves flushes working', as
 });
 
 /** A base device whose operations can be held or made to fail. */
-function hookedBase(base: BlockDevice, hooks: { writev?: (flags: number, go: () => Promise<void>) => Promise<void>; flush?: (go: () => Promise<void>) => Promise<void> }): BlockDevice {
+function hookedBase(
+  base: BlockDevice,
+  hooks: { writev?: (flags: number, go: () => Promise<void>) => Promise<void>; flush?: (go: () => Promise<void>) => Promise<void> },
+): BlockDevice {
   return {
     name: `hooked:${base.name}`,
     get info() {
       return base.info;
     },
     readv: (offset, iov) => base.readv(offset, iov),
-    writev: (offset, iov, flags = 0) => (hooks.writev === undefined ? base.writev(offset, iov, flags) : hooks.writev(flags, () => base.writev(offset, iov, flags))),
+    writev: (offset, iov, flags = 0) =>
+      hooks.writev === undefined ? base.writev(offset, iov, flags) : hooks.writev(flags, () => base.writev(offset, iov, flags)),
     flush: () => (hooks.flush === undefined ? base.flush() : hooks.flush(() => base.flush())),
     discard: (offset, length) => base.discard(offset, length),
     writeZeroes: (offset, length) => base.writeZeroes(offset, length),
@@ -200,7 +216,10 @@ for (const fuaFails of [false, true]) {
     await disk.writev(4096, [block(2)]); // a second run: written back after block 0
     const flushing = disk.flush();
     let answered = false;
-    flushing.then(() => (answered = true), () => (answered = true));
+    flushing.then(
+      () => (answered = true),
+      () => (answered = true),
+    );
     await writeBack.entered; // writing back block 0; block 8 still to come
     const fua = disk.writev(4096, [block(3)], WRITE_FUA); // replaces block 8 in the flush's snapshot
     writeBack.open();
@@ -229,7 +248,10 @@ test('volatile cache: a FUA write supersedes an older cached copy of the same bl
   assert.ok((await readBlock(disk, 512)).every((x) => x === 2));
   await disk.flush();
   assert.ok((await readBlock(base, 0)).every((x) => x === 1));
-  assert.ok((await readBlock(base, 512)).every((x) => x === 2), 'the flush did not write the stale cached block');
+  assert.ok(
+    (await readBlock(base, 512)).every((x) => x === 2),
+    'the flush did not write the stale cached block',
+  );
 });
 
 test('volatile cache: writes issued after flush() started are not covered by it', async () => {
@@ -239,7 +261,10 @@ test('volatile cache: writes issued after flush() started are not covered by it'
   const flushing = disk.flush();
   await disk.writev(512, [block(2)]);
   await disk.writev(0, [block(3)]);
-  assert.ok((await readBlock(disk, 0)).every((x) => x === 3), 'reads see the newest data during a flush');
+  assert.ok(
+    (await readBlock(disk, 0)).every((x) => x === 3),
+    'reads see the newest data during a flush',
+  );
   await flushing;
   assert.ok((await readBlock(base, 0)).every((x) => x === 1));
   assert.equal(disk.dirtyBytes, 1024);
@@ -258,7 +283,10 @@ test('volatile cache: powerCut with surviveFraction keeps a seeded subset of who
     for (let i = 0; i < 200; i++) {
       const b = await readBlock(base, i * 512);
       if (b[0] === i + 1) {
-        assert.ok(b.every((x) => x === i + 1), 'a surviving block is whole');
+        assert.ok(
+          b.every((x) => x === i + 1),
+          'a surviving block is whole',
+        );
         kept.push(i);
       } else {
         assert.ok(b.every((x) => x === 0));
@@ -304,7 +332,7 @@ test('volatile cache: random I/O through the cache; after flush the base holds t
   assert.ok(onBase.some((x) => x !== 0));
 });
 
-test('volatile cache: blockStatus is the base\'s, with blocks held in the cache counted as data', async () => {
+test("volatile cache: blockStatus is the base's, with blocks held in the cache counted as data", async () => {
   const base = createRamDisk(MiB);
   const disk = createVolatileCache(base);
   assert.ok(disk.blockStatus !== undefined);
@@ -362,7 +390,10 @@ test('volatile cache over a file: a power cut neither resurrects data a discard 
       assert.ok((await readBlock(disk, 0, 4096)).every((x) => x === 0));
       assert.equal((await stat(file)).blocks, 0, 'the hole is in the file');
       await disk.powerCut({ surviveFraction: 1 });
-      assert.ok((await readBlock(disk, 0, 4096)).every((x) => x === 0), 'B stayed discarded');
+      assert.ok(
+        (await readBlock(disk, 0, 4096)).every((x) => x === 0),
+        'B stayed discarded',
+      );
 
       // A write after the discard, lost in the cut: the discard's zeroes remain (not A).
       await disk.writev(8192, [block(0xa, 4096)]);
@@ -370,7 +401,10 @@ test('volatile cache over a file: a power cut neither resurrects data a discard 
       await disk.discard(8192, 4096);
       await disk.writev(8192, [block(0xc, 4096)]);
       await disk.powerCut();
-      assert.ok((await readBlock(disk, 8192, 4096)).every((x) => x === 0), 'the discard survived, the later write did not');
+      assert.ok(
+        (await readBlock(disk, 8192, 4096)).every((x) => x === 0),
+        'the discard survived, the later write did not',
+      );
 
       // A discard issued while a flush of the same block is being written back lands after it
       // (on the device reopened after that cut, which lost the write of 0xc).
@@ -398,7 +432,10 @@ test('volatile cache: a discard the base cannot do is refused before it touches 
         assert.equal(disk.info.canDiscard, false);
         await disk.writev(0, [block(5)]);
         await assert.rejects(disk.discard(0, 512), { code: 'BLK_ERR_UNSUPPORTED' });
-        assert.ok((await readBlock(disk, 0)).every((x) => x === 5), 'the cached write is still there');
+        assert.ok(
+          (await readBlock(disk, 0)).every((x) => x === 5),
+          'the cached write is still there',
+        );
         await disk.flush();
         assert.ok((await readBlock(base, 0)).every((x) => x === 5));
       } finally {

@@ -6,20 +6,35 @@ import { parseStoreSpec } from '../src/config/store-spec.ts';
 
 test('parseSize: binary units, optional B / iB', () => {
   const cases: [string, number][] = [
-    ['512', 512], ['4k', 4096], ['4K', 4096], ['4KiB', 4096], ['4kb', 4096], ['1M', 1048576],
-    ['512M', 536870912], ['1G', 1073741824], ['10GiB', 10737418240], ['1T', 2 ** 40], ['1.5k', 1536],
-    ['0', 0], [' 2g ', 2147483648], ['512B', 512],
+    ['512', 512],
+    ['4k', 4096],
+    ['4K', 4096],
+    ['4KiB', 4096],
+    ['4kb', 4096],
+    ['1M', 1048576],
+    ['512M', 536870912],
+    ['1G', 1073741824],
+    ['10GiB', 10737418240],
+    ['1T', 2 ** 40],
+    ['1.5k', 1536],
+    ['0', 0],
+    [' 2g ', 2147483648],
+    ['512B', 512],
   ];
   for (const [text, bytes] of cases) assert.equal(parseSize(text, 'test size'), bytes, text);
 });
 
 test('parseSize: errors name what was being sized', () => {
   for (const bad of ['', 'G', '1X', '-1', '1.3', '1GG', '512iB', 'ten']) {
-    assert.throws(() => parseSize(bad, '--size'), (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'BLK_ERR_USAGE');
-      assert.match(err.message, /^--size: /);
-      return true;
-    }, bad);
+    assert.throws(
+      () => parseSize(bad, '--size'),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'BLK_ERR_USAGE');
+        assert.match(err.message, /^--size: /);
+        return true;
+      },
+      bad,
+    );
   }
   assert.throws(() => parseSize('1.3', 'x'), /not a whole number of bytes/);
   assert.throws(() => parseSize('9P', 'x'), /below 2\^53/);

@@ -58,9 +58,14 @@ test('syntax: comments, both quotes, escapes, hex, multi-line lists, ;, +=, late
   assert.equal(cfg.memory, 1024);
   assert.equal(cfg.vcpus, 3);
   assert.equal(cfg.maxmem, undefined);
-  assert.deepEqual(cfg.disks.map((d) => [d.vdev, d.target, d.access]), [
-    ['xvda', '/dev/sdb', 'w'], ['xvdb', '/img/b.img', 'r'], ['xvdc', '/dev/sdc', 'w'],
-  ]);
+  assert.deepEqual(
+    cfg.disks.map((d) => [d.vdev, d.target, d.access]),
+    [
+      ['xvda', '/dev/sdb', 'w'],
+      ['xvdb', '/img/b.img', 'r'],
+      ['xvdc', '/dev/sdc', 'w'],
+    ],
+  );
   assert.equal(cfg.raw['extra'], 'a\tb "q" AA more');
   assert.deepEqual(cfg.raw['vif'], []);
   assert.deepEqual(cfg.raw['cpus'], [[1, 2], '3']);
@@ -81,7 +86,10 @@ test('errors name file:line', () => {
     ['name = "x"\nmemory = 2048 4096\n', /^g\.cfg:2: after the value of 'memory': expected end of line or ';' but found '4096'/],
     ['name = "x\n', /^g\.cfg:1: unterminated string/],
     ['name = x\n', /^g\.cfg:1: value of 'name' must be quoted: "x"/],
-    ['name = "x"\n\ndisk = [ "phy:/dev/a,xvda,w"\n  "phy:/dev/b,xvdb,w" ]\n', /^g\.cfg:4: in the list for 'disk' \(opened on line 3\): expected ',' or '\]' but found string/],
+    [
+      'name = "x"\n\ndisk = [ "phy:/dev/a,xvda,w"\n  "phy:/dev/b,xvdb,w" ]\n',
+      /^g\.cfg:4: in the list for 'disk' \(opened on line 3\): expected ',' or '\]' but found string/,
+    ],
     ['name = "x"\ndisk = [\n "phy:/dev/a,xvda,w",\n "qcow2:/i,xvdb,w" ]\n', /^g\.cfg:4: disk spec 'qcow2:\/i,xvdb,w': format=qcow2 is not supported/],
     ['name = "x"\ndisk = [ "phy:/dev/a,xvda,w",\n "phy:/dev/b,xvda,w" ]\n', /^g\.cfg:3: .*vdev xvda is already used by 'phy:\/dev\/a,xvda,w'/],
     ['name = "x"\ndisk = "phy:/dev/a,xvda,w"\n', /^g\.cfg:2: 'disk' must be a list of strings/],
@@ -98,10 +106,14 @@ test('errors name file:line', () => {
     ['name = "x"\nfoo = 1\nfoo += "s"\n', /^g\.cfg:3: 'foo \+=' needs/],
   ];
   for (const [text, re] of bad) {
-    assert.throws(() => parseXlConfig(text, 'g.cfg'), (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'BLK_ERR_USAGE');
-      assert.match(err.message, re);
-      return true;
-    }, text);
+    assert.throws(
+      () => parseXlConfig(text, 'g.cfg'),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'BLK_ERR_USAGE');
+        assert.match(err.message, re);
+        return true;
+      },
+      text,
+    );
   }
 });

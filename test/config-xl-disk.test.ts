@@ -4,17 +4,53 @@ import { deviceIdToVdev, isRemoteTarget, parseXlDiskSpec, vdevToDeviceId } from 
 
 test('vdev numbering (vbd-interface.txt)', () => {
   const cases: [string, number][] = [
-    ['xvda', 51712], ['xvdb', 51728], ['xvdp', 51952], ['xvdq', (1 << 28) | (16 << 8)],
-    ['xvdz', (1 << 28) | (25 << 8)], ['xvdaa', (1 << 28) | (26 << 8)], ['xvda1', 51713], ['xvdb15', 51743],
-    ['xvda16', (1 << 28) | 16], ['xvdtq37', (1 << 28) | (536 << 8) | 37], ['d0', 51712], ['d1p2', 51730],
-    ['d536p37', (1 << 28) | (536 << 8) | 37], ['sda', 2048], ['sdb3', 2067], ['hda', 768], ['hdb', 832],
-    ['hdc2', (22 << 8) | 2], ['hdd', (22 << 8) | 64], ['51712', 51712], ['0xca00', 51712], ['0145000', 51712],
+    ['xvda', 51712],
+    ['xvdb', 51728],
+    ['xvdp', 51952],
+    ['xvdq', (1 << 28) | (16 << 8)],
+    ['xvdz', (1 << 28) | (25 << 8)],
+    ['xvdaa', (1 << 28) | (26 << 8)],
+    ['xvda1', 51713],
+    ['xvdb15', 51743],
+    ['xvda16', (1 << 28) | 16],
+    ['xvdtq37', (1 << 28) | (536 << 8) | 37],
+    ['d0', 51712],
+    ['d1p2', 51730],
+    ['d536p37', (1 << 28) | (536 << 8) | 37],
+    ['sda', 2048],
+    ['sdb3', 2067],
+    ['hda', 768],
+    ['hdb', 832],
+    ['hdc2', (22 << 8) | 2],
+    ['hdd', (22 << 8) | 64],
+    ['51712', 51712],
+    ['0xca00', 51712],
+    ['0145000', 51712],
   ];
   for (const [name, id] of cases) assert.equal(vdevToDeviceId(name), id, name);
 });
 
 test('deviceIdToVdev inverts the canonical names', () => {
-  for (const name of ['xvda', 'xvdb', 'xvdp', 'xvdq', 'xvdz', 'xvdaa', 'xvdzz', 'xvdaaa', 'xvda1', 'xvdp15', 'xvda16', 'xvdtq37', 'sda', 'sdp15', 'hda', 'hdb63', 'hdc', 'hdd1']) {
+  for (const name of [
+    'xvda',
+    'xvdb',
+    'xvdp',
+    'xvdq',
+    'xvdz',
+    'xvdaa',
+    'xvdzz',
+    'xvdaaa',
+    'xvda1',
+    'xvdp15',
+    'xvda16',
+    'xvdtq37',
+    'sda',
+    'sdp15',
+    'hda',
+    'hdb63',
+    'hdc',
+    'hdd1',
+  ]) {
     assert.equal(deviceIdToVdev(vdevToDeviceId(name)), name, name);
   }
   assert.equal(deviceIdToVdev(51712), 'xvda');
@@ -36,7 +72,17 @@ test('bad vdevs', () => {
 test('legacy prefix form: phy:, file:, tap:aio:, aio:', () => {
   const phy = parseXlDiskSpec('phy:/dev/sdb,xvda,w');
   assert.deepEqual(
-    { target: phy.target, vdev: phy.vdev, deviceId: phy.deviceId, access: phy.access, format: phy.format, backendtype: phy.backendtype, from: phy.backendtypeFrom, devtype: phy.devtype, discard: phy.discard },
+    {
+      target: phy.target,
+      vdev: phy.vdev,
+      deviceId: phy.deviceId,
+      access: phy.access,
+      format: phy.format,
+      backendtype: phy.backendtype,
+      from: phy.backendtypeFrom,
+      devtype: phy.devtype,
+      discard: phy.discard,
+    },
     { target: '/dev/sdb', vdev: 'xvda', deviceId: 51712, access: 'w', format: 'raw', backendtype: 'phy', from: 'prefix', devtype: 'disk', discard: true },
   );
   const file = parseXlDiskSpec('file:/images/guest.img,xvdb,r');
@@ -112,12 +158,16 @@ test('errors name the spec, the place and the key', () => {
     ['/a=b,,xvda', /bad disk syntax at '\/a=b'/],
   ];
   for (const [spec, re] of bad) {
-    assert.throws(() => parseXlDiskSpec(spec, 'guest.cfg:11'), (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'BLK_ERR_USAGE', spec);
-      assert.ok(err.message.startsWith(`guest.cfg:11: disk spec '${spec}': `), err.message);
-      assert.match(err.message, re);
-      return true;
-    }, spec);
+    assert.throws(
+      () => parseXlDiskSpec(spec, 'guest.cfg:11'),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'BLK_ERR_USAGE', spec);
+        assert.ok(err.message.startsWith(`guest.cfg:11: disk spec '${spec}': `), err.message);
+        assert.match(err.message, re);
+        return true;
+      },
+      spec,
+    );
   }
 });
 
@@ -145,5 +195,10 @@ test('an iscsi:// target stays a URL: target= (with a query), the real-xl form w
     ['vdev=xvda,target=iscsi://h/iqn.x/0?digest=md5', /digest=md5/],
     ['vdev=xvda,target=iscsi://alice:pw@h/iqn.x/0', /secret goes in a file/],
   ];
-  for (const [spec, re] of bad) assert.throws(() => parseXlDiskSpec(spec, '--disk'), (err: Error) => err.message.startsWith(`--disk: disk spec '${spec}': `) && re.test(err.message), spec);
+  for (const [spec, re] of bad)
+    assert.throws(
+      () => parseXlDiskSpec(spec, '--disk'),
+      (err: Error) => err.message.startsWith(`--disk: disk spec '${spec}': `) && re.test(err.message),
+      spec,
+    );
 });

@@ -67,10 +67,12 @@ test('ctl attach on the simulated host: /etc/shadow refused (phy:, file:, target
   const policy = await resolvePathPolicy([allowed]);
   const host = await SimHost.start({ policy, log: (line) => logs.push(line) });
   host.registerStore('policy-root', createRamDisk(8 * MiB));
-  const control = await serveControl(blkbackControlTarget(host.blkback, simToolstack(host), { xenstore: host.xs, checkStore: (r) => host.stores.check(r) }), { path: socket });
+  const control = await serveControl(blkbackControlTarget(host.blkback, simToolstack(host), { xenstore: host.xs, checkStore: (r) => host.stores.check(r) }), {
+    path: socket,
+  });
   const seen = new Map<string, unknown>();
   const waiting = new Map<string, (m: unknown) => void>();
-  const report = <T,>(type: string): Promise<T> =>
+  const report = <T>(type: string): Promise<T> =>
     seen.has(type) ? Promise.resolve(seen.get(type) as T) : new Promise<T>((resolve) => waiting.set(type, resolve as (m: unknown) => void));
   const params: HotplugParams = { seed: 91, ioBytes: 64 << 10, ioOffset: 0, hotBytes: MiB, maxWaitMs: 30_000 };
   try {
@@ -117,10 +119,21 @@ test('ctl attach on the simulated host: /etc/shadow refused (phy:, file:, target
     );
     const error = await until(() => host.xs.tryRead(`/local/domain/0/error/backend/vbd/${other}/${XVDB}/error`), 5000, 'the error node');
     assert.equal(error, `13 disk target '/etc/shadow': /etc/shadow ${rule}`, 'errno and message, as Linux xenbus_dev_fatal writes them');
-    await until(async () => ((await host.xs.tryRead(`/local/domain/0/backend/vbd/${other}/${XVDB}/state`)) === String(XenbusState.Closed) ? true : undefined), 5000, 'Closed');
+    await until(
+      async () => ((await host.xs.tryRead(`/local/domain/0/backend/vbd/${other}/${XVDB}/state`)) === String(XenbusState.Closed) ? true : undefined),
+      5000,
+      'Closed',
+    );
     assert.equal(host.blkback.vbds.get(`${other}/${XVDB}`)?.device, null, 'no store opened');
-    assert.ok(logs.some((l) => l === `vbd ${other}/${XVDB}: disk target '/etc/shadow': /etc/shadow ${rule}`), logs.join('\n'));
-    assert.deepEqual(await removeDiskEntries(host.xs, 'vbd', other, XVDB, { timeoutMs: 5000 }), { forced: false }, 'already Closed: the toolstack removes it at once');
+    assert.ok(
+      logs.some((l) => l === `vbd ${other}/${XVDB}: disk target '/etc/shadow': /etc/shadow ${rule}`),
+      logs.join('\n'),
+    );
+    assert.deepEqual(
+      await removeDiskEntries(host.xs, 'vbd', other, XVDB, { timeoutMs: 5000 }),
+      { forced: false },
+      'already Closed: the toolstack removes it at once',
+    );
 
     // A file under the allowed directory: attached, and the guest's bytes land in it.
     await host.xs.write(stepPath(d), 'io');
@@ -157,11 +170,13 @@ test('ctl attach: a target that does not exist is answered at once, not reported
     );
     guest.result.catch(() => undefined);
     await assert.rejects(target.attach(guest.domid, `vdev=xvdb,target=${dir}/missing.img`), (e: Error) =>
-      /disk target '.*missing\.img' does not exist on this machine/.test(e.message));
+      /disk target '.*missing\.img' does not exist on this machine/.test(e.message),
+    );
     // Without the check, blkback's own open is the judge: the attach fails with its reason, and the
     // entries are taken away again (before, the answer was "attached").
     await assert.rejects(bare.attach(guest.domid, `vdev=xvdb,target=${dir}/missing.img`), (e: Error) =>
-      /^attach: blkback cannot open the disk: disk target '.*missing\.img' does not exist/.test(e.message));
+      /^attach: blkback cannot open the disk: disk target '.*missing\.img' does not exist/.test(e.message),
+    );
     assert.equal(await host.xs.tryRead(`/local/domain/0/backend/vbd/${guest.domid}/${XVDB}/params`), undefined);
     await until(async () => (host.blkback.vbds.has(`${guest.domid}/${XVDB}`) ? undefined : true), 5000, 'blkback to drop the failed disk');
   } finally {

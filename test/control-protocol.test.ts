@@ -169,7 +169,17 @@ test('latency summary: fio percentiles plus decade buckets that add up to the co
   assert.ok(s.p999 > 1e10, `p99.9 ${s.p999}`);
   assert.deepEqual(
     s.buckets.map((b) => [b.le_ns, b.count]),
-    [[1e3, 0], [1e4, 0], [1e5, 900], [1e6, 0], [1e7, 90], [1e8, 0], [1e9, 0], [1e10, 0], [null, 10]],
+    [
+      [1e3, 0],
+      [1e4, 0],
+      [1e5, 900],
+      [1e6, 0],
+      [1e7, 90],
+      [1e8, 0],
+      [1e9, 0],
+      [1e10, 0],
+      [null, 10],
+    ],
   );
   const empty = summarizeLatency(new LatencyHistogram());
   assert.deepEqual([empty.count, empty.min, empty.p50, empty.p999], [0, 0, 0, 0]);

@@ -87,7 +87,7 @@ test('blkback ctl on the simulated host: list, stats, attach, detach, resize, ba
     // A guest that fails ends every wait with its own error.
     const failed = guest.result.then(() => new Promise<never>(() => undefined));
     failed.catch(() => undefined);
-    const report = <T,>(type: string, what: string): Promise<T> => within(Promise.race([r.next<T>(type), failed]), 10_000, what);
+    const report = <T>(type: string, what: string): Promise<T> => within(Promise.race([r.next<T>(type), failed]), 10_000, what);
     const d = guest.domid;
     const key = `${d}/${XVDA}`;
     await report('connected', 'the guest to connect');
@@ -125,7 +125,10 @@ test('blkback ctl on the simulated host: list, stats, attach, detach, resize, ba
       assert.equal(after.rd_sect - before.rd_sect, sectors, 'rd_sect grew by the sectors read');
       assert.ok(after.wr_req > before.wr_req && after.rd_req > before.rd_req);
       assert.equal(after.oo_req, 0);
-      assert.deepEqual(Object.values(after.errors).filter((n) => n !== 0), []);
+      assert.deepEqual(
+        Object.values(after.errors).filter((n) => n !== 0),
+        [],
+      );
       const w = after.latency_ns.write;
       assert.equal(w.count, after.wr_req, 'one write latency per write request');
       assert.equal(sum(w.buckets), w.count, 'the histogram buckets hold every write');
@@ -137,7 +140,8 @@ test('blkback ctl on the simulated host: list, stats, attach, detach, resize, ba
       const human = await ctl(socket, ['stats', key]);
       assert.equal(human.code, 0, human.stderr);
       assert.match(human.stdout, new RegExp(`^vbd-${d}-${XVDA} \\(${key}, xvda\\)`));
-      for (const name of ['oo_req', 'rd_req', 'wr_req', 'f_req', 'ds_req', 'rd_sect', 'wr_sect']) assert.match(human.stdout, new RegExp(`^  ${name}\\s+\\d+$`, 'm'));
+      for (const name of ['oo_req', 'rd_req', 'wr_req', 'f_req', 'ds_req', 'rd_sect', 'wr_sect'])
+        assert.match(human.stdout, new RegExp(`^  ${name}\\s+\\d+$`, 'm'));
       assert.match(human.stdout, new RegExp(`^  wr_sect\\s+${after.wr_sect}$`, 'm'));
       assert.match(human.stdout, /^  errors\s+none$/m);
       assert.match(human.stdout, /^  latency\s+count\s+min\s+p50\s+p90\s+p99\s+p99\.9\s+max$/m);
@@ -162,7 +166,13 @@ test('blkback ctl on the simulated host: list, stats, attach, detach, resize, ba
       assert.equal(a.equal, true, 'the guest read back the bytes it wrote');
       assert.equal(await countBadSectors(spare, 0, params.hotBytes, params.seed + 1, 2), 0, 'and the spare store holds them');
       const disks = await client.list();
-      assert.deepEqual(disks.map((x) => [x.key, x.vdev, x.store]), [[key, 'xvda', 'phy:ctl-root'], [`${d}/${XVDB}`, 'xvdb', 'phy:/dev/ctl-spare']]);
+      assert.deepEqual(
+        disks.map((x) => [x.key, x.vdev, x.store]),
+        [
+          [key, 'xvda', 'phy:ctl-root'],
+          [`${d}/${XVDB}`, 'xvdb', 'phy:/dev/ctl-spare'],
+        ],
+      );
       const again = await ctl(socket, ['attach', String(d), 'vdev=xvdb,target=/dev/ctl-spare']);
       assert.equal(again.code, 1);
       assert.match(again.stderr, /already has a disk xvdb/);
@@ -179,7 +189,10 @@ test('blkback ctl on the simulated host: list, stats, attach, detach, resize, ba
       const detached = await report<{ xvdaOk: boolean }>('detached', 'the guest to report the detach');
       assert.equal(detached.xvdaOk, true);
       assert.ok(!logs.some((l) => l.includes('removing it anyway')), logs.join('\n'));
-      assert.deepEqual((await client.list()).map((x) => x.key), [key]);
+      assert.deepEqual(
+        (await client.list()).map((x) => x.key),
+        [key],
+      );
     });
 
     await t.test('resize (CLI): the frontend sees the new size and writes at the new end', async () => {
@@ -209,8 +222,14 @@ test('blkback ctl on the simulated host: list, stats, attach, detach, resize, ba
       await assert.rejects(client.stats(`${d}/xvdc`), (e: ControlError) => e.code === 'CTL_ERR_UNKNOWN_DISK' && e.known?.join() === key);
       await assert.rejects(client.stats('xvda'), (e: ControlError) => e.code === 'CTL_ERR_BAD_ARGUMENT');
       await assert.rejects(client.detach(d, 'xvdq'), (e: ControlError) => e.code === 'CTL_ERR_UNKNOWN_DISK');
-      await assert.rejects(client.attach(999, 'vdev=xvdc,target=/dev/ctl-spare'), (e: ControlError) => e.code === 'CTL_ERR_FAILED' && /no domain 999/.test(e.message));
-      await assert.rejects(client.attach(d, 'vdev=xvdc,format=qcow2,target=/x'), (e: ControlError) => e.code === 'CTL_ERR_BAD_ARGUMENT' && /qcow2/.test(e.message));
+      await assert.rejects(
+        client.attach(999, 'vdev=xvdc,target=/dev/ctl-spare'),
+        (e: ControlError) => e.code === 'CTL_ERR_FAILED' && /no domain 999/.test(e.message),
+      );
+      await assert.rejects(
+        client.attach(d, 'vdev=xvdc,format=qcow2,target=/x'),
+        (e: ControlError) => e.code === 'CTL_ERR_BAD_ARGUMENT' && /qcow2/.test(e.message),
+      );
       assert.equal((await client.list()).length, 1, 'still answering after all that');
 
       const cli = await ctl(socket, ['stats', `${d}/xvdc`]);
@@ -240,11 +259,17 @@ test('no server: ctl says how to start one; a live server is not displaced, a st
   try {
     const none = await ctl(socket, ['list']);
     assert.equal(none.code, 1);
-    assert.match(none.stderr, /^blkback: no blkback control socket at .*control\.sock \(is blkback serve \(or blkback run\) running\? start it with --control-socket /);
+    assert.match(
+      none.stderr,
+      /^blkback: no blkback control socket at .*control\.sock \(is blkback serve \(or blkback run\) running\? start it with --control-socket /,
+    );
     assert.equal(none.stderr.trim().split('\n').length, 1, 'one line, no stack');
 
     // A stale socket: its server was killed without cleaning up.
-    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    const child = spawn(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(socket)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
     await new Promise((resolve) => child.on('exit', resolve));
     assert.ok(existsSync(socket), 'the killed server left its socket behind');
     const stale = await ctl(socket, ['list']);

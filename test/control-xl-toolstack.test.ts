@@ -32,7 +32,11 @@ exit 0
   chmodSync(join(bin, 'xl'), 0o755);
   return {
     env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}` },
-    calls: () => readFileSync(log, 'utf8').split('\n').filter((l) => l !== '').map((l) => l.split('\t')),
+    calls: () =>
+      readFileSync(log, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => l.split('\t')),
   };
 }
 

@@ -46,7 +46,9 @@ function tempDir(t: { after: (fn: () => void) => void }): string {
 
 /** The `line:N` where `text` (an option line) sits in a job file, 1-based. */
 function lineOf(file: string, text: string): number {
-  const i = readFileSync(file, 'utf8').split('\n').findIndex((l) => l.trim() === text);
+  const i = readFileSync(file, 'utf8')
+    .split('\n')
+    .findIndex((l) => l.trim() === text);
   assert.ok(i >= 0, `${file} has a line '${text}'`);
   return i + 1;
 }
@@ -102,14 +104,24 @@ test('seed randw.fio in a guest: fio-shaped report, legacy rw=randw note, 4 jobs
 
   // fio's structure: the job line (clones as "..."), version, "Starting N processes", one report per clone, group line.
   const out = r.stdout;
-  assert.match(out, /^\/dev\/xvda: \(g=0\): rw=randwrite, bs=\(R\) 64\.0KiB-64\.0KiB, \(W\) 64\.0KiB-64\.0KiB, \(T\) 64\.0KiB-64\.0KiB, ioengine=libaio, iodepth=256\n\.\.\.\nfio-3\.33\nStarting 4 processes\n/);
+  assert.match(
+    out,
+    /^\/dev\/xvda: \(g=0\): rw=randwrite, bs=\(R\) 64\.0KiB-64\.0KiB, \(W\) 64\.0KiB-64\.0KiB, \(T\) 64\.0KiB-64\.0KiB, ioengine=libaio, iodepth=256\n\.\.\.\nfio-3\.33\nStarting 4 processes\n/,
+  );
   const reports = [...out.matchAll(/^\/dev\/xvda: \(groupid=0, jobs=1\): err= 0: pid=\d+: \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$/gm)];
   assert.equal(reports.length, 4, out);
   assert.equal([...out.matchAll(/^ {2}Description {2}: \[Emulation of Intel IOmeter File Server Access Pattern\]$/gm)].length, 4);
-  assert.equal([...out.matchAll(/^ {2}write: IOPS=[\d.]+k?, BW=[\d.]+[KMG]iB\/s \([\d.]+[kMG]B\/s\)\([\d.]+[KMG]iB\/\d+msec\); 0 zone resets$/gm)].length, 4, out);
+  assert.equal(
+    [...out.matchAll(/^ {2}write: IOPS=[\d.]+k?, BW=[\d.]+[KMG]iB\/s \([\d.]+[kMG]B\/s\)\([\d.]+[KMG]iB\/\d+msec\); 0 zone resets$/gm)].length,
+    4,
+    out,
+  );
   assert.doesNotMatch(out, /^ {2}read: IOPS/m, 'randwrite reads nothing');
   assert.equal([...out.matchAll(/^ {4}clat percentiles \((?:n|u|m)sec\):$/gm)].length, 4);
-  assert.match(out, /\nRun status group 0 \(all jobs\):\n {2}WRITE: bw=[\d.]+[KMG]iB\/s \([\d.]+[kMG]B\/s\), [\d.]+[KMG]iB\/s-[\d.]+[KMG]iB\/s \([\d.]+[kMG]B\/s-[\d.]+[kMG]B\/s\), io=[\d.]+[KMG]iB \([\d.]+[kMG]B\), run=\d+-\d+msec\n$/);
+  assert.match(
+    out,
+    /\nRun status group 0 \(all jobs\):\n {2}WRITE: bw=[\d.]+[KMG]iB\/s \([\d.]+[kMG]B\/s\), [\d.]+[KMG]iB\/s-[\d.]+[KMG]iB\/s \([\d.]+[kMG]B\/s-[\d.]+[kMG]B\/s\), io=[\d.]+[KMG]iB \([\d.]+[kMG]B\), run=\d+-\d+msec\n$/,
+  );
   assert.doesNotMatch(out, /^ {3}READ:/m);
   const issued = issuedWrites(out);
   assert.equal(issued.length, 4);
@@ -177,7 +189,22 @@ test('--output-format json on the seed iometer.fio: fio schema, numbers consiste
     let readIos = 0;
     for (const dir of ['read', 'write'] as const) {
       const d = job[dir] as Record<string, unknown>;
-      for (const key of ['io_bytes', 'io_kbytes', 'bw_bytes', 'bw', 'iops', 'runtime', 'total_ios', 'slat_ns', 'clat_ns', 'lat_ns', 'bw_min', 'bw_max', 'bw_mean', 'iops_mean']) {
+      for (const key of [
+        'io_bytes',
+        'io_kbytes',
+        'bw_bytes',
+        'bw',
+        'iops',
+        'runtime',
+        'total_ios',
+        'slat_ns',
+        'clat_ns',
+        'lat_ns',
+        'bw_min',
+        'bw_max',
+        'bw_mean',
+        'iops_mean',
+      ]) {
         assert.ok(key in d, `${dir}.${key} present`);
       }
       const ioBytes = d.io_bytes as number;
@@ -296,19 +323,48 @@ test("--disk 'phy:/dev/loopN,xvda,w': verify=crc32c randwrite runs clean in a gu
 
 test('--guest examples/guest-phy.cfg --map /dev/sdb=ram:64M runs the seed iometer.fio (json to --output, logs to a new --log-dir)', async (t) => {
   const cwd = tempDir(t);
-  const r = await blkbackFio(['--guest', GUEST_PHY, '--map', '/dev/sdb=ram:64M', '--set', 'size=16m', ...SHORT, '--output-format', 'json', '--output', 'result.json', '--log-dir', 'logs/iometer', IOMETER], cwd);
+  const r = await blkbackFio(
+    [
+      '--guest',
+      GUEST_PHY,
+      '--map',
+      '/dev/sdb=ram:64M',
+      '--set',
+      'size=16m',
+      ...SHORT,
+      '--output-format',
+      'json',
+      '--output',
+      'result.json',
+      '--log-dir',
+      'logs/iometer',
+      IOMETER,
+    ],
+    cwd,
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, '', 'the report went to --output');
   const ignored = r.stderr.split('\n').filter((l) => /ignor/i.test(l));
   assert.equal(ignored.length, 1, r.stderr);
   assert.ok(ignored[0]!.includes(GUEST_PHY));
-  const doc = JSON.parse(readFileSync(join(cwd, 'result.json'), 'utf8')) as { jobs: { jobname: string; error: number; read: { io_bytes: number }; write: { io_bytes: number } }[] };
+  const doc = JSON.parse(readFileSync(join(cwd, 'result.json'), 'utf8')) as {
+    jobs: { jobname: string; error: number; read: { io_bytes: number }; write: { io_bytes: number } }[];
+  };
   assert.equal(doc.jobs.length, 2);
   for (const j of doc.jobs) {
     assert.equal(j.error, 0);
     assert.ok(j.read.io_bytes > 0 && j.write.io_bytes > 0);
   }
-  assert.deepEqual(readdirSync(join(cwd, 'logs/iometer')).sort(), ['iometer_bw.1.log', 'iometer_bw.2.log', 'iometer_clat.1.log', 'iometer_clat.2.log', 'iometer_lat.1.log', 'iometer_lat.2.log', 'iometer_slat.1.log', 'iometer_slat.2.log']);
+  assert.deepEqual(readdirSync(join(cwd, 'logs/iometer')).sort(), [
+    'iometer_bw.1.log',
+    'iometer_bw.2.log',
+    'iometer_clat.1.log',
+    'iometer_clat.2.log',
+    'iometer_lat.1.log',
+    'iometer_lat.2.log',
+    'iometer_slat.1.log',
+    'iometer_slat.2.log',
+  ]);
   assert.deepEqual(readdirSync(cwd).sort(), ['logs', 'result.json'], 'no logs in the cwd');
 });
 
@@ -316,11 +372,7 @@ test('errors name what is wrong: a disk the guest lacks, an unknown option, --se
   const cwd = tempDir(t);
   const second = FIXTURE('second-disk.fio');
   const unknown = FIXTURE('unknown-option.fio');
-  const [disk, option, set] = await Promise.all([
-    blkbackFio([second], cwd),
-    blkbackFio([unknown], cwd),
-    blkbackFio(['--set', 'size', RANDW], cwd),
-  ]);
+  const [disk, option, set] = await Promise.all([blkbackFio([second], cwd), blkbackFio([unknown], cwd), blkbackFio(['--set', 'size', RANDW], cwd)]);
 
   assert.notEqual(disk.code, 0);
   assert.match(disk.stderr, /job 'on-xvdb'/);
@@ -383,18 +435,25 @@ test('write+verify: the verify reads are timed on their own, as fio does', async
   assert.ok(job.read.runtime < job.write.runtime, `verify phase ${job.read.runtime} ms is timed apart from the write phase ${job.write.runtime} ms`);
 });
 
-test("bs = 8k (8 bytes to fio 3.33): a note at parse, then the failed I/O, the option, its value and line, and why; in every output format", async (t) => {
+test('bs = 8k (8 bytes to fio 3.33): a note at parse, then the failed I/O, the option, its value and line, and why; in every output format', async (t) => {
   const cwd = tempDir(t);
   const job = FIXTURE('blank-bs.fio');
   const line = lineOf(job, 'bs = 8k');
   const [normal, json] = await Promise.all([blkbackFio([job], cwd), blkbackFio(['--output-format', 'json', job], cwd)]);
   for (const r of [normal, json]) {
     assert.equal(r.code, 1, r.stderr);
-    assert.ok(r.stderr.includes(`note: ${job}:${line}: 'bs = 8k': ' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit); write bs=8k for 8192 bytes\n`), r.stderr);
+    assert.ok(
+      r.stderr.includes(
+        `note: ${job}:${line}: 'bs = 8k': ' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit); write bs=8k for 8192 bytes\n`,
+      ),
+      r.stderr,
+    );
     // fio's own line for a failed I/O, then why.
     assert.match(r.stderr, /^fio: io_u error on file \/dev\/xvda: Invalid argument: read offset=\d+, buflen=8$/m);
     assert.ok(
-      r.stderr.includes(`fio: blank-bs: /dev/xvda takes I/O in whole 512-byte blocks, and bs=8 ('bs = 8k' at ${job}:${line}: ' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit)) is not a multiple of 512\n`),
+      r.stderr.includes(
+        `fio: blank-bs: /dev/xvda takes I/O in whole 512-byte blocks, and bs=8 ('bs = 8k' at ${job}:${line}: ' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit)) is not a multiple of 512\n`,
+      ),
       r.stderr,
     );
     assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
@@ -413,7 +472,10 @@ test('--disk phy:/nonexistent: the cause, at once (no wait for a handshake that 
   const r = await blkbackFio(['--disk', 'phy:/nonexistent,xvda,w', RANDW], cwd);
   const elapsed = Date.now() - started;
   assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /^blkback: guest fio \(domain \d+\): disk xvda: disk target '\/nonexistent' does not exist on this machine; map it to a store, e\.g\. --map \/nonexistent=ram:1G$/m);
+  assert.match(
+    r.stderr,
+    /^blkback: guest fio \(domain \d+\): disk xvda: disk target '\/nonexistent' does not exist on this machine; map it to a store, e\.g\. --map \/nonexistent=ram:1G$/m,
+  );
   assert.doesNotMatch(r.stderr, /InitWait|internal error|\n\s+at /);
   assert.equal(r.stdout, '');
   assert.ok(elapsed < 5000, `ends at once, not after blkfront's 10 s timeout (${elapsed} ms)`);

@@ -97,7 +97,7 @@ test('completions that arrive together are refilled in one stretch: one submissi
   assert.ok(r.dirs[0].clat.min >= 0 && r.dirs[0].slat.min >= 0);
 });
 
-test('a device that works inside its calls: each I/O\'s submission latency is its own call, not its stretch\'s', async () => {
+test("a device that works inside its calls: each I/O's submission latency is its own call, not its stretch's", async () => {
   // A fake clock that only the device moves: every read takes exactly 1 ms, in the call.
   let clock = 0;
   const inner = createNullDisk(64 * MiB);

@@ -33,11 +33,24 @@ function runFio(args: string[], size = 16 * MiB): Io[] {
   const dir = mkdtempSync(join(tmpdir(), 'fio-parity-'));
   const file = `/dev/shm/blkback-parity-${process.pid}.dat`;
   try {
-    execFileSync('fio', ['--name=p', `--filename=${file}`, `--size=${size}`, '--ioengine=psync', '--write_lat_log=p', '--log_offset=1', ...args, `--output=${join(dir, 'out.txt')}`], {
-      cwd: dir,
-      timeout: 20_000,
-      stdio: 'ignore',
-    });
+    execFileSync(
+      'fio',
+      [
+        '--name=p',
+        `--filename=${file}`,
+        `--size=${size}`,
+        '--ioengine=psync',
+        '--write_lat_log=p',
+        '--log_offset=1',
+        ...args,
+        `--output=${join(dir, 'out.txt')}`,
+      ],
+      {
+        cwd: dir,
+        timeout: 20_000,
+        stdio: 'ignore',
+      },
+    );
     return readFileSync(join(dir, 'p_clat.1.log'), 'utf8')
       .trim()
       .split('\n')
@@ -95,9 +108,16 @@ test('iometer bssplit randrw 80/20 with the random map: mix, trimmed sizes (~4.8
 test('bsrange 1k-4k randread (norandommap): size histogram and offset spread match fio', async (t) => {
   if (stopIfMissing(t, fio)) return;
   const theirs = runFio(['--rw=randread', '--bsrange=1k-4k', '--norandommap', '--number_ios=4000']);
-  const ours = await runOurs(makeJob({ rw: 'randread', bsMin: [1024, 1024, 1024], bsMax: [4096, 4096, 4096], norandommap: true, numberIos: 4000, size: 16 * MiB }));
+  const ours = await runOurs(
+    makeJob({ rw: 'randread', bsMin: [1024, 1024, 1024], bsMax: [4096, 4096, 4096], norandommap: true, numberIos: 4000, size: 16 * MiB }),
+  );
   assert.equal(ours.length, theirs.length);
-  assertShares(shares(ours, (io) => io.len), shares(theirs, (io) => io.len), 0.04, 'size');
+  assertShares(
+    shares(ours, (io) => io.len),
+    shares(theirs, (io) => io.len),
+    0.04,
+    'size',
+  );
   const decile = (io: Io): number => Math.floor((io.offset / (16 * MiB)) * 10);
   assertShares(shares(ours, decile), shares(theirs, decile), 0.04, 'offset decile');
   for (const l of [ours, theirs]) assert.ok(l.every((io) => io.offset % 1024 === 0));

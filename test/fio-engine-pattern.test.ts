@@ -39,15 +39,25 @@ test('rw=read walks the region in order once; offset and size bound it', () => {
 
 test('rw=write:4k skips 4k after each I/O; stops at the end of a region inside the device, wraps at the device end', () => {
   const list = ios(makeJob({ rw: 'write', rwSuffix: 4096, size: 65536 }));
-  assert.deepEqual(list.map((io) => io.offset / 1024), [0, 8, 16, 24, 32, 40, 48, 56]);
+  assert.deepEqual(
+    list.map((io) => io.offset / 1024),
+    [0, 8, 16, 24, 32, 40, 48, 56],
+  );
   assert.ok(list.every((io) => io.ddir === 1));
   const whole = ios(makeJob({ rw: 'write', rwSuffix: 4096, size: 65536 }), 65536);
-  assert.deepEqual(whole.map((io) => io.offset / 1024), [0, 8, 16, 24, 32, 40, 48, 56, 0, 8, 16, 24, 32, 40, 48, 56], 'ending at the device end it wraps (fio: 16 I/Os on a 64k file)');
+  assert.deepEqual(
+    whole.map((io) => io.offset / 1024),
+    [0, 8, 16, 24, 32, 40, 48, 56, 0, 8, 16, 24, 32, 40, 48, 56],
+    'ending at the device end it wraps (fio: 16 I/Os on a 64k file)',
+  );
 });
 
 test('rw=read:-8k walks backwards and wraps to the end, as fio 3.33 does', () => {
   const list = ios(makeJob({ rw: 'read', rwSuffix: -8192, size: 65536 }));
-  assert.deepEqual(list.map((io) => io.offset / 1024), [0, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0]);
+  assert.deepEqual(
+    list.map((io) => io.offset / 1024),
+    [0, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0],
+  );
 });
 
 test('rw=randread:4 issues runs of 4 consecutive blocks from each random offset', () => {
@@ -67,7 +77,10 @@ test('rw=randread:4 issues runs of 4 consecutive blocks from each random offset'
 
 test('rw=rw keeps one sequential position per direction and stops at size in total', () => {
   const list = ios(makeJob({ rw: 'rw', size: 1 * MiB }));
-  assert.equal(list.reduce((a, io) => a + io.len, 0), 1 * MiB);
+  assert.equal(
+    list.reduce((a, io) => a + io.len, 0),
+    1 * MiB,
+  );
   for (const d of [0, 1]) {
     const offs = list.filter((io) => io.ddir === d).map((io) => io.offset);
     offs.forEach((o, i) => assert.equal(o, i * 4096));
@@ -79,7 +92,10 @@ test('rwmixread counts I/Os: 30% reads of 20000 I/Os with mixed block sizes', ()
   const list = ios(job);
   const reads = list.filter((io) => io.ddir === 0).length / list.length;
   assert.ok(Math.abs(reads - 0.3) < 0.015, `read share ${reads}`);
-  assert.ok(list.every((io) => io.len === (io.ddir === 0 ? 4096 : 65536)), 'bs per direction');
+  assert.ok(
+    list.every((io) => io.len === (io.ddir === 0 ? 4096 : 65536)),
+    'bs per direction',
+  );
 });
 
 test('random map: every block exactly once per pass; norandommap repeats blocks', () => {
@@ -113,7 +129,10 @@ test('random map trims I/Os to the free run: the iometer bssplit averages about 
         seen[b] = 1;
       }
     }
-    assert.ok(list.some((io) => !sizes.some((s) => s.bs === io.len)), 'some I/Os were trimmed to odd sizes');
+    assert.ok(
+      list.some((io) => !sizes.some((s) => s.bs === io.len)),
+      'some I/Os were trimmed to odd sizes',
+    );
   }
 });
 
@@ -144,7 +163,10 @@ test('bsrange draws multiples of the low end uniformly, aligned to it', () => {
     assert.equal(io.offset % 1024, 0);
     counts.set(io.len, (counts.get(io.len) ?? 0) + 1);
   }
-  assert.deepEqual([...counts.keys()].sort((a, b) => a - b), [1024, 2048, 3072, 4096]);
+  assert.deepEqual(
+    [...counts.keys()].sort((a, b) => a - b),
+    [1024, 2048, 3072, 4096],
+  );
   assert.equal(list.length, 6000);
   for (const c of counts.values()) assert.ok(Math.abs(c / list.length - 0.25) < 0.03, `share ${c / list.length}`);
 });
@@ -163,7 +185,11 @@ test('offsets stay inside [offset, offset+size) for random I/O with large blocks
 
 test('number_ios stops early; io_size loops over the region; loops repeats it', () => {
   assert.equal(ios(makeJob({ rw: 'read', size: 64 * 1024, numberIos: 5 })).length, 5);
-  const p = new WorkloadPattern(makeJob({ rw: 'randread', size: 256 * 1024, ioSize: 768 * 1024 }), jobGeometry(makeJob({ rw: 'randread', size: 256 * 1024, ioSize: 768 * 1024 }), 64 * MiB), 1);
+  const p = new WorkloadPattern(
+    makeJob({ rw: 'randread', size: 256 * 1024, ioSize: 768 * 1024 }),
+    jobGeometry(makeJob({ rw: 'randread', size: 256 * 1024, ioSize: 768 * 1024 }), 64 * MiB),
+    1,
+  );
   const looped = trace(p);
   assert.equal(looped.length, 192);
   for (let pass = 0; pass < 3; pass++) {
@@ -201,7 +227,11 @@ test('random_distribution: zipf, pareto and normal concentrate I/O on few blocks
   const pareto = ios(makeJob({ ...base, randomDistribution: { kind: 'pareto', h: 0.9, center: 0 } }));
   const normal = ios(makeJob({ ...base, randomDistribution: { kind: 'normal', dev: 5, center: 0 } }));
   assert.ok(uniform < 0.4, `uniform top-10% share ${uniform}`);
-  for (const [name, list] of [['zipf', zipf], ['pareto', pareto], ['normal', normal]] as const) {
+  for (const [name, list] of [
+    ['zipf', zipf],
+    ['pareto', pareto],
+    ['normal', normal],
+  ] as const) {
     const share = hottestShare(list, blocks, 0.1);
     assert.ok(share > 0.6, `${name} top-10% share ${share}`);
     // Hashed: the hottest blocks are spread over the region, not packed at its start.
@@ -212,13 +242,20 @@ test('random_distribution: zipf, pareto and normal concentrate I/O on few blocks
 });
 
 test('random_distribution=zoned and zoned_abs send each share of I/O to its zone', () => {
-  const zones = [{ accessPerc: 60, size: 10 }, { accessPerc: 30, size: 20 }, { accessPerc: 10, size: 70 }];
+  const zones = [
+    { accessPerc: 60, size: 10 },
+    { accessPerc: 30, size: 20 },
+    { accessPerc: 10, size: 70 },
+  ];
   const list = ios(makeJob({ rw: 'randread', size: 10 * MiB, numberIos: 20000, randomDistribution: { kind: 'zoned', zones: [zones, zones, zones] } }));
   const inFirst = list.filter((io) => io.offset < 1 * MiB).length / list.length;
   const inSecond = list.filter((io) => io.offset >= 1 * MiB && io.offset < 3 * MiB).length / list.length;
   assert.ok(Math.abs(inFirst - 0.6) < 0.02, `zone 1 share ${inFirst}`);
   assert.ok(Math.abs(inSecond - 0.3) < 0.02, `zone 2 share ${inSecond}`);
-  const abs = [{ accessPerc: 80, size: 1 * MiB }, { accessPerc: 20, size: 9 * MiB }];
+  const abs = [
+    { accessPerc: 80, size: 1 * MiB },
+    { accessPerc: 20, size: 9 * MiB },
+  ];
   const listAbs = ios(makeJob({ rw: 'randread', size: 10 * MiB, numberIos: 10000, randomDistribution: { kind: 'zoned_abs', zones: [abs, abs, abs] } }));
   const hot = listAbs.filter((io) => io.offset < 1 * MiB).length / listAbs.length;
   assert.ok(Math.abs(hot - 0.8) < 0.02, `zoned_abs share ${hot}`);

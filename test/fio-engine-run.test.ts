@@ -76,7 +76,10 @@ test('iodepth_low: once full, the queue drains to iodepth_low before refilling',
 test('runtime with time_based loops until the time is up; ramp_time is excluded and the log clock restarts', async () => {
   const ctx = context(createRamDisk(4 * MiB));
   const t0 = performance.now();
-  const r = await runJob(makeJob({ rw: 'randread', size: 1 * MiB, runtimeUs: 300_000, rampTimeUs: 200_000, timeBased: true, writeBwLog: 'x', logAvgMsec: 100 }), ctx);
+  const r = await runJob(
+    makeJob({ rw: 'randread', size: 1 * MiB, runtimeUs: 300_000, rampTimeUs: 200_000, timeBased: true, writeBwLog: 'x', logAvgMsec: 100 }),
+    ctx,
+  );
   const wall = performance.now() - t0;
   assert.ok(wall >= 490 && wall < 900, `wall ${wall}`);
   assert.ok(r.runtimeMs >= 300 && r.runtimeMs < 400, `runtime ${r.runtimeMs}`);
@@ -132,7 +135,13 @@ test('fsync=N flushes every N writes and end_fsync once more, counted in sync', 
 
 for (const kind of ['crc32c', 'md5', 'crc32', 'pattern'] as const) {
   test(`verify=${kind}: writes, then reads everything back, counted in read stats`, async () => {
-    const job = makeJob({ rw: 'randwrite', size: 1 * MiB, verify: kind, verifyPattern: kind === 'pattern' ? Uint8Array.of(0xde, 0xad, 0xbe, 0xef) : null, iodepth: 4 });
+    const job = makeJob({
+      rw: 'randwrite',
+      size: 1 * MiB,
+      verify: kind,
+      verifyPattern: kind === 'pattern' ? Uint8Array.of(0xde, 0xad, 0xbe, 0xef) : null,
+      iodepth: 4,
+    });
     const r = await runJob(job, context(createRamDisk(4 * MiB)));
     assert.equal(r.error, 0, r.errorMessage);
     assert.equal(r.dirs[1].totalIos, 256);
@@ -191,7 +200,10 @@ test('per-I/O log rows (log_avg_msec=0): one row per I/O and kind with bs and of
   await runJob(makeJob({ rw: 'randwrite', size: 64 * 1024, writeBwLog: 'a', writeLatLog: 'a', writeIopsLog: 'a', logOffset: true }), ctx);
   for (const kind of ['bw', 'iops', 'lat', 'slat', 'clat'] as const) assert.equal(ctx.rows.filter((r) => r.kind === kind).length, 16, kind);
   const clat = ctx.rows.filter((r) => r.kind === 'clat');
-  assert.deepEqual(clat.map((r) => r.offset).sort((a, b) => a - b), Array.from({ length: 16 }, (_, i) => i * 4096));
+  assert.deepEqual(
+    clat.map((r) => r.offset).sort((a, b) => a - b),
+    Array.from({ length: 16 }, (_, i) => i * 4096),
+  );
   assert.ok(clat.every((r) => r.bs === 4096 && r.ddir === 1 && r.value > 0 && Number.isInteger(r.value)));
   assert.ok(ctx.rows.filter((r) => r.kind === 'iops').every((r) => r.value === 1));
 });
@@ -213,12 +225,23 @@ test('an I/O the device refuses for not being whole blocks names the option that
     },
     readv: async (offset, iov) => {
       const len = iov.reduce((n, b) => n + b.length, 0);
-      if (offset % 512 !== 0 || len % 512 !== 0) throw new BlockError('BLK_ERR_RANGE', `${len} bytes at ${offset} is not sector-aligned`, { errno: Errno.EINVAL });
+      if (offset % 512 !== 0 || len % 512 !== 0)
+        throw new BlockError('BLK_ERR_RANGE', `${len} bytes at ${offset} is not sector-aligned`, { errno: Errno.EINVAL });
       return ram.readv(offset, iov);
     },
   };
   const origins = { bs: { where: 'jobs/x.fio:7', text: 'bs = 8k', note: "' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit)" } };
-  const job = makeJob({ name: 'odd', filename: ['/dev/xvda'], rw: 'read', bs: [8, 8, 8], bsMin: [8, 8, 8], bsMax: [8, 8, 8], blockalign: [8, 8, 8], size: 4096, origins });
+  const job = makeJob({
+    name: 'odd',
+    filename: ['/dev/xvda'],
+    rw: 'read',
+    bs: [8, 8, 8],
+    bsMin: [8, 8, 8],
+    bsMax: [8, 8, 8],
+    blockalign: [8, 8, 8],
+    size: 4096,
+    origins,
+  });
   const r = await runJob(job, context(strict));
   assert.equal(r.error, Errno.EINVAL);
   assert.deepEqual(r.errorReport, [
@@ -273,12 +296,18 @@ test('runJobs: jobs run together; stonewall waits for all earlier jobs; wait_for
     onStart: (r) => spans.set(r.job.name, { start: performance.now(), end: 0 }),
     onEnd: (res) => (spans.get(res.job.name)!.end = performance.now()),
   });
-  assert.deepEqual(results.map((r) => r.groupId), [0, 0, 0, 1]);
+  assert.deepEqual(
+    results.map((r) => r.groupId),
+    [0, 0, 0, 1],
+  );
   const s = (n: string) => spans.get(n)!;
   // Together: each starts before the other is a quarter through (rate-limited, a runs about 130 ms;
   // a fixed bound in ms failed on a loaded CI machine).
   const aRun = s('a').end - s('a').start;
-  assert.ok(Math.abs(s('a').start - s('b').start) < aRun / 4, `a and b start together (${(s('b').start - s('a').start).toFixed(1)} ms apart, a ran ${aRun.toFixed(1)} ms)`);
+  assert.ok(
+    Math.abs(s('a').start - s('b').start) < aRun / 4,
+    `a and b start together (${(s('b').start - s('a').start).toFixed(1)} ms apart, a ran ${aRun.toFixed(1)} ms)`,
+  );
   assert.ok(s('c').start >= s('b').end - 1 && s('c').start < s('a').end, 'c waits for b only');
   assert.ok(s('d').start >= s('a').end - 1 && s('d').start >= s('c').end - 1, 'd waits for everything before it');
   const dRun = results[3]!;

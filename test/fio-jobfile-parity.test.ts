@@ -22,7 +22,16 @@ import { fioMissing, stopIfMissing } from './helpers-tools.ts';
 const here = dirname(fileURLToPath(import.meta.url));
 // tsc output lives in <out>/test; the fixtures stay in the source tree
 const candidates = [join(here, 'fixtures/fio-corpus'), join(here, '../../test/fixtures/fio-corpus')];
-const CORPUS = candidates.find((p) => { try { return readdirSync(p).length > 0; } catch { return false; } }) ?? candidates[0] ?? '';
+const CORPUS =
+  candidates.find((p) => {
+    try {
+      return readdirSync(p).length > 0;
+    } catch {
+      return false;
+    }
+  }) ??
+  candidates[0] ??
+  '';
 const ENV = { FIOTEST_SIZE: '128k', FIOTEST_BS: '8' };
 // The corpus was checked against fio 3.33: another version skips (fails under CI=true).
 const fioGate = fioMissing();
@@ -36,7 +45,13 @@ const COPY_IO_CAP = '--number_ios=64';
 /** How fio's side of a file was obtained: rejected by --parse-only, run (as is or as a null-engine copy), or --showcmd. */
 type Via = 'parse-only' | 'run' | 'null-copy' | 'showcmd';
 
-interface FioRun { readonly via: Via; readonly why?: string; readonly ok: boolean; readonly json: { jobs: { jobname: string; groupid: number; 'job options': Record<string, string> }[]; 'global options'?: Record<string, string> } | null; readonly headers: string[] }
+interface FioRun {
+  readonly via: Via;
+  readonly why?: string;
+  readonly ok: boolean;
+  readonly json: { jobs: { jobname: string; groupid: number; 'job options': Record<string, string> }[]; 'global options'?: Record<string, string> } | null;
+  readonly headers: string[];
+}
 
 /** fio's view of `file`; `original` is the corpus file when `file` is its null-engine copy. */
 function runFio(file: string, cwd: string, original?: string): FioRun {
@@ -54,7 +69,10 @@ function runFio(file: string, cwd: string, original?: string): FioRun {
   if (j.status === null) return showcmd(file, cwd, env, 'fio ran past 10 s twice (fio 3.33 hangs now and then on thinktime_spin with ioengine=null)');
   if (j.status !== 0) return { via, ok: false, json: null, headers: [] };
   const start = j.stdout.indexOf('\n{');
-  const headers = j.stdout.slice(0, start).split('\n').filter((l) => /: \(g=\d+\): rw=/.test(l));
+  const headers = j.stdout
+    .slice(0, start)
+    .split('\n')
+    .filter((l) => /: \(g=\d+\): rw=/.test(l));
   const end = j.stdout.indexOf('\n}\n', start);
   return { via, ok: true, json: JSON.parse(j.stdout.slice(start + 1, end + 2)), headers };
 }
@@ -130,7 +148,10 @@ function groupsOf(jobs: readonly FioJob[]): number[] {
   let gid = 0;
   let prev = 0;
   return jobs.map((j) => {
-    if ((j.stonewall || j.newGroup) && prev > 0) { prev = 0; gid++; }
+    if ((j.stonewall || j.newGroup) && prev > 0) {
+      prev = 0;
+      gid++;
+    }
     prev++;
     return gid;
   });
@@ -138,9 +159,17 @@ function groupsOf(jobs: readonly FioJob[]): number[] {
 
 /** Our jobs for a corpus file and for its null-engine copy agree but for the engine: the copy tests the file. */
 function assertCopyFaithful(name: string, original: FioJob[] | Error, copy: FioJob[] | Error): void {
-  assert.equal(copy instanceof Error, original instanceof Error, `${name}: we ${original instanceof Error ? 'reject' : 'accept'} the file but not its null-engine copy`);
+  assert.equal(
+    copy instanceof Error,
+    original instanceof Error,
+    `${name}: we ${original instanceof Error ? 'reject' : 'accept'} the file but not its null-engine copy`,
+  );
   if (original instanceof Error || copy instanceof Error) return;
-  assert.deepEqual(copy.map((j) => j.name), original.map((j) => j.name), `${name}: copy's jobs`);
+  assert.deepEqual(
+    copy.map((j) => j.name),
+    original.map((j) => j.name),
+    `${name}: copy's jobs`,
+  );
   original.forEach((j, i) => {
     const want = 'ioengine' in j.options ? { ...j.options, ioengine: 'null' } : j.options;
     assert.deepEqual(copy[i]!.options, want, `${name}: job ${j.name}: the copy differs only in ioengine`);
@@ -149,7 +178,9 @@ function assertCopyFaithful(name: string, original: FioJob[] | Error, copy: FioJ
 
 test('corpus: accept/reject and resolved options match fio 3.33', (t) => {
   if (stopIfMissing(t, fioGate)) return;
-  const files = readdirSync(CORPUS).filter((f) => f.endsWith('.fio')).sort();
+  const files = readdirSync(CORPUS)
+    .filter((f) => f.endsWith('.fio'))
+    .sort();
   assert.ok(files.length >= 17, `corpus has ${files.length} files`);
   const cwd = mkdtempSync(join(tmpdir(), 'fio-parity-'));
   const copies = join(cwd, 'null-engine-copies');
@@ -167,20 +198,23 @@ test('corpus: accept/reject and resolved options match fio 3.33', (t) => {
       if (fio.why !== undefined) fallbackWhy.add(fio.why);
       const mine = ours(file, cwd);
       if (real) assertCopyFaithful(name, ours(original, cwd), mine);
-      assert.equal(!(mine instanceof Error), fio.ok, `${name}: fio ${fio.ok ? 'accepts' : 'rejects'}, we ${mine instanceof Error ? `reject (${mine.message})` : 'accept'}`);
+      assert.equal(
+        !(mine instanceof Error),
+        fio.ok,
+        `${name}: fio ${fio.ok ? 'accepts' : 'rejects'}, we ${mine instanceof Error ? `reject (${mine.message})` : 'accept'}`,
+      );
       if (mine instanceof Error || fio.json === null) continue;
       const fj = fio.json.jobs;
       const gids = groupsOf(mine);
       // with group_reporting fio reports a group once, under its first job
-      const reported = mine.map((j, i) => ({ j, gid: gids[i] ?? 0 }))
-        .filter((x, i, all) => !x.j.groupReporting || all.findIndex((y) => y.gid === x.gid) === i);
+      const reported = mine.map((j, i) => ({ j, gid: gids[i] ?? 0 })).filter((x, i, all) => !x.j.groupReporting || all.findIndex((y) => y.gid === x.gid) === i);
       assert.equal(reported.length, fj.length, `${name}: number of reports (threads: ${mine.length})`);
       reported.forEach(({ j, gid }, i) => {
         const f = fj[i];
         assert.ok(f);
         assert.equal(j.name, f.jobname, `${name}: job ${i} name`);
         // a group's report carries its name from the first job and the options of the last (measured)
-        const last = j.groupReporting ? [...mine].reverse().find((_, k) => gids[mine.length - 1 - k] === gid) ?? j : j;
+        const last = j.groupReporting ? ([...mine].reverse().find((_, k) => gids[mine.length - 1 - k] === gid) ?? j) : j;
         assert.deepEqual(last.options, f['job options'], `${name}: job ${j.name} options`);
         assert.equal(gid, f.groupid, `${name}: job ${j.name} group`);
       });
@@ -194,7 +228,11 @@ test('corpus: accept/reject and resolved options match fio 3.33', (t) => {
         assert.ok(m, `${name}: header ${h}`);
         assert.equal(j.rw, m[1], `${name}: ${j.name} rw`);
         const got = [j.bsMin[0], j.bsMax[0], j.bsMin[1], j.bsMax[1], j.bsMin[2], j.bsMax[2]];
-        assert.deepEqual(got, m.slice(2, 8).map((s) => headerBytes(s ?? '')), `${name}: ${j.name} bs ranges`);
+        assert.deepEqual(
+          got,
+          m.slice(2, 8).map((s) => headerBytes(s ?? '')),
+          `${name}: ${j.name} bs ranges`,
+        );
         assert.equal(j.iodepth, Number(m[8]), `${name}: ${j.name} iodepth`);
       });
       if (fio.json['global options'] !== undefined && fj.length > 0) {
@@ -208,7 +246,10 @@ test('corpus: accept/reject and resolved options match fio 3.33', (t) => {
         `${byWay['parse-only'].length} rejected by fio --parse-only (not run); ` +
         `${byWay.showcmd.length} by --showcmd${list(byWay.showcmd)}${fallbackWhy.size === 0 ? '' : `: ${[...fallbackWhy].join('; ')}`}`,
     );
-    assert.equal(Object.values(byWay).reduce((n, names) => n + names.length, 0), files.length);
+    assert.equal(
+      Object.values(byWay).reduce((n, names) => n + names.length, 0),
+      files.length,
+    );
     assert.ok(compared >= 15, `compared ${compared} accepted files with fio`);
   } finally {
     rmSync(cwd, { recursive: true, force: true });

@@ -15,9 +15,21 @@ const job = (body: string, opts: Parameters<typeof parseJobFiles>[1] = {}) => {
 
 test('byte suffixes and kb_base, including the kib/mib swap (fio-compat §1 table)', () => {
   const cases: [string, number, number][] = [
-    ['4k', 4096, 4000], ['4K', 4096, 4000], ['4kb', 4096, 4000], ['4KB', 4096, 4000], ['4ki', 4096, 4000],
-    ['4KiB', 4000, 4096], ['4kib', 4000, 4096], ['1m', 1048576, 1000000], ['1mi', 1048576, 1000000],
-    ['1MiB', 1000000, 1048576], ['1.5m', 1, 1], ['4x', 4, 4], ['0x10', 16, 16], [' 8k', 8, 8], ['512', 512, 512],
+    ['4k', 4096, 4000],
+    ['4K', 4096, 4000],
+    ['4kb', 4096, 4000],
+    ['4KB', 4096, 4000],
+    ['4ki', 4096, 4000],
+    ['4KiB', 4000, 4096],
+    ['4kib', 4000, 4096],
+    ['1m', 1048576, 1000000],
+    ['1mi', 1048576, 1000000],
+    ['1MiB', 1000000, 1048576],
+    ['1.5m', 1, 1],
+    ['4x', 4, 4],
+    ['0x10', 16, 16],
+    [' 8k', 8, 8],
+    ['512', 512, 512],
     ['1g', 1024 ** 3, 1e9],
   ];
   for (const [s, k1024, k1000] of cases) {
@@ -63,14 +75,36 @@ test('per-direction bs lists', () => {
 
 test('bssplit normalisation as measured (blank shares, remainder, rounding, per direction)', () => {
   const shares = (s: string, extra = '') => job(`rw=randrw\nbssplit=${s}\n${extra}`).bssplit;
-  assert.deepEqual(shares('4k/50:1k/:32k/')[0], [{ bs: 1024, perc: 25 }, { bs: 32768, perc: 25 }, { bs: 4096, perc: 50 }]);
-  assert.deepEqual(shares('4k/10:8k/20')[0], [{ bs: 4096, perc: 10 }, { bs: 8192, perc: 90 }]);
-  assert.deepEqual(shares('4k/60:8k/60')[0], [{ bs: 4096, perc: 60 }, { bs: 8192, perc: 40 }]);
-  assert.deepEqual(shares('4k/50:6k/50')[0], [{ bs: 4096, perc: 50 }, { bs: 4096, perc: 50 }]);
-  assert.deepEqual(shares('4k/50:6k/50', 'bs_unaligned')[0], [{ bs: 4096, perc: 50 }, { bs: 6144, perc: 50 }]);
-  assert.deepEqual(shares('4k/0:8k/50')[0], [{ bs: 4096, perc: 50 }, { bs: 8192, perc: 50 }]);
+  assert.deepEqual(shares('4k/50:1k/:32k/')[0], [
+    { bs: 1024, perc: 25 },
+    { bs: 32768, perc: 25 },
+    { bs: 4096, perc: 50 },
+  ]);
+  assert.deepEqual(shares('4k/10:8k/20')[0], [
+    { bs: 4096, perc: 10 },
+    { bs: 8192, perc: 90 },
+  ]);
+  assert.deepEqual(shares('4k/60:8k/60')[0], [
+    { bs: 4096, perc: 60 },
+    { bs: 8192, perc: 40 },
+  ]);
+  assert.deepEqual(shares('4k/50:6k/50')[0], [
+    { bs: 4096, perc: 50 },
+    { bs: 4096, perc: 50 },
+  ]);
+  assert.deepEqual(shares('4k/50:6k/50', 'bs_unaligned')[0], [
+    { bs: 4096, perc: 50 },
+    { bs: 6144, perc: 50 },
+  ]);
+  assert.deepEqual(shares('4k/0:8k/50')[0], [
+    { bs: 4096, perc: 50 },
+    { bs: 8192, perc: 50 },
+  ]);
   const pd = shares('4k/50:8k/50,16k/100');
-  assert.deepEqual(pd[0], [{ bs: 4096, perc: 50 }, { bs: 8192, perc: 50 }]);
+  assert.deepEqual(pd[0], [
+    { bs: 4096, perc: 50 },
+    { bs: 8192, perc: 50 },
+  ]);
   assert.deepEqual(pd[1], [{ bs: 16384, perc: 100 }]);
   const empty = job('rw=randrw\nbs=2k\nbssplit=,16k/100');
   assert.deepEqual(empty.bssplit[0], []);
@@ -78,7 +112,10 @@ test('bssplit normalisation as measured (blank shares, remainder, rounding, per 
   assert.throws(() => shares('4k/:8k/:16k/60:32k/60'), /bssplit percentages add to more than 100%/);
   // the seed's iometer mix: min 512, max 64k, shares sum to 100
   const io = shares('512/10:1k/5:2k/5:4k/60:8k/2:16k/4:32k/4:64k/10')[0];
-  assert.equal(io.reduce((a, e) => a + e.perc, 0), 100);
+  assert.equal(
+    io.reduce((a, e) => a + e.perc, 0),
+    100,
+  );
 });
 
 test('booleans are integers only; STR_SET keys may be bare', () => {
@@ -92,7 +129,14 @@ test('booleans are integers only; STR_SET keys may be bare', () => {
 });
 
 test('errors name file:line and the option', () => {
-  const e = (() => { try { parse('[global]\nioengine=null\n\n[j]\n\n\nBS=16k\n'); } catch (x) { return x; } return null; })();
+  const e = (() => {
+    try {
+      parse('[global]\nioengine=null\n\n[j]\n\n\nBS=16k\n');
+    } catch (x) {
+      return x;
+    }
+    return null;
+  })();
   assert.ok(e instanceof FioParseError && e instanceof UsageError);
   assert.equal((e as Error).message, "jobs/t.fio:7: bad option 'BS=16k' (options are case-sensitive; did you mean 'bs'?)");
   assert.throws(() => parse('[j]\nfoo=bar\n'), /t\.fio:2: bad option 'foo=bar'/);
@@ -133,7 +177,7 @@ test('legacy prefix rule table and strict refusal', () => {
   assert.throws(() => parse('[j]\nrw=bogus\n'), /failed parsing 'rw=bogus'/);
 });
 
-test('--set overrides beat the job\'s own value and land in job options', () => {
+test("--set overrides beat the job's own value and land in job options", () => {
   const r = parse('[global]\nsize=1m\n[j]\nsize=4g\nruntime=100\nfilename=/dev/a\n', { overrides: ['size=256m', 'runtime=10', 'filename=/dev/b'] });
   const j = r.jobs[0];
   assert.equal(j?.size, 256 * 1024 * 1024);
@@ -146,7 +190,10 @@ test('--set overrides beat the job\'s own value and land in job options', () => 
 test('include: splice, nesting, lookup as given then beside the including file', () => {
   const files: Record<string, string> = { 'jobs/inc/a.inc': 'bs=8k\ninclude b.inc\n', 'jobs/inc/b.inc': 'iodepth=4\n', 'cwd.inc': 'size=2m\n' };
   const seen: string[] = [];
-  const readInclude = (p: string) => { seen.push(p); return files[p]; };
+  const readInclude = (p: string) => {
+    seen.push(p);
+    return files[p];
+  };
   const r = parse('[global]\ninclude cwd.inc\n[j]\ninclude inc/a.inc\n', { readInclude });
   assert.equal(r.jobs[0]?.bs[0], 8192);
   assert.equal(r.jobs[0]?.iodepth, 4);
@@ -167,7 +214,13 @@ test('${VAR} and keyword arithmetic', () => {
 
 test('inheritance by position; any global* section is global; name= renames', () => {
   const r = parse('[global]\nbs=4k\n[a]\n[global_x]\nbs=16k\n[b]\nname=bee\n');
-  assert.deepEqual(r.jobs.map((j) => [j.name, j.bs[0]]), [['a', 4096], ['bee', 16384]]);
+  assert.deepEqual(
+    r.jobs.map((j) => [j.name, j.bs[0]]),
+    [
+      ['a', 4096],
+      ['bee', 16384],
+    ],
+  );
   assert.deepEqual(r.globalOptions, { bs: '16k' });
   assert.deepEqual(r.jobs[1]?.options, { name: 'bee' });
 });
@@ -181,16 +234,39 @@ test('filename appends across global and job; default names; /dev job names', ()
 test('expandClones: thread numbers, fio subjob order and offset_increment, clone file names', () => {
   const r = parse('[a]\nnumjobs=3\noffset=1m\noffset_increment=64k\nstonewall\n[b]\nnumjobs=2\n');
   const c = expandClones(r);
-  assert.deepEqual(c.map((j) => [j.name, j.threadNumber, j.cloneIndex, j.offset, j.stonewall]), [
-    ['a', 1, 0, 1048576, true], ['a', 2, 2, 1048576 + 131072, false], ['a', 3, 1, 1048576 + 65536, false],
-    ['b', 4, 0, 0, false], ['b', 5, 1, 0, false],
-  ]);
-  assert.deepEqual(c.map((j) => j.filename[0]), ['a.0.0', 'a.2.0', 'a.1.0', 'b.0.0', 'b.1.0']);
+  assert.deepEqual(
+    c.map((j) => [j.name, j.threadNumber, j.cloneIndex, j.offset, j.stonewall]),
+    [
+      ['a', 1, 0, 1048576, true],
+      ['a', 2, 2, 1048576 + 131072, false],
+      ['a', 3, 1, 1048576 + 65536, false],
+      ['b', 4, 0, 0, false],
+      ['b', 5, 1, 0, false],
+    ],
+  );
+  assert.deepEqual(
+    c.map((j) => j.filename[0]),
+    ['a.0.0', 'a.2.0', 'a.1.0', 'b.0.0', 'b.1.0'],
+  );
 });
 
 test('second job file: its first job gets the implicit stonewall; globals carry over', () => {
-  const r = parseJobFiles([{ path: 'x.fio', text: '[global]\nbs=8k\n[a]\n[b]\n' }, { path: 'y.fio', text: '[c]\n[d]\n' }], { env: {} });
-  assert.deepEqual(r.jobs.map((j) => [j.name, j.stonewall, j.fileIndex, j.bs[0]]), [['a', false, 0, 8192], ['b', false, 0, 8192], ['c', true, 1, 8192], ['d', false, 1, 8192]]);
+  const r = parseJobFiles(
+    [
+      { path: 'x.fio', text: '[global]\nbs=8k\n[a]\n[b]\n' },
+      { path: 'y.fio', text: '[c]\n[d]\n' },
+    ],
+    { env: {} },
+  );
+  assert.deepEqual(
+    r.jobs.map((j) => [j.name, j.stonewall, j.fileIndex, j.bs[0]]),
+    [
+      ['a', false, 0, 8192],
+      ['b', false, 0, 8192],
+      ['c', true, 1, 8192],
+      ['d', false, 1, 8192],
+    ],
+  );
 });
 
 test('rw suffix, verify fixups, iodepth fixups', () => {
@@ -206,7 +282,26 @@ test('rw suffix, verify fixups, iodepth fixups', () => {
   const d = job('iodepth=8\niodepth_low=20\niodepth_batch=0');
   assert.deepEqual([d.iodepthLow, d.iodepthBatchSubmit, d.iodepthBatchCompleteMin, d.iodepthBatchCompleteMax], [8, 8, 1, 1]);
   const z = job('rw=randread\nrandom_distribution=zoned:60/10:30/20:10/');
-  assert.deepEqual(z.randomDistribution, { kind: 'zoned', zones: [[{ accessPerc: 60, size: 10 }, { accessPerc: 30, size: 20 }, { accessPerc: 10, size: 70 }], [{ accessPerc: 60, size: 10 }, { accessPerc: 30, size: 20 }, { accessPerc: 10, size: 70 }], [{ accessPerc: 60, size: 10 }, { accessPerc: 30, size: 20 }, { accessPerc: 10, size: 70 }]] });
+  assert.deepEqual(z.randomDistribution, {
+    kind: 'zoned',
+    zones: [
+      [
+        { accessPerc: 60, size: 10 },
+        { accessPerc: 30, size: 20 },
+        { accessPerc: 10, size: 70 },
+      ],
+      [
+        { accessPerc: 60, size: 10 },
+        { accessPerc: 30, size: 20 },
+        { accessPerc: 10, size: 70 },
+      ],
+      [
+        { accessPerc: 60, size: 10 },
+        { accessPerc: 30, size: 20 },
+        { accessPerc: 10, size: 70 },
+      ],
+    ],
+  });
   assert.equal(z.norandommap, true);
   assert.deepEqual(job('rw=randread\nrandom_distribution=zipf:1.2').randomDistribution, { kind: 'zipf', theta: 1.2, center: 0 });
   assert.throws(() => job('random_distribution=zipf:1'), /zipf theta/);
@@ -226,12 +321,24 @@ test("a blank after '=' hides a unit, as in fio 3.33: read as fio reads it, with
     "jobs/t.fio:5: 'runtime = 1m': ' 1m' is 1 s, as fio 3.33 reads it (a blank before a number hides its unit); write runtime=1m for 60 s",
     "jobs/t.fio:10: 'bsrange = 4k-8k': ' 4k' is 4 bytes, as fio 3.33 reads it (a blank before a number hides its unit); write bsrange=4k-8k for 4096 bytes",
   ]);
-  assert.deepEqual(j?.origins?.bs, { where: 'jobs/t.fio:4', text: 'bs = 8k', note: "' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit)" });
+  assert.deepEqual(j?.origins?.bs, {
+    where: 'jobs/t.fio:4',
+    text: 'bs = 8k',
+    note: "' 8k' is 8 bytes, as fio 3.33 reads it (a blank before a number hides its unit)",
+  });
   assert.deepEqual(k?.origins?.bs, { where: 'jobs/t.fio:9', text: 'bs =8k' }, 'no note when the value reads as it looks');
   assert.deepEqual(job('bs = 4k, 8k').bs, [4, 8, 8]);
 
-  assert.throws(() => job('rw = randwrite'), (e: FioParseError) =>
-    e.message === "jobs/t.fio:5: failed parsing 'rw= randwrite': valid values for rw: read, write, trim, randread, randwrite, randtrim, rw, readwrite, randrw, trimwrite, randtrimwrite (fio 3.33 keeps the blank after '=': ' randwrite' is not 'randwrite'; write rw=randwrite)");
-  assert.throws(() => job('size = 64k'), (e: FioParseError) =>
-    e.message === "jobs/t.fio:4: job j: size too small, must not be less than minimum block size: 64 < 4096 (size: 'size = 64k' at jobs/t.fio:5: ' 64k' is 64 bytes, as fio 3.33 reads it (a blank before a number hides its unit))");
+  assert.throws(
+    () => job('rw = randwrite'),
+    (e: FioParseError) =>
+      e.message ===
+      "jobs/t.fio:5: failed parsing 'rw= randwrite': valid values for rw: read, write, trim, randread, randwrite, randtrim, rw, readwrite, randrw, trimwrite, randtrimwrite (fio 3.33 keeps the blank after '=': ' randwrite' is not 'randwrite'; write rw=randwrite)",
+  );
+  assert.throws(
+    () => job('size = 64k'),
+    (e: FioParseError) =>
+      e.message ===
+      "jobs/t.fio:4: job j: size too small, must not be less than minimum block size: 64 < 4096 (size: 'size = 64k' at jobs/t.fio:5: ' 64k' is 64 bytes, as fio 3.33 reads it (a blank before a number hides its unit))",
+  );
 });

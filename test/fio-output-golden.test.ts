@@ -26,7 +26,11 @@ type Json = Record<string, unknown>;
 function keyShape(v: unknown): unknown {
   if (v === null || typeof v !== 'object') return typeof v;
   if (Array.isArray(v)) return v.map(keyShape);
-  return Object.fromEntries(Object.entries(v as Json).filter(([k]) => k !== 'bins').map(([k, x]) => [k, keyShape(x)]));
+  return Object.fromEntries(
+    Object.entries(v as Json)
+      .filter(([k]) => k !== 'bins')
+      .map(([k, x]) => [k, keyShape(x)]),
+  );
 }
 
 test('normal, JSON and terse output match real fio 3.33 for the same statistics', (t) => {
@@ -102,7 +106,11 @@ test('JSON text layout matches fio line by line (keys, indentation, number style
     const result = resultFromFioJson(fj[0]!, makeJob({ name: 'w', rw: rwOf('write'), options: fj[0]!['job options'] as Record<string, string> }));
     const ours = stringifyFioJson(formatJson([result], { globalOptions: (JSON.parse(fioText) as Json)['global options'] as Record<string, string> }));
     // a value's style: int, float with 6 decimals, string, or structure
-    const shape = (l: string) => l.replace(/ : "[^"]*"/, ' : S').replace(/ : -?\d+\.\d{6}/, ' : F').replace(/ : -?\d+(,?)$/, ' : I$1');
+    const shape = (l: string) =>
+      l
+        .replace(/ : "[^"]*"/, ' : S')
+        .replace(/ : -?\d+\.\d{6}/, ' : F')
+        .replace(/ : -?\d+(,?)$/, ' : I$1');
     assert.deepEqual(ours.trimEnd().split('\n').map(shape), fioText.trimEnd().split('\n').map(shape));
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -116,12 +124,15 @@ test('log files: names and row formats as fio 3.33 writes them', async (t) => {
   const ours = mkdtempSync(join(tmpdir(), 'fio-logs-ours-'));
   const data = join(shm, `fio-output-logs-${process.pid}.dat`);
   try {
-    const jobText = `[global]\nioengine=psync\nfilename=${data}\nsize=4m\nbs=4k\ntime_based\nruntime=700ms\nrate_iops=100\n` +
+    const jobText =
+      `[global]\nioengine=psync\nfilename=${data}\nsize=4m\nbs=4k\ntime_based\nruntime=700ms\nrate_iops=100\n` +
       `[randw]\nrw=randwrite\nwrite_bw_log\nlog_avg_msec=500\n` +
       `[perio]\nrw=randread\nwrite_bw_log\nwrite_lat_log=plat\nwrite_iops_log=pio\nlog_offset=1\n` +
       `[mixed]\nrw=read\nnumjobs=2\nwrite_bw_log=shared\nper_job_logs=0\nlog_avg_msec=500\n`;
     runFio(dir, jobText, []);
-    const fioFiles = readdirSync(dir).filter((f) => f.endsWith('.log')).sort();
+    const fioFiles = readdirSync(dir)
+      .filter((f) => f.endsWith('.log'))
+      .sort();
 
     const jobs = [
       makeJob({ name: 'randw', threadNumber: 1, rw: rwOf('randwrite'), writeBwLog: '', logAvgMsec: 500 }),
@@ -142,7 +153,11 @@ test('log files: names and row formats as fio 3.33 writes them', async (t) => {
       }
       await sink.close();
     }
-    const rowShape = (line: string) => line.split(', ').map((c) => (/^\d+$/.test(c) ? 'n' : c)).join(',') + `/${line.split(', ').length}`;
+    const rowShape = (line: string) =>
+      line
+        .split(', ')
+        .map((c) => (/^\d+$/.test(c) ? 'n' : c))
+        .join(',') + `/${line.split(', ').length}`;
     for (const f of fioFiles) {
       const fioLines = readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean);
       const ourLines = readFileSync(join(ours, f), 'utf8').split('\n').filter(Boolean);

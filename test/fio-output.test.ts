@@ -8,8 +8,21 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { LatencyHistogram } from '../src/stats/latency-histogram.ts';
 import {
-  N2S, StatusLine, cFixed, formatJson, formatLatLine, formatNormal, formatPercentiles, formatStatusLine, formatTerse, logFileNames,
-  num2str, openJobLogs, parseFioLog, buildReports, stringifyFioJson,
+  N2S,
+  StatusLine,
+  cFixed,
+  formatJson,
+  formatLatLine,
+  formatNormal,
+  formatPercentiles,
+  formatStatusLine,
+  formatTerse,
+  logFileNames,
+  num2str,
+  openJobLogs,
+  parseFioLog,
+  buildReports,
+  stringifyFioJson,
 } from '../src/fio/output/index.ts';
 import { dirWith, makeJob, makeResult } from './fixtures/fio-output/helpers.ts';
 
@@ -124,7 +137,9 @@ test('terse v3: 121 fields without disks, 130 with one disk, fixed positions', (
   assert.equal(f[46], '2088'); // write KiB: 5 + 41
   assert.match(f[87]!, /^\d+\.\d{6}%$/); // usr cpu
   assert.equal(f[92], '100.0%'); // depth 1
-  const disk = formatTerse([r], { disks: [{ name: 'xvda', ios: [1, 2], merges: [0, 0], ticks: [3, 4], inQueue: 7, util: 12.5 }] }).trimEnd().split(';');
+  const disk = formatTerse([r], { disks: [{ name: 'xvda', ios: [1, 2], merges: [0, 0], ticks: [3, 4], inQueue: 7, util: 12.5 }] })
+    .trimEnd()
+    .split(';');
   assert.equal(disk.length, 130);
   assert.deepEqual(disk.slice(121), ['xvda', '1', '2', '0', '0', '3', '4', '7', '12.50%']);
 });
@@ -145,7 +160,11 @@ test('JSON text uses fio layout: " : ", two-space indent, floats with six decima
 test('log file names follow fio 3.33 (bare key, prefix, lat trio, per_job_logs=0)', () => {
   assert.deepEqual(logFileNames(makeJob({ name: 'randw', writeBwLog: '' })), { bw: 'randw_bw.1.log' });
   assert.deepEqual(logFileNames(makeJob({ name: 'x', threadNumber: 3, writeBwLog: 'mixedlog', writeLatLog: 'plat', writeIopsLog: 'pio' })), {
-    bw: 'mixedlog_bw.3.log', lat: 'plat_lat.3.log', slat: 'plat_slat.3.log', clat: 'plat_clat.3.log', iops: 'pio_iops.3.log',
+    bw: 'mixedlog_bw.3.log',
+    lat: 'plat_lat.3.log',
+    slat: 'plat_slat.3.log',
+    clat: 'plat_clat.3.log',
+    iops: 'pio_iops.3.log',
   });
   assert.deepEqual(logFileNames(makeJob({ writeBwLog: 'shared', perJobLogs: false })), { bw: 'shared_bw.log' });
   assert.equal(openJobLogs(makeJob(), tmpdir()), null);
@@ -195,30 +214,60 @@ test('a long per-I/O log streams to disk completely and in order', async () => {
 
 test('parseFioLog reads 4 to 7 columns and rejects junk with the line number', () => {
   const rows = parseFioLog('500, 332760, 1, 4096\n1001, 4, 1, 0, 0\n2, 3886, 0, 4096, 4096, 0x0000\n3, 1, 0, 512, 0, 0, 9\n');
-  assert.deepEqual(rows.map((r) => [r.timeMs, r.value, r.ddir, r.bs, r.offset, r.prio]), [
-    [500, 332760, 1, 4096, null, null], [1001, 4, 1, 0, null, 0], [2, 3886, 0, 4096, 4096, 0], [3, 1, 0, 512, 0, 0],
-  ]);
+  assert.deepEqual(
+    rows.map((r) => [r.timeMs, r.value, r.ddir, r.bs, r.offset, r.prio]),
+    [
+      [500, 332760, 1, 4096, null, null],
+      [1001, 4, 1, 0, null, 0],
+      [2, 3886, 0, 4096, 4096, 0],
+      [3, 1, 0, 512, 0, 0],
+    ],
+  );
   assert.equal(parseFioLog('1, 2, 0, 0, 8192\n', { logOffset: true })[0]!.offset, 8192);
   assert.throws(() => parseFioLog('1, 2, 3\n', { file: 'x.log' }), /x\.log:1: expected 4 to 7/);
 });
 
 test('status line like fio: condensed run string, rates, IOPS, eta', () => {
-  assert.equal(formatStatusLine({
-    jobsRunning: 4, runChars: 'wwww', percentDone: 45, readBps: 0, writeBps: 1638 * 1024 * 1024 + 5000,
-    readIops: 0, writeIops: 26_210, etaSeconds: 11,
-  }), 'Jobs: 4 (f=4): [w(4)][45.0%][w=1638MiB/s][w=26.2k IOPS][eta 00m:11s]');
-  assert.equal(formatStatusLine({
-    jobsRunning: 2, runChars: 'mR_', percentDone: null, readBps: 2048 * 1024, writeBps: 100 * 1024,
-    readIops: 512, writeIops: 25, etaSeconds: 3725, iopsLimit: [0, 2000],
-  }), 'Jobs: 2 (f=2), 0-2000 IOPS: [m(1),R(1),_(1)][-.-%][r=2048KiB/s,w=100KiB/s][r=512,w=25 IOPS][eta 01h:02m:05s]');
-  assert.equal(formatStatusLine({ jobsRunning: 0, runChars: '__', percentDone: 100, readBps: 0, writeBps: 0, readIops: 0, writeIops: 0, etaSeconds: 0 }), 'Jobs: 0 (f=0)');
+  assert.equal(
+    formatStatusLine({
+      jobsRunning: 4,
+      runChars: 'wwww',
+      percentDone: 45,
+      readBps: 0,
+      writeBps: 1638 * 1024 * 1024 + 5000,
+      readIops: 0,
+      writeIops: 26_210,
+      etaSeconds: 11,
+    }),
+    'Jobs: 4 (f=4): [w(4)][45.0%][w=1638MiB/s][w=26.2k IOPS][eta 00m:11s]',
+  );
+  assert.equal(
+    formatStatusLine({
+      jobsRunning: 2,
+      runChars: 'mR_',
+      percentDone: null,
+      readBps: 2048 * 1024,
+      writeBps: 100 * 1024,
+      readIops: 512,
+      writeIops: 25,
+      etaSeconds: 3725,
+      iopsLimit: [0, 2000],
+    }),
+    'Jobs: 2 (f=2), 0-2000 IOPS: [m(1),R(1),_(1)][-.-%][r=2048KiB/s,w=100KiB/s][r=512,w=25 IOPS][eta 01h:02m:05s]',
+  );
+  assert.equal(
+    formatStatusLine({ jobsRunning: 0, runChars: '__', percentDone: 100, readBps: 0, writeBps: 0, readIops: 0, writeIops: 0, etaSeconds: 0 }),
+    'Jobs: 0 (f=0)',
+  );
 });
 
 test('StatusLine rewrites one terminal line, and throttles plain lines elsewhere', () => {
   const collect = () => {
     const s = new PassThrough();
     let out = '';
-    s.on('data', (c: Buffer) => { out += c.toString(); });
+    s.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
     return { s, text: () => out };
   };
   const tty = collect();
@@ -242,10 +291,27 @@ test('StatusLine rewrites one terminal line, and throttles plain lines elsewhere
 });
 
 test('normal report: header line, zone resets on writes, description, latency distribution, cpu', () => {
-  const job = makeJob({ name: 'aio', rw: 'randrw', ioengine: 'libaio', iodepth: 8, description: 'mix', bssplit: [[{ bs: 512, perc: 50 }, { bs: 65536, perc: 50 }], [], []] });
+  const job = makeJob({
+    name: 'aio',
+    rw: 'randrw',
+    ioengine: 'libaio',
+    iodepth: 8,
+    description: 'mix',
+    bssplit: [
+      [
+        { bs: 512, perc: 50 },
+        { bs: 65536, perc: 50 },
+      ],
+      [],
+      [],
+    ],
+  });
   const r = makeResult(job, {
     dirs: [dirWith(4000, 4096, 2001, (i) => (i % 2 ? 3500 : 150_000)), dirWith(4000, 4096, 2001, () => 900), dirWith(0, 0, 0, () => 0)],
-    issued: [4000, 4000, 0], usrCpu: 17.2, sysCpu: 8.95, iodepthLevels: [7.4, 9.2, 6.7, 76.7, 0, 0, 0],
+    issued: [4000, 4000, 0],
+    usrCpu: 17.2,
+    sysCpu: 8.95,
+    iodepthLevels: [7.4, 9.2, 6.7, 76.7, 0, 0, 0],
   });
   const text = formatNormal([r], { now: new Date(2026, 10, 25, 15, 36, 10), pid: 32441 });
   const lines = text.split('\n');

@@ -33,7 +33,8 @@ function run(args: readonly string[], timeoutMs = 60_000): Promise<Outcome> {
 
 function only(report: CampaignReport, kind: FindingKind): void {
   assert.ok(report.findings[kind] > 0, `${kind} found: ${JSON.stringify(report.findings)}`);
-  for (const k of FINDING_KINDS) if (k !== kind) assert.equal(report.findings[k], 0, `no ${k} finding: ${JSON.stringify(report.details.filter((d) => d.kind === k))}`);
+  for (const k of FINDING_KINDS)
+    if (k !== kind) assert.equal(report.findings[k], 0, `no ${k} finding: ${JSON.stringify(report.details.filter((d) => d.kind === k))}`);
   const detail = report.details.find((d) => d.kind === kind);
   assert.ok(detail !== undefined, `${kind} is detailed`);
   assert.equal(detail.seed, report.seed, 'a finding names the seed');
@@ -47,7 +48,10 @@ test('a short campaign on every data path: nothing found, and everything tried',
   assert.equal(report.seed, 20);
   assert.match(r.stderr, /seed 20/, 'the seed is printed');
   assert.match(r.stderr, /^fuzz \[\d\/3 (map|persistent|copy)\] [\d,]+\/20,000 requests .*\/s.*findings: none$/m, 'progress lines');
-  assert.deepEqual(report.legs.map((l) => l.dataPath), ['map', 'persistent', 'copy']);
+  assert.deepEqual(
+    report.legs.map((l) => l.dataPath),
+    ['map', 'persistent', 'copy'],
+  );
   assert.deepEqual(report.findings, Object.fromEntries(FINDING_KINDS.map((k) => [k, 0])), JSON.stringify(report.details, null, 2));
   for (const leg of report.legs) {
     const what = `data path ${leg.dataPath}`;
@@ -67,7 +71,11 @@ test('a short campaign on every data path: nothing found, and everything tried',
     const nb = leg.neighbour;
     assert.ok(nb !== null && nb.reads > 0 && nb.writes > 0 && nb.mismatches === 0 && nb.finalMismatches === 0, `${what}: the neighbour checked its reads`);
     assert.ok(nb.shareJudged, `${what}: the neighbour's share was judged`);
-    const tried = new Set(Object.entries(leg.tried).filter(([, n]) => n > 0).map(([name]) => name));
+    const tried = new Set(
+      Object.entries(leg.tried)
+        .filter(([, n]) => n > 0)
+        .map(([name]) => name),
+    );
     for (const f of FAMILIES) {
       if (HOSTILE_DISKS.some((d) => f.applies(new FamilyTable(hostileDisk(d)).disk))) assert.ok(tried.has(f.name), `${what}: tried '${f.name}'`);
     }
@@ -83,7 +91,15 @@ test('--show regenerates a request from the seed; bad options are usage errors',
   assert.equal(shown.code, 0, shown.stderr);
   assert.ok(shown.stdout.includes(describeRequest(r)), shown.stdout);
   assert.match(shown.stdout, /owed: ERROR, counted as read_only/);
-  for (const args of [['--data-path', 'dma'], ['--requests', '0'], ['--guests', 'x'], ['--show', '0:zz:1'], ['--seed', '-1'], ['--seed=-1'], ['--frobnicate']]) {
+  for (const args of [
+    ['--data-path', 'dma'],
+    ['--requests', '0'],
+    ['--guests', 'x'],
+    ['--show', '0:zz:1'],
+    ['--seed', '-1'],
+    ['--seed=-1'],
+    ['--frobnicate'],
+  ]) {
     const bad = await run([MAIN, 'fuzz', ...args]);
     assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.stderr}`);
   }
@@ -97,7 +113,7 @@ async function control(name: string, dataPath = 'map'): Promise<{ out: Outcome; 
 }
 
 test('negative controls: each broken store is reported by its detector', { timeout: 180_000 }, async (t) => {
-  await t.test('a store that flips a bit in the neighbour\'s reads: corruption', async () => {
+  await t.test("a store that flips a bit in the neighbour's reads: corruption", async () => {
     const { report } = await control('corrupt-neighbour');
     only(report!, 'corruption');
     assert.match(report!.details[0]!.message, /neighbour's disk differs/);

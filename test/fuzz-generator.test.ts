@@ -18,8 +18,23 @@ const N = 20_000;
 /** Every field a request carries, as numbers. */
 function fingerprint(r: FuzzRequest): Uint32Array {
   const head = [
-    r.family, r.operation, r.nrSegments, r.handle, r.sectorLo, r.sectorHi, r.segs, r.discardFlag, r.nrSectorsLo, r.nrSectorsHi,
-    r.indirectOp, r.indirectNrSegments, r.indirectPageRef, r.indirectPagePick, ...r.indirectJunk, r.expectStatus & 0xffff, r.expectOp,
+    r.family,
+    r.operation,
+    r.nrSegments,
+    r.handle,
+    r.sectorLo,
+    r.sectorHi,
+    r.segs,
+    r.discardFlag,
+    r.nrSectorsLo,
+    r.nrSectorsHi,
+    r.indirectOp,
+    r.indirectNrSegments,
+    r.indirectPageRef,
+    r.indirectPagePick,
+    ...r.indirectJunk,
+    r.expectStatus & 0xffff,
+    r.expectOp,
     ['none', ...ERROR_KINDS].indexOf(r.expectKind ?? 'none'),
   ];
   const out = new Uint32Array(head.length + 4 * r.segs);

@@ -37,10 +37,13 @@ function bothRefuseMap(sides: readonly Side[], call: (grants: BackendGrants) => 
   const errors = sides.map((side) => {
     const calls = side.deviceCalls();
     let thrown: unknown;
-    assert.throws(() => call(side.grants), (error: unknown) => {
-      thrown = error;
-      return true;
-    });
+    assert.throws(
+      () => call(side.grants),
+      (error: unknown) => {
+        thrown = error;
+        return true;
+      },
+    );
     assert.equal(side.deviceCalls(), calls, `${side.name}: the refused map reached the device`);
     assert.ok(thrown instanceof GrantError, `${side.name}: expected a GrantError, got ${String(thrown)}`);
     return thrown;
@@ -135,24 +138,72 @@ describe('grant arguments: the simulation refuses what real Xen refuses', () => 
     const buffers = sides.map((side) => side.grants.allocBuffer(2 * XEN_PAGE_SIZE));
     const cases: { what: string; op: (own: Uint8Array, foreign: Uint8Array) => GrantCopyOp; status: number }[] = [
       { what: 'good: page to buffer', op: (own) => ({ source: { ref: r0, domid: d, offset: 100 }, dest: { buffer: own }, length: 200 }), status: GNTST.okay },
-      { what: 'good: buffer to the last bytes of a page', op: (own) => ({ source: { buffer: own.subarray(4096) }, dest: { ref: r1, domid: d, offset: 4080 }, length: 16 }), status: GNTST.okay },
-      { what: 'length above a page', op: (own) => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: own }, length: XEN_PAGE_SIZE + 1 }), status: GNTST.bad_copy_arg },
+      {
+        what: 'good: buffer to the last bytes of a page',
+        op: (own) => ({ source: { buffer: own.subarray(4096) }, dest: { ref: r1, domid: d, offset: 4080 }, length: 16 }),
+        status: GNTST.okay,
+      },
+      {
+        what: 'length above a page',
+        op: (own) => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: own }, length: XEN_PAGE_SIZE + 1 }),
+        status: GNTST.bad_copy_arg,
+      },
       { what: 'negative length', op: (own) => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: own }, length: -1 }), status: GNTST.bad_copy_arg },
-      { what: 'fractional length', op: (own) => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: own }, length: 1.5 }), status: GNTST.bad_copy_arg },
-      { what: 'offset + length past the page', op: (own) => ({ source: { ref: r0, domid: d, offset: 4081 }, dest: { buffer: own }, length: 16 }), status: GNTST.bad_copy_arg },
+      {
+        what: 'fractional length',
+        op: (own) => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: own }, length: 1.5 }),
+        status: GNTST.bad_copy_arg,
+      },
+      {
+        what: 'offset + length past the page',
+        op: (own) => ({ source: { ref: r0, domid: d, offset: 4081 }, dest: { buffer: own }, length: 16 }),
+        status: GNTST.bad_copy_arg,
+      },
       { what: 'negative offset', op: (own) => ({ source: { buffer: own }, dest: { ref: r1, domid: d, offset: -1 }, length: 1 }), status: GNTST.bad_copy_arg },
-      { what: 'fractional offset', op: (own) => ({ source: { buffer: own }, dest: { ref: r1, domid: d, offset: 0.5 }, length: 1 }), status: GNTST.bad_copy_arg },
+      {
+        what: 'fractional offset',
+        op: (own) => ({ source: { buffer: own }, dest: { ref: r1, domid: d, offset: 0.5 }, length: 1 }),
+        status: GNTST.bad_copy_arg,
+      },
       { what: 'ref above u32', op: (own) => ({ source: { ref: 2 ** 32, domid: d, offset: 0 }, dest: { buffer: own }, length: 1 }), status: GNTST.bad_gntref },
       { what: 'negative ref', op: (own) => ({ source: { buffer: own }, dest: { ref: -1, domid: d, offset: 0 }, length: 1 }), status: GNTST.bad_gntref },
       { what: 'DOMID_SELF', op: (own) => ({ source: { ref: r0, domid: DOMID_SELF, offset: 0 }, dest: { buffer: own }, length: 1 }), status: GNTST.bad_domain },
       { what: 'negative domid', op: (own) => ({ source: { ref: r0, domid: -1, offset: 0 }, dest: { buffer: own }, length: 1 }), status: GNTST.bad_domain },
-      { what: 'buffer shorter than length', op: (own) => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: own.subarray(0, 8) }, length: 9 }), status: GNTST.bad_copy_arg },
-      { what: 'end that is neither ref nor buffer', op: (own) => ({ source: {} as GrantCopyEnd, dest: { buffer: own }, length: 1 }), status: GNTST.bad_copy_arg },
-      { what: 'JS heap buffer', op: () => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: new Uint8Array(64) }, length: 16 }), status: GNTST.general_error },
-      { what: 'plain SharedArrayBuffer', op: () => ({ source: { buffer: new Uint8Array(new SharedArrayBuffer(64)) }, dest: { ref: r1, domid: d, offset: 0 }, length: 16 }), status: GNTST.general_error },
-      { what: 'node Buffer', op: () => ({ source: { buffer: Buffer.alloc(64) }, dest: { ref: r1, domid: d, offset: 0 }, length: 16 }), status: GNTST.general_error },
-      { what: "the other implementation's allocBuffer memory", op: (_own, foreign) => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: foreign }, length: 16 }), status: GNTST.general_error },
-      { what: 'local to local, heap source', op: (own) => ({ source: { buffer: new Uint8Array(16) }, dest: { buffer: own }, length: 16 }), status: GNTST.general_error },
+      {
+        what: 'buffer shorter than length',
+        op: (own) => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: own.subarray(0, 8) }, length: 9 }),
+        status: GNTST.bad_copy_arg,
+      },
+      {
+        what: 'end that is neither ref nor buffer',
+        op: (own) => ({ source: {} as GrantCopyEnd, dest: { buffer: own }, length: 1 }),
+        status: GNTST.bad_copy_arg,
+      },
+      {
+        what: 'JS heap buffer',
+        op: () => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: new Uint8Array(64) }, length: 16 }),
+        status: GNTST.general_error,
+      },
+      {
+        what: 'plain SharedArrayBuffer',
+        op: () => ({ source: { buffer: new Uint8Array(new SharedArrayBuffer(64)) }, dest: { ref: r1, domid: d, offset: 0 }, length: 16 }),
+        status: GNTST.general_error,
+      },
+      {
+        what: 'node Buffer',
+        op: () => ({ source: { buffer: Buffer.alloc(64) }, dest: { ref: r1, domid: d, offset: 0 }, length: 16 }),
+        status: GNTST.general_error,
+      },
+      {
+        what: "the other implementation's allocBuffer memory",
+        op: (_own, foreign) => ({ source: { ref: r0, domid: d, offset: 0 }, dest: { buffer: foreign }, length: 16 }),
+        status: GNTST.general_error,
+      },
+      {
+        what: 'local to local, heap source',
+        op: (own) => ({ source: { buffer: new Uint8Array(16) }, dest: { buffer: own }, length: 16 }),
+        status: GNTST.general_error,
+      },
     ];
     const results = sides.map((side, i) => {
       const ops = cases.map((c) => c.op(buffers[i]!, buffers[1 - i]!));
@@ -164,7 +215,11 @@ describe('grant arguments: the simulation refuses what real Xen refuses', () => 
     // Compared as whole lists so a failure shows every case that differs.
     const expected = cases.map((c) => `${c.what}: ${c.status}`);
     for (const [i, side] of sides.entries()) {
-      assert.deepEqual(results[i]!.map((status, j) => `${cases[j]!.what}: ${status}`), expected, side.name);
+      assert.deepEqual(
+        results[i]!.map((status, j) => `${cases[j]!.what}: ${status}`),
+        expected,
+        side.name,
+      );
     }
     for (const [i, side] of sides.entries()) {
       assert.deepEqual(buffers[i]!.subarray(0, 200), side.page(FRAMES[0]).subarray(100, 300), `${side.name}: page to buffer`);

@@ -28,7 +28,10 @@ export function gccM32Missing(flags: readonly string[] = ['-m32']): Missing | un
     fs.writeFileSync(source, '#include <stdio.h>\nint main(void) { return sizeof(void *) == 4 ? 0 : 1; }\n');
     const cc = spawnSync('gcc', [...flags, '-o', join(dir, 'probe'), source], { encoding: 'utf8' });
     if (cc.error !== undefined || cc.status !== 0) {
-      return { what: `gcc ${flags.join(' ')} cannot build a trivial program (${(cc.stderr || cc.error?.message || '').split('\n')[0]})`, install: 'apt-get install gcc-multilib' };
+      return {
+        what: `gcc ${flags.join(' ')} cannot build a trivial program (${(cc.stderr || cc.error?.message || '').split('\n')[0]})`,
+        install: 'apt-get install gcc-multilib',
+      };
     }
     return undefined;
   } finally {
@@ -45,10 +48,15 @@ export function compileAndReadValues(source: string): Record<string, number> {
     assert.equal(cc.status, 0, cc.stderr);
     const run = spawnSync(bin, { encoding: 'utf8' });
     assert.equal(run.status, 0, run.stderr);
-    return Object.fromEntries(run.stdout.trim().split('\n').map((line) => {
-      const [name, value] = line.split(' ');
-      return [name!, Number(value)];
-    }));
+    return Object.fromEntries(
+      run.stdout
+        .trim()
+        .split('\n')
+        .map((line) => {
+          const [name, value] = line.split(' ');
+          return [name!, Number(value)];
+        }),
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

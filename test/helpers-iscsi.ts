@@ -94,7 +94,8 @@ export class TestInitiator {
     this.isid = Buffer.concat([Buffer.from([0x80]), randomBytes(3), Buffer.alloc(2)]);
     this.#reader = new PduReader({
       dataBuffer: () => undefined,
-      onPdu: (h, _ahs, data, length) => this.#onPdu({ opcode: h[0]! & 0x3f, header: Buffer.from(h), data: data === null ? Buffer.alloc(0) : Buffer.from(data.subarray(0, length)) }),
+      onPdu: (h, _ahs, data, length) =>
+        this.#onPdu({ opcode: h[0]! & 0x3f, header: Buffer.from(h), data: data === null ? Buffer.alloc(0) : Buffer.from(data.subarray(0, length)) }),
       onDataDigestError: () => this.#fail(new Error('data digest error from the target')),
       onFramingError: (_k, m) => this.#fail(new Error(`framing: ${m}`)),
     });
@@ -126,7 +127,8 @@ export class TestInitiator {
   #onPdu(p: ReceivedPdu): void {
     const h = p.header;
     const itt = h.readUInt32BE(16);
-    if (p.opcode === 0x21 || (p.opcode === 0x25 && (h[1]! & 0x01) !== 0) || p.opcode === 0x20 && itt !== 0xffffffff) this.expStatSN = (h.readUInt32BE(24) + 1) >>> 0;
+    if (p.opcode === 0x21 || (p.opcode === 0x25 && (h[1]! & 0x01) !== 0) || (p.opcode === 0x20 && itt !== 0xffffffff))
+      this.expStatSN = (h.readUInt32BE(24) + 1) >>> 0;
     const pend = this.#pending.get(itt);
     if (pend !== undefined && (p.opcode === 0x25 || p.opcode === 0x21 || p.opcode === 0x31)) return this.#progress(pend, p);
     if (p.opcode === 0x20 && itt === 0xffffffff) {
@@ -163,7 +165,25 @@ export class TestInitiator {
   }
 
   /** A BHS (plus digests and data) built by hand. */
-  #bhs(byte0: number, byte1: number, f: { itt?: number; ttt?: number; lun?: Uint8Array; word20?: number; word24?: number; word28?: number; word32?: number; word36?: number; word40?: number; data?: Uint8Array; byte2?: number; byte3?: number; cdb?: Uint8Array }): Buffer {
+  #bhs(
+    byte0: number,
+    byte1: number,
+    f: {
+      itt?: number;
+      ttt?: number;
+      lun?: Uint8Array;
+      word20?: number;
+      word24?: number;
+      word28?: number;
+      word32?: number;
+      word36?: number;
+      word40?: number;
+      data?: Uint8Array;
+      byte2?: number;
+      byte3?: number;
+      cdb?: Uint8Array;
+    },
+  ): Buffer {
     const h = Buffer.alloc(48);
     h[0] = byte0;
     h[1] = byte1;
@@ -199,12 +219,15 @@ export class TestInitiator {
   }
 
   async login(o: LoginOptions = {}): Promise<number> {
-    const auth = o.chap === undefined ? undefined : new ChapInitiator({
-      name: o.chap.name,
-      secret: new ChapSecret(Buffer.from(o.chap.secret)),
-      ...(o.chap.mutualSecret === undefined ? {} : { mutual: { secret: new ChapSecret(Buffer.from(o.chap.mutualSecret)) } }),
-      random: (n) => randomBytes(n),
-    });
+    const auth =
+      o.chap === undefined
+        ? undefined
+        : new ChapInitiator({
+            name: o.chap.name,
+            secret: new ChapSecret(Buffer.from(o.chap.secret)),
+            ...(o.chap.mutualSecret === undefined ? {} : { mutual: { secret: new ChapSecret(Buffer.from(o.chap.mutualSecret)) } }),
+            random: (n) => randomBytes(n),
+          });
     const digests = (on: boolean | undefined): ('CRC32C' | 'None')[] => (on === true ? ['CRC32C'] : ['None']);
     const cfg: InitiatorConfig = {
       initiatorName: o.initiatorName ?? 'iqn.2026-12.org.blkback:test-initiator',
@@ -282,15 +305,23 @@ export class TestInitiator {
     const result = new Promise<CommandResult>((resolve, reject) => {
       this.#pending.set(itt, { itt, dataOut, chunks: [], pdus: 0, r2ts: 0, resolve, reject });
     });
-    const cmd = this.#bhs(o.immediate === true ? 0x41 : 0x01, flags, { itt, lun, word20: edtl, cdb: cdb16, ...(immediateLen > 0 ? { data: dataOut!.subarray(0, immediateLen) } : {}) });
+    const cmd = this.#bhs(o.immediate === true ? 0x41 : 0x01, flags, {
+      itt,
+      lun,
+      word20: edtl,
+      cdb: cdb16,
+      ...(immediateLen > 0 ? { data: dataOut!.subarray(0, immediateLen) } : {}),
+    });
     if (o.immediate !== true) this.cmdSN = (this.cmdSN + 1) >>> 0;
     const out: Buffer[] = [cmd];
     // unsolicited Data-Out after the immediate data, up to FirstBurstLength
     let dataSN = 0;
-    for (let off = immediateLen; off < unsolicitedLen;) {
+    for (let off = immediateLen; off < unsolicitedLen; ) {
       const len = Math.min(p.maxXmitDataSegmentLength, unsolicitedLen - off);
       const final = off + len === unsolicitedLen;
-      out.push(this.#bhs(0x05, final ? 0x80 : 0, { itt, lun, ttt: 0xffffffff, word24: 0, word36: dataSN++, word40: off, data: dataOut!.subarray(off, off + len) }));
+      out.push(
+        this.#bhs(0x05, final ? 0x80 : 0, { itt, lun, ttt: 0xffffffff, word24: 0, word36: dataSN++, word40: off, data: dataOut!.subarray(off, off + len) }),
+      );
       off += len;
     }
     this.send(Buffer.concat(out));
@@ -309,7 +340,7 @@ export class TestInitiator {
       const data = pend.dataOut ?? Buffer.alloc(0);
       const out: Buffer[] = [];
       let dataSN = 0;
-      for (let off = offset; off < offset + length;) {
+      for (let off = offset; off < offset + length; ) {
         const len = Math.min(p.maxXmitDataSegmentLength, offset + length - off);
         const final = off + len === offset + length;
         const piece = off + len <= data.byteLength ? data.subarray(off, off + len) : Buffer.alloc(len);
@@ -340,7 +371,10 @@ export class TestInitiator {
     const data = Buffer.alloc(total);
     for (const c of pend.chunks) c.data.copy(data, c.offset);
     pend.resolve({
-      status, response, sense, data,
+      status,
+      response,
+      sense,
+      data,
       residualKind: (f & 0x04) !== 0 ? 'O' : (f & 0x02) !== 0 ? 'U' : '',
       residual: h.readUInt32BE(44),
       pdus: pend.pdus,

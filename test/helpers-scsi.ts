@@ -4,9 +4,25 @@
 export const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 export const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
-export const READ6 = 0x08, WRITE6 = 0x0a, READ10 = 0x28, WRITE10 = 0x2a, READ12 = 0xa8, WRITE12 = 0xaa, READ16 = 0x88, WRITE16 = 0x8a;
-export const VERIFY10 = 0x2f, VERIFY16 = 0x8f, WRITE_VERIFY10 = 0x2e, PREFETCH10 = 0x34, PREFETCH16 = 0x90, SYNC10 = 0x35, SYNC16 = 0x91;
-export const WS10 = 0x41, WS16 = 0x93, ORWRITE = 0x8b, COMPARE_AND_WRITE = 0x89;
+export const READ6 = 0x08,
+  WRITE6 = 0x0a,
+  READ10 = 0x28,
+  WRITE10 = 0x2a,
+  READ12 = 0xa8,
+  WRITE12 = 0xaa,
+  READ16 = 0x88,
+  WRITE16 = 0x8a;
+export const VERIFY10 = 0x2f,
+  VERIFY16 = 0x8f,
+  WRITE_VERIFY10 = 0x2e,
+  PREFETCH10 = 0x34,
+  PREFETCH16 = 0x90,
+  SYNC10 = 0x35,
+  SYNC16 = 0x91;
+export const WS10 = 0x41,
+  WS16 = 0x93,
+  ORWRITE = 0x8b,
+  COMPARE_AND_WRITE = 0x89;
 
 /** READ(6)/WRITE(6): a 21-bit LBA, a one-byte length (0 means 256) and no flags. */
 export function rw6(op: number, lba: number, n: number): number[] {

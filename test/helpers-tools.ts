@@ -84,7 +84,8 @@ export function fioVersion(): string | null {
 export function fioMissing(): Missing | undefined {
   const version = fioVersion();
   if (version === null) return { what: `fio not installed (the tests compare against ${FIO_REFERENCE})`, install: 'apt-get install fio' };
-  if (version !== FIO_REFERENCE) return { what: `${FIO_REFERENCE} needed, found ${version}`, install: 'apt-get install fio on Debian 12 (bookworm), which ships 3.33' };
+  if (version !== FIO_REFERENCE)
+    return { what: `${FIO_REFERENCE} needed, found ${version}`, install: 'apt-get install fio on Debian 12 (bookworm), which ships 3.33' };
   return undefined;
 }
 
@@ -101,7 +102,10 @@ export function loopMissing(): Missing | undefined {
 
 /** losetup was there but could not make a device (no /dev/loop*, no loop module). */
 export function loopSetupFailed(err: unknown): Missing {
-  return { what: `a loop device (losetup --direct-io=on failed: ${(err as Error).message.split('\n')[0]})`, install: 'modprobe loop; apt-get install util-linux' };
+  return {
+    what: `a loop device (losetup --direct-io=on failed: ${(err as Error).message.split('\n')[0]})`,
+    install: 'modprobe loop; apt-get install util-linux',
+  };
 }
 
 export interface RunResult {

@@ -147,11 +147,14 @@ async function followGo(ctx: GuestContext, onChange: (v: string) => void): Promi
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => (stopped = resolve));
   await xs.watch(path, 'go', () => {
-    void xs.tryRead(path).then((v) => {
-      if (v === undefined) return;
-      onChange(v);
-      if (v === 'stop') stopped();
-    }, () => undefined);
+    void xs.tryRead(path).then(
+      (v) => {
+        if (v === undefined) return;
+        onChange(v);
+        if (v === 'stop') stopped();
+      },
+      () => undefined,
+    );
   });
   ctx.report({ type: 'ready' });
   await done;

@@ -157,12 +157,18 @@ describe('simulated event channels across threads', () => {
     again.close();
 
     const forOther = await guest.call<number>('evAlloc', 7);
-    assert.throws(() => backend.events.bindInterdomain(domain.domid, forOther), (error: unknown) => {
-      assert.ok(error instanceof EventChannelError);
-      assert.equal(error.code, 'BLK_ERR_EVTCHN');
-      assert.match(error.message, new RegExp(`cannot bind to port ${forOther} of domain ${domain.domid}: not unbound for domain 0 \\(it is unbound for domain 7\\)`));
-      return true;
-    });
+    assert.throws(
+      () => backend.events.bindInterdomain(domain.domid, forOther),
+      (error: unknown) => {
+        assert.ok(error instanceof EventChannelError);
+        assert.equal(error.code, 'BLK_ERR_EVTCHN');
+        assert.match(
+          error.message,
+          new RegExp(`cannot bind to port ${forOther} of domain ${domain.domid}: not unbound for domain 0 \\(it is unbound for domain 7\\)`),
+        );
+        return true;
+      },
+    );
     assert.throws(() => backend.events.bindInterdomain(domain.domid, 128), /no such port \(1\.\.127\)/);
     assert.throws(() => backend.events.bindInterdomain(42, 1), /domain 42: no such domain/);
     await guest.call('evClose', forOther);

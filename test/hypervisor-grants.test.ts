@@ -134,21 +134,51 @@ describe('simulated grant tables across threads', () => {
 
   test('refused maps throw GrantError with the GNTST code Xen returns', async () => {
     const toOther = await grantedPage(1, false, 3);
-    expectGrantError(() => backend.grants.map(domain.domid, [toOther.ref], 1, false), toOther.ref, domain.domid, GNTST.general_error, /permission denied \(granted to domain 3, not to domain 0\)/);
+    expectGrantError(
+      () => backend.grants.map(domain.domid, [toOther.ref], 1, false),
+      toOther.ref,
+      domain.domid,
+      GNTST.general_error,
+      /permission denied \(granted to domain 3, not to domain 0\)/,
+    );
 
     const readOnly = await grantedPage(2, true);
-    expectGrantError(() => backend.grants.map(domain.domid, [readOnly.ref], 1, true), readOnly.ref, domain.domid, GNTST.general_error, /granted read-only, mapped writable/);
+    expectGrantError(
+      () => backend.grants.map(domain.domid, [readOnly.ref], 1, true),
+      readOnly.ref,
+      domain.domid,
+      GNTST.general_error,
+      /granted read-only, mapped writable/,
+    );
     backend.grants.map(domain.domid, [readOnly.ref], 1, false).unmap();
 
     const revoked = await grantedPage(3);
     assert.equal(await guest.call('end', revoked.ref), true);
-    expectGrantError(() => backend.grants.map(domain.domid, [revoked.ref], 1, false), revoked.ref, domain.domid, GNTST.general_error, /not a permit_access grant/);
+    expectGrantError(
+      () => backend.grants.map(domain.domid, [revoked.ref], 1, false),
+      revoked.ref,
+      domain.domid,
+      GNTST.general_error,
+      /not a permit_access grant/,
+    );
 
-    expectGrantError(() => backend.grants.map(domain.domid, [512], 1, false), 512, domain.domid, GNTST.bad_gntref, /out of range \(the table has 512 entries\)/);
+    expectGrantError(
+      () => backend.grants.map(domain.domid, [512], 1, false),
+      512,
+      domain.domid,
+      GNTST.bad_gntref,
+      /out of range \(the table has 512 entries\)/,
+    );
     expectGrantError(() => backend.grants.map(domain.domid, [-1], 1, false), -1, domain.domid, GNTST.bad_gntref, /not a grant reference/); // the argument check Xen shares
 
     const wild = await guest.call<number>('grant', 0, frames, 0);
-    expectGrantError(() => backend.grants.map(domain.domid, [wild], 1, false), wild, domain.domid, GNTST.bad_page, new RegExp(`frame ${frames} is outside the domain's ${frames} frames`));
+    expectGrantError(
+      () => backend.grants.map(domain.domid, [wild], 1, false),
+      wild,
+      domain.domid,
+      GNTST.bad_page,
+      new RegExp(`frame ${frames} is outside the domain's ${frames} frames`),
+    );
     assert.equal(entry(domain, wild).flags, GTF_permit_access, 'a failed map leaves no flag behind');
 
     expectGrantError(() => backend.grants.map(99, [8], 1, false), 8, 99, GNTST.bad_domain, /no such domain/);
@@ -164,11 +194,17 @@ describe('simulated grant tables across threads', () => {
     assert.equal(entry(domain, b.ref).flags, GTF_permit_access);
     // count limits the refs used: the bad third ref is not looked at.
     const mapping = backend.grants.map(domain.domid, [a.ref, b.ref, ro.ref], 2, true);
-    assert.deepEqual(mapping.pages.map((p) => p.byteOffset / PAGE_SIZE), [a.frame, b.frame]);
+    assert.deepEqual(
+      mapping.pages.map((p) => p.byteOffset / PAGE_SIZE),
+      [a.frame, b.frame],
+    );
     mapping.unmap();
     // Pooled mapping slots are reused without leaking the old pages.
     const again = backend.grants.map(domain.domid, [b.ref, a.ref], 2, false);
-    assert.deepEqual(again.pages.map((p) => p.byteOffset / PAGE_SIZE), [b.frame, a.frame]);
+    assert.deepEqual(
+      again.pages.map((p) => p.byteOffset / PAGE_SIZE),
+      [b.frame, a.frame],
+    );
     again.unmap();
     for (const ref of [a.ref, b.ref, ro.ref]) assert.equal(await guest.call('end', ref), true);
   });
@@ -202,8 +238,14 @@ describe('simulated grant tables across threads', () => {
       GNTST.okay,
     ]);
     assert.deepEqual(await guest.call('read', rw.frame, 4080, 16), [...data]);
-    assert.deepEqual([...out], Array.from({ length: 100 }, (_, i) => (21 + (i + 10) * 7) & 0xff));
-    assert.deepEqual(await guest.call('read', rw.frame, 0, 8), Array.from({ length: 8 }, (_, i) => (21 + i * 7) & 0xff));
+    assert.deepEqual(
+      [...out],
+      Array.from({ length: 100 }, (_, i) => (21 + (i + 10) * 7) & 0xff),
+    );
+    assert.deepEqual(
+      await guest.call('read', rw.frame, 0, 8),
+      Array.from({ length: 8 }, (_, i) => (21 + i * 7) & 0xff),
+    );
     assert.equal(entry(domain, rw.ref).flags, GTF_permit_access, 'copy leaves no pin behind');
     assert.equal(entry(domain, ro.ref).flags, GTF_permit_access | GTF_readonly);
     assert.equal(await guest.call('end', rw.ref), true);

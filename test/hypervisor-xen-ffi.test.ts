@@ -60,7 +60,8 @@ function expectGrantError(fn: () => unknown, ref: number, domid: number, status:
 function xenCcMissing(): Missing | undefined {
   const missing = gccMissing();
   if (missing !== undefined) return missing;
-  for (const h of ['/usr/include/xengnttab.h', '/usr/include/xenevtchn.h']) if (!fs.existsSync(h)) return { what: `${h} absent`, install: 'apt-get install libxen-dev' };
+  for (const h of ['/usr/include/xengnttab.h', '/usr/include/xenevtchn.h'])
+    if (!fs.existsSync(h)) return { what: `${h} absent`, install: 'apt-get install libxen-dev' };
   return undefined;
 }
 
@@ -69,7 +70,6 @@ function findFixture(name: string): string | undefined {
   const rel = join('test', 'fixtures', 'xen-ffi', name);
   return [resolve(here, 'fixtures/xen-ffi', name), resolve(here, '../..', rel), resolve(process.cwd(), rel)].find((p) => fs.existsSync(p));
 }
-
 
 // ------------------------------------------------------------------------------------ grants
 
@@ -119,7 +119,13 @@ describe('XenBackendGrants over fake devices', () => {
   });
 
   test('all or nothing: a bad ref anywhere in the list fails the map, names the ref, and leaves nothing mapped', () => {
-    expectGrantError(() => grants.map(GUEST, [0, 1, 12, 2], 4, true), 12, GUEST, GNTST.general_error, /grant ref 12 of domain 7: gntdev refused to map it writable \(EINVAL\)/);
+    expectGrantError(
+      () => grants.map(GUEST, [0, 1, 12, 2], 4, true),
+      12,
+      GUEST,
+      GNTST.general_error,
+      /grant ref 12 of domain 7: gntdev refused to map it writable \(EINVAL\)/,
+    );
     assert.equal(devices.mappedRuns, 0);
     expectGrantError(() => grants.map(GUEST, [0, 8], 2, true), 8, GUEST, GNTST.general_error, /ref 8 .*writable/);
     expectGrantError(() => grants.map(GUEST, [9], 1, false), 9, GUEST, GNTST.general_error, /read-only/);
@@ -377,8 +383,14 @@ describe('XenBackendEvents over fake devices', () => {
   test('binding to a port that is not unbound for us is an EventChannelError', () => {
     const remote = guest.allocUnbound();
     bind(remote);
-    assert.throws(() => events.bindInterdomain(GUEST, remote), (e: unknown) => e instanceof EventChannelError && /not unbound/.test(e.message));
-    assert.throws(() => events.bindInterdomain(99, 1), (e: unknown) => e instanceof EventChannelError && /ESRCH/.test(e.message));
+    assert.throws(
+      () => events.bindInterdomain(GUEST, remote),
+      (e: unknown) => e instanceof EventChannelError && /not unbound/.test(e.message),
+    );
+    assert.throws(
+      () => events.bindInterdomain(99, 1),
+      (e: unknown) => e instanceof EventChannelError && /ESRCH/.test(e.message),
+    );
     assert.throws(() => events.bindInterdomain(GUEST, 0), EventChannelError);
   });
 
@@ -400,7 +412,11 @@ describe('openXenHypervisor', () => {
     if (fs.existsSync('/dev/xen/gntdev')) return skipOnThisHost(t, '/dev/xen/gntdev exists: this host is a Xen domain');
     assert.throws(
       () => openKoffiDevices(),
-      (e: unknown) => e instanceof XenUnavailableError && e.code === 'BLK_ERR_XEN_UNAVAILABLE' && /\/dev\/xen\/gntdev is absent/.test(e.message) && /modprobe xen-gntdev/.test(e.message),
+      (e: unknown) =>
+        e instanceof XenUnavailableError &&
+        e.code === 'BLK_ERR_XEN_UNAVAILABLE' &&
+        /\/dev\/xen\/gntdev is absent/.test(e.message) &&
+        /modprobe xen-gntdev/.test(e.message),
     );
     await assert.rejects(openXenHypervisor(), XenUnavailableError);
     const probe = xenAvailable();
@@ -417,7 +433,10 @@ describe('openXenHypervisor', () => {
 
   test('a missing xenstored socket is a XenUnavailableError', async () => {
     const devices = new FakeXenDevices();
-    await assert.rejects(openXenHypervisor({ devices, xenstoreSocket: '/nonexistent/xenstored.sock' }), (e: unknown) => e instanceof XenUnavailableError && /xenstored/.test(e.message));
+    await assert.rejects(
+      openXenHypervisor({ devices, xenstoreSocket: '/nonexistent/xenstored.sock' }),
+      (e: unknown) => e instanceof XenUnavailableError && /xenstored/.test(e.message),
+    );
   });
 
   test('with devices and a xenstored socket: domid from the relative key `domid`, else 0; close closes both', async () => {
@@ -488,7 +507,10 @@ describe('the koffi layer', () => {
       dir = fs.mkdtempSync(join(os.tmpdir(), 'xen-ffi-'));
       gtLib = join(dir, 'libxengnttab-standin.so');
       evLib = join(dir, 'libxenevtchn-standin.so');
-      for (const [src, out] of [[gtSource!, gtLib], [evSource!, evLib]] as const) {
+      for (const [src, out] of [
+        [gtSource!, gtLib],
+        [evSource!, evLib],
+      ] as const) {
         const cc = spawnSync('gcc', ['-O1', '-Wall', '-Werror', '-shared', '-fPIC', '-o', out, src], { encoding: 'utf8' });
         assert.equal(cc.status, 0, cc.stderr);
       }
@@ -581,7 +603,10 @@ describe('the koffi layer', () => {
         await until(() => delivered === 3, 'delivery at unmask');
         ch.notify();
         assert.equal(notified(103), 1);
-        assert.throws(() => events.bindInterdomain(GUEST, 3), (e: unknown) => e instanceof EventChannelError && /EINVAL/.test(e.message));
+        assert.throws(
+          () => events.bindInterdomain(GUEST, 3),
+          (e: unknown) => e instanceof EventChannelError && /EINVAL/.test(e.message),
+        );
         ch.close();
         assert.equal(isBound(103), 0);
       } finally {
@@ -590,26 +615,27 @@ describe('the koffi layer', () => {
       assert.throws(() => devices.evtchn.notify(103), /closed/);
     });
 
-    for (const evtchnReader of ['epoll', 'thread'] as const) test(`${evtchnReader} reader: an event is delivered, and a process that never closes the devices still exits`, (t) => {
-      if (stopIfMissing(t, missing)) return;
-      assert.ok(gtSource !== undefined && evSource !== undefined, 'stand-in sources test/fixtures/xen-ffi/standin-*.c not found');
-      const here = dirname(fileURLToPath(import.meta.url));
-      const devicesModule = pathToFileURL(resolve(here, '../src/hypervisor/xen/koffi-devices.js')).href;
-      const eventsModule = pathToFileURL(resolve(here, '../src/hypervisor/xen/backend-events.js')).href;
-      const script = join(dir, 'no-close.mjs');
-      fs.writeFileSync(
-        script,
-        `import { openKoffiDevices } from ${JSON.stringify(devicesModule)};
+    for (const evtchnReader of ['epoll', 'thread'] as const)
+      test(`${evtchnReader} reader: an event is delivered, and a process that never closes the devices still exits`, (t) => {
+        if (stopIfMissing(t, missing)) return;
+        assert.ok(gtSource !== undefined && evSource !== undefined, 'stand-in sources test/fixtures/xen-ffi/standin-*.c not found');
+        const here = dirname(fileURLToPath(import.meta.url));
+        const devicesModule = pathToFileURL(resolve(here, '../src/hypervisor/xen/koffi-devices.js')).href;
+        const eventsModule = pathToFileURL(resolve(here, '../src/hypervisor/xen/backend-events.js')).href;
+        const script = join(dir, 'no-close.mjs');
+        fs.writeFileSync(
+          script,
+          `import { openKoffiDevices } from ${JSON.stringify(devicesModule)};
 import { XenBackendEvents } from ${JSON.stringify(eventsModule)};
 const devices = openKoffiDevices({ gntdevPath: '/dev/null', evtchnPath: '/dev/null', gnttabLibrary: ${JSON.stringify(gtLib)}, evtchnLibrary: ${JSON.stringify(evLib)}, evtchnReader: ${JSON.stringify(evtchnReader)} });
 const ch = new XenBackendEvents(devices).bindInterdomain(7, 5);
 ch.onEvent(() => { console.log('event'); ch.close(); });
 `,
-      );
-      const run = spawnSync(process.execPath, [script], { encoding: 'utf8', timeout: 10_000 });
-      assert.equal(run.signal, null, 'the process hung at exit');
-      assert.equal(run.status, 0, run.stderr);
-      assert.equal(run.stdout.trim(), 'event');
-    });
+        );
+        const run = spawnSync(process.execPath, [script], { encoding: 'utf8', timeout: 10_000 });
+        assert.equal(run.signal, null, 'the process hung at exit');
+        assert.equal(run.status, 0, run.stderr);
+        assert.equal(run.stdout.trim(), 'event');
+      });
   });
 });

@@ -13,7 +13,8 @@ const EFD_CLOEXEC = 0o2000000;
 
 test('fd stream: an eventfd (which net.Socket refuses) is read on epoll into the fixed buffer, and destroy closes it', async (t) => {
   const problem = fdStreamProblem();
-  if (problem !== undefined && stopIfMissing(t, { what: `libuv's pipe_wrap binding (${problem})`, install: 'Node 20, as package.json engines and CI use' })) return;
+  if (problem !== undefined && stopIfMissing(t, { what: `libuv's pipe_wrap binding (${problem})`, install: 'Node 20, as package.json engines and CI use' }))
+    return;
   const eventfd = koffi.load('libc.so.6').func('int eventfd(unsigned int initval, int flags)') as (initval: number, flags: number) => number;
   const fd = eventfd(0, EFD_CLOEXEC);
   assert.ok(fd >= 0);

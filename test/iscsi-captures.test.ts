@@ -44,7 +44,14 @@ function cut(bytes: Buffer, digestsAfter: (pdu: Pdu) => { header: boolean; data:
       const header = Buffer.from(h);
       const payload = data === null ? Buffer.alloc(0) : Buffer.from(data.subarray(0, length));
       const wireLength = 48 + (digests.header ? 4 : 0) + (length === 0 ? 0 : ((length + 3) & ~3) + (digests.data ? 4 : 0));
-      const pdu: Pdu = { opcode: header[0]! & 0x3f, header, data: payload, wire: bytes.subarray(consumed, consumed + wireLength), headerDigest: digests.header, dataDigest: digests.data };
+      const pdu: Pdu = {
+        opcode: header[0]! & 0x3f,
+        header,
+        data: payload,
+        wire: bytes.subarray(consumed, consumed + wireLength),
+        headerDigest: digests.header,
+        dataDigest: digests.data,
+      };
       consumed += wireLength;
       pdus.push(pdu);
       const next = digestsAfter(pdu);
@@ -61,7 +68,7 @@ function cut(bytes: Buffer, digestsAfter: (pdu: Pdu) => { header: boolean; data:
   reader.maxDataSegmentLength = 1 << 24;
   let at = 0;
   // fed in uneven pieces, as a socket would
-  for (let size = 1; at < bytes.byteLength; size = (size * 7 + 3) % 1500 + 1) {
+  for (let size = 1; at < bytes.byteLength; size = ((size * 7 + 3) % 1500) + 1) {
     reader.push(bytes.subarray(at, Math.min(bytes.byteLength, at + size)));
     at += size;
   }
@@ -102,7 +109,17 @@ function conversation(prefix: string): { out: Pdu[]; back: Pdu[] } {
 function relay(pdu: Pdu): void {
   const chunks: Uint8Array[][] = [];
   let flush: (() => void) | undefined;
-  const w = new PduWriter({ write: (c, done) => { chunks.push([...c]); done(); } }, (f) => { flush = f; });
+  const w = new PduWriter(
+    {
+      write: (c, done) => {
+        chunks.push([...c]);
+        done();
+      },
+    },
+    (f) => {
+      flush = f;
+    },
+  );
   w.headerDigest = pdu.headerDigest;
   w.dataDigest = pdu.dataDigest;
   const h = w.header();
@@ -112,7 +129,13 @@ function relay(pdu: Pdu): void {
   assert.deepEqual(Buffer.concat(chunks.flat()), pdu.wire, `opcode 0x${pdu.opcode.toString(16)} re-encoded byte for byte`);
 }
 
-const prefixes = [...new Set(readdirSync(DIR).filter((f) => f.endsWith('.hex')).map((f) => f.replace(/\.(initiator-to-target|target-to-initiator)\.hex$/, '')))].sort();
+const prefixes = [
+  ...new Set(
+    readdirSync(DIR)
+      .filter((f) => f.endsWith('.hex'))
+      .map((f) => f.replace(/\.(initiator-to-target|target-to-initiator)\.hex$/, '')),
+  ),
+].sort();
 
 test('every captured stream cuts into whole PDUs with correct digests, and each re-encodes byte for byte', () => {
   assert.ok(prefixes.length >= 10, `${prefixes.length} streams`);
@@ -161,7 +184,10 @@ test('a 64 KiB write against tgt: 8 KiB immediate, one R2T for the rest, seven D
   });
   const readCmd = out.find((p) => p.opcode === Opcode.SCSI_COMMAND && p.header[32] === 0x28)!;
   const dataIn = back.filter((p) => p.opcode === Opcode.SCSI_DATA_IN && p.header.readUInt32BE(16) === readCmd.header.readUInt32BE(16));
-  assert.equal(dataIn.reduce((n, p) => n + p.data.byteLength, 0), 65536);
+  assert.equal(
+    dataIn.reduce((n, p) => n + p.data.byteLength, 0),
+    65536,
+  );
   assert.ok((dataIn.at(-1)!.header[1]! & 0x01) !== 0, 'status in the last Data-In (S bit)');
 });
 
@@ -175,12 +201,20 @@ test('CHAP: the responses libiscsi and tgt computed are the ones chap.ts compute
     for (const p of out.filter((x) => x.opcode === Opcode.LOGIN_REQUEST)) for (const [k, v] of keys(p)) fromInitiator.set(k, v);
     const id = Number(fromTarget.get('CHAP_I'));
     const challenge = parseBinary(fromTarget.get('CHAP_C')!)!;
-    assert.deepEqual(Buffer.from(parseBinary(fromInitiator.get('CHAP_R')!)!), Buffer.from(chapResponse(id, secrets.initiator, challenge)), `${s}: initiator's response`);
+    assert.deepEqual(
+      Buffer.from(parseBinary(fromInitiator.get('CHAP_R')!)!),
+      Buffer.from(chapResponse(id, secrets.initiator, challenge)),
+      `${s}: initiator's response`,
+    );
     assert.equal(fromInitiator.get('CHAP_N'), 'blkback-initiator');
     if (s.endsWith('s1')) {
       const mutualId = Number(fromInitiator.get('CHAP_I'));
       const mutualChallenge = parseBinary(fromInitiator.get('CHAP_C')!)!;
-      assert.deepEqual(Buffer.from(parseBinary(fromTarget.get('CHAP_R')!)!), Buffer.from(chapResponse(mutualId, secrets.target, mutualChallenge)), `${s}: target's response`);
+      assert.deepEqual(
+        Buffer.from(parseBinary(fromTarget.get('CHAP_R')!)!),
+        Buffer.from(chapResponse(mutualId, secrets.target, mutualChallenge)),
+        `${s}: target's response`,
+      );
       assert.equal(fromTarget.get('CHAP_N'), 'blkback-target');
     }
   }

@@ -71,10 +71,21 @@ test('chapResponse matches MD5(id ‖ secret ‖ challenge) computed by coreutil
 
 test('one-way CHAP, target side: exact pairs for a scripted challenge', () => {
   const t = new ChapAuthenticator({ initiators: users, random: scripted(Uint8Array.of(1), SEQ16) });
-  expectPairs(t.step([['CHAP_A', '5']]), 'continue', [['CHAP_A', '5'], ['CHAP_I', '1'], ['CHAP_C', hex(SEQ16)]]);
+  expectPairs(t.step([['CHAP_A', '5']]), 'continue', [
+    ['CHAP_A', '5'],
+    ['CHAP_I', '1'],
+    ['CHAP_C', hex(SEQ16)],
+  ]);
   assert.equal(t.state, 'await-response');
   assert.equal(t.peerName, undefined);
-  expectPairs(t.step([['CHAP_N', 'alice'], ['CHAP_R', R_1_SECRETSECRET_SEQ16]]), 'success', []);
+  expectPairs(
+    t.step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+    ]),
+    'success',
+    [],
+  );
   assert.equal(t.state, 'done');
   assert.equal(t.peerName, 'alice');
   assert.equal(t.mutual, false);
@@ -86,7 +97,14 @@ test('CHAP_R accepted in upper-case hex (libiscsi writes it so) and in base64', 
   for (const r of [`0x${resp.toString('hex').toUpperCase()}`, `0X${resp.toString('hex')}`, `0b${resp.toString('base64')}`]) {
     const t = new ChapAuthenticator({ initiators: users, random: scripted(Uint8Array.of(1), SEQ16) });
     t.step([['CHAP_A', '5']]);
-    expectPairs(t.step([['CHAP_N', 'alice'], ['CHAP_R', r]]), 'success', []);
+    expectPairs(
+      t.step([
+        ['CHAP_N', 'alice'],
+        ['CHAP_R', r],
+      ]),
+      'success',
+      [],
+    );
   }
 });
 
@@ -112,15 +130,37 @@ test('CHAP_A: the first algorithm we support from the list, else Reject and fail
 
 test('target side refuses keys out of order, repeated or foreign to CHAP', () => {
   let t = new ChapAuthenticator({ initiators: users, random: counter() });
-  expectFailure(t.step([['CHAP_N', 'alice'], ['CHAP_R', R_1_SECRETSECRET_SEQ16]]), LoginStatus.INITIATOR_ERROR, /CHAP_N at this step/);
+  expectFailure(
+    t.step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+    ]),
+    LoginStatus.INITIATOR_ERROR,
+    /CHAP_N at this step/,
+  );
   t = new ChapAuthenticator({ initiators: users, random: counter() });
-  expectFailure(t.step([['CHAP_A', '5'], ['CHAP_A', '5']]), LoginStatus.INITIATOR_ERROR, /twice/);
+  expectFailure(
+    t.step([
+      ['CHAP_A', '5'],
+      ['CHAP_A', '5'],
+    ]),
+    LoginStatus.INITIATOR_ERROR,
+    /twice/,
+  );
   t = new ChapAuthenticator({ initiators: users, random: counter() });
   t.step([['CHAP_A', '5']]);
   expectFailure(t.step([['CHAP_N', 'alice']]), LoginStatus.INITIATOR_ERROR, /must come together/);
   t = new ChapAuthenticator({ initiators: users, random: counter() });
   t.step([['CHAP_A', '5']]);
-  expectFailure(t.step([['CHAP_N', 'alice'], ['CHAP_R', R_1_SECRETSECRET_SEQ16], ['CHAP_X', '1']]), LoginStatus.INITIATOR_ERROR, /CHAP_X/);
+  expectFailure(
+    t.step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+      ['CHAP_X', '1'],
+    ]),
+    LoginStatus.INITIATOR_ERROR,
+    /CHAP_X/,
+  );
   t = new ChapAuthenticator({ initiators: users, random: counter() });
   t.step([['CHAP_A', '5']]);
   expectPairs(t.step([]), 'continue', []);
@@ -133,13 +173,60 @@ test('wrong secret, unknown user, wrong length, bad encoding', () => {
     return t;
   };
   // bob's name with alice's response
-  expectFailure(fresh().step([['CHAP_N', 'bob'], ['CHAP_R', R_1_SECRETSECRET_SEQ16]]), LoginStatus.AUTHENTICATION_FAILURE, /wrong CHAP response from "bob"/);
-  expectFailure(fresh().step([['CHAP_N', 'carol'], ['CHAP_R', R_1_SECRETSECRET_SEQ16]]), LoginStatus.AUTHENTICATION_FAILURE, /unknown CHAP user "carol"/);
-  expectFailure(fresh().step([['CHAP_N', 'alice'], ['CHAP_R', '0x00112233']]), LoginStatus.AUTHENTICATION_FAILURE, /4 bytes, not 16/);
-  expectFailure(fresh().step([['CHAP_N', 'alice'], ['CHAP_R', 'nothex']]), LoginStatus.INITIATOR_ERROR, /not a hex or base64/);
-  expectFailure(fresh().step([['CHAP_N', 'alice'], ['CHAP_R', '0xzz']]), LoginStatus.INITIATOR_ERROR);
-  expectFailure(fresh().step([['CHAP_N', 'alice'], ['CHAP_R', `0x${'00'.repeat(1025)}`]]), LoginStatus.INITIATOR_ERROR);
-  expectFailure(fresh().step([['CHAP_N', ''], ['CHAP_R', R_1_SECRETSECRET_SEQ16]]), LoginStatus.INITIATOR_ERROR, /empty CHAP_N/);
+  expectFailure(
+    fresh().step([
+      ['CHAP_N', 'bob'],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+    ]),
+    LoginStatus.AUTHENTICATION_FAILURE,
+    /wrong CHAP response from "bob"/,
+  );
+  expectFailure(
+    fresh().step([
+      ['CHAP_N', 'carol'],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+    ]),
+    LoginStatus.AUTHENTICATION_FAILURE,
+    /unknown CHAP user "carol"/,
+  );
+  expectFailure(
+    fresh().step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', '0x00112233'],
+    ]),
+    LoginStatus.AUTHENTICATION_FAILURE,
+    /4 bytes, not 16/,
+  );
+  expectFailure(
+    fresh().step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', 'nothex'],
+    ]),
+    LoginStatus.INITIATOR_ERROR,
+    /not a hex or base64/,
+  );
+  expectFailure(
+    fresh().step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', '0xzz'],
+    ]),
+    LoginStatus.INITIATOR_ERROR,
+  );
+  expectFailure(
+    fresh().step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', `0x${'00'.repeat(1025)}`],
+    ]),
+    LoginStatus.INITIATOR_ERROR,
+  );
+  expectFailure(
+    fresh().step([
+      ['CHAP_N', ''],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+    ]),
+    LoginStatus.INITIATOR_ERROR,
+    /empty CHAP_N/,
+  );
 });
 
 test('mutual CHAP through both sides, with exact target answer', () => {
@@ -163,7 +250,10 @@ test('mutual CHAP through both sides, with exact target answer', () => {
     ['CHAP_C', hex(AA99)],
   ]);
   const answer = t.step(response.pairs);
-  expectPairs(answer, 'success', [['CHAP_N', 'iqn.2026-11.test:ram'], ['CHAP_R', R_7_TARGETSECRET12_AA99]]);
+  expectPairs(answer, 'success', [
+    ['CHAP_N', 'iqn.2026-11.test:ram'],
+    ['CHAP_R', R_7_TARGETSECRET12_AA99],
+  ]);
   assert.equal(t.mutual, true);
   expectPairs(i.step(answer.pairs), 'success', []);
   assert.equal(i.state, 'done');
@@ -188,7 +278,12 @@ test('a reflected challenge is refused', () => {
   const t = new ChapAuthenticator({ initiators: users, target: targetId, random: scripted(Uint8Array.of(1), SEQ16) });
   t.step([['CHAP_A', '5']]);
   expectFailure(
-    t.step([['CHAP_N', 'alice'], ['CHAP_R', R_1_SECRETSECRET_SEQ16], ['CHAP_I', '1'], ['CHAP_C', hex(SEQ16)]]),
+    t.step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+      ['CHAP_I', '1'],
+      ['CHAP_C', hex(SEQ16)],
+    ]),
     LoginStatus.AUTHENTICATION_FAILURE,
     /reflected/,
   );
@@ -198,13 +293,25 @@ test('mutual CHAP not configured, and one-way CHAP when mutual is required', () 
   let t = new ChapAuthenticator({ initiators: users, random: scripted(Uint8Array.of(1), SEQ16) });
   t.step([['CHAP_A', '5']]);
   expectFailure(
-    t.step([['CHAP_N', 'alice'], ['CHAP_R', R_1_SECRETSECRET_SEQ16], ['CHAP_I', '7'], ['CHAP_C', hex(AA99)]]),
+    t.step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+      ['CHAP_I', '7'],
+      ['CHAP_C', hex(AA99)],
+    ]),
     LoginStatus.AUTHENTICATION_FAILURE,
     /not configured/,
   );
   t = new ChapAuthenticator({ initiators: users, target: targetId, requireMutual: true, random: scripted(Uint8Array.of(1), SEQ16) });
   t.step([['CHAP_A', '5']]);
-  expectFailure(t.step([['CHAP_N', 'alice'], ['CHAP_R', R_1_SECRETSECRET_SEQ16]]), LoginStatus.AUTHENTICATION_FAILURE, /mutual CHAP is required/);
+  expectFailure(
+    t.step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+    ]),
+    LoginStatus.AUTHENTICATION_FAILURE,
+    /mutual CHAP is required/,
+  );
   assert.throws(() => new ChapAuthenticator({ initiators: users, requireMutual: true, random: counter() }), UsageError);
 });
 
@@ -212,10 +319,34 @@ test('malformed mutual keys from the initiator', () => {
   const cases: [TextPair[], RegExp][] = [
     [[['CHAP_I', '7']], /must come together/],
     [[['CHAP_C', hex(AA99)]], /must come together/],
-    [[['CHAP_I', '256'], ['CHAP_C', hex(AA99)]], /malformed CHAP_I/],
-    [[['CHAP_I', 'x'], ['CHAP_C', hex(AA99)]], /malformed CHAP_I/],
-    [[['CHAP_I', '7'], ['CHAP_C', `0x${'ab'.repeat(1025)}`]], /1\.\.1024/],
-    [[['CHAP_I', '7'], ['CHAP_C', '0xq']], /1\.\.1024/],
+    [
+      [
+        ['CHAP_I', '256'],
+        ['CHAP_C', hex(AA99)],
+      ],
+      /malformed CHAP_I/,
+    ],
+    [
+      [
+        ['CHAP_I', 'x'],
+        ['CHAP_C', hex(AA99)],
+      ],
+      /malformed CHAP_I/,
+    ],
+    [
+      [
+        ['CHAP_I', '7'],
+        ['CHAP_C', `0x${'ab'.repeat(1025)}`],
+      ],
+      /1\.\.1024/,
+    ],
+    [
+      [
+        ['CHAP_I', '7'],
+        ['CHAP_C', '0xq'],
+      ],
+      /1\.\.1024/,
+    ],
   ];
   for (const [extra, re] of cases) {
     const t = new ChapAuthenticator({ initiators: users, target: targetId, random: scripted(Uint8Array.of(1), SEQ16) });
@@ -226,13 +357,24 @@ test('malformed mutual keys from the initiator', () => {
   const t = new ChapAuthenticator({ initiators: users, target: targetId, random: scripted(Uint8Array.of(1), SEQ16) });
   t.step([['CHAP_A', '5']]);
   const big = `0x${'ab'.repeat(1024)}`;
-  assert.equal(t.step([['CHAP_N', 'alice'], ['CHAP_R', R_1_SECRETSECRET_SEQ16], ['CHAP_I', '9'], ['CHAP_C', big]]).status, 'success');
+  assert.equal(
+    t.step([
+      ['CHAP_N', 'alice'],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+      ['CHAP_I', '9'],
+      ['CHAP_C', big],
+    ]).status,
+    'success',
+  );
 });
 
 test('target configuration checks', () => {
   assert.throws(() => new ChapAuthenticator({ initiators: users, random: counter(), challengeLength: 15 }), UsageError);
   assert.throws(() => new ChapAuthenticator({ initiators: users, random: counter(), challengeLength: 1025 }), UsageError);
-  const two = new Map([['a', new ChapSecret('aaaaaaaaaaaaaa')], ['b', new ChapSecret('bbbbbbbbbbbbbb')]]);
+  const two = new Map([
+    ['a', new ChapSecret('aaaaaaaaaaaaaa')],
+    ['b', new ChapSecret('bbbbbbbbbbbbbb')],
+  ]);
   assert.throws(() => new ChapAuthenticator({ initiators: users, target: two, random: counter() }), UsageError);
   const same = new Map([['t', new ChapSecret('secretsecret')]]);
   assert.throws(
@@ -243,7 +385,7 @@ test('target configuration checks', () => {
   expectFailure(bad.step([['CHAP_A', '5']]), LoginStatus.TARGET_ERROR, /random source/);
 });
 
-test('initiator side: the target\'s mistakes', () => {
+test("initiator side: the target's mistakes", () => {
   const mk = (mutual = false): ChapInitiator => {
     const i = new ChapInitiator({
       name: 'alice',
@@ -254,14 +396,61 @@ test('initiator side: the target\'s mistakes', () => {
     i.start();
     return i;
   };
-  const good: TextPair[] = [['CHAP_A', '5'], ['CHAP_I', '1'], ['CHAP_C', hex(SEQ16)]];
-  expectPairs(mk().step(good), 'success', [['CHAP_N', 'alice'], ['CHAP_R', R_1_SECRETSECRET_SEQ16]]);
+  const good: TextPair[] = [
+    ['CHAP_A', '5'],
+    ['CHAP_I', '1'],
+    ['CHAP_C', hex(SEQ16)],
+  ];
+  expectPairs(mk().step(good), 'success', [
+    ['CHAP_N', 'alice'],
+    ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+  ]);
   expectFailure(mk().step([['CHAP_A', 'Reject']]), LoginStatus.AUTHENTICATION_FAILURE, /rejected/);
-  expectFailure(mk().step([['CHAP_A', '7'], ['CHAP_I', '1'], ['CHAP_C', hex(SEQ16)]]), LoginStatus.TARGET_ERROR, /did not offer/);
-  expectFailure(mk().step([['CHAP_A', '5'], ['CHAP_I', '1']]), LoginStatus.TARGET_ERROR, /together/);
-  expectFailure(mk().step([['CHAP_A', '5'], ['CHAP_I', '300'], ['CHAP_C', hex(SEQ16)]]), LoginStatus.TARGET_ERROR, /CHAP_I/);
-  expectFailure(mk().step([['CHAP_A', '5'], ['CHAP_I', '1'], ['CHAP_C', `0x${'00'.repeat(1025)}`]]), LoginStatus.TARGET_ERROR, /CHAP_C/);
-  expectFailure(mk().step([['CHAP_A', '5'], ['CHAP_I', '1'], ['CHAP_C', hex(SEQ16)], ['CHAP_N', 'x']]), LoginStatus.TARGET_ERROR, /CHAP_N at this step/);
+  expectFailure(
+    mk().step([
+      ['CHAP_A', '7'],
+      ['CHAP_I', '1'],
+      ['CHAP_C', hex(SEQ16)],
+    ]),
+    LoginStatus.TARGET_ERROR,
+    /did not offer/,
+  );
+  expectFailure(
+    mk().step([
+      ['CHAP_A', '5'],
+      ['CHAP_I', '1'],
+    ]),
+    LoginStatus.TARGET_ERROR,
+    /together/,
+  );
+  expectFailure(
+    mk().step([
+      ['CHAP_A', '5'],
+      ['CHAP_I', '300'],
+      ['CHAP_C', hex(SEQ16)],
+    ]),
+    LoginStatus.TARGET_ERROR,
+    /CHAP_I/,
+  );
+  expectFailure(
+    mk().step([
+      ['CHAP_A', '5'],
+      ['CHAP_I', '1'],
+      ['CHAP_C', `0x${'00'.repeat(1025)}`],
+    ]),
+    LoginStatus.TARGET_ERROR,
+    /CHAP_C/,
+  );
+  expectFailure(
+    mk().step([
+      ['CHAP_A', '5'],
+      ['CHAP_I', '1'],
+      ['CHAP_C', hex(SEQ16)],
+      ['CHAP_N', 'x'],
+    ]),
+    LoginStatus.TARGET_ERROR,
+    /CHAP_N at this step/,
+  );
   const fresh = new ChapInitiator({ name: 'alice', secret: new ChapSecret('secretsecret'), random: counter() });
   expectFailure(fresh.step(good), LoginStatus.TARGET_ERROR, /before we offered/);
 
@@ -271,10 +460,38 @@ test('initiator side: the target\'s mistakes', () => {
     assert.equal(i.step(good).status, 'continue');
     return i.step(pairs);
   };
-  expectPairs(answerWith([['CHAP_N', 'tgt'], ['CHAP_R', R_7_TARGETSECRET12_AA99]]), 'success', []);
-  expectFailure(answerWith([['CHAP_N', 'other'], ['CHAP_R', R_7_TARGETSECRET12_AA99]]), LoginStatus.AUTHENTICATION_FAILURE, /expected "tgt"/);
-  expectFailure(answerWith([['CHAP_N', 'tgt'], ['CHAP_R', R_1_SECRETSECRET_SEQ16]]), LoginStatus.AUTHENTICATION_FAILURE, /wrong CHAP response from the target/);
-  expectFailure(answerWith([['CHAP_N', 'tgt'], ['CHAP_R', '0x00']]), LoginStatus.AUTHENTICATION_FAILURE, /1 bytes, not 16/);
+  expectPairs(
+    answerWith([
+      ['CHAP_N', 'tgt'],
+      ['CHAP_R', R_7_TARGETSECRET12_AA99],
+    ]),
+    'success',
+    [],
+  );
+  expectFailure(
+    answerWith([
+      ['CHAP_N', 'other'],
+      ['CHAP_R', R_7_TARGETSECRET12_AA99],
+    ]),
+    LoginStatus.AUTHENTICATION_FAILURE,
+    /expected "tgt"/,
+  );
+  expectFailure(
+    answerWith([
+      ['CHAP_N', 'tgt'],
+      ['CHAP_R', R_1_SECRETSECRET_SEQ16],
+    ]),
+    LoginStatus.AUTHENTICATION_FAILURE,
+    /wrong CHAP response from the target/,
+  );
+  expectFailure(
+    answerWith([
+      ['CHAP_N', 'tgt'],
+      ['CHAP_R', '0x00'],
+    ]),
+    LoginStatus.AUTHENTICATION_FAILURE,
+    /1 bytes, not 16/,
+  );
   expectFailure(answerWith([['CHAP_N', 'tgt']]), LoginStatus.AUTHENTICATION_FAILURE, /did not answer/);
   expectFailure(answerWith([]), LoginStatus.AUTHENTICATION_FAILURE, /did not answer/);
 
@@ -287,7 +504,14 @@ test('initiator side: the target\'s mistakes', () => {
   });
   same.start();
   same.step(good);
-  expectFailure(same.step([['CHAP_N', 'tgt'], ['CHAP_R', R_7_TARGETSECRET12_AA99]]), LoginStatus.AUTHENTICATION_FAILURE, /our own secret/);
+  expectFailure(
+    same.step([
+      ['CHAP_N', 'tgt'],
+      ['CHAP_R', R_7_TARGETSECRET12_AA99],
+    ]),
+    LoginStatus.AUTHENTICATION_FAILURE,
+    /our own secret/,
+  );
 
   assert.throws(() => new ChapInitiator({ name: '', secret: new ChapSecret('secretsecret'), random: counter() }), UsageError);
   assert.throws(() => new ChapInitiator({ name: 'a', secret: new ChapSecret('secretsecret'), random: counter(), challengeLength: 8 }), UsageError);

@@ -59,7 +59,10 @@ function missingTools(kind: TargetKind | null): Missing | undefined {
 
 const tail = (s: string, lines = 40): string => s.trimEnd().split('\n').slice(-lines).join('\n');
 
-test('iSCSI conformance (iscsi-test-cu --test=ALL): tgt thick and blkback thick/thin/read-only keep every stored pass', { timeout: 360_000, concurrency: CONCURRENCY }, async (t) => {
+test('iSCSI conformance (iscsi-test-cu --test=ALL): tgt thick and blkback thick/thin/read-only keep every stored pass', {
+  timeout: 360_000,
+  concurrency: CONCURRENCY,
+}, async (t) => {
   if (stopIfMissing(t, missingTools(null))) return;
   const rows: { label: string; now?: VerdictList; stored?: VerdictList; note?: string }[] = [];
   const started = Date.now();
@@ -95,7 +98,8 @@ test('iSCSI conformance (iscsi-test-cu --test=ALL): tgt thick and blkback thick/
           return;
         }
         const cmp = compareLists(stored, run.verdicts);
-        if (cmp.improvements.length > 0) st.diagnostic(`${label}: ${cmp.improvements.length} improvement(s) over the stored list; to keep them: ${regenerateCommand(kind, mode)}`);
+        if (cmp.improvements.length > 0)
+          st.diagnostic(`${label}: ${cmp.improvements.length} improvement(s) over the stored list; to keep them: ${regenerateCommand(kind, mode)}`);
         assert.equal(
           cmp.regressions.length,
           0,

@@ -1,14 +1,6 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import {
-  CRC32C_ENGINE,
-  crc32c,
-  crc32cJs,
-  crc32cNative,
-  crc32cv,
-  readDigest,
-  writeDigest,
-} from '../src/iscsi/crc32c.ts';
+import { CRC32C_ENGINE, crc32c, crc32cJs, crc32cNative, crc32cv, readDigest, writeDigest } from '../src/iscsi/crc32c.ts';
 import { mulberry32 } from '../src/internal/prng.ts';
 // The independent reference: one bit at a time, straight from the reflected polynomial.
 import { crc32cBitwise } from './support/crc32c-bitwise.ts';

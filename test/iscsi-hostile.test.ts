@@ -50,8 +50,11 @@ function hostilePdu(rnd: () => number, state: { cmdSN: number; itt: number }, ma
   h.writeUInt32BE(state.cmdSN >>> 0, 24);
   const kind = survivable ? rnd() % 12 : 100 + (rnd() % 7);
   switch (kind) {
-    case 0: case 1: { // WRITE(16) with immediate data, random LBA (some beyond the end), mutated CDB
-      h[0] = 0x01; h[1] = 0x80 | 0x20 | 1;
+    case 0:
+    case 1: {
+      // WRITE(16) with immediate data, random LBA (some beyond the end), mutated CDB
+      h[0] = 0x01;
+      h[1] = 0x80 | 0x20 | 1;
       const blocks = 1 + (rnd() % 16);
       data = Buffer.alloc(rnd() % 2 === 0 ? blocks * 512 : rnd() % (blocks * 512), 0xee);
       h.writeUInt32BE(blocks * 512, 20);
@@ -63,8 +66,10 @@ function hostilePdu(rnd: () => number, state: { cmdSN: number; itt: number }, ma
       state.cmdSN++;
       break;
     }
-    case 2: { // READ(16), lengths up to past the maximum transfer length
-      h[0] = 0x01; h[1] = 0x80 | 0x40 | 1;
+    case 2: {
+      // READ(16), lengths up to past the maximum transfer length
+      h[0] = 0x01;
+      h[1] = 0x80 | 0x40 | 1;
       const blocks = rnd() % 3 === 0 ? rnd() : rnd() % 300;
       h.writeUInt32BE(Math.min(blocks * 512, 0xffffffff), 20);
       h[32] = 0x88;
@@ -73,8 +78,10 @@ function hostilePdu(rnd: () => number, state: { cmdSN: number; itt: number }, ma
       state.cmdSN++;
       break;
     }
-    case 3: { // Data-Out: unknown tasks, wrong DataSN, wrong offsets
-      h[0] = 0x05; h[1] = rnd() % 2 === 0 ? 0x80 : 0;
+    case 3: {
+      // Data-Out: unknown tasks, wrong DataSN, wrong offsets
+      h[0] = 0x05;
+      h[1] = rnd() % 2 === 0 ? 0x80 : 0;
       h.writeUInt32BE(rnd() % 2 === 0 ? (itt - 1) >>> 0 : rnd(), 16);
       h.writeUInt32BE(0xffffffff, 20);
       h.writeUInt32BE(rnd() % 4, 36);
@@ -82,22 +89,32 @@ function hostilePdu(rnd: () => number, state: { cmdSN: number; itt: number }, ma
       data = Buffer.alloc(rnd() % 4096, 0xdd);
       break;
     }
-    case 4: { // NOP-Out ping with data
-      h[0] = 0x40; h[1] = 0x80;
+    case 4: {
+      // NOP-Out ping with data
+      h[0] = 0x40;
+      h[1] = 0x80;
       h.writeUInt32BE(0xffffffff, 20);
       data = Buffer.alloc(rnd() % 1000, 0x11);
       break;
     }
-    case 5: { // Text Request: SendTargets, junk, repeated keys, renegotiation
-      h[0] = 0x04; h[1] = 0x80;
-      const pairs: [string, string][] = [['SendTargets', 'All'], ['X-junk', 'y'.repeat(rnd() % 300)], ['MaxRecvDataSegmentLength', String(rnd())], ['HeaderDigest', 'CRC32C']];
+    case 5: {
+      // Text Request: SendTargets, junk, repeated keys, renegotiation
+      h[0] = 0x04;
+      h[1] = 0x80;
+      const pairs: [string, string][] = [
+        ['SendTargets', 'All'],
+        ['X-junk', 'y'.repeat(rnd() % 300)],
+        ['MaxRecvDataSegmentLength', String(rnd())],
+        ['HeaderDigest', 'CRC32C'],
+      ];
       if (rnd() % 2 === 0) pairs.push(['SendTargets', 'All']);
       data = encodeTextLoose(pairs);
       h.writeUInt32BE(0xffffffff, 20);
       state.cmdSN++;
       break;
     }
-    case 6: { // task management, never the resets that are meant to reach every session
+    case 6: {
+      // task management, never the resets that are meant to reach every session
       h[0] = 0x42;
       const fns = [1, 2, 3, 4, 8, 0, 9, 0x7f];
       h[1] = 0x80 | (fns[rnd() % fns.length] as number);
@@ -105,34 +122,43 @@ function hostilePdu(rnd: () => number, state: { cmdSN: number; itt: number }, ma
       h.writeUInt32BE(rnd(), 32);
       break;
     }
-    case 7: { // opcodes an initiator must not send, unknown ones, SNACK
+    case 7: {
+      // opcodes an initiator must not send, unknown ones, SNACK
       const ops = [0x20, 0x21, 0x25, 0x31, 0x3f, 0x07, 0x1c, 0x10, 0x22, 0x26];
       h[0] = ops[rnd() % ops.length] as number;
       h[1] = rnd() & 0xff;
       break;
     }
-    case 8: { // a CDB of random bytes
-      h[0] = 0x01; h[1] = 0x80 | (rnd() % 2 === 0 ? 0x40 : 0) | 1;
+    case 8: {
+      // a CDB of random bytes
+      h[0] = 0x01;
+      h[1] = 0x80 | (rnd() % 2 === 0 ? 0x40 : 0) | 1;
       for (let i = 32; i < 48; i++) h[i] = rnd() & 0xff;
       h.writeUInt32BE(rnd() % 65536, 20);
       state.cmdSN++;
       break;
     }
-    case 9: { // CmdSN far outside the window
-      h[0] = 0x01; h[1] = 0x80 | 1;
+    case 9: {
+      // CmdSN far outside the window
+      h[0] = 0x01;
+      h[1] = 0x80 | 1;
       h.writeUInt32BE((state.cmdSN + 100_000 + (rnd() % 1_000_000)) >>> 0, 24);
       break;
     }
-    case 10: { // an immediate command with the same ITT as one in flight
-      h[0] = 0x41; h[1] = 0x80 | 0x40 | 1;
+    case 10: {
+      // an immediate command with the same ITT as one in flight
+      h[0] = 0x41;
+      h[1] = 0x80 | 0x40 | 1;
       h.writeUInt32BE((itt - 1) >>> 0, 16);
       h[32] = 0x88;
       h.writeUInt32BE(8, 42);
       h.writeUInt32BE(4096, 20);
       break;
     }
-    case 11: { // a valid command with header bytes mutated (not opcode, lengths or LUN)
-      h[0] = 0x01; h[1] = 0x80 | 0x40 | 1;
+    case 11: {
+      // a valid command with header bytes mutated (not opcode, lengths or LUN)
+      h[0] = 0x01;
+      h[1] = 0x80 | 0x40 | 1;
       h[32] = 0x28;
       h.writeUInt16BE(8, 39);
       h.writeUInt32BE(4096, 20);
@@ -145,37 +171,48 @@ function hostilePdu(rnd: () => number, state: { cmdSN: number; itt: number }, ma
     }
     // ---- fatal: the connection must end
     case 100: // a data segment longer than the negotiated maximum
-      h[0] = 0x04; h[1] = 0x80;
+      h[0] = 0x04;
+      h[1] = 0x80;
       data = Buffer.alloc(maxData + 4 + (rnd() % 1000));
       break;
     case 101: // a login PDU in full feature phase
-      h[0] = 0x43; h[1] = 0x87;
-      data = encodeTextLoose([['InitiatorName', 'iqn.x'], ['SessionType', 'Normal']]);
+      h[0] = 0x43;
+      h[1] = 0x87;
+      data = encodeTextLoose([
+        ['InitiatorName', 'iqn.x'],
+        ['SessionType', 'Normal'],
+      ]);
       break;
     case 102: // NOP-Out with both an ITT and a TTT
-      h[0] = 0x40; h[1] = 0x80;
+      h[0] = 0x40;
+      h[1] = 0x80;
       h.writeUInt32BE(rnd() >>> 1, 20);
       break;
     case 103: // Text continuing an exchange that does not exist
-      h[0] = 0x04; h[1] = 0x80;
+      h[0] = 0x04;
+      h[1] = 0x80;
       h.writeUInt32BE(rnd() >>> 1, 20);
       state.cmdSN++;
       break;
     case 104: // immediate data on a command without the W bit
-      h[0] = 0x01; h[1] = 0x80 | 1;
+      h[0] = 0x01;
+      h[1] = 0x80 | 1;
       h.writeUInt32BE(512, 20);
       data = Buffer.alloc(512);
       state.cmdSN++;
       break;
-    case 105: { // random bytes for the lengths and AHS: the stream is no longer followable
-      h[0] = 0x00; h[1] = 0x80;
+    case 105: {
+      // random bytes for the lengths and AHS: the stream is no longer followable
+      h[0] = 0x00;
+      h[1] = 0x80;
       h[4] = rnd() & 0xff;
       h[5] = rnd() & 0xff;
       h[6] = rnd() & 0xff;
       return { h, data: undefined };
     }
     default: // logout
-      h[0] = 0x46; h[1] = 0x80;
+      h[0] = 0x46;
+      h[1] = 0x80;
       break;
   }
   h.fill(0, 8, 16);
@@ -212,15 +249,23 @@ function loginPdu(csgNsg: number, pairs: [string, string][], isid = 1, version =
   return frame(h, text, { header: false, data: false }, 'none');
 }
 
-test('10^5 hostile PDUs, thousands of connections and a slow sender: the target stays up, bounded, and a good session keeps its data', { timeout: 240_000 }, async () => {
+test('10^5 hostile PDUs, thousands of connections and a slow sender: the target stays up, bounded, and a good session keeps its data', {
+  timeout: 240_000,
+}, async () => {
   const lun0 = createRamDisk(64 * MiB, { name: 'ram:hostile' });
   const lun1 = createRamDisk(16 * MiB, { name: 'ram:good' });
-  const devices = new Map<number, BlockDevice>([[0, lun0], [1, lun1]]);
+  const devices = new Map<number, BlockDevice>([
+    [0, lun0],
+    [1, lun1],
+  ]);
   const logs: string[] = [];
   const t = await startIscsiTarget({
     portal: { host: '127.0.0.1', port: 0 },
     targetName: TARGET,
-    luns: [{ lun: 0, spec: 'hostile' }, { lun: 1, spec: 'good' }],
+    luns: [
+      { lun: 0, spec: 'hostile' },
+      { lun: 1, spec: 'good' },
+    ],
     allow: 'ALL',
     allowPaths: [],
     openStore: async (l) => devices.get(l.lun)!,
@@ -259,23 +304,30 @@ test('10^5 hostile PDUs, thousands of connections and a slow sender: the target 
     while (counters.pdusIn < GOAL_PDUS) {
       const batch: Promise<void>[] = [];
       for (let k = 0; k < 8; k++) {
-        batch.push((async () => {
-          const c = await TestInitiator.connect(port);
-          const digests = { header: rnd() % 3 === 0, data: rnd() % 3 === 0 };
-          const status = await c.login({ initiatorName: `iqn.2026-12.org.blkback:hostile-${round}-${k}`, headerDigest: digests.header, dataDigest: digests.data, maxRecvDataSegmentLength: 8192 });
-          if (status !== 0) return void c.close();
-          const state = { cmdSN: c.cmdSN, itt: 1 };
-          const out: Buffer[] = [];
-          for (let i = 0; i < 500; i++) {
-            const { h, data } = hostilePdu(rnd, state, 8192, i < 499);
-            // data digest errors are answered in band; a bad header digest ends the stream
-            const corrupt = i === 499 && digests.header && rnd() % 3 === 0 ? 'header' : digests.data && rnd() % 20 === 0 ? 'data' : 'none';
-            out.push(frame(h, data, digests, corrupt));
-          }
-          c.send(Buffer.concat(out));
-          await new Promise((r) => setTimeout(r, 30));
-          c.close();
-        })());
+        batch.push(
+          (async () => {
+            const c = await TestInitiator.connect(port);
+            const digests = { header: rnd() % 3 === 0, data: rnd() % 3 === 0 };
+            const status = await c.login({
+              initiatorName: `iqn.2026-12.org.blkback:hostile-${round}-${k}`,
+              headerDigest: digests.header,
+              dataDigest: digests.data,
+              maxRecvDataSegmentLength: 8192,
+            });
+            if (status !== 0) return void c.close();
+            const state = { cmdSN: c.cmdSN, itt: 1 };
+            const out: Buffer[] = [];
+            for (let i = 0; i < 500; i++) {
+              const { h, data } = hostilePdu(rnd, state, 8192, i < 499);
+              // data digest errors are answered in band; a bad header digest ends the stream
+              const corrupt = i === 499 && digests.header && rnd() % 3 === 0 ? 'header' : digests.data && rnd() % 20 === 0 ? 'data' : 'none';
+              out.push(frame(h, data, digests, corrupt));
+            }
+            c.send(Buffer.concat(out));
+            await new Promise((r) => setTimeout(r, 30));
+            c.close();
+          })(),
+        );
       }
       await Promise.all(batch);
       round++;
@@ -287,13 +339,39 @@ test('10^5 hostile PDUs, thousands of connections and a slow sender: the target 
     // 2. login-phase fuzz: out-of-phase PDUs, bad versions and stages, repeated and oversized keys
     const loginCases: Buffer[] = [
       frame(Buffer.from([0x01, 0x81, ...new Array<number>(46).fill(0)]), undefined, { header: false, data: false }, 'none'), // SCSI command first
-      loginPdu(0x87, [['InitiatorName', 'iqn.a'], ['TargetName', TARGET]], 2, 5), // version 5 only
-      loginPdu(0x8b, [['InitiatorName', 'iqn.a'], ['TargetName', TARGET]]), // CSG 2
-      loginPdu(0x87, [['InitiatorName', 'iqn.a'], ['InitiatorName', 'iqn.b'], ['TargetName', TARGET]]), // repeated key
-      loginPdu(0x87, [['InitiatorName', 'iqn.a'], ['TargetName', TARGET], ['X-big', 'v'.repeat(5000)]]), // oversized value
+      loginPdu(
+        0x87,
+        [
+          ['InitiatorName', 'iqn.a'],
+          ['TargetName', TARGET],
+        ],
+        2,
+        5,
+      ), // version 5 only
+      loginPdu(0x8b, [
+        ['InitiatorName', 'iqn.a'],
+        ['TargetName', TARGET],
+      ]), // CSG 2
+      loginPdu(0x87, [
+        ['InitiatorName', 'iqn.a'],
+        ['InitiatorName', 'iqn.b'],
+        ['TargetName', TARGET],
+      ]), // repeated key
+      loginPdu(0x87, [
+        ['InitiatorName', 'iqn.a'],
+        ['TargetName', TARGET],
+        ['X-big', 'v'.repeat(5000)],
+      ]), // oversized value
       loginPdu(0x87, [['k'.repeat(200), 'v']]),
-      loginPdu(0x87, [['InitiatorName', 'iqn.a'], ['TargetName', TARGET], ['MaxRecvDataSegmentLength', '1']]),
-      loginPdu(0x47, [['InitiatorName', 'iqn.a'], ['TargetName', TARGET]]), // T and C together
+      loginPdu(0x87, [
+        ['InitiatorName', 'iqn.a'],
+        ['TargetName', TARGET],
+        ['MaxRecvDataSegmentLength', '1'],
+      ]),
+      loginPdu(0x47, [
+        ['InitiatorName', 'iqn.a'],
+        ['TargetName', TARGET],
+      ]), // T and C together
       Buffer.concat([Buffer.from([0x43, 0x87, 0, 0, 0, 0xff, 0xff, 0xff]), Buffer.alloc(40)]), // 16 MiB login text
     ];
     for (let i = 0; i < 200; i++) {
@@ -325,7 +403,10 @@ test('10^5 hostile PDUs, thousands of connections and a slow sender: the target 
     const slow = await rawConnect(port);
     let slowClosed = false;
     slow.on('close', () => (slowClosed = true));
-    const slowBytes = loginPdu(0x87, [['InitiatorName', 'iqn.2026-12.org.blkback:slow'], ['TargetName', TARGET]]);
+    const slowBytes = loginPdu(0x87, [
+      ['InitiatorName', 'iqn.2026-12.org.blkback:slow'],
+      ['TargetName', TARGET],
+    ]);
     for (let i = 0; i < 40 && !slowClosed; i++) {
       slow.write(slowBytes.subarray(i, i + 1));
       await new Promise((r) => setTimeout(r, 100));
@@ -339,7 +420,7 @@ test('10^5 hostile PDUs, thousands of connections and a slow sender: the target 
     // afterwards: up, bounded, counted, and the good session intact
     const settle = Date.now();
     while (t.target.connectionCount > 1 && Date.now() - settle < 10_000) await new Promise((r) => setTimeout(r, 100));
-    assert.equal(t.target.connectionCount, 1, 'only the good session\'s connection is left');
+    assert.equal(t.target.connectionCount, 1, "only the good session's connection is left");
     assert.equal(t.target.sessions.length, 1);
     await checkGood('at the end');
     const fresh = await TestInitiator.connect(port);
@@ -352,9 +433,11 @@ test('10^5 hostile PDUs, thousands of connections and a slow sender: the target 
     assert.ok(counters.protocolErrors + counters.digestErrors + counters.framingErrors > 1000, JSON.stringify(counters));
     assert.ok(counters.checkConditions > 1000);
     assert.ok(counters.loginsFailed > 100);
-    console.log(`hostile: ${counters.pdusIn} PDUs in, ${counters.connectionsAccepted} connections accepted, ${counters.connectionsRefused} refused, ` +
-      `${counters.protocolErrors} protocol errors (${counters.dataSequenceErrors} data sequence), ${counters.digestErrors} digest errors, ${counters.framingErrors} framing errors, ` +
-      `${counters.checkConditions} CHECK CONDITIONs, ${counters.loginsFailed} failed logins, ${counters.loginTimeouts} login timeouts; RSS +${(rssGrowth / MiB).toFixed(0)} MiB`);
+    console.log(
+      `hostile: ${counters.pdusIn} PDUs in, ${counters.connectionsAccepted} connections accepted, ${counters.connectionsRefused} refused, ` +
+        `${counters.protocolErrors} protocol errors (${counters.dataSequenceErrors} data sequence), ${counters.digestErrors} digest errors, ${counters.framingErrors} framing errors, ` +
+        `${counters.checkConditions} CHECK CONDITIONs, ${counters.loginsFailed} failed logins, ${counters.loginTimeouts} login timeouts; RSS +${(rssGrowth / MiB).toFixed(0)} MiB`,
+    );
   } finally {
     await t.close();
   }

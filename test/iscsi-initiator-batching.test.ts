@@ -163,16 +163,28 @@ class FakeTarget implements PduSink {
 /** holdMaxMs: the default (10 ms) where the test is about it, else a minute, so a slow machine sees the rule alone. */
 async function openFake(fake: FakeTarget, holdMaxMs = 60_000): Promise<IscsiBlockDevice> {
   return openIscsiDevice(
-    { kind: 'iscsi', host: 'fake', port: 3260, user: undefined, targetName: 'iqn.2026-12.org.blkback:fake', lun: 1, secretFile: undefined, digest: false, initiatorName: undefined, reconnectTimeoutMs: 1000 },
+    {
+      kind: 'iscsi',
+      host: 'fake',
+      port: 3260,
+      user: undefined,
+      targetName: 'iqn.2026-12.org.blkback:fake',
+      lun: 1,
+      secretFile: undefined,
+      digest: false,
+      initiatorName: undefined,
+      reconnectTimeoutMs: 1000,
+    },
     { connect: fake.connect, readOnly: true, holdMaxMs },
   );
 }
 
-const turns = (n = 3): Promise<void> => new Promise((r) => {
-  let left = n;
-  const next = (): void => (--left <= 0 ? r() : void setImmediate(next));
-  setImmediate(next);
-});
+const turns = (n = 3): Promise<void> =>
+  new Promise((r) => {
+    let left = n;
+    const next = (): void => (--left <= 0 ? r() : void setImmediate(next));
+    setImmediate(next);
+  });
 
 /** `depth` readers that each read again as soon as a read completes, until stopped. */
 function keepReading(device: IscsiBlockDevice, depth: number): { stop(): void; done: Promise<void> } {
@@ -212,67 +224,67 @@ async function withHeldTarget(body: (fake: FakeTarget, device: IscsiBlockDevice)
 
 test('QD 32: new commands wait until the target has no more of ours than are waiting, then leave in one write', () =>
   withHeldTarget(async (fake, device) => {
-  const run = keepReading(device, 32);
-  await turns();
-  assert.equal(fake.pending.length, 32, 'the first 32 reads go out at once: the target had nothing');
-  // each answer in a read of its own: its completion makes a new command, which waits
-  const before = fake.writes.length;
-  for (let i = 1; i <= 15; i++) {
+    const run = keepReading(device, 32);
+    await turns();
+    assert.equal(fake.pending.length, 32, 'the first 32 reads go out at once: the target had nothing');
+    // each answer in a read of its own: its completion makes a new command, which waits
+    const before = fake.writes.length;
+    for (let i = 1; i <= 15; i++) {
+      fake.answer(1);
+      await turns();
+      assert.equal(fake.commandsSince(before), 0, `after ${i} answers the target still has ${32 - i} commands: nothing written`);
+    }
     fake.answer(1);
     await turns();
-    assert.equal(fake.commandsSince(before), 0, `after ${i} answers the target still has ${32 - i} commands: nothing written`);
-  }
-  fake.answer(1);
-  await turns();
-  // the target has 16 left and 16 wait here: they leave together
-  assert.equal(fake.writes.length - before, 1, 'one write');
-  assert.equal(fake.commandsSince(before), 16, 'with 16 commands');
-  assert.equal(fake.pending.length, 32);
-  await drain(fake, run);
+    // the target has 16 left and 16 wait here: they leave together
+    assert.equal(fake.writes.length - before, 1, 'one write');
+    assert.equal(fake.commandsSince(before), 16, 'with 16 commands');
+    assert.equal(fake.pending.length, 32);
+    await drain(fake, run);
   }));
 
 test('below a depth of 16 every command is written as soon as it is made', () =>
   withHeldTarget(async (fake, device) => {
-  const run = keepReading(device, 15);
-  await turns();
-  assert.equal(fake.pending.length, 15);
-  for (let i = 0; i < 5; i++) {
-    const before = fake.writes.length;
-    fake.answer(1);
+    const run = keepReading(device, 15);
     await turns();
-    assert.equal(fake.commandsSince(before), 1, `answer ${i + 1}: its new command was written at once`);
-  }
-  await drain(fake, run);
+    assert.equal(fake.pending.length, 15);
+    for (let i = 0; i < 5; i++) {
+      const before = fake.writes.length;
+      fake.answer(1);
+      await turns();
+      assert.equal(fake.commandsSince(before), 1, `answer ${i + 1}: its new command was written at once`);
+    }
+    await drain(fake, run);
   }));
 
 test('a target sitting on its commands: a held command still leaves within about 10 ms', () =>
   withHeldTarget(async (fake, device) => {
-  const run = keepReading(device, 32);
-  await turns();
-  const before = fake.writes.length;
-  fake.answer(1);
-  await turns();
-  assert.equal(fake.commandsSince(before), 0, 'held: the target has 31 commands');
-  const t0 = Date.now();
-  while (fake.commandsSince(before) === 0 && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 2));
-  assert.equal(fake.commandsSince(before), 1, 'the held command was written without any further answer');
-  assert.ok(Date.now() - t0 < 1000, `it took ${Date.now() - t0} ms`);
-  await drain(fake, run);
+    const run = keepReading(device, 32);
+    await turns();
+    const before = fake.writes.length;
+    fake.answer(1);
+    await turns();
+    assert.equal(fake.commandsSince(before), 0, 'held: the target has 31 commands');
+    const t0 = Date.now();
+    while (fake.commandsSince(before) === 0 && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 2));
+    assert.equal(fake.commandsSince(before), 1, 'the held command was written without any further answer');
+    assert.ok(Date.now() - t0 < 1000, `it took ${Date.now() - t0} ms`);
+    await drain(fake, run);
   }, 10));
 
 test('a ping from the target is answered at once, and held commands go with the answer', () =>
   withHeldTarget(async (fake, device) => {
-  const run = keepReading(device, 32);
-  await turns();
-  const before = fake.writes.length;
-  fake.answer(2);
-  await turns();
-  assert.equal(fake.commandsSince(before), 0, 'held');
-  fake.ping();
-  await turns();
-  const after = fake.writes.slice(before);
-  assert.equal(after.length, 1, 'one write');
-  assert.ok(after[0]!.opcodes.includes(0x00), 'with the NOP-Out answer');
-  assert.equal(after[0]!.commands, 2, 'and the two held commands');
-  await drain(fake, run);
+    const run = keepReading(device, 32);
+    await turns();
+    const before = fake.writes.length;
+    fake.answer(2);
+    await turns();
+    assert.equal(fake.commandsSince(before), 0, 'held');
+    fake.ping();
+    await turns();
+    const after = fake.writes.slice(before);
+    assert.equal(after.length, 1, 'one write');
+    assert.ok(after[0]!.opcodes.includes(0x00), 'with the NOP-Out answer');
+    assert.equal(after[0]!.commands, 2, 'and the two held commands');
+    await drain(fake, run);
   }));

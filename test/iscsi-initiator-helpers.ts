@@ -55,13 +55,18 @@ export async function randomIntegrity(dev: BlockDevice, o: IntegrityOptions): Pr
     }
     await Promise.all(writes.map((w) => dev.writev(w.offset, [w.data])));
     for (const w of writes) w.data.copy(shadow, w.offset);
-    const back = await Promise.all(writes.map(async (w) => {
-      const b = Buffer.alloc(w.data.byteLength);
-      await dev.readv(w.offset, [b]);
-      return b;
-    }));
+    const back = await Promise.all(
+      writes.map(async (w) => {
+        const b = Buffer.alloc(w.data.byteLength);
+        await dev.readv(w.offset, [b]);
+        return b;
+      }),
+    );
     for (let i = 0; i < writes.length; i++) {
-      assert.ok(back[i]!.equals(writes[i]!.data), `seed ${seed} round ${round}: ${writes[i]!.data.byteLength} bytes at ${writes[i]!.offset} read back differently`);
+      assert.ok(
+        back[i]!.equals(writes[i]!.data),
+        `seed ${seed} round ${round}: ${writes[i]!.data.byteLength} bytes at ${writes[i]!.offset} read back differently`,
+      );
     }
   }
   await dev.flush();

@@ -40,7 +40,11 @@ function decodeText(data: Buffer): Map<string, string> {
 }
 
 function md5(id: number, secret: string, challenge: Buffer): Buffer {
-  return createHash('md5').update(Buffer.from([id])).update(secret).update(challenge).digest();
+  return createHash('md5')
+    .update(Buffer.from([id]))
+    .update(secret)
+    .update(challenge)
+    .digest();
 }
 
 /** A request as the fake target saw it. */
@@ -84,7 +88,9 @@ interface FakeTarget {
 
 /** The operational answer: what these keys say is what the initiator must end up with. */
 const OVERRIDES: Pairs = [
-  ['MaxBurstLength', '65536'], ['FirstBurstLength', '16384'], ['MaxRecvDataSegmentLength', '16384'],
+  ['MaxBurstLength', '65536'],
+  ['FirstBurstLength', '16384'],
+  ['MaxRecvDataSegmentLength', '16384'],
   ['TargetAlias', 'a fake target that answers in parts'],
 ];
 
@@ -150,7 +156,11 @@ async function startFakeTarget(o: FakeOptions): Promise<FakeTarget> {
               return send(req, { transit: false, continued: true, csg: a.csg, nsg: a.csg, final: false }, Buffer.concat([Buffer.from('X-fake.long='), part]));
             case 'unfinished-key':
               parts = [];
-              return send(req, { transit: a.transit, continued: false, csg: a.csg, nsg: a.nsg, final: a.final }, Buffer.concat([part, Buffer.from('X-fake.cut-here')]));
+              return send(
+                req,
+                { transit: a.transit, continued: false, csg: a.csg, nsg: a.nsg, final: a.final },
+                Buffer.concat([part, Buffer.from('X-fake.cut-here')]),
+              );
           }
         }
         return send(req, { transit: false, continued: true, csg: a.csg, nsg: a.csg, final: false }, part);
@@ -161,10 +171,30 @@ async function startFakeTarget(o: FakeOptions): Promise<FakeTarget> {
 
     const answer = (text: Map<string, string>, csg: number): Answer => {
       if (csg === 0) {
-        if (text.has('AuthMethod')) return { text: encodeText([['TargetPortalGroupTag', '1'], ['AuthMethod', 'CHAP']]), csg: 0, nsg: 0, transit: false, final: false };
+        if (text.has('AuthMethod'))
+          return {
+            text: encodeText([
+              ['TargetPortalGroupTag', '1'],
+              ['AuthMethod', 'CHAP'],
+            ]),
+            csg: 0,
+            nsg: 0,
+            transit: false,
+            final: false,
+          };
         if (text.has('CHAP_A')) {
           chap = { id: randomBytes(1)[0]!, challenge: randomBytes(16) };
-          return { text: encodeText([['CHAP_A', '5'], ['CHAP_I', String(chap.id)], ['CHAP_C', `0x${chap.challenge.toString('hex')}`]]), csg: 0, nsg: 0, transit: false, final: false };
+          return {
+            text: encodeText([
+              ['CHAP_A', '5'],
+              ['CHAP_I', String(chap.id)],
+              ['CHAP_C', `0x${chap.challenge.toString('hex')}`],
+            ]),
+            csg: 0,
+            nsg: 0,
+            transit: false,
+            final: false,
+          };
         }
         const r = text.get('CHAP_R') ?? '';
         assert.equal(text.get('CHAP_N'), 'alice');
@@ -184,13 +214,21 @@ async function startFakeTarget(o: FakeOptions): Promise<FakeTarget> {
     const onRequest = (h: Buffer, data: Buffer): void => {
       const flags = h[1]!;
       const req: Seen = {
-        transit: (flags & 0x80) !== 0, continued: (flags & 0x40) !== 0, csg: (flags >> 2) & 3, nsg: flags & 3,
-        data, isid: h.subarray(8, 14).toString('hex'), itt: h.readUInt32BE(16),
+        transit: (flags & 0x80) !== 0,
+        continued: (flags & 0x40) !== 0,
+        csg: (flags >> 2) & 3,
+        nsg: flags & 3,
+        data,
+        isid: h.subarray(8, 14).toString('hex'),
+        itt: h.readUInt32BE(16),
       };
       seen.push(req);
       if (current !== undefined) return sendPart(h); // the initiator asked for the next part
       const a = answer(decodeText(data), req.csg);
-      const cuts = o.cuts(a.text, a.csg, answers++).filter((c) => c > 0 && c < a.text.length).sort((x, y) => x - y);
+      const cuts = o
+        .cuts(a.text, a.csg, answers++)
+        .filter((c) => c > 0 && c < a.text.length)
+        .sort((x, y) => x - y);
       parts = [];
       let at = 0;
       for (const c of [...cuts, a.text.length]) {
@@ -221,10 +259,11 @@ async function startFakeTarget(o: FakeOptions): Promise<FakeTarget> {
     port: (server.address() as net.AddressInfo).port,
     connections,
     openConnections: () => new Promise<number>((r) => server.getConnections((_e, n) => r(n))),
-    close: () => new Promise<void>((r) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -237,11 +276,14 @@ async function login(port: number, chap?: { mutual: boolean }, counters: Session
     where,
     initiatorName: INITIATOR,
     targetName: TARGET,
-    chap: chap === undefined ? undefined : {
-      name: 'alice',
-      secret: new ChapSecret(ALICE_SECRET),
-      ...(chap.mutual ? { mutual: { name: TARGET_CHAP.name, secret: new ChapSecret(TARGET_CHAP.secret) } } : {}),
-    },
+    chap:
+      chap === undefined
+        ? undefined
+        : {
+            name: 'alice',
+            secret: new ChapSecret(ALICE_SECRET),
+            ...(chap.mutual ? { mutual: { name: TARGET_CHAP.name, secret: new ChapSecret(TARGET_CHAP.secret) } } : {}),
+          },
     digest: false,
     isid: randomIsid(),
     loginTimeoutMs: 5000,
@@ -268,8 +310,10 @@ function assertEmptyRequests(seen: readonly Seen[], partsPerAnswer: readonly num
     assert.ok(first.data.length > 0, 'an answer starts from a request with text');
     for (let j = 1; j < k; j++) {
       const r = seen[i++]!;
-      assert.deepEqual({ length: r.data.length, continued: r.continued, transit: r.transit, csg: r.csg, isid: r.isid, itt: r.itt },
-        { length: 0, continued: false, transit: false, csg: first.csg, isid: first.isid, itt: first.itt });
+      assert.deepEqual(
+        { length: r.data.length, continued: r.continued, transit: r.transit, csg: r.csg, isid: r.isid, itt: r.itt },
+        { length: 0, continued: false, transit: false, csg: first.csg, isid: first.isid, itt: first.itt },
+      );
     }
   }
   assert.equal(i, seen.length, 'no other requests');
@@ -294,9 +338,12 @@ test('CHAP and mutual CHAP with every answer in parts (CHAP_C and CHAP_R cut in 
       const s = text.toString('latin1');
       if (csg === 1) return [s.indexOf('\0') + 1, Math.floor(text.length / 2)];
       switch (n) {
-        case 0: return [s.indexOf('AuthMe') + 4];
-        case 1: return [s.indexOf('CHAP_C=') + 12, s.indexOf('CHAP_C=') + 30];
-        default: return [s.indexOf('CHAP_R=') + 20];
+        case 0:
+          return [s.indexOf('AuthMe') + 4];
+        case 1:
+          return [s.indexOf('CHAP_C=') + 12, s.indexOf('CHAP_C=') + 30];
+        default:
+          return [s.indexOf('CHAP_R=') + 20];
       }
     },
   });
@@ -337,7 +384,9 @@ for (const c of [
   { hostile: 'too-long', why: /the target broke the protocol: login text longer than 65536 bytes/ },
   { hostile: 'unfinished-key', why: /the target broke the protocol: bad text from the target: .*without a NUL/ },
 ] as const) {
-  test(`a target whose answer in parts breaks the rules (${c.hostile}): the login fails with one line, counted, the connection closed`, { timeout: 20_000 }, async () => {
+  test(`a target whose answer in parts breaks the rules (${c.hostile}): the login fails with one line, counted, the connection closed`, {
+    timeout: 20_000,
+  }, async () => {
     const fake = await startFakeTarget({ hostile: c.hostile, cuts: (text) => [Math.floor(text.length / 2)] });
     const counters = newSessionCounters();
     try {
@@ -358,4 +407,3 @@ for (const c of [
     }
   });
 }
-

@@ -94,21 +94,30 @@ test('mutual CHAP with our target: the target proves its secret, the login succe
 test('mutual CHAP: a target proving another secret, or under another name, fails the login naming mutual CHAP', async () => {
   await withTarget(mutualTarget, async (t, _store, dir) => {
     const own = file(dir, 'own', ALICE);
-    await assert.rejects(open(url(t.portal.port, own, file(dir, 'wrong', 'target-id wrong-secret-98765'))), oneLine(/login failed: mutual CHAP: wrong CHAP response from the target/));
-    await assert.rejects(open(url(t.portal.port, own, file(dir, 'name', 'someone-else target-secret-4567'))), oneLine(/login failed: mutual CHAP: the target answered as "target-id", expected "someone-else"/));
+    await assert.rejects(
+      open(url(t.portal.port, own, file(dir, 'wrong', 'target-id wrong-secret-98765'))),
+      oneLine(/login failed: mutual CHAP: wrong CHAP response from the target/),
+    );
+    await assert.rejects(
+      open(url(t.portal.port, own, file(dir, 'name', 'someone-else target-secret-4567'))),
+      oneLine(/login failed: mutual CHAP: the target answered as "target-id", expected "someone-else"/),
+    );
   });
 });
 
 test('mutual CHAP asked of a target that has no secret of its own: a clear login failure', async () => {
   await withTarget({ initiators: parseChapSecretsFile(`${ALICE}\n`, 'chap') }, async (t, _store, dir) => {
-    await assert.rejects(open(url(t.portal.port, file(dir, 'own', ALICE), file(dir, 'mutual', TARGET_ID))), oneLine(/login failed: authentication failed \(wrong CHAP user or secret, or the target does not do mutual CHAP/));
+    await assert.rejects(
+      open(url(t.portal.port, file(dir, 'own', ALICE), file(dir, 'mutual', TARGET_ID))),
+      oneLine(/login failed: authentication failed \(wrong CHAP user or secret, or the target does not do mutual CHAP/),
+    );
     // the same target, one-way CHAP: fine (the failure above was the mutual part)
     const dev = await open(url(t.portal.port, file(dir, 'own2', ALICE)));
     await dev.close();
   });
 });
 
-test('the target\'s secret equal to ours is refused before connecting (RFC 7143 §12.1.3); malformed mutual files are refused', async () => {
+test("the target's secret equal to ours is refused before connecting (RFC 7143 §12.1.3); malformed mutual files are refused", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'blkback-iscsi-mutual-'));
   try {
     const own = file(dir, 'own', ALICE);
@@ -118,10 +127,16 @@ test('the target\'s secret equal to ours is refused before connecting (RFC 7143 
       assert.equal(e.errno, 22);
       return true;
     });
-    await assert.rejects(open(url(1, own, file(dir, 'two', 'target-id target-secret-4567\nother other-secret-45678'))), oneLine(/more than one "USERNAME SECRET" line/));
+    await assert.rejects(
+      open(url(1, own, file(dir, 'two', 'target-id target-secret-4567\nother other-secret-45678'))),
+      oneLine(/more than one "USERNAME SECRET" line/),
+    );
     await assert.rejects(open(url(1, own, file(dir, 'short', 'target-id short'))), oneLine(/secret shorter than 12 bytes/));
     await assert.rejects(open(url(1, own, join(dir, 'absent'))), oneLine(/cannot read secret file .*absent: ENOENT/));
-    await assert.rejects(open(`iscsi://127.0.0.1:1/${TARGET}/0?mutual-secret-file=${file(dir, 'm', TARGET_ID)}`), oneLine(/mutual-secret-file= needs secret-file= too/));
+    await assert.rejects(
+      open(`iscsi://127.0.0.1:1/${TARGET}/0?mutual-secret-file=${file(dir, 'm', TARGET_ID)}`),
+      oneLine(/mutual-secret-file= needs secret-file= too/),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -81,7 +81,10 @@ test('a write-protected LUN (our target --read-only) opens read-only: info.readO
       assert.deepEqual(back, data);
       const inStore = Buffer.alloc(4096);
       await store.readv(0, [inStore]);
-      assert.ok(inStore.every((b) => b === 0), 'the store was not written');
+      assert.ok(
+        inStore.every((b) => b === 0),
+        'the store was not written',
+      );
     } finally {
       await dev.close();
     }
@@ -123,7 +126,9 @@ async function readWhenConnected(host: SimHost, backend: string, key: string): P
 }
 
 for (const readOnly of [true, false]) {
-  test(`a guest on ${readOnly ? 'a write-protected' : 'a writable'} iSCSI LUN (disk access=rw): blkback advertises info ${readOnly ? 'with' : 'without'} VDISK_READONLY, and the guest's write ${readOnly ? 'fails' : 'lands'}`, { timeout: 30_000 }, async () => {
+  test(`a guest on ${readOnly ? 'a write-protected' : 'a writable'} iSCSI LUN (disk access=rw): blkback advertises info ${readOnly ? 'with' : 'without'} VDISK_READONLY, and the guest's write ${readOnly ? 'fails' : 'lands'}`, {
+    timeout: 30_000,
+  }, async () => {
     await withTarget(readOnly, async (t, store) => {
       const host = await SimHost.start();
       try {
@@ -141,13 +146,19 @@ for (const readOnly of [true, false]) {
         const head = Buffer.alloc(64 * 1024);
         if (readOnly) {
           const failed = await outcome;
-          assert.match(String(failed?.message), /read-only/, 'the guest\'s write fails');
+          assert.match(String(failed?.message), /read-only/, "the guest's write fails");
           await store.readv(0, [head]);
-          assert.ok(head.every((b) => b === 0), 'nothing reached the store');
+          assert.ok(
+            head.every((b) => b === 0),
+            'nothing reached the store',
+          );
         } else {
-          assert.equal(await outcome, null, 'the guest\'s writes succeed');
+          assert.equal(await outcome, null, "the guest's writes succeed");
           await store.readv(0, [head]);
-          assert.ok(head.some((b) => b !== 0), 'the guest\'s writes reached the store');
+          assert.ok(
+            head.some((b) => b !== 0),
+            "the guest's writes reached the store",
+          );
         }
       } finally {
         await host.stop();
@@ -213,10 +224,11 @@ async function refuseModeSense6(targetPort: number): Promise<{ port: number; rew
   return {
     port: (server.address() as net.AddressInfo).port,
     rewritten: () => rewritten,
-    close: () => new Promise<void>((r) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
   };
 }
 

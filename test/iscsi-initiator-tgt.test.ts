@@ -52,7 +52,7 @@ test('tgt: random writes at QD 32 past FirstBurstLength read back equal, in the 
       assert.equal(dev.info.size, DISK);
       assert.equal(dev.info.canDiscard, false);
       const p = dev.parameters!;
-      await randomIntegrity(dev, { seedBytes: randomBytes(32), rounds: 2, depth: 32, maxBytes: Math.max(4 * p.firstBurstLength, 256 * 1024)});
+      await randomIntegrity(dev, { seedBytes: randomBytes(32), rounds: 2, depth: 32, maxBytes: Math.max(4 * p.firstBurstLength, 256 * 1024) });
       assert.ok(dev.counters.r2ts > 0, 'R2Ts answered');
       assert.ok(dev.counters.immediateBytes > 0, 'immediate data used');
       const fua = randomBytes(8192);
@@ -69,7 +69,8 @@ test('tgt: CRC32C digests; UNMAP on a thin LUN', { timeout: 60_000 }, async (t) 
   if (stopIfMissing(t, missing())) return;
   await withTgt('thin', async (tgt) => {
     // tgt offers no digest unless told
-    for (const key of ['HeaderDigest', 'DataDigest']) await tgt.admin(['--mode', 'target', '--op', 'update', '--tid', '1', '--name', key, '--value', 'CRC32C,None']);
+    for (const key of ['HeaderDigest', 'DataDigest'])
+      await tgt.admin(['--mode', 'target', '--op', 'update', '--tid', '1', '--name', key, '--value', 'CRC32C,None']);
     const dev = await open(`${tgt.url}?digest=crc32c`);
     try {
       assert.equal(dev.parameters!.headerDigest, true);
@@ -81,7 +82,10 @@ test('tgt: CRC32C digests; UNMAP on a thin LUN', { timeout: 60_000 }, async (t) 
       await dev.discard(4 * MiB, MiB / 2);
       const back = Buffer.alloc(MiB, 0xee);
       await dev.readv(4 * MiB, [back]);
-      assert.ok(back.subarray(0, MiB / 2).every((x) => x === 0), 'unmapped half reads zeroes');
+      assert.ok(
+        back.subarray(0, MiB / 2).every((x) => x === 0),
+        'unmapped half reads zeroes',
+      );
       assert.deepEqual(back.subarray(MiB / 2), data.subarray(MiB / 2));
     } finally {
       await dev.close();
@@ -114,7 +118,9 @@ test('tgt: login failures say which (no such target, wrong CHAP secret); CHAP su
   });
 });
 
-test('tgt: a readonly=1 LUN opens read-only (WP from MODE SENSE): writes refused with EROFS locally, reads the backing file', { timeout: 60_000 }, async (t) => {
+test('tgt: a readonly=1 LUN opens read-only (WP from MODE SENSE): writes refused with EROFS locally, reads the backing file', {
+  timeout: 60_000,
+}, async (t) => {
   if (stopIfMissing(t, missing())) return;
   await withTgt('readonly', async (tgt, _dir, file) => {
     const data = randomBytes(64 * 1024);
@@ -137,7 +143,12 @@ test('tgt: a readonly=1 LUN opens read-only (WP from MODE SENSE): writes refused
       const back = Buffer.alloc(data.byteLength);
       await dev.readv(MiB, [back]);
       assert.deepEqual(back, data);
-      assert.ok(readFileSync(file).subarray(0, 4096).every((b) => b === 0), 'the backing file was not written');
+      assert.ok(
+        readFileSync(file)
+          .subarray(0, 4096)
+          .every((b) => b === 0),
+        'the backing file was not written',
+      );
     } finally {
       await dev.close();
     }

@@ -44,7 +44,11 @@ function targetOptions(device: BlockDevice, extra: Partial<StartIscsiTargetOptio
   };
 }
 
-async function withTarget(extra: Partial<StartIscsiTargetOptions>, fn: (t: RunningIscsiTarget, device: BlockDevice) => Promise<void>, device = createRamDisk(32 * MiB, { name: 'ram:32M' })): Promise<void> {
+async function withTarget(
+  extra: Partial<StartIscsiTargetOptions>,
+  fn: (t: RunningIscsiTarget, device: BlockDevice) => Promise<void>,
+  device = createRamDisk(32 * MiB, { name: 'ram:32M' }),
+): Promise<void> {
   const t = await startIscsiTarget(targetOptions(device, extra));
   try {
     await fn(t, device);
@@ -62,8 +66,16 @@ async function open(spec: string): Promise<IscsiBlockDevice> {
 test('store spec: iscsi:// parses, options checked, a secret in the URL refused', () => {
   const s = parseStoreSpec('iscsi://alice@10.0.0.2:3261/iqn.2026-12.org.x:disk/3?secret-file=/etc/blk/chap&digest=crc32c&reconnect-timeout=2.5');
   assert.deepEqual(s, {
-    kind: 'iscsi', host: '10.0.0.2', port: 3261, user: 'alice', targetName: 'iqn.2026-12.org.x:disk', lun: 3,
-    secretFile: '/etc/blk/chap', digest: true, initiatorName: undefined, reconnectTimeoutMs: 2500,
+    kind: 'iscsi',
+    host: '10.0.0.2',
+    port: 3261,
+    user: 'alice',
+    targetName: 'iqn.2026-12.org.x:disk',
+    lun: 3,
+    secretFile: '/etc/blk/chap',
+    digest: true,
+    initiatorName: undefined,
+    reconnectTimeoutMs: 2500,
   });
   const d = parseStoreSpec('iscsi://[::1]/iqn.2026-12.org.x:disk/0');
   assert.equal(d.kind === 'iscsi' && `${d.host} ${d.port} ${String(d.user)} ${d.digest}`, '::1 3260 undefined false');
@@ -148,7 +160,10 @@ test('our target: flush, FUA writes, vectored I/O, discard on a thin LUN reads z
       await dev.discard(1 * MiB, 4096);
       const after = Buffer.alloc(12288, 0xee);
       await dev.readv(1 * MiB, [after]);
-      assert.ok(after.subarray(0, 4096).every((x) => x === 0), 'discarded range reads zeroes');
+      assert.ok(
+        after.subarray(0, 4096).every((x) => x === 0),
+        'discarded range reads zeroes',
+      );
       assert.deepEqual(after.subarray(4096), b);
     } finally {
       await dev.close();
@@ -172,32 +187,38 @@ test('login failures are one line saying which: no such target, refused by ACL, 
     const bad = join(dir, 'bad');
     writeFileSync(good, 'alice alice-secret-0123\n');
     writeFileSync(bad, 'alice wrong-secret-98765\n');
-    await withTarget({ chap: { initiators: parseChapSecretsFile('alice alice-secret-0123\n', 'chap') }, allow: new Set(['iqn.2026-12.org.blkback:initiator']) }, async (t, store) => {
-      const port = t.portal.port;
-      await assert.rejects(open(`iscsi://alice@127.0.0.1:${port}/iqn.2026-12.org.blkback:nope/0?secret-file=${good}`), (e: Error) => {
-        assert.match(e.message, /login failed: no such target iqn\.2026-12\.org\.blkback:nope/);
-        assert.doesNotMatch(e.message, /\n/);
-        return true;
-      });
-      await assert.rejects(open(url(t, `?secret-file=${bad}`, 'alice@')), (e: Error) => {
-        assert.match(e.message, /login failed: authentication failed/);
-        assert.doesNotMatch(e.message, /wrong-secret|alice-secret|\n/);
-        return true;
-      });
-      await assert.rejects(open(url(t, `?secret-file=${good}&initiator-name=iqn.2026-12.org.blkback:stranger`, 'alice@')), /login failed: refused by the target's access list \(initiator iqn\.2026-12\.org\.blkback:stranger/);
-      await assert.rejects(open(url(t)), /login failed: authentication failed/); // the target wants CHAP
-      const dev = await open(url(t, `?secret-file=${good}`));
-      try {
-        assert.equal(dev.parameters!.authMethod, 'CHAP');
-        const data = randomBytes(65536);
-        await dev.writev(0, [data]);
-        const back = Buffer.alloc(65536);
-        await store.readv(0, [back]);
-        assert.deepEqual(back, data);
-      } finally {
-        await dev.close();
-      }
-    });
+    await withTarget(
+      { chap: { initiators: parseChapSecretsFile('alice alice-secret-0123\n', 'chap') }, allow: new Set(['iqn.2026-12.org.blkback:initiator']) },
+      async (t, store) => {
+        const port = t.portal.port;
+        await assert.rejects(open(`iscsi://alice@127.0.0.1:${port}/iqn.2026-12.org.blkback:nope/0?secret-file=${good}`), (e: Error) => {
+          assert.match(e.message, /login failed: no such target iqn\.2026-12\.org\.blkback:nope/);
+          assert.doesNotMatch(e.message, /\n/);
+          return true;
+        });
+        await assert.rejects(open(url(t, `?secret-file=${bad}`, 'alice@')), (e: Error) => {
+          assert.match(e.message, /login failed: authentication failed/);
+          assert.doesNotMatch(e.message, /wrong-secret|alice-secret|\n/);
+          return true;
+        });
+        await assert.rejects(
+          open(url(t, `?secret-file=${good}&initiator-name=iqn.2026-12.org.blkback:stranger`, 'alice@')),
+          /login failed: refused by the target's access list \(initiator iqn\.2026-12\.org\.blkback:stranger/,
+        );
+        await assert.rejects(open(url(t)), /login failed: authentication failed/); // the target wants CHAP
+        const dev = await open(url(t, `?secret-file=${good}`));
+        try {
+          assert.equal(dev.parameters!.authMethod, 'CHAP');
+          const data = randomBytes(65536);
+          await dev.writev(0, [data]);
+          const back = Buffer.alloc(65536);
+          await store.readv(0, [back]);
+          assert.deepEqual(back, data);
+        } finally {
+          await dev.close();
+        }
+      },
+    );
     await assert.rejects(open(`iscsi://127.0.0.1:1/${TARGET}/0`), /cannot connect to 127\.0\.0\.1:1: ECONNREFUSED/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -213,7 +234,10 @@ test('reconnect: requests made while the target is down complete once it is back
     const data = randomBytes(64 * 1024);
     await dev.writev(0, [data]);
     await t.close(); // the target goes away between the write and the flush
-    const flushed = dev.flush().then(() => 'ok', (e: NodeJS.ErrnoException & { errno: number }) => e);
+    const flushed = dev.flush().then(
+      () => 'ok',
+      (e: NodeJS.ErrnoException & { errno: number }) => e,
+    );
     const written = dev.writev(MiB, [data]);
     await new Promise((r) => setTimeout(r, 300));
     t = await startIscsiTarget(targetOptions(store, {}, port));
@@ -295,7 +319,10 @@ test('a LOGICAL UNIT RESET from another initiator after an unflushed write: the 
  * A TCP relay between the initiator and our target that re-frames what the target sends (no
  * digests) and lets `mutate` change one PDU header: a hostile or broken target, built from an honest one.
  */
-async function hostileRelay(targetPort: number, mutate: (h: Buffer, dataLength: number) => boolean | 'freeze'): Promise<{ port: number; close(): Promise<void> }> {
+async function hostileRelay(
+  targetPort: number,
+  mutate: (h: Buffer, dataLength: number) => boolean | 'freeze',
+): Promise<{ port: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   let done = false;
   const server = net.createServer((client) => {
@@ -334,10 +361,11 @@ async function hostileRelay(targetPort: number, mutate: (h: Buffer, dataLength: 
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
     port: (server.address() as net.AddressInfo).port,
-    close: () => new Promise<void>((r) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -415,7 +443,7 @@ test('a target that stops answering: pinged, the connection dropped after the NO
   });
 });
 
-test('--map /dev/sdb=iscsi://...: a guest writes through blkback and our initiator, fio verifies, the bytes are in the target\'s store', async () => {
+test("--map /dev/sdb=iscsi://...: a guest writes through blkback and our initiator, fio verifies, the bytes are in the target's store", async () => {
   const { spawn } = await import('node:child_process');
   const { fileURLToPath } = await import('node:url');
   const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -438,7 +466,10 @@ test('--map /dev/sdb=iscsi://...: a guest writes through blkback and our initiat
       // fio's verify read the blocks back through the guest; the store itself holds them too: nonzero.
       const head = new Uint8Array(4 * MiB);
       await store.readv(0, [head]);
-      assert.ok(head.some((b) => b !== 0), 'the guest\'s writes reached the target\'s store');
+      assert.ok(
+        head.some((b) => b !== 0),
+        "the guest's writes reached the target's store",
+      );
     });
   } finally {
     rmSync(dir, { recursive: true, force: true });

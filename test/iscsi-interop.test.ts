@@ -44,10 +44,28 @@ async function startTarget(extra: string[] = [], lunFlags: string[] = []): Promi
   await run('truncate', ['-s', '64M', lunFile]);
   const port = await freePort();
   const control = join(dir, 'ctl.sock');
-  const proc = spawn(process.execPath, [
-    MAIN, 'iscsi-target', '--portal', `127.0.0.1:${port}`, '--target-name', TARGET, '--allow-path', dir,
-    '--lun', `1=file:${lunFile}`, ...lunFlags, '--allow', 'ALL', '--control-socket', control, ...extra,
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(
+    process.execPath,
+    [
+      MAIN,
+      'iscsi-target',
+      '--portal',
+      `127.0.0.1:${port}`,
+      '--target-name',
+      TARGET,
+      '--allow-path',
+      dir,
+      '--lun',
+      `1=file:${lunFile}`,
+      ...lunFlags,
+      '--allow',
+      'ALL',
+      '--control-socket',
+      control,
+      ...extra,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let log = '';
   proc.stderr!.on('data', (c: Buffer) => (log += c.toString()));
   const start = Date.now();
@@ -56,14 +74,20 @@ async function startTarget(extra: string[] = [], lunFlags: string[] = []): Promi
     await new Promise((r) => setTimeout(r, 50));
   }
   return {
-    port, dir, lunFile, control, proc, log: () => log,
-    stop: () => new Promise((resolve) => {
-      proc.once('exit', (code) => {
-        rmSync(dir, { recursive: true, force: true });
-        resolve(code);
-      });
-      proc.kill('SIGTERM');
-    }),
+    port,
+    dir,
+    lunFile,
+    control,
+    proc,
+    log: () => log,
+    stop: () =>
+      new Promise((resolve) => {
+        proc.once('exit', (code) => {
+          rmSync(dir, { recursive: true, force: true });
+          resolve(code);
+        });
+        proc.kill('SIGTERM');
+      }),
   };
 }
 
@@ -105,7 +129,23 @@ test('QEMU: qemu-io writes and pattern reads land in the store file byte for byt
   const t = await startTarget([], ['--thin']);
   try {
     await ok('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 0 64k', '-c', 'read -P 0xab 0 64k', url(t)]);
-    await ok('qemu-io', ['-f', 'raw', '-t', 'none', '-c', 'aio_write -P 0xcd 1M 1M', '-c', 'aio_flush', '-c', 'read -P 0xcd 1M 1M', '-c', 'read -P 0xab 0 64k', '-c', 'flush', url(t)]);
+    await ok('qemu-io', [
+      '-f',
+      'raw',
+      '-t',
+      'none',
+      '-c',
+      'aio_write -P 0xcd 1M 1M',
+      '-c',
+      'aio_flush',
+      '-c',
+      'read -P 0xcd 1M 1M',
+      '-c',
+      'read -P 0xab 0 64k',
+      '-c',
+      'flush',
+      url(t),
+    ]);
     // header digests: QEMU asks for them with its header-digest option (libiscsi 1.19's tools cannot)
     const opts = `driver=raw,file.driver=iscsi,file.transport=tcp,file.portal=127.0.0.1:${t.port},file.target=${TARGET},file.lun=1,file.header-digest=crc32c`;
     await ok('qemu-io', ['--image-opts', opts, '-c', 'write -P 0x77 4M 256k', '-c', 'read -P 0x77 4M 256k']);
@@ -119,7 +159,11 @@ test('QEMU: qemu-io writes and pattern reads land in the store file byte for byt
     const before = statSync(t.lunFile).blocks;
     await ok('qemu-io', ['-f', 'raw', '-c', 'discard 1M 1M', '-c', 'read -P 0 1M 1M', url(t)]);
     assert.ok(statSync(t.lunFile).blocks < before, 'the discarded range no longer takes space in the file');
-    assert.ok(readFileSync(t.lunFile).subarray(1 << 20, 2 << 20).every((b) => b === 0));
+    assert.ok(
+      readFileSync(t.lunFile)
+        .subarray(1 << 20, 2 << 20)
+        .every((b) => b === 0),
+    );
   } finally {
     await t.stop();
   }
@@ -143,7 +187,11 @@ test('QEMU: qemu-img info, convert to and from the LUN, compare, and bench with 
     assert.ok(readFileSync(back).equals(content), 'and sends it back unchanged');
     // bench: 2000 writes of 4 KiB at queue depth 32, the pattern checked in the file
     await ok('qemu-img', ['bench', '-f', 'raw', '-t', 'none', '-w', '--pattern=0x5a', '-c', '2000', '-d', '32', '-s', '4096', url(t)]);
-    assert.ok(readFileSync(t.lunFile).subarray(0, 2000 * 4096).every((b) => b === 0x5a));
+    assert.ok(
+      readFileSync(t.lunFile)
+        .subarray(0, 2000 * 4096)
+        .every((b) => b === 0x5a),
+    );
     await ok('qemu-img', ['bench', '-f', 'raw', '-t', 'none', '-c', '2000', '-d', '32', '-s', '65536', url(t)]);
   } finally {
     rmSync(work, { recursive: true, force: true });
@@ -203,7 +251,11 @@ test('blkback ctl --iscsi: LUNs, sessions with negotiated values, and counters o
     // writes to a read-only LUN are refused with DATA PROTECT, and nothing changes in the file
     const w = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x11 0 4k', url(t)]);
     assert.notEqual(w.code, 0);
-    assert.ok(readFileSync(t.lunFile).subarray(0, 4096).every((b) => b === 0));
+    assert.ok(
+      readFileSync(t.lunFile)
+        .subarray(0, 4096)
+        .every((b) => b === 0),
+    );
   } finally {
     await t.stop();
   }

@@ -3,23 +3,8 @@ import test from 'node:test';
 import { LoginStatus } from '../src/iscsi/constants.ts';
 import { ChapAuthenticator, ChapInitiator, ChapSecret } from '../src/iscsi/chap.ts';
 import type { RandomSource } from '../src/iscsi/chap.ts';
-import {
-  InitiatorNegotiator,
-  KEYS,
-  TargetNegotiator,
-  answerFullFeatureKeys,
-  defaultOffer,
-  keyDef,
-} from '../src/iscsi/negotiation.ts';
-import type {
-  Digest,
-  InitiatorConfig,
-  KeyDef,
-  LoginFlags,
-  SessionParameters,
-  TargetConfig,
-  TargetLoginStep,
-} from '../src/iscsi/negotiation.ts';
+import { InitiatorNegotiator, KEYS, TargetNegotiator, answerFullFeatureKeys, defaultOffer, keyDef } from '../src/iscsi/negotiation.ts';
+import type { Digest, InitiatorConfig, KeyDef, LoginFlags, SessionParameters, TargetConfig, TargetLoginStep } from '../src/iscsi/negotiation.ts';
 import { encodeText } from '../src/iscsi/text.ts';
 import type { TextPair } from '../src/iscsi/text.ts';
 import { mulberry32 } from '../src/internal/prng.ts';
@@ -223,7 +208,32 @@ test('an open-iscsi normal login: the exact answer, every key one open-iscsi par
   assert.equal(p.targetAlias, 'blkback ram');
   assert.equal(p.maxBurstLength, 16776192);
   // open-iscsi's get_op_params_text_keys fails the login on any key it does not know.
-  const known = new Set(['TargetAlias', 'TargetAddress', 'TargetPortalGroupTag', 'InitialR2T', 'ImmediateData', 'MaxRecvDataSegmentLength', 'FirstBurstLength', 'MaxBurstLength', 'HeaderDigest', 'DataDigest', 'DefaultTime2Wait', 'DefaultTime2Retain', 'OFMarker', 'OFMarkInt', 'IFMarker', 'IFMarkInt', 'DataPDUInOrder', 'DataSequenceInOrder', 'MaxOutstandingR2T', 'MaxConnections', 'ErrorRecoveryLevel', 'RDMAExtensions', 'InitiatorRecvDataSegmentLength', 'TargetRecvDataSegmentLength']);
+  const known = new Set([
+    'TargetAlias',
+    'TargetAddress',
+    'TargetPortalGroupTag',
+    'InitialR2T',
+    'ImmediateData',
+    'MaxRecvDataSegmentLength',
+    'FirstBurstLength',
+    'MaxBurstLength',
+    'HeaderDigest',
+    'DataDigest',
+    'DefaultTime2Wait',
+    'DefaultTime2Retain',
+    'OFMarker',
+    'OFMarkInt',
+    'IFMarker',
+    'IFMarkInt',
+    'DataPDUInOrder',
+    'DataSequenceInOrder',
+    'MaxOutstandingR2T',
+    'MaxConnections',
+    'ErrorRecoveryLevel',
+    'RDMAExtensions',
+    'InitiatorRecvDataSegmentLength',
+    'TargetRecvDataSegmentLength',
+  ]);
   for (const [k] of r.answers) assert.ok(known.has(k), k);
 });
 
@@ -348,7 +358,7 @@ test('Boolean keys: AND and OR against both of our settings', () => {
   assert.equal(answerValue('TargetRecvDataSegmentLength', '8192'), 'Irrelevant');
 });
 
-test('list keys: the initiator\'s first acceptable value, else Reject', () => {
+test("list keys: the initiator's first acceptable value, else Reject", () => {
   const any = defaultOffer({ digest: 'any' });
   const crc = defaultOffer({ digest: 'crc32c' });
   const none = defaultOffer({ digest: 'none' });
@@ -391,16 +401,23 @@ test('FirstBurstLength: capped by MaxBurstLength, Irrelevant with InitialR2T=Yes
 test('unknown and vendor keys get NotUnderstood; X#NodeArchitecture is a declaration', () => {
   const t = new TargetNegotiator(defaultOffer());
   const r = ok(t.receiveLogin(OP_TO_FFP, pairs(`${NAMES}X-com.cisco.PingTimeout=5\0FooBar=1\0X#NodeArchitecture=Linux,open-iscsi\0Y#Thing=2\0`)));
-  assert.equal(wire(r.answers), 'X-com.cisco.PingTimeout=NotUnderstood\0FooBar=NotUnderstood\0Y#Thing=NotUnderstood\0TargetPortalGroupTag=1\0MaxRecvDataSegmentLength=262144\0');
+  assert.equal(
+    wire(r.answers),
+    'X-com.cisco.PingTimeout=NotUnderstood\0FooBar=NotUnderstood\0Y#Thing=NotUnderstood\0TargetPortalGroupTag=1\0MaxRecvDataSegmentLength=262144\0',
+  );
 });
 
 test('a key twice in one request, or again in a later request, is a protocol error', () => {
-  refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`${NAMES}MaxBurstLength=512\0MaxBurstLength=1024\0`)), LoginStatus.INITIATOR_ERROR, /twice/);
+  refused(
+    new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`${NAMES}MaxBurstLength=512\0MaxBurstLength=1024\0`)),
+    LoginStatus.INITIATOR_ERROR,
+    /twice/,
+  );
   refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`${NAMES}X-a=1\0X-a=1\0`)), LoginStatus.INITIATOR_ERROR, /twice/);
   const t = new TargetNegotiator(defaultOffer());
   ok(t.receiveLogin(OP_STAY, pairs(`${NAMES}MaxBurstLength=65536\0`)));
   refused(t.receiveLogin(OP_TO_FFP, pairs('MaxBurstLength=65536\0')), LoginStatus.INITIATOR_ERROR, /already negotiated/);
-  refused(t.receiveLogin(OP_TO_FFP, []), LoginStatus.INITIATOR_ERROR, /already negotiated/, );
+  refused(t.receiveLogin(OP_TO_FFP, []), LoginStatus.INITIATOR_ERROR, /already negotiated/);
   // Unknown keys too.
   const u = new TargetNegotiator(defaultOffer());
   ok(u.receiveLogin(OP_STAY, pairs(`${NAMES}X-a=1\0`)));
@@ -426,7 +443,11 @@ test('keys only a target sends, and reserved constants as offers, are protocol e
 });
 
 test('stages: security keys only in the security stage, transitions checked', () => {
-  refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`${NAMES}AuthMethod=None\0`)), LoginStatus.INITIATOR_ERROR, /outside the security stage/);
+  refused(
+    new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`${NAMES}AuthMethod=None\0`)),
+    LoginStatus.INITIATOR_ERROR,
+    /outside the security stage/,
+  );
   refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`${NAMES}CHAP_A=5\0`)), LoginStatus.INITIATOR_ERROR, /outside the security stage/);
   refused(new TargetNegotiator(defaultOffer()).receiveLogin({ csg: 2, nsg: 3, transit: true }, pairs(NAMES)), LoginStatus.INITIATOR_ERROR, /CSG 2/);
   refused(new TargetNegotiator(defaultOffer()).receiveLogin({ csg: 1, nsg: 1, transit: true }, pairs(NAMES)), LoginStatus.INITIATOR_ERROR, /NSG/);
@@ -451,12 +472,31 @@ test('stages: security keys only in the security stage, transitions checked', ()
 
 test('required names and session types', () => {
   refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`TargetName=${TNAME}\0`)), LoginStatus.MISSING_PARAMETER, /InitiatorName/);
-  refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=\0TargetName=${TNAME}\0`)), LoginStatus.MISSING_PARAMETER, /InitiatorName/);
+  refused(
+    new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=\0TargetName=${TNAME}\0`)),
+    LoginStatus.MISSING_PARAMETER,
+    /InitiatorName/,
+  );
   refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=${INAME}\0`)), LoginStatus.MISSING_PARAMETER, /TargetName/);
-  refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=${INAME}\0SessionType=Normal\0`)), LoginStatus.MISSING_PARAMETER, /TargetName/);
-  refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=${INAME}\0SessionType=Weird\0`)), LoginStatus.INITIATOR_ERROR, /SessionType/);
-  refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=a b\0SessionType=Discovery\0`)), LoginStatus.INITIATOR_ERROR, /white space/);
-  refused(new TargetNegotiator({ ...defaultOffer(), discovery: false }).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=${INAME}\0SessionType=Discovery\0`)), LoginStatus.SESSION_TYPE_NOT_SUPPORTED);
+  refused(
+    new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=${INAME}\0SessionType=Normal\0`)),
+    LoginStatus.MISSING_PARAMETER,
+    /TargetName/,
+  );
+  refused(
+    new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=${INAME}\0SessionType=Weird\0`)),
+    LoginStatus.INITIATOR_ERROR,
+    /SessionType/,
+  );
+  refused(
+    new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=a b\0SessionType=Discovery\0`)),
+    LoginStatus.INITIATOR_ERROR,
+    /white space/,
+  );
+  refused(
+    new TargetNegotiator({ ...defaultOffer(), discovery: false }).receiveLogin(OP_TO_FFP, pairs(`InitiatorName=${INAME}\0SessionType=Discovery\0`)),
+    LoginStatus.SESSION_TYPE_NOT_SUPPORTED,
+  );
   refused(new TargetNegotiator({ ...defaultOffer(), normal: false }).receiveLogin(OP_TO_FFP, pairs(NAMES)), LoginStatus.SESSION_TYPE_NOT_SUPPORTED);
   // SessionType absent means Normal.
   const t = new TargetNegotiator(defaultOffer());
@@ -494,12 +534,19 @@ test('authentication: required CHAP cannot be skipped; AuthMethod lists', () => 
   refused(new TargetNegotiator(chapCfg()).receiveLogin(SEC_TO_OP, pairs(`${NAMES}AuthMethod=None\0`)), LoginStatus.AUTHENTICATION_FAILURE, /AuthMethod=None/);
   refused(new TargetNegotiator(chapCfg()).receiveLogin(SEC_TO_OP, pairs(NAMES)), LoginStatus.AUTHENTICATION_FAILURE, /did not offer AuthMethod/);
   refused(new TargetNegotiator(chapCfg()).receiveLogin(SEC_STAY, pairs(`${NAMES}CHAP_A=5\0`)), LoginStatus.INITIATOR_ERROR, /without AuthMethod=CHAP/);
-  refused(new TargetNegotiator(chapCfg()).receiveLogin(SEC_STAY, pairs(`${NAMES}AuthMethod=CHAP\0SRP_U=x\0`)), LoginStatus.INITIATOR_ERROR, /does not belong to CHAP/);
+  refused(
+    new TargetNegotiator(chapCfg()).receiveLogin(SEC_STAY, pairs(`${NAMES}AuthMethod=CHAP\0SRP_U=x\0`)),
+    LoginStatus.INITIATOR_ERROR,
+    /does not belong to CHAP/,
+  );
   // While CHAP runs, T=1 from the initiator is answered with T=0.
   const t = new TargetNegotiator(chapCfg());
   const r = ok(t.receiveLogin(SEC_TO_OP, pairs(`${NAMES}AuthMethod=CHAP\0CHAP_A=5\0`)));
   assert.equal(r.transit, false);
-  assert.deepEqual(r.answers.map((a) => a[0]), ['AuthMethod', 'CHAP_A', 'CHAP_I', 'CHAP_C', 'TargetPortalGroupTag']);
+  assert.deepEqual(
+    r.answers.map((a) => a[0]),
+    ['AuthMethod', 'CHAP_A', 'CHAP_I', 'CHAP_C', 'TargetPortalGroupTag'],
+  );
   refused(t.receiveLogin(SEC_TO_OP, pairs('CHAP_N=u\0CHAP_R=0x00000000000000000000000000000000\0')), LoginStatus.AUTHENTICATION_FAILURE, /wrong CHAP response/);
   // No authentication configured: None is chosen from any list that has it.
   const n = new TargetNegotiator(defaultOffer());
@@ -566,7 +613,11 @@ test('MaxRecvDataSegmentLength: a declaration both ways, range checked', () => {
   assert.equal(t.parameters().maxRecvDataSegmentLength, 65536);
   assert.equal(t.parameters().maxXmitDataSegmentLength, 4096);
   for (const bad of ['511', '16777216', 'big', '']) {
-    refused(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`${NAMES}MaxRecvDataSegmentLength=${bad}\0`)), LoginStatus.INITIATOR_ERROR, /MaxRecvDataSegmentLength/);
+    refused(
+      new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`${NAMES}MaxRecvDataSegmentLength=${bad}\0`)),
+      LoginStatus.INITIATOR_ERROR,
+      /MaxRecvDataSegmentLength/,
+    );
   }
   ok(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`${NAMES}MaxRecvDataSegmentLength=512\0`)));
   ok(new TargetNegotiator(defaultOffer()).receiveLogin(OP_TO_FFP, pairs(`${NAMES}MaxRecvDataSegmentLength=16777215\0`)));
@@ -582,7 +633,9 @@ test('full feature phase Text: only MaxRecvDataSegmentLength changes', () => {
   const t = new TargetNegotiator(defaultOffer());
   refused(t.receiveText(pairs('MaxRecvDataSegmentLength=4096\0')), LoginStatus.INITIATOR_ERROR, /before the login completed/);
   ok(t.receiveLogin(OP_TO_FFP, pairs(NAMES)));
-  const r = t.receiveText(pairs('MaxRecvDataSegmentLength=4096\0MaxBurstLength=512\0X-v=1\0SendTargets=All\0InitiatorAlias=new\0CHAP_A=5\0HeaderDigest=CRC32C\0'));
+  const r = t.receiveText(
+    pairs('MaxRecvDataSegmentLength=4096\0MaxBurstLength=512\0X-v=1\0SendTargets=All\0InitiatorAlias=new\0CHAP_A=5\0HeaderDigest=CRC32C\0'),
+  );
   assert.ok(r.ok);
   assert.equal(wire(r.answers), 'MaxBurstLength=Reject\0X-v=NotUnderstood\0CHAP_A=Reject\0HeaderDigest=Reject\0');
   assert.equal(r.sendTargets, 'All');
@@ -622,10 +675,19 @@ test('our initiator against our target: every parameter agreed, with and without
 
   // Mutual CHAP.
   x = drive(
-    new TargetNegotiator({ ...defaultOffer(), authMethods: ['CHAP'], authenticator: new ChapAuthenticator({ initiators: users, target, requireMutual: true, random: counter(5) }) }),
+    new TargetNegotiator({
+      ...defaultOffer(),
+      authMethods: ['CHAP'],
+      authenticator: new ChapAuthenticator({ initiators: users, target, requireMutual: true, random: counter(5) }),
+    }),
     new InitiatorNegotiator({
       ...base,
-      auth: new ChapInitiator({ name: 'alice', secret: new ChapSecret('alicesecret12'), mutual: { secret: new ChapSecret('targetsecret12'), targetName: 'tgt' }, random: counter(6) }),
+      auth: new ChapInitiator({
+        name: 'alice',
+        secret: new ChapSecret('alicesecret12'),
+        mutual: { secret: new ChapSecret('targetsecret12'), targetName: 'tgt' },
+        random: counter(6),
+      }),
     }),
   );
   assert.equal(x.error, undefined, x.lines.join('\n'));
@@ -641,7 +703,11 @@ test('our initiator against our target: every parameter agreed, with and without
   // Optional CHAP offered by the initiator, the target needs none: it goes on without.
   x = drive(
     new TargetNegotiator(defaultOffer()),
-    new InitiatorNegotiator({ ...base, authOptional: true, auth: new ChapInitiator({ name: 'alice', secret: new ChapSecret('alicesecret12'), random: counter(9) }) }),
+    new InitiatorNegotiator({
+      ...base,
+      authOptional: true,
+      auth: new ChapInitiator({ name: 'alice', secret: new ChapSecret('alicesecret12'), random: counter(9) }),
+    }),
   );
   assert.equal(x.error, undefined, x.lines.join('\n'));
   assert.equal(x.initiator!.authMethod, 'None');
@@ -659,15 +725,25 @@ test('our initiator against our target: every parameter agreed, with and without
   assert.equal(x.target!.maxXmitDataSegmentLength, 32768);
 
   // The target requires digests the initiator does not mention: one more round trip.
-  x = drive(new TargetNegotiator(defaultOffer({ digest: 'crc32c' })), new InitiatorNegotiator({ ...base, headerDigest: ['CRC32C', 'None'], dataDigest: ['None', 'CRC32C'] }));
+  x = drive(
+    new TargetNegotiator(defaultOffer({ digest: 'crc32c' })),
+    new InitiatorNegotiator({ ...base, headerDigest: ['CRC32C', 'None'], dataDigest: ['None', 'CRC32C'] }),
+  );
   assert.equal(x.error, undefined, x.lines.join('\n'));
   assert.equal(x.target!.headerDigest, true);
   assert.equal(x.target!.dataDigest, true);
   assertAgree(x.target!, x.initiator!);
 });
 
-test('initiator side: partial answers, target offers, and the target\'s mistakes', () => {
-  const base: InitiatorConfig = { initiatorName: INAME, targetName: TNAME, maxBurstLength: 1048576, firstBurstLength: 65536, immediateData: false, initialR2T: true };
+test("initiator side: partial answers, target offers, and the target's mistakes", () => {
+  const base: InitiatorConfig = {
+    initiatorName: INAME,
+    targetName: TNAME,
+    maxBurstLength: 1048576,
+    firstBurstLength: 65536,
+    immediateData: false,
+    initialR2T: true,
+  };
   // A LIO-like target: leaves out the answers the RFC makes optional (AND with No, OR with Yes).
   let i = new InitiatorNegotiator(base);
   const first = i.start();
@@ -677,7 +753,10 @@ test('initiator side: partial answers, target offers, and the target\'s mistakes
     `${NAMES}HeaderDigest=None\0DataDigest=None\0InitialR2T=Yes\0ImmediateData=No\0MaxBurstLength=1048576\0FirstBurstLength=65536\0` +
       'MaxOutstandingR2T=1\0MaxConnections=1\0DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0DefaultTime2Wait=2\0DefaultTime2Retain=0\0ErrorRecoveryLevel=0\0MaxRecvDataSegmentLength=262144\0',
   );
-  let s = i.receiveLogin({ csg: 1, nsg: 1, transit: false }, pairs('HeaderDigest=None\0MaxBurstLength=262144\0TargetPortalGroupTag=3\0MaxRecvDataSegmentLength=8192\0X-vendor=1\0'));
+  let s = i.receiveLogin(
+    { csg: 1, nsg: 1, transit: false },
+    pairs('HeaderDigest=None\0MaxBurstLength=262144\0TargetPortalGroupTag=3\0MaxRecvDataSegmentLength=8192\0X-vendor=1\0'),
+  );
   assert.ok(s.ok);
   assert.equal(wire(s.next!.pairs), 'X-vendor=NotUnderstood\0');
   assert.equal(s.next!.transit, true);
@@ -744,7 +823,10 @@ test('initiator full feature Text: MaxRecvDataSegmentLength both ways', () => {
   assert.equal(i.parameters().maxRecvDataSegmentLength, 65536);
   const r = i.receiveText(pairs('MaxRecvDataSegmentLength=131072\0TargetName=iqn.x:y\0TargetAddress=10.0.0.1:3260,1\0'));
   assert.ok(r.ok);
-  assert.deepEqual(r.other, [['TargetName', 'iqn.x:y'], ['TargetAddress', '10.0.0.1:3260,1']]);
+  assert.deepEqual(r.other, [
+    ['TargetName', 'iqn.x:y'],
+    ['TargetAddress', '10.0.0.1:3260,1'],
+  ]);
   assert.equal(i.parameters().maxXmitDataSegmentLength, 131072);
   assert.equal(i.receiveText(pairs('MaxRecvDataSegmentLength=1\0')).ok, false);
   assert.throws(() => i.maxRecvDataSegmentLengthText(100), UsageError);
@@ -772,7 +854,7 @@ function pick<T>(next: () => number, xs: readonly T[]): T {
   return xs[next() % xs.length]!;
 }
 
-test('random configurations on both sides: they agree, within both sides\' limits', () => {
+test("random configurations on both sides: they agree, within both sides' limits", () => {
   const next = mulberry32(0x15c5);
   const digestSets: readonly (readonly Digest[])[] = [['None'], ['CRC32C'], ['CRC32C', 'None'], ['None', 'CRC32C']];
   let completed = 0;
@@ -840,7 +922,30 @@ test('random configurations on both sides: they agree, within both sides\' limit
 test('random offers thrown at the target: never a throw, one answer per negotiable key', () => {
   const next = mulberry32(0xbad);
   const keys = Object.keys(KEYS).filter((k) => !['InitiatorName', 'TargetName', 'SessionType'].includes(k));
-  const values = ['Yes', 'No', 'None', 'CRC32C', 'CRC32C,None', '0', '1', '2', '511', '512', '8192', '65536', '262144', '16777215', '16777216', '0x200', 'x', '', 'Reject', 'RFC3720', '1~2', 'A,,B'];
+  const values = [
+    'Yes',
+    'No',
+    'None',
+    'CRC32C',
+    'CRC32C,None',
+    '0',
+    '1',
+    '2',
+    '511',
+    '512',
+    '8192',
+    '65536',
+    '262144',
+    '16777215',
+    '16777216',
+    '0x200',
+    'x',
+    '',
+    'Reject',
+    'RFC3720',
+    '1~2',
+    'A,,B',
+  ];
   for (let run = 0; run < 2000; run++) {
     const t = new TargetNegotiator(defaultOffer());
     const chosen = new Map<string, string>();

@@ -10,7 +10,15 @@ import { crc32cJs } from '../src/iscsi/crc32c.ts';
 import { snLess, snLessOrEqual } from '../src/iscsi/bhs.ts';
 
 /** A naive PDU encoder: BHS fields given as a list of [offset, bytes]. */
-function pdu(opts: { opcode: number; flags?: number; itt?: number; ahs?: Uint8Array; data?: Uint8Array; headerDigest?: boolean; dataDigest?: boolean }): Buffer {
+function pdu(opts: {
+  opcode: number;
+  flags?: number;
+  itt?: number;
+  ahs?: Uint8Array;
+  data?: Uint8Array;
+  headerDigest?: boolean;
+  dataDigest?: boolean;
+}): Buffer {
   const bhs = Buffer.alloc(48);
   bhs[0] = opts.opcode;
   bhs[1] = opts.flags ?? 0x80;
@@ -80,7 +88,15 @@ const stream = Buffer.concat([
 ]);
 
 function expectStream(seen: Seen[]): void {
-  assert.deepEqual(seen.map((s) => [s.opcode, s.itt, s.data.byteLength]), [[0, 1, 0], [1, 2, 18], [5, 3, 4096], [1, 4, 1]]);
+  assert.deepEqual(
+    seen.map((s) => [s.opcode, s.itt, s.data.byteLength]),
+    [
+      [0, 1, 0],
+      [1, 2, 18],
+      [5, 3, 4096],
+      [1, 4, 1],
+    ],
+  );
   assert.equal(seen[1]!.data.toString(), 'hello, iSCSI world');
   assert.ok(seen[2]!.data.every((b) => b === 0xab));
   assert.deepEqual([...seen[3]!.ahs!], [0, 5, 1, 0, 1, 2, 3, 4]);
@@ -156,7 +172,10 @@ test('reader: header and data digests are checked; a bad data digest skips only 
     r.dataDigest = true;
     r.push(all.subarray(0, cut));
     r.push(all.subarray(cut));
-    assert.deepEqual(c.seen.map((s) => s.itt), [1, 3]);
+    assert.deepEqual(
+      c.seen.map((s) => s.itt),
+      [1, 3],
+    );
     assert.deepEqual(c.digestErrors, [2]);
     assert.deepEqual(c.framing, []);
   }
@@ -188,7 +207,17 @@ test('writer: PDUs of one turn leave in one write; small data inline, large data
   const writes: Uint8Array[][] = [];
   const dones: (() => void)[] = [];
   let flush: (() => void) | undefined;
-  const w = new PduWriter({ write: (chunks, done) => { writes.push([...chunks]); dones.push(done); } }, (f) => { flush = f; });
+  const w = new PduWriter(
+    {
+      write: (chunks, done) => {
+        writes.push([...chunks]);
+        dones.push(done);
+      },
+    },
+    (f) => {
+      flush = f;
+    },
+  );
   w.headerDigest = true;
   w.dataDigest = true;
   let h = w.header();
@@ -217,7 +246,13 @@ test('writer: PDUs of one turn leave in one write; small data inline, large data
   r.dataDigest = true;
   r.maxDataSegmentLength = 1 << 20;
   r.push(wire);
-  assert.deepEqual(c.seen.map((s) => [s.opcode, s.itt, s.data.byteLength]), [[0x21, 0xaabbccdd, 3], [0x25, 0x01020304, 65536]]);
+  assert.deepEqual(
+    c.seen.map((s) => [s.opcode, s.itt, s.data.byteLength]),
+    [
+      [0x21, 0xaabbccdd, 3],
+      [0x25, 0x01020304, 65536],
+    ],
+  );
   assert.equal(c.seen[0]!.data.toString(), 'xyz');
   assert.equal(released, 0);
   dones[0]!();
@@ -231,7 +266,17 @@ test('writer: slabs are reused once written, and a closed writer releases what i
   const dones: (() => void)[] = [];
   const seenBuffers = new Set<ArrayBufferLike>();
   let flush: (() => void) | undefined;
-  const w = new PduWriter({ write: (chunks, done) => { for (const c of chunks) seenBuffers.add(c.buffer); dones.push(done); } }, (f) => { flush = f; });
+  const w = new PduWriter(
+    {
+      write: (chunks, done) => {
+        for (const c of chunks) seenBuffers.add(c.buffer);
+        dones.push(done);
+      },
+    },
+    (f) => {
+      flush = f;
+    },
+  );
   for (let round = 0; round < 50; round++) {
     for (let i = 0; i < 100; i++) {
       const h = w.header();

@@ -55,7 +55,10 @@ test('discovery: SendTargets lists the target and its address to an allowed init
   await withTarget({ allow: new Set(['iqn.2026-12.org.blkback:allowed']), advertise: { host: '10.1.2.3', port: 3260 } }, async (t) => {
     const allowed = await TestInitiator.connect(t.portal.port);
     assert.equal(await allowed.login({ sessionType: 'Discovery', initiatorName: 'iqn.2026-12.org.blkback:allowed' }), 0);
-    assert.deepEqual(await allowed.text([['SendTargets', 'All']]), [['TargetName', TARGET], ['TargetAddress', '10.1.2.3:3260,1']]);
+    assert.deepEqual(await allowed.text([['SendTargets', 'All']]), [
+      ['TargetName', TARGET],
+      ['TargetAddress', '10.1.2.3:3260,1'],
+    ]);
     allowed.close();
     const other = await TestInitiator.connect(t.portal.port);
     assert.equal(await other.login({ sessionType: 'Discovery', initiatorName: 'iqn.2026-12.org.blkback:stranger' }), 0);
@@ -74,7 +77,10 @@ test('login: a refused initiator, an unknown target and a missing name get their
       assert.equal(await c.next(2000), undefined);
       assert.ok(c.closed);
     }
-    assert.ok(logs.some((l) => /stranger is not allowed/.test(l)), logs.join('\n'));
+    assert.ok(
+      logs.some((l) => /stranger is not allowed/.test(l)),
+      logs.join('\n'),
+    );
     assert.ok(logs.some((l) => /asked for target iqn.2026-12.org.blkback:nope/.test(l)));
   });
 });
@@ -93,7 +99,8 @@ test('CHAP: one-way and mutual logins work, a wrong secret or no CHAP is refused
     const none = await TestInitiator.connect(t.portal.port);
     assert.equal(await none.login({}), 0x0201);
     const all = logs.join('\n');
-    for (const secret of ['alice-secret-0123', 'bob-secret-456789', 'target-secret-9876', 'not-alices-secret']) assert.ok(!all.includes(secret), `secret in log:\n${all}`);
+    for (const secret of ['alice-secret-0123', 'bob-secret-456789', 'target-secret-9876', 'not-alices-secret'])
+      assert.ok(!all.includes(secret), `secret in log:\n${all}`);
   });
 });
 
@@ -102,8 +109,14 @@ test('data paths: immediate, unsolicited and solicited data, several R2Ts in fli
     { name: 'immediate + unsolicited, big segments', login: {} },
     { name: 'R2T only', login: { immediateData: false, initialR2T: true } },
     { name: 'immediate then R2T', login: { immediateData: true, initialR2T: true, firstBurstLength: 8192 } },
-    { name: 'unsolicited Data-Out, small segments', login: { immediateData: false, initialR2T: false, maxRecvDataSegmentLength: 4096, firstBurstLength: 65536 } },
-    { name: 'R2T sequences of 16 KiB, 4 outstanding', login: { immediateData: false, initialR2T: true, maxBurstLength: 16384, maxOutstandingR2T: 4, maxRecvDataSegmentLength: 8192 } },
+    {
+      name: 'unsolicited Data-Out, small segments',
+      login: { immediateData: false, initialR2T: false, maxRecvDataSegmentLength: 4096, firstBurstLength: 65536 },
+    },
+    {
+      name: 'R2T sequences of 16 KiB, 4 outstanding',
+      login: { immediateData: false, initialR2T: true, maxBurstLength: 16384, maxOutstandingR2T: 4, maxRecvDataSegmentLength: 8192 },
+    },
     { name: 'digests', login: { headerDigest: true, dataDigest: true, maxRecvDataSegmentLength: 8192 } },
   ];
   await withTarget({ maxRecvDataSegmentLength: 65536, maxBurstLength: 262144 }, async (t, device) => {
@@ -238,7 +251,7 @@ function gatedDevice(inner: BlockDevice): { device: BlockDevice; release(): void
   };
 }
 
-test('a lost connection never loses an acknowledged write, and a re-login waits for the old session\'s writes', async () => {
+test("a lost connection never loses an acknowledged write, and a re-login waits for the old session's writes", async () => {
   const ram = createRamDisk(64 * MiB, { name: 'ram:64M' });
   const gate = gatedDevice(ram);
   await withTarget({ device: gate.device }, async (t) => {
@@ -325,9 +338,14 @@ test('a connection cut in the middle of many writes: every write acknowledged be
       for (let i = 0; i < 200; i++) {
         const data = randomBytes(8192);
         const lba = (round * 200 + i) * 16;
-        all.push(c.command(write16(lba, 16), { dataOut: data }).then((r) => {
-          if (r.status === 0) acked.set(lba, data);
-        }, () => undefined));
+        all.push(
+          c.command(write16(lba, 16), { dataOut: data }).then(
+            (r) => {
+              if (r.status === 0) acked.set(lba, data);
+            },
+            () => undefined,
+          ),
+        );
       }
       while (acked.size < cutAfter) await new Promise((r) => setImmediate(r));
       c.close(); // the cut

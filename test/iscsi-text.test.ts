@@ -24,7 +24,8 @@ import type { TextDecodeResult, TextErrorCode, TextPair } from '../src/iscsi/tex
 // Hand-written wire bytes: latin1 strings with explicit NULs, so the expected bytes never come from
 // the encoder under test.
 const bytes = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'latin1'));
-const LOGIN_TEXT = 'InitiatorName=iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test\0TargetName=iqn.2026-11.test:ram\0SessionType=Normal\0HeaderDigest=None,CRC32C\0';
+const LOGIN_TEXT =
+  'InitiatorName=iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test\0TargetName=iqn.2026-11.test:ram\0SessionType=Normal\0HeaderDigest=None,CRC32C\0';
 const LOGIN_PAIRS: TextPair[] = [
   ['InitiatorName', 'iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test'],
   ['TargetName', 'iqn.2026-11.test:ram'],
@@ -52,7 +53,15 @@ test('encodeText writes exactly the hand-written bytes', () => {
   assert.equal(Buffer.from(encodeText(LOGIN_PAIRS)).toString('latin1'), LOGIN_TEXT);
   assert.equal(encodeText([]).length, 0);
   assert.ok(Buffer.isBuffer(encodeText([['A', 'b']])));
-  assert.equal(Buffer.from(encodeText([['CHAP_C', '0x0102'], ['Empty', '']])).toString('latin1'), 'CHAP_C=0x0102\0Empty=\0');
+  assert.equal(
+    Buffer.from(
+      encodeText([
+        ['CHAP_C', '0x0102'],
+        ['Empty', ''],
+      ]),
+    ).toString('latin1'),
+    'CHAP_C=0x0102\0Empty=\0',
+  );
   // UTF-8 in values (aliases are UTF-8 text).
   assert.deepEqual([...encodeText([['InitiatorAlias', 'hôte']])], [...Buffer.from('InitiatorAlias=h\xc3\xb4te\0', 'latin1')]);
 });
@@ -60,10 +69,16 @@ test('encodeText writes exactly the hand-written bytes', () => {
 test('values: empty, containing "=", UTF-8; empty entries skipped', () => {
   let r = decodeText(bytes('A=\0B=x=y\0'));
   assert.ok(r.ok);
-  assert.deepEqual(r.pairs, [['A', ''], ['B', 'x=y']]);
+  assert.deepEqual(r.pairs, [
+    ['A', ''],
+    ['B', 'x=y'],
+  ]);
   r = decodeText(bytes('\0\0A=1\0\0\0B=2\0\0'));
   assert.ok(r.ok);
-  assert.deepEqual(r.pairs, [['A', '1'], ['B', '2']]);
+  assert.deepEqual(r.pairs, [
+    ['A', '1'],
+    ['B', '2'],
+  ]);
   r = decodeText(bytes('InitiatorAlias=h\xc3\xb4te\0'));
   assert.ok(r.ok);
   assert.deepEqual(r.pairs, [['InitiatorAlias', 'hôte']]);
@@ -126,7 +141,10 @@ test('encodeText refuses pairs we must never send', () => {
   assert.throws(() => encodeText([['bad key', 'x']]), BlockError);
   assert.throws(() => encodeText([['Key', 'a\0b']]), BlockError);
   assert.throws(() => encodeText([['TargetAlias', 'a'.repeat(256)]]), BlockError);
-  assert.throws(() => encodeText([['K'.repeat(64), 'x']]), (e: unknown) => e instanceof BlockError && e.code === 'BLK_ERR_ISCSI_TEXT');
+  assert.throws(
+    () => encodeText([['K'.repeat(64), 'x']]),
+    (e: unknown) => e instanceof BlockError && e.code === 'BLK_ERR_ISCSI_TEXT',
+  );
 });
 
 test('TextAccumulator.feed: every split point of a login text across two and three PDUs', () => {
@@ -149,7 +167,11 @@ test('TextAccumulator.feed: every split point of a login text across two and thr
       acc.feed(small.subarray(i, j), true);
       const r = acc.feed(small.subarray(j), false);
       assert.equal(r.status, 'complete');
-      if (r.status === 'complete') assert.deepEqual(r.pairs, [['A', '1'], ['BB', '22']]);
+      if (r.status === 'complete')
+        assert.deepEqual(r.pairs, [
+          ['A', '1'],
+          ['BB', '22'],
+        ]);
     }
   }
 });
@@ -161,7 +183,11 @@ test('TextAccumulator copies segments: the receive buffer may be reused', () => 
   rx.fill(0x58);
   const r = acc.feed(bytes('2\0'), false);
   assert.equal(r.status, 'complete');
-  if (r.status === 'complete') assert.deepEqual(r.pairs, [['A', '1'], ['B', '2']]);
+  if (r.status === 'complete')
+    assert.deepEqual(r.pairs, [
+      ['A', '1'],
+      ['B', '2'],
+    ]);
 });
 
 test('TextAccumulator: bound checked before buffering, errors reported, then usable again', () => {
@@ -202,9 +228,18 @@ test('TextAccumulator push/take: bounded append and join', () => {
 
 test('segmentText cuts after NULs where pairs fit, inside a pair only when it must', () => {
   const text = bytes('AAAA=1\0BB=2\0CCCCCCCCCC=3\0');
-  assert.deepEqual(segmentText(text, 100).map((s) => Buffer.from(s).toString('latin1')), ['AAAA=1\0BB=2\0CCCCCCCCCC=3\0']);
-  assert.deepEqual(segmentText(text, 12).map((s) => Buffer.from(s).toString('latin1')), ['AAAA=1\0BB=2\0', 'CCCCCCCCCC=3', '\0']);
-  assert.deepEqual(segmentText(text, 8).map((s) => Buffer.from(s).toString('latin1')), ['AAAA=1\0', 'BB=2\0', 'CCCCCCCC', 'CC=3\0']);
+  assert.deepEqual(
+    segmentText(text, 100).map((s) => Buffer.from(s).toString('latin1')),
+    ['AAAA=1\0BB=2\0CCCCCCCCCC=3\0'],
+  );
+  assert.deepEqual(
+    segmentText(text, 12).map((s) => Buffer.from(s).toString('latin1')),
+    ['AAAA=1\0BB=2\0', 'CCCCCCCCCC=3', '\0'],
+  );
+  assert.deepEqual(
+    segmentText(text, 8).map((s) => Buffer.from(s).toString('latin1')),
+    ['AAAA=1\0', 'BB=2\0', 'CCCCCCCC', 'CC=3\0'],
+  );
   for (let max = 1; max <= text.length + 1; max++) {
     const segs = segmentText(text, max);
     for (const s of segs) assert.ok(s.length <= max && s.length > 0);

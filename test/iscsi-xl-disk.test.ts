@@ -60,7 +60,10 @@ async function assertWritten(store: BlockDevice, bytes: number): Promise<void> {
   const head = new Uint8Array(bytes);
   await store.readv(0, [head]);
   for (let at = 0; at < bytes; at += 16 * 1024) {
-    assert.ok(head.subarray(at, at + 16 * 1024).some((b) => b !== 0), `block at ${at} reached the target's store`);
+    assert.ok(
+      head.subarray(at, at + 16 * 1024).some((b) => b !== 0),
+      `block at ${at} reached the target's store`,
+    );
   }
 }
 
@@ -94,17 +97,23 @@ test('fio --bare --disk with an iscsi:// target runs straight on the LUN (not on
   });
 });
 
-test("blkback run: an xl config with the real-xl line (backendtype=phy, script=/bin/true, target=iscsi://...) is checked end to end", async () => {
+test('blkback run: an xl config with the real-xl line (backendtype=phy, script=/bin/true, target=iscsi://...) is checked end to end', async () => {
   await inTempDir(async (dir) => {
     await withTarget(async (t, store) => {
       const cfg = join(dir, 'guest-iscsi.cfg');
-      writeFileSync(cfg, `name = "iscsi-guest"\nmemory = 128\nvcpus = 1\ndisk = [ 'vdev=xvda, access=rw, backendtype=phy, script=/bin/true, target=${lunUrl(t)}' ]\n`);
+      writeFileSync(
+        cfg,
+        `name = "iscsi-guest"\nmemory = 128\nvcpus = 1\ndisk = [ 'vdev=xvda, access=rw, backendtype=phy, script=/bin/true, target=${lunUrl(t)}' ]\n`,
+      );
       const out = await cli(['run', cfg, '--operations', '400', '--length', '2M', '--json']);
       assert.equal(out.code, 0, out.text);
       // The integrity load ends by writing and reading back the whole region: data in the store.
       const head = new Uint8Array(2 * MiB);
       await store.readv(0, [head]);
-      assert.ok(head.some((b) => b !== 0), "the guest's writes reached the target's store");
+      assert.ok(
+        head.some((b) => b !== 0),
+        "the guest's writes reached the target's store",
+      );
     });
   });
 });

@@ -12,7 +12,10 @@ import type { XmlElement } from './support/png-xml.ts';
 /** Six lines like the seed's: phy and file, three runs each, ~900 and ~760 MiB/s for 20 s. */
 function seedLikeSeries(): ChartSeries[] {
   const series: ChartSeries[] = [];
-  for (const [group, base] of [['phy', 900 * 1024], ['file', 760 * 1024]] as const) {
+  for (const [group, base] of [
+    ['phy', 900 * 1024],
+    ['file', 760 * 1024],
+  ] as const) {
     for (let run = 1; run <= 3; run++) {
       const points: [number, number][] = [];
       for (let i = 1; i <= 40; i++) points.push([i * 500 + (i % 3), base * (1 + 0.08 * Math.sin(i / 3 + run))]);
@@ -70,11 +73,16 @@ test('renderBandwidthChart: well-formed SVG, one path per series, axes, legend',
   assert.equal(paths.length, series.length);
   paths.forEach((p, i) => assert.equal(pathPoints(p.attrs['d'] ?? '').length, series[i]?.points.length, p.attrs['data-label']));
 
-  const texts = xmlElements(root).filter((e) => e.name === 'text').map((e) => e.text);
+  const texts = xmlElements(root)
+    .filter((e) => e.name === 'text')
+    .map((e) => e.text);
   assert.ok(texts.includes('Bandwidth - randw'));
   assert.ok(texts.includes('Time (s)'));
   assert.ok(texts.includes('Bandwidth (MiB/s)'));
-  assert.deepEqual(byClass(root, 'text', 'legend-entry').map((e) => e.text), series.map((s) => s.label));
+  assert.deepEqual(
+    byClass(root, 'text', 'legend-entry').map((e) => e.text),
+    series.map((s) => s.label),
+  );
 
   // Colour by backend, dash by run: the three phy lines differ in dash, phy and file differ in hue.
   const stroke = (label: string): string => paths.find((p) => p.attrs['data-label'] === label)?.attrs['stroke'] ?? '';
@@ -113,10 +121,21 @@ test('renderBandwidthChart: escapes text, picks KiB/s for small rates, survives 
   const svg = renderBandwidthChart({
     title: 'a <b> & "c"',
     yLabel: 'Throughput',
-    series: [{ label: 'x<y', group: 'g&h', points: [[500, 100], [1000, 1500]] }],
+    series: [
+      {
+        label: 'x<y',
+        group: 'g&h',
+        points: [
+          [500, 100],
+          [1000, 1500],
+        ],
+      },
+    ],
   });
   const root = parseXml(svg);
-  const texts = xmlElements(root).filter((e) => e.name === 'text').map((e) => e.text);
+  const texts = xmlElements(root)
+    .filter((e) => e.name === 'text')
+    .map((e) => e.text);
   assert.ok(texts.includes('a <b> & "c"'));
   assert.ok(texts.includes('x<y'));
   assert.ok(texts.includes('Throughput (KiB/s)'));
@@ -141,7 +160,8 @@ test('svgToPng: a valid 1280x768 PNG with the lines and readable text', (t) => {
   const near = (rgb: [number, number, number]): number => {
     let n = 0;
     for (let i = 0; i < img.rgba.length; i += 4) {
-      if (Math.abs((img.rgba[i] as number) - rgb[0]) + Math.abs((img.rgba[i + 1] as number) - rgb[1]) + Math.abs((img.rgba[i + 2] as number) - rgb[2]) < 30) n++;
+      if (Math.abs((img.rgba[i] as number) - rgb[0]) + Math.abs((img.rgba[i + 1] as number) - rgb[1]) + Math.abs((img.rgba[i + 2] as number) - rgb[2]) < 30)
+        n++;
     }
     return n;
   };
@@ -150,11 +170,17 @@ test('svgToPng: a valid 1280x768 PNG with the lines and readable text', (t) => {
 
   let fonts: string[] = [];
   try {
-    fonts = readdirSync('/usr/share/fonts', { recursive: true }).map(String).filter((f) => /\.(ttf|otf|ttc)$/i.test(f));
+    fonts = readdirSync('/usr/share/fonts', { recursive: true })
+      .map(String)
+      .filter((f) => /\.(ttf|otf|ttc)$/i.test(f));
   } catch {
     // No font directory at all.
   }
-  if (fonts.length === 0 && stopIfMissing(t, { what: 'a font under /usr/share/fonts (resvg draws the labels with it)', install: 'apt-get install fonts-dejavu-core' })) return;
+  if (
+    fonts.length === 0 &&
+    stopIfMissing(t, { what: 'a font under /usr/share/fonts (resvg draws the labels with it)', install: 'apt-get install fonts-dejavu-core' })
+  )
+    return;
   // The title band holds dark text pixels only when a font was found; an empty title leaves it white.
   const band = { x: 0, y: 10, width: 1280, height: 45 };
   const withTitle = darkPixels(img, band);

@@ -10,8 +10,24 @@ function chart(title: string): string {
   return renderBandwidthChart({
     title,
     series: [
-      { label: 'phy run 1', group: 'phy', points: [[500, 900_000], [1000, 950_000], [1500, 940_000]] },
-      { label: 'file run 1', group: 'file', points: [[500, 760_000], [1000, 780_000], [1500, 770_000]] },
+      {
+        label: 'phy run 1',
+        group: 'phy',
+        points: [
+          [500, 900_000],
+          [1000, 950_000],
+          [1500, 940_000],
+        ],
+      },
+      {
+        label: 'file run 1',
+        group: 'file',
+        points: [
+          [500, 760_000],
+          [1000, 780_000],
+          [1500, 770_000],
+        ],
+      },
     ],
   });
 }
@@ -52,7 +68,10 @@ test('renderReport: self-contained, with the plots, the table, the configs and t
   assert.doesNotMatch(html, /url\(/i);
   for (const m of html.matchAll(/(?:src|href)\s*=\s*"([^"]*)"/gi)) assert.match(m[1] ?? '', /^#/, 'only in-page links');
   // The only http:// is the SVG namespace, which is an identifier, not a fetch.
-  assert.deepEqual([...html.matchAll(/https?:\/\/[^"\s]*/g)].map((m) => m[0]), ['http://www.w3.org/2000/svg', 'http://www.w3.org/2000/svg']);
+  assert.deepEqual(
+    [...html.matchAll(/https?:\/\/[^"\s]*/g)].map((m) => m[0]),
+    ['http://www.w3.org/2000/svg', 'http://www.w3.org/2000/svg'],
+  );
 
   // Both plots inlined without their XML prolog, in order, with captions.
   assert.equal((html.match(/<svg /g) ?? []).length, 2);
@@ -98,11 +117,15 @@ test('renderReport: empty sections say so; a plot that would run or fetch is ref
     ['<p>not svg</p>', /plot 1 \('p'\) is not an SVG document/],
   ];
   for (const [svg, message] of bad) {
-    assert.throws(() => renderReport({ ...base, plots: [{ title: 'p', svg }] }), (err: BlockError) => {
-      assert.equal(err.code, 'BLK_ERR_USAGE');
-      assert.match(err.message, message);
-      return true;
-    }, svg);
+    assert.throws(
+      () => renderReport({ ...base, plots: [{ title: 'p', svg }] }),
+      (err: BlockError) => {
+        assert.equal(err.code, 'BLK_ERR_USAGE');
+        assert.match(err.message, message);
+        return true;
+      },
+      svg,
+    );
   }
 });
 

@@ -38,46 +38,89 @@ test('parseFioLog: errors name the source and line', () => {
     ['-5, 10, 1, 0', /^randw_bw\.1\.log:1: time is not a number >= 0/],
   ];
   for (const [text, message] of cases) {
-    assert.throws(() => parseFioLog(text, 'randw_bw.1.log'), (err: BlockError) => {
-      assert.equal(err.code, 'BLK_ERR_USAGE');
-      assert.match(err.message, message);
-      return true;
-    }, text);
+    assert.throws(
+      () => parseFioLog(text, 'randw_bw.1.log'),
+      (err: BlockError) => {
+        assert.equal(err.code, 'BLK_ERR_USAGE');
+        assert.match(err.message, message);
+        return true;
+      },
+      text,
+    );
   }
 });
 
-test('bandwidthSeriesFromLogs: sums a run\'s jobs per 500 ms window despite fio\'s drift', () => {
+test("bandwidthSeriesFromLogs: sums a run's jobs per 500 ms window despite fio's drift", () => {
   const job1 = '500, 1000, 1, 0, 0\n1001, 1100, 1, 0, 0\n1501, 1200, 1, 0, 0\n2002, 1300, 1, 0, 0\n';
   const job2 = '499, 10, 1, 0, 0\n1000, 20, 1, 0, 0\n1500, 30, 1, 0, 0\n1999, 40, 1, 0, 0\n';
   const [a, b] = bandwidthSeriesFromLogs([
     { label: 'phy run 1', group: 'phy', run: 1, files: [job1, job2] },
     { label: 'phy run 2', group: 'phy', run: 2, files: [job2] },
   ]);
-  assert.deepEqual(a, { label: 'phy run 1', group: 'phy', run: 1, points: [[500, 1010], [1000, 1120], [1500, 1230], [2000, 1340]] });
-  assert.deepEqual(b?.points, [[500, 10], [1000, 20], [1500, 30], [2000, 40]]);
+  assert.deepEqual(a, {
+    label: 'phy run 1',
+    group: 'phy',
+    run: 1,
+    points: [
+      [500, 1010],
+      [1000, 1120],
+      [1500, 1230],
+      [2000, 1340],
+    ],
+  });
+  assert.deepEqual(b?.points, [
+    [500, 10],
+    [1000, 20],
+    [1500, 30],
+    [2000, 40],
+  ]);
 });
 
 test('bandwidthSeriesFromLogs: directions add, finer windows average, gaps read 0', () => {
   // randrw: one read and one write row per window.
   const rw = '500, 800, 0, 0, 0\n500, 200, 1, 0, 0\n1000, 600, 0, 0, 0\n1001, 150, 1, 0, 0\n';
-  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'r', group: 'g', run: 1, files: [rw] }])[0]?.points, [[500, 1000], [1000, 750]]);
+  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'r', group: 'g', run: 1, files: [rw] }])[0]?.points, [
+    [500, 1000],
+    [1000, 750],
+  ]);
   // log_avg_msec=250 into 500 ms windows: rows at 250 and 500 round to window 1, 750 and 1000 to
   // window 2; each pair of rates averages.
   const fine = '250, 100, 1, 0, 0\n500, 300, 1, 0, 0\n750, 50, 1, 0, 0\n1000, 150, 1, 0, 0\n';
-  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'f', group: 'g', run: 1, files: [fine] }])[0]?.points, [[500, 200], [1000, 100]]);
+  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'f', group: 'g', run: 1, files: [fine] }])[0]?.points, [
+    [500, 200],
+    [1000, 100],
+  ]);
   // A window nobody logged in (the guest stalled) is 0, not a line bridging the gap.
   const gap = '500, 100, 1, 0, 0\n1500, 300, 1, 0, 0\n';
-  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'x', group: 'g', run: 1, files: [gap] }])[0]?.points, [[500, 100], [1000, 0], [1500, 300]]);
+  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'x', group: 'g', run: 1, files: [gap] }])[0]?.points, [
+    [500, 100],
+    [1000, 0],
+    [1500, 300],
+  ]);
   // A time_based run where one job logged one window more than the other: that fragment is dropped;
   // a run whose last window has all its jobs keeps it, and a lone job keeps everything.
   const early = '500, 100, 1, 0, 0\n1000, 100, 1, 0, 0\n';
   const late = '502, 100, 1, 0, 0\n1003, 100, 1, 0, 0\n1503, 100, 1, 0, 0\n';
-  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'x', group: 'g', run: 1, files: [early, late] }])[0]?.points, [[500, 200], [1000, 200]]);
-  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'x', group: 'g', run: 1, files: [late, late] }])[0]?.points, [[500, 200], [1000, 200], [1500, 200]]);
-  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'x', group: 'g', run: 1, files: [late] }])[0]?.points, [[500, 100], [1000, 100], [1500, 100]]);
+  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'x', group: 'g', run: 1, files: [early, late] }])[0]?.points, [
+    [500, 200],
+    [1000, 200],
+  ]);
+  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'x', group: 'g', run: 1, files: [late, late] }])[0]?.points, [
+    [500, 200],
+    [1000, 200],
+    [1500, 200],
+  ]);
+  assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'x', group: 'g', run: 1, files: [late] }])[0]?.points, [
+    [500, 100],
+    [1000, 100],
+    [1500, 100],
+  ]);
   // A custom window.
   const oneSecond = bandwidthSeriesFromLogs([{ label: 'x', group: 'g', run: 1, files: ['1000, 7, 1, 0, 0\n2001, 9, 1, 0, 0'] }], 1000);
-  assert.deepEqual(oneSecond[0]?.points, [[1000, 7], [2000, 9]]);
+  assert.deepEqual(oneSecond[0]?.points, [
+    [1000, 7],
+    [2000, 9],
+  ]);
   assert.throws(() => bandwidthSeriesFromLogs([], 0), /window 0 ms/);
   assert.deepEqual(bandwidthSeriesFromLogs([{ label: 'e', group: 'g', run: 1, files: [''] }])[0]?.points, []);
 });
@@ -109,12 +152,24 @@ test('bandwidthSeriesFromLogs: real fio 3.33 logs of two jobs', (t) => {
     const json = execFileSync(
       'fio',
       [
-        '--name=x', `--filename=${join(shm, 'f')}`, '--size=32m', '--rw=randwrite', '--bs=64k', '--ioengine=psync',
-        '--numjobs=2', '--time_based', '--runtime=2', '--write_bw_log=x', '--log_avg_msec=500', '--output-format=json',
+        '--name=x',
+        `--filename=${join(shm, 'f')}`,
+        '--size=32m',
+        '--rw=randwrite',
+        '--bs=64k',
+        '--ioengine=psync',
+        '--numjobs=2',
+        '--time_based',
+        '--runtime=2',
+        '--write_bw_log=x',
+        '--log_avg_msec=500',
+        '--output-format=json',
       ],
       { cwd: dir, encoding: 'utf8', timeout: 30_000 },
     );
-    const logs = readdirSync(dir).filter((f) => /^x_bw\.\d\.log$/.test(f)).sort();
+    const logs = readdirSync(dir)
+      .filter((f) => /^x_bw\.\d\.log$/.test(f))
+      .sort();
     assert.deepEqual(logs, ['x_bw.1.log', 'x_bw.2.log']);
     const texts = logs.map((f) => readFileSync(join(dir, f), 'utf8'));
     const [series] = bandwidthSeriesFromLogs([{ label: 'fio', group: 'bare', run: 1, files: texts }]);
@@ -131,7 +186,13 @@ test('bandwidthSeriesFromLogs: real fio 3.33 logs of two jobs', (t) => {
       }
     }
     const expected = [...byWindow.entries()].sort((a, b) => a[0] - b[0]);
-    const rowsIn = (w: number): number => texts.filter((text) => text.trim().split('\n').some((l) => Math.round(Number(l.split(',')[0]) / 500) * 500 === w)).length;
+    const rowsIn = (w: number): number =>
+      texts.filter((text) =>
+        text
+          .trim()
+          .split('\n')
+          .some((l) => Math.round(Number(l.split(',')[0]) / 500) * 500 === w),
+      ).length;
     const lastWindow = expected[expected.length - 1]?.[0] ?? 0;
     if (rowsIn(lastWindow) < rowsIn(lastWindow - 500)) expected.pop();
     assert.deepEqual(series.points, expected);

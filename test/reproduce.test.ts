@@ -39,14 +39,19 @@ test('reproduce --quick writes the plots, the report, every fio log and the tabl
     assert.match(html, /phy:\/dev\/sdb,xvda,w/, 'the guest configs as given');
 
     // fio 3.33 log names and rows: randw has 4 jobs, iometer 2, per backend and run.
-    for (const [job, jobs] of [['randw', 4], ['iometer', 2]] as const) {
+    for (const [job, jobs] of [
+      ['randw', 4],
+      ['iometer', 2],
+    ] as const) {
       for (const backend of ['phy', 'file']) {
         const logDir = join(out, 'logs', job, `${backend}-run1`);
         const files = readdirSync(logDir);
         for (let n = 1; n <= jobs; n++) {
           for (const kind of ['bw', 'lat', 'clat', 'slat']) assert.ok(files.includes(`${job}_${kind}.${n}.log`), `${logDir}: ${job}_${kind}.${n}.log`);
         }
-        const rows = readFileSync(join(logDir, `${job}_bw.1.log`), 'utf8').trim().split('\n');
+        const rows = readFileSync(join(logDir, `${job}_bw.1.log`), 'utf8')
+          .trim()
+          .split('\n');
         assert.ok(rows.length >= 2, `${job} ${backend}: bandwidth rows every 500 ms`);
         for (const row of rows) assert.match(row, /^\d+, \d+, [012], \d+, \d+$/, `fio 3.33 bw row: '${row}'`);
       }
@@ -58,7 +63,11 @@ test('reproduce --quick writes the plots, the report, every fio log and the tabl
     assert.match(stdout, /file\/phy/);
     assert.match(stdout, /~0\.85/);
     // The RAM store (a /dev/shm file behind a loop device, as root) is gone afterwards.
-    if (existsSync('/dev/shm')) assert.deepEqual(readdirSync('/dev/shm').filter((f) => f.startsWith('blkback-reproduce-')), []);
+    if (existsSync('/dev/shm'))
+      assert.deepEqual(
+        readdirSync('/dev/shm').filter((f) => f.startsWith('blkback-reproduce-')),
+        [],
+      );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

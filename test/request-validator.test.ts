@@ -75,7 +75,19 @@ function refused(v: Validation, kind: string, status: number = BLKIF_RSP.ERROR):
 
 test('a valid read: its extent is the sectors its segments cover, and the extent passed in is the one filled', () => {
   const extent = new RequestExtent();
-  const v = validateRequest(request({ op: BLKIF_OP.READ, sector: 16n, segs: [[0, 7], [2, 5], [0, 0]] }), disk, extent);
+  const v = validateRequest(
+    request({
+      op: BLKIF_OP.READ,
+      sector: 16n,
+      segs: [
+        [0, 7],
+        [2, 5],
+        [0, 0],
+      ],
+    }),
+    disk,
+    extent,
+  );
   assert.equal(v, extent, 'accepting returns the caller-owned extent (no allocation)');
   const e = accepted(v);
   assert.equal(e.operation, BLKIF_OP.READ);

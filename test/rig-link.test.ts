@@ -33,7 +33,11 @@ test('--link: none, tc bit rates, and one-line errors for everything else', () =
   assert.equal(linkBytesPerSecond(parseLinkSpec('none')), undefined);
   assert.match(describeLink(parseLinkSpec('1gbit')), /^1gbit \(125\.0 MB\/s\)$/);
   for (const bad of ['', '1g', '1gbps', 'fast', '-1gbit', '1 gbit', '10kbit', '2tbit', '1e9bit']) {
-    assert.throws(() => parseLinkSpec(bad), (e: Error) => e.name === 'UsageError' && /--link/.test(e.message), bad);
+    assert.throws(
+      () => parseLinkSpec(bad),
+      (e: Error) => e.name === 'UsageError' && /--link/.test(e.message),
+      bad,
+    );
   }
 });
 
@@ -57,7 +61,11 @@ test('link names fit IFNAMSIZ and every /30 is distinct, its two addresses insid
 /** Payload bytes per second of a qemu-img bench run, from its own "Run completed in S seconds". */
 async function bench(url: string, write: boolean, bytes: number): Promise<number> {
   const size = MiB;
-  const r = await run('qemu-img', ['bench', '-f', 'raw', '-t', 'none', ...(write ? ['-w'] : []), '-c', String(bytes / size), '-d', '16', '-s', String(size), url], { timeoutMs: 120_000 });
+  const r = await run(
+    'qemu-img',
+    ['bench', '-f', 'raw', '-t', 'none', ...(write ? ['-w'] : []), '-c', String(bytes / size), '-d', '16', '-s', String(size), url],
+    { timeoutMs: 120_000 },
+  );
   assert.equal(r.code, 0, r.stderr);
   const seconds = Number(/Run completed in ([\d.]+) seconds/.exec(r.stdout)?.[1]);
   assert.ok(seconds > 0, r.stdout);
@@ -79,12 +87,29 @@ test('1gbit link: our target in its namespace, throughput capped near 125 MB/s b
     // Integrity first: random bytes in through qemu-img convert, back out, compared byte for byte.
     const content = randomBytes(16 * MiB);
     writeFileSync(join(work, 'in.raw'), content);
-    for (const args of [['convert', '-f', 'raw', '-O', 'raw', '-n', join(work, 'in.raw'), url], ['convert', '-f', 'raw', '-O', 'raw', url, join(work, 'out.raw')]]) {
+    for (const args of [
+      ['convert', '-f', 'raw', '-O', 'raw', '-n', join(work, 'in.raw'), url],
+      ['convert', '-f', 'raw', '-O', 'raw', url, join(work, 'out.raw')],
+    ]) {
       const r = await run('qemu-img', args, { timeoutMs: 60_000 });
       assert.equal(r.code, 0, r.stderr);
     }
     assert.ok(readFileSync(join(work, 'out.raw')).subarray(0, content.length).equals(content), 'the LUN gave back what was written across the link');
-    const io = await run('qemu-io', ['-f', 'raw', '-t', 'none', '-c', 'write -P 0xa5 300M 4M', '-c', 'flush', '-c', 'read -P 0xa5 300M 4M', '-c', `read -P 0 ${16 * MiB} 1M`, url]);
+    const io = await run('qemu-io', [
+      '-f',
+      'raw',
+      '-t',
+      'none',
+      '-c',
+      'write -P 0xa5 300M 4M',
+      '-c',
+      'flush',
+      '-c',
+      'read -P 0xa5 300M 4M',
+      '-c',
+      `read -P 0 ${16 * MiB} 1M`,
+      url,
+    ]);
     assert.equal(io.code, 0, io.stderr);
     assert.doesNotMatch(io.stdout + io.stderr, /Pattern verification failed/);
 
@@ -92,7 +117,9 @@ test('1gbit link: our target in its namespace, throughput capped near 125 MB/s b
     // close to it, so the link is not just slow. Reads cross the namespace's end, writes the host's.
     const written = await bench(url, true, 256 * MiB);
     const read = await bench(url, false, 256 * MiB);
-    t.diagnostic(`payload across ${describeLink(spec)}: write ${(written / 1e6).toFixed(1)} MB/s (${(written / rate).toFixed(2)}x), read ${(read / 1e6).toFixed(1)} MB/s (${(read / rate).toFixed(2)}x)`);
+    t.diagnostic(
+      `payload across ${describeLink(spec)}: write ${(written / 1e6).toFixed(1)} MB/s (${(written / rate).toFixed(2)}x), read ${(read / 1e6).toFixed(1)} MB/s (${(read / rate).toFixed(2)}x)`,
+    );
     assert.ok(written <= 1.05 * rate, `writes at ${(written / 1e6).toFixed(1)} MB/s: the host's end is not shaped to ${spec.text}`);
     assert.ok(read <= 1.05 * rate, `reads at ${(read / 1e6).toFixed(1)} MB/s: the namespace's end is not shaped to ${spec.text}`);
     assert.ok(written >= 0.75 * rate, `writes at ${(written / 1e6).toFixed(1)} MB/s: far below the link's ${spec.text}`);

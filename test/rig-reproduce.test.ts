@@ -27,15 +27,25 @@ function rootMissing(): Missing | undefined {
   return missingTools(['ip', 'tc', 'qemu-io'], 'iproute2 qemu-utils qemu-block-extra');
 }
 
-test('reproduce --rig iscsi --quick: the report names the shaped link and both ends\' CPU; no namespace or veth left', { timeout: 120_000 }, async (t) => {
+test("reproduce --rig iscsi --quick: the report names the shaped link and both ends' CPU; no namespace or veth left", { timeout: 120_000 }, async (t) => {
   if (stopIfMissing(t, rootMissing())) return;
   const dir = mkdtempSync(join(tmpdir(), 'blkback-rig-reproduce-'));
   try {
     const before = await leftoverLinkNames();
-    const r = await run(process.execPath, [MAIN, 'reproduce', '--rig', 'iscsi', '--link', '1gbit', '--quick', '--runtime', '1.5', '--out', dir], { timeoutMs: 110_000 });
+    const r = await run(process.execPath, [MAIN, 'reproduce', '--rig', 'iscsi', '--link', '1gbit', '--quick', '--runtime', '1.5', '--out', dir], {
+      timeoutMs: 110_000,
+    });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /rig: 1gbit \(125\.0 MB\/s\): veth shaped with tc tbf/);
-    const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as { rig: string; link: string; target_cpu: string; initiator_cpu: string; initiator_main_thread_cpu: string; storage: { phy: string; file: string }; summary: { mibps: number }[] };
+    const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as {
+      rig: string;
+      link: string;
+      target_cpu: string;
+      initiator_cpu: string;
+      initiator_main_thread_cpu: string;
+      storage: { phy: string; file: string };
+      summary: { mibps: number }[];
+    };
     assert.equal(results.rig, 'iscsi');
     assert.match(results.link, /^1gbit .*namespace blkback-link-\d+-\d+ at 10\.231\.\d+\.\d+:3260/);
     assert.match(results.target_cpu, /^\d+\.\d s \(\d+% of one core/);
@@ -47,8 +57,16 @@ test('reproduce --rig iscsi --quick: the report names the shaped link and both e
     for (const s of results.summary) assert.ok(s.mibps > 0, 'every run moved data over the link');
     assert.match(readFileSync(join(dir, 'report.html'), 'utf8'), /1gbit \(125\.0 MB\/s\)/);
     const after = await leftoverLinkNames();
-    assert.deepEqual(after.namespaces.filter((n) => !before.namespaces.includes(n)), [], 'namespace left behind');
-    assert.deepEqual(after.interfaces.filter((n) => !before.interfaces.includes(n)), [], 'veth left behind');
+    assert.deepEqual(
+      after.namespaces.filter((n) => !before.namespaces.includes(n)),
+      [],
+      'namespace left behind',
+    );
+    assert.deepEqual(
+      after.interfaces.filter((n) => !before.interfaces.includes(n)),
+      [],
+      'veth left behind',
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -59,11 +77,15 @@ test('bytes intact through guest, blkback, our initiator, the 1gbit link and our
   const rig = await openIscsiRig(parseLinkSpec('1gbit'), 64 << 20);
   try {
     assert.equal(rig.link.fallback, undefined);
-    for (const [backend, cfg, region] of [['phy', 'guest-phy.cfg', 0], ['file', 'guest-qdisk.cfg', 32]] as const) {
+    for (const [backend, cfg, region] of [
+      ['phy', 'guest-phy.cfg', 0],
+      ['file', 'guest-qdisk.cfg', 32],
+    ] as const) {
       const guest = guestConfigFromXl(parseXlConfig(readFileSync(join(EXAMPLES, cfg), 'utf8'), cfg));
       // Random 64 KiB writes with crc32c headers, then fio reads each back and checks it; then a
       // sequential pass of a known byte that QEMU's client reads off the LUN without us.
-      const text = `[verify]\nfilename=/dev/xvda\nrw=randwrite\nbs=64k\nioengine=libaio\ndirect=1\niodepth=16\noffset=${region}m\nsize=16m\nverify=crc32c\ndo_verify=1\n\n` +
+      const text =
+        `[verify]\nfilename=/dev/xvda\nrw=randwrite\nbs=64k\nioengine=libaio\ndirect=1\niodepth=16\noffset=${region}m\nsize=16m\nverify=crc32c\ndo_verify=1\n\n` +
         `[pattern]\nstonewall\nfilename=/dev/xvda\nrw=write\nbs=64k\nioengine=libaio\ndirect=1\niodepth=16\noffset=${region + 16}m\nsize=16m\nverify=pattern\nverify_pattern=0x${backend === 'phy' ? '5a' : 'c3'}\ndo_verify=0\n`;
       const device = await openBlockDevice(rig.lunSpec);
       const host = await SimHost.start();

@@ -77,7 +77,7 @@ test('COMPARE AND WRITE: data-out size must be exactly 2 x blocks; length limit;
   assert.equal(bl.data[5], 16);
 });
 
-test('atomicity: a WRITE arriving during a CAW waits and lands after the CAW\'s write', async () => {
+test("atomicity: a WRITE arriving during a CAW waits and lands after the CAW's write", async () => {
   const { server, device, i1, i2, task, run } = setup();
   good(await run(i1, rw10(WRITE10, 10, 1), fill(BS, 0x41)));
   device.hold('readv');
@@ -96,7 +96,10 @@ test('atomicity: a WRITE arriving during a CAW waits and lands after the CAW\'s 
   good(await w);
   const order = device.calls.filter((c) => c.op === 'writev' && c.offset === 10 * BS).slice(-2);
   assert.equal(order.length, 2);
-  assert.ok((await run(i1, rw10(READ10, 10, 1))).data.every((x) => x === 0x43), 'the later WRITE is the last word');
+  assert.ok(
+    (await run(i1, rw10(READ10, 10, 1))).data.every((x) => x === 0x43),
+    'the later WRITE is the last word',
+  );
   assert.equal(server.unit(0)?.lockedRanges, 0);
 });
 
@@ -142,7 +145,10 @@ test('two paths taking turns (MultipathIO.CompareAndWrite), and a storm of racin
   const { server, i1, i2, task, run } = setup();
   good(await run(i1, [0x41, 0, 0, 0, 0, 0, 0, 1, 0, 0], fill(BS, 0)));
   for (let lba = 0; lba < 8; lba++) {
-    for (const [p, nexus] of [[0, i1], [1, i2]] as const) {
+    for (const [p, nexus] of [
+      [0, i1],
+      [1, i2],
+    ] as const) {
       good(await run(nexus, compareAndWriteCdb(lba, 1), cat(fill(BS, p), fill(BS, p + 1))));
       miscompare(await run(nexus, compareAndWriteCdb(lba, 1), cat(fill(BS, p), fill(BS, p + 1))), 0);
     }

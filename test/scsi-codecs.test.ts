@@ -137,13 +137,24 @@ test('standard INQUIRY data: SPC-4, HISUP, CMDQUE, padded identification, versio
 test('VPD pages: supported list, block limits, logical block provisioning', () => {
   assert.equal(toHex(supportedVpdPages()), toHex(hex('00 00 0006 00 80 83 b0 b1 b2')));
   const bl = blockLimits({
-    maxCompareAndWriteBlocks: 255, optimalTransferGranularity: 1, maxTransferBlocks: 0x4000, optimalTransferBlocks: 0x800,
-    maxUnmapBlocks: 0x100000, maxUnmapDescriptors: 256, optimalUnmapGranularity: 1, maxWriteSameBlocks: 0xffff,
+    maxCompareAndWriteBlocks: 255,
+    optimalTransferGranularity: 1,
+    maxTransferBlocks: 0x4000,
+    optimalTransferBlocks: 0x800,
+    maxUnmapBlocks: 0x100000,
+    maxUnmapDescriptors: 256,
+    optimalUnmapGranularity: 1,
+    maxWriteSameBlocks: 0xffff,
   });
   assert.equal(bl.byteLength, 64);
-  assert.equal(toHex(bl.subarray(0, 44)), toHex(hex(`
+  assert.equal(
+    toHex(bl.subarray(0, 44)),
+    toHex(
+      hex(`
     00 b0 003c  00 ff 0001  00004000  00000800  00000000
-    00100000 00000100 00000001 80000000 000000000000ffff`)));
+    00100000 00000100 00000001 80000000 000000000000ffff`),
+    ),
+  );
   assert.equal(toHex(logicalBlockProvisioning(true)), toHex(hex('00 b2 0004 00 e4 02 00')));
   assert.equal(toHex(logicalBlockProvisioning(false)), toHex(hex('00 b2 0004 00 00 00 00')));
 });
@@ -151,7 +162,7 @@ test('VPD pages: supported list, block limits, logical block provisioning', () =
 test('iSCSI TransportID, format 01b: "<name>,i,0x<ISID>", NUL-terminated, padded to 4', () => {
   const t = transportId(5, 'iqn.x,i,0x123456789abc');
   // 22 characters + NUL = 23, padded to 24.
-  assert.equal(toHex(t), toHex(hex('45 00 0018') ) + Buffer.from('iqn.x,i,0x123456789abc\0\0').toString('hex'));
+  assert.equal(toHex(t), toHex(hex('45 00 0018')) + Buffer.from('iqn.x,i,0x123456789abc\0\0').toString('hex'));
   assert.equal(transportId(5, 'a').byteLength, 4 + 20, 'at least 20 bytes');
 });
 
@@ -159,19 +170,34 @@ test('mode pages: MODE SENSE(6) all pages with a block descriptor, exact bytes',
   const m = new ModePages({ volatileCache: false });
   const r = m.sense({ ten: false, dbd: false, llbaa: false, pc: 0, page: 0x3f, subpage: 0, numBlocks: 2048, blockSize: 512, writeProtected: false });
   assert.ok(r instanceof Uint8Array);
-  assert.equal(toHex(r), toHex(hex(`
+  assert.equal(
+    toHex(r),
+    toHex(
+      hex(`
     43 00 10 08   00000800 00 000200
     01 0a 00000000000000000000
     08 12 000000000000000000000000000000000000
     0a 0a 00 10 0000 0000 0000 0000
-    1c 0a 00000000000000000000`)));
+    1c 0a 00000000000000000000`),
+    ),
+  );
   // MODE SENSE(10), DBD, the Control page's changeable mask: D_SENSE and SWP; WP shown when protected.
   const ch = m.sense({ ten: true, dbd: true, llbaa: false, pc: 1, page: 0x0a, subpage: 0, numBlocks: 2048, blockSize: 512, writeProtected: true });
   assert.ok(ch instanceof Uint8Array);
   assert.equal(toHex(ch), toHex(hex('0012 00 90 00 00 0000   0a 0a 04 00 08 00 0000 0000 0000')));
   // Saved values are not offered; an unknown page is an invalid field.
-  assert.deepEqual(m.sense({ ten: false, dbd: true, llbaa: false, pc: 3, page: 0x0a, subpage: 0, numBlocks: 1, blockSize: 512, writeProtected: false }), { ascAscq: 0x3900, sks: fieldPointer(true, 2, 7) });
-  assert.equal((m.sense({ ten: false, dbd: true, llbaa: false, pc: 0, page: 0x19, subpage: 0, numBlocks: 1, blockSize: 512, writeProtected: false }) as { ascAscq: number }).ascAscq, 0x2400);
+  assert.deepEqual(m.sense({ ten: false, dbd: true, llbaa: false, pc: 3, page: 0x0a, subpage: 0, numBlocks: 1, blockSize: 512, writeProtected: false }), {
+    ascAscq: 0x3900,
+    sks: fieldPointer(true, 2, 7),
+  });
+  assert.equal(
+    (
+      m.sense({ ten: false, dbd: true, llbaa: false, pc: 0, page: 0x19, subpage: 0, numBlocks: 1, blockSize: 512, writeProtected: false }) as {
+        ascAscq: number;
+      }
+    ).ascAscq,
+    0x2400,
+  );
 });
 
 test('mode pages: MODE SELECT changes only changeable bits, all or nothing', () => {

@@ -10,8 +10,31 @@ import type { LogicalUnitOptions } from '../src/scsi/device-server.ts';
 import { fakeTask, makeNexus, RecordingDevice, settle } from './support/scsi-task.ts';
 import type { FakeTaskInit, Outcome } from './support/scsi-task.ts';
 import {
-  compareAndWriteCdb, hex, ORWRITE, PREFETCH10, PREFETCH16, READ6, READ10, READ12, READ16, rw6, rw10, rw12, rw16, SYNC10, SYNC16, toHex,
-  VERIFY10, VERIFY16, WRITE6, WRITE10, WRITE12, WRITE16, WRITE_VERIFY10, WS10, WS16,
+  compareAndWriteCdb,
+  hex,
+  ORWRITE,
+  PREFETCH10,
+  PREFETCH16,
+  READ6,
+  READ10,
+  READ12,
+  READ16,
+  rw6,
+  rw10,
+  rw12,
+  rw16,
+  SYNC10,
+  SYNC16,
+  toHex,
+  VERIFY10,
+  VERIFY16,
+  WRITE6,
+  WRITE10,
+  WRITE12,
+  WRITE16,
+  WRITE_VERIFY10,
+  WS10,
+  WS16,
 } from './helpers-scsi.ts';
 
 // ---- an independent CDB encoder (the block commands are in helpers-scsi.ts)
@@ -38,9 +61,52 @@ function getLbaStatus(lba: number | bigint, alloc: number): number[] {
 }
 const inquiry = (evpd: number, page: number, alloc: number): number[] => [0x12, evpd, page, alloc >>> 8, alloc & 0xff, 0];
 const modeSense6 = (pc: number, page: number, alloc: number, dbd = 0): number[] => [0x1a, dbd ? 0x08 : 0, (pc << 6) | page, 0, alloc, 0];
-const readCapacity16 = (alloc: number): number[] => [0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, (alloc >>> 24) & 0xff, (alloc >>> 16) & 0xff, (alloc >>> 8) & 0xff, alloc & 0xff, 0, 0];
-const reportLuns = (select: number, alloc: number): number[] => [0xa0, 0, select, 0, 0, 0, (alloc >>> 24) & 0xff, (alloc >>> 16) & 0xff, (alloc >>> 8) & 0xff, alloc & 0xff, 0, 0];
-const rsoc = (options: number, op: number, sa: number, alloc: number): number[] => [0xa3, 0x0c, options, op, sa >>> 8, sa & 0xff, (alloc >>> 24) & 0xff, (alloc >>> 16) & 0xff, (alloc >>> 8) & 0xff, alloc & 0xff, 0, 0];
+const readCapacity16 = (alloc: number): number[] => [
+  0x9e,
+  0x10,
+  0,
+  0,
+  0,
+  0,
+  0,
+  0,
+  0,
+  0,
+  (alloc >>> 24) & 0xff,
+  (alloc >>> 16) & 0xff,
+  (alloc >>> 8) & 0xff,
+  alloc & 0xff,
+  0,
+  0,
+];
+const reportLuns = (select: number, alloc: number): number[] => [
+  0xa0,
+  0,
+  select,
+  0,
+  0,
+  0,
+  (alloc >>> 24) & 0xff,
+  (alloc >>> 16) & 0xff,
+  (alloc >>> 8) & 0xff,
+  alloc & 0xff,
+  0,
+  0,
+];
+const rsoc = (options: number, op: number, sa: number, alloc: number): number[] => [
+  0xa3,
+  0x0c,
+  options,
+  op,
+  sa >>> 8,
+  sa & 0xff,
+  (alloc >>> 24) & 0xff,
+  (alloc >>> 16) & 0xff,
+  (alloc >>> 8) & 0xff,
+  alloc & 0xff,
+  0,
+  0,
+];
 
 // ---- sense checks
 function expectGood(o: Outcome): void {
@@ -70,7 +136,19 @@ function rig(opts: { size?: number; bs?: number; thin?: boolean; readOnly?: bool
   const size = opts.size ?? 1 << 20;
   const device = opts.device instanceof RecordingDevice ? opts.device : new RecordingDevice(opts.device ?? createRamDisk(size, { logicalBlockSize: bs }));
   const server = new ScsiDeviceServer({
-    luns: new Map([[0, { device, serial: 'SN-0001', deviceId: hex('6001405abcdef001'), ...(opts.thin === undefined ? {} : { thin: opts.thin }), ...(opts.readOnly === undefined ? {} : { readOnly: opts.readOnly }), ...opts.extra }]]),
+    luns: new Map([
+      [
+        0,
+        {
+          device,
+          serial: 'SN-0001',
+          deviceId: hex('6001405abcdef001'),
+          ...(opts.thin === undefined ? {} : { thin: opts.thin }),
+          ...(opts.readOnly === undefined ? {} : { readOnly: opts.readOnly }),
+          ...opts.extra,
+        },
+      ],
+    ]),
     targetName: 'iqn.2026-01.test:target',
   });
   const nexus = makeNexus();
@@ -191,7 +269,7 @@ test('transfers above MAXIMUM TRANSFER LENGTH are INVALID FIELD IN CDB pointing 
   expectGood(await r.run(rw16(READ16, 0, max)));
 });
 
-test('residuals are the transport\'s: a write with a shorter expected length writes only the whole blocks given', async () => {
+test("residuals are the transport's: a write with a shorter expected length writes only the whole blocks given", async () => {
   const r = rig();
   const a = new Uint8Array(2 * r.bs).fill(0x61);
   expectGood(await r.run(rw10(WRITE10, 0, 2), { data: a }));
@@ -322,7 +400,7 @@ test('VERIFY: BYTCHK 0 checks the range only; 01b compares and reports the first
   expectSense(o, 0x0e, 0x1d);
   assert.equal((o.sense as Uint8Array)[0], 0xf0, 'VALID: INFORMATION holds the offset');
   assert.equal(Buffer.from(o.sense as Uint8Array).readUInt32BE(3), 3 * r.bs + 17);
-  expectGood(await r.run(rw10(VERIFY10, 40, 8, 0x00), { data: bad }), );
+  expectGood(await r.run(rw10(VERIFY10, 40, 8, 0x00), { data: bad }));
   // BYTCHK 11b: one block compared with each.
   const same = new Uint8Array(r.bs).fill(0x7e);
   const ws = [WS10, 0, 0, 0, 0, 60, 0, 0, 4, 0];
@@ -341,7 +419,10 @@ test('WRITE AND VERIFY writes durably and compares; ORWRITE ORs into the medium'
   const data = pattern(4 * r.bs, 5);
   expectGood(await r.run(rw10(WRITE_VERIFY10, 8, 4, 0x02), { data }));
   assert.equal(toHex((await r.run(rw10(READ10, 8, 4))).data), toHex(data));
-  assert.ok(r.device.calls.some((c) => c.op === 'writev' && c.offset === 8 * r.bs && c.flags === 1), 'written with FUA');
+  assert.ok(
+    r.device.calls.some((c) => c.op === 'writev' && c.offset === 8 * r.bs && c.flags === 1),
+    'written with FUA',
+  );
   expectGood(await r.run(rw10(WRITE_VERIFY10, 8, 0, 0)));
   expectInvalidField(await r.run(rw10(WRITE_VERIFY10, 8, 1, 0x06), { data: new Uint8Array(r.bs) }));
   const zero = new Uint8Array(2 * r.bs);
@@ -376,7 +457,18 @@ test('PRE-FETCH and SYNCHRONIZE CACHE: range checks, flush on sync', async () =>
 test('WRITE SAME: a pattern, zeroes through writeZeroes, to the end with 0 blocks, the length limit', async () => {
   const r = rig({ size: 8 << 20 });
   const block = pattern(r.bs, 77);
-  const ws10 = (lba: number, n: number, flags = 0): number[] => [WS10, flags, (lba >>> 24) & 0xff, (lba >>> 16) & 0xff, (lba >>> 8) & 0xff, lba & 0xff, 0, n >>> 8, n & 0xff, 0];
+  const ws10 = (lba: number, n: number, flags = 0): number[] => [
+    WS10,
+    flags,
+    (lba >>> 24) & 0xff,
+    (lba >>> 16) & 0xff,
+    (lba >>> 8) & 0xff,
+    lba & 0xff,
+    0,
+    n >>> 8,
+    n & 0xff,
+    0,
+  ];
   expectGood(await r.run(ws10(10, 300), { data: block }));
   const back = (await r.run(rw10(READ10, 10, 300))).data;
   for (let i = 0; i < 300; i++) assert.equal(toHex(back.subarray(i * r.bs, (i + 1) * r.bs)), toHex(block), `block ${i}`);
@@ -387,7 +479,7 @@ test('WRITE SAME: a pattern, zeroes through writeZeroes, to the end with 0 block
   expectGood(await r.run(ws10(r.blocks - 5, 0), { data: block }));
   assert.equal(toHex((await r.run(rw10(READ10, r.blocks - 1, 1))).data), toHex(block));
   const big = rig({ size: 64 << 20 });
-  expectInvalidField(await big.run(ws10(0, 0), { data: block }), );
+  expectInvalidField(await big.run(ws10(0, 0), { data: block }));
   expectGood(await big.run(ws10(big.blocks - 65535, 0), { data: block }));
   expectInvalidField(await big.run(ws10(big.blocks - 65536, 0), { data: block }));
   // Out of range, data-out of the wrong size, ANCHOR, obsolete bits, UNMAP on a thick LU.
@@ -421,7 +513,11 @@ test('WRITE SAME(16) NDOB writes zeroes without data-out; UNMAP on a thin LU dea
 test('UNMAP: descriptors, zero counts, limits, ranges, parameter list lengths; refused on thick LUs', async () => {
   const r = rig({ thin: true });
   expectGood(await r.run(rw10(WRITE10, 0, 64), { data: new Uint8Array(64 * r.bs).fill(0x61) }));
-  const list = unmapList([[0, 4], [10, 2], [r.blocks, 0]]);
+  const list = unmapList([
+    [0, 4],
+    [10, 2],
+    [r.blocks, 0],
+  ]);
   expectGood(await r.run(unmapCdb(list.byteLength), { data: list }));
   const back = (await r.run(rw10(READ10, 0, 16))).data;
   assert.ok(back.subarray(0, 4 * r.bs).every((x) => x === 0));
@@ -435,7 +531,10 @@ test('UNMAP: descriptors, zero counts, limits, ranges, parameter list lengths; r
   expectLbaOutOfRange(await r.run(unmapCdb(24), { data: unmapList([[0xffffffffffffffffn, 1]]) }));
   const tooMany = unmapList(Array.from({ length: 257 }, (_, i) => [i, 1] as [number, number]));
   expectSense(await r.run(unmapCdb(tooMany.byteLength), { data: tooMany }), 5, 0x26);
-  const tooLong = unmapList([[0, 0x80000], [0x80000, 0x80001]]);
+  const tooLong = unmapList([
+    [0, 0x80000],
+    [0x80000, 0x80001],
+  ]);
   const big = rig({ thin: true, size: 2 * 2 ** 30 });
   expectSense(await big.run(unmapCdb(tooLong.byteLength), { data: tooLong }), 5, 0x26);
   expectInvalidField(await r.run(unmapCdb(24, 1), { data: unmapList([[0, 1]]) }));
@@ -463,15 +562,20 @@ test('GET LBA STATUS on a thin RAM LU: written blocks mapped, unmapped and never
   expectGood(await r.run(unmapCdb(24), { data: unmapList([[4, 4]]) }));
   const o = await r.run(getLbaStatus(0, 1000));
   expectGood(o);
-  assert.equal(toHex(o.data), toHex(hex(`
+  assert.equal(
+    toHex(o.data),
+    toHex(
+      hex(`
     00000044 00000000
     0000000000000000 00000004 00 000000
     0000000000000004 00000004 01 000000
     0000000000000008 00000008 00 000000
-    0000000000000010 000007f0 01 000000`)));
+    0000000000000010 000007f0 01 000000`),
+    ),
+  );
 });
 
-test('GET LBA STATUS on a thin LU reports the device\'s holes, merged, up to the allocation length', async () => {
+test("GET LBA STATUS on a thin LU reports the device's holes, merged, up to the allocation length", async () => {
   const ram = createRamDisk(1 << 20);
   const dev = new RecordingDevice(ram);
   // Blocks 0-9 mapped, 10-19 a hole, the rest mapped (described in two pieces).
@@ -488,11 +592,16 @@ test('GET LBA STATUS on a thin LU reports the device\'s holes, merged, up to the
   const r = rig({ device: dev, thin: true });
   const o = await r.run(getLbaStatus(4, 1000));
   expectGood(o);
-  assert.equal(toHex(o.data), toHex(hex(`
+  assert.equal(
+    toHex(o.data),
+    toHex(
+      hex(`
     00000034 00000000
     0000000000000004 00000006 00 000000
     000000000000000a 0000000a 01 000000
-    0000000000000014 000007ec 00 000000`)));
+    0000000000000014 000007ec 00 000000`),
+    ),
+  );
   const one = await r.run(getLbaStatus(4, 24));
   assert.equal(one.data.byteLength, 24);
   assert.equal(Buffer.from(one.data).readUInt32BE(0), 20);
@@ -558,7 +667,10 @@ test('REQUEST SENSE: NO SENSE, fixed or descriptor as asked, allocation length',
 test('START STOP UNIT: a stopped unit is NOT READY until started; power conditions accepted', async () => {
   const r = rig();
   expectGood(await r.run([0x1b, 0, 0, 0, 0x00, 0]));
-  assert.ok(r.device.calls.some((c) => c.op === 'flush'), 'stopping flushes');
+  assert.ok(
+    r.device.calls.some((c) => c.op === 'flush'),
+    'stopping flushes',
+  );
   expectSense(await r.run([0, 0, 0, 0, 0, 0]), 2, 0x04, 0x02);
   expectSense(await r.run(rw10(READ10, 0, 1)), 2, 0x04, 0x02);
   const rs = await r.run([0x03, 0, 0, 0, 18, 0]);
@@ -637,9 +749,16 @@ test('a read-only LU refuses every write-type command with DATA PROTECT / WRITE 
     const r = rig({ readOnly: true, thin });
     const block = new Uint8Array(r.bs);
     const cmds: [number[], Uint8Array | undefined][] = [
-      [rw10(WRITE10, 0, 1), block], [rw12(WRITE12, 0, 1), block], [rw16(WRITE16, 0, 1), block], [rw6(WRITE6, 0, 1), block],
-      [rw10(WRITE_VERIFY10, 0, 1, 0x02), block], [rw16(ORWRITE, 0, 1), block], [compareAndWriteCdb(0, 1), new Uint8Array(2 * r.bs)],
-      [[WS10, 0, 0, 0, 0, 0, 0, 0, 1, 0], block], [[WS10, 0x08, 0, 0, 0, 0, 0, 0, 1, 0], undefined], [rw16(WS16, 0, 1, 0x08), undefined],
+      [rw10(WRITE10, 0, 1), block],
+      [rw12(WRITE12, 0, 1), block],
+      [rw16(WRITE16, 0, 1), block],
+      [rw6(WRITE6, 0, 1), block],
+      [rw10(WRITE_VERIFY10, 0, 1, 0x02), block],
+      [rw16(ORWRITE, 0, 1), block],
+      [compareAndWriteCdb(0, 1), new Uint8Array(2 * r.bs)],
+      [[WS10, 0, 0, 0, 0, 0, 0, 0, 1, 0], block],
+      [[WS10, 0x08, 0, 0, 0, 0, 0, 0, 1, 0], undefined],
+      [rw16(WS16, 0, 1, 0x08), undefined],
     ];
     cmds.push([unmapCdb(24), unmapList([[0, 1]])]);
     for (const [cdb, data] of cmds) expectSense(await r.run(cdb, data === undefined ? {} : { data }), 7, 0x27, 0x00);
@@ -681,6 +800,6 @@ test('hostile CDBs: short, empty, every opcode with random bytes never throws or
       assert.ok([0, 2, 0x18].includes(o.status), `opcode ${op.toString(16)}: status ${o.status}`);
     }
   }
-  for (const c of r.device.calls) assert.ok(c.offset >= 0 && c.offset + c.length <= (1 << 20), `${c.op} at ${c.offset}+${c.length}`);
+  for (const c of r.device.calls) assert.ok(c.offset >= 0 && c.offset + c.length <= 1 << 20, `${c.op} at ${c.offset}+${c.length}`);
   assert.equal(r.server.leasedBuffers, 0);
 });

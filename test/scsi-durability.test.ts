@@ -25,8 +25,7 @@ function serve(device: BlockDevice) {
     targetName: 'iqn.2026-01.test:durable',
   });
   const nexus = makeNexus();
-  const run = (cdb: number[], data?: Uint8Array): Promise<Outcome> =>
-    settle(server.execute(fakeTask({ nexus, cdb, ...(data === undefined ? {} : { data }) })));
+  const run = (cdb: number[], data?: Uint8Array): Promise<Outcome> => settle(server.execute(fakeTask({ nexus, cdb, ...(data === undefined ? {} : { data }) })));
   return { server, run };
 }
 const good = (o: Outcome): void => assert.equal(o.status, 0, o.sense === undefined ? `status ${o.status}` : toHex(o.sense));
@@ -43,7 +42,11 @@ test('the FUA bit reaches the device as WRITE_FUA, and only with FUA', async () 
   good(await run(rw10(WRITE10, 2, 1), new Uint8Array(BS)));
   good(await run([0xaa, FUA, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0], new Uint8Array(BS)));
   const writes = dev.calls.filter((c) => c.op === 'writev').map((c) => [c.offset / BS, c.flags]);
-  assert.deepEqual(writes, [[1, 1], [2, 0], [3, 1]]);
+  assert.deepEqual(writes, [
+    [1, 1],
+    [2, 0],
+    [3, 1],
+  ]);
 });
 
 test('a device without FUA gets a write and a flush for a FUA write', async () => {
@@ -51,7 +54,13 @@ test('a device without FUA gets a write and a flush for a FUA write', async () =
   dev.infoOverride = { canFua: false };
   const { run } = serve(dev);
   good(await run(rw10(WRITE10, 1, 1, FUA), new Uint8Array(BS)));
-  assert.deepEqual(dev.calls.map((c) => [c.op, c.flags]), [['writev', 0], ['flush', 0]]);
+  assert.deepEqual(
+    dev.calls.map((c) => [c.op, c.flags]),
+    [
+      ['writev', 0],
+      ['flush', 0],
+    ],
+  );
 });
 
 test('on a volatile-cache device WCE is 1 and changeable; clearing it makes every write FUA', async () => {
@@ -64,7 +73,10 @@ test('on a volatile-cache device WCE is 1 and changeable; clearing it makes ever
   good(await run(rw10(WRITE10, 1, 1), new Uint8Array(BS)));
   good(await run([0x15, 0x10, 0, 0, 24, 0], hex('00000000 08 12 00 00 0000 0000 0000 0000 00 00 0000 00 00 0000')));
   good(await run(rw10(WRITE10, 2, 1), new Uint8Array(BS)));
-  assert.deepEqual(dev.calls.filter((c) => c.op === 'writev').map((c) => c.flags), [0, 1]);
+  assert.deepEqual(
+    dev.calls.filter((c) => c.op === 'writev').map((c) => c.flags),
+    [0, 1],
+  );
   // A RAM disk has no volatile cache: WCE 0, not changeable.
   const plain = serve(createRamDisk(1 << 20));
   assert.equal(toHex((await plain.run([0x1a, 0x08, 0x08, 0, 255, 0])).data.subarray(4, 7)), '081200');
@@ -82,9 +94,18 @@ test('SYNCHRONIZE CACHE makes acknowledged writes survive a power cut; without i
   good(await run(rw10(WRITE10, 8, 4), b));
   good(await run(rw10(WRITE10, 16, 1, FUA), c));
   await cache.powerCut();
-  assert.ok((await run(rw10(READ10, 0, 4))).data.every((x) => x === 0xa1), 'synchronized data survives');
-  assert.ok((await run(rw10(READ10, 8, 4))).data.every((x) => x === 0), 'unsynchronized data is gone');
-  assert.ok((await run(rw10(READ10, 16, 1))).data.every((x) => x === 0xc3), 'FUA data survives');
+  assert.ok(
+    (await run(rw10(READ10, 0, 4))).data.every((x) => x === 0xa1),
+    'synchronized data survives',
+  );
+  assert.ok(
+    (await run(rw10(READ10, 8, 4))).data.every((x) => x === 0),
+    'unsynchronized data is gone',
+  );
+  assert.ok(
+    (await run(rw10(READ10, 16, 1))).data.every((x) => x === 0xc3),
+    'FUA data survives',
+  );
   // SYNCHRONIZE CACHE(16) over a range flushes too.
   good(await run(rw10(WRITE10, 8, 4), b));
   good(await run([0x91, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 4, 0, 0]));

@@ -35,15 +35,25 @@ test('an ORDERED task waits for the tasks before it, and the tasks after it wait
   const h = start(5, TaskAttribute.HEAD_OF_QUEUE);
   await tick();
   // Only the HEAD OF QUEUE task joined the two SIMPLE ones.
-  assert.deepEqual(device.calls.map((x) => x.offset / 512), [1, 2, 5]);
+  assert.deepEqual(
+    device.calls.map((x) => x.offset / 512),
+    [1, 2, 5],
+  );
   device.releaseHeld();
   await Promise.all([a, b, h]);
   await tick();
-  assert.deepEqual(device.calls.map((x) => x.offset / 512), [1, 2, 5, 3], 'the ORDERED task runs alone');
+  assert.deepEqual(
+    device.calls.map((x) => x.offset / 512),
+    [1, 2, 5, 3],
+    'the ORDERED task runs alone',
+  );
   device.releaseHeld();
   await o;
   await tick();
-  assert.deepEqual(device.calls.map((x) => x.offset / 512), [1, 2, 5, 3, 4]);
+  assert.deepEqual(
+    device.calls.map((x) => x.offset / 512),
+    [1, 2, 5, 3, 4],
+  );
   device.unhold('readv');
   device.releaseHeld();
   assert.equal((await c).status, 0);

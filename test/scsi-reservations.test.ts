@@ -104,7 +104,7 @@ test('RESERVE(6) by one initiator: the other gets RESERVATION CONFLICT even for 
   sense(await run(i1, [0x16, 0x02, 0, 0, 0, 0]), 5, 0x24, 0);
 });
 
-test('SPC-2 reservations end with LUN reset, target resets and the holder\'s I_T nexus loss', async () => {
+test("SPC-2 reservations end with LUN reset, target resets and the holder's I_T nexus loss", async () => {
   for (const how of ['lun', 'target-warm', 'target-cold', 'loss'] as const) {
     const { server, run, i1, i2 } = setup();
     good(await run(i1, RESERVE6));
@@ -233,7 +233,14 @@ for (const [name, regRead, regWrite, unregRead, unregWrite] of ACCESS) {
 
 // ------------------------------------------------------------------ ownership and unit attentions
 
-for (const [name, shared] of [['EA', false], ['WE', false], ['EA_RO', false], ['WE_RO', false], ['EA_AR', true], ['WE_AR', true]] as const) {
+for (const [name, shared] of [
+  ['EA', false],
+  ['WE', false],
+  ['EA_RO', false],
+  ['WE_RO', false],
+  ['EA_AR', true],
+  ['WE_AR', true],
+] as const) {
   test(`PR ownership under ${name}: the holder unregisters; who hears what (SPC-4 §5.14.11.2.3)`, async () => {
     const { run, prout, readReservation, i1, i2 } = setup();
     const type = Type[name];
@@ -259,7 +266,12 @@ for (const [name, shared] of [['EA', false], ['WE', false], ['EA_RO', false], ['
 
 test('PR RELEASE: by a non-holder is a no-op; wrong type is INVALID RELEASE; RO/AR releases tell the others', async () => {
   const { run, prout, readReservation, i1, i2, i3 } = setup();
-  for (const [n, k] of [[i1, 1n], [i2, 2n], [i3, 3n]] as const) good(await prout(n, SA.REGISTER, 0, 0n, k));
+  for (const [n, k] of [
+    [i1, 1n],
+    [i2, 2n],
+    [i3, 3n],
+  ] as const)
+    good(await prout(n, SA.REGISTER, 0, 0n, k));
   good(await prout(i1, SA.RESERVE, Type.WE, 1n, 0n));
   good(await prout(i1, SA.RESERVE, Type.WE, 1n, 0n)); // same type again: GOOD
   conflict(await prout(i1, SA.RESERVE, Type.EA, 1n, 0n));

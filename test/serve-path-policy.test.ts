@@ -168,11 +168,14 @@ describe('blkback serve: the path policy over the real-Xen adapters', () => {
     await libxlWrites(toolstack, 51760, 'xvdd', image);
     const { sectors, data } = await connectAndRead(domain, guestXs, 51760);
     assert.equal(sectors, IMAGE_BYTES / 512);
-    assert.ok(data.every((b) => b === 0x5a), 'the page holds the file\'s first 4 KiB');
+    assert.ok(
+      data.every((b) => b === 0x5a),
+      "the page holds the file's first 4 KiB",
+    );
     assert.equal(await toolstack.tryRead(`/local/domain/0/error/backend/vbd/${GUEST}/51760/error`), undefined);
   });
 
-  test('ctl attach through serve\'s control target: refused before xl runs; with --backend-kind, before anything is written', async () => {
+  test("ctl attach through serve's control target: refused before xl runs; with --backend-kind, before anything is written", async () => {
     // serve's default toolstack is xl: a fake xl on PATH records whether it ran.
     const bin = join(dir, 'bin');
     mkdirSync(bin);
@@ -181,7 +184,11 @@ describe('blkback serve: the path policy over the real-Xen adapters', () => {
     writeFileSync(join(bin, 'xl'), `#!/bin/sh\necho "$*" >> '${calls}'\nexit 0\n`);
     chmodSync(join(bin, 'xl'), 0o755);
     const checkStore = (r: { type: string; params: string; readOnly: boolean }): Promise<void> => stores.check(r);
-    const viaXl = blkbackControlTarget(blkback, xlToolstack({ env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}` } }), { xenstore: hv.xenstore, checkStore, settleMs: 2000 });
+    const viaXl = blkbackControlTarget(blkback, xlToolstack({ env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}` } }), {
+      xenstore: hv.xenstore,
+      checkStore,
+      settleMs: 2000,
+    });
     const refused = (why: string) => (e: unknown) => e instanceof ControlError && e.code === 'CTL_ERR_BAD_ARGUMENT' && e.message === `attach: ${why}`;
     await assert.rejects(viaXl.attach(GUEST, 'phy:/etc/shadow,xvde,w'), refused(`disk target '/etc/shadow': /etc/shadow ${rule}`));
     await assert.rejects(viaXl.attach(GUEST, 'file:/etc/shadow,xvde,w'), refused(`disk target '/etc/shadow': /etc/shadow ${rule}`));

@@ -41,7 +41,7 @@ test(`a simulated host started with backend kind '${KIND}': boot and hot-plugged
     seen.set(type, m);
     waiting.get(type)?.(m);
   };
-  const next = <T,>(type: string): Promise<T> =>
+  const next = <T>(type: string): Promise<T> =>
     seen.has(type) ? Promise.resolve(seen.get(type) as T) : new Promise<T>((resolve) => waiting.set(type, resolve as (m: unknown) => void));
   const params: HotplugParams = { seed: 613, ioBytes: 192 << 10, ioOffset: 2 * MiB, hotBytes: MiB, maxWaitMs: 15_000 };
   try {
@@ -83,7 +83,10 @@ test(`a simulated host started with backend kind '${KIND}': boot and hot-plugged
     });
 
     await t.test('a vdev already served is refused, naming where', async () => {
-      await assert.rejects(toolstack.attach(d, parseXlDiskSpec('vdev=xvdb,target=/dev/kind-spare')), new RegExp(`already has a device xvdb \\(${XVDB}\\), served by ${be(XVDB)}`));
+      await assert.rejects(
+        toolstack.attach(d, parseXlDiskSpec('vdev=xvdb,target=/dev/kind-spare')),
+        new RegExp(`already has a device xvdb \\(${XVDB}\\), served by ${be(XVDB)}`),
+      );
     });
 
     await t.test('detach: the guest lets go and the entries under the kind go', async () => {

@@ -166,7 +166,7 @@ test('under umask 000 the control and xenstore sockets are created 0600', async 
   }
 });
 
-test('a peer that is neither root nor us is refused at accept and logged with its uid and pid, even through a widened mode', async (t)  => {
+test('a peer that is neither root nor us is refused at accept and logged with its uid and pid, even through a widened mode', async (t) => {
   if (stopIfMissing(t, switchUserMissing())) return;
   const dir = sharedDir('blkback-sock-peer-');
   const logs: string[] = [];
@@ -199,7 +199,10 @@ test('a peer that is neither root nor us is refused at accept and logged with it
     const x = await probeAs(NOBODY, join(dir, 'xs.sock'), XS_READ_ROOT, 16);
     assert.ok(x.bytes === 0, `nobody gets no xenstore reply: ${JSON.stringify(x)}`);
     assert.equal(xsServed, 0, 'the xenstore connection never reached the daemon');
-    assert.ok(xsLogs.some((l) => l.includes('uid 65534') && l.includes(`pid ${x.pid}`)), `xenstore refusal logged: ${xsLogs.join(' | ')}`);
+    assert.ok(
+      xsLogs.some((l) => l.includes('uid 65534') && l.includes(`pid ${x.pid}`)),
+      `xenstore refusal logged: ${xsLogs.join(' | ')}`,
+    );
     // Root is served.
     assert.ok(answered(await probeHere(join(dir, 'control.sock'), Buffer.from(INFO), 10)), 'root is answered');
   } finally {
@@ -209,7 +212,7 @@ test('a peer that is neither root nor us is refused at accept and logged with it
   }
 });
 
-test('--allow-uid admits the uids named and nobody else', async (t)  => {
+test('--allow-uid admits the uids named and nobody else', async (t) => {
   if (stopIfMissing(t, switchUserMissing())) return;
   const dir = sharedDir('blkback-sock-allow-');
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -221,7 +224,10 @@ test('--allow-uid admits the uids named and nobody else', async (t)  => {
     assert.ok(answered(allowed), `uid ${OTHER} is allowed: ${JSON.stringify(allowed)}`);
     const other = await probeAs(NOBODY, path, Buffer.from(INFO), 10_000);
     assert.ok(!answered(other), `uid ${NOBODY} is not: ${JSON.stringify(other)}`);
-    assert.ok(logs.some((l) => l.includes(`uid ${NOBODY}`) && l.includes(`pid ${other.pid}`)), logs.join(' | '));
+    assert.ok(
+      logs.some((l) => l.includes(`uid ${NOBODY}`) && l.includes(`pid ${other.pid}`)),
+      logs.join(' | '),
+    );
     assert.ok(answered(await probeHere(path, Buffer.from(INFO), 10)), 'root still is');
   } finally {
     await control.close();
@@ -232,12 +238,20 @@ test('--allow-uid admits the uids named and nobody else', async (t)  => {
   let stderr = '';
   daemon.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   try {
-    await waitFor(() => stderr.includes('listening'), 10_000, () => `xenstored did not start: ${stderr}`);
+    await waitFor(
+      () => stderr.includes('listening'),
+      10_000,
+      () => `xenstored did not start: ${stderr}`,
+    );
     const ok = await probeAs(OTHER, xsPath, XS_READ_ROOT, 16);
     assert.ok(ok.bytes >= 16, `uid ${OTHER} gets a reply: ${JSON.stringify(ok)}`);
     const no = await probeAs(NOBODY, xsPath, XS_READ_ROOT, 16);
     assert.equal(no.bytes, 0, `uid ${NOBODY} gets none: ${JSON.stringify(no)}`);
-    await waitFor(() => stderr.includes(`uid ${NOBODY}`), 5000, () => `xenstored logs the refusal: ${stderr}`);
+    await waitFor(
+      () => stderr.includes(`uid ${NOBODY}`),
+      5000,
+      () => `xenstored logs the refusal: ${stderr}`,
+    );
   } finally {
     await stop(daemon);
   }
@@ -257,7 +271,7 @@ process.stdin.on('end', async () => { await server.close(); process.exit(0); });
 process.stdin.resume();
 `;
 
-test('a server run by a non-root user serves that user and root, and refuses others', async (t)  => {
+test('a server run by a non-root user serves that user and root, and refuses others', async (t) => {
   if (stopIfMissing(t, switchUserMissing())) return;
   const dir = sharedDir('blkback-sock-own-');
   chownSync(dir, NOBODY, NOBODY);
@@ -268,7 +282,11 @@ test('a server run by a non-root user serves that user and root, and refuses oth
   server.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   server.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   try {
-    await waitFor(() => out.includes('ready'), 10_000, () => `server as nobody did not start: ${err}`);
+    await waitFor(
+      () => out.includes('ready'),
+      10_000,
+      () => `server as nobody did not start: ${err}`,
+    );
     assert.equal((statSync(path).mode & 0o777).toString(8), '600');
     assert.ok(answered(await probeAs(NOBODY, path, Buffer.from(INFO), 10)), 'the owner is answered');
     assert.ok(answered(await probeHere(path, Buffer.from(INFO), 10)), 'root is answered');
@@ -277,7 +295,11 @@ test('a server run by a non-root user serves that user and root, and refuses oth
     chmodSync(path, 0o666); // widened: the credential check refuses instead
     const widened = await probeAs(OTHER, path, Buffer.from(INFO), 10_000);
     assert.ok(!answered(widened), JSON.stringify(widened));
-    await waitFor(() => err.includes(`uid ${OTHER}`), 5000, () => `refusal logged: ${err}`);
+    await waitFor(
+      () => err.includes(`uid ${OTHER}`),
+      5000,
+      () => `refusal logged: ${err}`,
+    );
   } finally {
     server.stdin!.end();
     await stop(server);
@@ -322,11 +344,15 @@ process.send('ready');
 spin();
 `;
 
-test('no window: connects racing 300 starts under umask 000 never get in', async (t)  => {
+test('no window: connects racing 300 starts under umask 000 never get in', async (t) => {
   if (stopIfMissing(t, switchUserMissing()) || stopIfMissing(t, ffiMissing('connect(2)', racerProblem()))) return;
   const dir = sharedDir('blkback-sock-race-');
   const path = join(dir, 'control.sock');
-  const racer = spawn(process.execPath, ['--input-type=module', '-e', RACER, path, KOFFI_FROM], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const racer = spawn(process.execPath, ['--input-type=module', '-e', RACER, path, KOFFI_FROM], {
+    uid: NOBODY,
+    gid: NOBODY,
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
   const ask = (): Promise<{ won: number; tries: number }> =>
     new Promise((resolve) => {
       racer.once('message', (m) => resolve(m as { won: number; tries: number }));
@@ -351,7 +377,11 @@ test('no window: connects racing 300 starts under umask 000 never get in', async
     // so the zero above is the mode's doing, not a racer that cannot reach the path.
     const open = await serveControl(dummyTarget, { path, log: (l) => (/refused/.test(l) ? refusals.push(l) : undefined) });
     chmodSync(path, 0o666);
-    await waitFor(() => refusals.length > 0, 5000, () => 'the racer never reached a socket opened to everyone');
+    await waitFor(
+      () => refusals.length > 0,
+      5000,
+      () => 'the racer never reached a socket opened to everyone',
+    );
     await open.close();
   } finally {
     racer.disconnect();
@@ -431,7 +461,10 @@ test('without SO_PEERCRED the 0600 mode is the gate, and --allow-uid is refused 
     try {
       assert.equal((statSync(join(dir, 'control.sock')).mode & 0o777).toString(8), '600');
       assert.ok(answered(await probeHere(join(dir, 'control.sock'), Buffer.from(INFO), 10)), 'we are answered');
-      assert.ok(logs.some((l) => /koffi is not installed/.test(l) && /0600/.test(l)), logs.join(' | '));
+      assert.ok(
+        logs.some((l) => /koffi is not installed/.test(l) && /0600/.test(l)),
+        logs.join(' | '),
+      );
     } finally {
       await control.close();
     }
@@ -458,7 +491,10 @@ test('near the sun_path limit: a 107-byte path works, a longer one is refused wi
     } finally {
       await xs.close();
     }
-    await assert.rejects(listenUnix(`${path}y`, (t) => t.close()), /too long for a Unix socket/);
+    await assert.rejects(
+      listenUnix(`${path}y`, (t) => t.close()),
+      /too long for a Unix socket/,
+    );
     assert.deepEqual(readdirSync(dir), [], 'no socket and no private directory left');
   } finally {
     rmSync(base, { recursive: true, force: true });

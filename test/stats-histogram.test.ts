@@ -31,7 +31,7 @@ test('latencyToBucket: powers of two and their neighbours up to 2^62 match', () 
     const p = 2 ** k;
     for (const d of [-2, -1, -0.5, 0, 0.25, 1, 2]) assertSame(p + d);
     // Just below a power of two in floating point (where Math.log2 rounds up).
-    if (k > 0) assertSame(p - p * Number.EPSILON / 2);
+    if (k > 0) assertSame(p - (p * Number.EPSILON) / 2);
     // Each bucket boundary of this power's 64 linear buckets, and one either side.
     if (k > PLAT_BITS) {
       const step = 2 ** (k - PLAT_BITS);

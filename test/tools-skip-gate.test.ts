@@ -55,15 +55,29 @@ test('stopIfMissing: nothing missing goes on; outside CI a skip naming the tool 
   const skips: (string | undefined)[] = [];
   const t = { skip: (m?: string) => void skips.push(m) };
   const missing = { what: 'frobnicate not installed', install: 'apt-get install frob-utils' };
-  for (const ci of [undefined, 'true']) assert.equal(withCi(ci, () => stopIfMissing(t, undefined)), false);
+  for (const ci of [undefined, 'true'])
+    assert.equal(
+      withCi(ci, () => stopIfMissing(t, undefined)),
+      false,
+    );
   assert.deepEqual(skips, []);
 
-  for (const ci of [undefined, 'false', '1']) assert.equal(withCi(ci, () => stopIfMissing(t, missing)), true, `CI=${ci}`);
+  for (const ci of [undefined, 'false', '1'])
+    assert.equal(
+      withCi(ci, () => stopIfMissing(t, missing)),
+      true,
+      `CI=${ci}`,
+    );
   assert.equal(skips.length, 3);
   for (const m of skips) assert.equal(m, 'frobnicate not installed (apt-get install frob-utils)');
 
   skips.length = 0;
-  withCi('true', () => assert.throws(() => stopIfMissing(t, missing), (e: Error) => /^CI=true: frobnicate not installed \(apt-get install frob-utils\)/.test(e.message)));
+  withCi('true', () =>
+    assert.throws(
+      () => stopIfMissing(t, missing),
+      (e: Error) => /^CI=true: frobnicate not installed \(apt-get install frob-utils\)/.test(e.message),
+    ),
+  );
   assert.deepEqual(skips, [], 'under CI=true nothing is skipped');
 });
 
@@ -72,7 +86,10 @@ test(`fioMissing: no fio, or any version but ${FIO_REFERENCE}, is missing; the r
   const fake = (version: string): string => standIns(t, { fio: `echo ${version}` });
   try {
     process.env.PATH = fake('fio-3.35');
-    assert.deepEqual(fioMissing(), { what: `${FIO_REFERENCE} needed, found fio-3.35`, install: 'apt-get install fio on Debian 12 (bookworm), which ships 3.33' });
+    assert.deepEqual(fioMissing(), {
+      what: `${FIO_REFERENCE} needed, found fio-3.35`,
+      install: 'apt-get install fio on Debian 12 (bookworm), which ships 3.33',
+    });
     process.env.PATH = fake(FIO_REFERENCE);
     assert.equal(fioMissing(), undefined);
     const empty = mkdtempSync(join(tmpdir(), 'skip-gate-empty-'));
@@ -101,7 +118,9 @@ test('blkif golden x86_32: only the gcc -m32 probe may skip (a failure under CI=
   const gcc = realPath('gcc');
   if (stopIfMissing(t, gcc === '' ? { what: 'gcc not installed', install: 'apt-get install gcc' } : undefined)) return;
   // -m32 broken everywhere, as without gcc-multilib: the probe fails.
-  const noMultilib = standIns(t, { gcc: `for a in "$@"; do [ "$a" = -m32 ] && { echo 'fatal error: gnu/stubs-32.h: No such file or directory' >&2; exit 1; }; done\nexec ${gcc} "$@"` });
+  const noMultilib = standIns(t, {
+    gcc: `for a in "$@"; do [ "$a" = -m32 ] && { echo 'fatal error: gnu/stubs-32.h: No such file or directory' >&2; exit 1; }; done\nexec ${gcc} "$@"`,
+  });
   const outside = runSuite('./blkif-golden.test.js', noMultilib, undefined);
   assert.equal(outside.status, 0, outside.out);
   assert.match(outside.out, /# skipped 1\b/);

@@ -42,7 +42,10 @@ const withDir = <T>(fn: (dir: string) => T): T => {
 };
 
 const byClass = (root: XmlElement, cls: string): XmlElement[] => xmlElements(root).filter((e) => (e.attrs['class'] ?? '').split(' ').includes(cls));
-const texts = (root: XmlElement): string[] => xmlElements(root).filter((e) => e.name === 'text').map((e) => e.text);
+const texts = (root: XmlElement): string[] =>
+  xmlElements(root)
+    .filter((e) => e.name === 'text')
+    .map((e) => e.text);
 
 /** The time panel's plot frame (x of t = 0) and its lines' first points. */
 function timePanel(root: XmlElement): { left: number; bottom: number; starts: [number, number][]; lines: XmlElement[] } {
@@ -73,14 +76,17 @@ test('runWindows: a run whose first row is at 2732 ms is drawn from t = 0, the t
   windows.forEach((w, i) => assert.equal(w.startMs, i === 0 ? 0 : windows[i - 1]?.endMs));
 });
 
-test('runWindows: each thread\'s partial last window is dropped, and the run ends with its shortest thread', () => {
+test("runWindows: each thread's partial last window is dropped, and the run ends with its shortest thread", () => {
   const spike = 987_654;
   const a = threadLog(500, 4, () => 1000, { tail: [90, spike] });
   const b = threadLog(500, 7, () => 2000, { tail: [300, spike] });
   const windows = runWindows([a, b]);
   // a's last full window is its 4th; after it only b runs
   assert.equal(windows.length, 4);
-  assert.deepEqual(windows.map((w) => w.kibps), [3000, 3000, 3000, 3000]);
+  assert.deepEqual(
+    windows.map((w) => w.kibps),
+    [3000, 3000, 3000, 3000],
+  );
   // alone, b keeps its 7 full windows and never its partial one
   const alone = runWindows([b]);
   assert.equal(alone.length, 7);
@@ -94,19 +100,58 @@ test('runWindows: rows numbered by spacing, so drift neither merges nor skips wi
   const drifting = threadLog(500, 60, (i) => 100 + i, { drift: 12 });
   const windows = runWindows([drifting]);
   assert.equal(windows.length, 60);
-  assert.deepEqual(windows.map((w) => w.kibps), Array.from({ length: 60 }, (_, i) => 100 + i));
-  assert.ok(Math.abs((windows[59]?.endMs ?? 0) - (500 + 59 * 512)) < 1e-9, 'window times are fio\'s, drift included');
+  assert.deepEqual(
+    windows.map((w) => w.kibps),
+    Array.from({ length: 60 }, (_, i) => 100 + i),
+  );
+  assert.ok(Math.abs((windows[59]?.endMs ?? 0) - (500 + 59 * 512)) < 1e-9, "window times are fio's, drift included");
   // an interval with nothing completed has no row: a zero window, not a bridge
-  const gap = bwLog([[503, 10], [1004, 10], [2006, 10], [2507, 10], [2700, 1]]);
-  assert.deepEqual(runWindows([gap]).map((w) => w.kibps), [10, 10, 0, 10, 10]);
+  const gap = bwLog([
+    [503, 10],
+    [1004, 10],
+    [2006, 10],
+    [2507, 10],
+    [2700, 1],
+  ]);
+  assert.deepEqual(
+    runWindows([gap]).map((w) => w.kibps),
+    [10, 10, 0, 10, 10],
+  );
   // the verify phase's reads (ddir 0) are not writes
-  const withReads = `${bwLog([[503, 10], [1004, 10], [1300, 1]])}\n${bwLog([[1800, 999], [2300, 999], [2800, 999]], 0)}`;
-  assert.deepEqual(runWindows([withReads]).map((w) => w.kibps), [10, 10]);
-  assert.deepEqual(runWindows([withReads], { ddir: 0 }).map((w) => w.kibps), [0, 0, 999, 999]);
+  const withReads = `${bwLog([
+    [503, 10],
+    [1004, 10],
+    [1300, 1],
+  ])}\n${bwLog(
+    [
+      [1800, 999],
+      [2300, 999],
+      [2800, 999],
+    ],
+    0,
+  )}`;
+  assert.deepEqual(
+    runWindows([withReads]).map((w) => w.kibps),
+    [10, 10],
+  );
+  assert.deepEqual(
+    runWindows([withReads], { ddir: 0 }).map((w) => w.kibps),
+    [0, 0, 999, 999],
+  );
 });
 
 test('runWindows: timestamps no fio log has are refused, not allocated', () => {
-  assert.throws(() => runWindows([bwLog([[500, 1], [1e12, 1], [1e12 + 500, 1]])]), /past 100000 windows/);
+  assert.throws(
+    () =>
+      runWindows([
+        bwLog([
+          [500, 1],
+          [1e12, 1],
+          [1e12 + 500, 1],
+        ]),
+      ]),
+    /past 100000 windows/,
+  );
   assert.throws(() => runWindows(['500, 1, 1']), /4 to 7 comma-separated columns/);
 });
 
@@ -120,7 +165,13 @@ function pairedCase(): { logs: BwLogs[]; fio: FioFigures[] } {
       fio.push(figure(`${backend}-${pair}`, 'randw', 1, mbps[backend][pair - 1] as number));
       // ours's first completions come later than the kernel's: its rows start at 2732 ms
       const first = backend === 'kernel' ? 503 : 2732;
-      logs.push({ mode: backend, guest: backend === 'kernel' ? 'xvda' : 'xvdb', job: 'randw', run: pair, files: [0, 1, 2, 3].map((j) => threadLog(first + 7 * j, 8, (i) => 3000 + 100 * pair + 10 * i)) });
+      logs.push({
+        mode: backend,
+        guest: backend === 'kernel' ? 'xvda' : 'xvdb',
+        job: 'randw',
+        run: pair,
+        files: [0, 1, 2, 3].map((j) => threadLog(first + 7 * j, 8, (i) => 3000 + 100 * pair + 10 * i)),
+      });
     }
   }
   return { logs, fio };
@@ -153,7 +204,10 @@ test('writePlots: bars carry the fio figures, the ratios are ours / kernel, ever
     assert.equal(value('median', 'blkback serve'), middle(ours));
     const medianRatio = middle(ours.map((o, i) => o / (kernels[i] as number))).toFixed(2);
     assert.equal(byClass(root, 'ratio').find((r) => r.attrs['data-group'] === 'median')?.text, medianRatio);
-    assert.ok(texts(root).some((t) => t.includes(`blkback serve / kernel xen-blkback: ${medianRatio}`)), 'the headline ratio');
+    assert.ok(
+      texts(root).some((t) => t.includes(`blkback serve / kernel xen-blkback: ${medianRatio}`)),
+      'the headline ratio',
+    );
     assert.equal(bars.length, 8);
 
     // heights are drawn to one scale: height / value is the same for every bar
@@ -166,7 +220,12 @@ test('writePlots: bars carry the fio figures, the ratios are ours / kernel, ever
     for (const [x] of panel.starts) assert.equal(x, panel.left);
     // two backends, three shades each
     assert.equal(new Set(panel.lines.map((l) => l.attrs['stroke'])).size, 6);
-    assert.deepEqual(byClass(root, 'legend-entry').map((e) => e.text).slice(0, 2), ['kernel xen-blkback (xvda, pair 1)', 'kernel xen-blkback (xvda, pair 2)']);
+    assert.deepEqual(
+      byClass(root, 'legend-entry')
+        .map((e) => e.text)
+        .slice(0, 2),
+      ['kernel xen-blkback (xvda, pair 1)', 'kernel xen-blkback (xvda, pair 2)'],
+    );
 
     const png = decodePng(readFileSync(join(dir, 'same-guest-randw-bw.png')));
     assert.equal(png.width, 1600);
@@ -202,7 +261,10 @@ test('writePlots --mode both: a group per guest type and run, medians per guest 
     const harmonic = (xs: number[]): number => xs.length / xs.reduce((s, x) => s + 1 / x, 0);
     assert.deepEqual(ofGroup(5), [harmonic([3.6, 2.5]), harmonic([1.5, 2.6])]);
     const ratios = byClass(root, 'ratio').map((e) => e.text);
-    assert.deepEqual(ratios.slice(0, 4), kernel.map((k, i) => ((ours[i]?.writeMBps as number) / k.writeMBps).toFixed(2)));
+    assert.deepEqual(
+      ratios.slice(0, 4),
+      kernel.map((k, i) => ((ours[i]?.writeMBps as number) / k.writeMBps).toFixed(2)),
+    );
     assert.equal(ratios[4], (1.5 / 3.6).toFixed(2));
     // runs without logs are listed, not drawn
     assert.equal(timePanel(root).lines.length, 2);
@@ -215,15 +277,34 @@ test('writePlots: a job with no bw logs still gets its bar panel; one window per
   const logs: BwLogs[] = [
     { mode: 'kernel', guest: 'xvda', job: 'randw', run: 1, files: randw(1506) },
     // one full window and the partial one: a single window is no time series either
-    { mode: 'ours', guest: 'xvdb', job: 'randw', run: 1, files: [0, 1, 2, 3].map((j) => bwLog([[503 + j, 16000], [760 + j, 200]])) },
+    {
+      mode: 'ours',
+      guest: 'xvdb',
+      job: 'randw',
+      run: 1,
+      files: [0, 1, 2, 3].map((j) =>
+        bwLog([
+          [503 + j, 16000],
+          [760 + j, 200],
+        ]),
+      ),
+    },
   ];
-  const fio = [figure('kernel-1', 'randw', 1, 22.09), figure('ours-1', 'randw', 1, 11.91), figure('kernel-1', 'iometer', 1, 3.6), figure('ours-1', 'iometer', 1, 1.25)];
+  const fio = [
+    figure('kernel-1', 'randw', 1, 22.09),
+    figure('ours-1', 'randw', 1, 11.91),
+    figure('kernel-1', 'iometer', 1, 3.6),
+    figure('ours-1', 'iometer', 1, 1.25),
+  ];
   withDir((dir) => {
     const written = writePlots(logs, dir, 'same-guest-', { kind: 'pairs', fio });
     assert.deepEqual(written.sort(), ['same-guest-iometer-bw.png', 'same-guest-iometer-bw.svg', 'same-guest-randw-bw.png', 'same-guest-randw-bw.svg']);
 
     const iometer = parseXml(readFileSync(join(dir, 'same-guest-iometer-bw.svg'), 'utf8'));
-    assert.deepEqual(byClass(iometer, 'bar').map((b) => Number(b.attrs['data-value'])), [3.6, 1.25]);
+    assert.deepEqual(
+      byClass(iometer, 'bar').map((b) => Number(b.attrs['data-value'])),
+      [3.6, 1.25],
+    );
     assert.equal(byClass(iometer, 'ratio')[0]?.text, (1.25 / 3.6).toFixed(2));
     assert.ok(texts(iometer).includes('no fio bw logs for this job'));
     assert.equal(timePanel(iometer).lines.length, 0);
@@ -232,8 +313,14 @@ test('writePlots: a job with no bw logs still gets its bar panel; one window per
     const short = parseXml(readFileSync(join(dir, 'same-guest-randw-bw.svg'), 'utf8'));
     assert.equal(timePanel(short).lines.length, 0, 'no dot for a lone window');
     assert.ok(texts(short).some((t) => t.startsWith('too short for a time series')));
-    assert.deepEqual(byClass(short, 'legend-entry').map((e) => e.text), ['kernel xen-blkback (xvda) - too short', 'blkback serve (xvdb) - too short']);
-    assert.deepEqual(byClass(short, 'bar').map((b) => Number(b.attrs['data-value'])), [22.09, 11.91]);
+    assert.deepEqual(
+      byClass(short, 'legend-entry').map((e) => e.text),
+      ['kernel xen-blkback (xvda) - too short', 'blkback serve (xvdb) - too short'],
+    );
+    assert.deepEqual(
+      byClass(short, 'bar').map((b) => Number(b.attrs['data-value'])),
+      [22.09, 11.91],
+    );
   });
 });
 
@@ -247,7 +334,10 @@ test('writePlots: an unreadable log marks its run and spares the others; names a
     writePlots(logs, dir, '', figures);
     const root = parseXml(readFileSync(join(dir, 'randw-bw.svg'), 'utf8'));
     assert.equal(timePanel(root).lines.length, 1);
-    assert.deepEqual(byClass(root, 'legend-entry').map((e) => e.text), ['kernel xen-blkback (pv<&>)', 'blkback serve (pv<&>) - unreadable bw log']);
+    assert.deepEqual(
+      byClass(root, 'legend-entry').map((e) => e.text),
+      ['kernel xen-blkback (pv<&>)', 'blkback serve (pv<&>) - unreadable bw log'],
+    );
     assert.equal(byClass(root, 'group-detail')[0]?.text, 'pv<&>');
     assert.equal(byClass(root, 'ratio')[0]?.text, (0).toFixed(2));
   });

@@ -79,7 +79,11 @@ test('perms: owner, default entry, per-domain entries, EACCES, inheritance, owne
   await rejectsWith(g5.read('/secret/missing'), 'EACCES');
 
   await dom0.write('/shared', 'v');
-  await dom0.setPerms('/shared', [{ domid: 0, perm: 'r' }, { domid: 6, perm: 'b' }, { domid: 5, perm: 'n' }]);
+  await dom0.setPerms('/shared', [
+    { domid: 0, perm: 'r' },
+    { domid: 6, perm: 'b' },
+    { domid: 5, perm: 'n' },
+  ]);
   await rejectsWith(g5.read('/shared'), 'EACCES');
   assert.equal(await g6.read('/shared'), 'v');
   await g6.write('/shared', 'w6');
@@ -100,7 +104,10 @@ test('perms: owner, default entry, per-domain entries, EACCES, inheritance, owne
   assert.deepEqual((await dom0.getPerms('/shared/by0'))[0], { domid: 0, perm: 'r' });
 
   // Owners may set perms but not give the node away; others may not set perms.
-  await g6.setPerms('/shared/child', [{ domid: 6, perm: 'n' }, { domid: 7, perm: 'r' }]);
+  await g6.setPerms('/shared/child', [
+    { domid: 6, perm: 'n' },
+    { domid: 7, perm: 'r' },
+  ]);
   assert.equal(await g7.read('/shared/child'), 'c');
   await rejectsWith(g6.setPerms('/shared/child', [{ domid: 7, perm: 'n' }]), 'EPERM');
   await rejectsWith(g7.setPerms('/shared/child', [{ domid: 7, perm: 'n' }]), 'EACCES');
@@ -144,7 +151,10 @@ test('quotas: nodes per domain, watches, transactions (EQUOTA); dom0 is exempt',
 
   await g.watch('/local/domain/5', 't1', () => {});
   await g.watch('/local/domain/5', 't2', () => {});
-  await rejectsWith(g.watch('/local/domain/5', 't3', () => {}), 'EQUOTA');
+  await rejectsWith(
+    g.watch('/local/domain/5', 't3', () => {}),
+    'EQUOTA',
+  );
   await g.unwatch('/local/domain/5', 't1');
   await g.watch('/local/domain/5', 't3', () => {});
 
@@ -176,7 +186,10 @@ test('watches: initial event, changes at and below the path, parent removal, rel
   await tick();
   assert.deepEqual(events, ['tok:/w/x', 'tok:/w/x', 'tok:/w/x/y/z', 'tok:/w/x', 'tok:/w/x']);
 
-  await rejectsWith(dom0.watch('/w/x', 'tok', () => {}), 'EEXIST');
+  await rejectsWith(
+    dom0.watch('/w/x', 'tok', () => {}),
+    'EEXIST',
+  );
   await dom0.unwatch('/w/x', 'tok');
   await dom0.write('/w/x', 'after');
   await tick();
@@ -282,11 +295,15 @@ test('transactions: a conflicting change makes commit fail with EAGAIN; transact
   assert.equal(await c.read('/cnt'), '101');
 
   // Bounded: a transaction that always conflicts gives up with EAGAIN.
-  const bounded = new XsClient((() => {
-    const [served, mine] = transportPair();
-    d.connect(0, served);
-    return mine;
-  })(), 0, { maxTransactionAttempts: 3 });
+  const bounded = new XsClient(
+    (() => {
+      const [served, mine] = transportPair();
+      d.connect(0, served);
+      return mine;
+    })(),
+    0,
+    { maxTransactionAttempts: 3 },
+  );
   let tries = 0;
   await rejectsWith(
     bounded.transaction(async (t) => {
@@ -299,10 +316,13 @@ test('transactions: a conflicting change makes commit fail with EAGAIN; transact
   );
   assert.equal(tries, 3);
   // An exception inside fn aborts the transaction and propagates.
-  await assert.rejects(c.transaction(async (t) => {
-    await c.write('/aborted', 'x', t);
-    throw new Error('boom');
-  }), /boom/);
+  await assert.rejects(
+    c.transaction(async (t) => {
+      await c.write('/aborted', 'x', t);
+      throw new Error('boom');
+    }),
+    /boom/,
+  );
   assert.equal(await c.tryRead('/aborted'), undefined);
   for (const x of [c, other, bounded]) x.close();
 });
@@ -326,11 +346,12 @@ function rawConnection(d: XenstoreDaemon, domid: number): { send(b: Uint8Array):
   return {
     closed,
     send: (b) => mine.send(b),
-    next: () => new Promise((resolve) => {
-      const m = queue.shift();
-      if (m) resolve(m);
-      else waiters.push(resolve);
-    }),
+    next: () =>
+      new Promise((resolve) => {
+        const m = queue.shift();
+        if (m) resolve(m);
+        else waiters.push(resolve);
+      }),
   };
 }
 

@@ -136,7 +136,10 @@ test('a guest flooding xenstore costs a neighbour no more disk IOPS than a guest
     );
     assert.equal(fl.errors, 0, 'the flood’s writes all succeed (it is slowed, not refused)');
     assert.ok(fl.writes > 1000, `the flood was served (${fl.writes} writes)`);
-    assert.ok(ratio >= MIN_RATIO, `neighbour beside the flood kept a median ${ratio.toFixed(2)} of its IOPS beside the burner, < ${MIN_RATIO} (rounds flood/burner: ${rounds})`);
+    assert.ok(
+      ratio >= MIN_RATIO,
+      `neighbour beside the flood kept a median ${ratio.toFixed(2)} of its IOPS beside the burner, < ${MIN_RATIO} (rounds flood/burner: ${rounds})`,
+    );
   } finally {
     await withTimeout(host.stop(), 15_000, 'host.stop');
   }

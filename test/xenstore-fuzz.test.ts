@@ -257,7 +257,10 @@ test(`xenstore wire fuzz (seed ${SEED}): malformed, cut, flooded and abandoned r
     }
     const floodReplies = flood.messages.filter((m) => m.type !== XsType.XS_WATCH_EVENT);
     assert.equal(floodReplies.length, N, 'every request of the flood answered');
-    assert.ok(floodReplies.every((m, i) => m.reqId === i + 1 && m.type !== XsType.XS_ERROR), 'in order, none failed');
+    assert.ok(
+      floodReplies.every((m, i) => m.reqId === i + 1 && m.type !== XsType.XS_ERROR),
+      'in order, none failed',
+    );
     const watchReplies = watcher.messages.filter((m) => m.type !== XsType.XS_WATCH_EVENT);
     const quotaErrors = watchReplies.filter((m) => m.type === XsType.XS_ERROR && splitNul(m.payload)[0] === 'EQUOTA').length;
     assert.equal(watchReplies.length, 300);

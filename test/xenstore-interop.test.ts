@@ -54,7 +54,10 @@ test('xenstore-utils against our daemon: write/read/ls/list/exists/chmod/rm agre
     assert.match(ls, /^ c = "two words"$/m);
 
     await ok(socket, 'xenstore-chmod', '/tool/a', 'n0', 'r5');
-    assert.deepEqual(await c.getPerms('/tool/a'), [{ domid: 0, perm: 'n' }, { domid: 5, perm: 'r' }]);
+    assert.deepEqual(await c.getPerms('/tool/a'), [
+      { domid: 0, perm: 'n' },
+      { domid: 5, perm: 'r' },
+    ]);
     await c.setPerms('/tool/b/c', [{ domid: 3, perm: 'b' }]);
     const lsp = await ok(socket, 'xenstore-ls', '-p', '/tool');
     assert.match(lsp, /a = "one".*\(n0,r5\)/);

@@ -16,7 +16,11 @@ function check(p: PMap<number>, m: Map<string, number>, what: string): void {
   assert.equal(p.size, m.size, `${what}: size`);
   assert.deepEqual(p.keys(), modelKeys(m), `${what}: keys in insertion order`);
   for (const [k, v] of m) assert.equal(p.get(k), v, `${what}: get ${k}`);
-  assert.deepEqual([...p.values()].sort((a, b) => a - b), [...m.values()].sort((a, b) => a - b), `${what}: values`);
+  assert.deepEqual(
+    [...p.values()].sort((a, b) => a - b),
+    [...m.values()].sort((a, b) => a - b),
+    `${what}: values`,
+  );
   const wire = Buffer.from(p.wire()).toString('latin1');
   assert.equal(wire, m.size === 0 ? '' : `${modelKeys(m).join('\0')}\0`, `${what}: wire form`);
 }
@@ -64,7 +68,12 @@ test('PMap: keys whose 32-bit hashes collide are kept apart', () => {
   assert.equal(fnv1a(a), 0x58e2a3f8);
   assert.equal(fnv1a(b), 0x58e2a3f8);
   let p = PMap.empty<number>().set('x', 0).set(a, 1).set('y', 2).set(b, 3);
-  const m = new Map([['x', 0], [a, 1], ['y', 2], [b, 3]]);
+  const m = new Map([
+    ['x', 0],
+    [a, 1],
+    ['y', 2],
+    [b, 3],
+  ]);
   check(p, m, `colliding ${a} and ${b}`);
   const before = p;
   p = p.set(a, 10);

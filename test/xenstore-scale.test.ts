@@ -62,7 +62,9 @@ test(`creating ${SIBLINGS} siblings costs O(1) per write, and listings stay corr
     const total = performance.now() - started;
     const late = [...perWrite.slice(-3)].sort((a, b) => a - b)[1] as number;
     const growth = late / Math.min(...perWrite.slice(0, 3));
-    t.diagnostic(`${SIBLINGS} siblings in ${Math.round(total)} ms; µs per write by 10k: ${perWrite.map((x) => x.toFixed(1)).join(' ')} (late/early ${growth.toFixed(2)})`);
+    t.diagnostic(
+      `${SIBLINGS} siblings in ${Math.round(total)} ms; µs per write by 10k: ${perWrite.map((x) => x.toFixed(1)).join(' ')} (late/early ${growth.toFixed(2)})`,
+    );
     assert.ok(total < BOUND_MS, `${SIBLINGS} siblings took ${Math.round(total)} ms`);
     assert.ok(growth < MAX_GROWTH, `per-write cost grew ${growth.toFixed(1)}x from the first 30k siblings to the last`);
 
@@ -84,7 +86,9 @@ test(`creating ${SIBLINGS} siblings costs O(1) per write, and listings stay corr
 
     // Debian's libxenstore pages through it the same way.
     // Only this part needs the tools: outside CI it is left out, saying so; under CI=true it fails.
-    if (!stopIfMissing({ skip: (why) => t.diagnostic(`xenstore-list part skipped: ${why}`) }, missingTools(['xenstore-list', 'xenstore-ls'], 'xenstore-utils'))) {
+    if (
+      !stopIfMissing({ skip: (why) => t.diagnostic(`xenstore-list part skipped: ${why}`) }, missingTools(['xenstore-list', 'xenstore-ls'], 'xenstore-utils'))
+    ) {
       const env = { ...process.env, XENSTORED_PATH: socket };
       const list = await run('xenstore-list', ['/big'], { timeoutMs: 30_000, env });
       assert.equal(list.code, 0, list.stderr);
@@ -92,7 +96,10 @@ test(`creating ${SIBLINGS} siblings costs O(1) per write, and listings stay corr
       for (let i = 0; i < 300; i++) await c.write(`/small/n${i}`, `v${i}`);
       const ls = await run('xenstore-ls', ['/small'], { timeoutMs: 30_000, env });
       assert.equal(ls.code, 0, ls.stderr);
-      assert.deepEqual(ls.stdout.trimEnd().split('\n'), Array.from({ length: 300 }, (_, i) => `n${i} = "v${i}"`));
+      assert.deepEqual(
+        ls.stdout.trimEnd().split('\n'),
+        Array.from({ length: 300 }, (_, i) => `n${i} = "v${i}"`),
+      );
     }
   } finally {
     c.close();

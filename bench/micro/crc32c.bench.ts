@@ -45,6 +45,8 @@ for (const size of [48, 4096, 65536]) {
     const runs: number[] = [];
     const ms = name === 'naive bitwise' ? 150 : 300;
     for (let r = 0; r < 5; r++) runs.push(measure(fn, buf, ms));
-    console.log(`${String(size).padStart(6)} B  ${name.padEnd(24)} ${median(runs).toFixed(0).padStart(6)} MB/s  (min ${Math.min(...runs).toFixed(0)}, max ${Math.max(...runs).toFixed(0)})`);
+    console.log(
+      `${String(size).padStart(6)} B  ${name.padEnd(24)} ${median(runs).toFixed(0).padStart(6)} MB/s  (min ${Math.min(...runs).toFixed(0)}, max ${Math.max(...runs).toFixed(0)})`,
+    );
   }
 }

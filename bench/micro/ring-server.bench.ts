@@ -216,7 +216,12 @@ function median(xs: readonly number[]): number {
 }
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '0.5' }, windows: { type: 'string', default: '5' }, path: { type: 'string', default: 'map,persistent,copy' }, json: { type: 'boolean', default: false } },
+  options: {
+    seconds: { type: 'string', default: '0.5' },
+    windows: { type: 'string', default: '5' },
+    path: { type: 'string', default: 'map,persistent,copy' },
+    json: { type: 'boolean', default: false },
+  },
 });
 const paths = values.path.split(',') as DataPath[];
 const seconds = Number(values.seconds);
@@ -230,7 +235,9 @@ for (const path of paths) {
       const r = await runCase({ path, write, segments }, seconds, windows);
       results.push(r);
       if (!values.json) {
-        console.log(`${r.path.padEnd(10)} ${r.rw.padEnd(5)} ${String(r.kib).padStart(3)} KiB QD${QD}: ${Math.round(r.requestsPerSecond).toLocaleString('en-US').padStart(9)} req/s, ${r.cpuUsPerRequest.toFixed(2)} CPU us/req`);
+        console.log(
+          `${r.path.padEnd(10)} ${r.rw.padEnd(5)} ${String(r.kib).padStart(3)} KiB QD${QD}: ${Math.round(r.requestsPerSecond).toLocaleString('en-US').padStart(9)} req/s, ${r.cpuUsPerRequest.toFixed(2)} CPU us/req`,
+        );
       }
     }
   }

@@ -89,11 +89,15 @@ export async function runAioBench(options: AioOptions): Promise<AioReport> {
           try {
             let next = 0;
             const cpu = process.cpuUsage();
-            const r = await runRandomIo(disk, (bytes) => {
-              const view = arena.subarray(next, next + bytes);
-              next += bytes;
-              return view;
-            }, { ...c, seconds: options.seconds, span: options.span });
+            const r = await runRandomIo(
+              disk,
+              (bytes) => {
+                const view = arena.subarray(next, next + bytes);
+                next += bytes;
+                return view;
+              },
+              { ...c, seconds: options.seconds, span: options.span },
+            );
             const used = process.cpuUsage(cpu);
             results.push({ path, round, position, ...c, iops: r.iops, mbps: r.mbps, cpuUsPerIo: r.ios > 0 ? (used.user + used.system) / r.ios : null });
           } finally {
@@ -106,12 +110,20 @@ export async function runAioBench(options: AioOptions): Promise<AioReport> {
     await device.close();
     spawner.close();
   }
-  return { machine: machineInfo(), seconds: options.seconds, rounds: options.rounds, device: `${device.device} (direct-io=on) over a ${options.span}-byte /dev/shm file`, accounting: AIO_ACCOUNTING, results };
+  return {
+    machine: machineInfo(),
+    seconds: options.seconds,
+    rounds: options.rounds,
+    device: `${device.device} (direct-io=on) over a ${options.span}-byte /dev/shm file`,
+    accounting: AIO_ACCOUNTING,
+    results,
+  };
 }
 
 /** One row per pattern: median IOPS and CPU per I/O of each path, and the per-round ratios' medians. */
 export function formatAioTable(report: AioReport): string {
-  const fmt = (n: number | undefined, digits = 0): string => (n === undefined ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const fmt = (n: number | undefined, digits = 0): string =>
+    n === undefined ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
   const rows = [
     '| pattern | native IOPS | threads IOPS | fio IOPS | native µs CPU/IO | threads µs CPU/IO | native/threads | native/fio |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',
@@ -120,7 +132,12 @@ export function formatAioTable(report: AioReport): string {
   for (const k of [...new Set(report.results.map(key))]) {
     const runs = report.results.filter((r) => key(r) === k);
     const med = (path: AioResult['path'], f: (r: AioResult) => number | null): number | undefined =>
-      median(runs.filter((r) => r.path === path).map(f).filter((v): v is number => v !== null));
+      median(
+        runs
+          .filter((r) => r.path === path)
+          .map(f)
+          .filter((v): v is number => v !== null),
+      );
     const ratio = (other: AioResult['path']): number | undefined => {
       const out: number[] = [];
       for (const round of new Set(runs.map((r) => r.round))) {
@@ -132,7 +149,13 @@ export function formatAioTable(report: AioReport): string {
     };
     rows.push(
       `| ${k} | ${fmt(med('native', (r) => r.iops))} | ${fmt(med('threads', (r) => r.iops))} | ${fmt(med('fio', (r) => r.iops))} | ` +
-        `${fmt(med('native', (r) => r.cpuUsPerIo), 1)} | ${fmt(med('threads', (r) => r.cpuUsPerIo), 1)} | ${fmt(ratio('threads'), 2)} | ${fmt(ratio('fio'), 2)} |`,
+        `${fmt(
+          med('native', (r) => r.cpuUsPerIo),
+          1,
+        )} | ${fmt(
+          med('threads', (r) => r.cpuUsPerIo),
+          1,
+        )} | ${fmt(ratio('threads'), 2)} | ${fmt(ratio('fio'), 2)} |`,
     );
   }
   rows.push('', `accounting: ${report.accounting}; path order rotated each round`);

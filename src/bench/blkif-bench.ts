@@ -107,12 +107,16 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     }
     if (path === 'bare') {
       let next = 0; // buffers are carved afresh for each pattern
-      return runRandomIo(ram, (bytes) => {
-        if (next + bytes > arena.length) throw new Error(`bench: ${bytes}-byte buffers at QD${c.iodepth} do not fit the ${arena.length}-byte arena`);
-        const view = arena.subarray(next, next + bytes);
-        next += Math.ceil(bytes / 4096) * 4096;
-        return view;
-      }, params);
+      return runRandomIo(
+        ram,
+        (bytes) => {
+          if (next + bytes > arena.length) throw new Error(`bench: ${bytes}-byte buffers at QD${c.iodepth} do not fit the ${arena.length}-byte arena`);
+          const view = arena.subarray(next, next + bytes);
+          next += Math.ceil(bytes / 4096) * 4096;
+          return view;
+        },
+        params,
+      );
     }
     return kernel!.measure(c.rw, c.bs, c.iodepth, seconds);
   };
@@ -154,11 +158,14 @@ async function prefill(device: BlockDevice, bytes: number): Promise<void> {
 export function formatBenchTable(report: BenchReport): string {
   const rows: string[] = [];
   const several = report.rounds > 1;
-  rows.push(`| pattern | guest IOPS | bare IOPS | kernel IOPS | guest MB/s | kernel MB/s | guest/bare | guest/kernel |${several ? ' guest/kernel per round |' : ''}`);
+  rows.push(
+    `| pattern | guest IOPS | bare IOPS | kernel IOPS | guest MB/s | kernel MB/s | guest/bare | guest/kernel |${several ? ' guest/kernel per round |' : ''}`,
+  );
   rows.push(`|---|---:|---:|---:|---:|---:|---:|---:|${several ? '---|' : ''}`);
   const key = (r: BenchResult): string => `${r.rw} ${r.bs / 1024}k QD${r.iodepth}`;
   const keys = [...new Set(report.results.map(key))];
-  const fmt = (n: number | undefined, digits = 0): string => (n === undefined ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const fmt = (n: number | undefined, digits = 0): string =>
+    n === undefined ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
   for (const k of keys) {
     const runs = report.results.filter((r) => key(r) === k);
     const of = (path: BenchResult['path'], round: number): BenchResult | undefined => runs.find((r) => r.path === path && r.round === round);

@@ -123,7 +123,21 @@ interface ClientRun {
 }
 
 async function qemuImgBench(target: string, c: IscsiBenchCase, count: number, depth: number): Promise<ClientRun> {
-  const args = ['bench', '-f', 'raw', '-t', 'none', '-c', String(count), '-d', String(depth), '-s', String(c.bs), ...(c.rw === 'write' ? ['-w', '--pattern=0xab'] : []), target];
+  const args = [
+    'bench',
+    '-f',
+    'raw',
+    '-t',
+    'none',
+    '-c',
+    String(count),
+    '-d',
+    String(depth),
+    '-s',
+    String(c.bs),
+    ...(c.rw === 'write' ? ['-w', '--pattern=0xab'] : []),
+    target,
+  ];
   const out = await exec('qemu-img', args);
   const m = /Run completed in ([\d.]+) seconds/.exec(out);
   if (m === null) throw new Error(`qemu-img bench: no "Run completed" line in:\n${out}`);
@@ -157,7 +171,10 @@ interface PlannedRun {
 
 /** The runs of one case in a round, before rotation. */
 function plannedRuns(c: IscsiBenchCase, baseline: boolean, ourInitiator: boolean): PlannedRun[] {
-  const runs: PlannedRun[] = [{ path: 'A', tool: c.tool }, { path: 'B', tool: c.tool }];
+  const runs: PlannedRun[] = [
+    { path: 'A', tool: c.tool },
+    { path: 'B', tool: c.tool },
+  ];
   if (c.tool === 'qemu-img' && baseline) runs.push({ path: 'file', tool: c.tool });
   if (c.tool === 'iscsi-perf' && ourInitiator) runs.push({ path: 'A', tool: 'blkback-initiator' }, { path: 'B', tool: 'blkback-initiator' });
   return runs;
@@ -241,7 +258,8 @@ export async function runIscsiBench(options: IscsiBenchOptions): Promise<IscsiBe
  */
 export function formatIscsiTable(report: IscsiBenchReport): string {
   const { A, B } = report.targets;
-  const fmt = (v: number | undefined | null, digits = 0): string => (v === undefined || v === null ? '–' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const fmt = (v: number | undefined | null, digits = 0): string =>
+    v === undefined || v === null ? '–' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
   const several = report.rounds > 1;
   const rows = [
     `| case | ${A} IOPS | ${B} IOPS | A/B IOPS |${several ? ' A/B per round |' : ''} ${A} MB/s | ${B} MB/s | ${A} CPU µs/IO | ${B} CPU µs/IO | A/B CPU per IO | client CPU s (A / B) | file IOPS | A/file |`,
@@ -251,7 +269,12 @@ export function formatIscsiTable(report: IscsiBenchReport): string {
   for (const k of [...new Set(report.results.map(key))]) {
     const runs = report.results.filter((r) => key(r) === k);
     const med = (path: IscsiPath, f: (r: IscsiBenchResult) => number | null): number | undefined =>
-      median(runs.filter((r) => r.path === path).map(f).filter((v): v is number => v !== null));
+      median(
+        runs
+          .filter((r) => r.path === path)
+          .map(f)
+          .filter((v): v is number => v !== null),
+      );
     const perRound = (f: (r: IscsiBenchResult) => number | null, other: IscsiPath): number[] => {
       const out: number[] = [];
       for (const round of new Set(runs.map((r) => r.round))) {
@@ -267,8 +290,20 @@ export function formatIscsiTable(report: IscsiBenchReport): string {
     const range = iopsRatios.length > 1 ? ` ${fmt(Math.min(...iopsRatios), 2)}–${fmt(Math.max(...iopsRatios), 2)} |` : ' – |';
     rows.push(
       `| ${k} | ${fmt(med('A', (r) => r.iops))} | ${fmt(med('B', (r) => r.iops))} | ${fmt(median(iopsRatios), 2)} |${several ? range : ''} ` +
-        `${fmt(med('A', (r) => r.mbps))} | ${fmt(med('B', (r) => r.mbps))} | ${fmt(med('A', (r) => r.targetCpuUsPerIo), 1)} | ${fmt(med('B', (r) => r.targetCpuUsPerIo), 1)} | ` +
-        `${fmt(median(perRound((r) => r.targetCpuUsPerIo, 'B')), 2)} | ${fmt(med('A', (r) => r.clientCpuSeconds), 2)} / ${fmt(med('B', (r) => r.clientCpuSeconds), 2)} | ` +
+        `${fmt(med('A', (r) => r.mbps))} | ${fmt(med('B', (r) => r.mbps))} | ${fmt(
+          med('A', (r) => r.targetCpuUsPerIo),
+          1,
+        )} | ${fmt(
+          med('B', (r) => r.targetCpuUsPerIo),
+          1,
+        )} | ` +
+        `${fmt(median(perRound((r) => r.targetCpuUsPerIo, 'B')), 2)} | ${fmt(
+          med('A', (r) => r.clientCpuSeconds),
+          2,
+        )} / ${fmt(
+          med('B', (r) => r.clientCpuSeconds),
+          2,
+        )} | ` +
         `${fmt(med('file', (r) => r.iops))} | ${fmt(median(perRound((r) => r.iops, 'file')), 2)} |`,
     );
   }
@@ -284,7 +319,8 @@ export function formatIscsiTable(report: IscsiBenchReport): string {
 export function formatInitiatorTable(report: IscsiBenchReport): string {
   const ours = report.results.filter((r) => r.tool === 'blkback-initiator');
   if (ours.length === 0) return '';
-  const fmt = (v: number | undefined | null, digits = 0): string => (v === undefined || v === null ? '–' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const fmt = (v: number | undefined | null, digits = 0): string =>
+    v === undefined || v === null ? '–' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
   const clientUsPerIo = (r: IscsiBenchResult): number | null => (r.clientCpuSeconds === null || r.ios === 0 ? null : (r.clientCpuSeconds * 1e6) / r.ios);
   const several = report.rounds > 1;
   const rows = [
@@ -293,9 +329,16 @@ export function formatInitiatorTable(report: IscsiBenchReport): string {
   ];
   for (const bs of [...new Set(ours.map((r) => r.bs))]) {
     for (const path of ['A', 'B'] as const) {
-      const runs = report.results.filter((r) => r.bs === bs && r.path === path && r.rw === 'read' && (r.tool === 'iscsi-perf' || r.tool === 'blkback-initiator'));
+      const runs = report.results.filter(
+        (r) => r.bs === bs && r.path === path && r.rw === 'read' && (r.tool === 'iscsi-perf' || r.tool === 'blkback-initiator'),
+      );
       const side = (tool: IscsiClient): IscsiBenchResult[] => runs.filter((r) => r.tool === tool);
-      const med = (tool: IscsiClient, f: (r: IscsiBenchResult) => number | null): number | undefined => median(side(tool).map(f).filter((v): v is number => v !== null));
+      const med = (tool: IscsiClient, f: (r: IscsiBenchResult) => number | null): number | undefined =>
+        median(
+          side(tool)
+            .map(f)
+            .filter((v): v is number => v !== null),
+        );
       const perRound = (f: (r: IscsiBenchResult) => number | null): number[] => {
         const out: number[] = [];
         for (const x of side('blkback-initiator')) {
@@ -311,7 +354,13 @@ export function formatInitiatorTable(report: IscsiBenchReport): string {
       rows.push(
         `| read ${bs / 1024}k QD${report.queueDepth} | ${report.targets[path]} | ${fmt(med('iscsi-perf', (r) => r.iops))} | ${fmt(med('blkback-initiator', (r) => r.iops))} | ${fmt(median(ratios), 2)} |${several ? range : ''} ` +
           `${fmt(med('iscsi-perf', (r) => r.mbps))} | ${fmt(med('blkback-initiator', (r) => r.mbps))} | ${fmt(med('iscsi-perf', clientUsPerIo), 1)} / ${fmt(med('blkback-initiator', clientUsPerIo), 1)} | ` +
-          `${fmt(median(perRound(clientUsPerIo)), 2)} | ${fmt(med('iscsi-perf', (r) => r.targetCpuUsPerIo), 1)} / ${fmt(med('blkback-initiator', (r) => r.targetCpuUsPerIo), 1)} |`,
+          `${fmt(median(perRound(clientUsPerIo)), 2)} | ${fmt(
+            med('iscsi-perf', (r) => r.targetCpuUsPerIo),
+            1,
+          )} / ${fmt(
+            med('blkback-initiator', (r) => r.targetCpuUsPerIo),
+            1,
+          )} |`,
       );
     }
   }

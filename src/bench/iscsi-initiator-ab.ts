@@ -83,7 +83,15 @@ async function once(client: string, url: string, bs: number, seconds: number, ro
   };
 }
 
-export async function runInitiatorAb(url: string, bs: number, rounds: number, seconds: number, clients: readonly string[], targetPid: number | undefined, out: (line: string) => void): Promise<AbRun[]> {
+export async function runInitiatorAb(
+  url: string,
+  bs: number,
+  rounds: number,
+  seconds: number,
+  clients: readonly string[],
+  targetPid: number | undefined,
+  out: (line: string) => void,
+): Promise<AbRun[]> {
   const runs: AbRun[] = [];
   for (let round = 1; round <= rounds; round++) {
     for (const client of rotation(clients, round)) {
@@ -103,7 +111,9 @@ export function summarizeAb(runs: readonly AbRun[], clients: readonly string[]):
   for (const c of clients) {
     const rs = of(c);
     const tgt = rs.map((r) => r.targetUsPerIo).filter((v): v is number => v !== null);
-    lines.push(`${c}: IOPS ${f(median(rs.map((r) => r.iops)), 0)}, client CPU µs/IO ${f(median(rs.map((r) => r.cpuUsPerIo)))} (user ${f(median(rs.map((r) => r.userUsPerIo)))}), target CPU µs/IO ${f(median(tgt))}`);
+    lines.push(
+      `${c}: IOPS ${f(median(rs.map((r) => r.iops)), 0)}, client CPU µs/IO ${f(median(rs.map((r) => r.cpuUsPerIo)))} (user ${f(median(rs.map((r) => r.userUsPerIo)))}), target CPU µs/IO ${f(median(tgt))}`,
+    );
   }
   const ratio = (c: string, ref: string, k: 'iops' | 'cpuUsPerIo'): string => {
     const q: number[] = [];

@@ -174,7 +174,7 @@ class FakeTarget implements PduSink {
   /** Data-In PDUs of at most `segment` bytes, the last with the status (phase collapse). */
   #dataIn(itt: number, length: number, content: Buffer | null): void {
     let dataSN = 0;
-    for (let at = 0; at < length || (length === 0 && at === 0);) {
+    for (let at = 0; at < length || (length === 0 && at === 0); ) {
       const n = Math.min(this.#segment, length - at);
       const last = at + n >= length;
       const o = this.#header(Opcode.SCSI_DATA_IN, last ? Flag.F | Flag.S : 0, itt, n);
@@ -273,7 +273,18 @@ export async function runInitiatorCpu(o: InitiatorCpuOptions): Promise<Initiator
       },
     });
   const device = await openIscsiDevice(
-    { kind: 'iscsi', host: 'fake', port: 3260, user: undefined, targetName: 'iqn.2026-12.org.blkback:fake', lun: 1, secretFile: undefined, digest: false, initiatorName: undefined, reconnectTimeoutMs: 1000 },
+    {
+      kind: 'iscsi',
+      host: 'fake',
+      port: 3260,
+      user: undefined,
+      targetName: 'iqn.2026-12.org.blkback:fake',
+      lun: 1,
+      secretFile: undefined,
+      digest: false,
+      initiatorName: undefined,
+      reconnectTimeoutMs: 1000,
+    },
     { connect, readOnly: true },
   );
   try {
@@ -335,7 +346,14 @@ if (invokedDirectly) {
   const [bs = '65536', depth = '32', span = '3', segment = '262144', readBytes = '131072'] = process.argv.slice(2);
   // SECONDS, or COUNT followed by "ios" (20000ios): a fixed number of reads
   const count = span.endsWith('ios') ? Number(span.slice(0, -3)) : undefined;
-  runInitiatorCpu({ bs: Number(bs), depth: Number(depth), seconds: count === undefined ? Number(span) : 0, segment: Number(segment), readBytes: Number(readBytes), ...(count === undefined ? {} : { count }) }).then(
+  runInitiatorCpu({
+    bs: Number(bs),
+    depth: Number(depth),
+    seconds: count === undefined ? Number(span) : 0,
+    segment: Number(segment),
+    readBytes: Number(readBytes),
+    ...(count === undefined ? {} : { count }),
+  }).then(
     (r) => process.stdout.write(`${JSON.stringify(r)}\n`),
     (err: unknown) => {
       process.stderr.write(`iscsi-initiator-cpu: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

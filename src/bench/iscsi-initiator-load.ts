@@ -22,7 +22,8 @@ export async function runInitiatorLoad(url: string, bs: number, depth: number, s
   const device = await openBlockDevice(url, { readOnly: true });
   try {
     const size = device.info.size;
-    if (bs <= 0 || bs % device.info.logicalBlockSize !== 0 || bs > size) throw new Error(`block size ${bs} does not fit ${url} (${size} bytes, ${device.info.logicalBlockSize}-byte blocks)`);
+    if (bs <= 0 || bs % device.info.logicalBlockSize !== 0 || bs > size)
+      throw new Error(`block size ${bs} does not fit ${url} (${size} bytes, ${device.info.logicalBlockSize}-byte blocks)`);
     let next = 0;
     let ios = 0;
     const cpu0 = process.cpuUsage();

@@ -68,7 +68,12 @@ export async function targetSettings(options: IscsiTargetOptions): Promise<Targe
 }
 
 /** What a start function returns for its process once it serves LUN 1 on 127.0.0.1. */
-export function runningTarget<K extends string>(kind: K, settings: TargetSettings, watch: ChildWatch, stop: () => Promise<void>): RunningTarget & { readonly kind: K } {
+export function runningTarget<K extends string>(
+  kind: K,
+  settings: TargetSettings,
+  watch: ChildWatch,
+  stop: () => Promise<void>,
+): RunningTarget & { readonly kind: K } {
   const { port, targetName, mode } = settings;
   return {
     kind,
@@ -270,7 +275,20 @@ export function blkbackTarget(extraArgs: readonly string[] = []): StartTarget {
     const runDir = mkdtempSync(join(tmpdir(), 'blkback-iscsi-target-'));
     const file = resolve(options.backingFile);
     const store = mode === 'thin-ram' ? `ram:${statSync(file).size}` : `file:${file}`;
-    const args = [MAIN_JS, 'iscsi-target', '--portal', `127.0.0.1:${port}`, '--target-name', targetName, '--allow-path', dirname(file), '--control-socket', join(runDir, 'control.sock'), '--lun', `1=${store}`];
+    const args = [
+      MAIN_JS,
+      'iscsi-target',
+      '--portal',
+      `127.0.0.1:${port}`,
+      '--target-name',
+      targetName,
+      '--allow-path',
+      dirname(file),
+      '--control-socket',
+      join(runDir, 'control.sock'),
+      '--lun',
+      `1=${store}`,
+    ];
     if (mode === 'thin' || mode === 'thin-ram') args.push('--thin');
     if (mode === 'readonly') args.push('--read-only');
     args.push(...extraArgs, '--allow', 'ALL');
@@ -285,7 +303,9 @@ export function blkbackTarget(extraArgs: readonly string[] = []): StartTarget {
       await waitForPort('127.0.0.1', port, 20_000, () => (watch.exitStatus() === null ? null : `${watch.exitStatus()} before listening`));
     } catch (err) {
       await stop();
-      throw new Error(`blkback iscsi-target did not start (${err instanceof Error ? err.message : String(err)})\ncommand: ${command}\noutput:\n${watch.output().trim()}`);
+      throw new Error(
+        `blkback iscsi-target did not start (${err instanceof Error ? err.message : String(err)})\ncommand: ${command}\noutput:\n${watch.output().trim()}`,
+      );
     }
     return runningTarget('blkback', settings, watch, stop);
   };

@@ -53,7 +53,10 @@ export const startTgt = async (options: Parameters<StartTarget>[0]): Promise<Tgt
   const controlPort = pickControlPort(port);
   if (mode === 'thin-ram') throw new Error('tgt has no RAM store here: thin-ram is for blkback only');
   // detached: its own session (setsid), so a terminal's signals do not reach it.
-  const child = spawn(findTool('tgtd') ?? 'tgtd', ['-f', '-C', String(controlPort), '--iscsi', `portal=127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(findTool('tgtd') ?? 'tgtd', ['-f', '-C', String(controlPort), '--iscsi', `portal=127.0.0.1:${port}`], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   const watch = new ChildWatch(child);
   const admin = (args: readonly string[]): Promise<string> => tgtadm(controlPort, args);
   let stopped: Promise<void> | null = null;

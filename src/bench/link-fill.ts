@@ -55,7 +55,14 @@ export async function runLinkFill(o: { seconds: number; sizeBytes: number; progr
       const bytesPerSecond = s.mibps * 1048576;
       return { backend: s.backend, bytesPerSecond, ofLink: bytesPerSecond / wire };
     });
-    return { link: shaped ? describeLink(link) : (outcome.rig?.link ?? 'loopback'), shaped, seconds: o.seconds, sizeBytes: o.sizeBytes, rows, goal: LINK_FILL_GOAL };
+    return {
+      link: shaped ? describeLink(link) : (outcome.rig?.link ?? 'loopback'),
+      shaped,
+      seconds: o.seconds,
+      sizeBytes: o.sizeBytes,
+      rows,
+      goal: LINK_FILL_GOAL,
+    };
   } finally {
     rmSync(outDir, { recursive: true, force: true });
   }
@@ -65,7 +72,9 @@ export function formatLinkFill(r: LinkFillReport): string {
   if (!r.shaped) return `randw over the storage link: not measured (${r.link}: the rig needs root for a shaped link)`;
   const lines = [`randw.fio over ${r.link}, ${r.seconds} s per backend (goal: at least ${r.goal}x of the link)`, 'backend   MB/s   of the link'];
   for (const row of r.rows) {
-    lines.push(`${row.backend.padEnd(8)} ${(row.bytesPerSecond / 1e6).toFixed(1).padStart(6)}   ${row.ofLink.toFixed(2)}x${row.ofLink >= r.goal ? '' : ' (below the goal)'}`);
+    lines.push(
+      `${row.backend.padEnd(8)} ${(row.bytesPerSecond / 1e6).toFixed(1).padStart(6)}   ${row.ofLink.toFixed(2)}x${row.ofLink >= r.goal ? '' : ' (below the goal)'}`,
+    );
   }
   return lines.join('\n');
 }

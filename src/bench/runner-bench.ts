@@ -66,7 +66,7 @@ export interface RunnerBenchReport {
 /** The job, as a job file's text: the same bytes go to our parser and to fio. */
 export function runnerJobText(seconds: number): string {
   return [
-    '; blkback bench --suite runner: the runner\'s own cost, no storage behind it',
+    "; blkback bench --suite runner: the runner's own cost, no storage behind it",
     '[runner-null]',
     'ioengine=null',
     'rw=randread',
@@ -122,7 +122,7 @@ export async function runRunnerBench(options: RunnerBenchOptions): Promise<Runne
     job: text,
     seconds,
     rounds,
-    fio: fioMissing ?? 'fio --output-format=json on the same job file (ioengine=null); CPU from the reaped child\'s rusage',
+    fio: fioMissing ?? "fio --output-format=json on the same job file (ioengine=null); CPU from the reaped child's rusage",
     accounting: RUNNER_ACCOUNTING,
     results,
     summary: { runnerIopsPerCore: ours, fioIopsPerCore: theirs, ratio: theirs === null || theirs === 0 ? null : ours / theirs },
@@ -200,10 +200,15 @@ export function parseFioJson(stdout: string): FioJsonJob[] {
 export function formatRunnerTable(report: RunnerBenchReport): string {
   const fmt = (n: number, digits = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
   const rows = ['| round | order | path | IOPS | CPU s | wall s | IOPS per core |', '|---:|---:|---|---:|---:|---:|---:|'];
-  for (const r of report.results) rows.push(`| ${r.round} | ${r.position} | ${r.path === 'runner' ? 'blkback runner (null disk)' : 'fio --ioengine=null'} | ${fmt(r.iops)} | ${fmt(r.cpuSeconds, 2)} | ${fmt(r.wallSeconds, 2)} | ${fmt(r.iopsPerCore)} |`);
+  for (const r of report.results)
+    rows.push(
+      `| ${r.round} | ${r.position} | ${r.path === 'runner' ? 'blkback runner (null disk)' : 'fio --ioengine=null'} | ${fmt(r.iops)} | ${fmt(r.cpuSeconds, 2)} | ${fmt(r.wallSeconds, 2)} | ${fmt(r.iopsPerCore)} |`,
+    );
   const s = report.summary;
   rows.push('');
   rows.push(`accounting: ${report.accounting}; path order rotated each round`);
-  rows.push(`runner ${fmt(s.runnerIopsPerCore)} IOPS/core, fio ${s.fioIopsPerCore === null ? '–' : fmt(s.fioIopsPerCore)} IOPS/core: ratio ${s.ratio === null ? '– (' + report.fio + ')' : `${fmt(s.ratio, 2)}x`} (goal >= 0.9x, issue 16)`);
+  rows.push(
+    `runner ${fmt(s.runnerIopsPerCore)} IOPS/core, fio ${s.fioIopsPerCore === null ? '–' : fmt(s.fioIopsPerCore)} IOPS/core: ratio ${s.ratio === null ? '– (' + report.fio + ')' : `${fmt(s.ratio, 2)}x`} (goal >= 0.9x, issue 16)`,
+  );
   return rows.join('\n');
 }

@@ -166,12 +166,16 @@ export async function runScaleBench(options: ScaleOptions): Promise<ScaleReport>
   const store = await stampedStore();
   try {
     const storeAloneIops = await measureStoreAlone(store, Math.min(options.seconds, 1));
-    options.progress(`store alone (no guest, no ring, this thread): ${Math.round(storeAloneIops).toLocaleString('en-US')} IOPS of 4 KiB random reads at QD${SCALE_IODEPTH}`);
+    options.progress(
+      `store alone (no guest, no ring, this thread): ${Math.round(storeAloneIops).toLocaleString('en-US')} IOPS of 4 KiB random reads at QD${SCALE_IODEPTH}`,
+    );
     const rows: ScaleRow[] = [];
     for (const [i, config] of configs.entries()) {
       const label = `[${i + 1}/${configs.length}] ${config.guests} guest${config.guests === 1 ? '' : 's'}, ${config.queues} queue${config.queues === 1 ? '' : 's'}, ${config.workers} worker${config.workers === 1 ? '' : 's'}`;
       const row = await runConfig(store, config, options, (step) => options.progress(`${label}: ${step}`));
-      options.progress(`${label}: ${Math.round(row.iops).toLocaleString('en-US')} IOPS, fairness ${row.fairness === null ? '∞' : row.fairness.toFixed(2)}, ${row.cpuUsPerIo.toFixed(1)} CPU µs/IO`);
+      options.progress(
+        `${label}: ${Math.round(row.iops).toLocaleString('en-US')} IOPS, fairness ${row.fairness === null ? '∞' : row.fairness.toFixed(2)}, ${row.cpuUsPerIo.toFixed(1)} CPU µs/IO`,
+      );
       rows.push(row);
     }
     return {
@@ -263,7 +267,16 @@ async function runConfig(store: RamDisk, config: ScaleConfig, options: ScaleOpti
     const empty = await backendMemory(host);
     step('booting guests');
     for (let index = 0; index < guests; index++) {
-      const params: ScaleReaderParams = { control: control.buffer, guests, index, devid, bs: SCALE_BS, iodepth: SCALE_IODEPTH, seed: 1 + index, queues: config.queues };
+      const params: ScaleReaderParams = {
+        control: control.buffer,
+        guests,
+        index,
+        devid,
+        bs: SCALE_BS,
+        iodepth: SCALE_IODEPTH,
+        seed: 1 + index,
+        queues: config.queues,
+      };
       const handle = await host.createGuest(
         { name: `scale${index}`, memoryMiB: GUEST_MEMORY_MIB, disks: [] },
         { workload: GUEST_WORKLOAD, params, onReport: (m) => steps.arrive(m as ScaleReaderStep) },

@@ -103,7 +103,9 @@ export function scaleGoalLines(report: ScaleReport): string[] {
   const fairnessValues = rows.filter((r) => r.guests > 1).map((r) => r.fairness ?? Number.POSITIVE_INFINITY);
   if (fairnessValues.length > 0) {
     const worst = Math.max(...fairnessValues);
-    out.push(`fairness: worst max/min per-guest IOPS ${Number.isFinite(worst) ? num(worst, 2) : '∞ (a guest did no I/O)'} (goal ≤ ${g.fairness}) ${mark(worst <= g.fairness)}`);
+    out.push(
+      `fairness: worst max/min per-guest IOPS ${Number.isFinite(worst) ? num(worst, 2) : '∞ (a guest did no I/O)'} (goal ≤ ${g.fairness}) ${mark(worst <= g.fairness)}`,
+    );
   }
   if (rows.length > 0) {
     // Many rings divide the step's noise: the largest sweep point is the figure to trust.
@@ -115,10 +117,14 @@ export function scaleGoalLines(report: ScaleReport): string[] {
   }
   const workers = [...new Set(rows.map((r) => r.workers))].sort((a, b) => a - b);
   if (workers.length < 2) {
-    out.push(`CPU µs/IO with more data-plane workers not higher than with 1: not measured; ${report.skipped.find((s) => s.what === 'workers')?.reason ?? 'only one workers value in this sweep'}`);
+    out.push(
+      `CPU µs/IO with more data-plane workers not higher than with 1: not measured; ${report.skipped.find((s) => s.what === 'workers')?.reason ?? 'only one workers value in this sweep'}`,
+    );
   } else {
     for (const w of workers.slice(1)) {
-      const pairs = rows.filter((r) => r.workers === w).map((r) => [rows.find((o) => o.workers === workers[0] && o.guests === r.guests && o.queues === r.queues), r] as const);
+      const pairs = rows
+        .filter((r) => r.workers === w)
+        .map((r) => [rows.find((o) => o.workers === workers[0] && o.guests === r.guests && o.queues === r.queues), r] as const);
       const worse = pairs.filter(([one, many]) => one !== undefined && many.cpuUsPerIo > one.cpuUsPerIo);
       out.push(`CPU µs/IO with ${w} workers vs ${workers[0]}: higher at ${worse.length} of ${pairs.length} points (goal: none) ${mark(worse.length === 0)}`);
     }
@@ -144,7 +150,14 @@ export function scaleChartInput(report: ScaleReport): ScaleChartInput {
     title: `One blkback, G guests: 4 KiB random reads, QD${report.iodepth} each`,
     subtitle: `${report.seconds} s measured after ${report.warmupSeconds} s warm-up; RAM store; ${m.cpu}, ${m.cores} cores, Node ${m.node}`,
     series,
-    ...(base === undefined ? {} : { iopsGoal: { value: SCALE_GOALS.iopsVsOneGuest * base.iops, label: `goal at ${SCALE_GOALS.goalGuests} guests: ≥ ${SCALE_GOALS.iopsVsOneGuest} × 1 guest` } }),
+    ...(base === undefined
+      ? {}
+      : {
+          iopsGoal: {
+            value: SCALE_GOALS.iopsVsOneGuest * base.iops,
+            label: `goal at ${SCALE_GOALS.goalGuests} guests: ≥ ${SCALE_GOALS.iopsVsOneGuest} × 1 guest`,
+          },
+        }),
     fairnessGoal: { value: SCALE_GOALS.fairness, label: `goal ≤ ${SCALE_GOALS.fairness}` },
   };
 }

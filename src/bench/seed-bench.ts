@@ -30,8 +30,7 @@ import { fioRuntime } from '../reproduce/fio-runtime.ts';
 import { orderLine, rotation } from '../reproduce/rotation.ts';
 import { parseFioJson } from './runner-bench.ts';
 
-export const SEED_ACCOUNTING = 'full on every path: slat, clat and lat of every I/O (our runner always; fio by the jobs\' defaults)';
-
+export const SEED_ACCOUNTING = "full on every path: slat, clat and lat of every I/O (our runner always; fio by the jobs' defaults)";
 
 export const SEED_JOBS = ['randw', 'iometer'] as const;
 export type SeedJob = (typeof SEED_JOBS)[number];
@@ -257,7 +256,15 @@ async function measureFio(spawner: Spawner, file: string, job: SeedJob, round: n
 function rates(job: SeedJob, path: SeedPath, round: number, bytes: number, ios: number, seconds: number, cpuSeconds: number): SeedMeasured {
   const s = seconds > 0 ? seconds : Number.NaN;
   return {
-    job, path, round, bytes, ios, seconds, mbps: bytes / s / 1e6, iops: ios / s, avgIoBytes: ios > 0 ? bytes / ios : 0,
+    job,
+    path,
+    round,
+    bytes,
+    ios,
+    seconds,
+    mbps: bytes / s / 1e6,
+    iops: ios / s,
+    avgIoBytes: ios > 0 ? bytes / ios : 0,
     cpuUsPerIo: ios > 0 ? (cpuSeconds * 1e6) / ios : Number.NaN,
   };
 }
@@ -271,7 +278,8 @@ function ratiosFor(results: readonly SeedBenchResult[], job: SeedJob): SeedRatio
   const guest = mean('guest');
   const bare = mean('bare');
   const fio = mean('fio');
-  const over = (a: Ratio | null, b: Ratio | null): Ratio | null => (a === null || b === null || b.mbps === 0 || b.iops === 0 ? null : { mbps: a.mbps / b.mbps, iops: a.iops / b.iops });
+  const over = (a: Ratio | null, b: Ratio | null): Ratio | null =>
+    a === null || b === null || b.mbps === 0 || b.iops === 0 ? null : { mbps: a.mbps / b.mbps, iops: a.iops / b.iops };
   return { job, guest, bare, fio, guestOverFio: over(guest, fio), bareOverFio: over(bare, fio), guestOverBare: over(guest, bare) };
 }
 
@@ -285,9 +293,11 @@ async function prefillRandom(device: BlockDevice, bytes: number): Promise<void> 
 
 /** The tables for docs/benchmarks.md: every run, then the means and ratios. */
 export function formatSeedTables(report: SeedBenchReport): string {
-  const fmt = (n: number | null | undefined, digits = 0): string => (n === null || n === undefined || !Number.isFinite(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const fmt = (n: number | null | undefined, digits = 0): string =>
+    n === null || n === undefined || !Number.isFinite(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
   const rows = ['| job | round | order | path | MB/s | IOPS | avg I/O bytes | CPU µs/IO |', '|---|---:|---:|---|---:|---:|---:|---:|'];
-  for (const r of report.results) rows.push(`| ${r.job} | ${r.round} | ${r.position} | ${r.path} | ${fmt(r.mbps)} | ${fmt(r.iops)} | ${fmt(r.avgIoBytes)} | ${fmt(r.cpuUsPerIo, 1)} |`);
+  for (const r of report.results)
+    rows.push(`| ${r.job} | ${r.round} | ${r.position} | ${r.path} | ${fmt(r.mbps)} | ${fmt(r.iops)} | ${fmt(r.avgIoBytes)} | ${fmt(r.cpuUsPerIo, 1)} |`);
   rows.push('');
   rows.push('| job | guest MB/s | bare MB/s | fio MB/s | guest IOPS | bare IOPS | fio IOPS | guest/fio | bare/fio | guest/bare |');
   rows.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');

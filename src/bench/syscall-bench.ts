@@ -87,7 +87,7 @@ const WARM_UP_S = 0.8;
 export function syscallBenchUnavailable(spawnCheck: (cmd: string) => boolean): string | null {
   const kernel = KernelPath.unavailable();
   if (kernel !== null) return kernel;
-  if (!spawnCheck('perf')) return "perf is not installed (Debian: apt-get install linux-perf)";
+  if (!spawnCheck('perf')) return 'perf is not installed (Debian: apt-get install linux-perf)';
   return null;
 }
 
@@ -131,10 +131,24 @@ export async function runSyscallBench(options: SyscallOptions): Promise<SyscallR
     await device.close();
     spawner.close();
   }
-  return { machine: machineInfo(), device: `loop device (direct-io=on) over a ${options.span}-byte /dev/shm file, guest disk 'phy:'`, seconds: options.seconds, rounds: options.rounds, goal: SYSCALL_GOAL, command: options.command, results };
+  return {
+    machine: machineInfo(),
+    device: `loop device (direct-io=on) over a ${options.span}-byte /dev/shm file, guest disk 'phy:'`,
+    seconds: options.seconds,
+    rounds: options.rounds,
+    goal: SYSCALL_GOAL,
+    command: options.command,
+    results,
+  };
 }
 
-async function measureCase(spawner: Spawner, device: string, dataPath: DataPath, c: SyscallCase, options: SyscallOptions): Promise<Omit<SyscallResult, 'round'>> {
+async function measureCase(
+  spawner: Spawner,
+  device: string,
+  dataPath: DataPath,
+  c: SyscallCase,
+  options: SyscallOptions,
+): Promise<Omit<SyscallResult, 'round'>> {
   const counts = emptyXenCallCounts();
   const host = await SimHost.start({ dataPath, instrumentBackend: (hv) => countXenCalls(hv, counts) });
   try {
@@ -161,7 +175,17 @@ async function measureCase(spawner: Spawner, device: string, dataPath: DataPath,
     if (vbd === undefined) throw new Error('bench --suite syscalls: the guest has no disk served');
     const answered = (): number => vbd.stats.rd_req + vbd.stats.wr_req;
     const before = { at: performance.now(), requests: answered(), xen: { ...counts } };
-    const perf = await spawner.run('perf', ['stat', '--per-thread', '-e', 'raw_syscalls:sys_enter', '-p', String(process.pid), '--', 'sleep', String(options.seconds)]);
+    const perf = await spawner.run('perf', [
+      'stat',
+      '--per-thread',
+      '-e',
+      'raw_syscalls:sys_enter',
+      '-p',
+      String(process.pid),
+      '--',
+      'sleep',
+      String(options.seconds),
+    ]);
     const after = { at: performance.now(), requests: answered(), xen: { ...counts } };
     // Read while the ring is connected: once the guest ends, the disk has no data path.
     const served = vbd.dataPath;
@@ -226,7 +250,8 @@ export function formatSyscallTable(report: SyscallReport): string {
       `${path.padEnd(11)} ${`${r.rw} ${r.bs / 1024}k QD${r.iodepth}`.padEnd(17)} ${String(Math.round(median(rows.map((x) => x.requests)) ?? 0)).padStart(8)}  ${os.toFixed(3).padStart(6)}  ${(total - os).toFixed(3).padStart(7)}  ${total.toFixed(3).padStart(9)}  ${verdict}`,
     );
   }
-  if (report.results.some((r) => r.served !== null && r.served !== r.dataPath)) lines.push('', 'a>b: asked for a, the ring used b (the frontend did not offer what a needs, e.g. feature-persistent)');
+  if (report.results.some((r) => r.served !== null && r.served !== r.dataPath))
+    lines.push('', 'a>b: asked for a, the ring used b (the frontend did not offer what a needs, e.g. feature-persistent)');
   lines.push('', `command: ${report.command}`);
   return lines.join('\n');
 }

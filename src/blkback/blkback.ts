@@ -77,7 +77,8 @@ export class Blkback {
   constructor(hv: BackendHypervisor, options: BlkbackOptions) {
     this.#hv = hv;
     const backendKind = options.backendKind ?? DEFAULT_BACKEND_KIND;
-    if (!isBackendKind(backendKind)) throw new BlockError('BLK_ERR_CONFIG', `backend kind '${backendKind}' is not a xenstore directory name (a-z, 0-9, _ and -, a letter first)`);
+    if (!isBackendKind(backendKind))
+      throw new BlockError('BLK_ERR_CONFIG', `backend kind '${backendKind}' is not a xenstore directory name (a-z, 0-9, _ and -, a letter first)`);
     this.backendKind = backendKind;
     const maxQueues = options.maxQueues ?? Math.min(MAX_QUEUES_LIMIT, availableParallelism());
     if (!Number.isInteger(maxQueues) || maxQueues < 1 || maxQueues > MAX_QUEUES_LIMIT) {
@@ -100,7 +101,8 @@ export class Blkback {
       fairShare = new FairShare(TURN_COST);
       rings = new InlineRingHost({ hv, budget, fairShare, logError });
     } else {
-      if (options.dataPlane === undefined) throw new BlockError('BLK_ERR_CONFIG', `workers ${workers}: no way for a worker to reach the hypervisor (dataPlane)`);
+      if (options.dataPlane === undefined)
+        throw new BlockError('BLK_ERR_CONFIG', `workers ${workers}: no way for a worker to reach the hypervisor (dataPlane)`);
       // The backend's budget and fair-share accounts, in memory every worker shares.
       const shared = new SharedInflightBudget(maxInflight);
       const table = FairShareTable.create();

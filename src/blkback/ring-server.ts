@@ -12,7 +12,14 @@
 // spinning briefly for them (#afterAnswers). Every wake-up on real Xen is system calls (the event's
 // read and unmask, the loop's epoll) for both threads; this way a guest keeping its queue full is
 // served on the wake-ups its completions cost anyway.
-import { BLKIF_OP, BLKIF_RSP, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_SEGMENTS_PER_REQUEST, SECTOR_SIZE, SEGS_PER_INDIRECT_FRAME } from '../blkif/constants.ts';
+import {
+  BLKIF_OP,
+  BLKIF_RSP,
+  BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
+  SECTOR_SIZE,
+  SEGS_PER_INDIRECT_FRAME,
+} from '../blkif/constants.ts';
 import type { BlkifAbi } from '../blkif/constants.ts';
 import { BlkifRequest, decodeRequest, encodeResponse } from '../blkif/codec.ts';
 import { BackRing } from '../blkif/ring.ts';
@@ -211,7 +218,8 @@ export class RingServer implements FairRing {
     // frontend idle. (A guest keeping 32 requests in flight on a 512-slot ring waited for all 32 in
     // one push and refilled while we slept: 64 KiB QD32 reads went from 2.9 to 3.8-4.3 GB/s.)
     const queued = this.#back.unconsumedRequests();
-    if (this.#scheduled && !this.#stopping && this.#unpushed < this.#coalesceMax && this.#unpushed < queued && queued * this.#lastCost >= COALESCE_QUEUED) return;
+    if (this.#scheduled && !this.#stopping && this.#unpushed < this.#coalesceMax && this.#unpushed < queued && queued * this.#lastCost >= COALESCE_QUEUED)
+      return;
     this.#push();
   };
 
@@ -414,7 +422,8 @@ export class RingServer implements FairRing {
         const pr = this.#free.pop()!;
         decodeRequest(this.#o.abi, this.#slot, pr.req);
         const r = pr.req;
-        const segments = r.operation === BLKIF_OP.INDIRECT ? Math.min(r.indirectNrSegments, this.#maxIndirect) : Math.min(r.nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST);
+        const segments =
+          r.operation === BLKIF_OP.INDIRECT ? Math.min(r.indirectNrSegments, this.#maxIndirect) : Math.min(r.nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST);
         const cost = Math.max(1, segments);
         this.#lastCost = cost;
         pr.cost = cost;
@@ -781,9 +790,12 @@ export class RingServer implements FairRing {
     if (this.#unarmedTimer !== null) clearTimeout(this.#unarmedTimer);
     if (this.#share !== null) this.#o.fairShare!.leave(this.#share, this);
     if (this.#unpushed > 0) this.#push(); // coalesced answers: the ring may be unmapped once we resolve
-    const drained = this.#inflight === 0 ? Promise.resolve() : new Promise<void>((resolve) => {
-      this.#drained = resolve;
-    });
+    const drained =
+      this.#inflight === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            this.#drained = resolve;
+          });
     // Kept grants go only once no I/O can still be reading or writing their pages.
     return drained.then(() => this.#path.close());
   }

@@ -216,14 +216,16 @@ export class Blkfront implements BlockDevice {
    * operation is done when all are.
    */
   barrier(): Promise<void> {
-    if (!this.#disk.barrier) return Promise.reject(new BlockError('BLK_ERR_UNSUPPORTED', `${this.name}: backend has no feature-barrier`, { errno: Errno.EOPNOTSUPP }));
+    if (!this.#disk.barrier)
+      return Promise.reject(new BlockError('BLK_ERR_UNSUPPORTED', `${this.name}: backend has no feature-barrier`, { errno: Errno.EOPNOTSUPP }));
     if (this.#closed) return Promise.reject(new BlockError('BLK_ERR_CLOSED', `${this.name}: device closed`));
     if (this.#clients.length === 1) return this.#clients[0]!.submitControl(BLKIF_OP.WRITE_BARRIER, 0, 0);
     return Promise.all(this.#clients.map((c) => c.submitControl(BLKIF_OP.WRITE_BARRIER, 0, 0))).then(() => undefined);
   }
 
   discard(offset: number, length: number): Promise<void> {
-    if (!this.#disk.discard) return Promise.reject(new BlockError('BLK_ERR_UNSUPPORTED', `${this.name}: backend has no feature-discard`, { errno: Errno.EOPNOTSUPP }));
+    if (!this.#disk.discard)
+      return Promise.reject(new BlockError('BLK_ERR_UNSUPPORTED', `${this.name}: backend has no feature-discard`, { errno: Errno.EOPNOTSUPP }));
     this.#checkRange(offset, length);
     return this.#submitControl(BLKIF_OP.DISCARD, offset / SECTOR_SIZE, length / SECTOR_SIZE);
   }

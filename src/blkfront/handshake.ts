@@ -304,13 +304,16 @@ export class XenbusFrontend {
       );
       void xs
         .watch(path, token, () => {
-          void xs.tryRead(path).then((text) => {
-            const state = parseXenbusState(text);
-            if (done(state)) finish(null, state);
-            else if (failOnClose && (state === XenbusState.Closing || state === XenbusState.Closed)) {
-              finish(new BlockError('BLK_ERR_XENBUS', `${this.name}: backend went to state ${state} while we waited for ${what}`));
-            }
-          }, () => undefined);
+          void xs.tryRead(path).then(
+            (text) => {
+              const state = parseXenbusState(text);
+              if (done(state)) finish(null, state);
+              else if (failOnClose && (state === XenbusState.Closing || state === XenbusState.Closed)) {
+                finish(new BlockError('BLK_ERR_XENBUS', `${this.name}: backend went to state ${state} while we waited for ${what}`));
+              }
+            },
+            () => undefined,
+          );
         })
         .catch((err: unknown) => finish(new BlockError('BLK_ERR_XENBUS', `${this.name}: cannot watch ${path}: ${String(err)}`)));
     });

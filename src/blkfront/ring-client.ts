@@ -539,9 +539,13 @@ export class RingClient {
       this.#stats.errors++;
       const what = OP_NAMES[piece.op] ?? `op ${piece.op}`;
       const status = rsp.status === BLKIF_RSP.EOPNOTSUPP ? 'EOPNOTSUPP' : 'ERROR';
-      io.error = new BlockError('BLK_ERR_IO', `${this.#name}: backend answered BLKIF_RSP_${status} to ${what} of ${piece.nrSectors} sectors at sector ${piece.sector}`, {
-        errno: rsp.status === BLKIF_RSP.EOPNOTSUPP ? Errno.EOPNOTSUPP : Errno.EIO,
-      });
+      io.error = new BlockError(
+        'BLK_ERR_IO',
+        `${this.#name}: backend answered BLKIF_RSP_${status} to ${what} of ${piece.nrSectors} sectors at sector ${piece.sector}`,
+        {
+          errno: rsp.status === BLKIF_RSP.EOPNOTSUPP ? Errno.EOPNOTSUPP : Errno.EIO,
+        },
+      );
     }
     if (--io.remaining === 0) this.#finish(io, piece.op);
     if (this.#inflight === 0 && this.#idle !== null) {

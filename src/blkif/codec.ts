@@ -198,14 +198,7 @@ export function encodeRequest(abi: BlkifAbi, req: BlkifRequest, dst: Uint8Array)
 }
 
 /** Writes a response into dst[0, responseSize) with its padding zeroed (XSA-216: no stale data to the guest). */
-export function encodeResponse(
-  abi: BlkifAbi,
-  dst: Uint8Array,
-  idLo: number,
-  idHi: number,
-  operation: number,
-  status: number,
-): void {
+export function encodeResponse(abi: BlkifAbi, dst: Uint8Array, idLo: number, idHi: number, operation: number, status: number): void {
   const L = ABI_LAYOUT[abi];
   needBytes('encodeResponse', dst, L.responseSize);
   dst.fill(0, 0, L.responseSize);
@@ -226,15 +219,7 @@ export function decodeResponse(abi: BlkifAbi, src: Uint8Array, out: BlkifRespons
   out.status = v.getInt16(L.rspStatus, LE);
 }
 
-function checkSegmentArgs(
-  what: string,
-  page: Uint8Array,
-  count: number,
-  gref: Uint32Array,
-  first: Uint8Array,
-  last: Uint8Array,
-  offset: number,
-): void {
+function checkSegmentArgs(what: string, page: Uint8Array, count: number, gref: Uint32Array, first: Uint8Array, last: Uint8Array, offset: number): void {
   if (!Number.isInteger(count) || count < 0 || count > SEGS_PER_INDIRECT_FRAME || !Number.isInteger(offset) || offset < 0) {
     throw new BlockError('BLK_ERR_BUFFER', `${what}: bad count ${count} or offset ${offset}`, { errno: Errno.EINVAL });
   }
@@ -249,14 +234,7 @@ function checkSegmentArgs(
  * Reads `count` (<= 512) 8-byte blkif_request_segment entries from the start of an indirect page
  * (a private copy, or a guest page the caller accepts reading once) into gref/first/last[outOffset..].
  */
-export function decodeIndirectSegments(
-  page: Uint8Array,
-  count: number,
-  gref: Uint32Array,
-  first: Uint8Array,
-  last: Uint8Array,
-  outOffset: number,
-): void {
+export function decodeIndirectSegments(page: Uint8Array, count: number, gref: Uint32Array, first: Uint8Array, last: Uint8Array, outOffset: number): void {
   checkSegmentArgs('decodeIndirectSegments', page, count, gref, first, last, outOffset);
   const v = viewOf(page);
   for (let i = 0, off = 0; i < count; i++, off += SEGMENT_SIZE) {
@@ -268,14 +246,7 @@ export function decodeIndirectSegments(
 }
 
 /** Writes `count` segments from gref/first/last[inOffset..] to the start of an indirect page, padding zeroed. */
-export function encodeIndirectSegments(
-  page: Uint8Array,
-  count: number,
-  gref: Uint32Array,
-  first: Uint8Array,
-  last: Uint8Array,
-  inOffset: number,
-): void {
+export function encodeIndirectSegments(page: Uint8Array, count: number, gref: Uint32Array, first: Uint8Array, last: Uint8Array, inOffset: number): void {
   checkSegmentArgs('encodeIndirectSegments', page, count, gref, first, last, inOffset);
   const v = viewOf(page);
   for (let i = 0, off = 0; i < count; i++, off += SEGMENT_SIZE) {

@@ -203,7 +203,7 @@ export class FrontRing {
     const oldProd = ring.reqProd;
     const newProd = this.reqProdPvt;
     ring.reqProd = newProd;
-    return ((newProd - ring.reqEvent) >>> 0) < ((newProd - oldProd) >>> 0);
+    return (newProd - ring.reqEvent) >>> 0 < (newProd - oldProd) >>> 0;
   }
 
   /** RING_HAS_UNCONSUMED_RESPONSES (as a count). */
@@ -213,7 +213,7 @@ export class FrontRing {
 
   /** RING_RESPONSE_PROD_OVERFLOW: the backend claims more responses than the ring can hold. */
   responseProdOverflow(): boolean {
-    return ((this.ring.rspProd - this.rspCons) >>> 0) > this.size;
+    return (this.ring.rspProd - this.rspCons) >>> 0 > this.size;
   }
 
   /** Copies the next response (responseSize bytes) into dst and consumes it; false when there is none. */
@@ -253,7 +253,7 @@ export class BackRing {
 
   /** RING_REQUEST_PROD_OVERFLOW on the current req_prod: true means a bogus frontend (halt the ring). */
   requestProdOverflow(): boolean {
-    return ((this.ring.reqProd - this.rspProdPvt) >>> 0) > this.size;
+    return (this.ring.reqProd - this.rspProdPvt) >>> 0 > this.size;
   }
 
   /** RING_HAS_UNCONSUMED_REQUESTS (as a count), including its min() against the responses not yet produced. */
@@ -271,7 +271,7 @@ export class BackRing {
   takeRequest(dst: Uint8Array): boolean {
     const cons = this.reqCons;
     if (this.ring.reqProd === cons) return false;
-    if (((cons - this.rspProdPvt) >>> 0) >= this.size) return false;
+    if ((cons - this.rspProdPvt) >>> 0 >= this.size) return false;
     this.ring.copyOut(cons, dst, this.ring.requestSize);
     this.reqCons = (cons + 1) >>> 0;
     return true;
@@ -292,7 +292,7 @@ export class BackRing {
     const oldProd = ring.rspProd;
     const newProd = this.rspProdPvt;
     ring.rspProd = newProd;
-    return ((newProd - ring.rspEvent) >>> 0) < ((newProd - oldProd) >>> 0);
+    return (newProd - ring.rspEvent) >>> 0 < (newProd - oldProd) >>> 0;
   }
 
   /** RING_FINAL_CHECK_FOR_REQUESTS: true if requests are pending; otherwise asks for an event on the next one. */

@@ -129,7 +129,10 @@ export async function openDirectDisk(path: string, opts: DirectDiskOptions = {})
       }
     }
     space = await probeHostSpace({
-      fd, name, target, readOnly,
+      fd,
+      name,
+      target,
+      readOnly,
       logicalBlockSize: geometry.logicalBlockSize,
       size: () => geometry.size,
       writeZeroesByWriting: (offset, length) => writeZeroRange(fd, name, offset, length, alignedZeroes()),

@@ -44,7 +44,10 @@ export async function openFileDisk(path: string, opts: FileDiskOptions = {}): Pr
   let space;
   try {
     space = await probeHostSpace({
-      fd, name, target, readOnly,
+      fd,
+      name,
+      target,
+      readOnly,
       logicalBlockSize: geometry.logicalBlockSize,
       size: () => info.size,
       writeZeroesByWriting: (offset, length) => {

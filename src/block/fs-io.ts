@@ -26,11 +26,10 @@ export function dropFront(iov: readonly Uint8Array[], skip: number): Uint8Array[
 
 export function ioError(op: string, name: string, offset: number, length: number, err: NodeJS.ErrnoException): BlockError {
   const errno = typeof err.errno === 'number' ? -err.errno : Errno.EIO;
-  return new BlockError(
-    'BLK_ERR_IO',
-    `${name}: ${op} of ${length} bytes at offset ${offset} failed: ${err.message}`,
-    { errno: errno > 0 ? errno : Errno.EIO, cause: err },
-  );
+  return new BlockError('BLK_ERR_IO', `${name}: ${op} of ${length} bytes at offset ${offset} failed: ${err.message}`, {
+    errno: errno > 0 ? errno : Errno.EIO,
+    cause: err,
+  });
 }
 
 /** Reads exactly the iov's bytes at `offset`; end of file before that is an EIO BlockError. */
@@ -42,7 +41,9 @@ export function preadvFull(fd: number, name: string, offset: number, iov: readon
         if (err !== null) return reject(ioError('read', name, offset, want, err));
         if (n === left) return resolve();
         if (n === 0) {
-          return reject(new BlockError('BLK_ERR_IO', `${name}: read of ${want} bytes at offset ${offset} hit the end of the file at ${pos}`, { errno: Errno.EIO }));
+          return reject(
+            new BlockError('BLK_ERR_IO', `${name}: read of ${want} bytes at offset ${offset} hit the end of the file at ${pos}`, { errno: Errno.EIO }),
+          );
         }
         step(pos + n, dropFront(vec, n), left - n);
       });
@@ -84,9 +85,7 @@ export function ftruncate(fd: number, name: string, size: number): Promise<void>
 }
 
 /** Writes zeroes over [offset, offset+length) from `zero` (any length), one buffer-full at a time. */
-export async function writeZeroRange(
-  fd: number, name: string, offset: number, length: number, zero: Uint8Array,
-): Promise<void> {
+export async function writeZeroRange(fd: number, name: string, offset: number, length: number, zero: Uint8Array): Promise<void> {
   const one: Uint8Array[] = [zero];
   for (let done = 0; done < length; ) {
     const n = Math.min(zero.byteLength, length - done);

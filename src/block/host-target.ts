@@ -42,24 +42,27 @@ export interface HostTarget {
 }
 
 /** Opens with `extraFlags` plus O_RDWR or O_RDONLY and describes the target. */
-export async function openHostTarget(
-  path: string, name: string, readOnly: boolean, extraFlags: number, checked?: CheckedTarget,
-): Promise<HostTarget> {
+export async function openHostTarget(path: string, name: string, readOnly: boolean, extraFlags: number, checked?: CheckedTarget): Promise<HostTarget> {
   const access = readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR;
   let fd: number;
   try {
     fd = await openFd(checked === undefined ? path : `/proc/self/fd/${checked.pathFd}`, access | extraFlags);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const hint = e.code === 'EINVAL' && (extraFlags & fs.constants.O_DIRECT) !== 0
-      ? ' (the filesystem does not support O_DIRECT, e.g. tmpfs before Linux 6.6: use file: instead, or a loop device)'
-      : e.code === 'EROFS' || e.code === 'EACCES' ? ' (open it read-only?)' : '';
+    const hint =
+      e.code === 'EINVAL' && (extraFlags & fs.constants.O_DIRECT) !== 0
+        ? ' (the filesystem does not support O_DIRECT, e.g. tmpfs before Linux 6.6: use file: instead, or a loop device)'
+        : e.code === 'EROFS' || e.code === 'EACCES'
+          ? ' (open it read-only?)'
+          : '';
     throw new UsageError(`${name}: cannot open ${path}: ${e.message}${hint}`, { cause: err, errno: typeof e.errno === 'number' ? -e.errno : Errno.EIO });
   }
   try {
     const stat = await fstat(fd);
     if (checked !== undefined && (stat.dev !== checked.dev || stat.ino !== checked.ino)) {
-      throw new UsageError(`${name}: ${path} changed while it was being opened (device ${stat.dev} inode ${stat.ino}, checked ${checked.dev}/${checked.ino})`, { errno: Errno.EACCES });
+      throw new UsageError(`${name}: ${path} changed while it was being opened (device ${stat.dev} inode ${stat.ino}, checked ${checked.dev}/${checked.ino})`, {
+        errno: Errno.EACCES,
+      });
     }
     if (stat.isBlockDevice()) {
       const g = await hostBlockGeometry(stat.rdev);
@@ -67,10 +70,15 @@ export async function openHostTarget(
         throw new UsageError(`${name}: ${path} is a read-only block device; open it read-only`, { errno: Errno.EROFS });
       }
       return {
-        fd, stat, block: g,
+        fd,
+        stat,
+        block: g,
         geometry: {
-          size: g.size, logicalBlockSize: g.logicalBlockSize, physicalBlockSize: g.physicalBlockSize,
-          readOnly, volatileCache: g.writeBack,
+          size: g.size,
+          logicalBlockSize: g.logicalBlockSize,
+          physicalBlockSize: g.physicalBlockSize,
+          readOnly,
+          volatileCache: g.writeBack,
         },
       };
     }
@@ -79,11 +87,15 @@ export async function openHostTarget(
       const size = stat.size - (stat.size % FILE_LOGICAL_BLOCK);
       if (size === 0) throw new UsageError(`${name}: ${path} is smaller than one ${FILE_LOGICAL_BLOCK}-byte block`);
       return {
-        fd, stat, block: undefined,
+        fd,
+        stat,
+        block: undefined,
         geometry: {
-          size, logicalBlockSize: FILE_LOGICAL_BLOCK,
+          size,
+          logicalBlockSize: FILE_LOGICAL_BLOCK,
           physicalBlockSize: stat.blksize >= 4096 ? 4096 : FILE_LOGICAL_BLOCK,
-          readOnly, volatileCache: true,
+          readOnly,
+          volatileCache: true,
         },
       };
     }

@@ -253,9 +253,13 @@ export function createVolatileCache(base: BlockDevice, opts: { readonly name?: s
           if (replaced !== undefined) await Promise.all(replaced);
           if (gen !== generation) throw powerCutError();
           if (lostBlocks > 0) {
-            throw new BlockError('BLK_ERR_DATA_LOST', `${name}: a power cut dropped ${lostBlocks} acknowledged blocks not written since; flushes fail until they are rewritten or the device is reopened`, {
-              errno: Errno.EIO,
-            });
+            throw new BlockError(
+              'BLK_ERR_DATA_LOST',
+              `${name}: a power cut dropped ${lostBlocks} acknowledged blocks not written since; flushes fail until they are rewritten or the device is reopened`,
+              {
+                errno: Errno.EIO,
+              },
+            );
           }
         },
         (err: unknown) => {

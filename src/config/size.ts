@@ -27,7 +27,12 @@ export function parseSize(text: string, what: string): number {
 
 /** "1073741824" -> "1GiB", "1536" -> "1536B": for messages only. */
 export function formatSize(bytes: number): string {
-  for (const [unit, shift] of [['TiB', 40], ['GiB', 30], ['MiB', 20], ['KiB', 10]] as const) {
+  for (const [unit, shift] of [
+    ['TiB', 40],
+    ['GiB', 30],
+    ['MiB', 20],
+    ['KiB', 10],
+  ] as const) {
     const scale = 2 ** shift;
     if (bytes >= scale && bytes % scale === 0) return `${bytes / scale}${unit}`;
   }

@@ -161,7 +161,16 @@ function parseIscsiSpec(spec: string, fail: (why: string) => never): IscsiStoreS
     }
   }
   return {
-    kind: 'iscsi', host, port, user, targetName, lun: Number(lunText), secretFile, digest, initiatorName, reconnectTimeoutMs,
+    kind: 'iscsi',
+    host,
+    port,
+    user,
+    targetName,
+    lun: Number(lunText),
+    secretFile,
+    digest,
+    initiatorName,
+    reconnectTimeoutMs,
     ...(mutualSecretFile === undefined ? {} : { mutualSecretFile }),
   };
 }

@@ -113,7 +113,11 @@ export function parseXlDiskSpec(spec: string, where?: string): XlDisk {
   };
   const d: Draft = { cdrom: false, discard: true, directIoSafe: false, hadPrefix: false };
 
-  const setOnce = (slot: 'target' | 'format' | 'vdev' | 'access' | 'backendtype' | 'script' | 'backendDomain' | 'specification', key: string, value: string): void => {
+  const setOnce = (
+    slot: 'target' | 'format' | 'vdev' | 'access' | 'backendtype' | 'script' | 'backendDomain' | 'specification',
+    key: string,
+    value: string,
+  ): void => {
     const old = d[slot];
     // xl allows an empty value to be given again (target= after an empty positional target).
     if (old !== undefined && old !== '' && value !== old) fail(`${key} given twice ('${old}' and '${value}')`);

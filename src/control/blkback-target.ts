@@ -34,8 +34,7 @@ export function blkbackControlTarget(blkback: Blkback, toolstack: Toolstack, opt
   const xs = options.xenstore;
   const settleMs = options.settleMs ?? 10_000;
 
-  const sortedVbds = (): Vbd[] =>
-    [...blkback.vbds.values()].sort((a, b) => a.frontendDomid - b.frontendDomid || a.devid - b.devid);
+  const sortedVbds = (): Vbd[] => [...blkback.vbds.values()].sort((a, b) => a.frontendDomid - b.frontendDomid || a.devid - b.devid);
 
   const knownKeys = (): string[] => sortedVbds().map((v) => diskKey({ domid: v.frontendDomid, devid: v.devid }));
 

@@ -108,7 +108,10 @@ export class ControlClient {
     const response = await this.#expect(id, () => this.#socket.write(encodeRequest(id, call)));
     if (response.ok) return response.result;
     const e = response.error;
-    throw new ControlError(e.code, e.message, { ...(e.known === undefined ? {} : { known: e.known }), ...(e.cause === undefined ? {} : { causeCode: e.cause }) });
+    throw new ControlError(e.code, e.message, {
+      ...(e.known === undefined ? {} : { known: e.known }),
+      ...(e.cause === undefined ? {} : { causeCode: e.cause }),
+    });
   }
 
   /** Registers for the answer with `id` (0: the next answer, whatever its id), then sends. */
@@ -158,10 +161,14 @@ function connectError(path: string, err: NodeJS.ErrnoException): Error {
       return new ControlUnavailableError(`nothing answers at ${path}: a stale socket of a blkback that has exited (${hint})`, err);
     case 'EACCES':
     case 'EPERM':
-      return new BlockError('CTL_ERR_ACCESS', `permission denied on ${path}: the control socket is mode 0600, run blkback ctl as the user that started blkback (usually root)`, {
-        errno: Errno.EACCES,
-        cause: err,
-      });
+      return new BlockError(
+        'CTL_ERR_ACCESS',
+        `permission denied on ${path}: the control socket is mode 0600, run blkback ctl as the user that started blkback (usually root)`,
+        {
+          errno: Errno.EACCES,
+          cause: err,
+        },
+      );
     default:
       return new BlockError('CTL_ERR_IO', `cannot connect to ${path}: ${err.message}`, { cause: err });
   }

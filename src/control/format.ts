@@ -40,7 +40,8 @@ function table(rows: readonly (readonly string[])[], rightAligned: ReadonlySet<n
 }
 
 export function formatDiskList(disks: readonly DiskSummary[]): string {
-  if (disks.length === 0) return 'no disks are served (blkback serves what the toolstack writes under /local/domain/0/backend/vbd, or under the directory serve was given with --backend-kind)\n';
+  if (disks.length === 0)
+    return 'no disks are served (blkback serves what the toolstack writes under /local/domain/0/backend/vbd, or under the directory serve was given with --backend-kind)\n';
   const rows = [['DISK', 'VDEV', 'STATE', 'SIZE', 'MODE', 'RING', 'ABI', 'DATA', 'INFLIGHT', 'STORE']];
   for (const d of disks) {
     rows.push([
@@ -120,8 +121,15 @@ export function formatIscsiStatus(st: IscsiTargetStatus): string {
   for (const s of st.sessions) {
     const p = s.parameters;
     sessions.push([
-      String(s.tsih), s.type, s.initiatorName, s.isid, s.since.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), String(s.commands), String(s.tasksInFlight),
-      formatBytes(s.bytesRead), formatBytes(s.bytesWritten),
+      String(s.tsih),
+      s.type,
+      s.initiatorName,
+      s.isid,
+      s.since.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+      String(s.commands),
+      String(s.tasksInFlight),
+      formatBytes(s.bytesRead),
+      formatBytes(s.bytesWritten),
       `${formatBytes(Number(p.MaxXmitDataSegmentLength))}/${formatBytes(Number(p.MaxRecvDataSegmentLength))}`,
       `first ${formatBytes(Number(p.FirstBurstLength))} max ${formatBytes(Number(p.MaxBurstLength))}${p.ImmediateData === 'Yes' ? ' immediate' : ''}${p.InitialR2T === 'No' ? ' unsolicited' : ''}`,
     ]);

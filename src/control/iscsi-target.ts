@@ -8,11 +8,14 @@ import type { ScsiDeviceServer } from '../scsi/device-server.ts';
 import { ControlError } from './protocol.ts';
 import type { ControlTarget, IscsiTargetStatus } from './target.ts';
 
-export function iscsiControlTarget(
-  target: IscsiTarget, portal: Portal, deviceServer: ScsiDeviceServer, luns: ReadonlyMap<number, LunSpec>,
-): ControlTarget {
+export function iscsiControlTarget(target: IscsiTarget, portal: Portal, deviceServer: ScsiDeviceServer, luns: ReadonlyMap<number, LunSpec>): ControlTarget {
   const refuse = (op: string): Promise<never> =>
-    Promise.reject(new ControlError('CTL_ERR_UNSUPPORTED', `${op} is for a block backend (blkback serve or run); this is an iSCSI target: use 'blkback ctl list' or 'ctl stats'`));
+    Promise.reject(
+      new ControlError(
+        'CTL_ERR_UNSUPPORTED',
+        `${op} is for a block backend (blkback serve or run); this is an iSCSI target: use 'blkback ctl list' or 'ctl stats'`,
+      ),
+    );
   const status = async (): Promise<IscsiTargetStatus> => {
     const cfg = target.config;
     const lunCounters = new Map(deviceServer.stats().map((st) => [st.lun, st]));
@@ -22,24 +25,26 @@ export function iscsiControlTarget(
       advertise: cfg.advertise,
       allow: cfg.allow === 'ALL' ? 'ALL' : [...cfg.allow].sort(),
       chap: cfg.chap === undefined ? 'none' : cfg.chap.target === undefined ? 'one-way' : 'mutual',
-      luns: [...luns.values()].sort((a, b) => a.lun - b.lun).map((l) => {
-        const device = deviceServer.unit(l.lun)?.device;
-        const st = lunCounters.get(l.lun);
-        const counters: Record<string, number> = {};
-        if (st !== undefined) {
-          for (const [k, v] of Object.entries(st)) if (typeof v === 'number' && k !== 'lun') counters[k] = v;
-          for (const [k, v] of Object.entries(st.errors)) counters[`errors.${k}`] = v;
-        }
-        return {
-          lun: l.lun,
-          store: device?.name ?? l.spec,
-          size: device?.info.size ?? 0,
-          blockSize: device?.info.logicalBlockSize ?? 512,
-          readOnly: l.readOnly === true || device?.info.readOnly === true,
-          thin: l.thin === true,
-          counters,
-        };
-      }),
+      luns: [...luns.values()]
+        .sort((a, b) => a.lun - b.lun)
+        .map((l) => {
+          const device = deviceServer.unit(l.lun)?.device;
+          const st = lunCounters.get(l.lun);
+          const counters: Record<string, number> = {};
+          if (st !== undefined) {
+            for (const [k, v] of Object.entries(st)) if (typeof v === 'number' && k !== 'lun') counters[k] = v;
+            for (const [k, v] of Object.entries(st.errors)) counters[`errors.${k}`] = v;
+          }
+          return {
+            lun: l.lun,
+            store: device?.name ?? l.spec,
+            size: device?.info.size ?? 0,
+            blockSize: device?.info.logicalBlockSize ?? 512,
+            readOnly: l.readOnly === true || device?.info.readOnly === true,
+            thin: l.thin === true,
+            counters,
+          };
+        }),
       sessions: target.sessions.map((s) => ({
         tsih: s.tsih,
         initiatorName: s.nexus.initiatorName,

@@ -79,5 +79,6 @@ export function checkSocketDirectory(dir: string, uid: number = process.geteuid?
   if (st.isSymbolicLink()) refuse('is a symbolic link');
   if (!st.isDirectory()) refuse('is not a directory');
   if (st.uid !== uid) refuse(`belongs to uid ${st.uid}, not to uid ${uid} who runs blkback`);
-  if ((st.mode & 0o022) !== 0) refuse(`is writable by ${(st.mode & 0o020) !== 0 ? 'its group' : 'others'} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')})`);
+  if ((st.mode & 0o022) !== 0)
+    refuse(`is writable by ${(st.mode & 0o020) !== 0 ? 'its group' : 'others'} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')})`);
 }

@@ -122,7 +122,8 @@ const OP_KEYS: Readonly<Record<ControlOp, readonly string[]>> = {
 export function decodeRequest(line: string): Decoded<ControlRequest> {
   if (line.length > MAX_REQUEST_LINE) return fail(null, 'CTL_ERR_TOO_LONG', `request longer than ${MAX_REQUEST_LINE} bytes`);
   // 64 KiB of "[[[[..." would make JSON.parse build 32k nested arrays (a megabyte of garbage a line).
-  if (nestingDepth(line) > MAX_REQUEST_DEPTH) return fail(null, 'CTL_ERR_BAD_JSON', `request nests deeper than ${MAX_REQUEST_DEPTH} levels (requests are flat objects)`);
+  if (nestingDepth(line) > MAX_REQUEST_DEPTH)
+    return fail(null, 'CTL_ERR_BAD_JSON', `request nests deeper than ${MAX_REQUEST_DEPTH} levels (requests are flat objects)`);
   let raw: unknown;
   try {
     raw = JSON.parse(line);
@@ -282,7 +283,8 @@ function nestingDepth(line: string): number {
   for (let i = 0; i < line.length; i++) {
     const c = line.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) {
       inString = true;

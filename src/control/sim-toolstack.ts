@@ -25,7 +25,9 @@ export function simToolstack(host: SimHost, options: { readonly detachTimeoutMs?
       const ours = (await host.xs.tryRead(`${be}/${VbdKey.frontend}`)) === undefined ? undefined : be;
       const other = ours ?? (await host.xs.tryRead(`${frontendDir(domid, disk.deviceId)}/${VbdKey.backend}`));
       if (other !== undefined) {
-        throw new BlockError('BLK_ERR_EXISTS', `attach: domain ${domid} already has a device ${disk.vdev} (${disk.deviceId}), served by ${other}`, { errno: Errno.EEXIST });
+        throw new BlockError('BLK_ERR_EXISTS', `attach: domain ${domid} already has a device ${disk.vdev} (${disk.deviceId}), served by ${other}`, {
+          errno: Errno.EEXIST,
+        });
       }
       await host.attachDisk(domid, guestDiskFromXl(disk, 'attach'));
     },

@@ -26,16 +26,30 @@ export function xenstoreToolstack(xs: XenstoreClient, kind: string, options: Xen
       if (disk.backendtype !== 'phy') refuse(`backendtype ${disk.backendtype}: disks under backend/${kind} are served as phy`);
       if (disk.script !== undefined) refuse(`script=${disk.script}: no hotplug script runs here (serve opens the target itself)`);
       if (disk.backendDomain !== undefined) refuse(`backend=${disk.backendDomain}: only dom0 serves disks here`);
-      if ((await xs.tryRead(`${domainDir(domid)}/${DomainKey.domid}`)) === undefined && (await xs.tryRead(`${domainDir(domid)}/${DomainKey.name}`)) === undefined) {
+      if (
+        (await xs.tryRead(`${domainDir(domid)}/${DomainKey.domid}`)) === undefined &&
+        (await xs.tryRead(`${domainDir(domid)}/${DomainKey.name}`)) === undefined
+      ) {
         throw new BlockError('BLK_ERR_NODOMAIN', `attach: there is no domain ${domid}`, { errno: Errno.ENOENT });
       }
       const fe = frontendDir(domid, disk.deviceId);
       const other = await xs.tryRead(`${fe}/${VbdKey.backend}`);
       if (other !== undefined) {
-        throw new BlockError('BLK_ERR_EXISTS', `attach: domain ${domid} already has a device ${disk.vdev} (${disk.deviceId}), served by ${other}`, { errno: Errno.EEXIST });
+        throw new BlockError('BLK_ERR_EXISTS', `attach: domain ${domid} already has a device ${disk.vdev} (${disk.deviceId}), served by ${other}`, {
+          errno: Errno.EEXIST,
+        });
       }
       await xs.transaction((tx) =>
-        writeDiskEntries(xs, tx, { kind, domid, devid: disk.deviceId, vdev: disk.vdev, target: disk.target, type: 'phy', readOnly: disk.access === 'r', discard: disk.discard }),
+        writeDiskEntries(xs, tx, {
+          kind,
+          domid,
+          devid: disk.deviceId,
+          vdev: disk.vdev,
+          target: disk.target,
+          type: 'phy',
+          readOnly: disk.access === 'r',
+          discard: disk.discard,
+        }),
       );
       options.log?.(`attach: wrote ${backendDir(kind, domid, disk.deviceId)} and ${fe} (${disk.target})`);
     },

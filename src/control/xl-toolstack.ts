@@ -24,10 +24,20 @@ export function xlToolstack(options: XlToolstackOptions = {}): Toolstack {
         const command = `${xl} ${args.map(quote).join(' ')}`;
         const e = err as NodeJS.ErrnoException & { killed?: boolean; signal?: string | null };
         if (e.code === 'ENOENT') {
-          return reject(new BlockError('BLK_ERR_TOOLSTACK', `cannot run ${xl}: not found on PATH (install the Xen tools, e.g. the xen-utils package)`, { errno: Errno.ENOENT, cause: err }));
+          return reject(
+            new BlockError('BLK_ERR_TOOLSTACK', `cannot run ${xl}: not found on PATH (install the Xen tools, e.g. the xen-utils package)`, {
+              errno: Errno.ENOENT,
+              cause: err,
+            }),
+          );
         }
         const said = lastLines(stderr);
-        const how = e.killed === true ? `was stopped after ${options.timeoutMs ?? 60_000} ms` : typeof e.code === 'number' ? `exited with status ${e.code}` : `failed (${e.signal ?? e.message})`;
+        const how =
+          e.killed === true
+            ? `was stopped after ${options.timeoutMs ?? 60_000} ms`
+            : typeof e.code === 'number'
+              ? `exited with status ${e.code}`
+              : `failed (${e.signal ?? e.message})`;
         reject(new BlockError('BLK_ERR_TOOLSTACK', `${command} ${how}${said === '' ? '' : `: ${said}`}`, { cause: err }));
       });
     });
@@ -44,6 +54,9 @@ function quote(arg: string): string {
 
 /** xl's last few stderr lines, on one line: libxl's useful message is at the end. */
 function lastLines(stderr: string | Buffer): string {
-  const lines = String(stderr).split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const lines = String(stderr)
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
   return lines.slice(-3).join(' / ');
 }

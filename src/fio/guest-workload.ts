@@ -26,7 +26,9 @@ export default async function fioInGuest(ctx: GuestContext, params: unknown): Pr
     const name = jobDisk(job);
     const disk = ctx.disks.get(name);
     if (disk === undefined) {
-      throw new Error(`job '${job.name}' (${job.where}): filename ${job.filename.join(':') || job.name} is not a disk of guest ${ctx.name} (it has ${[...ctx.disks.keys()].map((d) => `/dev/${d}`).join(', ')}; name one with filename=)`);
+      throw new Error(
+        `job '${job.name}' (${job.where}): filename ${job.filename.join(':') || job.name} is not a disk of guest ${ctx.name} (it has ${[...ctx.disks.keys()].map((d) => `/dev/${d}`).join(', ')}; name one with filename=)`,
+      );
     }
     devices.set(job, disk);
   }

@@ -72,8 +72,18 @@ export class ProgressTracker {
     }
     const now = performance.now();
     const dt = Math.max(1e-3, (now - this.#last.t) / 1000);
-    const rate = (now3: number[], then: number[]): [number, number, number] => [0, 1, 2].map((d) => Math.max(0, (now3[d]! - then[d]!) / dt)) as [number, number, number];
-    const out: FioProgress = { kind: 'fio-progress', states, bytes, ios, bps: rate(bytes, this.#last.bytes), iops: rate(ios, this.#last.ios), jobsRunning: running, elapsedMs: now - this.#started };
+    const rate = (now3: number[], then: number[]): [number, number, number] =>
+      [0, 1, 2].map((d) => Math.max(0, (now3[d]! - then[d]!) / dt)) as [number, number, number];
+    const out: FioProgress = {
+      kind: 'fio-progress',
+      states,
+      bytes,
+      ios,
+      bps: rate(bytes, this.#last.bytes),
+      iops: rate(ios, this.#last.ios),
+      jobsRunning: running,
+      elapsedMs: now - this.#started,
+    };
     this.#last = { t: now, bytes, ios };
     return out;
   }

@@ -24,7 +24,13 @@ export interface JobFileText {
 
 export type FioTarget =
   /** In a simulated guest; `guest` omitted: one guest with a RAM disk as xvda sized for the jobs. */
-  | { readonly kind: 'guest'; readonly guest?: GuestConfig; readonly host?: SimHost; readonly maps?: ReadonlyMap<string, string>; readonly xenstoreSocket?: string }
+  | {
+      readonly kind: 'guest';
+      readonly guest?: GuestConfig;
+      readonly host?: SimHost;
+      readonly maps?: ReadonlyMap<string, string>;
+      readonly xenstoreSocket?: string;
+    }
   /** Straight on a block device (a store spec, or an open device); omitted: a RAM disk sized for the jobs. */
   | { readonly kind: 'bare'; readonly spec?: string; readonly device?: BlockDevice };
 
@@ -100,7 +106,12 @@ async function runBare(jobs: readonly FioJob[], device: BlockDevice, options: Fi
   }
 }
 
-async function runInGuest(jobs: readonly FioJob[], ramSize: number, target: Extract<FioTarget, { kind: 'guest' }>, options: FioRunOptions): Promise<JobResult[]> {
+async function runInGuest(
+  jobs: readonly FioJob[],
+  ramSize: number,
+  target: Extract<FioTarget, { kind: 'guest' }>,
+  options: FioRunOptions,
+): Promise<JobResult[]> {
   const host =
     target.host ??
     (await SimHost.start({

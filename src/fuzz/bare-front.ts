@@ -144,7 +144,8 @@ export class BareFront {
     });
     await xs.transaction(async (tx) => {
       // Keys of an earlier connection must not linger: a backend reads ring-ref when there is no ring-page-order.
-      for (const key of [ringRefKey(0, false), VbdKey.ringPageOrder, ...Array.from({ length: 16 }, (_, i) => ringRefKey(i, true))]) await xs.rm(`${fe}/${key}`, tx).catch(() => undefined);
+      for (const key of [ringRefKey(0, false), VbdKey.ringPageOrder, ...Array.from({ length: 16 }, (_, i) => ringRefKey(i, true))])
+        await xs.rm(`${fe}/${key}`, tx).catch(() => undefined);
       if (order === 0) await xs.write(`${fe}/${ringRefKey(0, false)}`, String(refs[0]), tx);
       else {
         await xs.write(`${fe}/${VbdKey.ringPageOrder}`, String(order), tx);
@@ -204,7 +205,7 @@ export class BareFront {
     const ring = this.ring;
     const old = ring.reqProd;
     ring.reqProd = reqProd >>> 0;
-    const wanted = ((reqProd - ring.reqEvent) >>> 0) < ((reqProd - old) >>> 0);
+    const wanted = (reqProd - ring.reqEvent) >>> 0 < (reqProd - old) >>> 0;
     if (force || wanted) this.events?.notify();
   }
 

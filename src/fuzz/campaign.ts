@@ -197,7 +197,12 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
   let leg: DataPath | undefined;
   const onCrash = (err: unknown): void => {
     const text = err instanceof Error ? (err.stack ?? err.message) : String(err);
-    sink.add({ kind: 'crash', message: `uncaught in the backend's thread: ${text.split('\n').slice(0, 6).join('\n      ')}`, seed: options.seed, ...(leg === undefined ? {} : { dataPath: leg }) });
+    sink.add({
+      kind: 'crash',
+      message: `uncaught in the backend's thread: ${text.split('\n').slice(0, 6).join('\n      ')}`,
+      seed: options.seed,
+      ...(leg === undefined ? {} : { dataPath: leg }),
+    });
   };
   process.on('uncaughtException', onCrash);
   process.on('unhandledRejection', onCrash);
@@ -266,7 +271,10 @@ async function runLeg(o: CampaignOptions, dataPath: DataPath, requests: number, 
       if (g === 0 && disk === 'rw') order.push({ name: 'fuzz-neighbour', bytes: NEIGHBOUR_BYTES, role: { kind: 'neighbour' } });
     }
   }
-  const backing = createRamDisk(order.reduce((n, w) => n + w.bytes, 0), { name: 'fuzz-backing' });
+  const backing = createRamDisk(
+    order.reduce((n, w) => n + w.bytes, 0),
+    { name: 'fuzz-backing' },
+  );
   const roWindows: { guest: number; offset: number; bytes: number }[] = [];
   let offset = 0;
   for (const w of order) {
@@ -341,11 +349,13 @@ async function runLeg(o: CampaignOptions, dataPath: DataPath, requests: number, 
     },
   );
   const nbControlFrame = neighbour === null ? null : await withTimeout(nbIsReady, deadlineMs * 2);
-  if (neighbour !== null && nbControlFrame === null && !nbCrashed) hostFinding({ kind: 'hang', message: `the neighbour did not start within ${deadlineMs * 2} ms` });
+  if (neighbour !== null && nbControlFrame === null && !nbCrashed)
+    hostFinding({ kind: 'hang', message: `the neighbour did not start within ${deadlineMs * 2} ms` });
   // Rates from the neighbour's own progress reports (each stamped when it arrived).
   const soloStart = nbProgress;
   await sleep(o.soloMs ?? 1000);
-  const rate = (from: { ops: number; at: number }, to: { ops: number; at: number }): number => (to.at > from.at ? ((to.ops - from.ops) * 1000) / (to.at - from.at) : 0);
+  const rate = (from: { ops: number; at: number }, to: { ops: number; at: number }): number =>
+    to.at > from.at ? ((to.ops - from.ops) * 1000) / (to.at - from.at) : 0;
   const soloRate = rate(soloStart, nbProgress);
 
   // ------------------------------------------------------------ the hostile guests
@@ -353,7 +363,8 @@ async function runLeg(o: CampaignOptions, dataPath: DataPath, requests: number, 
   const perGuest = Math.floor(requests / o.guests);
   const epochRequests = Math.max(256, Math.min(4096, Math.floor(perGuest / 32)));
   const overflowEvery = Math.max(epochRequests, Math.min(50_000, Math.floor(perGuest / 8)));
-  const vbdsOf = (domid: number): Vbd[] => HOSTILE_DISKS.map((d) => host.blkback.vbds.get(`${domid}/${vdevToDeviceId(VDEV[d])}`)).filter((v): v is Vbd => v !== undefined);
+  const vbdsOf = (domid: number): Vbd[] =>
+    HOSTILE_DISKS.map((d) => host.blkback.vbds.get(`${domid}/${vdevToDeviceId(VDEV[d])}`)).filter((v): v is Vbd => v !== undefined);
   const hostileVbds = new Map<string, Vbd>();
 
   const checkEpoch = async (s: HostileState, m: HostileEpoch): Promise<void> => {
@@ -397,7 +408,16 @@ async function runLeg(o: CampaignOptions, dataPath: DataPath, requests: number, 
 
   const attackStart = nbProgress;
   for (let g = 0; g < o.guests; g++) {
-    const s: HostileState = { guest: g, handle: null, control: null, progress: null, result: null, lastHeard: performance.now(), ended: false, counted: emptyCounts() };
+    const s: HostileState = {
+      guest: g,
+      handle: null,
+      control: null,
+      progress: null,
+      result: null,
+      lastHeard: performance.now(),
+      ended: false,
+      counted: emptyCounts(),
+    };
     states.push(s);
     const params: HostileParams = {
       guest: g,
@@ -450,7 +470,11 @@ async function runLeg(o: CampaignOptions, dataPath: DataPath, requests: number, 
     for (const s of states) {
       if (!s.ended && now - s.lastHeard > silentMs && s.handle !== null) {
         s.ended = true;
-        hostFinding({ kind: 'hang', message: `hostile guest ${s.guest} sent nothing for ${Math.round((now - s.lastHeard) / 1000)} s; ended it`, guest: s.guest });
+        hostFinding({
+          kind: 'hang',
+          message: `hostile guest ${s.guest} sent nothing for ${Math.round((now - s.lastHeard) / 1000)} s; ended it`,
+          guest: s.guest,
+        });
         void host.destroyGuest(s.handle.domid);
       }
     }
@@ -537,13 +561,17 @@ async function runLeg(o: CampaignOptions, dataPath: DataPath, requests: number, 
     const words = new Uint32Array(now.buffer);
     let bad = 0;
     for (let i = 0; i < words.length; i++) if (words[i] !== roWord(o.seed, ro.guest, i)) bad++;
-    if (bad > 0) hostFinding({ kind: 'corruption', message: `${bad} words of hostile guest ${ro.guest}'s read-only disk changed`, guest: ro.guest, disk: 'ro' });
+    if (bad > 0)
+      hostFinding({ kind: 'corruption', message: `${bad} words of hostile guest ${ro.guest}'s read-only disk changed`, guest: ro.guest, disk: 'ro' });
   }
   await scanErrors();
   // (After a hang, requests of the hung device are still in flight: nothing more to learn here.)
   const allEnded = states.every((s) => s.result !== null && s.result.findings.hang === 0) && nb !== null && !nb.hung && legCounts.hang === 0;
   if (allEnded && host.blkback.budget.used !== 0) {
-    hostFinding({ kind: 'protocol', message: `${host.blkback.budget.used} requests still counted in flight (the in-flight budget) after every guest finished` });
+    hostFinding({
+      kind: 'protocol',
+      message: `${host.blkback.budget.used} requests still counted in flight (the in-flight budget) after every guest finished`,
+    });
   }
   await host.xs.unwatch(domainErrorDir(), 'fuzz-errors').catch(() => undefined);
   // A device whose store never answers cannot be torn down: give up on it after a while.
@@ -551,7 +579,9 @@ async function runLeg(o: CampaignOptions, dataPath: DataPath, requests: number, 
 
   // ------------------------------------------------------------ the leg's report
   const tried: Record<string, number> = {};
-  const disks = Object.fromEntries(HOSTILE_DISKS.map((d) => [d, { requests: 0, answered: 0, malformed: 0, malformedRight: 0, counterChecks: 0, overflows: 0, reconnects: 0 }])) as Record<HostileDiskName, DiskTally>;
+  const disks = Object.fromEntries(
+    HOSTILE_DISKS.map((d) => [d, { requests: 0, answered: 0, malformed: 0, malformedRight: 0, counterChecks: 0, overflows: 0, reconnects: 0 }]),
+  ) as Record<HostileDiskName, DiskTally>;
   let scribbles = 0;
   let storms = 0;
   let scans = 0;

@@ -107,7 +107,12 @@ export class ChaosDisk {
       const ok = await ctx.epoch({ type: 'epoch', disk: this.name, devid: front.devid, epoch: this.#epoch, expected: null, halted: false, index: this.index });
       if (!ok) {
         this.abandoned = true;
-        ctx.finding({ kind: 'hang', message: `the campaign did not check epoch ${this.#epoch} within ${ctx.params.deadlineMs} ms`, guest: ctx.params.guest, disk: this.name });
+        ctx.finding({
+          kind: 'hang',
+          message: `the campaign did not check epoch ${this.#epoch} within ${ctx.params.deadlineMs} ms`,
+          guest: ctx.params.guest,
+          disk: this.name,
+        });
         return;
       }
       this.tally.counterChecks++;
@@ -120,7 +125,12 @@ export class ChaosDisk {
     const prod = front.ring.rspProd;
     const beyond = (prod - front.reqProdPvt) | 0;
     if (beyond > 0) {
-      this.#ctx.finding({ kind: 'protocol', message: `rsp_prod ${prod} is ${beyond} past req_prod ${front.reqProdPvt}: answers to requests never made`, guest: this.#ctx.params.guest, disk: this.name });
+      this.#ctx.finding({
+        kind: 'protocol',
+        message: `rsp_prod ${prod} is ${beyond} past req_prod ${front.reqProdPvt}: answers to requests never made`,
+        guest: this.#ctx.params.guest,
+        disk: this.name,
+      });
       front.rspCons = front.reqProdPvt;
       this.abandoned = true;
       return;

@@ -259,7 +259,8 @@ export class CheckedDisk {
     this.#inflight.delete(rsp.idLo);
     this.tally.answered++;
     const problems: string[] = [];
-    if (rsp.status !== p.expectStatus) problems.push(`status ${statusName(rsp.status)}, owed ${statusName(p.expectStatus)}${p.expectKind === null ? '' : ` (${p.expectKind})`}`);
+    if (rsp.status !== p.expectStatus)
+      problems.push(`status ${statusName(rsp.status)}, owed ${statusName(p.expectStatus)}${p.expectKind === null ? '' : ` (${p.expectKind})`}`);
     if (rsp.operation !== p.expectOp) problems.push(`operation ${opName(rsp.operation)} echoed, owed ${opName(p.expectOp)}`);
     for (const b of this.#padding) {
       if (raw[b] !== 0) {
@@ -317,10 +318,23 @@ export class CheckedDisk {
 
   async #report(halted: boolean): Promise<boolean> {
     const ctx = this.#ctx;
-    const ok = await ctx.epoch({ type: 'epoch', disk: this.name, devid: this.front.devid, epoch: this.#epoch, expected: { ...this.expected }, halted, index: this.index });
+    const ok = await ctx.epoch({
+      type: 'epoch',
+      disk: this.name,
+      devid: this.front.devid,
+      epoch: this.#epoch,
+      expected: { ...this.expected },
+      halted,
+      index: this.index,
+    });
     if (!ok) {
       this.abandoned = true;
-      ctx.finding({ kind: 'hang', message: `the campaign did not check epoch ${this.#epoch} within ${ctx.params.deadlineMs} ms (its thread, the backend's, is stuck?)`, guest: ctx.params.guest, disk: this.name });
+      ctx.finding({
+        kind: 'hang',
+        message: `the campaign did not check epoch ${this.#epoch} within ${ctx.params.deadlineMs} ms (its thread, the backend's, is stuck?)`,
+        guest: ctx.params.guest,
+        disk: this.name,
+      });
       return false;
     }
     this.tally.counterChecks++;
@@ -339,7 +353,12 @@ export class CheckedDisk {
     }
     await sleep(20);
     if (ring.rspProd !== base) {
-      ctx.finding({ kind: 'protocol', message: `answered ${(ring.rspProd - base) >>> 0} requests of a ring whose req_prod (${bogus}) ran past its ${front.size} slots`, guest: ctx.params.guest, disk: this.name });
+      ctx.finding({
+        kind: 'protocol',
+        message: `answered ${(ring.rspProd - base) >>> 0} requests of a ring whose req_prod (${bogus}) ran past its ${front.size} slots`,
+        guest: ctx.params.guest,
+        disk: this.name,
+      });
     }
     this.expected.ring_overflow++;
     this.tally.overflows++;
@@ -350,10 +369,21 @@ export class CheckedDisk {
       held = await front.reconnect(this.ringChoice(front.connections));
     } catch (err) {
       this.abandoned = true;
-      ctx.finding({ kind: 'hang', message: `reconnecting after the overflow: ${err instanceof Error ? err.message : String(err)}`, guest: ctx.params.guest, disk: this.name });
+      ctx.finding({
+        kind: 'hang',
+        message: `reconnecting after the overflow: ${err instanceof Error ? err.message : String(err)}`,
+        guest: ctx.params.guest,
+        disk: this.name,
+      });
       return false;
     }
-    if (held > 0) ctx.finding({ kind: 'protocol', message: `the backend still mapped ${held} pages of the old ring after Closed`, guest: ctx.params.guest, disk: this.name });
+    if (held > 0)
+      ctx.finding({
+        kind: 'protocol',
+        message: `the backend still mapped ${held} pages of the old ring after Closed`,
+        guest: ctx.params.guest,
+        disk: this.name,
+      });
     this.tally.reconnects++;
     this.#attached();
     this.#prepared = -1;

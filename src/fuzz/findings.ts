@@ -12,7 +12,8 @@ export const FINDING_MEANINGS: Readonly<Record<FindingKind, string>> = {
   out_of_grant: 'the backend wrote a guest page it was not granted for writing (a canary changed), or said OKAY to I/O on a page it had no grant for',
   corruption: "the neighbour read back bytes it did not write, or a read-only disk's bytes changed",
   share: "the neighbour got less than its share of the backend's service while the hostile guests kept it busy",
-  protocol: 'a request got no answer or two, a wrong status, operation or id, or dirty padding; an error went uncounted (VbdStats.errors); a ring was not halted on overflow, or its grants were kept after Closed',
+  protocol:
+    'a request got no answer or two, a wrong status, operation or id, or dirty padding; an error went uncounted (VbdStats.errors); a ring was not halted on overflow, or its grants were kept after Closed',
 };
 
 export interface Finding {

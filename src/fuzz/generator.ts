@@ -5,14 +5,7 @@
 //
 // A request names grant refs by class (REF) and a free 32-bit pick: the guest running the stream
 // resolves them to its own refs, so the generator stays independent of any grant table.
-import {
-  BLKIF_DISCARD_SECURE,
-  BLKIF_MAX_SEGMENTS_PER_REQUEST,
-  BLKIF_OP,
-  BLKIF_RSP,
-  SECTORS_PER_PAGE,
-  SEGS_PER_INDIRECT_FRAME,
-} from '../blkif/constants.ts';
+import { BLKIF_DISCARD_SECURE, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP, BLKIF_RSP, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME } from '../blkif/constants.ts';
 import type { BlkifAbi } from '../blkif/constants.ts';
 import type { ErrorKind } from '../blkback/stats.ts';
 import { mulberry32 } from '../internal/prng.ts';
@@ -156,7 +149,7 @@ function ok(r: FuzzRequest): void {
 }
 
 function setSector(r: FuzzRequest, sector: number): void {
-  r.sectorLo = sector % TWO_32 >>> 0;
+  r.sectorLo = (sector % TWO_32) >>> 0;
   r.sectorHi = Math.floor(sector / TWO_32) >>> 0;
 }
 

@@ -63,9 +63,11 @@ export class GuestPools {
       this.granted.push({ ref, label });
       return ref;
     };
-    for (const frame of this.#interleaved(DATA_PAGES, 'guard page between checked data pages')) this.data.push(grant(backendDomid, frame, false, 'checked data page'));
+    for (const frame of this.#interleaved(DATA_PAGES, 'guard page between checked data pages'))
+      this.data.push(grant(backendDomid, frame, false, 'checked data page'));
     for (let i = 0; i < READ_ONLY_PAGES; i++) this.readOnly.push(grant(backendDomid, ledger.allocCanary('page granted read-only'), true, 'read-only page'));
-    for (let i = 0; i < OTHER_PAGES; i++) this.other.push(grant(otherDomid, ledger.allocCanary(`page granted to domain ${otherDomid}`), false, 'other-domain page'));
+    for (let i = 0; i < OTHER_PAGES; i++)
+      this.other.push(grant(otherDomid, ledger.allocCanary(`page granted to domain ${otherDomid}`), false, 'other-domain page'));
     for (let i = 0; i < REVOKED_PAGES; i++) {
       const ref = grant(backendDomid, ledger.allocCanary('page whose grant was revoked'), false, 'revoked page');
       Atomics.store(this.table, 2 * ref, 0); // flags cleared: no longer a grant, though the guest's API still holds the ref

@@ -107,7 +107,18 @@ export default async function hostileGuest(ctx: GuestContext, params: unknown): 
       requests += d.tally.requests;
       answered += d.tally.answered;
     }
-    return { type: 'progress', requests, answered, families: [...families], disks: tallies, scribbles: stream.scribbles, storms: stream.storms, scans, canaries: ledger.canaries, findings: { ...counts } };
+    return {
+      type: 'progress',
+      requests,
+      answered,
+      families: [...families],
+      disks: tallies,
+      scribbles: stream.scribbles,
+      storms: stream.storms,
+      scans,
+      canaries: ledger.canaries,
+      findings: { ...counts },
+    };
   };
 
   try {
@@ -134,7 +145,12 @@ export default async function hostileGuest(ctx: GuestContext, params: unknown): 
       heldGrants += held;
       if (held > 0) {
         const refs = d.front.heldRefs.map((ref) => `${ref} (entry 0x${Atomics.load(pools.table, 2 * ref).toString(16)})`);
-        finding({ kind: 'protocol', message: `the backend still mapped ${held} pages of the ring after Closed: refs ${refs.join(', ')}; connection ${d.front.connections}, ${d.front.abi}, ${d.front.ringPages} pages`, guest: p.guest, disk: d.name });
+        finding({
+          kind: 'protocol',
+          message: `the backend still mapped ${held} pages of the ring after Closed: refs ${refs.join(', ')}; connection ${d.front.connections}, ${d.front.abi}, ${d.front.ringPages} pages`,
+          guest: p.guest,
+          disk: d.name,
+        });
       }
     } catch (err) {
       finding({ kind: 'hang', message: `closing disk ${d.name}: ${err instanceof Error ? err.message : String(err)}`, guest: p.guest, disk: d.name });
@@ -143,7 +159,12 @@ export default async function hostileGuest(ctx: GuestContext, params: unknown): 
   if (closable.length === disks.length) {
     const held = pools.revokeAll();
     heldGrants += held.length;
-    if (held.length > 0) finding({ kind: 'protocol', message: `${held.length} grants were still held by the backend after every disk was closed: ${held.slice(0, 4).join(', ')}`, guest: p.guest });
+    if (held.length > 0)
+      finding({
+        kind: 'protocol',
+        message: `${held.length} grants were still held by the backend after every disk was closed: ${held.slice(0, 4).join(', ')}`,
+        guest: p.guest,
+      });
   }
   scan(true);
   return { ...progress(), heldGrants };

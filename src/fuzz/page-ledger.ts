@@ -85,7 +85,15 @@ export class PageLedger {
         const found = w[base + i]!;
         if (found !== expected) {
           damaged++;
-          if (first.length < max) first.push({ frame, label: k === 2 ? (this.#labels.get(frame) ?? 'canary') : 'never allocated', what: k === 2 ? 'canary' : 'unallocated', word: i, found, expected });
+          if (first.length < max)
+            first.push({
+              frame,
+              label: k === 2 ? (this.#labels.get(frame) ?? 'canary') : 'never allocated',
+              what: k === 2 ? 'canary' : 'unallocated',
+              word: i,
+              found,
+              expected,
+            });
           // Repair it, so the next scan reports only new damage.
           if (k === 2) this.markCanary(frame);
           else w.fill(0, base, base + PAGE_WORDS);

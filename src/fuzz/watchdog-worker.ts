@@ -39,7 +39,10 @@ while (Atomics.load(words, WATCHDOG_STOP) === 0) {
     const bytes = new Uint8Array(data.context);
     const end = bytes.indexOf(0);
     const context = new TextDecoder().decode(bytes.subarray(0, end < 0 ? bytes.length : end));
-    writeSync(2, `\nfuzz: HANG: the backend's thread has not run for ${((now - movedAt) / 1000).toFixed(1)} s (${context}); ending the campaign\nfuzz: 1 finding: hang\n`);
+    writeSync(
+      2,
+      `\nfuzz: HANG: the backend's thread has not run for ${((now - movedAt) / 1000).toFixed(1)} s (${context}); ending the campaign\nfuzz: 1 finding: hang\n`,
+    );
     exitProcess(1);
   }
 }

@@ -32,9 +32,7 @@ export interface GrantMapping {
 }
 
 /** One grant copy operation; `ref` sides name a page granted by `domid`, buffer sides a local buffer. */
-export type GrantCopyEnd =
-  | { readonly ref: number; readonly domid: number; readonly offset: number }
-  | { readonly buffer: Uint8Array };
+export type GrantCopyEnd = { readonly ref: number; readonly domid: number; readonly offset: number } | { readonly buffer: Uint8Array };
 
 export interface GrantCopyOp {
   readonly source: GrantCopyEnd;

@@ -23,7 +23,6 @@ import { BlockError, Errno } from './errors.ts';
 import { libcBinding } from './libc-binding.ts';
 import type { Koffi } from './libc-binding.ts';
 
-
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;

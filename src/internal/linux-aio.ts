@@ -371,7 +371,7 @@ export class LinuxAio {
     }
     if (entries === 0) return;
     if (entries * IOVEC_SIZE > this.#iovecs.byteLength) {
-      this.#iovecs = new Uint8Array(Math.max(entries, this.#iovecs.byteLength / IOVEC_SIZE * 2) * IOVEC_SIZE);
+      this.#iovecs = new Uint8Array(Math.max(entries, (this.#iovecs.byteLength / IOVEC_SIZE) * 2) * IOVEC_SIZE);
       this.#iovecWords = new Uint32Array(this.#iovecs.buffer);
     }
     const base = addressOf(this.#iovecs);

@@ -20,7 +20,6 @@ import { BlockError, Errno } from './errors.ts';
 import { libcBinding } from './libc-binding.ts';
 import type { Koffi } from './libc-binding.ts';
 
-
 export const SOL_SOCKET = 1;
 export const SO_PEERCRED = 17;
 const UCRED_SIZE = 12;
@@ -71,7 +70,8 @@ function socketFd(socket: net.Socket): number {
 export function readPeerCredentials(socket: net.Socket): PeerCredentials {
   const why = peerCredentialsProblem();
   const n = libc.get();
-  if (why !== undefined || n === undefined) throw new BlockError('BLK_ERR_UNSUPPORTED', `peer credentials: ${why ?? 'unavailable'}`, { errno: Errno.EOPNOTSUPP });
+  if (why !== undefined || n === undefined)
+    throw new BlockError('BLK_ERR_UNSUPPORTED', `peer credentials: ${why ?? 'unavailable'}`, { errno: Errno.EOPNOTSUPP });
   const fd = socketFd(socket);
   if (fd < 0) throw new BlockError('BLK_ERR_IO', 'peer credentials: the socket has no file descriptor (already closed?)', { errno: Errno.EINVAL });
   const value = new Uint8Array(UCRED_SIZE);

@@ -176,7 +176,10 @@ async function bindWithMode(server: net.Server, path: string, mode: number, name
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'EEXIST') {
-          throw new BlockError('BLK_ERR_BUSY', `${name} socket ${path}: the path was taken while we started (another server?)`, { errno: Errno.EBUSY, cause: err });
+          throw new BlockError('BLK_ERR_BUSY', `${name} socket ${path}: the path was taken while we started (another server?)`, {
+            errno: Errno.EBUSY,
+            cause: err,
+          });
         }
         // A file system without hard links: rename, which would replace a file created since the
         // caller looked, hence the check (a small window, only on such file systems).

@@ -25,9 +25,26 @@ import { InitiatorSession, newSessionCounters, randomIsid } from './session.ts';
 import type { ChapCredentials, ScsiRequest, ScsiResult, SessionCounters, SessionOptions } from './session.ts';
 import { connectTcp } from './transport.ts';
 import {
-  ASC_POWER_ON_RESET, BLOCK_LIMITS_PAGE, MODE_SENSE_LENGTH, READ_CAPACITY_16_LENGTH, ScsiStatus, SenseKey,
-  inquiryCdb, modeSense10Cdb, modeSense6Cdb, parseBlockLimits, parseCapacity16, parseSense, parseWriteProtect,
-  readCapacity16Cdb, readCdb, synchronizeCacheCdb, testUnitReadyCdb, unmapCdb, unmapParameters, writeCdb,
+  ASC_POWER_ON_RESET,
+  BLOCK_LIMITS_PAGE,
+  MODE_SENSE_LENGTH,
+  READ_CAPACITY_16_LENGTH,
+  ScsiStatus,
+  SenseKey,
+  inquiryCdb,
+  modeSense10Cdb,
+  modeSense6Cdb,
+  parseBlockLimits,
+  parseCapacity16,
+  parseSense,
+  parseWriteProtect,
+  readCapacity16Cdb,
+  readCdb,
+  synchronizeCacheCdb,
+  testUnitReadyCdb,
+  unmapCdb,
+  unmapParameters,
+  writeCdb,
 } from './scsi-cdb.ts';
 import type { BlockLimits, Capacity } from './scsi-cdb.ts';
 
@@ -100,7 +117,9 @@ export async function loadChapCredential(spec: IscsiStoreSpec, where: string): P
   const target = parseChapSecretsFile(await readSecretFile(mutualFile, where), mutualFile, true);
   const [targetName, targetSecret] = [...target][0]!;
   if (targetSecret.equals(own.secret)) {
-    throw new UsageError(`${where}: the target's secret in ${mutualFile} equals CHAP user ${own.name}'s (RFC 7143 §12.1.3: a secret that authenticates an initiator must not authenticate a target)`);
+    throw new UsageError(
+      `${where}: the target's secret in ${mutualFile} equals CHAP user ${own.name}'s (RFC 7143 §12.1.3: a secret that authenticates an initiator must not authenticate a target)`,
+    );
   }
   return { ...own, mutual: { name: targetName, secret: targetSecret } };
 }
@@ -117,10 +136,19 @@ export async function openIscsiDevice(spec: IscsiStoreSpec, opts: OpenIscsiOptio
   const hostPart = spec.host.includes(':') ? `[${spec.host}]` : spec.host;
   const where = `iscsi://${hostPart}:${spec.port}/${spec.targetName}/${spec.lun}`;
   const chap = await loadChapCredential(spec, where);
-  const device = new IscsiBlockDevice(spec, opts.name ?? where, where, chap, opts.readOnly ?? false, {
-    nopIntervalMs: opts.nopIntervalMs ?? DEFAULT_NOP_INTERVAL_MS,
-    nopTimeoutMs: opts.nopTimeoutMs ?? DEFAULT_NOP_TIMEOUT_MS,
-  }, opts.connect ?? connectTcp, opts.holdMaxMs === undefined ? {} : { holdMaxMs: opts.holdMaxMs });
+  const device = new IscsiBlockDevice(
+    spec,
+    opts.name ?? where,
+    where,
+    chap,
+    opts.readOnly ?? false,
+    {
+      nopIntervalMs: opts.nopIntervalMs ?? DEFAULT_NOP_INTERVAL_MS,
+      nopTimeoutMs: opts.nopTimeoutMs ?? DEFAULT_NOP_TIMEOUT_MS,
+    },
+    opts.connect ?? connectTcp,
+    opts.holdMaxMs === undefined ? {} : { holdMaxMs: opts.holdMaxMs },
+  );
   try {
     await device.start();
   } catch (err) {
@@ -163,7 +191,16 @@ export class IscsiBlockDevice implements BlockDevice {
   #watchdog: NodeJS.Timeout | undefined;
   #pingedAt = 0;
 
-  constructor(spec: IscsiStoreSpec, name: string, where: string, chap: ChapCredentials | undefined, readOnly: boolean, nop: { nopIntervalMs: number; nopTimeoutMs: number }, connect: typeof connectTcp = connectTcp, sessionOptions: SessionOptions = {}) {
+  constructor(
+    spec: IscsiStoreSpec,
+    name: string,
+    where: string,
+    chap: ChapCredentials | undefined,
+    readOnly: boolean,
+    nop: { nopIntervalMs: number; nopTimeoutMs: number },
+    connect: typeof connectTcp = connectTcp,
+    sessionOptions: SessionOptions = {},
+  ) {
     this.#spec = spec;
     this.#connectTransport = connect;
     this.#sessionOptions = sessionOptions;
@@ -328,7 +365,9 @@ export class IscsiBlockDevice implements BlockDevice {
       await sleep(wait);
     }
     this.#gaveUp = true;
-    throw new IscsiConnectionLost(`${this.#where}: connection lost and not restored within ${this.#spec.reconnectTimeoutMs / 1000} s (last attempt: ${lastError})`);
+    throw new IscsiConnectionLost(
+      `${this.#where}: connection lost and not restored within ${this.#spec.reconnectTimeoutMs / 1000} s (last attempt: ${lastError})`,
+    );
   }
 
   /** One command to a GOOD status: resent on a new session after a loss, retried after unit attentions. */
@@ -345,11 +384,13 @@ export class IscsiBlockDevice implements BlockDevice {
       } catch (err) {
         // #currentSession decides how long to wait for a new connection
         if (err instanceof IscsiConnectionLost && !this.#closed && ++resends < MAX_RESENDS) continue;
-        if (err instanceof IscsiConnectionLost) throw new IscsiConnectionLost(`${this.#where}: ${what}: failed on ${resends} connections, the last: ${err.message}`);
+        if (err instanceof IscsiConnectionLost)
+          throw new IscsiConnectionLost(`${this.#where}: ${what}: failed on ${resends} connections, the last: ${err.message}`);
         throw err;
       }
       if (r.status === ScsiStatus.GOOD) {
-        if (r.residual !== 0 && !allowResidual) throw new BlockError('BLK_ERR_ISCSI_SHORT', `${this.#where}: ${what}: the target transferred ${r.residual} bytes less than asked`);
+        if (r.residual !== 0 && !allowResidual)
+          throw new BlockError('BLK_ERR_ISCSI_SHORT', `${this.#where}: ${what}: the target transferred ${r.residual} bytes less than asked`);
         return r;
       }
       const sense = parseSense(r.sense);
@@ -417,14 +458,19 @@ export class IscsiBlockDevice implements BlockDevice {
     if (this.#cacheLost) {
       this.#cacheLost = false;
       this.counters.lostCacheFlushes++;
-      throw new BlockError('BLK_ERR_ISCSI_CACHE_LOST', `${this.#where}: flush failed: the session was lost or the target reset with acknowledged writes not yet flushed; they may be gone`, { errno: Errno.EIO });
+      throw new BlockError(
+        'BLK_ERR_ISCSI_CACHE_LOST',
+        `${this.#where}: flush failed: the session was lost or the target reset with acknowledged writes not yet flushed; they may be gone`,
+        { errno: Errno.EIO },
+      );
     }
   }
 
   async discard(offset: number, length: number): Promise<void> {
     const refused = this.#refuseWrite('discard');
     if (refused !== undefined) throw refused;
-    if (!this.info.canDiscard) throw new BlockError('BLK_ERR_UNSUPPORTED', `${this.#where}: the LUN is not thin (no LBPME): no discard`, { errno: Errno.EOPNOTSUPP });
+    if (!this.info.canDiscard)
+      throw new BlockError('BLK_ERR_UNSUPPORTED', `${this.#where}: the LUN is not thin (no LBPME): no discard`, { errno: Errno.EOPNOTSUPP });
     await this.#chunks(length, this.#maxUnmapBlocks * this.#blockSize, (at, n) => {
       const c = new Uint8Array(16);
       unmapCdb(c);

@@ -63,7 +63,10 @@ export class ScsiCommandError extends BlockError {
   readonly ascq: number;
 
   constructor(what: string, status: number, sense: { key: number; asc: number; ascq: number } | undefined) {
-    const s = sense === undefined ? '' : `, sense key 0x${sense.key.toString(16)} ASC/ASCQ 0x${sense.asc.toString(16).padStart(2, '0')}/0x${sense.ascq.toString(16).padStart(2, '0')}`;
+    const s =
+      sense === undefined
+        ? ''
+        : `, sense key 0x${sense.key.toString(16)} ASC/ASCQ 0x${sense.asc.toString(16).padStart(2, '0')}/0x${sense.ascq.toString(16).padStart(2, '0')}`;
     super('BLK_ERR_SCSI', `${what}: SCSI status 0x${status.toString(16).padStart(2, '0')}${s}`, { errno: senseErrno(sense?.key, sense?.asc) });
     this.name = 'ScsiCommandError';
     this.status = status;

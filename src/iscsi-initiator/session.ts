@@ -269,13 +269,16 @@ export class InitiatorSession implements PduSink {
 
   async login(s: LoginSettings): Promise<SessionParameters> {
     const digests = s.digest ? (['CRC32C'] as const) : (['None'] as const);
-    const chap = s.chap === undefined ? undefined : new ChapInitiator({
-      name: s.chap.name,
-      secret: s.chap.secret,
-      // the target must prove the secret of the name in the mutual file (RFC 7143 §12.1.3)
-      ...(s.chap.mutual === undefined ? {} : { mutual: { secret: s.chap.mutual.secret, targetName: s.chap.mutual.name } }),
-      random: (n) => randomBytes(n),
-    });
+    const chap =
+      s.chap === undefined
+        ? undefined
+        : new ChapInitiator({
+            name: s.chap.name,
+            secret: s.chap.secret,
+            // the target must prove the secret of the name in the mutual file (RFC 7143 §12.1.3)
+            ...(s.chap.mutual === undefined ? {} : { mutual: { secret: s.chap.mutual.secret, targetName: s.chap.mutual.name } }),
+            random: (n) => randomBytes(n),
+          });
     const neg = new InitiatorNegotiator({
       initiatorName: s.initiatorName,
       targetName: s.targetName,
@@ -497,7 +500,7 @@ export class InitiatorSession implements PduSink {
     const data = task.req.dataOut!;
     const end = offset + length;
     let dataSN = 0;
-    for (let at = offset; at < end;) {
+    for (let at = offset; at < end; ) {
       const n = Math.min(p.maxXmitDataSegmentLength, end - at);
       const h = this.#writer.header();
       h[Bhs.OPCODE] = Opcode.SCSI_DATA_OUT;
@@ -629,7 +632,11 @@ export class InitiatorSession implements PduSink {
     if (task === undefined) return this.#fail('SCSI Response for a task we do not have');
     if ((h[Bhs.BYTE2] as number) !== 0) {
       this.#tasks.delete(task.itt);
-      task.reject(new BlockError('BLK_ERR_ISCSI_TARGET_FAILURE', `the target failed the command (iSCSI response 0x${(h[Bhs.BYTE2] as number).toString(16)})`, { errno: Errno.EIO }));
+      task.reject(
+        new BlockError('BLK_ERR_ISCSI_TARGET_FAILURE', `the target failed the command (iSCSI response 0x${(h[Bhs.BYTE2] as number).toString(16)})`, {
+          errno: Errno.EIO,
+        }),
+      );
       return;
     }
     let sense: Uint8Array | undefined;
@@ -653,7 +660,8 @@ export class InitiatorSession implements PduSink {
     const length = u32(h, Bhs.WORD44);
     const out = task?.req.dataOut;
     if (task === undefined || out === undefined) return this.#fail('R2T for a task that has no data to send');
-    if (length === 0 || offset + length > out.byteLength) return this.#fail(`R2T outside the command's data (offset ${offset}, ${length} bytes of ${out.byteLength})`);
+    if (length === 0 || offset + length > out.byteLength)
+      return this.#fail(`R2T outside the command's data (offset ${offset}, ${length} bytes of ${out.byteLength})`);
     this.counters.r2ts++;
     // the target waits for this data: it goes with the next flush, held commands with it
     this.#urgent = true;

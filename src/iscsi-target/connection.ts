@@ -234,4 +234,3 @@ export class TargetConnection implements PduSink {
     this.#target.connectionClosed(this, 'connection closed by the initiator');
   }
 }
-

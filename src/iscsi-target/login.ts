@@ -59,10 +59,7 @@ export interface LoginSucceeded {
   sendFinalResponse(writer: PduWriter, tsih: number): void;
 }
 
-export type LoginOutcome =
-  | { readonly kind: 'continue' }
-  | { readonly kind: 'failed'; readonly reason: string }
-  | LoginSucceeded;
+export type LoginOutcome = { readonly kind: 'continue' } | { readonly kind: 'failed'; readonly reason: string } | LoginSucceeded;
 
 /** An answer being sent, possibly over several PDUs. */
 interface PendingAnswer {
@@ -103,9 +100,15 @@ export class LoginPhase {
     this.#negotiator = new TargetNegotiator({
       ...cfg.offer,
       authMethods: chap === undefined ? ['None'] : ['CHAP'],
-      ...(chap === undefined ? {} : {
-        authenticator: new ChapAuthenticator({ initiators: chap.initiators, ...(chap.target === undefined ? {} : { target: chap.target }), random: (n) => randomBytes(n) }),
-      }),
+      ...(chap === undefined
+        ? {}
+        : {
+            authenticator: new ChapAuthenticator({
+              initiators: chap.initiators,
+              ...(chap.target === undefined ? {} : { target: chap.target }),
+              random: (n) => randomBytes(n),
+            }),
+          }),
       admit: (who) => this.#admit(who.initiatorName, who.targetName, who.sessionType),
     });
   }
@@ -115,7 +118,11 @@ export class LoginPhase {
     const cfg = this.#target.config;
     if (sessionType === 'Discovery') return { ok: true };
     if (targetName === undefined || targetName.toLowerCase() !== cfg.targetName.toLowerCase()) {
-      return { ok: false, status: LoginStatus.NOT_FOUND, reason: `${initiatorName} asked for target ${targetName ?? '(none)'}, which is not served here (${cfg.targetName} is)` };
+      return {
+        ok: false,
+        status: LoginStatus.NOT_FOUND,
+        reason: `${initiatorName} asked for target ${targetName ?? '(none)'}, which is not served here (${cfg.targetName} is)`,
+      };
     }
     if (!this.#target.isAllowed(initiatorName)) {
       return { ok: false, status: LoginStatus.AUTHORIZATION_FAILURE, reason: `${initiatorName} is not allowed (--allow) to log in to ${cfg.targetName}` };
@@ -125,7 +132,8 @@ export class LoginPhase {
 
   receive(h: Uint8Array, data: Uint8Array | null, length: number, w: PduWriter): LoginOutcome {
     if (this.#ended) return { kind: 'failed', reason: 'login already over' };
-    if (opcodeOf(h) !== Opcode.LOGIN_REQUEST) return this.#fail(w, LoginStatus.INITIATOR_ERROR, `opcode 0x${opcodeOf(h).toString(16)} before the login finished`, h);
+    if (opcodeOf(h) !== Opcode.LOGIN_REQUEST)
+      return this.#fail(w, LoginStatus.INITIATOR_ERROR, `opcode 0x${opcodeOf(h).toString(16)} before the login finished`, h);
     const flags = h[Bhs.FLAGS] as number;
     const transit = (flags & Flag.T) !== 0;
     const continued = (flags & Flag.C) !== 0;
@@ -219,10 +227,25 @@ export class LoginPhase {
       nextStatSN: (statSN + 1) >>> 0,
       summary: summarize(chapUser, parameters),
       sendFinalResponse: (writer, tsih) => {
-        sendLoginResponse(writer, {
-          transit: true, continued: false, csg, nsg: Stage.FULL_FEATURE_PHASE, versionMax: ISCSI_VERSION, versionActive: ISCSI_VERSION,
-          isid, tsih, itt, statSN, expCmdSN, maxCmdSN: (expCmdSN + queueDepth - 1) >>> 0, status: LoginStatus.SUCCESS,
-        }, text);
+        sendLoginResponse(
+          writer,
+          {
+            transit: true,
+            continued: false,
+            csg,
+            nsg: Stage.FULL_FEATURE_PHASE,
+            versionMax: ISCSI_VERSION,
+            versionActive: ISCSI_VERSION,
+            isid,
+            tsih,
+            itt,
+            statSN,
+            expCmdSN,
+            maxCmdSN: (expCmdSN + queueDepth - 1) >>> 0,
+            status: LoginStatus.SUCCESS,
+          },
+          text,
+        );
       },
     };
   }
@@ -230,11 +253,25 @@ export class LoginPhase {
   #respond(w: PduWriter, transit: boolean, continued: boolean, csg: number, nsg: number, status: number, text: Uint8Array | null): void {
     const statSN = this.#statSN;
     this.#statSN = (this.#statSN + 1) >>> 0;
-    sendLoginResponse(w, {
-      transit, continued, csg, nsg, versionMax: ISCSI_VERSION, versionActive: ISCSI_VERSION,
-      isid: this.#isid, tsih: 0, itt: this.#itt, statSN, expCmdSN: this.#cmdSN,
-      maxCmdSN: (this.#cmdSN + this.#target.config.queueDepth - 1) >>> 0, status,
-    }, text);
+    sendLoginResponse(
+      w,
+      {
+        transit,
+        continued,
+        csg,
+        nsg,
+        versionMax: ISCSI_VERSION,
+        versionActive: ISCSI_VERSION,
+        isid: this.#isid,
+        tsih: 0,
+        itt: this.#itt,
+        statSN,
+        expCmdSN: this.#cmdSN,
+        maxCmdSN: (this.#cmdSN + this.#target.config.queueDepth - 1) >>> 0,
+        status,
+      },
+      text,
+    );
   }
 
   #fail(w: PduWriter, status: number, reason: string, h: Uint8Array): LoginOutcome {
@@ -246,7 +283,10 @@ export class LoginPhase {
     const csg = this.#stage & 1;
     this.#respond(w, false, false, csg, csg, status, null);
     const who = this.#negotiator.identity?.initiatorName;
-    return { kind: 'failed', reason: `${who === undefined ? '' : `${who} `}from ${this.#peer}: ${reason} (login status 0x${status.toString(16).padStart(4, '0')})` };
+    return {
+      kind: 'failed',
+      reason: `${who === undefined ? '' : `${who} `}from ${this.#peer}: ${reason} (login status 0x${status.toString(16).padStart(4, '0')})`,
+    };
   }
 }
 

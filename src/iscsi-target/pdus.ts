@@ -44,8 +44,18 @@ function lunFrom(h: Uint8Array, lun: Uint8Array | null): void {
  * collapse) and then its residual, and it advances StatSN.
  */
 export function sendDataIn(
-  w: PduWriter, seq: SequenceNumbers, lun: Uint8Array, itt: number, dataSN: number, bufferOffset: number,
-  data: Uint8Array, final: boolean, status: number, residualFlags: number, residual: number, release?: () => void,
+  w: PduWriter,
+  seq: SequenceNumbers,
+  lun: Uint8Array,
+  itt: number,
+  dataSN: number,
+  bufferOffset: number,
+  data: Uint8Array,
+  final: boolean,
+  status: number,
+  residualFlags: number,
+  residual: number,
+  release?: () => void,
 ): void {
   const h = w.header();
   h[0] = Opcode.SCSI_DATA_IN;
@@ -70,8 +80,15 @@ export function sendDataIn(
 
 /** SCSI Response (§11.4): status, residual, and sense data behind its 2-byte length. */
 export function sendScsiResponse(
-  w: PduWriter, seq: SequenceNumbers, itt: number, response: number, status: number,
-  residualFlags: number, residual: number, expDataSN: number, sense: Uint8Array | undefined,
+  w: PduWriter,
+  seq: SequenceNumbers,
+  itt: number,
+  response: number,
+  status: number,
+  residualFlags: number,
+  residual: number,
+  expDataSN: number,
+  sense: Uint8Array | undefined,
 ): void {
   const h = statusHeader(w, seq, Opcode.SCSI_RESPONSE, response, itt);
   h[1] = Flag.F | residualFlags;
@@ -89,9 +106,7 @@ export function sendScsiResponse(
 }
 
 /** Ready To Transfer (§11.8): asks for `length` bytes at `offset`; carries but does not advance StatSN. */
-export function sendR2T(
-  w: PduWriter, seq: SequenceNumbers, lun: Uint8Array, itt: number, ttt: number, r2tSN: number, offset: number, length: number,
-): void {
+export function sendR2T(w: PduWriter, seq: SequenceNumbers, lun: Uint8Array, itt: number, ttt: number, r2tSN: number, offset: number, length: number): void {
   const h = w.header();
   h[0] = Opcode.R2T;
   h[1] = Flag.F;
@@ -109,9 +124,7 @@ export function sendR2T(
  * NOP-In (§11.19): the answer to an initiator's ping (its ITT, advancing StatSN), or our own ping
  * (ITT reserved, a TTT the initiator must echo, StatSN carried but not advanced).
  */
-export function sendNopIn(
-  w: PduWriter, seq: SequenceNumbers, lun: Uint8Array | null, itt: number, ttt: number, data: Uint8Array | null,
-): void {
+export function sendNopIn(w: PduWriter, seq: SequenceNumbers, lun: Uint8Array | null, itt: number, ttt: number, data: Uint8Array | null): void {
   const h = w.header();
   h[0] = Opcode.NOP_IN;
   h[1] = Flag.F;
@@ -131,7 +144,14 @@ export function sendTmfResponse(w: PduWriter, seq: SequenceNumbers, itt: number,
 
 /** Text Response (§11.11); `ttt` is reserved unless more text follows (C bit). */
 export function sendTextResponse(
-  w: PduWriter, seq: SequenceNumbers, lun: Uint8Array | null, itt: number, ttt: number, final: boolean, more: boolean, text: Uint8Array,
+  w: PduWriter,
+  seq: SequenceNumbers,
+  lun: Uint8Array | null,
+  itt: number,
+  ttt: number,
+  final: boolean,
+  more: boolean,
+  text: Uint8Array,
 ): void {
   const h = w.header();
   h[0] = Opcode.TEXT_RESPONSE;
@@ -158,9 +178,7 @@ export function sendReject(w: PduWriter, seq: SequenceNumbers, reason: number, r
 }
 
 /** Asynchronous Message (§11.9), e.g. a logout request or the notice that we drop the connection. */
-export function sendAsyncMessage(
-  w: PduWriter, seq: SequenceNumbers, event: number, parameter1: number, parameter2: number, parameter3: number,
-): void {
+export function sendAsyncMessage(w: PduWriter, seq: SequenceNumbers, event: number, parameter1: number, parameter2: number, parameter3: number): void {
   const h = statusHeader(w, seq, Opcode.ASYNC_MESSAGE, 0, RESERVED_TAG);
   h[36] = event;
   putU16(h, 38, parameter1);

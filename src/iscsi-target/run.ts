@@ -112,22 +112,26 @@ export async function startIscsiTarget(o: StartIscsiTargetOptions): Promise<Runn
     digest: o.digest ?? 'any',
     ...(o.targetAlias === undefined ? {} : { targetAlias: o.targetAlias }),
   });
-  const target = new IscsiTarget({
-    targetName: o.targetName,
-    ...(o.targetAlias === undefined ? {} : { targetAlias: o.targetAlias }),
-    portalGroupTag: TARGET_DEFAULTS.portalGroupTag,
-    advertise: formatPortal(o.advertise ?? o.portal),
-    allow: o.allow,
-    ...(o.chap === undefined ? {} : { chap: { initiators: o.chap.initiators, ...(o.chap.target === undefined ? {} : { target: o.chap.target }) } }),
-    offer,
-    queueDepth: o.queueDepth ?? TARGET_DEFAULTS.queueDepth,
-    nopIntervalMs: o.nopIntervalMs ?? TARGET_DEFAULTS.nopIntervalMs,
-    nopTimeoutMs: o.nopTimeoutMs ?? TARGET_DEFAULTS.nopTimeoutMs,
-    loginTimeoutMs: o.loginTimeoutMs ?? TARGET_DEFAULTS.loginTimeoutMs,
-    timerTickMs: TARGET_DEFAULTS.timerTickMs,
-    maxConnections: o.maxConnections ?? TARGET_DEFAULTS.maxConnections,
-    maxSessions: TARGET_DEFAULTS.maxSessions,
-  }, backend, log);
+  const target = new IscsiTarget(
+    {
+      targetName: o.targetName,
+      ...(o.targetAlias === undefined ? {} : { targetAlias: o.targetAlias }),
+      portalGroupTag: TARGET_DEFAULTS.portalGroupTag,
+      advertise: formatPortal(o.advertise ?? o.portal),
+      allow: o.allow,
+      ...(o.chap === undefined ? {} : { chap: { initiators: o.chap.initiators, ...(o.chap.target === undefined ? {} : { target: o.chap.target }) } }),
+      offer,
+      queueDepth: o.queueDepth ?? TARGET_DEFAULTS.queueDepth,
+      nopIntervalMs: o.nopIntervalMs ?? TARGET_DEFAULTS.nopIntervalMs,
+      nopTimeoutMs: o.nopTimeoutMs ?? TARGET_DEFAULTS.nopTimeoutMs,
+      loginTimeoutMs: o.loginTimeoutMs ?? TARGET_DEFAULTS.loginTimeoutMs,
+      timerTickMs: TARGET_DEFAULTS.timerTickMs,
+      maxConnections: o.maxConnections ?? TARGET_DEFAULTS.maxConnections,
+      maxSessions: TARGET_DEFAULTS.maxSessions,
+    },
+    backend,
+    log,
+  );
   onPreemptAndAbort = (lun, nexuses) => {
     const keys = new Set(nexuses.map((n) => n.key));
     for (const s of target.sessions) if (keys.has(s.nexus.key)) void s.abortTasks((t) => t.lun === lun);
@@ -138,8 +142,12 @@ export async function startIscsiTarget(o: StartIscsiTargetOptions): Promise<Runn
   } catch (err) {
     await closeDevices();
     const e = err as NodeJS.ErrnoException;
-    const hint = e.code === 'EADDRINUSE' ? ' (another target, tgtd or LIO, is listening there: stop it or give another --portal)'
-      : e.code === 'EACCES' ? ' (ports below 1024 need root)' : '';
+    const hint =
+      e.code === 'EADDRINUSE'
+        ? ' (another target, tgtd or LIO, is listening there: stop it or give another --portal)'
+        : e.code === 'EACCES'
+          ? ' (ports below 1024 need root)'
+          : '';
     throw Object.assign(new Error(`cannot listen on ${formatPortal(o.portal)}: ${e.message}${hint}`), { code: e.code });
   }
   let closing: Promise<void> | undefined;
@@ -150,11 +158,13 @@ export async function startIscsiTarget(o: StartIscsiTargetOptions): Promise<Runn
     devices,
     luns: specs,
     describeLuns() {
-      return [...devices.entries()].map(([n, d]) => {
-        const l = specs.get(n) as LunSpec;
-        const flags = [l.readOnly === true ? 'read-only' : '', l.thin === true ? 'thin' : ''].filter((f) => f !== '').join(',');
-        return `LUN ${n} = ${d.name} (${d.info.size} bytes${flags === '' ? '' : `, ${flags}`})`;
-      }).join(', ');
+      return [...devices.entries()]
+        .map(([n, d]) => {
+          const l = specs.get(n) as LunSpec;
+          const flags = [l.readOnly === true ? 'read-only' : '', l.thin === true ? 'thin' : ''].filter((f) => f !== '').join(',');
+          return `LUN ${n} = ${d.name} (${d.info.size} bytes${flags === '' ? '' : `, ${flags}`})`;
+        })
+        .join(', ');
     },
     close() {
       closing ??= (async () => {

@@ -8,18 +8,14 @@
 // window is dropped without an answer (§4.2.2.1; libiscsi's iSCSICmdSnTooHigh/TooLow test this).
 // MaxCmdSN leaves room for `queueDepth` commands in flight: it grows as commands complete.
 import { Bhs, isImmediate, opcodeOf, snLess, snLessOrEqual, u32 } from '../iscsi/bhs.ts';
-import {
-  Flag, LogoutReason, LogoutResponse, Opcode, RejectReason, RESERVED_TAG, TmfFunction, TmfResponse, ScsiResponseCode,
-} from '../iscsi/constants.ts';
+import { Flag, LogoutReason, LogoutResponse, Opcode, RejectReason, RESERVED_TAG, TmfFunction, TmfResponse, ScsiResponseCode } from '../iscsi/constants.ts';
 import type { PduWriter } from '../iscsi/pdu-writer.ts';
 import { decodeLun } from '../scsi/lun.ts';
 import type { ItNexus, ResetKind, ScsiResult, ScsiTask, TaskAttribute } from '../scsi/types.ts';
 import { IscsiTask, abortedError } from './task.ts';
 import { BlockError, Errno } from '../internal/errors.ts';
 import type { Solicitation } from './task.ts';
-import {
-  sendDataIn, sendLogoutResponse, sendNopIn, sendR2T, sendReject, sendScsiResponse, sendTextResponse, sendTmfResponse,
-} from './pdus.ts';
+import { sendDataIn, sendLogoutResponse, sendNopIn, sendR2T, sendReject, sendScsiResponse, sendTextResponse, sendTmfResponse } from './pdus.ts';
 import type { SequenceNumbers } from './pdus.ts';
 import type { TargetCounters } from './counters.ts';
 import type { SessionParameters } from '../iscsi/negotiation.ts';
@@ -37,7 +33,6 @@ export interface ScsiBackend {
   reset(kind: ResetKind, lun: number | undefined, by: ItNexus): Promise<void>;
   nexusLost(nexus: ItNexus): void;
 }
-
 
 /** What a session needs from the target around it. */
 export interface SessionHost {
@@ -330,21 +325,24 @@ export class TargetSession implements SequenceNumbers {
     const unsolicitedLimit = writeBit ? Math.min(p.firstBurstLength, edtl) : 0;
     // Unsolicited Data-Out PDUs follow only with InitialR2T=No and the F bit clear (§11.3.4).
     const unsolicitedFollows = writeBit && !p.initialR2T && (flags & Flag.F) === 0 && length < unsolicitedLimit;
-    const task = new IscsiTask({
-      nexus: this.nexus,
-      lun: decodeLun(lunField),
-      lunField,
-      cdb,
-      edtl,
-      writeBit,
-      readBit: (flags & Flag.R) !== 0,
-      attribute: (flags & Flag.ATTR_MASK) as TaskAttribute,
-      itt,
-      cmdSN: u32(h, Bhs.WORD24),
-      immediate,
-      unsolicitedLimit,
-      unsolicitedDone: !unsolicitedFollows,
-    }, this.#solicit);
+    const task = new IscsiTask(
+      {
+        nexus: this.nexus,
+        lun: decodeLun(lunField),
+        lunField,
+        cdb,
+        edtl,
+        writeBit,
+        readBit: (flags & Flag.R) !== 0,
+        attribute: (flags & Flag.ATTR_MASK) as TaskAttribute,
+        itt,
+        cmdSN: u32(h, Bhs.WORD24),
+        immediate,
+        unsolicitedLimit,
+        unsolicitedDone: !unsolicitedFollows,
+      },
+      this.#solicit,
+    );
     if (length > 0) {
       this.#keepData(task, task.unsolicitedViews, data, length);
       task.unsolicitedReceived = length;
@@ -404,11 +402,19 @@ export class TargetSession implements SequenceNumbers {
         if (final && !task.unsolicitedDone) this.#endUnsolicited(task);
         return;
       }
-      if (task.unsolicitedDone) return this.#dataSequenceError(task, final, SENSE_UNEXPECTED_UNSOLICITED, `unsolicited Data-Out after the unsolicited burst ended`);
-      if (dataSN !== task.nextUnsolicitedDataSN) return this.#dataSequenceError(task, final, SENSE_DATA_PHASE_ERROR, `Data-Out DataSN ${dataSN}, expected ${task.nextUnsolicitedDataSN}`);
-      if (offset !== task.unsolicitedReceived) return this.#dataSequenceError(task, final, SENSE_DATA_OFFSET_ERROR, `Data-Out buffer offset ${offset}, expected ${task.unsolicitedReceived}`);
+      if (task.unsolicitedDone)
+        return this.#dataSequenceError(task, final, SENSE_UNEXPECTED_UNSOLICITED, `unsolicited Data-Out after the unsolicited burst ended`);
+      if (dataSN !== task.nextUnsolicitedDataSN)
+        return this.#dataSequenceError(task, final, SENSE_DATA_PHASE_ERROR, `Data-Out DataSN ${dataSN}, expected ${task.nextUnsolicitedDataSN}`);
+      if (offset !== task.unsolicitedReceived)
+        return this.#dataSequenceError(task, final, SENSE_DATA_OFFSET_ERROR, `Data-Out buffer offset ${offset}, expected ${task.unsolicitedReceived}`);
       if (task.unsolicitedReceived + length > task.unsolicitedLimit) {
-        return this.#dataSequenceError(task, final, SENSE_UNEXPECTED_UNSOLICITED, `unsolicited data beyond FirstBurstLength or the expected length (${task.unsolicitedLimit} bytes)`);
+        return this.#dataSequenceError(
+          task,
+          final,
+          SENSE_UNEXPECTED_UNSOLICITED,
+          `unsolicited data beyond FirstBurstLength or the expected length (${task.unsolicitedLimit} bytes)`,
+        );
       }
       task.nextUnsolicitedDataSN++;
       this.#keepData(task, task.unsolicitedViews, data, length);
@@ -428,12 +434,20 @@ export class TargetSession implements SequenceNumbers {
       return;
     }
     const task = s.task;
-    if (task.itt !== itt) return this.#protocolError(h, `Data-Out with TTT 0x${ttt.toString(16)} names task 0x${itt.toString(16)}, not 0x${task.itt.toString(16)}`);
+    if (task.itt !== itt)
+      return this.#protocolError(h, `Data-Out with TTT 0x${ttt.toString(16)} names task 0x${itt.toString(16)}, not 0x${task.itt.toString(16)}`);
     if (dataSN !== s.nextDataSN) return this.#dataSequenceError(task, final, SENSE_DATA_PHASE_ERROR, `Data-Out DataSN ${dataSN}, expected ${s.nextDataSN}`);
-    if (offset !== s.offset + s.received) return this.#dataSequenceError(task, final, SENSE_DATA_OFFSET_ERROR, `Data-Out buffer offset ${offset}, expected ${s.offset + s.received}`);
-    if (s.received + length > s.length) return this.#dataSequenceError(task, final, SENSE_DATA_OFFSET_ERROR, `Data-Out beyond the ${s.length} bytes its R2T asked for`);
+    if (offset !== s.offset + s.received)
+      return this.#dataSequenceError(task, final, SENSE_DATA_OFFSET_ERROR, `Data-Out buffer offset ${offset}, expected ${s.offset + s.received}`);
+    if (s.received + length > s.length)
+      return this.#dataSequenceError(task, final, SENSE_DATA_OFFSET_ERROR, `Data-Out beyond the ${s.length} bytes its R2T asked for`);
     if (final && s.received + length < s.length) {
-      return this.#dataSequenceError(task, final, SENSE_DATA_PHASE_ERROR, `Data-Out sequence ended at ${s.received + length} of the ${s.length} bytes its R2T asked for`);
+      return this.#dataSequenceError(
+        task,
+        final,
+        SENSE_DATA_PHASE_ERROR,
+        `Data-Out sequence ended at ${s.received + length} of the ${s.length} bytes its R2T asked for`,
+      );
     }
     s.nextDataSN++;
     this.#keepData(task, s.views, data, length);
@@ -528,20 +542,31 @@ export class TargetSession implements SequenceNumbers {
       const maxBurst = this.params.maxBurstLength;
       let dataSN = 0;
       let burstLeft = maxBurst;
-      for (let off = 0; off < n;) {
+      for (let off = 0; off < n; ) {
         const len = Math.min(maxSegment, n - off, burstLeft);
         const last = off + len === n;
         burstLeft -= len;
         const endsSequence = last || burstLeft === 0;
         if (burstLeft === 0) burstLeft = maxBurst;
         sendDataIn(
-          w, this, task.lunField, task.itt, dataSN++, off, dataIn.subarray(off, off + len), endsSequence,
-          last && collapse ? result.status : -1, residualFlags, residual, last ? result.release : undefined,
+          w,
+          this,
+          task.lunField,
+          task.itt,
+          dataSN++,
+          off,
+          dataIn.subarray(off, off + len),
+          endsSequence,
+          last && collapse ? result.status : -1,
+          residualFlags,
+          residual,
+          last ? result.release : undefined,
         );
         off += len;
       }
       this.bytesRead += n;
-      if (!collapse) sendScsiResponse(w, this, task.itt, ScsiResponseCode.COMMAND_COMPLETED_AT_TARGET, result.status, residualFlags, residual, dataSN, result.sense);
+      if (!collapse)
+        sendScsiResponse(w, this, task.itt, ScsiResponseCode.COMMAND_COMPLETED_AT_TARGET, result.status, residualFlags, residual, dataSN, result.sense);
       return;
     }
     result.release?.();
@@ -846,7 +871,7 @@ export function commandDescriptorBlock(h: Uint8Array, ahs: Uint8Array | null): U
   if (ahs === null) return Buffer.from(h.subarray(Bhs.CDB, Bhs.CDB + length));
   // Each AHS: AHSLength (2 bytes, counting the type-specific bytes), AHSType, then those bytes,
   // padded to 4. An Extended CDB AHS (type 1) holds a reserved byte and the CDB's bytes past 16.
-  for (let o = 0; o + 4 <= ahs.byteLength;) {
+  for (let o = 0; o + 4 <= ahs.byteLength; ) {
     const ahsLength = ((ahs[o] as number) << 8) | (ahs[o + 1] as number);
     const type = ahs[o + 2] as number;
     if (type === 1) {
@@ -861,4 +886,3 @@ export function commandDescriptorBlock(h: Uint8Array, ahs: Uint8Array | null): U
   }
   return Buffer.from(h.subarray(Bhs.CDB, Bhs.CDB + length));
 }
-

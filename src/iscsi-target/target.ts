@@ -144,18 +144,22 @@ export class IscsiTarget implements SessionHost, ConnectionHost, TextHost {
     if (draining !== undefined) await draining;
     if (this.#sessions.size >= this.config.maxSessions) throw new Error(`too many sessions (${this.config.maxSessions})`);
     const tsih = this.#newTsih();
-    const session = new TargetSession(this, { writer: conn.writer, close: (reason, now) => conn.close(reason, now) }, {
-      tsih,
-      isid: login.isid,
-      nexus,
-      sessionType: login.sessionType,
-      targetName: login.targetName,
-      cid: login.cid,
-      params: login.parameters,
-      queueDepth: this.config.queueDepth,
-      expCmdSN: login.expCmdSN,
-      statSN: login.nextStatSN,
-    });
+    const session = new TargetSession(
+      this,
+      { writer: conn.writer, close: (reason, now) => conn.close(reason, now) },
+      {
+        tsih,
+        isid: login.isid,
+        nexus,
+        sessionType: login.sessionType,
+        targetName: login.targetName,
+        cid: login.cid,
+        params: login.parameters,
+        queueDepth: this.config.queueDepth,
+        expCmdSN: login.expCmdSN,
+        statSN: login.nextStatSN,
+      },
+    );
     this.#sessions.set(tsih, session);
     this.#log(`iscsi: ${session.describe()} logged in from ${conn.peer} (${login.sessionType}${login.summary === '' ? '' : `, ${login.summary}`})`);
     return session;

@@ -70,8 +70,19 @@ export class IscsiTask implements ScsiTask {
 
   constructor(
     fields: {
-      nexus: ItNexus; lun: number; lunField: Uint8Array; cdb: Uint8Array; edtl: number; writeBit: boolean; readBit: boolean;
-      attribute: TaskAttribute; itt: number; cmdSN: number; immediate: boolean; unsolicitedLimit: number; unsolicitedDone: boolean;
+      nexus: ItNexus;
+      lun: number;
+      lunField: Uint8Array;
+      cdb: Uint8Array;
+      edtl: number;
+      writeBit: boolean;
+      readBit: boolean;
+      attribute: TaskAttribute;
+      itt: number;
+      cmdSN: number;
+      immediate: boolean;
+      unsolicitedLimit: number;
+      unsolicitedDone: boolean;
     },
     /** Called when dataOut() needs data the initiator has not sent: the session sends R2Ts. */
     solicit: (task: IscsiTask) => void,
@@ -97,7 +108,9 @@ export class IscsiTask implements ScsiTask {
     if (this.aborted) return Promise.reject(abortedError(this));
     if (this.wanted >= 0) return Promise.reject(new BlockError('BLK_ERR_INTERNAL', `task 0x${this.itt.toString(16)}: dataOut called twice`));
     if (!Number.isSafeInteger(length) || length <= 0 || length > this.expectedDataTransferLength) {
-      return Promise.reject(new BlockError('BLK_ERR_INTERNAL', `task 0x${this.itt.toString(16)}: dataOut(${length}) outside 1..${this.expectedDataTransferLength}`));
+      return Promise.reject(
+        new BlockError('BLK_ERR_INTERNAL', `task 0x${this.itt.toString(16)}: dataOut(${length}) outside 1..${this.expectedDataTransferLength}`),
+      );
     }
     this.wanted = length;
     const ready = this.#gathered();

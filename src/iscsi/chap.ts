@@ -290,7 +290,8 @@ export class ChapAuthenticator implements LoginAuthenticator {
     const nameProblem = checkName(name);
     if (nameProblem !== null) return fail(LoginStatus.INITIATOR_ERROR, nameProblem);
     const response = parseBinary(r, CHAP_MAX_BINARY);
-    if (response === null) return fail(LoginStatus.INITIATOR_ERROR, `CHAP_R from ${JSON.stringify(name)} is not a hex or base64 value of at most ${CHAP_MAX_BINARY} bytes`);
+    if (response === null)
+      return fail(LoginStatus.INITIATOR_ERROR, `CHAP_R from ${JSON.stringify(name)} is not a hex or base64 value of at most ${CHAP_MAX_BINARY} bytes`);
 
     const ci = keys.get('CHAP_I');
     const cc = keys.get('CHAP_C');
@@ -323,7 +324,8 @@ export class ChapAuthenticator implements LoginAuthenticator {
     }
 
     if (mutualChallenge === null) {
-      if (this.#opts.requireMutual === true) return fail(LoginStatus.AUTHENTICATION_FAILURE, `mutual CHAP is required but ${JSON.stringify(name)} did not send CHAP_I/CHAP_C`);
+      if (this.#opts.requireMutual === true)
+        return fail(LoginStatus.AUTHENTICATION_FAILURE, `mutual CHAP is required but ${JSON.stringify(name)} did not send CHAP_I/CHAP_C`);
       this.#peerName = name;
       this.#state = 'done';
       return { status: 'success', pairs: [] };
@@ -416,7 +418,8 @@ export class ChapInitiator implements LoginAuthClient {
     const id = parseIdentifier(i);
     if (id === null) return fail(LoginStatus.TARGET_ERROR, `malformed CHAP_I=${i}`);
     const challenge = parseBinary(c, CHAP_MAX_BINARY);
-    if (challenge === null || challenge.length === 0) return fail(LoginStatus.TARGET_ERROR, `CHAP_C from the target is not a hex or base64 value of 1..${CHAP_MAX_BINARY} bytes`);
+    if (challenge === null || challenge.length === 0)
+      return fail(LoginStatus.TARGET_ERROR, `CHAP_C from the target is not a hex or base64 value of 1..${CHAP_MAX_BINARY} bytes`);
 
     const out = [pair('CHAP_N', this.#opts.name), pair('CHAP_R', formatHex(chapResponse(id, this.#opts.secret, challenge)))];
     if (this.#opts.mutual === undefined) {
@@ -427,7 +430,7 @@ export class ChapInitiator implements LoginAuthClient {
     const mine = this.#opts.random(this.#challengeLength);
     if (myId.length !== 1 || mine.length !== this.#challengeLength) return fail(LoginStatus.TARGET_ERROR, 'random source returned the wrong number of bytes');
     // §12.1.3: never reuse the challenge the target sent us.
-    if (sameBytes(mine, challenge)) return fail(LoginStatus.AUTHENTICATION_FAILURE, 'our random challenge equals the target\'s');
+    if (sameBytes(mine, challenge)) return fail(LoginStatus.AUTHENTICATION_FAILURE, "our random challenge equals the target's");
     this.#identifier = myId[0]!;
     this.#challenge = Uint8Array.from(mine);
     out.push(pair('CHAP_I', String(this.#identifier)), pair('CHAP_C', formatHex(this.#challenge)));
@@ -447,7 +450,8 @@ export class ChapInitiator implements LoginAuthClient {
     }
     const response = parseBinary(r, CHAP_MAX_BINARY);
     if (response === null) return fail(LoginStatus.TARGET_ERROR, 'CHAP_R from the target is not a hex or base64 value');
-    if (response.length !== CHAP_MD5_RESPONSE_LENGTH) return fail(LoginStatus.AUTHENTICATION_FAILURE, `CHAP_R from the target is ${response.length} bytes, not ${CHAP_MD5_RESPONSE_LENGTH}`);
+    if (response.length !== CHAP_MD5_RESPONSE_LENGTH)
+      return fail(LoginStatus.AUTHENTICATION_FAILURE, `CHAP_R from the target is ${response.length} bytes, not ${CHAP_MD5_RESPONSE_LENGTH}`);
     if (!sameBytes(chapResponse(this.#identifier, mutual.secret, this.#challenge), response)) {
       return fail(LoginStatus.AUTHENTICATION_FAILURE, 'wrong CHAP response from the target');
     }

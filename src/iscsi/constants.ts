@@ -31,9 +31,7 @@ export const Opcode = {
   REJECT: 0x3f,
 } as const;
 
-export const OPCODE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
-  Object.entries(Opcode).map(([name, value]) => [value, name]),
-);
+export const OPCODE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(Opcode).map(([name, value]) => [value, name]));
 
 /** Byte 0: bit 6 marks an immediate command (§11.2.1.1); the opcode is the low 6 bits. */
 export const IMMEDIATE_BIT = 0x40;

@@ -85,8 +85,7 @@ export function crc32cJs(data: Uint8Array, crc = 0): number {
 }
 
 /** The native engine alone, or null when @node-rs/crc32 could not be loaded. */
-export const crc32cNative: ((data: Uint8Array, crc?: number) => number) | null =
-  NATIVE === null ? null : (data, crc = 0) => NATIVE.crc32c(data, crc >>> 0);
+export const crc32cNative: ((data: Uint8Array, crc?: number) => number) | null = NATIVE === null ? null : (data, crc = 0) => NATIVE.crc32c(data, crc >>> 0);
 
 // `c` is the running register (already inverted); returns the register, still inverted.
 function update(c: number, data: Uint8Array): number {

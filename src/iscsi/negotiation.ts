@@ -68,9 +68,36 @@ const MAX_24 = 16_777_215; // 2^24 - 1
 
 /** The key table (RFC 7143 §12.1, §13; RFC 7145 for the iSER keys an initiator may still offer). */
 export const KEYS = {
-  AuthMethod: { kind: 'list', use: 'SEC', scope: 'CO', sender: 'both', default: 'None', values: ['KRB5', 'SRP', 'SPKM1', 'SPKM2', 'CHAP', 'None'], irrelevantInDiscovery: false, section: '12.1' },
-  HeaderDigest: { kind: 'list', use: 'IO', scope: 'CO', sender: 'both', default: 'None', values: ['CRC32C', 'None'], irrelevantInDiscovery: false, section: '13.1' },
-  DataDigest: { kind: 'list', use: 'IO', scope: 'CO', sender: 'both', default: 'None', values: ['CRC32C', 'None'], irrelevantInDiscovery: false, section: '13.1' },
+  AuthMethod: {
+    kind: 'list',
+    use: 'SEC',
+    scope: 'CO',
+    sender: 'both',
+    default: 'None',
+    values: ['KRB5', 'SRP', 'SPKM1', 'SPKM2', 'CHAP', 'None'],
+    irrelevantInDiscovery: false,
+    section: '12.1',
+  },
+  HeaderDigest: {
+    kind: 'list',
+    use: 'IO',
+    scope: 'CO',
+    sender: 'both',
+    default: 'None',
+    values: ['CRC32C', 'None'],
+    irrelevantInDiscovery: false,
+    section: '13.1',
+  },
+  DataDigest: {
+    kind: 'list',
+    use: 'IO',
+    scope: 'CO',
+    sender: 'both',
+    default: 'None',
+    values: ['CRC32C', 'None'],
+    irrelevantInDiscovery: false,
+    section: '13.1',
+  },
   MaxConnections: { kind: 'min', use: 'LO', scope: 'SW', sender: 'both', default: '1', range: [1, 65535], irrelevantInDiscovery: true, section: '13.2' },
   SendTargets: { kind: 'special', use: 'FFPO', scope: 'SW', sender: 'initiator', irrelevantInDiscovery: false, section: '13.3' },
   TargetName: { kind: 'declarative', use: 'IO', scope: 'SW', sender: 'initiator', irrelevantInDiscovery: false, section: '13.4' },
@@ -81,17 +108,62 @@ export const KEYS = {
   TargetPortalGroupTag: { kind: 'declarative', use: 'IO', scope: 'SW', sender: 'target', range: [0, 65535], irrelevantInDiscovery: false, section: '13.9' },
   InitialR2T: { kind: 'or', use: 'LO', scope: 'SW', sender: 'both', default: 'Yes', irrelevantInDiscovery: true, section: '13.10' },
   ImmediateData: { kind: 'and', use: 'LO', scope: 'SW', sender: 'both', default: 'Yes', irrelevantInDiscovery: true, section: '13.11' },
-  MaxRecvDataSegmentLength: { kind: 'declarative', use: 'ALL', scope: 'CO', sender: 'both', default: '8192', range: [512, MAX_24], irrelevantInDiscovery: false, section: '13.12' },
-  MaxBurstLength: { kind: 'min', use: 'LO', scope: 'SW', sender: 'both', default: '262144', range: [512, MAX_24], irrelevantInDiscovery: true, section: '13.13' },
-  FirstBurstLength: { kind: 'min', use: 'LO', scope: 'SW', sender: 'both', default: '65536', range: [512, MAX_24], irrelevantInDiscovery: true, section: '13.14' },
+  MaxRecvDataSegmentLength: {
+    kind: 'declarative',
+    use: 'ALL',
+    scope: 'CO',
+    sender: 'both',
+    default: '8192',
+    range: [512, MAX_24],
+    irrelevantInDiscovery: false,
+    section: '13.12',
+  },
+  MaxBurstLength: {
+    kind: 'min',
+    use: 'LO',
+    scope: 'SW',
+    sender: 'both',
+    default: '262144',
+    range: [512, MAX_24],
+    irrelevantInDiscovery: true,
+    section: '13.13',
+  },
+  FirstBurstLength: {
+    kind: 'min',
+    use: 'LO',
+    scope: 'SW',
+    sender: 'both',
+    default: '65536',
+    range: [512, MAX_24],
+    irrelevantInDiscovery: true,
+    section: '13.14',
+  },
   DefaultTime2Wait: { kind: 'max', use: 'LO', scope: 'SW', sender: 'both', default: '2', range: [0, 3600], irrelevantInDiscovery: false, section: '13.15' },
   DefaultTime2Retain: { kind: 'min', use: 'LO', scope: 'SW', sender: 'both', default: '20', range: [0, 3600], irrelevantInDiscovery: false, section: '13.16' },
   MaxOutstandingR2T: { kind: 'min', use: 'LO', scope: 'SW', sender: 'both', default: '1', range: [1, 65535], irrelevantInDiscovery: true, section: '13.17' },
   DataPDUInOrder: { kind: 'or', use: 'LO', scope: 'SW', sender: 'both', default: 'Yes', irrelevantInDiscovery: true, section: '13.18' },
   DataSequenceInOrder: { kind: 'or', use: 'LO', scope: 'SW', sender: 'both', default: 'Yes', irrelevantInDiscovery: true, section: '13.19' },
   ErrorRecoveryLevel: { kind: 'min', use: 'LO', scope: 'SW', sender: 'both', default: '0', range: [0, 2], irrelevantInDiscovery: false, section: '13.20' },
-  SessionType: { kind: 'declarative', use: 'LO', scope: 'SW', sender: 'initiator', default: 'Normal', values: ['Discovery', 'Normal'], irrelevantInDiscovery: false, section: '13.21' },
-  TaskReporting: { kind: 'list', use: 'LO', scope: 'SW', sender: 'both', default: 'RFC3720', values: ['RFC3720', 'ResponseFence', 'FastAbort'], irrelevantInDiscovery: true, section: '13.23' },
+  SessionType: {
+    kind: 'declarative',
+    use: 'LO',
+    scope: 'SW',
+    sender: 'initiator',
+    default: 'Normal',
+    values: ['Discovery', 'Normal'],
+    irrelevantInDiscovery: false,
+    section: '13.21',
+  },
+  TaskReporting: {
+    kind: 'list',
+    use: 'LO',
+    scope: 'SW',
+    sender: 'both',
+    default: 'RFC3720',
+    values: ['RFC3720', 'ResponseFence', 'FastAbort'],
+    irrelevantInDiscovery: true,
+    section: '13.23',
+  },
   iSCSIProtocolLevel: { kind: 'min', use: 'LO', scope: 'SW', sender: 'both', default: '1', range: [0, 31], irrelevantInDiscovery: true, section: '13.24' },
   'X#NodeArchitecture': { kind: 'declarative', use: 'LO', scope: 'SW', sender: 'both', irrelevantInDiscovery: false, section: '13.26' },
   // §13.25: obsolete. IFMarker/OFMarker SHOULD get Reject and MAY get No, never NotUnderstood; we
@@ -104,8 +176,26 @@ export const KEYS = {
   // RFC 7145 §6 (iSER). Over TCP we answer RDMAExtensions=No; the two segment lengths are then
   // irrelevant.
   RDMAExtensions: { kind: 'and', use: 'LO', scope: 'SW', sender: 'both', default: 'No', irrelevantInDiscovery: true, section: 'RFC 7145 6.3' },
-  InitiatorRecvDataSegmentLength: { kind: 'declarative', use: 'ALL', scope: 'CO', sender: 'both', default: '8192', range: [512, MAX_24], irrelevantInDiscovery: false, section: 'RFC 7145 6.5' },
-  TargetRecvDataSegmentLength: { kind: 'declarative', use: 'ALL', scope: 'CO', sender: 'both', default: '8192', range: [512, MAX_24], irrelevantInDiscovery: false, section: 'RFC 7145 6.4' },
+  InitiatorRecvDataSegmentLength: {
+    kind: 'declarative',
+    use: 'ALL',
+    scope: 'CO',
+    sender: 'both',
+    default: '8192',
+    range: [512, MAX_24],
+    irrelevantInDiscovery: false,
+    section: 'RFC 7145 6.5',
+  },
+  TargetRecvDataSegmentLength: {
+    kind: 'declarative',
+    use: 'ALL',
+    scope: 'CO',
+    sender: 'both',
+    default: '8192',
+    range: [512, MAX_24],
+    irrelevantInDiscovery: false,
+    section: 'RFC 7145 6.4',
+  },
 } as const satisfies Record<string, KeyDef>;
 
 export type KeyName = keyof typeof KEYS;
@@ -217,9 +307,7 @@ type Policy =
   | { readonly kind: 'bool'; readonly value: boolean }
   | { readonly kind: 'number'; readonly value: number };
 
-type ResponderOutcome =
-  | { readonly answer: string; readonly result: string | undefined }
-  | { readonly error: string };
+type ResponderOutcome = { readonly answer: string; readonly result: string | undefined } | { readonly error: string };
 
 /** §6.2: our answer to an offer of `value` for `key`, given what we accept. */
 function respond(key: string, def: KeyDef, value: string, policy: Policy): ResponderOutcome {
@@ -697,11 +785,13 @@ export class TargetNegotiator {
   #receiveLogin(flags: LoginFlags, pairs: readonly TextPair[]): TargetLoginStep {
     const { csg, nsg, transit } = flags;
     if (this.complete) return failure(LoginStatus.INITIATOR_ERROR, 'Login Request after the login completed');
-    if (csg !== Stage.SECURITY_NEGOTIATION && csg !== Stage.LOGIN_OPERATIONAL_NEGOTIATION) return failure(LoginStatus.INITIATOR_ERROR, `CSG ${csg} is not a login stage`);
-    if (transit && (nsg !== Stage.LOGIN_OPERATIONAL_NEGOTIATION && nsg !== Stage.FULL_FEATURE_PHASE || nsg <= csg)) {
+    if (csg !== Stage.SECURITY_NEGOTIATION && csg !== Stage.LOGIN_OPERATIONAL_NEGOTIATION)
+      return failure(LoginStatus.INITIATOR_ERROR, `CSG ${csg} is not a login stage`);
+    if (transit && ((nsg !== Stage.LOGIN_OPERATIONAL_NEGOTIATION && nsg !== Stage.FULL_FEATURE_PHASE) || nsg <= csg)) {
       return failure(LoginStatus.INITIATOR_ERROR, `T=1 from CSG ${csg} to NSG ${nsg}`);
     }
-    if (this.#stage !== undefined && csg !== this.#stage) return failure(LoginStatus.INITIATOR_ERROR, `Login Request in stage ${csg}, the login is in stage ${this.#stage}`);
+    if (this.#stage !== undefined && csg !== this.#stage)
+      return failure(LoginStatus.INITIATOR_ERROR, `Login Request in stage ${csg}, the login is in stage ${this.#stage}`);
     const first = this.#requests === 0;
     this.#requests++;
     this.#stage = csg;
@@ -742,7 +832,10 @@ export class TargetNegotiator {
           const policy = policyFor(key, this.#op, this.#authMethods)!;
           // Irrelevant: the value does not matter here. Reject: the default applies, if we can.
           if (answer !== 'Irrelevant' && def.default !== undefined && !acceptable(def, def.default, policy)) {
-            return failure(LoginStatus.INITIATOR_ERROR, `${key}: the initiator answered ${answer} to ${offered}, and the default ${def.default} is not acceptable`);
+            return failure(
+              LoginStatus.INITIATOR_ERROR,
+              `${key}: the initiator answered ${answer} to ${offered}, and the default ${def.default} is not acceptable`,
+            );
           }
         }
       }
@@ -788,7 +881,7 @@ export class TargetNegotiator {
         case 'X#NodeArchitecture':
           continue;
         case 'MaxRecvDataSegmentLength': {
-          const n = checkMaxRecv('the initiator\'s', value);
+          const n = checkMaxRecv("the initiator's", value);
           if (typeof n === 'string') return failure(LoginStatus.INITIATOR_ERROR, n);
           this.#state.peerMaxRecv = n;
           continue;
@@ -873,7 +966,10 @@ export class TargetNegotiator {
     const leavingSecurity = csg === Stage.SECURITY_NEGOTIATION && transit;
     if ((leavingSecurity || csg === Stage.LOGIN_OPERATIONAL_NEGOTIATION) && this.#auth === 'not-started') {
       if (!this.#authMethods.includes('None')) {
-        return failure(LoginStatus.AUTHENTICATION_FAILURE, `authentication is required (${this.#authMethods.join(',')}) but the initiator ${csg === Stage.SECURITY_NEGOTIATION ? 'did not offer AuthMethod' : 'skipped the security stage'}`);
+        return failure(
+          LoginStatus.AUTHENTICATION_FAILURE,
+          `authentication is required (${this.#authMethods.join(',')}) but the initiator ${csg === Stage.SECURITY_NEGOTIATION ? 'did not offer AuthMethod' : 'skipped the security stage'}`,
+        );
       }
       this.#auth = 'done';
       this.#state.authMethod = 'None';
@@ -910,7 +1006,8 @@ export class TargetNegotiator {
   #identify(pairs: readonly TextPair[]): { ok: true } | NegotiationError {
     const get = (k: string): string | undefined => pairs.find((x) => x[0] === k)?.[1];
     const initiatorName = get('InitiatorName');
-    if (initiatorName === undefined || initiatorName === '') return failure(LoginStatus.MISSING_PARAMETER, 'InitiatorName missing from the first Login Request');
+    if (initiatorName === undefined || initiatorName === '')
+      return failure(LoginStatus.MISSING_PARAMETER, 'InitiatorName missing from the first Login Request');
     const badI = nameProblem('InitiatorName', initiatorName);
     if (badI !== null) return failure(LoginStatus.INITIATOR_ERROR, badI);
     const st = get('SessionType') ?? 'Normal';
@@ -918,7 +1015,8 @@ export class TargetNegotiator {
     if (st === 'Discovery' && this.#cfg.discovery === false) return failure(LoginStatus.SESSION_TYPE_NOT_SUPPORTED, 'discovery sessions are not offered here');
     if (st === 'Normal' && this.#cfg.normal === false) return failure(LoginStatus.SESSION_TYPE_NOT_SUPPORTED, 'normal sessions are not offered here');
     const targetName = get('TargetName');
-    if (st === 'Normal' && (targetName === undefined || targetName === '')) return failure(LoginStatus.MISSING_PARAMETER, 'TargetName missing from the first Login Request of a normal session');
+    if (st === 'Normal' && (targetName === undefined || targetName === ''))
+      return failure(LoginStatus.MISSING_PARAMETER, 'TargetName missing from the first Login Request of a normal session');
     if (targetName !== undefined) {
       const badT = nameProblem('TargetName', targetName);
       if (badT !== null) return failure(LoginStatus.INITIATOR_ERROR, badT);
@@ -935,7 +1033,8 @@ export class TargetNegotiator {
       if (a.targetAlias !== undefined) this.#targetAlias = a.targetAlias;
       if (a.authMethods !== undefined) this.#authMethods = a.authMethods;
       if (a.authenticator !== undefined) this.#authenticator = a.authenticator;
-      if (this.#authMethods.includes('CHAP') && this.#authenticator === undefined) return failure(LoginStatus.TARGET_ERROR, 'CHAP is required but no authenticator is configured');
+      if (this.#authMethods.includes('CHAP') && this.#authenticator === undefined)
+        return failure(LoginStatus.TARGET_ERROR, 'CHAP is required but no authenticator is configured');
     }
     return { ok: true };
   }
@@ -1004,7 +1103,7 @@ export function answerFullFeatureKeys(pairs: readonly TextPair[], params: Sessio
       continue;
     }
     if (key === 'MaxRecvDataSegmentLength') {
-      const n = checkMaxRecv('the initiator\'s', value);
+      const n = checkMaxRecv("the initiator's", value);
       if (typeof n === 'string') return failure(LoginStatus.INITIATOR_ERROR, n);
       maxXmit = n;
       continue;
@@ -1212,7 +1311,7 @@ export class InitiatorNegotiator {
           continue;
         }
         case 'MaxRecvDataSegmentLength': {
-          const n = checkMaxRecv('the target\'s', value);
+          const n = checkMaxRecv("the target's", value);
           if (typeof n === 'string') return failure(LoginStatus.TARGET_ERROR, n);
           this.#state.peerMaxRecv = n;
           continue;
@@ -1223,7 +1322,7 @@ export class InitiatorNegotiator {
           break;
       }
       // A target offer: answer it in our next request.
-      if (def.use === 'SEC' || (def.use === 'FFPO')) return failure(LoginStatus.TARGET_ERROR, `the target offered ${key}`);
+      if (def.use === 'SEC' || def.use === 'FFPO') return failure(LoginStatus.TARGET_ERROR, `the target offered ${key}`);
       if (ISER_SEGMENT_KEYS.has(key) || (this.#state.sessionType === 'Discovery' && def.irrelevantInDiscovery)) {
         answers.push(p(key, 'Irrelevant'));
         continue;
@@ -1276,7 +1375,8 @@ export class InitiatorNegotiator {
           this.#state.authMethod = 'None';
           this.#clientAuth = 'done';
         }
-        if (this.#clientAuth === 'sent-mutual') return failure(LoginStatus.AUTHENTICATION_FAILURE, 'the target ended the security stage without answering our CHAP challenge');
+        if (this.#clientAuth === 'sent-mutual')
+          return failure(LoginStatus.AUTHENTICATION_FAILURE, 'the target ended the security stage without answering our CHAP challenge');
         if (this.#clientAuth === 'in-progress') return failure(LoginStatus.AUTHENTICATION_FAILURE, 'the target ended the security stage before CHAP completed');
         this.#clientAuth = 'done';
       }
@@ -1342,7 +1442,7 @@ export class InitiatorNegotiator {
     const other: TextPair[] = [];
     for (const pr of pairs) {
       if (pr[0] === 'MaxRecvDataSegmentLength') {
-        const n = checkMaxRecv('the target\'s', pr[1]);
+        const n = checkMaxRecv("the target's", pr[1]);
         if (typeof n === 'string') return failure(LoginStatus.TARGET_ERROR, n);
         this.#state.peerMaxRecv = n;
       } else {

@@ -132,7 +132,10 @@ export class PduReader {
             const computed = crc32c(this.#head.subarray(0, end));
             const sent = readDigest(this.#head, end);
             if (sent !== computed) {
-              return this.#fail('header-digest', `header digest mismatch (received 0x${sent.toString(16)}, computed 0x${computed.toString(16)}) on opcode 0x${((this.#head[0] as number) & 0x3f).toString(16)}`);
+              return this.#fail(
+                'header-digest',
+                `header digest mismatch (received 0x${sent.toString(16)}, computed 0x${computed.toString(16)}) on opcode 0x${((this.#head[0] as number) & 0x3f).toString(16)}`,
+              );
             }
           }
           this.#startData();

@@ -58,15 +58,7 @@ export function isReservedValue(value: string): value is ReservedValue {
   return value === 'NotUnderstood' || value === 'Irrelevant' || value === 'Reject';
 }
 
-export type TextErrorCode =
-  | 'MISSING_EQUALS'
-  | 'EMPTY_KEY'
-  | 'KEY_TOO_LONG'
-  | 'BAD_KEY'
-  | 'VALUE_TOO_LONG'
-  | 'NOT_UTF8'
-  | 'NO_NUL_TERMINATOR'
-  | 'TEXT_TOO_LONG';
+export type TextErrorCode = 'MISSING_EQUALS' | 'EMPTY_KEY' | 'KEY_TOO_LONG' | 'BAD_KEY' | 'VALUE_TOO_LONG' | 'NOT_UTF8' | 'NO_NUL_TERMINATOR' | 'TEXT_TOO_LONG';
 
 export interface TextError {
   readonly code: TextErrorCode;
@@ -85,16 +77,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 // standard-label characters (§6.1): letters, digits, '.', '-', '+', '@', '_'.
 function isLabelByte(b: number): boolean {
-  return (
-    (b >= 0x41 && b <= 0x5a) ||
-    (b >= 0x61 && b <= 0x7a) ||
-    (b >= 0x30 && b <= 0x39) ||
-    b === 0x2e ||
-    b === 0x2d ||
-    b === 0x2b ||
-    b === 0x40 ||
-    b === 0x5f
-  );
+  return (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) || b === 0x2e || b === 0x2d || b === 0x2b || b === 0x40 || b === 0x5f;
 }
 
 /**

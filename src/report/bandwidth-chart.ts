@@ -31,7 +31,6 @@ export interface ChartOptions {
 
 export const CHART_FONT_FAMILY = 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif';
 
-
 const FONT_TITLE = 24;
 const FONT_AXIS = 17;
 const FONT_TICK = 14;
@@ -111,7 +110,11 @@ export function renderBandwidthChart(input: BandwidthChartInput, opts: ChartOpti
   // The lines, then the frame over their ends.
   out.push('<g class="series" fill="none" stroke-width="2.2" stroke-linejoin="round" stroke-linecap="round">');
   for (const s of styled) {
-    const d = pathData(s.points, (t) => xOf(t / 1000), (v) => yOf(v / unit.kib));
+    const d = pathData(
+      s.points,
+      (t) => xOf(t / 1000),
+      (v) => yOf(v / unit.kib),
+    );
     out.push(
       `<path class="series-line" data-group="${escapeXml(s.group)}" data-label="${escapeXml(s.label)}" ` +
         `stroke="${s.colour}"${s.dash === '' ? '' : ` stroke-dasharray="${s.dash}"`} d="${d}"/>`,
@@ -186,5 +189,3 @@ function pathData(points: readonly (readonly [number, number])[], x: (t: number)
   if (points.length === 1) parts.push('l0.01 0');
   return parts.join(' ');
 }
-
-

@@ -26,7 +26,12 @@ export function parseFioLog(text: string, source = 'fio log'): FioLogRow[] {
       throw new UsageError(`${source}:${i + 1}: expected 4 to 7 comma-separated columns, got ${fields.length}: '${clip(line)}'`);
     }
     const [timeMs, value, ddir, bs] = fields.slice(0, 4).map(Number) as [number, number, number, number];
-    for (const [name, n] of [['time', timeMs], ['value', value], ['ddir', ddir], ['bs', bs]] as const) {
+    for (const [name, n] of [
+      ['time', timeMs],
+      ['value', value],
+      ['ddir', ddir],
+      ['bs', bs],
+    ] as const) {
       if (!Number.isFinite(n) || n < 0) throw new UsageError(`${source}:${i + 1}: ${name} is not a number >= 0: '${clip(line)}'`);
     }
     // Columns 5-7 (offset, prio as decimal or 0x%04x, newer extras) are not needed for bandwidth,

@@ -98,8 +98,9 @@ export function chartOpening(width: number, height: number, fontFamily: string, 
     `<text class="chart-title" x="${fmt(width / 2)}" y="38" font-size="${FONT.title}" font-weight="bold" text-anchor="middle" fill="#222222">${escapeXml(title)}</text>`,
   ];
   if (subtitle !== undefined) {
-    out.push(`<text class="chart-subtitle" x="${fmt(width / 2)}" y="${subtitleY}" font-size="${FONT.subtitle}" text-anchor="middle" fill="#333333">${escapeXml(subtitle)}</text>`);
+    out.push(
+      `<text class="chart-subtitle" x="${fmt(width / 2)}" y="${subtitleY}" font-size="${FONT.subtitle}" text-anchor="middle" fill="#333333">${escapeXml(subtitle)}</text>`,
+    );
   }
   return out;
 }
-

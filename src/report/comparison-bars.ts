@@ -94,7 +94,9 @@ export function barPanel(box: Box, plotTop: number, plotBottom: number, input: B
       const v = g.values[b];
       const backend = input.backends[b] ?? `backend ${b + 1}`;
       if (v === undefined || !Number.isFinite(v)) {
-        out.push(`<text class="bar-missing" x="${fmt(cx)}" y="${fmt(plot.bottom - 6)}" font-size="${FONT_VALUE}" text-anchor="middle" fill="#888888">n/a</text>`);
+        out.push(
+          `<text class="bar-missing" x="${fmt(cx)}" y="${fmt(plot.bottom - 6)}" font-size="${FONT_VALUE}" text-anchor="middle" fill="#888888">n/a</text>`,
+        );
         continue;
       }
       const top = yOf(Math.max(0, v));
@@ -111,15 +113,23 @@ export function barPanel(box: Box, plotTop: number, plotBottom: number, input: B
       );
     }
     const weight = summary ? ' font-weight="bold"' : '';
-    out.push(`<text class="group-label" x="${fmt(centre)}" y="${fmt(rowLabel)}" font-size="${FONT.label}" text-anchor="middle" fill="#222222"${weight}>${escapeXml(g.label)}</text>`);
+    out.push(
+      `<text class="group-label" x="${fmt(centre)}" y="${fmt(rowLabel)}" font-size="${FONT.label}" text-anchor="middle" fill="#222222"${weight}>${escapeXml(g.label)}</text>`,
+    );
     if (g.detail !== undefined) {
-      out.push(`<text class="group-detail" x="${fmt(centre)}" y="${fmt(rowDetail)}" font-size="${FONT.small}" text-anchor="middle" fill="#666666">${escapeXml(g.detail)}</text>`);
+      out.push(
+        `<text class="group-detail" x="${fmt(centre)}" y="${fmt(rowDetail)}" font-size="${FONT.small}" text-anchor="middle" fill="#666666">${escapeXml(g.detail)}</text>`,
+      );
     }
     out.push(
       `<text class="ratio" data-group="${escapeXml(g.label)}" x="${fmt(centre)}" y="${fmt(rowRatio)}" font-size="${FONT.label + 1}" font-weight="bold" text-anchor="middle" fill="#222222">${escapeXml(g.ratio ?? '-')}</text>`,
     );
   });
-  out.push('</g>', `<line x1="${fmt(plot.left)}" y1="${fmt(plot.bottom)}" x2="${fmt(plot.right)}" y2="${fmt(plot.bottom)}" stroke="#444444" stroke-width="1.2"/>`, '</g>');
+  out.push(
+    '</g>',
+    `<line x1="${fmt(plot.left)}" y1="${fmt(plot.bottom)}" x2="${fmt(plot.right)}" y2="${fmt(plot.bottom)}" stroke="#444444" stroke-width="1.2"/>`,
+    '</g>',
+  );
   return out;
 }
 

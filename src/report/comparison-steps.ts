@@ -89,7 +89,9 @@ export function stepPanel(box: Box, plotTop: number, plotBottom: number, input: 
   const lx = plot.right + 20;
   out.push(`<g class="legend" font-size="${FONT.legend}" fill="#222222">`);
   if (series.length > 0) {
-    out.push(`<rect x="${fmt(lx)}" y="${fmt(plot.top)}" width="${fmt(legendW)}" height="${12 + series.length * LEGEND_ROW}" fill="#ffffff" stroke="#bbbbbb" rx="4"/>`);
+    out.push(
+      `<rect x="${fmt(lx)}" y="${fmt(plot.top)}" width="${fmt(legendW)}" height="${12 + series.length * LEGEND_ROW}" fill="#ffffff" stroke="#bbbbbb" rx="4"/>`,
+    );
   }
   series.forEach((s, i) => {
     const y = plot.top + 6 + LEGEND_ROW * i + LEGEND_ROW / 2;

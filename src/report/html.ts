@@ -57,7 +57,13 @@ export function renderReport(input: ReportInput): string {
   out.push('<meta name="viewport" content="width=device-width, initial-scale=1">');
   out.push(`<title>${escapeXml(input.title)}</title>`, `<style>${CSS}</style>`, '</head>', '<body>');
   out.push(`<h1>${escapeXml(input.title)}</h1>`);
-  const sections: [string, string][] = [['setup', 'Setup'], ['plots', 'Plots'], ['results', 'Results'], ['configs', 'Guest configurations'], ['jobs', 'Job files']];
+  const sections: [string, string][] = [
+    ['setup', 'Setup'],
+    ['plots', 'Plots'],
+    ['results', 'Results'],
+    ['configs', 'Guest configurations'],
+    ['jobs', 'Job files'],
+  ];
   if (input.extra !== undefined && input.extra.trim() !== '') sections.push(['notes', 'Notes']);
   out.push(`<nav>${sections.map(([id, name]) => `<a href="#${id}">${escapeXml(name)}</a>`).join('')}</nav>`);
 

@@ -12,7 +12,10 @@ interface ResvgFont {
   sansSerifFamily?: string;
 }
 interface ResvgModule {
-  Resvg: new (svg: string, options: { font: ResvgFont; background?: string; logLevel?: string }) => {
+  Resvg: new (
+    svg: string,
+    options: { font: ResvgFont; background?: string; logLevel?: string },
+  ) => {
     render(): { asPng(): Uint8Array; readonly width: number; readonly height: number };
   };
 }

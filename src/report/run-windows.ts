@@ -73,7 +73,8 @@ export function runWindows(threadLogs: readonly string[], opts: RunWindowOptions
     rows.forEach((row, j) => {
       index = j === 0 ? Math.max(0, Math.floor(row.timeMs / windowMs) - 1) : index + Math.max(1, Math.round((row.timeMs - previousMs) / windowMs));
       previousMs = row.timeMs;
-      if (index > MAX_WINDOWS) throw new UsageError(`${source} thread ${i + 1} bw log: row at ${row.timeMs} ms is past ${MAX_WINDOWS} windows of ${windowMs} ms`);
+      if (index > MAX_WINDOWS)
+        throw new UsageError(`${source} thread ${i + 1} bw log: row at ${row.timeMs} ms is past ${MAX_WINDOWS} windows of ${windowMs} ms`);
       if (j === rows.length - 1) return;
       kept.set(index, { index, timeMs: row.timeMs, kibps: row.value });
       last = index;

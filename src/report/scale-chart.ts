@@ -104,7 +104,9 @@ function panel(box: Box, spec: PanelSpec, guests: readonly number[], series: rea
   out.push(`<g class="x-ticks" font-size="${FONT.tick}" fill="#333333">`);
   for (const g of guests) out.push(`<text x="${fmt(xOf(g))}" y="${fmt(plot.bottom + FONT.tick + 8)}" text-anchor="middle">${g}</text>`);
   out.push('</g>');
-  out.push(`<text class="axis-label x" x="${fmt((plot.left + plot.right) / 2)}" y="${fmt(plot.bottom + 48)}" font-size="${FONT.axis}" text-anchor="middle" fill="#222222">guests</text>`);
+  out.push(
+    `<text class="axis-label x" x="${fmt((plot.left + plot.right) / 2)}" y="${fmt(plot.bottom + 48)}" font-size="${FONT.axis}" text-anchor="middle" fill="#222222">guests</text>`,
+  );
   if (spec.goal !== undefined) {
     const y = fmt(yOf(spec.goal.value));
     out.push(
@@ -119,7 +121,10 @@ function panel(box: Box, spec: PanelSpec, guests: readonly number[], series: rea
       return v === null || !Number.isFinite(v) ? [] : [[xOf(p.guests), yOf(v)] as const];
     });
     const colour = backendColour(i);
-    if (points.length > 0) out.push(`<path class="series-line" data-label="${escapeXml(s.label)}" stroke="${colour}" d="${points.map(([x, y], k) => `${k === 0 ? 'M' : 'L'}${fmt(x)} ${fmt(y)}`).join(' ')}"/>`);
+    if (points.length > 0)
+      out.push(
+        `<path class="series-line" data-label="${escapeXml(s.label)}" stroke="${colour}" d="${points.map(([x, y], k) => `${k === 0 ? 'M' : 'L'}${fmt(x)} ${fmt(y)}`).join(' ')}"/>`,
+      );
     for (const [x, y] of points) out.push(`<circle cx="${fmt(x)}" cy="${fmt(y)}" r="4.5" fill="${colour}" stroke="none"/>`);
   });
   out.push('</g>', frame(plot), '</g>');

@@ -110,15 +110,24 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentOut
           const logDir = join(o.outDir, 'logs', jobName, `${backend}-run${run}`);
           mkdirSync(logDir, { recursive: true });
           const runOnce = (target: Parameters<typeof runFio>[0]['target']): ReturnType<typeof runFio> =>
-            runFio({ files: [file], overrides: [...overrides, ...extra], target, logDir, ...(o.onStatus === undefined ? {} : { onProgress: () => undefined }) });
-          const outcome = rig === undefined
-            ? await runOnce({ kind: 'guest', guest: configs[backend], maps: new Map([[SEED_TARGET, store.spec[backend]]]) })
-            : await runOverLun(rig, (host) => runOnce({ kind: 'guest', guest: configs[backend], host }));
+            runFio({
+              files: [file],
+              overrides: [...overrides, ...extra],
+              target,
+              logDir,
+              ...(o.onStatus === undefined ? {} : { onProgress: () => undefined }),
+            });
+          const outcome =
+            rig === undefined
+              ? await runOnce({ kind: 'guest', guest: configs[backend], maps: new Map([[SEED_TARGET, store.spec[backend]]]) })
+              : await runOverLun(rig, (host) => runOnce({ kind: 'guest', guest: configs[backend], host }));
           records.push({ job: jobName, backend, run, position: i + 1, logDir, results: outcome.results, jobs: outcome.jobs });
         }
       }
     }
-    notes.push(`the backends take turns in each run, the first rotating with the run (run 1: ${BACKENDS.join(', ')}; run 2: ${rotation(BACKENDS, 2).join(', ')}; ...)`);
+    notes.push(
+      `the backends take turns in each run, the first rotating with the run (run 1: ${BACKENDS.join(', ')}; run 2: ${rotation(BACKENDS, 2).join(', ')}; ...)`,
+    );
     const base = { records, storage: store.describe, notes, overrides: [...overrides, 'log_avg_msec=500 (unless the job sets it)'] };
     if (rig === undefined) return base;
     const host = process.cpuUsage(started.host);
@@ -167,7 +176,9 @@ async function runOverLun<T>(rig: IscsiRig, body: (host: SimHost) => Promise<T>)
 function iscsiStore(rig: IscsiRig, notes: string[]): PreparedStore {
   const lun = `${rig.lunSpec} (RAM LUN on our target, through our initiator)`;
   notes.push(`the seed's rig: ${rig.linkDescription}`);
-  notes.push('file over the remote LUN: our initiator\'s LUN is no kernel block device, so there is no host page cache under the file guest; both guests reach the LUN through our initiator');
+  notes.push(
+    "file over the remote LUN: our initiator's LUN is no kernel block device, so there is no host page cache under the file guest; both guests reach the LUN through our initiator",
+  );
   return { spec: { phy: rig.lunSpec, file: rig.lunSpec }, describe: { phy: lun, file: lun }, cleanup: () => undefined };
 }
 
@@ -210,7 +221,11 @@ async function prepareStore(o: ExperimentOptions, notes: string[]): Promise<Prep
     rmSync(image, { force: true });
     notes.push(`${why}: both backends use one in-process RAM disk (${size}) instead of a /dev/shm file`);
     const spec = `ram:${o.storeBytes}`;
-    return { spec: { phy: spec, file: spec }, describe: { phy: `in-process RAM disk (${size})`, file: `in-process RAM disk (${size})` }, cleanup: () => undefined };
+    return {
+      spec: { phy: spec, file: spec },
+      describe: { phy: `in-process RAM disk (${size})`, file: `in-process RAM disk (${size})` },
+      cleanup: () => undefined,
+    };
   }
   notes.push(`the seed's iSCSI RAM disk is a ${size} file in /dev/shm, prefilled with random data`);
   return {

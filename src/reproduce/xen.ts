@@ -48,8 +48,20 @@ interface HarnessSummary {
 export async function reproduceOnXen(o: XenReproduceOptions): Promise<XenReproduceOutcome> {
   const harnessDir = join(o.out, 'xen-harness');
   const argv = [
-    '--mode', 'same-guest', '--chain', 'iscsi', '--pairs', String(o.pairs), '--out', harnessDir,
-    '--disk-mib', String(o.diskMiB), '--fio-mib', String(o.fioMiB), '--timeout', String(o.timeoutSeconds),
+    '--mode',
+    'same-guest',
+    '--chain',
+    'iscsi',
+    '--pairs',
+    String(o.pairs),
+    '--out',
+    harnessDir,
+    '--disk-mib',
+    String(o.diskMiB),
+    '--fio-mib',
+    String(o.fioMiB),
+    '--timeout',
+    String(o.timeoutSeconds),
     ...(o.cache !== undefined ? ['--cache', o.cache] : []),
   ];
   o.log(`reproduce --xen: node dist/src/xen-tcg/run.js ${argv.join(' ')}`);

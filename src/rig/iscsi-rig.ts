@@ -38,8 +38,14 @@ export async function openIscsiRig(spec: LinkSpec, lunBytes: number): Promise<Is
     // option for the CLI's readiness line, so take one from the pid's range.
     const port = link.namespace === undefined ? 20000 + (process.pid % 20000) : undefined;
     const target = await startTargetBehindLink(link, { luns: [`${RIG_LUN}=ram:${lunBytes}`], targetName: RIG_TARGET, ...(port === undefined ? {} : { port }) });
-    const where = link.namespace === undefined ? `on ${target.portal}` : `in namespace ${link.namespace} at ${target.portal}, host side ${link.hostAddress} (${link.hostInterface})`;
-    const linkDescription = link.fallback === undefined ? `${describeLink(spec)}: veth shaped with tc tbf on both ends; target ${where}` : `${link.fallback} (asked for --link ${spec.text}); target ${where}`;
+    const where =
+      link.namespace === undefined
+        ? `on ${target.portal}`
+        : `in namespace ${link.namespace} at ${target.portal}, host side ${link.hostAddress} (${link.hostInterface})`;
+    const linkDescription =
+      link.fallback === undefined
+        ? `${describeLink(spec)}: veth shaped with tc tbf on both ends; target ${where}`
+        : `${link.fallback} (asked for --link ${spec.text}); target ${where}`;
     return {
       lunSpec: target.url(RIG_LUN),
       linkDescription,

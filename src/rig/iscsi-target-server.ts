@@ -33,7 +33,18 @@ export interface LinkTarget {
 export async function startTargetBehindLink(link: StorageLink, o: LinkTargetOptions): Promise<LinkTarget> {
   const port = o.port ?? ISCSI_PORT;
   const portal = `${link.serverAddress}:${port}`;
-  const args = [MAIN_JS, 'iscsi-target', '--portal', portal, '--target-name', o.targetName, '--allow', 'ALL', ...o.luns.flatMap((l) => ['--lun', l]), ...(o.extraArgs ?? [])];
+  const args = [
+    MAIN_JS,
+    'iscsi-target',
+    '--portal',
+    portal,
+    '--target-name',
+    o.targetName,
+    '--allow',
+    'ALL',
+    ...o.luns.flatMap((l) => ['--lun', l]),
+    ...(o.extraArgs ?? []),
+  ];
   // Its own control socket beside nobody else's: the default /run/blkback path is shared by all.
   if (!args.includes('--control-socket')) args.push('--control-socket', `/tmp/blkback-rig-${process.pid}-${port}-${link.serverAddress}.sock`);
   const child = link.spawnServer(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -43,11 +54,15 @@ export async function startTargetBehindLink(link: StorageLink, o: LinkTargetOpti
     stderr = (stderr + chunk).slice(-64 * 1024);
   });
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => finish(new Error(`iscsi-target did not listen on ${portal} within ${o.startTimeoutMs ?? 15_000} ms: ${stderr.trim()}`)), o.startTimeoutMs ?? 15_000);
+    const timer = setTimeout(
+      () => finish(new Error(`iscsi-target did not listen on ${portal} within ${o.startTimeoutMs ?? 15_000} ms: ${stderr.trim()}`)),
+      o.startTimeoutMs ?? 15_000,
+    );
     const onData = (): void => {
       if (/listening on/.test(stderr)) finish();
     };
-    const onExit = (code: number | null, signal: string | null): void => finish(new Error(`iscsi-target exited (${signal ?? code}) before listening on ${portal}: ${stderr.trim()}`));
+    const onExit = (code: number | null, signal: string | null): void =>
+      finish(new Error(`iscsi-target exited (${signal ?? code}) before listening on ${portal}: ${stderr.trim()}`));
     function finish(err?: Error): void {
       clearTimeout(timer);
       child.stderr?.off('data', onData);

@@ -2,9 +2,7 @@
 // shaped to. Pure parsing, no I/O; src/rig/link.ts builds the link.
 import { UsageError } from '../internal/errors.ts';
 
-export type LinkSpec =
-  | { readonly kind: 'none'; readonly text: 'none' }
-  | { readonly kind: 'shaped'; readonly text: string; readonly bitsPerSecond: number };
+export type LinkSpec = { readonly kind: 'none'; readonly text: 'none' } | { readonly kind: 'shaped'; readonly text: string; readonly bitsPerSecond: number };
 
 /** The seed's rig: a 1 Gbit/s link between the host and its iSCSI storage server. */
 export const SEED_LINK = '1gbit';

@@ -226,7 +226,7 @@ export async function openStorageLink(spec: LinkSpec, options: OpenLinkOptions =
       await tc(undefined, tbfArgs(names.host, spec.bitsPerSecond));
       await tc(namespace, tbfArgs(names.server, spec.bitsPerSecond));
     }
-        return {
+    return {
       spec,
       serverAddress: addresses.server,
       hostAddress: addresses.host,
@@ -241,7 +241,9 @@ export async function openStorageLink(spec: LinkSpec, options: OpenLinkOptions =
       },
       async close() {
         if (!live.has(record)) return;
-        const exits = [...record.children].filter((c) => c.exitCode === null && c.signalCode === null).map((c) => new Promise<void>((resolve) => c.once('exit', () => resolve())));
+        const exits = [...record.children]
+          .filter((c) => c.exitCode === null && c.signalCode === null)
+          .map((c) => new Promise<void>((resolve) => c.once('exit', () => resolve())));
         for (const child of record.children) child.kill('SIGKILL');
         await Promise.race([Promise.all(exits), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
         teardownSync(record);
@@ -255,7 +257,13 @@ export async function openStorageLink(spec: LinkSpec, options: OpenLinkOptions =
 
 /** Namespaces and host veths this module's naming would have made that exist now (for tests). */
 export async function leftoverLinkNames(): Promise<{ namespaces: string[]; interfaces: string[] }> {
-  const ns = (await ip(['netns', 'list'])).split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => n.startsWith(NS_PREFIX));
-  const links = (await ip(['-o', 'link', 'show'])).split('\n').map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1] ?? '').filter((n) => /^bbh[0-9a-f]{4}$/.test(n));
+  const ns = (await ip(['netns', 'list']))
+    .split('\n')
+    .map((l) => l.split(' ')[0] ?? '')
+    .filter((n) => n.startsWith(NS_PREFIX));
+  const links = (await ip(['-o', 'link', 'show']))
+    .split('\n')
+    .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1] ?? '')
+    .filter((n) => /^bbh[0-9a-f]{4}$/.test(n));
   return { namespaces: ns, interfaces: links };
 }

@@ -225,7 +225,9 @@ export class ScsiDeviceServer {
         if (((cdb[1] as number) & 0x01) !== 0) return illegal(Asc.LOGICAL_UNIT_NOT_SUPPORTED);
         if (((cdb[1] as number) & 0xfe) !== 0 || cdb[2] !== 0) return illegal(Asc.INVALID_FIELD_IN_CDB, fieldPointer(true, cdb[2] !== 0 ? 2 : 1));
         const n = Math.min(((cdb[3] as number) << 8) | (cdb[4] as number), this.#absentInquiry.byteLength);
-        return n === 0 ? { status: ScsiStatus.GOOD, transferLength: 0 } : { status: ScsiStatus.GOOD, dataIn: this.#absentInquiry.subarray(0, n), transferLength: n };
+        return n === 0
+          ? { status: ScsiStatus.GOOD, transferLength: 0 }
+          : { status: ScsiStatus.GOOD, dataIn: this.#absentInquiry.subarray(0, n), transferLength: n };
       }
       case Op.REQUEST_SENSE: {
         if (cdb.length < 6) return illegal(Asc.INVALID_FIELD_IN_CDB, fieldPointer(true, 0, 7));

@@ -124,8 +124,20 @@ export function deviceIdentification(id: Identity, target: TargetIdentity, relat
     designator(Designator.CODE_SET_BINARY, Designator.ASSOCIATION_LOGICAL_UNIT, Designator.TYPE_NAA, id.deviceId),
     designator(Designator.CODE_SET_ASCII, Designator.ASSOCIATION_LOGICAL_UNIT, Designator.TYPE_T10_VENDOR_ID, t10),
     designator(Designator.CODE_SET_BINARY, Designator.ASSOCIATION_TARGET_PORT, Designator.TYPE_RELATIVE_TARGET_PORT, port, target.protocolIdentifier),
-    designator(Designator.CODE_SET_UTF8, Designator.ASSOCIATION_TARGET_PORT, Designator.TYPE_SCSI_NAME_STRING, nameString(target.targetPortName), target.protocolIdentifier),
-    designator(Designator.CODE_SET_UTF8, Designator.ASSOCIATION_TARGET_DEVICE, Designator.TYPE_SCSI_NAME_STRING, nameString(target.targetName), target.protocolIdentifier),
+    designator(
+      Designator.CODE_SET_UTF8,
+      Designator.ASSOCIATION_TARGET_PORT,
+      Designator.TYPE_SCSI_NAME_STRING,
+      nameString(target.targetPortName),
+      target.protocolIdentifier,
+    ),
+    designator(
+      Designator.CODE_SET_UTF8,
+      Designator.ASSOCIATION_TARGET_DEVICE,
+      Designator.TYPE_SCSI_NAME_STRING,
+      nameString(target.targetName),
+      target.protocolIdentifier,
+    ),
   ];
   let length = 0;
   for (const d of ds) length += d.byteLength;

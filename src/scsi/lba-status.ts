@@ -33,7 +33,10 @@ function add(list: LbaStatus[], start: number, blocks: number, status: number): 
  */
 export async function collectLbaStatus(
   blockStatus: ((offset: number, length: number) => Promise<readonly BlockExtent[]>) | undefined,
-  lba: number, end: number, bs: number, max: number,
+  lba: number,
+  end: number,
+  bs: number,
+  max: number,
 ): Promise<LbaStatus[]> {
   const list: LbaStatus[] = [];
   if (blockStatus !== undefined) {

@@ -28,7 +28,13 @@ import { NexusState } from './unit-attention.ts';
 import { RangeLocks } from './range-locks.ts';
 import { TaskGate } from './task-gate.ts';
 import {
-  blockDeviceCharacteristics, blockLimits, deviceIdentification, logicalBlockProvisioning, standardInquiry, supportedVpdPages, unitSerialNumber,
+  blockDeviceCharacteristics,
+  blockLimits,
+  deviceIdentification,
+  logicalBlockProvisioning,
+  standardInquiry,
+  supportedVpdPages,
+  unitSerialNumber,
 } from './inquiry.ts';
 import type { BlockLimits, Identity, TargetIdentity } from './inquiry.ts';
 import { concatIov, firstDifference, isAllZero, orInto, sliceIov } from './iov.ts';
@@ -91,8 +97,24 @@ export interface LogicalUnitStats {
   readonly errors: Readonly<Record<string, number>>;
 }
 
-const SENSE_KEY_NAMES = ['NO_SENSE', 'RECOVERED_ERROR', 'NOT_READY', 'MEDIUM_ERROR', 'HARDWARE_ERROR', 'ILLEGAL_REQUEST', 'UNIT_ATTENTION',
-  'DATA_PROTECT', 'BLANK_CHECK', 'VENDOR_SPECIFIC', 'COPY_ABORTED', 'ABORTED_COMMAND', 'RESERVED_C', 'VOLUME_OVERFLOW', 'MISCOMPARE', 'COMPLETED'];
+const SENSE_KEY_NAMES = [
+  'NO_SENSE',
+  'RECOVERED_ERROR',
+  'NOT_READY',
+  'MEDIUM_ERROR',
+  'HARDWARE_ERROR',
+  'ILLEGAL_REQUEST',
+  'UNIT_ATTENTION',
+  'DATA_PROTECT',
+  'BLANK_CHECK',
+  'VENDOR_SPECIFIC',
+  'COPY_ABORTED',
+  'ABORTED_COMMAND',
+  'RESERVED_C',
+  'VOLUME_OVERFLOW',
+  'MISCOMPARE',
+  'COMPLETED',
+];
 
 const GOOD: ScsiResult = Object.freeze({ status: ScsiStatus.GOOD, transferLength: 0 });
 const ABORTED: ScsiResult = Object.freeze({ status: ScsiStatus.TASK_ABORTED, transferLength: 0 });
@@ -160,7 +182,8 @@ export class LogicalUnit {
     const info = options.device.info;
     const bs = info.logicalBlockSize;
     if (!Number.isInteger(Math.log2(bs)) || bs < 512) throw new RangeError(`LUN ${lun}: logical block size ${bs} is not a power of two of at least 512`);
-    if (options.deviceId.byteLength !== 8 && options.deviceId.byteLength !== 16) throw new RangeError(`LUN ${lun}: deviceId must be an 8- or 16-byte NAA designator`);
+    if (options.deviceId.byteLength !== 8 && options.deviceId.byteLength !== 16)
+      throw new RangeError(`LUN ${lun}: deviceId must be an 8- or 16-byte NAA designator`);
     if (!/^[\x20-\x7e]{1,64}$/.test(options.serial)) throw new RangeError(`LUN ${lun}: serial must be 1 to 64 printable ASCII characters`);
     this.lun = lun;
     this.device = options.device;
@@ -236,9 +259,12 @@ export class LogicalUnit {
         return this.#check(SenseKey.UNIT_ATTENTION, ns.take());
       }
       if (this.#res.active) {
-        const cls = op === Op.SERVICE_ACTION_IN_16
-          ? ((cdb[1] as number) & 0x1f) === ServiceActionIn16.READ_CAPACITY_16 ? ConflictClass.PR_ALLOWED : ConflictClass.READ
-          : (CONFLICT_BY_OPCODE[op] as ConflictClass);
+        const cls =
+          op === Op.SERVICE_ACTION_IN_16
+            ? ((cdb[1] as number) & 0x1f) === ServiceActionIn16.READ_CAPACITY_16
+              ? ConflictClass.PR_ALLOWED
+              : ConflictClass.READ
+            : (CONFLICT_BY_OPCODE[op] as ConflictClass);
         if (this.#res.conflicts(task.nexus.key, cls)) {
           this.#stats.reservationConflicts++;
           return CONFLICT;
@@ -481,7 +507,11 @@ export class LogicalUnit {
    * lock of those blocks.
    */
   async #writeBlocks(
-    task: ScsiTask, lba: number, count: number, countByte: number, exclusive: boolean,
+    task: ScsiTask,
+    lba: number,
+    count: number,
+    countByte: number,
+    exclusive: boolean,
     io: (iov: readonly Uint8Array[], length: number) => Promise<ScsiResult>,
   ): Promise<ScsiResult> {
     const refused = this.#writeChecks(lba, count, countByte);

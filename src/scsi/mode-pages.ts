@@ -68,7 +68,12 @@ export class ModePages {
 
   constructor(opts: { volatileCache: boolean }) {
     this.#pages = [
-      page(ModePage.READ_WRITE_ERROR_RECOVERY, 0x0a, () => {}, () => {}),
+      page(
+        ModePage.READ_WRITE_ERROR_RECOVERY,
+        0x0a,
+        () => {},
+        () => {},
+      ),
       page(
         ModePage.CACHING,
         0x12,
@@ -90,7 +95,12 @@ export class ModePages {
           b[4] = SWP;
         },
       ),
-      page(ModePage.INFORMATIONAL_EXCEPTIONS_CONTROL, 0x0a, () => {}, () => {}),
+      page(
+        ModePage.INFORMATIONAL_EXCEPTIONS_CONTROL,
+        0x0a,
+        () => {},
+        () => {},
+      ),
     ];
     this.#caching = this.#pages[1] as Page;
     this.#control = this.#pages[2] as Page;
@@ -168,7 +178,7 @@ export class ModePages {
       out.set(src, p);
       // PAGE CODE byte: PS 0 (not savable), SPF 0; the length byte stays in every variant.
       out[p] = pg.code;
-      out[p + 1] = (pg.current[1] as number);
+      out[p + 1] = pg.current[1] as number;
       p += src.byteLength;
     }
     return out;
@@ -191,7 +201,7 @@ export class ModePages {
       // The capacity and block length cannot change: zero (or the current values) only.
       const d = headerLength;
       const blocks = longLba ? u64(data, d) : u32(data, d);
-      const length = longLba ? u32(data, d + 12) : (((data[d + 5] as number) << 16) | u16(data, d + 6));
+      const length = longLba ? u32(data, d + 12) : ((data[d + 5] as number) << 16) | u16(data, d + 6);
       const currentBlocks = longLba ? numBlocks : Math.min(numBlocks, 0xffffffff);
       if (blocks !== 0 && blocks !== currentBlocks) return { ascAscq: Asc.INVALID_FIELD_IN_PARAMETER_LIST, sks: fieldPointer(false, d) };
       if (length !== 0 && length !== blockSize) return { ascAscq: Asc.INVALID_FIELD_IN_PARAMETER_LIST, sks: fieldPointer(false, longLba ? d + 12 : d + 5) };

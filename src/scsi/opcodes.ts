@@ -26,7 +26,13 @@ const DPO_BYTCHK = 0x16;
 const FF4 = [0xff, 0xff, 0xff, 0xff] as const;
 const FF8 = [...FF4, ...FF4] as const;
 
-function cmd(opcode: number, serviceAction: number, conflict: ConflictClass, rest: readonly number[], extra: { thinOnly?: boolean; timeout?: number } = {}): CommandInfo {
+function cmd(
+  opcode: number,
+  serviceAction: number,
+  conflict: ConflictClass,
+  rest: readonly number[],
+  extra: { thinOnly?: boolean; timeout?: number } = {},
+): CommandInfo {
   const usage = Uint8Array.from([opcode, ...rest]);
   // SPC-4 §6.35.3: the service action code itself sits where the CDB's SERVICE ACTION field is.
   if (serviceAction >= 0) usage[1] = ((usage[1] as number) & 0xe0) | serviceAction;
@@ -72,8 +78,8 @@ export const COMMANDS: readonly CommandInfo[] = [
   cmd(Op.PERSISTENT_RESERVE_IN, PrIn.READ_RESERVATION, PERSISTENT, [0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, CTL]),
   cmd(Op.PERSISTENT_RESERVE_IN, PrIn.REPORT_CAPABILITIES, PERSISTENT, [0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, CTL]),
   cmd(Op.PERSISTENT_RESERVE_IN, PrIn.READ_FULL_STATUS, PERSISTENT, [0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, CTL]),
-  ...[PrOut.REGISTER, PrOut.RESERVE, PrOut.RELEASE, PrOut.CLEAR, PrOut.PREEMPT, PrOut.PREEMPT_AND_ABORT, PrOut.REGISTER_AND_IGNORE_EXISTING_KEY].map(
-    (sa) => cmd(Op.PERSISTENT_RESERVE_OUT, sa, PERSISTENT, [0x1f, 0xff, 0, 0, ...FF4, CTL]),
+  ...[PrOut.REGISTER, PrOut.RESERVE, PrOut.RELEASE, PrOut.CLEAR, PrOut.PREEMPT, PrOut.PREEMPT_AND_ABORT, PrOut.REGISTER_AND_IGNORE_EXISTING_KEY].map((sa) =>
+    cmd(Op.PERSISTENT_RESERVE_OUT, sa, PERSISTENT, [0x1f, 0xff, 0, 0, ...FF4, CTL]),
   ),
   cmd(Op.READ_16, -1, READ, [DPO_FUA, ...FF8, ...FF4, 0, CTL]),
   cmd(Op.COMPARE_AND_WRITE, -1, WRITE, [DPO_FUA, ...FF8, 0, 0, 0, 0xff, 0, CTL]),

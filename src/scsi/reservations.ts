@@ -45,10 +45,7 @@ interface PersistentReservation {
 }
 
 /** What a PERSISTENT RESERVE OUT ends in. */
-export type PrOutcome =
-  | { readonly kind: 'good' }
-  | { readonly kind: 'conflict' }
-  | { readonly kind: 'check'; readonly ascAscq: number; readonly sks: number };
+export type PrOutcome = { readonly kind: 'good' } | { readonly kind: 'conflict' } | { readonly kind: 'check'; readonly ascAscq: number; readonly sks: number };
 
 const GOOD: PrOutcome = { kind: 'good' };
 const CONFLICT: PrOutcome = { kind: 'conflict' };
@@ -261,7 +258,8 @@ export class Reservations {
     if (paramListLength !== PR_PARAMETER_LIST_LENGTH) return check(Asc.PARAMETER_LIST_LENGTH_ERROR);
     if (registering && (flags & ALL_TG_PT) !== 0) return check(Asc.INVALID_FIELD_IN_PARAMETER_LIST, fieldPointer(false, 20, 2));
     if (registering && (flags & APTPL) !== 0) return check(Asc.INVALID_FIELD_IN_PARAMETER_LIST, fieldPointer(false, 20, 0));
-    const needsType = serviceAction === PrOut.RESERVE || serviceAction === PrOut.RELEASE || serviceAction === PrOut.PREEMPT || serviceAction === PrOut.PREEMPT_AND_ABORT;
+    const needsType =
+      serviceAction === PrOut.RESERVE || serviceAction === PrOut.RELEASE || serviceAction === PrOut.PREEMPT || serviceAction === PrOut.PREEMPT_AND_ABORT;
     if (needsType) {
       if (scope !== PR_SCOPE_LU) return check(Asc.INVALID_FIELD_IN_CDB, fieldPointer(true, 2, 7));
       if (!isValidPrType(type)) return check(Asc.INVALID_FIELD_IN_CDB, fieldPointer(true, 2, 3));

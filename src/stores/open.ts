@@ -45,7 +45,9 @@ async function openParsed(s: StoreSpec, spec: string, opts: OpenBlockDeviceOptio
   switch (s.kind) {
     case 'ram':
       return createRamDisk(s.size, {
-        name: spec, readOnly, ...(opts.ramChunkSize === undefined ? {} : { chunkSize: opts.ramChunkSize }),
+        name: spec,
+        readOnly,
+        ...(opts.ramChunkSize === undefined ? {} : { chunkSize: opts.ramChunkSize }),
       });
     case 'null':
       return createNullDisk(s.size, { name: spec, readOnly });

@@ -32,8 +32,7 @@ export interface PathPolicy {
 }
 
 /** The option line for a command's --help (options are listed with this indentation). */
-export const ALLOW_PATH_OPTION_HELP =
-  '  --allow-path DIR         regular files under DIR may be opened as stores (repeatable)';
+export const ALLOW_PATH_OPTION_HELP = '  --allow-path DIR         regular files under DIR may be opened as stores (repeatable)';
 
 /** A paragraph a command's --help can reuse to explain which stores it will open. */
 export const PATH_POLICY_HELP = `Which stores may be opened: block devices under /dev, regular files under a directory given with
@@ -109,7 +108,9 @@ export async function resolvePathPolicy(allowPaths: readonly string[], opts: { r
     try {
       real = await fs.promises.realpath(path.resolve(dir));
     } catch (err) {
-      throw new UsageError(`--allow-path ${dir}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (err as Error).message}`, { cause: err });
+      throw new UsageError(`--allow-path ${dir}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (err as Error).message}`, {
+        cause: err,
+      });
     }
     if (!(await fs.promises.stat(real)).isDirectory()) throw new UsageError(`--allow-path ${dir}: not a directory`);
     resolved.push(real);
@@ -157,9 +158,11 @@ async function place(spec: string, given: string, policy: PathPolicy): Promise<P
     } else if (stat.isFile()) {
       const allowed = await resolvedAllowPaths(policy);
       if (!allowed.some((dir) => isUnder(dir, actual))) {
-        refuse(allowed.length === 0
-          ? `${shown} is a regular file, and no --allow-path directory was given (regular files must be under one)`
-          : `${shown} is not under an --allow-path directory (allowed: ${allowed.join(', ')})`);
+        refuse(
+          allowed.length === 0
+            ? `${shown} is a regular file, and no --allow-path directory was given (regular files must be under one)`
+            : `${shown} is not under an --allow-path directory (allowed: ${allowed.join(', ')})`,
+        );
       }
     } else {
       refuse(`${shown} is ${kindOf(stat)}; only block devices under /dev and regular files under an --allow-path directory can be stores`);

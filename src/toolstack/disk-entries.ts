@@ -54,10 +54,24 @@ export async function writeDiskEntries(xs: XenstoreClient, tx: number, d: DiskEn
   const error = errorDir(d.kind, d.domid, d.devid);
   if ((await xs.tryRead(error, tx)) !== undefined) await xs.rm(error, tx);
   await xs.mkdir(be, tx);
-  await xs.setPerms(be, [{ domid: 0, perm: 'n' }, { domid: d.domid, perm: 'r' }], tx);
+  await xs.setPerms(
+    be,
+    [
+      { domid: 0, perm: 'n' },
+      { domid: d.domid, perm: 'r' },
+    ],
+    tx,
+  );
   for (const [k, v] of backend) await xs.write(`${be}/${k}`, v, tx);
   await xs.mkdir(fe, tx);
-  await xs.setPerms(fe, [{ domid: d.domid, perm: 'n' }, { domid: 0, perm: 'r' }], tx);
+  await xs.setPerms(
+    fe,
+    [
+      { domid: d.domid, perm: 'n' },
+      { domid: 0, perm: 'r' },
+    ],
+    tx,
+  );
   for (const [k, v] of frontend) await xs.write(`${fe}/${k}`, v, tx);
 }
 
@@ -90,8 +104,10 @@ export async function removeDiskEntries(
       await xs.write(`${be}/${VbdKey.state}`, String(XenbusState.Closing), tx);
     });
     // A state node that vanished means the device went with its domain: nothing left to wait for.
-    forced = !frontendThere || !(await waitForNode(xs, `${be}/${VbdKey.state}`, (v) => v === undefined || parseXenbusState(v) === XenbusState.Closed, timeoutMs));
-    if (forced) options.log?.(`domain ${domid}: disk ${devid} ${frontendThere ? `did not close within ${timeoutMs} ms` : 'has no frontend left'}; removing it anyway`);
+    forced =
+      !frontendThere || !(await waitForNode(xs, `${be}/${VbdKey.state}`, (v) => v === undefined || parseXenbusState(v) === XenbusState.Closed, timeoutMs));
+    if (forced)
+      options.log?.(`domain ${domid}: disk ${devid} ${frontendThere ? `did not close within ${timeoutMs} ms` : 'has no frontend left'}; removing it anyway`);
   }
   await xs.transaction(async (tx) => {
     await xs.rm(fe, tx).catch(() => undefined);
@@ -117,7 +133,10 @@ async function waitForNode(xs: XenstoreClient, path: string, done: (value: strin
     const timer = setTimeout(() => finish(false), timeoutMs);
     void xs
       .watch(path, token, () => {
-        void xs.tryRead(path).then((v) => done(v) && finish(true), () => undefined);
+        void xs.tryRead(path).then(
+          (v) => done(v) && finish(true),
+          () => undefined,
+        );
       })
       .catch(() => finish(false));
   });

@@ -159,7 +159,13 @@ export class SimHost {
     } catch (err) {
       if (boot !== undefined && vdev !== undefined) {
         boot.disks.delete(request.devid);
-        boot.fail(new BlockError('BLK_ERR_GUEST', `guest ${boot.name} (domain ${request.frontendDomid}): disk ${vdev}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+        boot.fail(
+          new BlockError(
+            'BLK_ERR_GUEST',
+            `guest ${boot.name} (domain ${request.frontendDomid}): disk ${vdev}: ${err instanceof Error ? err.message : String(err)}`,
+            { cause: err },
+          ),
+        );
       }
       throw err;
     }
@@ -186,7 +192,14 @@ export class SimHost {
       // libxl: the domain's directory is dom0's, readable by the guest; device/ is the guest's own.
       await xs.write(`${dom}/${DomainKey.name}`, config.name, tx);
       await xs.write(`${dom}/${DomainKey.domid}`, String(id), tx);
-      await xs.setPerms(dom, [{ domid: DOM0, perm: 'n' }, { domid: id, perm: 'r' }], tx);
+      await xs.setPerms(
+        dom,
+        [
+          { domid: DOM0, perm: 'n' },
+          { domid: id, perm: 'r' },
+        ],
+        tx,
+      );
       await xs.mkdir(`${dom}/${DomainKey.device}`, tx);
       await xs.setPerms(`${dom}/${DomainKey.device}`, [{ domid: id, perm: 'n' }], tx);
       await xs.mkdir(`${dom}/${DomainKey.data}`, tx);

@@ -130,7 +130,9 @@ export class StoreRegistry {
   #policedSpec(type: string, params: string): string {
     const prefix = PREFIXED.exec(params)?.[0];
     if (!params.slice(prefix?.length ?? 0).startsWith('/')) {
-      throw new BlockError('BLK_ERR_REFUSED', `disk target '${params}' is not an absolute path (toolstacks name disks by absolute path)`, { errno: Errno.EACCES });
+      throw new BlockError('BLK_ERR_REFUSED', `disk target '${params}' is not an absolute path (toolstacks name disks by absolute path)`, {
+        errno: Errno.EACCES,
+      });
     }
     if (prefix !== undefined) return params;
     if (!existsSync(params)) throw missing(params);
@@ -158,11 +160,9 @@ export class StoreRegistry {
 }
 
 function missing(params: string): BlockError {
-  return new BlockError(
-    'BLK_ERR_NODEV',
-    `disk target '${params}' does not exist on this machine; map it to a store, e.g. --map ${params}=ram:1G`,
-    { errno: Errno.ENOENT },
-  );
+  return new BlockError('BLK_ERR_NODEV', `disk target '${params}' does not exist on this machine; map it to a store, e.g. --map ${params}=ram:1G`, {
+    errno: Errno.ENOENT,
+  });
 }
 
 /** The policy's complaint about `spec`, said about the target as the toolstack wrote it. */

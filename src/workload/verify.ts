@@ -76,7 +76,10 @@ export async function runVerify(device: BlockDevice, allocate: BufferAllocator, 
       const gen = generations[rel]!;
       if (gen === 0) continue;
       const bad = checkSector(words, s, seed, startSector + s, gen);
-      if (bad >= 0) note(`${when}: sector ${startSector + s} (byte ${(startSector + s) * 512}) differs at word ${bad}: expected generation ${gen}, found header ${words[s * 128]!.toString(16)}/${words[s * 128 + 1]}/${words[s * 128 + 2]}`);
+      if (bad >= 0)
+        note(
+          `${when}: sector ${startSector + s} (byte ${(startSector + s) * 512}) differs at word ${bad}: expected generation ${gen}, found header ${words[s * 128]!.toString(16)}/${words[s * 128 + 1]}/${words[s * 128 + 2]}`,
+        );
     }
   };
 

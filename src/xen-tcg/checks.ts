@@ -293,7 +293,8 @@ export function evaluateSameGuest(boot: BootRecord, plan: BootPlan): { checks: C
   c.okResult('twin: xl create (xvda from xen-blkback)', 'twin', 'create', undefined, 'dom0');
   c.okResult('twin: blkback ctl attach xvdb (backend/blkback)', 'twin', 'ctl-attach', undefined, 'dom0');
   const xvdb = c.okResult('twin: the guest sees xvdb', 'twin', 'xvdb', undefined, 'guest');
-  if (xvdb !== undefined) c.add('twin: xvdb advertises a write cache (feature-flush-cache)', xvdb.write_cache === 'write back', `write_cache=${String(xvdb.write_cache)}`, 'twin');
+  if (xvdb !== undefined)
+    c.add('twin: xvdb advertises a write cache (feature-flush-cache)', xvdb.write_cache === 'write back', `write_cache=${String(xvdb.write_cache)}`, 'twin');
   for (const tag of ['warmup-kernel', 'warmup-ours']) {
     for (const job of plan.jobs) c.fioRun(tag, job, 1, `${tag}: fio ${job}`, false);
   }
@@ -365,7 +366,12 @@ function syscallChecks(c: BootChecks, paths: readonly SyscallPath[]): SyscallFig
       c.okResult('twin: the guest sees xvdd', 'twin', 'xvdd', undefined, 'guest');
     }
     const job = c.claim((r) => r.check === 'syscalls-fio' && r.disk === disk && r.src === 'guest');
-    c.add(`twin: the system-call job on ${disk} ran (fio, 4 KiB QD 32)`, job?.ok === true, job === undefined ? 'missing: the guest never reported it' : JSON.stringify(job), 'twin');
+    c.add(
+      `twin: the system-call job on ${disk} ran (fio, 4 KiB QD 32)`,
+      job?.ok === true,
+      job === undefined ? 'missing: the guest never reported it' : JSON.stringify(job),
+      'twin',
+    );
     const window = c.claim((r) => r.check === 'syscalls' && r.disk === disk && r.src === 'dom0');
     const f =
       window === undefined
@@ -402,7 +408,13 @@ function fileIf<K extends string>(key: K, text: string | undefined): Partial<Rec
 
 /** The seed's chain: Linux's initiator in dom0 against our target, and serve's initiator (xvdc). */
 function iscsiChainChecks(c: BootChecks): void {
-  const login = c.okResult("dom0's Linux initiator (open-iscsi) discovers our target and logs in; LUNs 0 and 1 are SCSI disks", undefined, 'iscsi-login', undefined, 'dom0');
+  const login = c.okResult(
+    "dom0's Linux initiator (open-iscsi) discovers our target and logs in; LUNs 0 and 1 are SCSI disks",
+    undefined,
+    'iscsi-login',
+    undefined,
+    'dom0',
+  );
   if (login !== undefined) c.add('the SCSI disks are distinct', login.lun0 !== login.lun1, `lun0=${String(login.lun0)} lun1=${String(login.lun1)}`);
   for (const lun of [0, 1]) {
     const r = c.find(`iscsi-read-lun${lun}`, undefined, 'dom0');
@@ -412,7 +424,7 @@ function iscsiChainChecks(c: BootChecks): void {
       r === undefined ? 'missing' : `${String(r.device)}: md5 ${String(r.md5)}, backing ${String(r.backing_md5)}, ${String(r.bytes)} bytes`,
     );
   }
-  const attach = c.okResult('twin: blkback ctl attach xvdc (iscsi://, serve\'s own initiator)', 'twin', 'ctl-attach-xvdc', undefined, 'dom0');
+  const attach = c.okResult("twin: blkback ctl attach xvdc (iscsi://, serve's own initiator)", 'twin', 'ctl-attach-xvdc', undefined, 'dom0');
   const read = c.find('xvdc-read', 'twin', 'guest');
   c.add(
     'twin: the guest reads xvdc whole: the backing file of LUN 2',
@@ -445,7 +457,12 @@ export function evaluateBoot(boot: BootRecord, plan: BootPlan): { checks: Check[
     c.okResult(`${guest}: written marker in the backing file`, guest, 'marker', guest, 'dom0');
     const flush = c.okResult(`${guest}: flush (fsync of the idle disk)`, guest, 'flush', guest, 'guest');
     if (flush !== undefined) {
-      c.add(`${guest}: backend advertises a write cache (feature-flush-cache)`, flush.write_cache === 'write back', `write_cache=${String(flush.write_cache)}`, guest);
+      c.add(
+        `${guest}: backend advertises a write cache (feature-flush-cache)`,
+        flush.write_cache === 'write back',
+        `write_cache=${String(flush.write_cache)}`,
+        guest,
+      );
     }
   };
 
@@ -462,7 +479,12 @@ export function evaluateBoot(boot: BootRecord, plan: BootPlan): { checks: Check[
       const text = boot.files.get(`ctl-stats-${guest}`);
       flushes = text === undefined ? undefined : counterFromText(text, 'f_req');
     }
-    c.add(`${guest}: backend counted the flushes`, flushes !== undefined && flushes > 0, flushes === undefined ? 'no f_req counter found' : `f_req=${flushes}`, guest);
+    c.add(
+      `${guest}: backend counted the flushes`,
+      flushes !== undefined && flushes > 0,
+      flushes === undefined ? 'no f_req counter found' : `f_req=${flushes}`,
+      guest,
+    );
 
     const runs = plan.runs[guest] ?? 1;
     for (let n = 1; n <= runs; n++) {

@@ -100,7 +100,9 @@ export function cpuMarkdown(byMode: ReadonlyMap<string, readonly JobCpu[]>): str
   for (const [mode, jobs] of byMode) {
     for (const c of jobs) {
       const serve = mode === 'kernel' ? ['–', '–', '–'] : [f(c.serve), `${f(c.serveUser)} / ${f(c.serveSys)}`, f(c.mainThread)];
-      rows.push(`| ${mode} | ${c.guest} | ${c.job} | ${c.run} | ${c.seconds.toFixed(0)} | ${f(c.dom0Busy)} | ${f(c.steal)} | ${serve.join(' | ')} |${withTarget ? ` ${f(c.target)} |` : ''}`);
+      rows.push(
+        `| ${mode} | ${c.guest} | ${c.job} | ${c.run} | ${c.seconds.toFixed(0)} | ${f(c.dom0Busy)} | ${f(c.steal)} | ${serve.join(' | ')} |${withTarget ? ` ${f(c.target)} |` : ''}`,
+      );
     }
   }
   return rows.join('\n');

@@ -38,13 +38,7 @@ export function deriveGuestJob(seed: string, opts: GuestJobOptions): string {
   const closeSection = (): void => {
     if (section === '' || section === 'global') return;
     while (out[out.length - 1] === '') out.pop();
-    out.push(
-      'filename=/dev/xvda',
-      `offset_increment=${size}`,
-      'verify=crc32c',
-      `runtime=${opts.runtimeSeconds}`,
-      'log_avg_msec=500',
-    );
+    out.push('filename=/dev/xvda', `offset_increment=${size}`, 'verify=crc32c', `runtime=${opts.runtimeSeconds}`, 'log_avg_msec=500');
   };
   for (const raw of seed.split('\n')) {
     const line = raw.trim();

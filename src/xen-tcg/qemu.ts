@@ -46,10 +46,27 @@ export function qemuArgs(o: Pick<BootOptions, 'xen' | 'vmlinuz' | 'initrd' | 'cp
   return [
     // BLKBACK_XEN_TCG_THREAD=single|multi: TCG's vCPU threading (experiments; unset: QEMU's default, multi)
     ...(process.env.BLKBACK_XEN_TCG_THREAD ? ['-accel', `tcg,thread=${process.env.BLKBACK_XEN_TCG_THREAD}`] : []),
-    '-machine', 'pc', '-cpu', o.cpu, '-smp', '2', '-m', '4096',
-    '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot',
-    '-kernel', o.xen, '-append', XEN_ARGS,
-    '-initrd', `${o.vmlinuz} ${DOM0_ARGS},${o.initrd}`,
+    '-machine',
+    'pc',
+    '-cpu',
+    o.cpu,
+    '-smp',
+    '2',
+    '-m',
+    '4096',
+    '-display',
+    'none',
+    '-monitor',
+    'none',
+    '-serial',
+    'stdio',
+    '-no-reboot',
+    '-kernel',
+    o.xen,
+    '-append',
+    XEN_ARGS,
+    '-initrd',
+    `${o.vmlinuz} ${DOM0_ARGS},${o.initrd}`,
   ];
 }
 

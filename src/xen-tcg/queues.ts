@@ -45,8 +45,7 @@ export function queueFigures(listing: string, frontend: string, backend: string)
   };
   const numQueuesKey = keys.has(`${frontend}/multi-queue-num-queues`);
   const numQueues = num(`${frontend}/multi-queue-num-queues`) ?? (numQueuesKey ? 0 : 1);
-  const hasRing = (dir: string): boolean =>
-    (keys.has(`${dir}/ring-ref`) || keys.has(`${dir}/ring-ref0`)) && keys.has(`${dir}/event-channel`);
+  const hasRing = (dir: string): boolean => (keys.has(`${dir}/ring-ref`) || keys.has(`${dir}/ring-ref0`)) && keys.has(`${dir}/event-channel`);
   let complete = 0;
   if (numQueuesKey) {
     for (let q = 0; q < numQueues; q++) if (hasRing(`${frontend}/queue-${q}`)) complete++;

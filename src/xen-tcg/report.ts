@@ -228,17 +228,18 @@ function bootBars(job: string, kernel: readonly FioFigures[], ours: readonly Fio
   const perGuest = rows.filter((r) => r.guest !== 'all');
   const all = rows.find((r) => r.guest === 'all');
   if (perGuest.length > 1 && all !== undefined) {
-    groups.push({ label: 'all guests', detail: 'harmonic mean', values: [all.kernelMBps, all.oursMBps], ratio: ratioText(all.kernelMBps, all.oursMBps), summary: true });
+    groups.push({
+      label: 'all guests',
+      detail: 'harmonic mean',
+      values: [all.kernelMBps, all.oursMBps],
+      ratio: ratioText(all.kernelMBps, all.oursMBps),
+      summary: true,
+    });
   }
   const head = perGuest.length > 1 ? all : perGuest[0];
   if (head === undefined || !(head.kernelMBps > 0)) return { groups };
   const runs = Math.max(head.kernelRuns.length, head.oursRuns.length);
-  const how =
-    perGuest.length > 1
-      ? 'harmonic mean over the guest types of their medians'
-      : runs > 1
-        ? `ratio of the medians of ${runs} runs`
-        : 'one run each';
+  const how = perGuest.length > 1 ? 'harmonic mean over the guest types of their medians' : runs > 1 ? `ratio of the medians of ${runs} runs` : 'one run each';
   return { groups, headline: `${OURS} / ${KERNEL}: ${ratioText(head.kernelMBps, head.oursMBps)} (${how})` };
 }
 

@@ -4,7 +4,18 @@
 //   node dist/src/xen-tcg/run.js [--mode kernel|ours|both|paired|same-guest] [--chain iscsi] [--out DIR] ...
 // Exit 0: every check passed, or failed only in a --report-only guest; 1: a check failed; 2: could not run.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, copyFileSync, createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  copyFileSync,
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -147,16 +158,20 @@ export async function runXenHarness(argv: readonly string[], log: (line: string)
   const pairs = Number(values.pairs);
   if (!Number.isInteger(pairs) || pairs < 1 || pairs > 9) throw new Error(`--pairs ${values.pairs}: expected a whole number from 1 to 9`);
   if (values.chain !== 'none' && values.chain !== 'iscsi') throw new Error(`--chain ${values.chain}: expected none or iscsi`);
-  if (values.chain === 'iscsi' && values.mode !== 'same-guest') throw new Error('--chain iscsi goes with --mode same-guest (both backends serve the LUNs to one guest)');
+  if (values.chain === 'iscsi' && values.mode !== 'same-guest')
+    throw new Error('--chain iscsi goes with --mode same-guest (both backends serve the LUNs to one guest)');
   const chain = values.chain;
   const vcpus = Number(values.vcpus);
   if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 4) throw new Error(`--vcpus ${values.vcpus}: expected a whole number from 1 to 4`);
   const guestCap = Number(values['guest-cap']);
-  if (!Number.isInteger(guestCap) || guestCap < 0 || guestCap > 400) throw new Error(`--guest-cap ${values['guest-cap']}: expected a whole number from 0 to 400 (percent of one CPU)`);
+  if (!Number.isInteger(guestCap) || guestCap < 0 || guestCap > 400)
+    throw new Error(`--guest-cap ${values['guest-cap']}: expected a whole number from 0 to 400 (percent of one CPU)`);
   const syscallPaths = values.syscalls === 'none' ? [] : values.syscalls.split(',').filter((p) => p !== '');
-  for (const p of syscallPaths) if (!SYSCALL_PATHS.includes(p as SyscallPath)) throw new Error(`--syscalls ${values.syscalls}: expected persistent, copy (comma-separated) or none`);
+  for (const p of syscallPaths)
+    if (!SYSCALL_PATHS.includes(p as SyscallPath)) throw new Error(`--syscalls ${values.syscalls}: expected persistent, copy (comma-separated) or none`);
   const syscallSeconds = Number(values['syscall-seconds']);
-  if (!Number.isInteger(syscallSeconds) || syscallSeconds < 2 || syscallSeconds > 120) throw new Error(`--syscall-seconds ${values['syscall-seconds']}: expected a whole number from 2 to 120`);
+  if (!Number.isInteger(syscallSeconds) || syscallSeconds < 2 || syscallSeconds > 120)
+    throw new Error(`--syscall-seconds ${values['syscall-seconds']}: expected a whole number from 2 to 120`);
   const repo = packageDir(values.repo);
   const scripts = join(repo, 'src/xen-tcg/scripts');
   const dist = resolve(values.dist ?? join(repo, 'dist'));
@@ -167,11 +182,16 @@ export async function runXenHarness(argv: readonly string[], log: (line: string)
   const pvRuns = Number(values.runs);
   if (!Number.isInteger(pvRuns) || pvRuns < 1 || pvRuns > 9) throw new Error(`--runs ${values.runs}: expected a whole number from 1 to 9`);
   const reportOnly = new Set(values['report-only'].split(',').filter((t) => t !== ''));
-  for (const tag of reportOnly) if (!/^[\w-]+$/.test(tag)) throw new Error(`--report-only ${values['report-only']}: expected guest tags such as pvh, comma-separated`);
+  for (const tag of reportOnly)
+    if (!/^[\w-]+$/.test(tag)) throw new Error(`--report-only ${values['report-only']}: expected guest tags such as pvh, comma-separated`);
   mkdirSync(out, { recursive: true });
   const t0 = Date.now();
   const say = (line: string): void => {
-    log(`[${Math.round((Date.now() - t0) / 1000).toString().padStart(5)}s] ${line}`);
+    log(
+      `[${Math.round((Date.now() - t0) / 1000)
+        .toString()
+        .padStart(5)}s] ${line}`,
+    );
   };
 
   // host tools (qemu, debootstrap, cpio, fio): installed from Debian when missing
@@ -246,7 +266,11 @@ export async function runXenHarness(argv: readonly string[], log: (line: string)
   };
   if (values.replay) {
     cleanWork();
-    const runs = modes.map((mode) => ({ ...evaluateConsoleLog(mode, readFileSync(join(out, `${mode}-console.log`), 'latin1'), plan, out), seconds: 0, phases: [] }));
+    const runs = modes.map((mode) => ({
+      ...evaluateConsoleLog(mode, readFileSync(join(out, `${mode}-console.log`), 'latin1'), plan, out),
+      seconds: 0,
+      phases: [],
+    }));
     return report(runs, out, say, reportOnly, {}, syscallSeconds);
   }
 
@@ -262,21 +286,52 @@ export async function runXenHarness(argv: readonly string[], log: (line: string)
   const runs: ModeRun[] = [];
   try {
     for (const mode of modes) {
-      runs.push(await runMode(mode, { images, plan, scripts, repo, dist, out, work, diskMiB, jobs, timeout: Number(values.timeout), cpu: values.cpu, say, syscallSeconds, guestCap }));
+      runs.push(
+        await runMode(mode, {
+          images,
+          plan,
+          scripts,
+          repo,
+          dist,
+          out,
+          work,
+          diskMiB,
+          jobs,
+          timeout: Number(values.timeout),
+          cpu: values.cpu,
+          say,
+          syscallSeconds,
+          guestCap,
+        }),
+      );
     }
   } finally {
     if (values.keep) say(`work directory kept: ${work}`);
     cleanWork();
   }
 
-  return report(runs, out, say, reportOnly, { images: { dir: images.dir, key: images.key, buildSeconds: images.buildSeconds, manifest: images.manifest } }, syscallSeconds);
+  return report(
+    runs,
+    out,
+    say,
+    reportOnly,
+    { images: { dir: images.dir, key: images.key, buildSeconds: images.buildSeconds, manifest: images.manifest } },
+    syscallSeconds,
+  );
 }
 
 /**
  * Failures, fio figures, results.json; with both modes the comparison table and plots. The exit
  * code: 1 when a check failed outside the reportOnly guests (by tag), else 0.
  */
-function report(runs: readonly ModeRun[], out: string, say: (line: string) => void, reportOnly: ReadonlySet<string>, extra: Record<string, unknown>, syscallSeconds: number): number {
+function report(
+  runs: readonly ModeRun[],
+  out: string,
+  say: (line: string) => void,
+  reportOnly: ReadonlySet<string>,
+  extra: Record<string, unknown>,
+  syscallSeconds: number,
+): number {
   let failed = 0;
   let reported = 0;
   for (const run of runs) {
@@ -287,12 +342,21 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
     say(`mode=${run.mode}: ${run.checks.length - bad}/${run.checks.length} checks passed in ${run.seconds.toFixed(0)} s`);
     for (const c of gating) say(`  FAIL ${c.name}: ${c.detail}`);
     for (const c of reportingOnly) say(`  FAIL (reporting only: --report-only ${String(c.guest)}) ${c.name}: ${c.detail}`);
-    for (const f of run.fio) say(`  fio ${f.job} in ${f.guest}${run.fio.some((x) => x.guest === f.guest && x.run > 1) ? ` run ${f.run}` : ''}: write ${f.writeMBps.toFixed(1)} MB/s (${f.writeIops.toFixed(0)} IOPS), verify ${f.verifyMBps.toFixed(1)} MB/s`);
+    for (const f of run.fio)
+      say(
+        `  fio ${f.job} in ${f.guest}${run.fio.some((x) => x.guest === f.guest && x.run > 1) ? ` run ${f.run}` : ''}: write ${f.writeMBps.toFixed(1)} MB/s (${f.writeIops.toFixed(0)} IOPS), verify ${f.verifyMBps.toFixed(1)} MB/s`,
+      );
     for (const c of run.cpu) {
-      const serve = run.mode === 'ours' || c.guest.startsWith('ours-') ? `, serve ${c.serve.toFixed(2)} (user ${c.serveUser.toFixed(2)}, sys ${c.serveSys.toFixed(2)}; main thread ${c.mainThread.toFixed(2)})` : '';
-      say(`  cpu during fio ${c.job} in ${c.guest}${run.cpu.some((x) => x.guest === c.guest && x.run > 1) ? ` run ${c.run}` : ''}: dom0 busy ${c.dom0Busy.toFixed(2)} CPUs${serve}`);
+      const serve =
+        run.mode === 'ours' || c.guest.startsWith('ours-')
+          ? `, serve ${c.serve.toFixed(2)} (user ${c.serveUser.toFixed(2)}, sys ${c.serveSys.toFixed(2)}; main thread ${c.mainThread.toFixed(2)})`
+          : '';
+      say(
+        `  cpu during fio ${c.job} in ${c.guest}${run.cpu.some((x) => x.guest === c.guest && x.run > 1) ? ` run ${c.run}` : ''}: dom0 busy ${c.dom0Busy.toFixed(2)} CPUs${serve}`,
+      );
     }
-    for (const q of run.sameGuest?.queues ?? []) say(`  queues of ${q.disk} (${q.backend === 'kernel' ? 'xen-blkback' : 'blkback serve'}): expected ${q.expected}; ${queueLine(q)}`);
+    for (const q of run.sameGuest?.queues ?? [])
+      say(`  queues of ${q.disk} (${q.backend === 'kernel' ? 'xen-blkback' : 'blkback serve'}): expected ${q.expected}; ${queueLine(q)}`);
     for (const f of run.sameGuest?.syscalls ?? []) say(`  system calls on ${f.disk}: ${syscallLine(f)}`);
   }
   const summary: Record<string, unknown> = {
@@ -300,7 +364,16 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
     goal: GOAL,
     reportOnly: [...reportOnly],
     failed: { gating: failed, reportingOnly: reported },
-    runs: runs.map((r) => ({ mode: r.mode, seconds: r.seconds, phases: r.phases, checks: r.checks, fio: r.fio, cpu: r.cpu, ...(r.sameGuest === undefined ? {} : r.sameGuest), results: r.results })),
+    runs: runs.map((r) => ({
+      mode: r.mode,
+      seconds: r.seconds,
+      phases: r.phases,
+      checks: r.checks,
+      fio: r.fio,
+      cpu: r.cpu,
+      ...(r.sameGuest === undefined ? {} : r.sameGuest),
+      results: r.results,
+    })),
   };
   const kernel = runs.find((r) => r.mode === 'kernel');
   const ours = runs.find((r) => r.mode === 'ours');
@@ -323,10 +396,7 @@ function report(runs: readonly ModeRun[], out: string, say: (line: string) => vo
         ? "One boot, one PV guest per turn, the backends taking turns (kernel, ours, then ours, kernel, ...); the median ratio is the median of the pairs' ratios."
         : "One boot, one PV guest: xvda from the kernel's xen-blkback, xvdb from blkback serve; each job on one disk then the other (kernel first, then ours first, ...) after an uncounted warm-up run on each; the median ratio is the median of the pairs' ratios.";
     const perIo = cpuPerIoRows(paired.fio, paired.cpu);
-    const sections = [
-      pairedMarkdown(rows, GOAL, how),
-      `dom0's CPU per I/O, per backend:\n\n${cpuPerIoMarkdown(perIo)}`,
-    ];
+    const sections = [pairedMarkdown(rows, GOAL, how), `dom0's CPU per I/O, per backend:\n\n${cpuPerIoMarkdown(perIo)}`];
     if (paired.sameGuest !== undefined) {
       summary.cpuPerIo = perIo;
       const sys = paired.sameGuest.syscalls;
@@ -433,7 +503,11 @@ async function runMode(mode: Mode, c: ModeContext): Promise<ModeRun> {
     },
   });
   handle(parser.end());
-  const how = outcome.timedOut ? `killed after the ${c.timeout} s timeout` : outcome.stopped ? 'stopped: dom0 crashed' : `exited (${outcome.exitCode ?? outcome.signal})`;
+  const how = outcome.timedOut
+    ? `killed after the ${c.timeout} s timeout`
+    : outcome.stopped
+      ? 'stopped: dom0 crashed'
+      : `exited (${outcome.exitCode ?? outcome.signal})`;
   c.say(`mode=${mode}: QEMU ${how} after ${outcome.seconds.toFixed(0)} s`);
   rmSync(initrd, { force: true });
 
@@ -468,10 +542,24 @@ function evaluateConsoleLog(mode: Mode, text: string, plan: BootPlan, out: strin
     for (const { tag, backend, pair } of pairedGuests(plan.pairs ?? 0)) {
       for (const job of plan.jobs) {
         const prefix = `bwlog-${tag}-${job}-1-`;
-        bwLogs.push({ mode: backend, guest: mode === 'paired' ? 'pv' : backend === 'kernel' ? 'xvda' : 'xvdb', job, run: pair, files: [...files].filter(([n]) => n.startsWith(prefix)).map(([, t]) => t) });
+        bwLogs.push({
+          mode: backend,
+          guest: mode === 'paired' ? 'pv' : backend === 'kernel' ? 'xvda' : 'xvdb',
+          job,
+          run: pair,
+          files: [...files].filter(([n]) => n.startsWith(prefix)).map(([, t]) => t),
+        });
       }
     }
-    return { mode, checks, fio, bwLogs, results, cpu: cpuDuringJobs(text), ...(same === undefined ? {} : { sameGuest: { queues: same.queues, syscalls: same.syscalls } }) };
+    return {
+      mode,
+      checks,
+      fio,
+      bwLogs,
+      results,
+      cpu: cpuDuringJobs(text),
+      ...(same === undefined ? {} : { sameGuest: { queues: same.queues, syscalls: same.syscalls } }),
+    };
   }
   for (const guest of plan.guests) {
     for (let run = 1; run <= (plan.runs[guest] ?? 1); run++) {
@@ -497,7 +585,15 @@ function replayGuestConsoles(results: HarnessResult[], files: Map<string, string
     if (m === null) continue;
     const tag = m[1] as string;
     const parser = new ConsoleParser();
-    const events = [...parser.push(`${text.split('\n').map((l) => `G ${tag}| ${l}`).join('\n')}\n`), ...parser.end()];
+    const events = [
+      ...parser.push(
+        `${text
+          .split('\n')
+          .map((l) => `G ${tag}| ${l}`)
+          .join('\n')}\n`,
+      ),
+      ...parser.end(),
+    ];
     const replayed = events.flatMap((e) => (e.kind === 'result' ? [e.result] : []));
     if (replayed.length === 0) continue;
     for (let i = unreadable.length - 1; i >= 0; i--) if ((unreadable[i] as Unreadable).source === `guest:${tag}`) unreadable.splice(i, 1);

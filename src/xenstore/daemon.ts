@@ -245,4 +245,3 @@ export class XenstoreDaemon {
     for (const ev of events) for (const s of this.#sessions.keys()) s.notify(ev);
   }
 }
-

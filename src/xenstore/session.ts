@@ -219,7 +219,8 @@ export class XsSession {
     } catch (err) {
       // A bug of ours must not take the daemon down with it: answer EIO and leave a trace.
       const code = err instanceof XenstoreError ? err.code : 'EIO';
-      if (!(err instanceof XenstoreError)) this.#host.log(`BUG d${this.domid} r${msg.reqId}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      if (!(err instanceof XenstoreError))
+        this.#host.log(`BUG d${this.domid} r${msg.reqId}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       this.#error(msg.reqId, msg.txId, code);
       return;
     }

@@ -68,14 +68,12 @@ export const SCENARIOS: readonly Scenario[] = [
   },
   {
     name: '04-qemu-io-write-read-64k',
-    what:
-      "qemu-io (libiscsi inside QEMU): QEMU's probing at open (TEST UNIT READY, INQUIRY and VPD pages 00/83/B0/B2, MODE SENSE(6), READ CAPACITY(16)), then a 64 KiB WRITE(10) (8 KiB immediate data, one R2T, seven Data-Out PDUs of 8 KiB: tgt's MaxRecvDataSegmentLength is 8192, FirstBurstLength 65536), a 64 KiB READ(10) (Data-In PDUs, status in the last) and SYNCHRONIZE CACHE(10) at close",
+    what: "qemu-io (libiscsi inside QEMU): QEMU's probing at open (TEST UNIT READY, INQUIRY and VPD pages 00/83/B0/B2, MODE SENSE(6), READ CAPACITY(16)), then a 64 KiB WRITE(10) (8 KiB immediate data, one R2T, seven Data-Out PDUs of 8 KiB: tgt's MaxRecvDataSegmentLength is 8192, FirstBurstLength 65536), a 64 KiB READ(10) (Data-In PDUs, status in the last) and SYNCHRONIZE CACHE(10) at close",
     run: async (t) => [await client('qemu-io', '-f', 'raw', '-c', 'write -P 0xab 0 64k', '-c', 'read -P 0xab 0 64k', url(t))],
   },
   {
     name: '05-header-digest-crc32c',
-    what:
-      'HeaderDigest=CRC32C: tgt set to HeaderDigest=CRC32C,None; libiscsi offers HeaderDigest=None,CRC32C (the ?header_digest=crc32c URL argument did not change its offer) and tgt picks CRC32C. Then INQUIRY in one session and READ CAPACITY(16) in a second: every PDU after the login response carries a 4-byte header digest. libiscsi 1.19.0 always offers DataDigest=None (lib/login.c), so data digests are in 07',
+    what: 'HeaderDigest=CRC32C: tgt set to HeaderDigest=CRC32C,None; libiscsi offers HeaderDigest=None,CRC32C (the ?header_digest=crc32c URL argument did not change its offer) and tgt picks CRC32C. Then INQUIRY in one session and READ CAPACITY(16) in a second: every PDU after the login response carries a 4-byte header digest. libiscsi 1.19.0 always offers DataDigest=None (lib/login.c), so data digests are in 07',
     setup: async (t) => {
       await t.admin(['--mode', 'target', '--op', 'update', '--tid', '1', '--name', 'HeaderDigest', '--value', 'CRC32C,None']);
     },
@@ -92,14 +90,16 @@ export const SCENARIOS: readonly Scenario[] = [
       const oneWay = await client('iscsi-inq', `iscsi://${CHAP_USER}%${CHAP_SECRET}@127.0.0.1:${t.port}/${t.targetName}/1`);
       await t.admin(['--mode', 'account', '--op', 'new', '--user', CHAP_TARGET_USER, '--password', CHAP_TARGET_SECRET]);
       await t.admin(['--mode', 'account', '--op', 'bind', '--tid', '1', '--user', CHAP_TARGET_USER, '--outgoing']);
-      const mutual = await client('iscsi-inq', `iscsi://${CHAP_USER}%${CHAP_SECRET}@127.0.0.1:${t.port}/${t.targetName}/1?target_user=${CHAP_TARGET_USER}&target_password=${CHAP_TARGET_SECRET}`);
+      const mutual = await client(
+        'iscsi-inq',
+        `iscsi://${CHAP_USER}%${CHAP_SECRET}@127.0.0.1:${t.port}/${t.targetName}/1?target_user=${CHAP_TARGET_USER}&target_password=${CHAP_TARGET_SECRET}`,
+      );
       return [oneWay, `(tgtadm: account ${CHAP_TARGET_USER} bound --outgoing)`, mutual];
     },
   },
   {
     name: '07-header-and-data-digest-crc32c',
-    what:
-      "HeaderDigest=CRC32C and DataDigest=CRC32C. No initiator here can ask for data digests (libiscsi 1.19.0 cannot, and open-iscsi needs kernel modules), so the initiator side is a scripted session (test/iscsi/capture-digest-session.ts: hand-built PDUs, CRC32C by a bitwise loop): login (both digests), TEST UNIT READY until GOOD (the first gets the UNIT ATTENTION of a new nexus, with sense data), a 16 KiB WRITE(10) (8 KiB immediate data, R2T, one 8 KiB Data-Out), a 16 KiB READ(10) (two 8 KiB Data-In), logout. tgt's side is real: it checked both digests of every PDU we sent (a bad one drops the connection) and computed its own",
+    what: "HeaderDigest=CRC32C and DataDigest=CRC32C. No initiator here can ask for data digests (libiscsi 1.19.0 cannot, and open-iscsi needs kernel modules), so the initiator side is a scripted session (test/iscsi/capture-digest-session.ts: hand-built PDUs, CRC32C by a bitwise loop): login (both digests), TEST UNIT READY until GOOD (the first gets the UNIT ATTENTION of a new nexus, with sense data), a 16 KiB WRITE(10) (8 KiB immediate data, R2T, one 8 KiB Data-Out), a 16 KiB READ(10) (two 8 KiB Data-In), logout. tgt's side is real: it checked both digests of every PDU we sent (a bad one drops the connection) and computed its own",
     setup: async (t) => {
       await t.admin(['--mode', 'target', '--op', 'update', '--tid', '1', '--name', 'HeaderDigest', '--value', 'CRC32C,None']);
       await t.admin(['--mode', 'target', '--op', 'update', '--tid', '1', '--name', 'DataDigest', '--value', 'CRC32C,None']);
@@ -116,7 +116,9 @@ interface Segment {
 }
 
 async function capture(pcap: string, port: number, during: () => Promise<string[]>): Promise<string[]> {
-  const dump = spawn('tcpdump', ['-i', 'lo', '--immediate-mode', '-U', '-s', '0', '-n', '-w', pcap, `tcp port ${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const dump = spawn('tcpdump', ['-i', 'lo', '--immediate-mode', '-U', '-s', '0', '-n', '-w', pcap, `tcp port ${port}`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let err = '';
   await new Promise<void>((resolvePromise, reject) => {
     dump.stderr.on('data', (c: Buffer) => {
@@ -137,7 +139,24 @@ async function capture(pcap: string, port: number, during: () => Promise<string[
 }
 
 async function segments(pcap: string, port: number): Promise<Segment[]> {
-  const out = await run('tshark', ['-r', pcap, '-Y', 'tcp.len > 0', '-T', 'fields', '-E', 'separator=\t', '-e', 'tcp.stream', '-e', 'tcp.dstport', '-e', 'tcp.seq', '-e', 'tcp.payload']);
+  const out = await run('tshark', [
+    '-r',
+    pcap,
+    '-Y',
+    'tcp.len > 0',
+    '-T',
+    'fields',
+    '-E',
+    'separator=\t',
+    '-e',
+    'tcp.stream',
+    '-e',
+    'tcp.dstport',
+    '-e',
+    'tcp.seq',
+    '-e',
+    'tcp.payload',
+  ]);
   return out
     .split('\n')
     .filter((l) => /^\d+\t/.test(l))
@@ -218,7 +237,11 @@ ${sections.join('\n')}`;
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { out: { type: 'string', default: 'test/fixtures/iscsi/captures' }, only: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({
+    args: argv,
+    options: { out: { type: 'string', default: 'test/fixtures/iscsi/captures' }, only: { type: 'string' } },
+    strict: true,
+  });
   const outDir = resolve(values.out);
   const missing = ['tcpdump', 'tshark', 'tgtd', 'tgtadm', 'iscsi-ls', 'iscsi-inq', 'iscsi-readcapacity16', 'qemu-io'].filter((t) => !onPath(t));
   if (missing.length > 0) throw new Error(`missing: ${missing.join(', ')}`);
@@ -245,7 +268,26 @@ async function main(argv: string[]): Promise<number> {
         }
       }
       // tshark's own reading of the PDUs: an independent listing to check a decoder against.
-      const pdus = await run('tshark', ['-r', pcap, '-o', `iscsi.target_ports:${t.port}`, '-Y', 'iscsi', '-T', 'fields', '-E', 'separator=\t', '-e', 'frame.number', '-e', 'tcp.stream', '-e', 'tcp.dstport', '-e', '_ws.col.Info']);
+      const pdus = await run('tshark', [
+        '-r',
+        pcap,
+        '-o',
+        `iscsi.target_ports:${t.port}`,
+        '-Y',
+        'iscsi',
+        '-T',
+        'fields',
+        '-E',
+        'separator=\t',
+        '-e',
+        'frame.number',
+        '-e',
+        'tcp.stream',
+        '-e',
+        'tcp.dstport',
+        '-e',
+        '_ws.col.Info',
+      ]);
       const pduLines = pdus
         .split('\n')
         .filter((l) => /^\d+\t/.test(l))
@@ -254,7 +296,9 @@ async function main(argv: string[]): Promise<number> {
           return `frame ${frame} s${streams.indexOf(Number(stream))} ${Number(dst) === t.port ? 'I->T' : 'T->I'} ${info}`;
         });
       writeFileSync(join(outDir, `${sc.name}.pdus.txt`), `${pduLines.join('\n')}\n`);
-      index.push(`### ${sc.name}\n\n${sc.what}.\n\nClient command(s), tgtd on 127.0.0.1:${t.port}:\n\n${commands.map((c) => `    ${c}`).join('\n')}\n\nFiles: \`${sc.name}.pcap\`, \`${sc.name}.pdus.txt\`, ${files.map((f) => `\`${f.replace(' (', '` (')}`).join(', ')}.\n`);
+      index.push(
+        `### ${sc.name}\n\n${sc.what}.\n\nClient command(s), tgtd on 127.0.0.1:${t.port}:\n\n${commands.map((c) => `    ${c}`).join('\n')}\n\nFiles: \`${sc.name}.pcap\`, \`${sc.name}.pdus.txt\`, ${files.map((f) => `\`${f.replace(' (', '` (')}`).join(', ')}.\n`,
+      );
       process.stderr.write(`${sc.name}: ${streams.length} stream(s), ${segs.length} segments\n`);
     } finally {
       await t.stop();

@@ -115,8 +115,10 @@ export function compareLists(stored: VerdictList, now: VerdictList): Comparison 
 
 export function formatComparison(c: Comparison): string {
   const lines: string[] = [];
-  if (c.regressions.length > 0) lines.push(`regressions (passed in the stored list, not now): ${c.regressions.length}`, ...c.regressions.map((r) => `  ${r.name}: pass -> ${r.now}`));
-  if (c.improvements.length > 0) lines.push(`improvements (pass now, not in the stored list): ${c.improvements.length}`, ...c.improvements.map((r) => `  ${r.name}: ${r.was} -> pass`));
+  if (c.regressions.length > 0)
+    lines.push(`regressions (passed in the stored list, not now): ${c.regressions.length}`, ...c.regressions.map((r) => `  ${r.name}: pass -> ${r.now}`));
+  if (c.improvements.length > 0)
+    lines.push(`improvements (pass now, not in the stored list): ${c.improvements.length}`, ...c.improvements.map((r) => `  ${r.name}: ${r.was} -> pass`));
   if (c.other.length > 0) lines.push(`other changes: ${c.other.length}`, ...c.other.map((r) => `  ${r.name}: ${r.was} -> ${r.now}`));
   return lines.length === 0 ? 'no changes against the stored list' : lines.join('\n');
 }
@@ -141,7 +143,10 @@ export function formatSummary(rows: readonly { label: string; now?: VerdictList 
     const c = countVerdicts(l);
     return `${c.pass} | ${c.fail} | ${c.skip} | ${c.total}`;
   };
-  const out = ['| configuration | pass | fail | skip | total | stored: pass | fail | skip | total | regressions | improvements | note |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|'];
+  const out = [
+    '| configuration | pass | fail | skip | total | stored: pass | fail | skip | total | regressions | improvements | note |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+  ];
   for (const r of rows) {
     const cmp = r.now !== undefined && r.stored !== undefined ? compareLists(r.stored, r.now) : undefined;
     out.push(`| ${r.label} | ${cell(r.now)} | ${cell(r.stored)} | ${cmp?.regressions.length ?? '–'} | ${cmp?.improvements.length ?? '–'} | ${r.note ?? ''} |`);
@@ -225,13 +230,21 @@ export interface TargetRun extends RunResult {
 }
 
 /** Starts a target on a fresh tmpfs file, runs the suite through two sessions, stops the target. */
-export async function runAgainst(start: StartTarget, mode: LunMode, options: { lunBytes?: number; fill?: boolean; tests?: string; timeoutMs?: number } = {}): Promise<TargetRun> {
+export async function runAgainst(
+  start: StartTarget,
+  mode: LunMode,
+  options: { lunBytes?: number; fill?: boolean; tests?: string; timeoutMs?: number } = {},
+): Promise<TargetRun> {
   const file = `/dev/shm/blkback-conformance-${process.pid}-${mode}-${Math.random().toString(36).slice(2, 8)}.img`;
   createLunFile(file, options.lunBytes ?? DEFAULT_LUN_BYTES, { fill: options.fill ?? false });
   let target: RunningTarget | null = null;
   try {
     target = await start({ backingFile: file, mode });
-    const r = await runConformance({ urls: [target.url, target.url], ...(options.tests === undefined ? {} : { tests: options.tests }), ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) });
+    const r = await runConformance({
+      urls: [target.url, target.url],
+      ...(options.tests === undefined ? {} : { tests: options.tests }),
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+    });
     return { ...r, target: { kind: target.kind, url: target.url, pid: target.pid, output: target.output() } };
   } finally {
     await target?.stop();
@@ -287,7 +300,11 @@ async function main(argv: string[]): Promise<number> {
       if (!(values.target in TARGET_KINDS)) throw new Error(`--target: '${values.target}' is not one of ${Object.keys(TARGET_KINDS).join(', ')}`);
       const lunBytes = values.size === undefined ? DEFAULT_LUN_BYTES : Number(values.size) * 2 ** 20;
       if (!(lunBytes > 0)) throw new Error(`--size: '${values.size}' is not a size in MiB`);
-      result = await runAgainst(TARGET_KINDS[values.target as TargetKind], mode, { lunBytes, fill: values.fill, ...(values.tests === undefined ? {} : { tests: values.tests }) });
+      result = await runAgainst(TARGET_KINDS[values.target as TargetKind], mode, {
+        lunBytes,
+        fill: values.fill,
+        ...(values.tests === undefined ? {} : { tests: values.tests }),
+      });
     } else if (values.url !== undefined && values.url.length > 0) {
       const urls = values.url.length === 1 ? [values.url[0]!, values.url[0]!] : values.url;
       result = await runConformance({ urls, ...(values.tests === undefined ? {} : { tests: values.tests }) });
@@ -305,7 +322,9 @@ async function main(argv: string[]): Promise<number> {
   if (out !== undefined) writeFileSync(out, list);
   else process.stdout.write(list);
   const c = countVerdicts(result.verdicts);
-  process.stderr.write(`${result.command}\n${c.pass} pass, ${c.fail} fail, ${c.skip} skip of ${c.total}${result.wallSeconds === null ? '' : ` in ${result.wallSeconds.toFixed(1)} s`}${out === undefined ? '' : `; list in ${out}`}\n`);
+  process.stderr.write(
+    `${result.command}\n${c.pass} pass, ${c.fail} fail, ${c.skip} skip of ${c.total}${result.wallSeconds === null ? '' : ` in ${result.wallSeconds.toFixed(1)} s`}${out === undefined ? '' : `; list in ${out}`}\n`,
+  );
   if (c.total !== ALL_TEST_COUNT && (values.tests ?? 'ALL') === 'ALL') process.stderr.write(`warning: ${c.total} verdicts, expected ${ALL_TEST_COUNT}\n`);
   if (values.compare !== undefined) {
     const cmp = compareLists(parseList(readFileSync(values.compare, 'utf8')), result.verdicts);

@@ -312,10 +312,15 @@ export class FakeXenDevices implements XenDevices {
       const base = i * SEG_SIZE;
       const flags = view.getUint16(base + SEG_FLAGS, LE);
       const len = view.getUint16(base + SEG_LEN, LE);
-      if ((flags & (GNTCOPY_source_gref | GNTCOPY_dest_gref)) === 0) throw new XenDeviceError('xengnttab_grant_copy', E.EINVAL, `segment ${i} is local to local`);
-      for (const [side, bit] of [[SEG_SOURCE, GNTCOPY_source_gref], [SEG_DEST, GNTCOPY_dest_gref]] as const) {
+      if ((flags & (GNTCOPY_source_gref | GNTCOPY_dest_gref)) === 0)
+        throw new XenDeviceError('xengnttab_grant_copy', E.EINVAL, `segment ${i} is local to local`);
+      for (const [side, bit] of [
+        [SEG_SOURCE, GNTCOPY_source_gref],
+        [SEG_DEST, GNTCOPY_dest_gref],
+      ] as const) {
         if ((flags & bit) !== 0) {
-          if (view.getUint16(base + side + SEG_FOREIGN_OFFSET, LE) + len > PAGE_SIZE) throw new XenDeviceError('xengnttab_grant_copy', E.EINVAL, `segment ${i} crosses a page`);
+          if (view.getUint16(base + side + SEG_FOREIGN_OFFSET, LE) + len > PAGE_SIZE)
+            throw new XenDeviceError('xengnttab_grant_copy', E.EINVAL, `segment ${i} crosses a page`);
         } else if (this.#resolve(this.#virt(view, base + side), len) === undefined) {
           throw new XenDeviceError('xengnttab_grant_copy', E.EFAULT, `segment ${i} names memory that is not mapped`);
         }
@@ -358,7 +363,8 @@ export class FakeXenDevices implements XenDevices {
     const domain = this.domains.get(domid);
     if (domain === undefined) throw new XenDeviceError('xenevtchn_bind_interdomain', E.ESRCH, `no domain ${domid}`);
     const guest = domain.ports.get(remotePort);
-    if (guest === undefined || guest.bound >= 0) throw new XenDeviceError('xenevtchn_bind_interdomain', E.EINVAL, `port ${remotePort} of domain ${domid} is not unbound`);
+    if (guest === undefined || guest.bound >= 0)
+      throw new XenDeviceError('xenevtchn_bind_interdomain', E.EINVAL, `port ${remotePort} of domain ${domid} is not unbound`);
     const port = this.#nextPort++;
     guest.bound = port;
     this.#ports.set(port, { domain, remotePort, masked: false, pending: false });

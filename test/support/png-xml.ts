@@ -73,10 +73,18 @@ export function decodePng(png: Uint8Array): DecodedPng {
       const c = i >= channels ? (prev[i - channels] as number) : 0;
       let predictor: number;
       switch (filter) {
-        case 0: predictor = 0; break;
-        case 1: predictor = a; break;
-        case 2: predictor = b; break;
-        case 3: predictor = (a + b) >> 1; break;
+        case 0:
+          predictor = 0;
+          break;
+        case 1:
+          predictor = a;
+          break;
+        case 2:
+          predictor = b;
+          break;
+        case 3:
+          predictor = (a + b) >> 1;
+          break;
         case 4: {
           const p = a + b - c;
           const pa = Math.abs(p - a);
@@ -85,7 +93,8 @@ export function decodePng(png: Uint8Array): DecodedPng {
           predictor = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
           break;
         }
-        default: throw new Error(`PNG: bad filter type ${filter} on row ${y}`);
+        default:
+          throw new Error(`PNG: bad filter type ${filter} on row ${y}`);
       }
       line[i] = ((line[i] as number) + predictor) & 0xff;
     }
@@ -103,7 +112,9 @@ export function distinctColours(img: DecodedPng, region = { x: 0, y: 0, width: i
   for (let y = region.y; y < region.y + region.height; y++) {
     for (let x = region.x; x < region.x + region.width; x++) {
       const i = (y * img.width + x) * 4;
-      seen.add((((img.rgba[i] as number) << 24) | ((img.rgba[i + 1] as number) << 16) | ((img.rgba[i + 2] as number) << 8) | (img.rgba[i + 3] as number)) >>> 0);
+      seen.add(
+        (((img.rgba[i] as number) << 24) | ((img.rgba[i + 1] as number) << 16) | ((img.rgba[i + 2] as number) << 8) | (img.rgba[i + 3] as number)) >>> 0,
+      );
     }
   }
   return seen.size;
@@ -137,7 +148,8 @@ function decodeText(text: string, where: string): string {
   if (stripped.includes('&')) throw new Error(`XML: bare or unknown entity in ${where}`);
   if (stripped.includes('<')) throw new Error(`XML: '<' in ${where}`);
   return text.replace(ENTITY, (_m, named?: string, dec?: string, hex?: string) =>
-    named !== undefined ? (NAMED[named] as string) : String.fromCodePoint(Number.parseInt(dec ?? hex ?? '0', dec !== undefined ? 10 : 16)));
+    named !== undefined ? (NAMED[named] as string) : String.fromCodePoint(Number.parseInt(dec ?? hex ?? '0', dec !== undefined ? 10 : 16)),
+  );
 }
 
 /**

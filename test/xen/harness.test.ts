@@ -45,7 +45,7 @@ test('derived seed jobs: randwrite, verify, own regions, scaled size', () => {
   }
 });
 
-test('derived seed jobs: the host\'s fio (the one the guests get) accepts them', (t) => {
+test("derived seed jobs: the host's fio (the one the guests get) accepts them", (t) => {
   if (stopIfMissing(t, missingTools(['fio'], 'fio'))) return;
   const dir = mkdtempSync(join(tmpdir(), 'xen-jobs-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -124,7 +124,7 @@ test('Xen is booted with eager FPU switching (lazy switching corrupts user space
   for (const option of ['spec-ctrl=eager-fpu', 'smap=0', 'pcid=0', 'invpcid=0']) assert.ok(xen.includes(option), `${option} in ${xen.join(' ')}`);
 });
 
-test('dom0 CPU per fio job: samples between the job\'s phase lines, in CPUs; a repeated console copy is ignored', () => {
+test("dom0 CPU per fio job: samples between the job's phase lines, in CPUs; a repeated console copy is ignored", () => {
   const log = [
     'BLKBACK-CPU 10.00 busy=100 idle=100 steal=0 serve=0',
     'G pv| BLKBACK-PHASE pv guest: fio randw (24 lines, 4 jobs)\r\r',
@@ -150,10 +150,18 @@ test('dom0 CPU per fio job: samples between the job\'s phase lines, in CPUs; a r
   assert.equal(c?.mainThread, 0.7);
 });
 
-test('several runs of each job: every run is checked, and the comparison takes each backend\'s median', () => {
-  const plan: BootPlan = { guests: ['pv', 'pvh'], jobs: ['randw'], runs: { pv: 3 }, bytesPerJob: new Map([['randw', 1e6]]), hotplugGuest: undefined, midIo: false };
+test("several runs of each job: every run is checked, and the comparison takes each backend's median", () => {
+  const plan: BootPlan = {
+    guests: ['pv', 'pvh'],
+    jobs: ['randw'],
+    runs: { pv: 3 },
+    bytesPerJob: new Map([['randw', 1e6]]),
+    hotplugGuest: undefined,
+    midIo: false,
+  };
   const r = (x: Record<string, unknown>): HarnessResult => x as unknown as HarnessResult;
-  const fioJson = (ms: number): string => JSON.stringify({ jobs: [{ error: 0, write: { io_bytes: 1e6, runtime: ms, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 100 } }] });
+  const fioJson = (ms: number): string =>
+    JSON.stringify({ jobs: [{ error: 0, write: { io_bytes: 1e6, runtime: ms, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 100 } }] });
   const results = [
     r({ src: 'guest', check: 'fio', guest: 'pv', job: 'randw', run: 1, ok: true, rc: 0 }),
     r({ src: 'guest', check: 'fio', guest: 'pv', job: 'randw', run: 3, ok: true, rc: 0 }),
@@ -171,12 +179,29 @@ test('several runs of each job: every run is checked, and the comparison takes e
   assert.equal(by('pv: fio randw run 2'), false, 'a run that never reported fails');
   assert.equal(by('pv: fio randw run 3'), true);
   assert.equal(by('pvh: fio randw'), true, 'one run: no run number in the name');
-  assert.deepEqual(fio.map((f) => [f.guest, f.run, f.writeMBps]), [['pv', 1, 1], ['pv', 3, 4], ['pvh', 1, 2]]);
+  assert.deepEqual(
+    fio.map((f) => [f.guest, f.run, f.writeMBps]),
+    [
+      ['pv', 1, 1],
+      ['pv', 3, 4],
+      ['pvh', 1, 2],
+    ],
+  );
 
   assert.equal(median([3, 1, 2]), 2);
   assert.equal(median([4, 1, 3, 2]), 2.5);
-  const fig = (guest: string, run: number, writeMBps: number): FioFigures =>
-    ({ guest, job: 'randw', run, jobs: 4, writeMBps, writeIops: 0, verifyMBps: 0, writeBytes: 0, verifyBytes: 0, errors: 0 });
+  const fig = (guest: string, run: number, writeMBps: number): FioFigures => ({
+    guest,
+    job: 'randw',
+    run,
+    jobs: 4,
+    writeMBps,
+    writeIops: 0,
+    verifyMBps: 0,
+    writeBytes: 0,
+    verifyBytes: 0,
+    errors: 0,
+  });
   const rows = comparisonRows([fig('pv', 1, 20), fig('pv', 2, 10), fig('pv', 3, 30)], [fig('pv', 2, 18), fig('pv', 1, 9), fig('pv', 3, 27)]);
   const pv = rows.find((x) => x.guest === 'pv')!;
   assert.deepEqual(pv.kernelRuns, [20, 10, 30]);
@@ -201,14 +226,24 @@ test('dom0 CPU per fio job tells the runs of a job apart', () => {
     'G pv| BLKBACK-PHASE pv guest: fio randw run 2/3 done rc=0',
   ].join('\n');
   const cpu = cpuDuringJobs(log);
-  assert.deepEqual(cpu.map((c) => [c.job, c.run, c.dom0Busy]), [['randw', 1, 0.5], ['randw', 2, 1]]);
+  assert.deepEqual(
+    cpu.map((c) => [c.job, c.run, c.dom0Busy]),
+    [
+      ['randw', 1, 0.5],
+      ['randw', 2, 1],
+    ],
+  );
 });
 
-test('paired mode: the backends alternate, every turn is checked, the ratio is the median of the pairs\' ratios', () => {
-  assert.deepEqual(pairedGuests(3).map((g) => g.tag), ['kernel-1', 'ours-1', 'ours-2', 'kernel-2', 'kernel-3', 'ours-3']);
+test("paired mode: the backends alternate, every turn is checked, the ratio is the median of the pairs' ratios", () => {
+  assert.deepEqual(
+    pairedGuests(3).map((g) => g.tag),
+    ['kernel-1', 'ours-1', 'ours-2', 'kernel-2', 'kernel-3', 'ours-3'],
+  );
   const plan: BootPlan = { guests: [], jobs: ['randw'], runs: {}, bytesPerJob: new Map([['randw', 1e6]]), hotplugGuest: undefined, midIo: false, pairs: 2 };
   const r = (x: Record<string, unknown>): HarnessResult => x as unknown as HarnessResult;
-  const fioJson = (ms: number): string => JSON.stringify({ jobs: [{ error: 0, write: { io_bytes: 1e6, runtime: ms, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 100 } }] });
+  const fioJson = (ms: number): string =>
+    JSON.stringify({ jobs: [{ error: 0, write: { io_bytes: 1e6, runtime: ms, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 100 } }] });
   const results: HarnessResult[] = [];
   const files = new Map<string, string>();
   const ms: Record<string, number> = { 'kernel-1': 100, 'ours-1': 125, 'ours-2': 100, 'kernel-2': 100 };
@@ -223,14 +258,22 @@ test('paired mode: the backends alternate, every turn is checked, the ratio is t
   assert.equal(by('kernel-2: fio randw'), false, 'a turn whose job never reported fails');
   assert.equal(by('ours-2: xl destroy, backend directory removed'), true);
   const rows = pairedRows(fio, 2);
-  assert.deepEqual(rows.map((x) => [x.pair, x.ratio]), [[1, 0.8], [0, 0.8]], 'pair 2 is incomplete: left out');
+  assert.deepEqual(
+    rows.map((x) => [x.pair, x.ratio]),
+    [
+      [1, 0.8],
+      [0, 0.8],
+    ],
+    'pair 2 is incomplete: left out',
+  );
   assert.match(pairedMarkdown(rows, 0.9, 'how'), /\| randw \| median \| 10\.0 \| 8\.0 \| \*\*0\.80\*\* \(< goal\) \|/);
 });
 
 test('same-guest mode: one guest reports under kernel-N and ours-N; its disks, attach, detach and destroy are checked', () => {
   const plan: BootPlan = { guests: [], jobs: ['randw'], runs: {}, bytesPerJob: new Map([['randw', 1e6]]), hotplugGuest: undefined, midIo: false, pairs: 2 };
   const r = (x: Record<string, unknown>): HarnessResult => x as unknown as HarnessResult;
-  const fioJson = (ms: number): string => JSON.stringify({ jobs: [{ error: 0, write: { io_bytes: 1e6, runtime: ms, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 100 } }] });
+  const fioJson = (ms: number): string =>
+    JSON.stringify({ jobs: [{ error: 0, write: { io_bytes: 1e6, runtime: ms, total_ios: 16 }, read: { io_bytes: 1e6, runtime: 100 } }] });
   const results: HarnessResult[] = [
     r({ src: 'dom0', check: 'create', guest: 'twin', ok: true }),
     r({ src: 'dom0', check: 'ctl-attach', guest: 'twin', ok: true }),
@@ -254,9 +297,20 @@ test('same-guest mode: one guest reports under kernel-N and ours-N; its disks, a
   assert.equal(by('twin: xvdb gone from the guest'), false, 'a result that never came fails');
   assert.equal(by('warmup-kernel: fio randw'), true, 'the warm-up runs are checked');
   assert.equal(by('warmup-ours: fio randw'), false, 'a warm-up that never reported fails');
-  assert.deepEqual(fio.map((f) => f.guest), ['kernel-1', 'ours-1', 'ours-2', 'kernel-2'], 'warm-ups give no figures');
+  assert.deepEqual(
+    fio.map((f) => f.guest),
+    ['kernel-1', 'ours-1', 'ours-2', 'kernel-2'],
+    'warm-ups give no figures',
+  );
   const rows = pairedRows(fio, 2);
-  assert.deepEqual(rows.map((x) => [x.pair, Number(x.ratio.toFixed(3))]), [[1, 0.909], [2, 1], [0, 0.955]]);
+  assert.deepEqual(
+    rows.map((x) => [x.pair, Number(x.ratio.toFixed(3))]),
+    [
+      [1, 0.909],
+      [2, 1],
+      [0, 0.955],
+    ],
+  );
   assert.match(pairedMarkdown(rows, 0.9, 'one guest'), /\n\none guest\n$/);
 
   // the CPU sampler attributes samples to the phase's tag, not the console's
@@ -266,7 +320,10 @@ test('same-guest mode: one guest reports under kernel-N and ours-N; its disks, a
     'BLKBACK-CPU 12.00 busy=300 serve=110',
     'G twin| BLKBACK-PHASE ours-1 guest: fio randw done rc=0',
   ].join('\n');
-  assert.deepEqual(cpuDuringJobs(log).map((c) => [c.guest, c.job, c.dom0Busy, c.serve]), [['ours-1', 'randw', 1, 0.5]]);
+  assert.deepEqual(
+    cpuDuringJobs(log).map((c) => [c.guest, c.job, c.dom0Busy, c.serve]),
+    [['ours-1', 'randw', 1, 0.5]],
+  );
 });
 
 test("same-guest --chain iscsi: Linux's initiator and serve's own are checked byte for byte", () => {
@@ -299,7 +356,19 @@ test("same-guest --chain iscsi: Linux's initiator and serve's own are checked by
   const bad = evaluateSameGuest(boot('b0', 'c0'), plan).checks;
   assert.equal(by(bad, "Linux's initiator reads LUN 1 whole"), false, 'other bytes through the initiator fail');
   assert.equal(by(bad, 'twin: the guest reads xvdc whole'), false, "other bytes through serve's initiator fail");
-  assert.equal(evaluateSameGuest(boot('bb', 'cc'), { guests: [], jobs: [], runs: {}, bytesPerJob: new Map(), hotplugGuest: undefined, midIo: false, pairs: 0 }).checks.some((c) => c.name.includes('initiator')), false, 'no chain, no chain checks');
+  assert.equal(
+    evaluateSameGuest(boot('bb', 'cc'), {
+      guests: [],
+      jobs: [],
+      runs: {},
+      bytesPerJob: new Map(),
+      hotplugGuest: undefined,
+      midIo: false,
+      pairs: 0,
+    }).checks.some((c) => c.name.includes('initiator')),
+    false,
+    'no chain, no chain checks',
+  );
 });
 
 // ---- a whole boot, as dom0-init.sh and domu-init.sh report it, to break one piece at a time ----
@@ -310,14 +379,23 @@ const MiB = 1048576;
 const fioRunJson = (o: { writeBytes?: number; ms?: number; verifyBytes?: number; errors?: number } = {}): string => {
   const writeBytes = o.writeBytes ?? MiB;
   return JSON.stringify({
-    jobs: [{ error: o.errors ?? 0, write: { io_bytes: writeBytes, runtime: o.ms ?? 100, total_ios: 16 }, read: { io_bytes: o.verifyBytes ?? writeBytes, runtime: 50 } }],
+    jobs: [
+      {
+        error: o.errors ?? 0,
+        write: { io_bytes: writeBytes, runtime: o.ms ?? 100, total_ios: 16 },
+        read: { io_bytes: o.verifyBytes ?? writeBytes, runtime: 50 },
+      },
+    ],
   });
 };
 const fullPlan = (): BootPlan => ({
   guests: ['pv', 'pvh'],
   jobs: ['randw', 'iometer'],
   runs: { pv: 3, pvh: 1 },
-  bytesPerJob: new Map([['randw', MiB], ['iometer', MiB]]),
+  bytesPerJob: new Map([
+    ['randw', MiB],
+    ['iometer', MiB],
+  ]),
   hotplugGuest: 'pv',
   midIo: true,
 });
@@ -362,7 +440,10 @@ function healthyBoot(mode: 'kernel' | 'ours', plan: BootPlan): { results: Harnes
     results.push(res({ src: 'dom0', check: 'destroy', guest: g, ok: true, backend_dir_gone: true, backend_alive: true }));
   }
   if (plan.midIo) {
-    results.push(res({ src: 'dom0', check: 'create', guest: 'busy', ok: true }), res({ src: 'dom0', check: 'destroy', guest: 'busy', ok: true, backend_alive: true }));
+    results.push(
+      res({ src: 'dom0', check: 'create', guest: 'busy', ok: true }),
+      res({ src: 'dom0', check: 'destroy', guest: 'busy', ok: true, backend_alive: true }),
+    );
     basics('after');
     if (mode === 'ours') results.push(res({ src: 'dom0', check: 'ctl-list-after', ok: true, rc: 0 }));
     results.push(res({ src: 'dom0', check: 'destroy', guest: 'after', ok: true }));
@@ -380,7 +461,10 @@ const bootOf = (mode: Mode, x: { results: HarnessResult[]; files: Map<string, st
 const failedNames = (checks: readonly Check[]): string[] => checks.filter((c) => !c.ok).map((c) => c.name);
 const figureKeys = (fio: readonly FioFigures[]): string[] => fio.map((f) => `${f.guest}/${f.job}/${f.run}`);
 /** The results and files minus those that match, plus extra ones. */
-const without = (x: { results: HarnessResult[]; files: Map<string, string> }, drop: (r: HarnessResult) => boolean): { results: HarnessResult[]; files: Map<string, string> } => ({
+const without = (
+  x: { results: HarnessResult[]; files: Map<string, string> },
+  drop: (r: HarnessResult) => boolean,
+): { results: HarnessResult[]; files: Map<string, string> } => ({
   results: x.results.filter((r) => !drop(r)),
   files: new Map(x.files),
 });
@@ -391,7 +475,10 @@ test('a boot that went right passes every check, in both modes, and every planne
     assert.deepEqual(failedNames(checks), [], mode);
     // pv: 3 runs of 2 jobs; pvh: 1 run of 2 jobs
     assert.equal(fio.length, 8, mode);
-    assert.ok(checks.some((c) => c.name === 'pvh: fio randw' && c.guest === 'pvh'), 'checks name the guest they are about');
+    assert.ok(
+      checks.some((c) => c.name === 'pvh: fio randw' && c.guest === 'pvh'),
+      'checks name the guest they are about',
+    );
   }
 });
 
@@ -406,12 +493,18 @@ test('figures come only from runs that passed: a failed run is reported and left
   x.files.set('fio-json-pvh-iometer-1', fioRunJson({ verifyBytes: MiB / 2 }));
   const { checks, fio } = evaluateBoot(bootOf('kernel', x), plan);
   assert.deepEqual(failedNames(checks), ['pv: fio randw run 1', 'pv: fio randw run 2', 'pvh: fio iometer']);
-  assert.deepEqual(figureKeys(fio).filter((k) => k.includes('randw')), ['pv/randw/3', 'pvh/randw/1']);
+  assert.deepEqual(
+    figureKeys(fio).filter((k) => k.includes('randw')),
+    ['pv/randw/3', 'pvh/randw/1'],
+  );
   assert.ok(!figureKeys(fio).includes('pvh/iometer/1'));
   // so the comparison's median for pv randw is run 3's alone, not the failed runs' faster figures
   const ours = evaluateBoot(bootOf('ours', healthyBoot('ours', plan)), plan).fio;
   const row = comparisonRows(fio, ours).find((r) => r.job === 'randw' && r.guest === 'pv');
-  assert.deepEqual(row?.kernelRuns.map((m) => Number(m.toFixed(3))), [Number((MiB / 300 / 1000).toFixed(3))]);
+  assert.deepEqual(
+    row?.kernelRuns.map((m) => Number(m.toFixed(3))),
+    [Number((MiB / 300 / 1000).toFixed(3))],
+  );
 });
 
 test('warm-up runs are checked like counted ones, and give no figures', () => {
@@ -443,7 +536,10 @@ test('warm-up runs are checked like counted ones, and give no figures', () => {
   const paired: HarnessResult[] = [];
   const pairedFiles = new Map<string, string>();
   for (const tag of ['warmup', 'kernel-1', 'ours-1']) {
-    paired.push(res({ src: 'dom0', check: 'create', guest: tag, ok: true }), res({ src: 'guest', check: 'fio', guest: tag, job: 'randw', run: 1, ok: true, rc: 0 }));
+    paired.push(
+      res({ src: 'dom0', check: 'create', guest: tag, ok: true }),
+      res({ src: 'guest', check: 'fio', guest: tag, job: 'randw', run: 1, ok: true, rc: 0 }),
+    );
     paired.push(res({ src: 'dom0', check: 'destroy', guest: tag, ok: true }));
     pairedFiles.set(`fio-json-${tag}-randw-1`, fioRunJson());
   }
@@ -458,16 +554,53 @@ test('every failed result fails the boot, whether or not a named check asks for 
   const base = healthyBoot('ours', plan);
   const cases: { name: string; add: HarnessResult[]; unreadable?: { source: string; text: string }[]; fails: string; guest: string | undefined }[] = [
     // dom0 gave up waiting on the guest: no named check looks for wait-* results
-    { name: 'a wait that timed out', add: [res({ src: 'dom0', check: 'wait-hotplug-gone', guest: 'pv', ok: false, message: "no 'hotplug-gone' within 120 s" })], fails: 'pv: wait-hotplug-gone reported not ok', guest: 'pv' },
+    {
+      name: 'a wait that timed out',
+      add: [res({ src: 'dom0', check: 'wait-hotplug-gone', guest: 'pv', ok: false, message: "no 'hotplug-gone' within 120 s" })],
+      fails: 'pv: wait-hotplug-gone reported not ok',
+      guest: 'pv',
+    },
     // a second report of a named check (a restarted guest destroyed again): the named check saw the first
-    { name: 'a second destroy', add: [res({ src: 'dom0', check: 'destroy', guest: 'pvh', ok: false, rc: 1 })], fails: 'pvh: destroy reported not ok', guest: 'pvh' },
-    { name: 'ctl output nobody checks', add: [res({ src: 'dom0', check: 'ctl-list-pv-attached', ok: false, rc: 1 })], fails: 'dom0: ctl-list-pv-attached reported not ok', guest: undefined },
+    {
+      name: 'a second destroy',
+      add: [res({ src: 'dom0', check: 'destroy', guest: 'pvh', ok: false, rc: 1 })],
+      fails: 'pvh: destroy reported not ok',
+      guest: 'pvh',
+    },
+    {
+      name: 'ctl output nobody checks',
+      add: [res({ src: 'dom0', check: 'ctl-list-pv-attached', ok: false, rc: 1 })],
+      fails: 'dom0: ctl-list-pv-attached reported not ok',
+      guest: undefined,
+    },
     // a fio run beyond the plan is checked too (no figures)
-    { name: 'an unplanned fio run', add: [res({ src: 'guest', check: 'fio', guest: 'pv', job: 'randw', run: 4, ok: false, rc: 1 })], fails: 'pv: fio randw run 4 (not in the plan)', guest: 'pv' },
-    { name: 'no job files', add: [res({ src: 'guest', check: 'fio', guest: 'pv', job: 'none', ok: false, message: 'no job files in /jobs' })], fails: 'pv: fio none run undefined (not in the plan)', guest: 'pv' },
+    {
+      name: 'an unplanned fio run',
+      add: [res({ src: 'guest', check: 'fio', guest: 'pv', job: 'randw', run: 4, ok: false, rc: 1 })],
+      fails: 'pv: fio randw run 4 (not in the plan)',
+      guest: 'pv',
+    },
+    {
+      name: 'no job files',
+      add: [res({ src: 'guest', check: 'fio', guest: 'pv', job: 'none', ok: false, message: 'no job files in /jobs' })],
+      fails: 'pv: fio none run undefined (not in the plan)',
+      guest: 'pv',
+    },
     // a result line that did not parse but says it failed
-    { name: 'an unreadable failure', add: [], unreadable: [{ source: 'dom0', text: '{"src":"dom0","check":"fatal","ok":false,"mess' }], fails: 'dom0: a failed result, unreadable', guest: undefined },
-    { name: "an unreadable guest's failure", add: [], unreadable: [{ source: 'dom0', text: '{"src":"dom0","check":"wait-x","guest":"pvh","ok":false,"mess' }], fails: 'pvh: a failed result, unreadable', guest: 'pvh' },
+    {
+      name: 'an unreadable failure',
+      add: [],
+      unreadable: [{ source: 'dom0', text: '{"src":"dom0","check":"fatal","ok":false,"mess' }],
+      fails: 'dom0: a failed result, unreadable',
+      guest: undefined,
+    },
+    {
+      name: "an unreadable guest's failure",
+      add: [],
+      unreadable: [{ source: 'dom0', text: '{"src":"dom0","check":"wait-x","guest":"pvh","ok":false,"mess' }],
+      fails: 'pvh: a failed result, unreadable',
+      guest: 'pvh',
+    },
   ];
   for (const c of cases) {
     const x = { results: [...base.results, ...c.add], files: base.files };
@@ -480,11 +613,14 @@ test('every failed result fails the boot, whether or not a named check asks for 
   const noise = evaluateBoot(bootOf('ours', base, { unreadable: [{ source: 'guest:pv', text: '{"check":' }] }), plan);
   assert.deepEqual(failedNames(noise.checks), []);
   // an ok:true result nobody asks for is fine
-  const extra = evaluateBoot(bootOf('ours', { results: [...base.results, res({ src: 'dom0', check: 'ctl-list-pv-attached', ok: true })], files: base.files }), plan);
+  const extra = evaluateBoot(
+    bootOf('ours', { results: [...base.results, res({ src: 'dom0', check: 'ctl-list-pv-attached', ok: true })], files: base.files }),
+    plan,
+  );
   assert.deepEqual(failedNames(extra.checks), []);
 });
 
-test('the verdict: a --report-only guest\'s failures are reported, every other failure gates', () => {
+test("the verdict: a --report-only guest's failures are reported, every other failure gates", () => {
   const plan = fullPlan();
   // the PVH guest triple-faulted after its marker: dom0 saw it go, its jobs never reported
   const pvhDied = without(healthyBoot('ours', plan), (r) => r.guest === 'pvh' && (r.check === 'fio' || r.check === 'flush' || r.check === 'destroy'));
@@ -526,11 +662,14 @@ test("the payload's runtime packages are found where npm put them: the package's
     write('app/node_modules/@koromix/koffi-linux-x64', { name: '@koromix/koffi-linux-x64' });
     write('app/node_modules/blkback/node_modules/nested', { name: 'nested' });
     const found = runtimePackages(join(root, 'app/node_modules/blkback'));
-    assert.deepEqual([...found], [
-      ['@koromix/koffi-linux-x64', join(root, 'app/node_modules/@koromix/koffi-linux-x64')],
-      ['koffi', join(root, 'app/node_modules/koffi')],
-      ['nested', join(root, 'app/node_modules/blkback/node_modules/nested')],
-    ]);
+    assert.deepEqual(
+      [...found],
+      [
+        ['@koromix/koffi-linux-x64', join(root, 'app/node_modules/@koromix/koffi-linux-x64')],
+        ['koffi', join(root, 'app/node_modules/koffi')],
+        ['nested', join(root, 'app/node_modules/blkback/node_modules/nested')],
+      ],
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -556,7 +695,11 @@ test('strace -c summaries: calls per system call and the total, blank error colu
   const s = parseStraceSummary(STRACE_SAMPLE);
   assert.equal(s?.total, 866);
   assert.equal(s?.errors, 1);
-  assert.deepEqual([...(s?.calls ?? [])].slice(0, 3), [['epoll_pwait', 563], ['statx', 282], ['futex', 15]]);
+  assert.deepEqual([...(s?.calls ?? [])].slice(0, 3), [
+    ['epoll_pwait', 563],
+    ['statx', 282],
+    ['futex', 15],
+  ]);
   assert.equal(s?.calls.get('write'), 1);
   assert.equal(parseStraceSummary('strace: attach: ptrace(PTRACE_SEIZE, 12): Operation not permitted\n'), undefined);
   assert.equal(parseStraceSummary(STRACE_SAMPLE.split('\n').slice(0, 5).join('\n')), undefined, 'no total row: cut short');
@@ -571,27 +714,43 @@ test('strace -c summaries: calls per system call and the total, blank error colu
   assert.equal(r.status, 0, r.stderr);
   const host = parseStraceSummary(readFileSync(join(dir, 'out'), 'utf8'));
   assert.ok(host !== undefined && host.total > 10, readFileSync(join(dir, 'out'), 'utf8'));
-  assert.equal([...host.calls.values()].reduce((a, b) => a + b, 0), host.total);
+  assert.equal(
+    [...host.calls.values()].reduce((a, b) => a + b, 0),
+    host.total,
+  );
   assert.ok((host.calls.get('execve') ?? 0) >= 3);
 });
 
 const ctlStats = (xvdb: { rd: number; wr: number; f?: number }, xvdd?: { rd: number; wr: number }): string =>
-  JSON.stringify([
-    { key: '1/51712', vdev: 'xvda', rd_req: 0, wr_req: 0, f_req: 0, ds_req: 0 },
-    { key: '1/51728', vdev: 'xvdb', rd_req: xvdb.rd, wr_req: xvdb.wr, f_req: xvdb.f ?? 0, ds_req: 0, latency_ns: { read: {} } },
-    ...(xvdd === undefined ? [] : [{ key: '1/51760', vdev: 'xvdd', rd_req: xvdd.rd, wr_req: xvdd.wr, f_req: 0, ds_req: 0 }]),
-  ], null, 2);
+  JSON.stringify(
+    [
+      { key: '1/51712', vdev: 'xvda', rd_req: 0, wr_req: 0, f_req: 0, ds_req: 0 },
+      { key: '1/51728', vdev: 'xvdb', rd_req: xvdb.rd, wr_req: xvdb.wr, f_req: xvdb.f ?? 0, ds_req: 0, latency_ns: { read: {} } },
+      ...(xvdd === undefined ? [] : [{ key: '1/51760', vdev: 'xvdd', rd_req: xvdd.rd, wr_req: xvdd.wr, f_req: 0, ds_req: 0 }]),
+    ],
+    null,
+    2,
+  );
 const ctlList = (xvdb: string, xvdd?: string): string =>
   JSON.stringify([{ key: '1/51728', vdev: 'xvdb', dataPath: xvdb }, ...(xvdd === undefined ? [] : [{ key: '1/51760', vdev: 'xvdd', dataPath: xvdd }])]);
 
 test('system calls per request: strace total over the requests serve counted in the window', () => {
-  const f = syscallFigures('persistent', {
-    strace: STRACE_SAMPLE,
-    before: ctlStats({ rd: 100, wr: 50, f: 3 }),
-    after: ctlStats({ rd: 1100, wr: 782, f: 4 }),
-    list: ctlList('persistent'),
-    fio: JSON.stringify({ jobs: [{ read: { total_ios: 1000 }, write: { total_ios: 0 } }, { read: { total_ios: 0 }, write: { total_ios: 732 } }] }),
-  }, 23.5);
+  const f = syscallFigures(
+    'persistent',
+    {
+      strace: STRACE_SAMPLE,
+      before: ctlStats({ rd: 100, wr: 50, f: 3 }),
+      after: ctlStats({ rd: 1100, wr: 782, f: 4 }),
+      list: ctlList('persistent'),
+      fio: JSON.stringify({
+        jobs: [
+          { read: { total_ios: 1000 }, write: { total_ios: 0 } },
+          { read: { total_ios: 0 }, write: { total_ios: 732 } },
+        ],
+      }),
+    },
+    23.5,
+  );
   assert.ok(typeof f !== 'string', String(f));
   assert.equal(f.requests, 1733); // 1000 reads + 732 writes + 1 flush
   assert.equal(f.reads, 1000);
@@ -605,7 +764,16 @@ test('system calls per request: strace total over the requests serve counted in 
   // a figure that cannot be made says why
   assert.match(String(syscallFigures('persistent', { before: ctlStats({ rd: 0, wr: 0 }), after: ctlStats({ rd: 1, wr: 1 }) })), /no strace summary/);
   assert.match(String(syscallFigures('persistent', { strace: STRACE_SAMPLE, before: ctlStats({ rd: 5, wr: 5 }) })), /no serve counters after/);
-  assert.match(String(syscallFigures('copy', { strace: STRACE_SAMPLE, before: ctlStats({ rd: 5, wr: 5 }, { rd: 0, wr: 0 }), after: ctlStats({ rd: 5, wr: 5 }, { rd: 0, wr: 0 }) })), /no requests/);
+  assert.match(
+    String(
+      syscallFigures('copy', {
+        strace: STRACE_SAMPLE,
+        before: ctlStats({ rd: 5, wr: 5 }, { rd: 0, wr: 0 }),
+        after: ctlStats({ rd: 5, wr: 5 }, { rd: 0, wr: 0 }),
+      }),
+    ),
+    /no requests/,
+  );
 });
 
 // xenstore-ls -f of a Linux 6.1 blkfront's directory with two queues, and the backend's
@@ -613,7 +781,14 @@ const xenstoreListing = (o: { queues: number; max: number; dropQueue1?: boolean;
   const devid = o.devid ?? 51728;
   const fe = `/local/domain/1/device/vbd/${devid}`;
   const be = `/local/domain/0/backend/${o.kind ?? 'blkback'}/1/${devid}`;
-  const lines = [`${fe}/backend = "${be}"`, `${fe}/backend-id = "0"`, `${fe}/state = "4"`, `${fe}/virtual-device = "${devid}"`, `${fe}/protocol = "x86_64-abi"`, `${fe}/feature-persistent = "1"`];
+  const lines = [
+    `${fe}/backend = "${be}"`,
+    `${fe}/backend-id = "0"`,
+    `${fe}/state = "4"`,
+    `${fe}/virtual-device = "${devid}"`,
+    `${fe}/protocol = "x86_64-abi"`,
+    `${fe}/feature-persistent = "1"`,
+  ];
   if (o.queues > 1) {
     lines.push(`${fe}/multi-queue-num-queues = "${o.queues}"`);
     for (let q = 0; q < o.queues; q++) {
@@ -629,9 +804,25 @@ const xenstoreListing = (o: { queues: number; max: number; dropQueue1?: boolean;
 
 test('queues from xenstore: multi-queue-num-queues and a ring in each queue-N, or one ring at the top', () => {
   const two = xenstoreListing({ queues: 2, max: 2 });
-  assert.deepEqual(queueFigures(two.text, two.fe, two.be), { advertised: 2, numQueues: 2, numQueuesKey: true, complete: 2, queueDirs: 2, frontendState: '4', backendState: '4' });
+  assert.deepEqual(queueFigures(two.text, two.fe, two.be), {
+    advertised: 2,
+    numQueues: 2,
+    numQueuesKey: true,
+    complete: 2,
+    queueDirs: 2,
+    frontendState: '4',
+    backendState: '4',
+  });
   const one = xenstoreListing({ queues: 1, max: 1 });
-  assert.deepEqual(queueFigures(one.text, one.fe, one.be), { advertised: 1, numQueues: 1, numQueuesKey: false, complete: 1, queueDirs: 0, frontendState: '4', backendState: '4' });
+  assert.deepEqual(queueFigures(one.text, one.fe, one.be), {
+    advertised: 1,
+    numQueues: 1,
+    numQueuesKey: false,
+    complete: 1,
+    queueDirs: 0,
+    frontendState: '4',
+    backendState: '4',
+  });
   const broken = xenstoreListing({ queues: 2, max: 2, dropQueue1: true });
   assert.equal(queueFigures(broken.text, broken.fe, broken.be).complete, 1);
   assert.equal(expectedQueues(2, 2), 2);
@@ -648,18 +839,31 @@ function sameGuestBoot(o: { xvdbPath?: string; serveMax?: number; strace?: boole
     res({ src: 'guest', check: 'xvdb', guest: 'twin', ok: true, write_cache: 'write back' }),
   ];
   const files = new Map<string, string>();
-  for (const [disk, devid, kind, backend, max] of [['xvda', 51712, 'vbd', 'kernel', 2], ['xvdb', 51728, 'blkback', 'ours', o.serveMax ?? 2]] as const) {
+  for (const [disk, devid, kind, backend, max] of [
+    ['xvda', 51712, 'vbd', 'kernel', 2],
+    ['xvdb', 51728, 'blkback', 'ours', o.serveMax ?? 2],
+  ] as const) {
     const l = xenstoreListing({ queues: 2, max, devid, kind });
     results.push(res({ src: 'dom0', check: 'queues', guest: 'twin', disk, backend, ok: true, frontend: l.fe, backend_path: l.be, dom0_cpus: 2 }));
     files.set(`xenstore-${disk}`, l.text);
   }
   const calls = o.calls ?? 866;
-  for (const [disk, path] of [['xvdb', o.xvdbPath ?? 'persistent'], ['xvdd', 'copy']] as const) {
-    if (disk === 'xvdd') results.push(res({ src: 'dom0', check: 'ctl-attach-xvdd', guest: 'twin', ok: true }), res({ src: 'guest', check: 'xvdd', guest: 'twin', ok: true }));
-    results.push(res({ src: 'guest', check: 'syscalls-fio', guest: 'twin', disk, ok: true, rc: 0 }), res({ src: 'dom0', check: 'syscalls', guest: 'twin', disk, ok: true, seconds: 25 }));
+  for (const [disk, path] of [
+    ['xvdb', o.xvdbPath ?? 'persistent'],
+    ['xvdd', 'copy'],
+  ] as const) {
+    if (disk === 'xvdd')
+      results.push(res({ src: 'dom0', check: 'ctl-attach-xvdd', guest: 'twin', ok: true }), res({ src: 'guest', check: 'xvdd', guest: 'twin', ok: true }));
+    results.push(
+      res({ src: 'guest', check: 'syscalls-fio', guest: 'twin', disk, ok: true, rc: 0 }),
+      res({ src: 'dom0', check: 'syscalls', guest: 'twin', disk, ok: true, seconds: 25 }),
+    );
     files.set(`syscalls-list-${disk}`, ctlList(path, 'copy'));
     files.set(`syscalls-before-${disk}`, ctlStats({ rd: 0, wr: 0 }, { rd: 0, wr: 0 }));
-    files.set(`syscalls-after-${disk}`, disk === 'xvdb' ? ctlStats({ rd: 1000, wr: 732 }, { rd: 0, wr: 0 }) : ctlStats({ rd: 0, wr: 0 }, { rd: 1000, wr: 732 }));
+    files.set(
+      `syscalls-after-${disk}`,
+      disk === 'xvdb' ? ctlStats({ rd: 1000, wr: 732 }, { rd: 0, wr: 0 }) : ctlStats({ rd: 0, wr: 0 }, { rd: 1000, wr: 732 }),
+    );
     if (o.strace !== false) files.set(`strace-${disk}`, STRACE_SAMPLE.replace(/ {7}866 /, ` ${String(calls).padStart(9)} `));
   }
   results.push(
@@ -673,68 +877,158 @@ function sameGuestBoot(o: { xvdbPath?: string; serveMax?: number; strace?: boole
 }
 /** serveHasMaxQueues false: a serve built before multi-queue, started without --max-queues. */
 const samePlan = (serveHasMaxQueues = true): BootPlan => ({
-  guests: [], jobs: [], runs: {}, bytesPerJob: new Map(), hotplugGuest: undefined, midIo: false, pairs: 0,
-  multiQueue: { vcpus: 2, ...(serveHasMaxQueues ? { serveMaxQueues: 2 } : {}) }, syscalls: ['persistent', 'copy'],
+  guests: [],
+  jobs: [],
+  runs: {},
+  bytesPerJob: new Map(),
+  hotplugGuest: undefined,
+  midIo: false,
+  pairs: 0,
+  multiQueue: { vcpus: 2, ...(serveHasMaxQueues ? { serveMaxQueues: 2 } : {}) },
+  syscalls: ['persistent', 'copy'],
 });
 
-test('same-guest: each backend negotiated 2 queues, and serve\'s system calls per request are counted per data path', () => {
+test("same-guest: each backend negotiated 2 queues, and serve's system calls per request are counted per data path", () => {
   const good = evaluateSameGuest(sameGuestBoot(), samePlan());
   assert.deepEqual(failedNames(good.checks), []);
   const names = good.checks.map((c) => c.name);
   assert.ok(names.includes("twin: xvda (xen-blkback's) negotiated 2 queues with a 2-vCPU guest"), names.join('\n'));
   assert.ok(names.includes("twin: xvdb (blkback serve's) negotiated 2 queues with a 2-vCPU guest"));
-  assert.deepEqual(good.syscalls.map((f) => [f.disk, f.dataPath, f.requests, Number(f.perRequest.toFixed(3))]), [['xvdb', 'persistent', 1732, 0.5], ['xvdd', 'copy', 1732, 0.5]]);
-  assert.deepEqual(good.queues.map((q) => [q.disk, q.numQueues, q.expected]), [['xvda', 2, 2], ['xvdb', 2, 2]]);
+  assert.deepEqual(
+    good.syscalls.map((f) => [f.disk, f.dataPath, f.requests, Number(f.perRequest.toFixed(3))]),
+    [
+      ['xvdb', 'persistent', 1732, 0.5],
+      ['xvdd', 'copy', 1732, 0.5],
+    ],
+  );
+  assert.deepEqual(
+    good.queues.map((q) => [q.disk, q.numQueues, q.expected]),
+    [
+      ['xvda', 2, 2],
+      ['xvdb', 2, 2],
+    ],
+  );
 
   // above the goal: reported as a miss, not a failed check (the goal is not enforced)
   const many = evaluateSameGuest(sameGuestBoot({ calls: 5196 }), samePlan());
   assert.deepEqual(failedNames(many.checks), []);
-  assert.match(many.checks.find((c) => c.name.includes('system calls per request counted on xvdb'))?.detail ?? '', /^3\.00 system calls per request .*goal <= 0\.5: MISS/);
+  assert.match(
+    many.checks.find((c) => c.name.includes('system calls per request counted on xvdb'))?.detail ?? '',
+    /^3\.00 system calls per request .*goal <= 0\.5: MISS/,
+  );
 
   // the count missing fails; so does a disk on another path than the one it stands for
   assert.deepEqual(failedNames(evaluateSameGuest(sameGuestBoot({ strace: false }), samePlan()).checks), [
     "blkback serve's system calls per request counted on xvdb (persistent path)",
     "blkback serve's system calls per request counted on xvdd (copy path)",
   ]);
-  assert.deepEqual(failedNames(evaluateSameGuest(sameGuestBoot({ xvdbPath: 'copy' }), samePlan()).checks), ['xvdb used the persistent data path (blkback ctl list)']);
+  assert.deepEqual(failedNames(evaluateSameGuest(sameGuestBoot({ xvdbPath: 'copy' }), samePlan()).checks), [
+    'xvdb used the persistent data path (blkback ctl list)',
+  ]);
   const noWindow = sameGuestBoot();
   const cut = { ...noWindow, results: noWindow.results.filter((r) => !(r.check === 'syscalls' && r.disk === 'xvdd')) };
   assert.deepEqual(failedNames(evaluateSameGuest(cut, samePlan()).checks), ["blkback serve's system calls per request counted on xvdd (copy path)"]);
 
   // serve that ignored --max-queues (advertises 1: one ring) fails its check; the kernel's stands
-  assert.deepEqual(failedNames(evaluateSameGuest(sameGuestBoot({ serveMax: 1 }), samePlan()).checks), ["twin: xvdb (blkback serve's) negotiated 1 queue with a 2-vCPU guest"]);
+  assert.deepEqual(failedNames(evaluateSameGuest(sameGuestBoot({ serveMax: 1 }), samePlan()).checks), [
+    "twin: xvdb (blkback serve's) negotiated 1 queue with a 2-vCPU guest",
+  ]);
   // a serve without --max-queues: its disk's queues are not checked, the kernel's are
   const old = evaluateSameGuest(sameGuestBoot({ serveMax: 1 }), samePlan(false));
   assert.deepEqual(failedNames(old.checks), []);
-  assert.deepEqual(old.queues.map((q) => q.disk), ['xvda']);
+  assert.deepEqual(
+    old.queues.map((q) => q.disk),
+    ['xvda'],
+  );
   // no listing at all: missing fails
   const boot = sameGuestBoot();
   const gone = { ...boot, files: new Map([...boot.files].filter(([name]) => name !== 'xenstore-xvda')) };
   assert.deepEqual(failedNames(evaluateSameGuest(gone, samePlan()).checks), ["twin: xvda (xen-blkback's) negotiated its queues"]);
 });
 
-test('CPU per I/O per backend: dom0 busy CPUs times the run\'s seconds over its I/Os, pairs and their median', () => {
-  const fig = (guest: string, ios: number, seconds: number): FioFigures =>
-    ({ guest, job: 'randw', run: 1, jobs: 4, writeMBps: 1, writeIops: 0, verifyMBps: 0, writeBytes: 0, verifyBytes: 0, errors: 0, ios, seconds });
-  const cpu = (guest: string, dom0Busy: number, serve: number): JobCpu =>
-    ({ guest, job: 'randw', run: 1, seconds: 8, dom0Busy, steal: 0, serve, serveUser: 0, serveSys: 0, mainThread: 0, target: 0 });
+test("CPU per I/O per backend: dom0 busy CPUs times the run's seconds over its I/Os, pairs and their median", () => {
+  const fig = (guest: string, ios: number, seconds: number): FioFigures => ({
+    guest,
+    job: 'randw',
+    run: 1,
+    jobs: 4,
+    writeMBps: 1,
+    writeIops: 0,
+    verifyMBps: 0,
+    writeBytes: 0,
+    verifyBytes: 0,
+    errors: 0,
+    ios,
+    seconds,
+  });
+  const cpu = (guest: string, dom0Busy: number, serve: number): JobCpu => ({
+    guest,
+    job: 'randw',
+    run: 1,
+    seconds: 8,
+    dom0Busy,
+    steal: 0,
+    serve,
+    serveUser: 0,
+    serveSys: 0,
+    mainThread: 0,
+    target: 0,
+  });
   const fio = [fig('kernel-1', 1000, 10), fig('ours-1', 1000, 8), fig('ours-2', 2000, 10), fig('kernel-2', 2000, 10), fig('kernel-3', 500, 10)];
   const rows = cpuPerIoRows(fio, [cpu('kernel-1', 0.5, 0), cpu('ours-1', 1, 0.75), cpu('ours-2', 1, 0.5), cpu('kernel-2', 0.4, 0), cpu('kernel-3', 1, 0)]);
   // kernel-1: 0.5 CPUs x 10 s / 1000 I/Os = 5 ms; ours-1: 1 x 8 / 1000 = 8 ms (serve 6); pair 3 has no ours run
-  assert.deepEqual(rows.map((r) => [r.pair, r.kernelMs, r.oursMs, r.serveMs, r.ratio]), [[1, 5, 8, 6, 1.6], [2, 2, 5, 2.5, 2.5], [0, 3.5, 6.5, 4.25, 2.05]]);
+  assert.deepEqual(
+    rows.map((r) => [r.pair, r.kernelMs, r.oursMs, r.serveMs, r.ratio]),
+    [
+      [1, 5, 8, 6, 1.6],
+      [2, 2, 5, 2.5, 2.5],
+      [0, 3.5, 6.5, 4.25, 2.05],
+    ],
+  );
   assert.match(cpuPerIoMarkdown(rows), /\| randw \| median \| 3\.50 \| 6\.50 \| 4\.25 \| \*\*2\.05\*\* \|/);
-  assert.deepEqual(cpuPerIoRows([fig('kernel-1', 1000, 10), { ...fig('ours-1', 1000, 10), ios: 0 }], [cpu('kernel-1', 1, 0), cpu('ours-1', 1, 1)]), [], 'no I/O count: no row');
+  assert.deepEqual(
+    cpuPerIoRows([fig('kernel-1', 1000, 10), { ...fig('ours-1', 1000, 10), ios: 0 }], [cpu('kernel-1', 1, 0), cpu('ours-1', 1, 1)]),
+    [],
+    'no I/O count: no row',
+  );
   assert.equal(fioFigures('kernel-1', 'randw', 1, fioRunJson(), 12.5).seconds, 12.5);
   assert.equal(fioFigures('kernel-1', 'randw', 1, JSON.stringify({ jobs: [{ write: { total_ios: 16 }, read: { total_ios: 16 } }] })).ios, 32);
 });
 
 test("same-guest's configuration reaches dom0, and the scripts parse", (t) => {
   const config = configScript({
-    mode: 'same-guest', pairs: 1, diskMiB: 64, disk2MiB: 16, guestMemMiB: 512, guests: [], runs: {}, midIo: false,
-    controlSocket: '/run/blkback/control.sock', chain: 'none', twinVcpus: 2, twinCap: 100, serveMaxQueues: 2, syscalls: ['persistent', 'copy'], syscallSeconds: 10,
+    mode: 'same-guest',
+    pairs: 1,
+    diskMiB: 64,
+    disk2MiB: 16,
+    guestMemMiB: 512,
+    guests: [],
+    runs: {},
+    midIo: false,
+    controlSocket: '/run/blkback/control.sock',
+    chain: 'none',
+    twinVcpus: 2,
+    twinCap: 100,
+    serveMaxQueues: 2,
+    syscalls: ['persistent', 'copy'],
+    syscallSeconds: 10,
   });
-  for (const line of ['TWIN_VCPUS=2', 'TWIN_CAP=100', 'SERVE_MAX_QUEUES=2', "SYSCALLS='persistent copy'", 'SYSCALL_SECONDS=10']) assert.ok(config.split('\n').includes(line), line);
-  assert.ok(configScript({ mode: 'kernel', pairs: 0, diskMiB: 64, disk2MiB: 16, guestMemMiB: 512, guests: ['pv'], runs: {}, midIo: false, controlSocket: '/x', chain: 'none' }).includes('TWIN_VCPUS=1'));
+  for (const line of ['TWIN_VCPUS=2', 'TWIN_CAP=100', 'SERVE_MAX_QUEUES=2', "SYSCALLS='persistent copy'", 'SYSCALL_SECONDS=10'])
+    assert.ok(config.split('\n').includes(line), line);
+  assert.ok(
+    configScript({
+      mode: 'kernel',
+      pairs: 0,
+      diskMiB: 64,
+      disk2MiB: 16,
+      guestMemMiB: 512,
+      guests: ['pv'],
+      runs: {},
+      midIo: false,
+      controlSocket: '/x',
+      chain: 'none',
+    }).includes('TWIN_VCPUS=1'),
+  );
   if (stopIfMissing(t, missingTools(['bash', 'busybox'], 'bash busybox'))) return;
   const scripts = join(repo, 'src/xen-tcg/scripts');
   assert.equal(spawnSync('bash', ['-n', join(scripts, 'dom0-init.sh')], { encoding: 'utf8' }).stderr, '');

@@ -53,7 +53,12 @@ export class GrantCopyPath implements GuestDataPath {
    * One copy call for the lists of the whole batch (as many as the scratch pages hold: a turn's,
    * in practice), then each list is decoded from our own copy of it.
    */
-  readIndirect<R extends IndirectRequest>(requests: readonly R[], count: number, read: (request: R) => void, failed: (request: R, why: Rejection) => void): void {
+  readIndirect<R extends IndirectRequest>(
+    requests: readonly R[],
+    count: number,
+    read: (request: R) => void,
+    failed: (request: R, why: Rejection) => void,
+  ): void {
     const scratch = this.#indirectScratch;
     const ops = this.#ops;
     const domid = this.#domid;
@@ -65,7 +70,11 @@ export class GrantCopyPath implements GuestDataPath {
       while (to < count && page + requests[to]!.indirectPages <= INDIRECT_SCRATCH_PAGES) {
         const r = requests[to++]!;
         for (let p = 0; p < r.indirectPages; p++, page++) {
-          ops.push({ source: { ref: r.indirectRefs[p]!, domid, offset: 0 }, dest: { buffer: scratch.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE) }, length: PAGE_SIZE });
+          ops.push({
+            source: { ref: r.indirectRefs[p]!, domid, offset: 0 },
+            dest: { buffer: scratch.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE) },
+            length: PAGE_SIZE,
+          });
         }
       }
       const status = this.#grants.copy(ops);
@@ -82,7 +91,8 @@ export class GrantCopyPath implements GuestDataPath {
           if (st !== GNTST.okay) why = grantFailure(`indirect page ${p} (gref ${r.indirectRefs[p]}): grant copy failed with GNTST ${st}`);
         }
         if (why === null) {
-          for (let p = 0; p < r.indirectPages; p++) decodeIndirectPage(scratch.subarray((page + p) * PAGE_SIZE, (page + p + 1) * PAGE_SIZE), p, r.indirectCount, r.segmentList);
+          for (let p = 0; p < r.indirectPages; p++)
+            decodeIndirectPage(scratch.subarray((page + p) * PAGE_SIZE, (page + p + 1) * PAGE_SIZE), p, r.indirectCount, r.segmentList);
         }
         page += r.indirectPages;
         outcome.push(why);
@@ -117,11 +127,22 @@ export class GrantCopyPath implements GuestDataPath {
   readonly delivers = true;
 
   /** The data of every read in the batch goes out in one copy call. */
-  deliver<R extends SegmentRequest>(requests: readonly R[], count: number, delivered: (request: R) => void, failed: (request: R, why: Rejection) => void): void {
+  deliver<R extends SegmentRequest>(
+    requests: readonly R[],
+    count: number,
+    delivered: (request: R) => void,
+    failed: (request: R, why: Rejection) => void,
+  ): void {
     this.#copyBatch(requests, count, true, delivered, failed);
   }
 
-  #copyBatch<R extends SegmentRequest>(requests: readonly R[], count: number, toGuest: boolean, done: (request: R) => void, failed: (request: R, why: Rejection) => void): void {
+  #copyBatch<R extends SegmentRequest>(
+    requests: readonly R[],
+    count: number,
+    toGuest: boolean,
+    done: (request: R) => void,
+    failed: (request: R, why: Rejection) => void,
+  ): void {
     const ops = this.#ops;
     for (let i = 0; i < count; i++) this.#appendOps(requests[i]!, toGuest, ops);
     const status = this.#grants.copy(ops);

@@ -30,7 +30,12 @@ export class GrantMapPath extends InPlaceDataPath {
    * request. A bad ref fails that mapping as a whole; each request then maps its own, so that only
    * the request that named it is refused.
    */
-  readIndirect<R extends IndirectRequest>(requests: readonly R[], count: number, read: (request: R) => void, failed: (request: R, why: Rejection) => void): void {
+  readIndirect<R extends IndirectRequest>(
+    requests: readonly R[],
+    count: number,
+    read: (request: R) => void,
+    failed: (request: R, why: Rejection) => void,
+  ): void {
     if (count === 0) return;
     let total = 0;
     for (let i = 0; i < count; i++) total += requests[i]!.indirectPages;
@@ -73,7 +78,6 @@ export class GrantMapPath extends InPlaceDataPath {
     truncate(iov, mergeSegments(mapping.pages, request.segFirst, request.segLast, request.nseg, iov));
     return 'ready';
   }
-
 
   release(request: SegmentRequest): void {
     const mapping = request.mapping;

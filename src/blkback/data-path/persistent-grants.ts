@@ -47,7 +47,12 @@ export class PersistentGrantPath extends InPlaceDataPath {
     return true;
   }
 
-  readIndirect<R extends IndirectRequest>(requests: readonly R[], count: number, read: (request: R) => void, failed: (request: R, why: Rejection) => void): void {
+  readIndirect<R extends IndirectRequest>(
+    requests: readonly R[],
+    count: number,
+    read: (request: R) => void,
+    failed: (request: R, why: Rejection) => void,
+  ): void {
     for (let i = 0; i < count; i++) {
       const r = requests[i]!;
       // blkfront takes its indirect pages from its persistent pool too
@@ -66,7 +71,6 @@ export class PersistentGrantPath extends InPlaceDataPath {
     truncate(iov, mergeSegments(this.#pages, request.segFirst, request.segLast, request.nseg, iov));
     return 'ready';
   }
-
 
   /** Kept grants stay; a request that mapped its own lets them go. */
   release(request: SegmentRequest): void {

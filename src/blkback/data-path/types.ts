@@ -74,7 +74,12 @@ export interface GuestDataPath {
    * Copies the segment lists of indirect requests[0..count) out of their granted pages, in one
    * batch; then calls read() or failed() for each, in order.
    */
-  readIndirect<R extends IndirectRequest>(requests: readonly R[], count: number, read: (request: R) => void, failed: (request: R, why: Rejection) => void): void;
+  readIndirect<R extends IndirectRequest>(
+    requests: readonly R[],
+    count: number,
+    read: (request: R) => void,
+    failed: (request: R, why: Rejection) => void,
+  ): void;
   /** Builds request.iov over its segments. `deviceWrites`: the store fills the pages (a read), so the grants must be writable. */
   attach(request: SegmentRequest, deviceWrites: boolean): Attached | Rejection;
   /**
@@ -106,7 +111,12 @@ export abstract class InPlaceDataPath implements GuestDataPath {
   abstract readonly kind: DataPath;
   abstract readonly grantsKept: number;
   abstract canTakeRequest(): boolean;
-  abstract readIndirect<R extends IndirectRequest>(requests: readonly R[], count: number, read: (request: R) => void, failed: (request: R, why: Rejection) => void): void;
+  abstract readIndirect<R extends IndirectRequest>(
+    requests: readonly R[],
+    count: number,
+    read: (request: R) => void,
+    failed: (request: R, why: Rejection) => void,
+  ): void;
   abstract attach(request: SegmentRequest, deviceWrites: boolean): Attached | Rejection;
   abstract release(request: SegmentRequest): void;
   abstract close(): void;

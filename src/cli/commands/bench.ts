@@ -214,7 +214,16 @@ export const benchCommand: Command = {
       for (const bs of bss) for (const rw of rws) for (const iodepth of depths) cases.push({ rw, bs, iodepth });
       const socket = values['xenstore-socket'];
       const blkifRounds = roundsFor(3);
-      blkifRun = () => runBench({ seconds, rounds: blkifRounds, span, cases, kernel: !values['no-kernel'], progress, ...(socket === undefined ? {} : { xenstoreSocket: socket }) });
+      blkifRun = () =>
+        runBench({
+          seconds,
+          rounds: blkifRounds,
+          span,
+          cases,
+          kernel: !values['no-kernel'],
+          progress,
+          ...(socket === undefined ? {} : { xenstoreSocket: socket }),
+        });
     }
     let runnerRun: (() => Promise<RunnerBenchReport>) | null = null;
     if (want('runner')) {
@@ -247,10 +256,14 @@ export const benchCommand: Command = {
       const count = Number(values['iscsi-count'] ?? (quick ? 10000 : 100000));
       if (!Number.isInteger(count) || count < 1) throw new UsageError(`--iscsi-count: '${values['iscsi-count']}' is not a positive whole number`);
       const kinds = (values['iscsi-targets'] ?? 'blkback,tgt').split(',');
-      if (kinds.length !== 2 || !kinds.every((k) => k === 'blkback' || k === 'tgt')) throw new UsageError(`--iscsi-targets: '${values['iscsi-targets']}' is not two of blkback, tgt (A,B)`);
+      if (kinds.length !== 2 || !kinds.every((k) => k === 'blkback' || k === 'tgt'))
+        throw new UsageError(`--iscsi-targets: '${values['iscsi-targets']}' is not two of blkback, tgt (A,B)`);
       const same = kinds[0] === kinds[1];
-      const targets = kinds.map((k, i): IscsiBenchTarget => ({ label: same ? `${k} ${i === 0 ? 'A' : 'B'}` : k, start: k === 'tgt' ? startTgt : blkbackTarget() })) as [IscsiBenchTarget, IscsiBenchTarget];
-      iscsiRun = () => runIscsiBench({ targets, rounds: iscsiRounds, seconds, count4k: count, count64k: Math.max(1, Math.floor(count / 2)), lunBytes, progress });
+      const targets = kinds.map(
+        (k, i): IscsiBenchTarget => ({ label: same ? `${k} ${i === 0 ? 'A' : 'B'}` : k, start: k === 'tgt' ? startTgt : blkbackTarget() }),
+      ) as [IscsiBenchTarget, IscsiBenchTarget];
+      iscsiRun = () =>
+        runIscsiBench({ targets, rounds: iscsiRounds, seconds, count4k: count, count64k: Math.max(1, Math.floor(count / 2)), lunBytes, progress });
       linkFillRun = () => runLinkFill({ seconds, sizeBytes: lunBytes, progress });
     }
 
@@ -270,8 +283,10 @@ export const benchCommand: Command = {
       const workers = list('workers', values.workers ?? [...new Set([1, cpus().length])].join(','), 64, 0);
       const orderText = values['ring-page-order'];
       const order = orderText === undefined ? undefined : Number(orderText);
-      if (order !== undefined && !(Number.isInteger(order) && order >= 0 && order <= 4)) throw new UsageError(`--ring-page-order: '${orderText}' is not a whole number from 0 to 4`);
-      scaleRun = () => runScaleBench({ guests, queues, workers, warmupSeconds: warmup, seconds, progress, ...(order === undefined ? {} : { maxRingPageOrder: order }) });
+      if (order !== undefined && !(Number.isInteger(order) && order >= 0 && order <= 4))
+        throw new UsageError(`--ring-page-order: '${orderText}' is not a whole number from 0 to 4`);
+      scaleRun = () =>
+        runScaleBench({ guests, queues, workers, warmupSeconds: warmup, seconds, progress, ...(order === undefined ? {} : { maxRingPageOrder: order }) });
     }
 
     let syscallRun: (() => Promise<SyscallReport>) | null = null;
@@ -282,7 +297,16 @@ export const benchCommand: Command = {
         return p as DataPath;
       });
       const syscallRounds = roundsFor(1);
-      syscallRun = () => runSyscallBench({ seconds, rounds: syscallRounds, span: 256 << 20, cases: quick ? SYSCALL_CASES.slice(0, 2) : SYSCALL_CASES, paths, command: `blkback bench ${argv.join(' ')}`, progress });
+      syscallRun = () =>
+        runSyscallBench({
+          seconds,
+          rounds: syscallRounds,
+          span: 256 << 20,
+          cases: quick ? SYSCALL_CASES.slice(0, 2) : SYSCALL_CASES,
+          paths,
+          command: `blkback bench ${argv.join(' ')}`,
+          progress,
+        });
     }
 
     const blkif = blkifRun === null ? null : await blkifRun();
@@ -317,10 +341,18 @@ export const benchCommand: Command = {
     }
     const m = (blkif ?? runner ?? seed ?? aio ?? iscsi ?? scale ?? syscalls)!.machine;
     process.stdout.write(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.loadAverage.join(' ')}\n`);
-    if (blkif !== null) process.stdout.write(`\n## blkif: guest vs bare vs kernel (${blkif.seconds} s x ${blkif.rounds} rounds)\nkernel path: ${blkif.kernel}\n\n${formatBenchTable(blkif)}\n`);
-    if (runner !== null) process.stdout.write(`\n## runner: bare runner on a null disk vs fio --ioengine=null (${runner.seconds} s x ${runner.rounds} rounds)\n\n${formatRunnerTable(runner)}\n`);
+    if (blkif !== null)
+      process.stdout.write(
+        `\n## blkif: guest vs bare vs kernel (${blkif.seconds} s x ${blkif.rounds} rounds)\nkernel path: ${blkif.kernel}\n\n${formatBenchTable(blkif)}\n`,
+      );
+    if (runner !== null)
+      process.stdout.write(
+        `\n## runner: bare runner on a null disk vs fio --ioengine=null (${runner.seconds} s x ${runner.rounds} rounds)\n\n${formatRunnerTable(runner)}\n`,
+      );
     if (seed !== null) {
-      process.stdout.write(`\n## seed: jobs/randw.fio and jobs/iometer.fio, guest vs bare vs fio (${seed.seconds} s x ${seed.rounds} rounds, size=${seed.sizeBytes})\n`);
+      process.stdout.write(
+        `\n## seed: jobs/randw.fio and jobs/iometer.fio, guest vs bare vs fio (${seed.seconds} s x ${seed.rounds} rounds, size=${seed.sizeBytes})\n`,
+      );
       process.stdout.write(`store: ${seed.store}\nfio: ${seed.fio}\n\n${formatSeedTables(seed)}\n`);
     }
     if (iscsi !== null) {
@@ -340,7 +372,9 @@ export const benchCommand: Command = {
     }
     if (syscalls !== null) process.stdout.write(`\n## syscalls: per request, backend threads, phy: disk\n\n${formatSyscallTable(syscalls)}\n`);
     if (aio !== null) {
-      process.stdout.write(`\n## aio: phy: disk I/O, native AIO vs libuv's pool vs fio libaio (${aio.seconds} s x ${aio.rounds} rounds)\ndevice: ${aio.device}\n\n${formatAioTable(aio)}\n`);
+      process.stdout.write(
+        `\n## aio: phy: disk I/O, native AIO vs libuv's pool vs fio libaio (${aio.seconds} s x ${aio.rounds} rounds)\ndevice: ${aio.device}\n\n${formatAioTable(aio)}\n`,
+      );
     }
     return 0;
   },

@@ -88,7 +88,8 @@ export const ctlCommand: Command = {
     }
     const [action, ...args] = positionals;
     const json = values.json ?? false;
-    const socket = values.socket ?? (values.iscsi === true ? defaultControlSocket(process.env, process.getuid?.() ?? 0, ISCSI_TARGET_SOCKET_NAME) : defaultControlSocket());
+    const socket =
+      values.socket ?? (values.iscsi === true ? defaultControlSocket(process.env, process.getuid?.() ?? 0, ISCSI_TARGET_SOCKET_NAME) : defaultControlSocket());
     let timeoutMs = 60_000;
     if (values.timeout !== undefined) {
       const s = Number(values.timeout);

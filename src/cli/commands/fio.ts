@@ -105,7 +105,10 @@ export const fioCommand: Command = {
 
     let target: FioTarget;
     if (values.bare) {
-      const spec = disk === undefined ? undefined : (maps.get(disk.target) ?? (isRemoteTarget(disk.target) ? disk.target : disk.backendtype === 'phy' ? `phy:${disk.target}` : `file:${disk.target}`));
+      const spec =
+        disk === undefined
+          ? undefined
+          : (maps.get(disk.target) ?? (isRemoteTarget(disk.target) ? disk.target : disk.backendtype === 'phy' ? `phy:${disk.target}` : `file:${disk.target}`));
       target = { kind: 'bare', ...(spec === undefined ? {} : { spec }) };
     } else {
       let guest: GuestConfig | undefined;

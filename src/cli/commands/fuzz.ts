@@ -93,7 +93,8 @@ function parseFuzzArgs(argv: string[]) {
 function parseCount(text: string | undefined, what: string, fallback: number): number {
   if (text === undefined) return fallback;
   const m = /^(\d+(?:\.\d+)?)(?:e(\d+)|([kKmMgG]))?$/.exec(text.trim());
-  const scale = m === null ? NaN : m[2] !== undefined ? 10 ** Number(m[2]) : m[3] !== undefined ? { k: 1e3, m: 1e6, g: 1e9 }[m[3].toLowerCase() as 'k' | 'm' | 'g'] : 1;
+  const scale =
+    m === null ? NaN : m[2] !== undefined ? 10 ** Number(m[2]) : m[3] !== undefined ? { k: 1e3, m: 1e6, g: 1e9 }[m[3].toLowerCase() as 'k' | 'm' | 'g'] : 1;
   const n = m === null ? NaN : Number(m[1]) * scale;
   if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`${what}: '${text}' is not a positive whole number`);
   return n;
@@ -127,7 +128,9 @@ function show(spec: string, seed: number): string {
 function legSummary(l: LegReport): string[] {
   const lines: string[] = [];
   const rate = l.requests / Math.max(0.001, l.durationMs / 1000);
-  lines.push(`data path ${l.dataPath}: ${l.requests.toLocaleString('en-US')} requests in ${formatDuration(l.durationMs)} (${formatRate(rate)}/s), ${l.answered.toLocaleString('en-US')} answers`);
+  lines.push(
+    `data path ${l.dataPath}: ${l.requests.toLocaleString('en-US')} requests in ${formatDuration(l.durationMs)} (${formatRate(rate)}/s), ${l.answered.toLocaleString('en-US')} answers`,
+  );
   const tried = Object.entries(l.tried)
     .filter(([, n]) => n > 0)
     .map(([name, n]) => `${name} ${n}`)
@@ -137,9 +140,18 @@ function legSummary(l: LegReport): string[] {
   const malformed = checked.reduce((n, d) => n + l.disks[d].malformed, 0);
   const right = checked.reduce((n, d) => n + l.disks[d].malformedRight, 0);
   const checks = HOSTILE_DISKS.reduce((n, d) => n + l.disks[d].counterChecks, 0);
-  lines.push(`  malformed: ${malformed} sent, ${right} answered once with the status, operation and id owed; counters checked ${checks} times (the backend counted ${Object.entries(l.backendErrors).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ') || 'no errors'})`);
+  lines.push(
+    `  malformed: ${malformed} sent, ${right} answered once with the status, operation and id owed; counters checked ${checks} times (the backend counted ${
+      Object.entries(l.backendErrors)
+        .filter(([, n]) => n > 0)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ') || 'no errors'
+    })`,
+  );
   lines.push(`  rings: ${l.disks.rw.overflows} req_prod overflows (${l.disks.rw.reconnects} fresh rings after them)`);
-  lines.push(`  chaos: ${l.disks.chaos.requests} requests on the scribbled ring, ${l.chaos.scribbles} scribbles while they were in flight (${l.chaos.kinds.join(', ')}), ${l.chaos.storms} of them event storms`);
+  lines.push(
+    `  chaos: ${l.disks.chaos.requests} requests on the scribbled ring, ${l.chaos.scribbles} scribbles while they were in flight (${l.chaos.kinds.join(', ')}), ${l.chaos.storms} of them event storms`,
+  );
   lines.push(`  canaries: ${l.canaries} pages, memory scanned ${l.scans} times`);
   const nb = l.neighbour;
   if (nb !== null) {
@@ -150,7 +162,15 @@ function legSummary(l: LegReport): string[] {
     );
   }
   const found = totalFindings(l.findings);
-  lines.push(`  findings: ${found === 0 ? 'none' : FINDING_KINDS.filter((k) => l.findings[k] > 0).map((k) => `${k} ${l.findings[k]}`).join(', ')}`);
+  lines.push(
+    `  findings: ${
+      found === 0
+        ? 'none'
+        : FINDING_KINDS.filter((k) => l.findings[k] > 0)
+            .map((k) => `${k} ${l.findings[k]}`)
+            .join(', ')
+    }`,
+  );
   return lines;
 }
 
@@ -164,7 +184,11 @@ function summary(r: CampaignReport): string {
   const total = totalFindings(r.findings);
   if (total === 0) lines.push('findings: none (0 crashes, 0 hangs, 0 out-of-grant accesses, 0 corruptions, 0 share, 0 protocol)');
   else {
-    lines.push(`findings: ${total} (${FINDING_KINDS.filter((k) => r.findings[k] > 0).map((k) => `${k} ${r.findings[k]}`).join(', ')}); the first of each kind:`);
+    lines.push(
+      `findings: ${total} (${FINDING_KINDS.filter((k) => r.findings[k] > 0)
+        .map((k) => `${k} ${r.findings[k]}`)
+        .join(', ')}); the first of each kind:`,
+    );
     for (const f of r.details) lines.push(`  ${formatFinding(f)}`);
   }
   return lines.join('\n') + '\n';
@@ -200,7 +224,9 @@ export const fuzzCommand: Command = {
     const minShare = values['min-share'] === undefined ? 0.5 : Number(values['min-share']);
     if (!(minShare >= 0 && minShare <= 1)) throw new UsageError(`--min-share: '${values['min-share']}' is not a number from 0 to 1`);
     const err = (line: string): void => void process.stderr.write(`${line}\n`);
-    err(`blkback fuzz: seed ${seed}, ${requests.toLocaleString('en-US')} requests, data path ${dataPaths.join(', ')}, ${guests} hostile guest${guests === 1 ? '' : 's'} + 1 neighbour`);
+    err(
+      `blkback fuzz: seed ${seed}, ${requests.toLocaleString('en-US')} requests, data path ${dataPaths.join(', ')}, ${guests} hostile guest${guests === 1 ? '' : 's'} + 1 neighbour`,
+    );
     const abort = new AbortController();
     const onSignal = (): void => {
       err('fuzz: stopping: the guests drain their rings, then the report');

@@ -9,4 +9,14 @@ import { runCommand } from './run.ts';
 import { serveCommand } from './serve.ts';
 import { xenstoredCommand } from './xenstored.ts';
 
-export const commands: readonly Command[] = [reproduceCommand, fioCommand, runCommand, serveCommand, iscsiTargetCommand, ctlCommand, benchCommand, xenstoredCommand, fuzzCommand];
+export const commands: readonly Command[] = [
+  reproduceCommand,
+  fioCommand,
+  runCommand,
+  serveCommand,
+  iscsiTargetCommand,
+  ctlCommand,
+  benchCommand,
+  xenstoredCommand,
+  fuzzCommand,
+];

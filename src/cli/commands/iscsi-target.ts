@@ -186,14 +186,23 @@ export const iscsiTargetCommand: Command = {
     const advertiseText = values.advertise as string | undefined;
     const advertise = advertiseText === undefined ? undefined : parsePortal(advertiseText);
     if (advertiseText !== undefined && advertise === undefined) throw new UsageError(`iscsi-target: --advertise '${advertiseText}' is not HOST:PORT`);
-    const targetName = (values['target-name'] as string | undefined) ?? `${IQN_PREFIX}${hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-')}`;
+    const targetName =
+      (values['target-name'] as string | undefined) ??
+      `${IQN_PREFIX}${hostname()
+        .toLowerCase()
+        .replace(/[^a-z0-9.-]/g, '-')}`;
     const chapFile = values['chap-file'] as string | undefined;
     const mutualFile = values['mutual-chap-file'] as string | undefined;
-    if (mutualFile !== undefined && chapFile === undefined) throw new UsageError('iscsi-target: --mutual-chap-file needs --chap-file (mutual CHAP is CHAP both ways)');
-    const chap = chapFile === undefined ? undefined : { initiators: readSecrets(chapFile, false), ...(mutualFile === undefined ? {} : { target: readSecrets(mutualFile, true) }) };
+    if (mutualFile !== undefined && chapFile === undefined)
+      throw new UsageError('iscsi-target: --mutual-chap-file needs --chap-file (mutual CHAP is CHAP both ways)');
+    const chap =
+      chapFile === undefined
+        ? undefined
+        : { initiators: readSecrets(chapFile, false), ...(mutualFile === undefined ? {} : { target: readSecrets(mutualFile, true) }) };
     if (chap?.target !== undefined && mutualFile !== undefined) checkMutualSecret(chap.initiators, chap.target, mutualFile);
     const digestText = (values.digest as string | undefined) ?? 'any';
-    if (digestText !== 'none' && digestText !== 'crc32c' && digestText !== 'any') throw new UsageError(`iscsi-target: --digest '${digestText}' is not none, crc32c or any`);
+    if (digestText !== 'none' && digestText !== 'crc32c' && digestText !== 'any')
+      throw new UsageError(`iscsi-target: --digest '${digestText}' is not none, crc32c or any`);
     const num = (key: string, min: number, max: number): number | undefined => {
       const v = values[key] as string | undefined;
       return v === undefined ? undefined : wholeNumber(v, `--${key}`, min, max);
@@ -236,8 +245,10 @@ export const iscsiTargetCommand: Command = {
       await running.close();
       throw err;
     }
-    log(`iscsi-target: ${targetName} listening on ${formatPortal(running.portal)}${advertise === undefined ? '' : ` (advertised as ${formatPortal(advertise)})`}; ` +
-      `${running.describeLuns()}; allowed: ${allow === 'ALL' ? 'ALL' : [...allow].join(', ')}${chap === undefined ? '' : '; CHAP required'}; control socket ${control.path}`);
+    log(
+      `iscsi-target: ${targetName} listening on ${formatPortal(running.portal)}${advertise === undefined ? '' : ` (advertised as ${formatPortal(advertise)})`}; ` +
+        `${running.describeLuns()}; allowed: ${allow === 'ALL' ? 'ALL' : [...allow].join(', ')}${chap === undefined ? '' : '; CHAP required'}; control socket ${control.path}`,
+    );
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);

@@ -104,7 +104,7 @@ export const reproduceCommand: Command = {
     const rig = values.rig ?? (values.storage === undefined && process.getuid?.() === 0 ? 'iscsi' : 'local');
     if (rig !== 'local' && rig !== 'iscsi') throw new UsageError(`--rig ${rig}: expected local or iscsi`);
     if (rig === 'iscsi' && values.storage !== undefined) throw new UsageError('--storage names a local store: it goes with --rig local, not --rig iscsi');
-    if (rig === 'local' && values.link !== undefined) throw new UsageError('--link shapes the iSCSI rig\'s storage link: it goes with --rig iscsi');
+    if (rig === 'local' && values.link !== undefined) throw new UsageError("--link shapes the iSCSI rig's storage link: it goes with --rig iscsi");
     const link = parseLinkSpec(values.link ?? SEED_LINK);
     const runs = values.runs !== undefined ? Number(values.runs) : values.quick ? 1 : 3;
     if (!Number.isInteger(runs) || runs < 1 || runs > 100) throw new UsageError(`--runs: '${values.runs}' is not a run count (1..100)`);
@@ -163,28 +163,50 @@ export const reproduceCommand: Command = {
     for (const s of summary) {
       const phy = summary.find((x) => x.job === s.job && x.backend === 'phy');
       const ratio = s.backend === 'file' && phy !== undefined && phy.mibps > 0 ? (s.mibps / phy.mibps).toFixed(2) : '';
-      rows.push([s.job, s.backend, s.runs, round(s.mibps, 1), Math.round(s.iops), round(s.p50us, 1), round(s.p99us, 1), ratio, s.backend === 'file' ? `~${SEED_RATIO}` : '']);
+      rows.push([
+        s.job,
+        s.backend,
+        s.runs,
+        round(s.mibps, 1),
+        Math.round(s.iops),
+        round(s.p50us, 1),
+        round(s.p99us, 1),
+        ratio,
+        s.backend === 'file' ? `~${SEED_RATIO}` : '',
+      ]);
     }
     const machine = machineInfo();
     const rigReport = outcome.rig;
-    const rigSetup = rigReport === undefined
-      ? { rig: 'local' }
-      : {
-          rig: 'iscsi',
-          link: rigReport.link,
-          target_cpu: cpuLine(rigReport.targetCpuSeconds, rigReport.wallSeconds),
-          initiator_cpu: `${cpuLine(rigReport.hostCpuSeconds, rigReport.wallSeconds)} (this process: our initiator, blkback and the guests)`,
-          initiator_main_thread_cpu: `${cpuLine(rigReport.mainThreadCpuSeconds, rigReport.wallSeconds)} (its main thread: our initiator and blkback; the guests are worker threads)`,
-        };
-    if (rigReport !== undefined) log(`rig: ${rigReport.link}; target CPU ${rigSetup.target_cpu}; initiator side ${rigSetup.initiator_cpu}, of it ${rigSetup.initiator_main_thread_cpu}`);
-    writeFileSync(join(out, 'results.json'), `${JSON.stringify({ machine, ...rigSetup, storage: outcome.storage, overrides: outcome.overrides, summary, runs: outcome.records.map((r) => ({ job: r.job, backend: r.backend, run: r.run, position: r.position, logDir: r.logDir })) }, null, 2)}\n`);
+    const rigSetup =
+      rigReport === undefined
+        ? { rig: 'local' }
+        : {
+            rig: 'iscsi',
+            link: rigReport.link,
+            target_cpu: cpuLine(rigReport.targetCpuSeconds, rigReport.wallSeconds),
+            initiator_cpu: `${cpuLine(rigReport.hostCpuSeconds, rigReport.wallSeconds)} (this process: our initiator, blkback and the guests)`,
+            initiator_main_thread_cpu: `${cpuLine(rigReport.mainThreadCpuSeconds, rigReport.wallSeconds)} (its main thread: our initiator and blkback; the guests are worker threads)`,
+          };
+    if (rigReport !== undefined)
+      log(`rig: ${rigReport.link}; target CPU ${rigSetup.target_cpu}; initiator side ${rigSetup.initiator_cpu}, of it ${rigSetup.initiator_main_thread_cpu}`);
+    writeFileSync(
+      join(out, 'results.json'),
+      `${JSON.stringify({ machine, ...rigSetup, storage: outcome.storage, overrides: outcome.overrides, summary, runs: outcome.records.map((r) => ({ job: r.job, backend: r.backend, run: r.run, position: r.position, logDir: r.logDir })) }, null, 2)}\n`,
+    );
     const html = renderReport({
       title: 'blkback: the 2011 xen-devel blkback benchmark, reproduced',
       setup: {
-        machine: { ...machine, ...rigSetup, storage_phy: outcome.storage.phy, storage_file: outcome.storage.file, job_overrides: outcome.overrides.join(' '), runs },
+        machine: {
+          ...machine,
+          ...rigSetup,
+          storage_phy: outcome.storage.phy,
+          storage_file: outcome.storage.file,
+          job_overrides: outcome.overrides.join(' '),
+          runs,
+        },
         notes: [
-          'phy: blkback maps the guest\'s grants and does O_DIRECT I/O straight into them (the mail\'s kernel blkback, disk phy:/dev/sdb).',
-          'file: blkback goes through the page cache (the mail\'s QEMU qdisk, disk file:/dev/sdb).',
+          "phy: blkback maps the guest's grants and does O_DIRECT I/O straight into them (the mail's kernel blkback, disk phy:/dev/sdb).",
+          "file: blkback goes through the page cache (the mail's QEMU qdisk, disk file:/dev/sdb).",
           ...outcome.notes,
           'The guests are worker threads on a simulated hypervisor: the same blkif ring, grants and event channels as Xen, no real Xen.',
           `The mail found qdisk about 15% behind blkback (file/phy ~${SEED_RATIO}).`,
@@ -197,7 +219,9 @@ export const reproduceCommand: Command = {
     });
     writeFileSync(join(out, 'report.html'), html);
     process.stdout.write(`${formatTable(columns, rows)}\n`);
-    log(`wrote ${join(out, 'randw-bw.png')}, ${join(out, 'iometer-bw.png')}, ${join(out, 'report.html')} and the fio logs in ${join(out, 'logs')} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+    log(
+      `wrote ${join(out, 'randw-bw.png')}, ${join(out, 'iometer-bw.png')}, ${join(out, 'report.html')} and the fio logs in ${join(out, 'logs')} (${((Date.now() - started) / 1000).toFixed(0)} s)`,
+    );
     return 0;
   },
 };
@@ -215,14 +239,21 @@ interface XenValues {
 }
 
 async function reproduceXen(values: XenValues): Promise<number> {
-  for (const [name, given] of [['--rig', values.rig], ['--link', values.link], ['--storage', values.storage], ['--runtime', values.runtime]] as const) {
-    if (given !== undefined) throw new UsageError(`${name} is not for --xen: its rig is fixed (our target and Linux's initiator in dom0; the jobs run to their size)`);
+  for (const [name, given] of [
+    ['--rig', values.rig],
+    ['--link', values.link],
+    ['--storage', values.storage],
+    ['--runtime', values.runtime],
+  ] as const) {
+    if (given !== undefined)
+      throw new UsageError(`${name} is not for --xen: its rig is fixed (our target and Linux's initiator in dom0; the jobs run to their size)`);
   }
   if (process.getuid?.() !== 0) throw new UsageError('--xen boots Xen under QEMU and builds its images with debootstrap: run it as root');
   const runs = values.runs !== undefined ? Number(values.runs) : values.quick ? 1 : 3;
   if (!Number.isInteger(runs) || runs < 1 || runs > 9) throw new UsageError(`--runs: '${values.runs}' is not a run count (1..9 with --xen)`);
   const diskMiB = Math.round(parseSize(values.size ?? (values.quick ? '64M' : '256M'), '--size') / 1048576);
-  if (diskMiB < 16 || diskMiB > 1024) throw new UsageError(`--size: ${diskMiB} MiB: with --xen a LUN is 16M to 1G (it lives in dom0's 4 GiB of RAM, three times)`);
+  if (diskMiB < 16 || diskMiB > 1024)
+    throw new UsageError(`--size: ${diskMiB} MiB: with --xen a LUN is 16M to 1G (it lives in dom0's 4 GiB of RAM, three times)`);
   const out = values.out;
   mkdirSync(out, { recursive: true });
   const log = (line: string): void => {
@@ -230,15 +261,36 @@ async function reproduceXen(values: XenValues): Promise<number> {
   };
   const started = Date.now();
   // randw writes three quarters of the LUN, iometer a third of that (src/xen-tcg/run.ts)
-  const outcome = await reproduceOnXen({ out, pairs: runs, diskMiB, fioMiB: Math.floor((diskMiB * 3) / 4), timeoutSeconds: 600 + 600 * runs, ...(values.cache !== undefined ? { cache: values.cache } : {}), log });
+  const outcome = await reproduceOnXen({
+    out,
+    pairs: runs,
+    diskMiB,
+    fioMiB: Math.floor((diskMiB * 3) / 4),
+    timeoutSeconds: 600 + 600 * runs,
+    ...(values.cache !== undefined ? { cache: values.cache } : {}),
+    log,
+  });
   writeXenReport(outcome, out, runs);
-  log(`wrote ${join(out, 'report.html')}, ${[...outcome.plots.values()].map((p) => p.png).join(', ')} and results.json; the harness's logs in ${outcome.harnessDir} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+  log(
+    `wrote ${join(out, 'report.html')}, ${[...outcome.plots.values()].map((p) => p.png).join(', ')} and results.json; the harness's logs in ${outcome.harnessDir} (${((Date.now() - started) / 1000).toFixed(0)} s)`,
+  );
   if (outcome.failedChecks.length > 0) log(`${outcome.failedChecks.length} checks failed: see ${join(outcome.harnessDir, 'results.json')}`);
   return outcome.status;
 }
 
 function writeXenReport(outcome: XenReproduceOutcome, out: string, runs: number): void {
-  const columns = ['job', 'backend', 'runs', 'write MB/s (median)', 'each run', 'verify MB/s (median)', 'dom0 CPUs busy', 'serve CPUs', 'target CPUs', 'ours/kernel'];
+  const columns = [
+    'job',
+    'backend',
+    'runs',
+    'write MB/s (median)',
+    'each run',
+    'verify MB/s (median)',
+    'dom0 CPUs busy',
+    'serve CPUs',
+    'target CPUs',
+    'ours/kernel',
+  ];
   const rows: (string | number)[][] = [];
   const median = (xs: number[]): number => {
     const s = [...xs].sort((a, b) => a - b);
@@ -270,17 +322,20 @@ function writeXenReport(outcome: XenReproduceOutcome, out: string, runs: number)
     harness: outcome.harnessDir,
     checks_failed: outcome.failedChecks.length,
   };
-  writeFileSync(join(out, 'results.json'), `${JSON.stringify({ ...setup, rows: outcome.rows, fio: outcome.fio, cpu: outcome.cpu, failedChecks: outcome.failedChecks }, null, 2)}\n`);
+  writeFileSync(
+    join(out, 'results.json'),
+    `${JSON.stringify({ ...setup, rows: outcome.rows, fio: outcome.fio, cpu: outcome.cpu, failedChecks: outcome.failedChecks }, null, 2)}\n`,
+  );
   const read = (rel: string): { name: string; text: string } => ({ name: rel, text: readFileSync(new URL(`../../../../${rel}`, import.meta.url), 'utf8') });
   const html = renderReport({
-    title: 'blkback: the 2011 xen-devel benchmark on real Xen (the seed\'s chain)',
+    title: "blkback: the 2011 xen-devel benchmark on real Xen (the seed's chain)",
     setup: {
       machine: { ...machineInfo(), ...setup },
       notes: [
         "The mail's chain in one boot: an iSCSI target exporting a RAM disk (ours, in dom0), Linux's own initiator making it a SCSI disk, and the block backend serving that disk to the guest as a phy: disk.",
         "One guest, two disks: xvda from the kernel's xen-blkback, xvdb from blkback serve; each job runs on one, then the other, the order alternating, after an uncounted warm-up on each. The ratio is the median of the pairs' ratios.",
         'xvdc: blkback serve with its own initiator (target=iscsi://...), read whole and written with fsync by the guest, checked in dom0.',
-        'Under emulation there is no link to shape (QEMU\'s user network moves about 4 MB/s): this rig measures the backends; the 1 Gbit/s link is `blkback reproduce --rig iscsi`.',
+        "Under emulation there is no link to shape (QEMU's user network moves about 4 MB/s): this rig measures the backends; the 1 Gbit/s link is `blkback reproduce --rig iscsi`.",
         'fio verifies every block it wrote (verify=crc32c); every check is in xen-harness/results.json.',
       ],
       configs: [],

@@ -136,7 +136,10 @@ export const runCommand: Command = {
     const controlPath = values['control-socket'];
     if (controlPath !== undefined) {
       try {
-        control = await serveControl(blkbackControlTarget(host.blkback, simToolstack(host), { xenstore: host.xs, checkStore: (r) => host.stores.check(r) }), { path: controlPath, log });
+        control = await serveControl(blkbackControlTarget(host.blkback, simToolstack(host), { xenstore: host.xs, checkStore: (r) => host.stores.check(r) }), {
+          path: controlPath,
+          log,
+        });
       } catch (err) {
         await host.stop();
         throw err;
@@ -156,7 +159,11 @@ export const runCommand: Command = {
           host.createGuest(
             guestConfigFromXl(c),
             // Guests may share a store (both seed configs name /dev/sdb): each checks its own slice.
-            { workload: new URL('../../guest/workloads/verify.js', import.meta.url), params: { ...params, seed: i + 1, slice: [i, configs.length] }, front: { abi } },
+            {
+              workload: new URL('../../guest/workloads/verify.js', import.meta.url),
+              params: { ...params, seed: i + 1, slice: [i, configs.length] },
+              front: { abi },
+            },
           ),
         ),
       );

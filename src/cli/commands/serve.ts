@@ -150,7 +150,9 @@ export const serveCommand: Command = {
     let allowPaths: string[];
     try {
       let allow: string[] | undefined;
-      ({ values: { 'allow-path': allow, ...values } } = parseArgs({
+      ({
+        values: { 'allow-path': allow, ...values },
+      } = parseArgs({
         args: argv,
         allowPositionals: false,
         strict: true,
@@ -233,12 +235,19 @@ export const serveCommand: Command = {
       await blkback.start();
       // xl writes only vbd (and qdisk) disks; under another directory attach and detach are ours
       const toolstack = backendKind === 'vbd' ? xlToolstack() : xenstoreToolstack(hv.xenstore, backendKind, { log });
-      control = await serveControl(blkbackControlTarget(blkback, toolstack, { xenstore: hv.xenstore, checkStore: (r) => stores.check(r) }), { path: controlPath, log });
+      control = await serveControl(blkbackControlTarget(blkback, toolstack, { xenstore: hv.xenstore, checkStore: (r) => stores.check(r) }), {
+        path: controlPath,
+        log,
+      });
       log(`serve: blkback serves ${backendRoot(backendKind, hv.domid)}; control socket ${controlPath}`);
-      log(`serve: disks may be block devices under /dev${policy.allowPaths.length === 0 ? ' (no --allow-path: no image files)' : ` and files under ${policy.allowPaths.join(', ')}`}`);
+      log(
+        `serve: disks may be block devices under /dev${policy.allowPaths.length === 0 ? ' (no --allow-path: no image files)' : ` and files under ${policy.allowPaths.join(', ')}`}`,
+      );
       const aioProblem = ioEngine === 'threads' ? 'as asked' : linuxAioProblem();
       log(`serve: phy disks do I/O through ${aioProblem === undefined ? 'Linux AIO (--aio native)' : `libuv's thread pool (--aio threads: ${aioProblem})`}`);
-      log(`serve: ${workers === 0 ? 'rings are served on the main thread (--workers 0)' : `rings are served by ${workers} data-plane worker thread${workers === 1 ? '' : 's'}, each with its own gntdev and evtchn handles`}`);
+      log(
+        `serve: ${workers === 0 ? 'rings are served on the main thread (--workers 0)' : `rings are served by ${workers} data-plane worker thread${workers === 1 ? '' : 's'}, each with its own gntdev and evtchn handles`}`,
+      );
       const signal = await new Promise<NodeJS.Signals>((resolve) => {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);

@@ -55,9 +55,10 @@ export function ioErrorReport(job: FioJob, io: FailedIo): string[] {
   const bs = io.blockSize;
   if (bs > 1 && (io.length % bs !== 0 || io.offset % bs !== 0)) {
     const sizeOptions = ['bssplit', 'bsrange', 'bs'];
-    const cause = io.length % bs !== 0
-      ? blame(job, sizeOptions, String(io.length)) ?? `buflen=${io.length}`
-      : blame(job, ['offset', 'ba', 'offset_increment'], String(io.offset)) ?? blame(job, sizeOptions, String(job.bsMin[io.ddir])) ?? `offset=${io.offset}`;
+    const cause =
+      io.length % bs !== 0
+        ? (blame(job, sizeOptions, String(io.length)) ?? `buflen=${io.length}`)
+        : (blame(job, ['offset', 'ba', 'offset_increment'], String(io.offset)) ?? blame(job, sizeOptions, String(job.bsMin[io.ddir])) ?? `offset=${io.offset}`);
     lines.push(`fio: ${job.name}: ${file} takes I/O in whole ${bs}-byte blocks, and ${cause} is not a multiple of ${bs}`);
   }
   return lines;

@@ -520,7 +520,7 @@ export class JobRunner {
     if (len === slot.iovLen) return slot.iov;
     // Lengths in whole sectors (all but bs_unaligned jobs) index an array; others go to a map.
     const k = len >>> 9;
-    let v = (k << 9 === len ? slot.iovBySector[k] : slot.iovs.get(len));
+    let v = k << 9 === len ? slot.iovBySector[k] : slot.iovs.get(len);
     if (v === undefined) {
       v = [slot.buf.subarray(0, len)];
       if (k << 9 === len) slot.iovBySector[k] = v;
@@ -573,7 +573,12 @@ export class JobRunner {
       const message = e instanceof Error ? e.message : String(e);
       this.errorMessage = `${this.job.name}: ${what} offset=${slot.offset}, buflen=${slot.len}: ${message}`;
       this.errorReport = ioErrorReport(this.job, {
-        ddir: slot.ddir, offset: slot.offset, length: slot.len, errno: this.error, message, blockSize: this.ctx.device.info.logicalBlockSize,
+        ddir: slot.ddir,
+        offset: slot.offset,
+        length: slot.len,
+        errno: this.error,
+        message,
+        blockSize: this.ctx.device.info.logicalBlockSize,
       });
     }
     this.stopped = true;

@@ -50,7 +50,17 @@ function intervalOf(v: VerifyContext, len: number): number {
  * Fills `buf[0, len)` for a write at `offset`: payload words from `fill` (a 32-bit random source),
  * then a header and checksum per interval.
  */
-export function prepareVerifyWrite(v: VerifyContext, buf: Uint8Array, words: Uint32Array, view: DataView, offset: number, len: number, seed: number, numberio: number, fill: () => number): void {
+export function prepareVerifyWrite(
+  v: VerifyContext,
+  buf: Uint8Array,
+  words: Uint32Array,
+  view: DataView,
+  offset: number,
+  len: number,
+  seed: number,
+  numberio: number,
+  fill: () => number,
+): void {
   if (v.kind === 'pattern') {
     fillPattern(buf, len, v.pattern);
     return;
@@ -82,7 +92,8 @@ export function prepareVerifyWrite(v: VerifyContext, buf: Uint8Array, words: Uin
 
 /** Checks a block read back from `offset`; returns null when good, else fio's style of message. */
 export function checkVerifyRead(v: VerifyContext, buf: Uint8Array, view: DataView, offset: number, len: number): string | null {
-  const where = (at: number): string => `at file ${v.fileName} offset ${offset + at}, length ${intervalOf(v, len)} (requested block: offset=${offset}, length=${len})`;
+  const where = (at: number): string =>
+    `at file ${v.fileName} offset ${offset + at}, length ${intervalOf(v, len)} (requested block: offset=${offset}, length=${len})`;
   if (v.kind === 'null' || v.kind === 'none') return null;
   if (v.kind === 'pattern') {
     const p = v.pattern;

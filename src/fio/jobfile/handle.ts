@@ -28,7 +28,10 @@ const strnEq = (a: string, b: string, n: number): boolean => a.slice(0, n) === b
 
 /** posval_sort: longest first; equal lengths keep table order. */
 function sortedPosval(posval: readonly string[]): string[] {
-  return posval.map((v, i) => ({ v, i })).sort((a, b) => b.v.length - a.v.length || a.i - b.i).map((x) => x.v);
+  return posval
+    .map((v, i) => ({ v, i }))
+    .sort((a, b) => b.v.length - a.v.length || a.i - b.i)
+    .map((x) => x.v);
 }
 
 /** fio 3.33 (commit 119cd939): the whole word before ',' or ':' must match. Last match wins. */

@@ -73,7 +73,8 @@ export function splitSections(path: string, text: string, fileIndex: number, rea
       incPath = dir + incName;
       body = readInclude?.(incPath, fromFile);
     }
-    if (body === undefined) throw new FioParseError(where, `include ${incName}: unable to open (looked in the working directory${dir !== null ? ` and ${dir}` : ''})`);
+    if (body === undefined)
+      throw new FioParseError(where, `include ${incName}: unable to open (looked in the working directory${dir !== null ? ` and ${dir}` : ''})`);
     const collected: OptionLine[] = [];
     const incLines = body.split('\n');
     for (let i = 0; i < incLines.length; i++) {

@@ -13,7 +13,10 @@ function strtoll(s: string, base: 10 | 16): { value: bigint; consumed: boolean }
   let i = 0;
   while (isSpace(s[i])) i++;
   let neg = false;
-  if (s[i] === '+' || s[i] === '-') { neg = s[i] === '-'; i++; }
+  if (s[i] === '+' || s[i] === '-') {
+    neg = s[i] === '-';
+    i++;
+  }
   if (base === 16 && s[i] === '0' && (s[i + 1] === 'x' || s[i + 1] === 'X') && /[0-9a-fA-F]/.test(s[i + 2] ?? '')) i += 2;
   const digits = base === 16 ? /[0-9a-fA-F]/ : /[0-9]/;
   const start = i;

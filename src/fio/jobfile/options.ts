@@ -36,19 +36,24 @@ export interface OptDef {
   readonly str?: (st: OptState, matched: string | null, value: string | null, ctx: StrContext) => string | null;
 }
 
-const dir3 = (key: 'bs' | 'rate' | 'rateIops' | 'ba') => (st: OptState, slot: number, v: number): string | null => {
-  st[key][slot as 0 | 1 | 2] = v;
-  return null;
-};
+const dir3 =
+  (key: 'bs' | 'rate' | 'rateIops' | 'ba') =>
+  (st: OptState, slot: number, v: number): string | null => {
+    st[key][slot as 0 | 1 | 2] = v;
+    return null;
+  };
 
-const scalar = <K extends keyof OptState>(key: K, conv: (v: number) => OptState[K]) => (st: OptState, slot: number, v: number): string | null => {
-  if (slot === 0) st[key] = conv(v);
-  return null;
-};
+const scalar =
+  <K extends keyof OptState>(key: K, conv: (v: number) => OptState[K]) =>
+  (st: OptState, slot: number, v: number): string | null => {
+    if (slot === 0) st[key] = conv(v);
+    return null;
+  };
 const num = (v: number): number => v;
 const bool = (v: number): boolean => v !== 0;
 
-const percentable = (abs: 'size' | 'offset' | 'offsetIncrement' | 'ioSize', pct: 'sizePercent' | 'offsetPercent' | 'offsetIncrementPercent' | 'ioSizePercent', cap: boolean) =>
+const percentable =
+  (abs: 'size' | 'offset' | 'offsetIncrement' | 'ioSize', pct: 'sizePercent' | 'offsetPercent' | 'offsetIncrementPercent' | 'ioSizePercent', cap: boolean) =>
   (st: OptState, _slot: number, v: number, percent: boolean): string | null => {
     if (percent) {
       // parse_is_percent caps at 100; io_size says so explicitly
@@ -62,10 +67,12 @@ const percentable = (abs: 'size' | 'offset' | 'offsetIncrement' | 'ioSize', pct:
     return null;
   };
 
-const logCb = (key: 'bwLog' | 'latLog' | 'iopsLog' | 'histLog') => (st: OptState, _m: string | null, value: string | null, ctx: StrContext): string | null => {
-  st[key] = value === null || value === '' ? ctx.jobName : value;
-  return null;
-};
+const logCb =
+  (key: 'bwLog' | 'latLog' | 'iopsLog' | 'histLog') =>
+  (st: OptState, _m: string | null, value: string | null, ctx: StrContext): string | null => {
+    st[key] = value === null || value === '' ? ctx.jobName : value;
+    return null;
+  };
 
 const RANDOM_RW: ReadonlySet<RwMode> = new Set(['randread', 'randwrite', 'randtrim', 'randrw', 'randtrimwrite']);
 
@@ -172,18 +179,65 @@ export function parsePattern(input: string): Uint8Array | string {
   return Uint8Array.from(bytes);
 }
 
-const VERIFY_POSVAL = ['0', 'md5', 'crc64', 'crc32', 'crc32c-intel', 'crc32c', 'crc16', 'crc7', 'sha1', 'sha256', 'sha512', 'sha3-224', 'sha3-256', 'sha3-384', 'sha3-512', 'xxhash', 'meta', 'pattern', 'null'] as const;
+const VERIFY_POSVAL = [
+  '0',
+  'md5',
+  'crc64',
+  'crc32',
+  'crc32c-intel',
+  'crc32c',
+  'crc16',
+  'crc7',
+  'sha1',
+  'sha256',
+  'sha512',
+  'sha3-224',
+  'sha3-256',
+  'sha3-384',
+  'sha3-512',
+  'xxhash',
+  'meta',
+  'pattern',
+  'null',
+] as const;
 /** verify kinds the runner implements (others are refused as unimplemented). */
 export const VERIFY_IMPLEMENTED: ReadonlySet<string> = new Set(['0', 'md5', 'crc32', 'crc32c-intel', 'crc32c', 'meta', 'pattern', 'null']);
 
 export const OPTIONS: readonly OptDef[] = [
-  { name: 'description', type: 'STR_STORE', str: (st, _m, v) => { st.description = v ?? ''; return null; } },
-  { name: 'name', type: 'STR_STORE', str: (st, _m, v) => { st.name = v; return null; } },
-  { name: 'wait_for', type: 'STR_STORE', str: (st, _m, v) => { st.waitFor = v ?? ''; return null; } },
   {
-    name: 'filename', type: 'STR_STORE', prio: -1, str: (st, _m, v) => {
+    name: 'description',
+    type: 'STR_STORE',
+    str: (st, _m, v) => {
+      st.description = v ?? '';
+      return null;
+    },
+  },
+  {
+    name: 'name',
+    type: 'STR_STORE',
+    str: (st, _m, v) => {
+      st.name = v;
+      return null;
+    },
+  },
+  {
+    name: 'wait_for',
+    type: 'STR_STORE',
+    str: (st, _m, v) => {
+      st.waitFor = v ?? '';
+      return null;
+    },
+  },
+  {
+    name: 'filename',
+    type: 'STR_STORE',
+    prio: -1,
+    str: (st, _m, v) => {
       // get_next_str: ':' separates files, "\:" is a literal colon; an empty name ends the list
-      const parts = (v ?? '').trim().split(/(?<!\\):/).map((p) => p.replace(/\\:/g, ':'));
+      const parts = (v ?? '')
+        .trim()
+        .split(/(?<!\\):/)
+        .map((p) => p.replace(/\\:/g, ':'));
       for (const p of parts) {
         if (p.length === 0) break;
         st.filenames.push(p);
@@ -191,9 +245,22 @@ export const OPTIONS: readonly OptDef[] = [
       return null;
     },
   },
-  { name: 'rw', aliases: ['readwrite'], type: 'STR', posval: ['read', 'write', 'trim', 'randread', 'randwrite', 'randtrim', 'rw', 'readwrite', 'randrw', 'trimwrite', 'randtrimwrite'], str: rwCb },
+  {
+    name: 'rw',
+    aliases: ['readwrite'],
+    type: 'STR',
+    posval: ['read', 'write', 'trim', 'randread', 'randwrite', 'randtrim', 'rw', 'readwrite', 'randrw', 'trimwrite', 'randtrimwrite'],
+    str: rwCb,
+  },
   { name: 'rw_sequencer', type: 'STR', posval: ['sequential', 'identical'], str: (_st, m) => (m === 'identical' ? 'UNIMPLEMENTED' : null) },
-  { name: 'ioengine', type: 'STR_STORE', str: (st, _m, v) => { st.ioengine = (v ?? '').split(':')[0] ?? ''; return null; } },
+  {
+    name: 'ioengine',
+    type: 'STR_STORE',
+    str: (st, _m, v) => {
+      st.ioengine = (v ?? '').split(':')[0] ?? '';
+      return null;
+    },
+  },
   { name: 'iodepth', type: 'INT', min: 1, set: scalar('iodepth', num) },
   { name: 'iodepth_batch', aliases: ['iodepth_batch_submit'], type: 'INT', set: scalar('iodepthBatch', num) },
   { name: 'iodepth_batch_complete_min', aliases: ['iodepth_batch_complete'], type: 'INT', set: scalar('iodepthBatchCompleteMin', num) },
@@ -206,33 +273,75 @@ export const OPTIONS: readonly OptDef[] = [
   { name: 'number_ios', type: 'STR_VAL', set: scalar('numberIos', num) },
   { name: 'bs', aliases: ['blocksize'], type: 'ULL', min: 1, slots: 3, set: dir3('bs') },
   {
-    name: 'bsrange', aliases: ['blocksize_range'], type: 'RANGE', min: 1, slots: 3,
-    setRange: (st, slot, lo, hi) => { st.minBs[slot as 0 | 1 | 2] = lo; st.maxBs[slot as 0 | 1 | 2] = hi; },
+    name: 'bsrange',
+    aliases: ['blocksize_range'],
+    type: 'RANGE',
+    min: 1,
+    slots: 3,
+    setRange: (st, slot, lo, hi) => {
+      st.minBs[slot as 0 | 1 | 2] = lo;
+      st.maxBs[slot as 0 | 1 | 2] = hi;
+    },
   },
   { name: 'bssplit', type: 'STR', str: bssplitCb },
   { name: 'ba', aliases: ['blockalign'], type: 'INT', min: 1, slots: 3, set: dir3('ba') },
   { name: 'bs_unaligned', aliases: ['blocksize_unaligned'], type: 'STR_SET', set: scalar('bsUnaligned', bool) },
   { name: 'randrepeat', type: 'BOOL', set: scalar('randrepeat', bool) },
-  { name: 'randseed', type: 'STR_VAL', set: (st, slot, v) => { if (slot === 0) { st.randseed = v; st.randseedSet = true; } return null; } },
+  {
+    name: 'randseed',
+    type: 'STR_VAL',
+    set: (st, slot, v) => {
+      if (slot === 0) {
+        st.randseed = v;
+        st.randseedSet = true;
+      }
+      return null;
+    },
+  },
   { name: 'norandommap', type: 'STR_SET', set: scalar('norandommap', bool) },
-  { name: 'random_generator', type: 'STR', posval: ['tausworthe', 'lfsr', 'tausworthe64'], str: (st, m) => { st.randomGenerator = m as OptState['randomGenerator']; return null; } },
+  {
+    name: 'random_generator',
+    type: 'STR',
+    posval: ['tausworthe', 'lfsr', 'tausworthe64'],
+    str: (st, m) => {
+      st.randomGenerator = m as OptState['randomGenerator'];
+      return null;
+    },
+  },
   { name: 'random_distribution', type: 'STR', posval: ['random', 'zipf', 'pareto', 'normal', 'zoned', 'zoned_abs'], str: distributionCb },
   { name: 'fsync', type: 'INT', set: scalar('fsync', num) },
   { name: 'fdatasync', type: 'INT', set: scalar('fdatasync', num) },
   { name: 'end_fsync', type: 'BOOL', set: scalar('endFsync', bool) },
   { name: 'direct', type: 'BOOL', set: scalar('direct', bool) },
-  { name: 'buffered', type: 'BOOL', set: (st, slot, v) => { if (slot === 0) st.direct = v === 0; return null; } },
+  {
+    name: 'buffered',
+    type: 'BOOL',
+    set: (st, slot, v) => {
+      if (slot === 0) st.direct = v === 0;
+      return null;
+    },
+  },
   { name: 'loops', type: 'INT', set: scalar('loops', num) },
   { name: 'numjobs', type: 'INT', set: scalar('numjobs', num) },
   {
-    name: 'startdelay', type: 'STR_VAL_TIME', isSeconds: true, isTime: true, slots: 2,
-    set: (st, slot, v) => { if (slot === 0) st.startDelayUs = v; else st.startDelayHighUs = v; return null; },
+    name: 'startdelay',
+    type: 'STR_VAL_TIME',
+    isSeconds: true,
+    isTime: true,
+    slots: 2,
+    set: (st, slot, v) => {
+      if (slot === 0) st.startDelayUs = v;
+      else st.startDelayHighUs = v;
+      return null;
+    },
   },
   { name: 'runtime', aliases: ['timeout'], type: 'STR_VAL_TIME', isSeconds: true, isTime: true, set: scalar('timeoutUs', num) },
   { name: 'time_based', type: 'STR_SET', set: scalar('timeBased', bool) },
   { name: 'ramp_time', type: 'STR_VAL_TIME', isSeconds: true, isTime: true, set: scalar('rampTimeUs', num) },
   {
-    name: 'verify', type: 'STR', posval: VERIFY_POSVAL,
+    name: 'verify',
+    type: 'STR',
+    posval: VERIFY_POSVAL,
     str: (st, m) => {
       if (m === null) return 'no value';
       if (!VERIFY_IMPLEMENTED.has(m)) return 'UNIMPLEMENTED';
@@ -244,7 +353,8 @@ export const OPTIONS: readonly OptDef[] = [
   { name: 'do_verify', type: 'BOOL', set: scalar('doVerify', bool) },
   { name: 'verify_interval', type: 'INT', min: 2 * 40, set: scalar('verifyInterval', num) },
   {
-    name: 'verify_pattern', type: 'STR',
+    name: 'verify_pattern',
+    type: 'STR',
     str: (st, _m, v) => {
       if (v === null) return 'requires an argument';
       const p = parsePattern(v);
@@ -255,14 +365,38 @@ export const OPTIONS: readonly OptDef[] = [
     },
   },
   { name: 'verify_backlog', type: 'STR_VAL', set: scalar('verifyBacklog', num) },
-  { name: 'rwmixread', type: 'INT', max: 100, set: (st, slot, v) => { if (slot === 0) st.rwmixRead = v; return null; } },
-  { name: 'rwmixwrite', type: 'INT', max: 100, set: (st, slot, v) => { if (slot === 0) st.rwmixRead = 100 - v; return null; } },
+  {
+    name: 'rwmixread',
+    type: 'INT',
+    max: 100,
+    set: (st, slot, v) => {
+      if (slot === 0) st.rwmixRead = v;
+      return null;
+    },
+  },
+  {
+    name: 'rwmixwrite',
+    type: 'INT',
+    max: 100,
+    set: (st, slot, v) => {
+      if (slot === 0) st.rwmixRead = 100 - v;
+      return null;
+    },
+  },
   { name: 'thinktime', type: 'INT', isTime: true, set: scalar('thinktimeUs', num) },
   { name: 'thinktime_spin', type: 'INT', isTime: true, set: scalar('thinktimeSpinUs', num) },
   { name: 'thinktime_blocks', type: 'INT', set: scalar('thinktimeBlocks', num) },
   { name: 'rate', type: 'ULL', slots: 3, set: dir3('rate') },
   { name: 'rate_iops', type: 'INT', slots: 3, set: dir3('rateIops') },
-  { name: 'rate_process', type: 'STR', posval: ['linear', 'poisson'], str: (st, m) => { st.rateProcess = m as 'linear' | 'poisson'; return null; } },
+  {
+    name: 'rate_process',
+    type: 'STR',
+    posval: ['linear', 'poisson'],
+    str: (st, m) => {
+      st.rateProcess = m as 'linear' | 'poisson';
+      return null;
+    },
+  },
   { name: 'stonewall', aliases: ['wait_for_previous'], type: 'STR_SET', set: scalar('stonewall', bool) },
   { name: 'new_group', type: 'STR_SET', set: scalar('newGroup', bool) },
   { name: 'group_reporting', type: 'STR_SET', set: scalar('groupReporting', bool) },
@@ -278,7 +412,8 @@ export const OPTIONS: readonly OptDef[] = [
   { name: 'bwavgtime', type: 'INT', set: scalar('bwAvgTimeMs', num) },
   { name: 'iopsavgtime', type: 'INT', set: scalar('iopsAvgTimeMs', num) },
   {
-    name: 'percentile_list', type: 'FLOAT_LIST',
+    name: 'percentile_list',
+    type: 'FLOAT_LIST',
     str: (st, _m, v) => {
       // FIO_IO_U_LIST_MAX_LEN is 20; values must lie in [0, 100]
       const list: number[] = [];
@@ -294,8 +429,14 @@ export const OPTIONS: readonly OptDef[] = [
     },
   },
   {
-    name: 'kb_base', type: 'STR', prio: 1, posval: ['1024', '1000'],
-    str: (st, m) => { st.kbBase = (m === '1000' ? 1000 : 1024) as KbBase; return null; },
+    name: 'kb_base',
+    type: 'STR',
+    prio: 1,
+    posval: ['1024', '1000'],
+    str: (st, m) => {
+      st.kbBase = (m === '1000' ? 1000 : 1024) as KbBase;
+      return null;
+    },
   },
 ];
 
@@ -313,7 +454,7 @@ export const NOTE_ONLY: Readonly<Record<string, string>> = {
   nice: 'process priority is not modelled',
   prio: 'I/O priority is not modelled',
   prioclass: 'I/O priority is not modelled',
-  invalidate: 'cache invalidation is the backend\'s business',
+  invalidate: "cache invalidation is the backend's business",
   disable_lat: 'all latencies are recorded',
   disable_clat: 'all latencies are recorded',
   disable_slat: 'all latencies are recorded',
@@ -338,10 +479,10 @@ export const NOTE_ONLY: Readonly<Record<string, string>> = {
   log_unix_epoch: 'log timestamps are relative to the job start',
   log_compression: 'logs are not compressed',
   stats: 'statistics are always collected',
-  create_serialize: 'file creation is the backend\'s business',
-  create_on_open: 'file creation is the backend\'s business',
-  allow_file_create: 'file creation is the backend\'s business',
-  fallocate: 'file creation is the backend\'s business',
+  create_serialize: "file creation is the backend's business",
+  create_on_open: "file creation is the backend's business",
+  allow_file_create: "file creation is the backend's business",
+  fallocate: "file creation is the backend's business",
   fadvise_hint: 'page-cache hints are not modelled',
   unlink: 'the runner does not delete target files',
   unlink_each_loop: 'the runner does not delete target files',

@@ -25,7 +25,13 @@ export interface ParseOptions {
   readonly keywords?: Keywords;
 }
 
-interface Item { readonly key: string; readonly value: string | null; readonly raw: string; readonly where: string; readonly def: OptDef | undefined }
+interface Item {
+  readonly key: string;
+  readonly value: string | null;
+  readonly raw: string;
+  readonly where: string;
+  readonly def: OptDef | undefined;
+}
 
 function machineKeywords(): Keywords {
   return { pagesize: 4096, mb_memory: Math.floor(totalmem() / (1024 * 1024)), ncpus: cpus().length };
@@ -52,7 +58,10 @@ function suggestion(key: string): string {
   let bestD = Number.POSITIVE_INFINITY;
   for (const n of FIO_OPTION_NAMES) {
     const d = distance(key, n);
-    if (d < bestD) { bestD = d; best = n; }
+    if (d < bestD) {
+      bestD = d;
+      best = n;
+    }
   }
   return best !== '' && bestD <= Math.floor((key.length + 1) / 2) ? ` (did you mean '${best}'?)` : '';
 }
@@ -68,10 +77,16 @@ function toItem(line: OptionLine, env: Readonly<Record<string, string | undefine
 
 /** sort_options: by prio, highest first, stable. */
 function sortItems(items: Item[]): Item[] {
-  return items.map((it, i) => ({ it, i })).sort((a, b) => (b.it.def?.prio ?? 0) - (a.it.def?.prio ?? 0) || a.i - b.i).map((x) => x.it);
+  return items
+    .map((it, i) => ({ it, i }))
+    .sort((a, b) => (b.it.def?.prio ?? 0) - (a.it.def?.prio ?? 0) || a.i - b.i)
+    .map((x) => x.it);
 }
 
-interface Applied { readonly dump: [string, string][]; readonly warnings: string[] }
+interface Applied {
+  readonly dump: [string, string][];
+  readonly warnings: string[];
+}
 
 function applyItems(items: readonly Item[], st: OptState, jobName: string, strict: boolean): Applied {
   const dump: [string, string][] = [];
@@ -91,9 +106,10 @@ function applyItems(items: readonly Item[], st: OptState, jobName: string, stric
     if (r.error !== null) {
       const legacy = r.legacy !== undefined ? ` (fio 1.41-2.0.11 read it as ${r.legacy}; --strict, like fio >= 2.0.12, refuses it)` : '';
       // `rw = randwrite`: fio keeps the blank after '=' in the value, and ' randwrite' is no mode.
-      const blank = it.value !== null && /^\s/.test(it.value) && it.def.posval !== undefined && !legacy
-        ? ` (fio 3.33 keeps the blank after '=': '${it.value}' is not '${it.value.trimStart()}'; write ${it.key}=${it.value.trimStart()})`
-        : '';
+      const blank =
+        it.value !== null && /^\s/.test(it.value) && it.def.posval !== undefined && !legacy
+          ? ` (fio 3.33 keeps the blank after '=': '${it.value}' is not '${it.value.trimStart()}'; write ${it.key}=${it.value.trimStart()})`
+          : '';
       throw new FioParseError(it.where, `failed parsing '${shown}': ${r.error}${legacy}${blank}`);
     }
     const hidden = hiddenUnit(it.def, it.value, st.kbBase);
@@ -115,7 +131,14 @@ function applyItems(items: readonly Item[], st: OptState, jobName: string, stric
 }
 
 const VERIFY_KIND: Readonly<Record<string, VerifyKind>> = {
-  '0': 'none', md5: 'md5', crc32: 'crc32', 'crc32c-intel': 'crc32c', crc32c: 'crc32c', meta: 'meta', pattern: 'pattern', null: 'null',
+  '0': 'none',
+  md5: 'md5',
+  crc32: 'crc32',
+  'crc32c-intel': 'crc32c',
+  crc32c: 'crc32c',
+  meta: 'meta',
+  pattern: 'pattern',
+  null: 'null',
 };
 
 function gcd(a: number, b: number): number {
@@ -126,10 +149,14 @@ function gcd(a: number, b: number): number {
 function distributionOf(st: OptState): RandomDistribution {
   const center = st.distCenter === -1 ? 0 : st.distCenter;
   switch (st.randomDistribution) {
-    case 'random': return { kind: 'random' };
-    case 'zipf': return { kind: 'zipf', theta: st.distValue, center };
-    case 'pareto': return { kind: 'pareto', h: st.distValue, center };
-    case 'normal': return { kind: 'normal', dev: st.distValue, center };
+    case 'random':
+      return { kind: 'random' };
+    case 'zipf':
+      return { kind: 'zipf', theta: st.distValue, center };
+    case 'pareto':
+      return { kind: 'pareto', h: st.distValue, center };
+    case 'normal':
+      return { kind: 'normal', dev: st.distValue, center };
     default: {
       const z = st.zones.map((list) => list.map((e) => ({ accessPerc: e.v1, size: e.v2 })));
       return { kind: st.randomDistribution, zones: [z[0] ?? [], z[1] ?? [], z[2] ?? []] };
@@ -147,8 +174,14 @@ function origin(st: OptState, option: string): string {
 }
 
 /** fixup_options and add_job checks, then the FioJob. */
-function buildJob(section: { name: string; where: string; fileIndex: number }, st: OptState, options: Record<string, string>,
-  stonewallFlag: boolean, earlier: readonly FioJob[], warnings: string[]): FioJob {
+function buildJob(
+  section: { name: string; where: string; fileIndex: number },
+  st: OptState,
+  options: Record<string, string>,
+  stonewallFlag: boolean,
+  earlier: readonly FioJob[],
+  warnings: string[],
+): FioJob {
   const where = section.where;
   const name = st.name ?? section.name;
   const ddirs = [0, 1, 2] as const;
@@ -168,8 +201,14 @@ function buildJob(section: { name: string; where: string; fileIndex: number }, s
   if (usesRate && usesIops) throw new FioParseError(where, `job ${name}: rate and rate_iops are mutually exclusive`);
   const minBs = Math.min(bsMin[0], bsMin[1], bsMin[2]);
   if (st.size !== 0 && st.size < minBs) {
-    const from = ['size', 'bs', 'bsrange'].map((o) => origin(st, o)).filter((o) => o !== '').join('; ');
-    throw new FioParseError(where, `job ${name}: size too small, must not be less than minimum block size: ${st.size} < ${minBs}${from === '' ? '' : ` (${from})`}`);
+    const from = ['size', 'bs', 'bsrange']
+      .map((o) => origin(st, o))
+      .filter((o) => o !== '')
+      .join('; ');
+    throw new FioParseError(
+      where,
+      `job ${name}: size too small, must not be less than minimum block size: ${st.size} < ${minBs}${from === '' ? '' : ` (${from})`}`,
+    );
   }
   let timeBased = st.timeBased;
   if (st.timeoutUs === 0 && timeBased) {
@@ -204,30 +243,78 @@ function buildJob(section: { name: string; where: string; fileIndex: number }, s
   const bssplit: FioJob['bssplit'] = [split(0), split(1), split(2)];
 
   return {
-    name, where, threadNumber: 0, cloneIndex: 0, fileIndex: section.fileIndex,
+    name,
+    where,
+    threadNumber: 0,
+    cloneIndex: 0,
+    fileIndex: section.fileIndex,
     filename,
     rw: st.rw,
     rwSuffix: random ? (st.ddirSeqNr !== 1 ? st.ddirSeqNr : 0) : st.ddirSeqAdd,
     rwmixread: st.rwmixRead,
-    bs: [...st.bs], bsMin, bsMax, bssplit, blockalign, bsUnaligned: st.bsUnaligned,
-    size: st.size, sizePercent: st.sizePercent, offset: st.offset, offsetPercent: st.offsetPercent,
-    offsetIncrement: st.offsetIncrement, ioSize: st.ioSize, numberIos: st.numberIos,
-    numjobs: st.numjobs, loops: st.loops === 0 ? 1 : st.loops,
-    ioengine: st.ioengine, direct: st.direct, iodepth,
-    iodepthBatchSubmit: iodepthBatch, iodepthBatchCompleteMin: st.iodepthBatchCompleteMin, iodepthBatchCompleteMax: completeMax, iodepthLow,
-    runtimeUs: st.timeoutUs, timeBased, rampTimeUs: st.rampTimeUs,
+    bs: [...st.bs],
+    bsMin,
+    bsMax,
+    bssplit,
+    blockalign,
+    bsUnaligned: st.bsUnaligned,
+    size: st.size,
+    sizePercent: st.sizePercent,
+    offset: st.offset,
+    offsetPercent: st.offsetPercent,
+    offsetIncrement: st.offsetIncrement,
+    ioSize: st.ioSize,
+    numberIos: st.numberIos,
+    numjobs: st.numjobs,
+    loops: st.loops === 0 ? 1 : st.loops,
+    ioengine: st.ioengine,
+    direct: st.direct,
+    iodepth,
+    iodepthBatchSubmit: iodepthBatch,
+    iodepthBatchCompleteMin: st.iodepthBatchCompleteMin,
+    iodepthBatchCompleteMax: completeMax,
+    iodepthLow,
+    runtimeUs: st.timeoutUs,
+    timeBased,
+    rampTimeUs: st.rampTimeUs,
     startDelayUs: [st.startDelayUs, st.startDelayHighUs || st.startDelayUs],
-    randrepeat: st.randrepeat, randseed: st.randseed, norandommap,
-    randomGenerator: st.randomGenerator, randomDistribution: distributionOf(st),
-    verify, verifyPattern: st.verifyPattern, doVerify: st.doVerify, verifyBacklog: st.verifyBacklog, verifyInterval,
-    fsync: st.fsync, fdatasync: st.fdatasync, endFsync: st.endFsync,
-    rate: [...st.rate], rateIops: [...st.rateIops], rateProcess: st.rateProcess,
-    thinktimeUs: st.thinktimeUs, thinktimeBlocks: st.thinktimeBlocks, thinktimeSpin: Math.min(st.thinktimeSpinUs, st.thinktimeUs),
-    stonewall: st.stonewall || stonewallFlag, newGroup: st.newGroup, waitFor: st.waitFor, groupReporting: st.groupReporting,
-    writeBwLog: st.bwLog, writeLatLog: st.latLog, writeIopsLog: st.iopsLog, writeHistLog: st.histLog,
-    logAvgMsec: st.logAvgMsec, logHistMsec: st.logHistMsec, logOffset: st.logOffset, logPrio: st.logPrio, perJobLogs: st.perJobLogs,
-    bwAvgTimeMs: st.bwAvgTimeMs, iopsAvgTimeMs: st.iopsAvgTimeMs, percentileList: [...st.percentileList],
-    description: st.description, kbBase: st.kbBase,
+    randrepeat: st.randrepeat,
+    randseed: st.randseed,
+    norandommap,
+    randomGenerator: st.randomGenerator,
+    randomDistribution: distributionOf(st),
+    verify,
+    verifyPattern: st.verifyPattern,
+    doVerify: st.doVerify,
+    verifyBacklog: st.verifyBacklog,
+    verifyInterval,
+    fsync: st.fsync,
+    fdatasync: st.fdatasync,
+    endFsync: st.endFsync,
+    rate: [...st.rate],
+    rateIops: [...st.rateIops],
+    rateProcess: st.rateProcess,
+    thinktimeUs: st.thinktimeUs,
+    thinktimeBlocks: st.thinktimeBlocks,
+    thinktimeSpin: Math.min(st.thinktimeSpinUs, st.thinktimeUs),
+    stonewall: st.stonewall || stonewallFlag,
+    newGroup: st.newGroup,
+    waitFor: st.waitFor,
+    groupReporting: st.groupReporting,
+    writeBwLog: st.bwLog,
+    writeLatLog: st.latLog,
+    writeIopsLog: st.iopsLog,
+    writeHistLog: st.histLog,
+    logAvgMsec: st.logAvgMsec,
+    logHistMsec: st.logHistMsec,
+    logOffset: st.logOffset,
+    logPrio: st.logPrio,
+    perJobLogs: st.perJobLogs,
+    bwAvgTimeMs: st.bwAvgTimeMs,
+    iopsAvgTimeMs: st.iopsAvgTimeMs,
+    percentileList: [...st.percentileList],
+    description: st.description,
+    kbBase: st.kbBase,
     options,
     origins: { ...st.origins },
     offsetIncrementPercent: st.offsetIncrementPercent,

@@ -60,7 +60,10 @@ export function fillBsSplit(entries: readonly RawSplit[]): RawSplit[] | string {
   const share = missing > 0 ? Math.max(0, Math.trunc((100 - perc) / missing)) : 0;
   const filled = entries.map((e) => (e.v2 === BLANK ? { v1: e.v1, v2: share } : e));
   // qsort by share ascending (glibc's merge sort keeps equal shares in written order)
-  return filled.map((e, i) => ({ e, i })).sort((a, b) => a.e.v2 - b.e.v2 || a.i - b.i).map((x) => x.e);
+  return filled
+    .map((e, i) => ({ e, i }))
+    .sort((a, b) => a.e.v2 - b.e.v2 || a.i - b.i)
+    .map((x) => x.e);
 }
 
 /**

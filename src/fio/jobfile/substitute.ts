@@ -31,7 +31,11 @@ export function substituteEnv(line: string, env: Readonly<Record<string, string 
 export function substituteKeywords(line: string, kw: Keywords): string | null {
   let s = line;
   let replaced = false;
-  for (const [word, value] of [['$pagesize', kw.pagesize], ['$mb_memory', kw.mb_memory], ['$ncpus', kw.ncpus]] as const) {
+  for (const [word, value] of [
+    ['$pagesize', kw.pagesize],
+    ['$mb_memory', kw.mb_memory],
+    ['$ncpus', kw.ncpus],
+  ] as const) {
     while (s.includes(word)) {
       s = s.replace(word, String(value));
       replaced = true;
@@ -56,7 +60,10 @@ export function evalBcInteger(expr: string): bigint | null {
     const t = toks[pos++];
     if (t === undefined) return null;
     if (/^\d+$/.test(t)) return BigInt(t);
-    if (t === '-') { const v = power(); return v === null ? null : -v; }
+    if (t === '-') {
+      const v = power();
+      return v === null ? null : -v;
+    }
     if (t === '(') {
       const v = sum();
       if (toks[pos++] !== ')') return null;

@@ -13,6 +13,13 @@ export type { StatusInput, JobRunState } from './status-line.ts';
 export { num2str, cFixed, cFloat, N2S } from './num2str.ts';
 export type { N2sUnit } from './num2str.ts';
 export {
-  buildReports, buildGroupStats, ioStatOf, latencyDistribution, percentileSpec, depthShares, latShares, DEFAULT_PERCENTILES,
+  buildReports,
+  buildGroupStats,
+  ioStatOf,
+  latencyDistribution,
+  percentileSpec,
+  depthShares,
+  latShares,
+  DEFAULT_PERCENTILES,
 } from './report.ts';
 export type { JobReport, DirReport, GroupRunStats, IoStat } from './report.ts';

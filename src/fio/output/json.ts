@@ -6,7 +6,16 @@ import type { JobResult } from '../stats.ts';
 import { cFixed } from './num2str.ts';
 import { FIO_VERSION_LABEL, ctime } from './normal.ts';
 import {
-  PERCENTILE_LIST_MAX, buildGroupStats, buildReports, depthShares, ioStatSummary, latShares, latSummary, percentOfAgg, percentileSpec, rwIos,
+  PERCENTILE_LIST_MAX,
+  buildGroupStats,
+  buildReports,
+  depthShares,
+  ioStatSummary,
+  latShares,
+  latSummary,
+  percentOfAgg,
+  percentileSpec,
+  rwIos,
 } from './report.ts';
 import type { GroupRunStats, JobReport } from './report.ts';
 

@@ -24,8 +24,7 @@ function prefixOf(value: string, job: FioJob): string {
 
 /** File names fio 3.33 gives a job's logs, by kind (only the enabled kinds). */
 export function logFileNames(job: FioJob): Partial<Record<LogKind, string>> {
-  const name = (prefix: string, type: LogKind) =>
-    job.perJobLogs ? `${prefix}_${type}.${job.threadNumber}.log` : `${prefix}_${type}.log`;
+  const name = (prefix: string, type: LogKind) => (job.perJobLogs ? `${prefix}_${type}.${job.threadNumber}.log` : `${prefix}_${type}.log`);
   const out: Partial<Record<LogKind, string>> = {};
   if (job.writeBwLog !== null) out.bw = name(prefixOf(job.writeBwLog, job), 'bw');
   if (job.writeLatLog !== null) {

@@ -4,9 +4,7 @@ import type { LatencyHistogram } from '../../stats/latency-histogram.ts';
 import type { FioJob } from '../job.ts';
 import type { JobResult } from '../stats.ts';
 import { cFloat, cInt, N2S, num2str } from './num2str.ts';
-import {
-  buildGroupStats, buildReports, depthShares, ioStatSummary, latShares, latSummary, percentOfAgg, percentileSpec, rwIos,
-} from './report.ts';
+import { buildGroupStats, buildReports, depthShares, ioStatSummary, latShares, latSummary, percentOfAgg, percentileSpec, rwIos } from './report.ts';
 import type { GroupRunStats, JobReport } from './report.ts';
 
 export const FIO_VERSION_LABEL = 'fio-3.33';
@@ -32,8 +30,10 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 /** C's ctime() without the newline: "Wed Nov 25 17:15:41 2026" (local time). */
 export function ctime(d: Date): string {
   const two = (n: number) => String(n).padStart(2, '0');
-  return `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ` +
-    `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())} ${d.getFullYear()}`;
+  return (
+    `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ` +
+    `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())} ${d.getFullYear()}`
+  );
 }
 
 function blockSizeRange(job: FioJob, ddir: 0 | 1 | 2): [number, number] {
@@ -52,15 +52,20 @@ export function formatJobHeaderLine(job: FioJob, groupId: number): string {
   const [r0, r1] = blockSizeRange(job, 0);
   const [w0, w1] = blockSizeRange(job, 1);
   const [t0, t1] = blockSizeRange(job, 2);
-  return `${job.name}: (g=${groupId}): rw=${job.rw}, bs=(R) ${b(r0)}-${b(r1)}, (W) ${b(w0)}-${b(w1)}, ` +
-    `(T) ${b(t0)}-${b(t1)}, ioengine=${job.ioengine}, iodepth=${job.iodepth}`;
+  return (
+    `${job.name}: (g=${groupId}): rw=${job.rw}, bs=(R) ${b(r0)}-${b(r1)}, (W) ${b(w0)}-${b(w1)}, ` +
+    `(T) ${b(t0)}-${b(t1)}, ioengine=${job.ioengine}, iodepth=${job.iodepth}`
+  );
 }
 
 /**
  * What fio prints before the jobs start: one header per job (its first clone; the second clone adds
  * "..."), the version, and "Starting N processes" (threads when the job says `thread`).
  */
-export function formatRunHeader(entries: readonly { readonly job: FioJob; readonly groupId: number }[], opts: { readonly fioVersionLabel?: string } = {}): string {
+export function formatRunHeader(
+  entries: readonly { readonly job: FioJob; readonly groupId: number }[],
+  opts: { readonly fioVersionLabel?: string } = {},
+): string {
   let out = '';
   let threads = 0;
   let processes = 0;
@@ -99,8 +104,10 @@ export function formatLatLine(name: string, h: LatencyHistogram): string | null 
     dev /= 1000;
     base = '(usec)';
   }
-  return `    ${name} ${base}: min=${num2str(min, 6, 1, false, N2S.NONE)}, max=${num2str(max, 6, 1, false, N2S.NONE)}, ` +
-    `avg=${cFloat(mean, 5, 2)}, stdev=${cFloat(dev, 5, 2)}`;
+  return (
+    `    ${name} ${base}: min=${num2str(min, 6, 1, false, N2S.NONE)}, max=${num2str(max, 6, 1, false, N2S.NONE)}, ` +
+    `avg=${cFloat(mean, 5, 2)}, stdev=${cFloat(dev, 5, 2)}`
+  );
 }
 
 /** stat.c show_clat_percentiles: the "clat percentiles (usec):" block with fio's column layout. */
@@ -147,10 +154,15 @@ function ddirStatus(rs: GroupRunStats | undefined, ts: JobReport, ddir: 0 | 1 | 
   const bw = Math.floor((1000 * d.ioBytes) / d.runtimeMs);
   const iops = Math.floor((1000 * d.totalIos) / d.runtimeMs);
   const post = ddir === 1 ? '; 0 zone resets' : '';
-  let out = `  ${DDIR_NAMES[ddir]}: IOPS=${num2str(iops, SIG_FIGS, 1, false, N2S.NONE)}, ` +
+  let out =
+    `  ${DDIR_NAMES[ddir]}: IOPS=${num2str(iops, SIG_FIGS, 1, false, N2S.NONE)}, ` +
     `BW=${num2str(bw, SIG_FIGS, 1, i2p, N2S.BYTEPERSEC)} (${num2str(bw, SIG_FIGS, 1, !i2p, N2S.BYTEPERSEC)})` +
     `(${num2str(d.ioBytes, SIG_FIGS, 1, i2p, N2S.BYTE)}/${d.runtimeMs}msec)${post}\n`;
-  for (const [name, h] of [['slat', d.slat], ['clat', d.clat], [' lat', d.lat]] as const) {
+  for (const [name, h] of [
+    ['slat', d.slat],
+    ['clat', d.clat],
+    [' lat', d.lat],
+  ] as const) {
     const line = formatLatLine(name, h);
     if (line !== null) out += line + '\n';
   }
@@ -170,14 +182,14 @@ function ddirStatus(rs: GroupRunStats | undefined, ts: JobReport, ddir: 0 | 1 | 
       dev /= kb;
       unit = 'MiB';
     }
-    out += `   bw (${unit.padStart(5, ' ')}/s): min=${cInt(min, 5)}, max=${cInt(max, 5)}, per=${cFloat(perc, 3, 2)}%, ` +
+    out +=
+      `   bw (${unit.padStart(5, ' ')}/s): min=${cInt(min, 5)}, max=${cInt(max, 5)}, per=${cFloat(perc, 3, 2)}%, ` +
       `avg=${cFloat(mean, 5, 2)}, stdev=${cFloat(dev, 5, 2)}, samples=${d.bw.samples}\n`;
   }
   const iopsStat = ioStatSummary(d.iops);
   if (iopsStat !== null) {
     const [min, max, mean, dev] = iopsStat;
-    out += `   iops        : min=${cInt(min, 5)}, max=${cInt(max, 5)}, avg=${cFloat(mean, 5, 2)}, ` +
-      `stdev=${cFloat(dev, 5, 2)}, samples=${d.iops.samples}\n`;
+    out += `   iops        : min=${cInt(min, 5)}, max=${cInt(max, 5)}, avg=${cFloat(mean, 5, 2)}, ` + `stdev=${cFloat(dev, 5, 2)}, samples=${d.iops.samples}\n`;
   }
   return out;
 }
@@ -233,7 +245,8 @@ function jobReport(ts: JobReport, rs: GroupRunStats | undefined, when: string, p
   out += mapLine('     complete  ', ['0', '4', '8', '16', '32', '64', '>=64'], depthShares(ts.completeMap, ts.totalComplete));
   const [r, w, t, s] = ts.issued;
   const dd = ts.dirs;
-  out += `     issued rwts: total=${r},${w},${t},${s} short=${dd[0].shortIos},${dd[1].shortIos},${dd[2].shortIos},0 ` +
+  out +=
+    `     issued rwts: total=${r},${w},${t},${s} short=${dd[0].shortIos},${dd[1].shortIos},${dd[2].shortIos},0 ` +
     `dropped=${dd[0].dropIos},${dd[1].dropIos},${dd[2].dropIos},0\n`;
   // latency_target is not implemented: fio then reports target 0, window 0, 100% and the job's depth.
   out += `     latency   : target=0, window=0, percentile=100.00%, depth=${ts.job.iodepth}\n`;
@@ -247,7 +260,8 @@ export function formatGroupStats(rs: GroupRunStats): string {
   for (const i of [0, 1, 2] as const) {
     if (!rs.maxRun[i]) continue;
     const s = (n: number, p2: boolean, u: 2 | 4) => num2str(n, SIG_FIGS, 1, p2, u);
-    out += `${GROUP_NAMES[i]}: bw=${s(rs.agg[i], i2p, N2S.BYTEPERSEC)} (${s(rs.agg[i], !i2p, N2S.BYTEPERSEC)}), ` +
+    out +=
+      `${GROUP_NAMES[i]}: bw=${s(rs.agg[i], i2p, N2S.BYTEPERSEC)} (${s(rs.agg[i], !i2p, N2S.BYTEPERSEC)}), ` +
       `${s(rs.minBw[i], i2p, N2S.BYTEPERSEC)}-${s(rs.maxBw[i], i2p, N2S.BYTEPERSEC)} ` +
       `(${s(rs.minBw[i], !i2p, N2S.BYTEPERSEC)}-${s(rs.maxBw[i], !i2p, N2S.BYTEPERSEC)}), ` +
       `io=${s(rs.ioBytes[i], i2p, N2S.BYTE)} (${s(rs.ioBytes[i], !i2p, N2S.BYTE)}), run=${rs.minRun[i]}-${rs.maxRun[i]}msec\n`;

@@ -35,16 +35,26 @@ export type JobRunState = 'not-created' | 'setting-up' | 'ramp' | 'running' | 'v
 /** eta.c check_str_update: the character fio shows for a job in the given state. */
 export function jobStateChar(job: FioJob, state: JobRunState): string {
   switch (state) {
-    case 'not-created': return 'P';
-    case 'setting-up': return 'I';
-    case 'ramp': return '/';
-    case 'verifying': return 'V';
-    case 'fsyncing': return 'F';
-    case 'finishing': return 'f';
-    case 'exited': return 'E';
-    case 'reaped': return '_';
-    case 'error': return 'X';
-    case 'running': break;
+    case 'not-created':
+      return 'P';
+    case 'setting-up':
+      return 'I';
+    case 'ramp':
+      return '/';
+    case 'verifying':
+      return 'V';
+    case 'fsyncing':
+      return 'F';
+    case 'finishing':
+      return 'f';
+    case 'exited':
+      return 'E';
+    case 'reaped':
+      return '_';
+    case 'error':
+      return 'X';
+    case 'running':
+      break;
   }
   const random = job.rw.startsWith('rand');
   const reads = job.rw === 'read' || job.rw === 'randread';

@@ -4,9 +4,7 @@
 import { cFixed, cFloat } from './num2str.ts';
 import type { JobResult } from '../stats.ts';
 import { FIO_VERSION_LABEL } from './normal.ts';
-import {
-  PERCENTILE_LIST_MAX, buildGroupStats, buildReports, depthShares, ioStatSummary, latShares, latSummary, percentileSpec, rwIos,
-} from './report.ts';
+import { PERCENTILE_LIST_MAX, buildGroupStats, buildReports, depthShares, ioStatSummary, latShares, latSummary, percentileSpec, rwIos } from './report.ts';
 import type { DirReport, GroupRunStats, JobReport } from './report.ts';
 
 /** One disk's utilisation as fio's "Disk stats" (diskutil.c), for the terse tail. */

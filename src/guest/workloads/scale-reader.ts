@@ -64,7 +64,16 @@ export default async function scaleReader(ctx: GuestContext, params: unknown): P
       ctx.report('idle' satisfies ScaleReaderStep);
       await control.reach(ScalePhase.Done);
       const { responses, events, requests, notifies } = disk.stats;
-      return { reads: control.reads(p.index), bad: control.bad(p.index), ringPages: disk.ringPages, ringSlots: disk.ringSize, responses, events, requests, notifies };
+      return {
+        reads: control.reads(p.index),
+        bad: control.bad(p.index),
+        ringPages: disk.ringPages,
+        ringSlots: disk.ringSize,
+        responses,
+        events,
+        requests,
+        notifies,
+      };
     } finally {
       await disk.close();
     }

@@ -92,7 +92,8 @@ export class SimEventChannel implements EventChannel {
   }
 
   onEvent(handler: () => void): void {
-    if (this.#closed) throw new EventChannelError(this.#table.domid, this.localPort, `event channel port ${this.localPort} of domain ${this.#table.domid} is closed`);
+    if (this.#closed)
+      throw new EventChannelError(this.#table.domid, this.localPort, `event channel port ${this.localPort} of domain ${this.#table.domid} is closed`);
     this.#dispatcher.setHandler(this.localPort, handler);
   }
 
@@ -176,7 +177,11 @@ export function bindInterdomain(
   const expected = portState(ECS_UNBOUND, self);
   const seen = remote.state(remotePort);
   if (seen !== expected) {
-    throw new EventChannelError(remoteDomid, remotePort, `cannot bind to port ${remotePort} of domain ${remoteDomid}: not unbound for domain ${self} (${describeState(seen)})`);
+    throw new EventChannelError(
+      remoteDomid,
+      remotePort,
+      `cannot bind to port ${remotePort} of domain ${remoteDomid}: not unbound for domain ${self} (${describeState(seen)})`,
+    );
   }
   const port = table.reservePort();
   if (port < 0) throw new EventChannelError(self, -1, `domain ${self} has no free event channel port (${table.ports} ports)`);
@@ -185,7 +190,11 @@ export function bindInterdomain(
   if (!remote.casState(remotePort, expected, ECS_RESERVED)) {
     table.setState(port, ECS_RESERVED);
     table.freePort(port);
-    throw new EventChannelError(remoteDomid, remotePort, `cannot bind to port ${remotePort} of domain ${remoteDomid}: it changed while binding (${describeState(remote.state(remotePort))})`);
+    throw new EventChannelError(
+      remoteDomid,
+      remotePort,
+      `cannot bind to port ${remotePort} of domain ${remoteDomid}: it changed while binding (${describeState(remote.state(remotePort))})`,
+    );
   }
   remote.setRemotePort(remotePort, port);
   remote.setState(remotePort, portState(ECS_INTERDOMAIN, self));

@@ -40,7 +40,7 @@ export function portRemoteDomid(state: number): number {
   return state >>> 16;
 }
 export function portState(kind: number, remoteDomid: number): number {
-  return (kind | (remoteDomid << 16)) | 0;
+  return kind | (remoteDomid << 16) | 0;
 }
 
 /**

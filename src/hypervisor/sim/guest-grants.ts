@@ -8,15 +8,7 @@
 import { GrantError } from '../errors.ts';
 import { GNTST } from '../types.ts';
 import type { GuestGrants } from '../types.ts';
-import {
-  GNTTAB_NR_RESERVED_ENTRIES,
-  GRANT_ENTRY_SIZE,
-  GTF_permit_access,
-  GTF_readonly,
-  GTF_reading,
-  GTF_writing,
-  HOST_IS_LITTLE_ENDIAN,
-} from './constants.ts';
+import { GNTTAB_NR_RESERVED_ENTRIES, GRANT_ENTRY_SIZE, GTF_permit_access, GTF_readonly, GTF_reading, GTF_writing, HOST_IS_LITTLE_ENDIAN } from './constants.ts';
 
 export class SimGuestGrants implements GuestGrants {
   readonly #entries: Uint32Array;

@@ -7,14 +7,7 @@
 import { DomainError } from '../errors.ts';
 import type { BackendHypervisor, XenstoreClient } from '../types.ts';
 import { SimBackendGrants } from './backend-grants.ts';
-import {
-  DEFAULT_GRANT_FRAMES,
-  DEFAULT_MAX_EVENT_PORTS,
-  DOM0,
-  GRANT_ENTRIES_PER_FRAME,
-  MAX_MEMORY_BYTES,
-  WASM_PAGE_SIZE,
-} from './constants.ts';
+import { DEFAULT_GRANT_FRAMES, DEFAULT_MAX_EVENT_PORTS, DOM0, GRANT_ENTRIES_PER_FRAME, MAX_MEMORY_BYTES, WASM_PAGE_SIZE } from './constants.ts';
 import { Dispatcher } from './dispatcher.ts';
 import { SimBackendEvents, closeAllPorts } from './event-channel.ts';
 import { OutboxReceiver, evtchnOutboxBytes } from './evtchn-outbox.ts';
@@ -151,7 +144,16 @@ export class SimHypervisor {
       grants: new GrantDomain(domid, grantTable, active, memory.buffer),
       events: new EvtchnTable(domid, events, this.maxEventPorts),
       receiver,
-      dataPlane: { domid, grantTable, active, memory: memory.buffer as SharedArrayBuffer, events, outbox, routes: receiver.routes, alive: alive.buffer as SharedArrayBuffer },
+      dataPlane: {
+        domid,
+        grantTable,
+        active,
+        memory: memory.buffer as SharedArrayBuffer,
+        events,
+        outbox,
+        routes: receiver.routes,
+        alive: alive.buffer as SharedArrayBuffer,
+      },
       alive,
     });
     return domain;
@@ -197,7 +199,14 @@ export class SimHypervisor {
     if (!Number.isInteger(vcpu) || vcpu < 1 || vcpu >= this.#dom0Events.vcpus) {
       throw new DomainError(`dom0 has no data-plane vCPU ${vcpu} (it has ${this.#dom0Events.vcpus} vCPUs, 0 being the main thread)`);
     }
-    return { kind: 'sim', dom0Events: this.#dom0Events.sab, maxEventPorts: this.maxEventPorts, vcpus: this.#dom0Events.vcpus, vcpu, strictGrantBuffers: this.#strictBuffers };
+    return {
+      kind: 'sim',
+      dom0Events: this.#dom0Events.sab,
+      maxEventPorts: this.maxEventPorts,
+      vcpus: this.#dom0Events.vcpus,
+      vcpu,
+      strictGrantBuffers: this.#strictBuffers,
+    };
   }
 
   /** What dom0's data-plane workers need of domain `domid` to map its grants and bind its ports (undefined: no such domain). */

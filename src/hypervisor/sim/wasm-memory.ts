@@ -10,8 +10,7 @@ interface WasmMemoryConstructor {
   new (descriptor: { initial: number; maximum: number; shared: true }): SharedWasmMemory;
 }
 
-const WasmMemory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly
-  .Memory;
+const WasmMemory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly.Memory;
 
 /** A fixed-size shared memory of `wasmPages` 64 KiB pages (never grown, so its buffer never changes). */
 export function createSharedMemory(wasmPages: number): SharedWasmMemory {

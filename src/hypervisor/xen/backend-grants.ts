@@ -229,9 +229,17 @@ export class XenBackendGrants implements BackendGrants {
       } catch (error) {
         if (!(error instanceof XenDeviceError)) throw error;
         const how = writable ? 'writable' : 'read-only';
-        return new GrantError(refs[i]!, domid, statusForErrno(error.errno), `gntdev refused to map it ${how} (${hostErrnoName(error.errno)})`, { cause: error });
+        return new GrantError(refs[i]!, domid, statusForErrno(error.errno), `gntdev refused to map it ${how} (${hostErrnoName(error.errno)})`, {
+          cause: error,
+        });
       }
     }
-    return new GrantError(refs[0]!, domid, statusForErrno(batch.errno), `the batch of ${count} refs failed (${hostErrnoName(batch.errno)}) though each maps alone: did the guest change its grants meanwhile?`, { cause: batch });
+    return new GrantError(
+      refs[0]!,
+      domid,
+      statusForErrno(batch.errno),
+      `the batch of ${count} refs failed (${hostErrnoName(batch.errno)}) though each maps alone: did the guest change its grants meanwhile?`,
+      { cause: batch },
+    );
   }
 }

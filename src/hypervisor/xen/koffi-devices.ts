@@ -214,8 +214,7 @@ function deviceProblem(path: string, module: string): string | undefined {
 
 /** Whether openKoffiDevices() could work here, and if not, why (without opening anything). */
 export function probeKoffiDevices(options: KoffiDevicesOptions = {}): { ok: boolean; why?: string } {
-  const problem =
-    deviceProblem(options.gntdevPath ?? GNTDEV_PATH, 'xen-gntdev') ?? deviceProblem(options.evtchnPath ?? EVTCHN_PATH, 'xen-evtchn');
+  const problem = deviceProblem(options.gntdevPath ?? GNTDEV_PATH, 'xen-gntdev') ?? deviceProblem(options.evtchnPath ?? EVTCHN_PATH, 'xen-evtchn');
   if (problem !== undefined) return { ok: false, why: problem };
   try {
     loadGnttab(options.gnttabLibrary ?? GNTTAB_LIBRARY);
@@ -261,7 +260,8 @@ export function openKoffiDevices(options: KoffiDevicesOptions = {}): XenDevices 
   const ev = loadEvtchn(options.evtchnLibrary ?? EVTCHN_LIBRARY);
   const layout = koffiSegmentLayout();
   for (const [field, offset] of Object.entries(PACKED_SEGMENT_LAYOUT)) {
-    if (layout[field] !== offset) throw new XenUnavailableError(`xengnttab_grant_copy_segment_t.${field} is at ${layout[field]} on this host, not ${offset}: unsupported ABI`);
+    if (layout[field] !== offset)
+      throw new XenUnavailableError(`xengnttab_grant_copy_segment_t.${field} is at ${layout[field]} on this host, not ${offset}: unsupported ABI`);
   }
   const memory = koffiNativeMemory();
 
@@ -300,7 +300,8 @@ export function openKoffiDevices(options: KoffiDevicesOptions = {}): XenDevices 
       check('xengnttab_grant_copy');
       for (let tries = 1; (gt.grantCopy(xgt, count, segments) as number) !== 0; tries++) {
         // Copying again is harmless: the same bytes land in the same places.
-        if (koffi.errno() !== constants.errno.EINTR || tries === EINTR_TRIES) throw new XenDeviceError('xengnttab_grant_copy', koffi.errno(), `${count} segments`);
+        if (koffi.errno() !== constants.errno.EINTR || tries === EINTR_TRIES)
+          throw new XenDeviceError('xengnttab_grant_copy', koffi.errno(), `${count} segments`);
       }
     },
   };
