@@ -18,8 +18,8 @@ export type { BlkbackOptions } from './blkback/blkback.ts';
 export type { DeviceOpener, OpenedDevice } from './blkback/vbd.ts';
 export { Blkfront } from './blkfront/blkfront.ts';
 export type { BlkfrontOptions } from './blkfront/blkfront.ts';
-export { SimHost } from './toolstack/host.ts';
-export type { GuestConfig, GuestDisk, GuestRun, HostOptions } from './toolstack/host.ts';
+export { SimHost } from './sim-host/host.ts';
+export type { GuestConfig, GuestDisk, GuestRun, HostOptions } from './sim-host/host.ts';
 export type { GuestContext, GuestWorkload } from './guest/context.ts';
 
 export { parseXlConfig } from './config/xl-cfg.ts';

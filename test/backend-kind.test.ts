@@ -15,7 +15,7 @@ import { createRamDisk } from '../src/block/ram.ts';
 import { blkbackControlTarget } from '../src/control/blkback-target.ts';
 import { serveControl } from '../src/control/server.ts';
 import { xenstoreToolstack } from '../src/control/xenstore-toolstack.ts';
-import { SimHost } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
 import { stepPath } from './fixtures/control/hotplug-guest.ts';
 import type { HotplugParams } from './fixtures/control/hotplug-guest.ts';
 import { countBadSectors } from './helpers-guest.ts';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ScaleReport } from '../src/bench/scale-bench.ts';
 import { renderScaleChart } from '../src/report/scale-chart.ts';
-import { hasStamp, stampBlock, STAMP_BLOCK } from '../src/workload/scale-control.ts';
+import { hasStamp, stampBlock, STAMP_BLOCK } from '../src/loadgen/scale-control.ts';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { parsePerfPerThread } from '../src/bench/syscall-bench.ts';
 import { countXenCalls, emptyXenCallCounts, xenSyscalls, XEN_SYSCALLS_PER_CALL } from '../src/bench/xen-call-counter.ts';
 import { createRamDisk } from '../src/block/ram.ts';
-import { SimHost } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
 
 const PERF_STDERR = `
  Performance counter stats for process id '28234':

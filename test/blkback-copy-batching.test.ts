@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { countXenCalls, emptyXenCallCounts } from '../src/bench/xen-call-counter.ts';
 import { createRamDisk } from '../src/block/ram.ts';
-import { SimHost } from '../src/toolstack/host.ts';
-import type { RandomIoParams } from '../src/workload/random-io.ts';
+import { SimHost } from '../src/sim-host/host.ts';
+import type { RandomIoParams } from '../src/loadgen/random-io.ts';
 
 async function copiesPerRequest(params: Omit<RandomIoParams, 'seconds'>): Promise<{ copies: number; requests: number; segments: number }> {
   const counts = emptyXenCallCounts();

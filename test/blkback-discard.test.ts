@@ -8,8 +8,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openFileDisk } from '../src/block/file.ts';
 import { fsExtraProblem } from '../src/internal/fs-extra-ffi.ts';
-import { SimHost } from '../src/toolstack/host.ts';
-import type { GuestDisk } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
+import type { GuestDisk } from '../src/sim-host/host.ts';
 import { scratchLoop } from './helpers-guest.ts';
 import { ffiMissing, stopIfMissing } from './helpers-tools.ts';
 

@@ -7,9 +7,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRamDisk } from '../src/block/ram.ts';
-import { SimHost } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
 import { testWorkers } from './helpers-workers.ts';
-import type { VerifyResult } from '../src/workload/verify.ts';
+import type { VerifyResult } from '../src/loadgen/verify.ts';
 import type { GoodGuestParams, GoodGuestResult } from './fixtures/hostile/good-guest.ts';
 import type { VandalParams, VandalResult } from './fixtures/hostile/evtchn-vandal.ts';
 

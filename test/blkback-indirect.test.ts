@@ -4,9 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRamDisk } from '../src/block/ram.ts';
-import { SimHost } from '../src/toolstack/host.ts';
-import type { GuestDisk } from '../src/toolstack/host.ts';
-import type { VerifyResult } from '../src/workload/verify.ts';
+import { SimHost } from '../src/sim-host/host.ts';
+import type { GuestDisk } from '../src/sim-host/host.ts';
+import type { VerifyResult } from '../src/loadgen/verify.ts';
 import { countBadSectors, scratchLoop, VERIFY, WRITE_PATTERN } from './helpers-guest.ts';
 
 type VerifyOutput = VerifyResult & { front: { requests: number; indirect: number }; abi: string };

@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRamDisk } from '../src/block/ram.ts';
 import { openFileDisk } from '../src/block/file.ts';
-import { SimHost } from '../src/toolstack/host.ts';
-import type { GuestDisk } from '../src/toolstack/host.ts';
-import type { VerifyResult } from '../src/workload/verify.ts';
+import { SimHost } from '../src/sim-host/host.ts';
+import type { GuestDisk } from '../src/sim-host/host.ts';
+import type { VerifyResult } from '../src/loadgen/verify.ts';
 import { countBadSectors, scratchLoop, VERIFY, WRITE_PATTERN } from './helpers-guest.ts';
 
 type VerifyOutput = VerifyResult & { front: { requests: number; maxQueued: number; queued: number }; ringSize: number; abi: string };

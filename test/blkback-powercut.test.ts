@@ -12,8 +12,8 @@ import type { RamDisk } from '../src/block/ram.ts';
 import { createVolatileCache } from '../src/block/volatile-cache.ts';
 import type { PowerCutOptions } from '../src/block/volatile-cache.ts';
 import type { BlockDevice } from '../src/block/types.ts';
-import { SimHost } from '../src/toolstack/host.ts';
-import { checkSector } from '../src/workload/pattern.ts';
+import { SimHost } from '../src/sim-host/host.ts';
+import { checkSector } from '../src/loadgen/pattern.ts';
 import type { DurabilityMode, PowerCutParams, PowerCutRecords } from './fixtures/guest2/powercut.ts';
 import { releasePath } from './fixtures/guest2/release.ts';
 

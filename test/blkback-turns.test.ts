@@ -13,8 +13,8 @@ import type { BlockDevice } from '../src/block/types.ts';
 import { FairShare } from '../src/blkback/fair-share.ts';
 import type { FairRing } from '../src/blkback/fair-share.ts';
 import { TURN_COST } from '../src/blkback/ring-server.ts';
-import { SimHost } from '../src/toolstack/host.ts';
-import type { VerifyResult } from '../src/workload/verify.ts';
+import { SimHost } from '../src/sim-host/host.ts';
+import type { VerifyResult } from '../src/loadgen/verify.ts';
 import type { BlkfrontStats } from '../src/blkfront/blkfront.ts';
 import { VERIFY } from './helpers-guest.ts';
 
@@ -202,7 +202,8 @@ test('a ring nearly full of requests in flight is refilled several slots a turn,
     assert.equal(r.mismatches, 0, r.firstMismatches.join('\n'));
     // Completions come one by one. Above the mark req_event stays unarmed, so the guest refills the
     // freed slots without notifying us: we come back when completions bring the ring to the mark.
-    // (Without the mark the drained ring's short poll mostly spares the guest's notification too.)
+    // (Without the mark, the spin after each answer (#afterAnswers) mostly spares the guest's
+    // notification too.)
     const { requests, notifies } = r.front;
     assert.ok(notifies * 3 < requests, `guest notified us ${notifies} times for ${requests} requests`);
     // After the first fill, turns happen as completions bring the ring down to 24 in flight: 8 slots.

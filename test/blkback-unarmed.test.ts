@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createRamDisk } from '../src/block/ram.ts';
 import type { BlockDevice } from '../src/block/types.ts';
-import { SimHost } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
 import type { OvertakeParams, OvertakeResult } from './fixtures/guest2/overtake.ts';
 
 const SLOW_OFFSET = 1 << 20;

@@ -26,7 +26,7 @@ import type { FakeForeignDomain } from './support/fake-xen-devices.ts';
 import { openXenHypervisor } from '../src/hypervisor/xen/index.ts';
 import type { XenHypervisor } from '../src/hypervisor/xen/index.ts';
 import { mulberry32 } from '../src/internal/prng.ts';
-import { StoreRegistry } from '../src/toolstack/stores.ts';
+import { StoreRegistry } from '../src/sim-host/stores.ts';
 import { connectInProcess, connectUnix } from '../src/xenstore/client.ts';
 import { XenstoreDaemon } from '../src/xenstore/daemon.ts';
 import { XenbusState } from '../src/xenbus/state.ts';

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRamDisk } from '../src/block/ram.ts';
-import { SimHost } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
 import type { HoldReport } from './fixtures/guest2/hold.ts';
 import { releasePath } from './fixtures/guest2/release.ts';
 import { missingTools, run, stopIfMissing } from './helpers-tools.ts';

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { connectFrontend, XenbusFrontend } from '../src/blkfront/handshake.ts';
 import { createRamDisk } from '../src/block/ram.ts';
 import type { EventChannel, GuestHypervisor, XenstoreClient } from '../src/hypervisor/types.ts';
-import { SimHost } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
 import { connectInProcess } from '../src/xenstore/client.ts';
 import { XenstoreDaemon } from '../src/xenstore/daemon.ts';
 import type { ReconnectResult } from './fixtures/guest2/reconnect.ts';

@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { countXenCalls, emptyXenCallCounts } from '../src/bench/xen-call-counter.ts';
 import { createRamDisk } from '../src/block/ram.ts';
-import { SimHost } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
 import type { DataPath } from '../src/blkback/ring-server.ts';
-import { checkSector } from '../src/workload/pattern.ts';
+import { checkSector } from '../src/loadgen/pattern.ts';
 import type { PersistentIoParams, PersistentIoResult } from './fixtures/guest2/persistent-io.ts';
 
 const MiB = 1 << 20;

@@ -15,7 +15,7 @@ import type { ControlError } from '../src/control/protocol.ts';
 import { serveControl } from '../src/control/server.ts';
 import { simToolstack } from '../src/control/sim-toolstack.ts';
 import type { DiskStatistics } from '../src/control/target.ts';
-import { SimHost } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
 import { stepPath } from './fixtures/control/hotplug-guest.ts';
 import type { HotplugParams } from './fixtures/control/hotplug-guest.ts';
 import { countBadSectors } from './helpers-guest.ts';

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { BlockDevice } from '../src/block/types.ts';
 import { allocAlignedShared } from '../src/block/aligned-memory.ts';
-import { checkSector } from '../src/workload/pattern.ts';
+import { checkSector } from '../src/loadgen/pattern.ts';
 import { describeMissing, loopMissing, loopSetupFailed, stopIfMissing } from './helpers-tools.ts';
 import type { Skippable } from './helpers-tools.ts';
 

@@ -2,7 +2,7 @@
 // the suites that pass testWorkers() to SimHost.start: the hostile-guest, fairness and
 // event-channel isolation suites, which must hold whatever thread serves a ring. Unset or 0: the
 // main thread serves every ring, as by default.
-import type { HostOptions } from '../src/toolstack/host.ts';
+import type { HostOptions } from '../src/sim-host/host.ts';
 
 function fromEnv(): number {
   const text = process.env.BLKBACK_TEST_WORKERS;

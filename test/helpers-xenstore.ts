@@ -19,7 +19,7 @@ import vm from 'node:vm';
 import type { GuestContext } from '../src/guest/context.ts';
 import { XsDecoder } from '../src/xenstore/codec.ts';
 import type { XsMessage } from '../src/xenstore/codec.ts';
-import { Rng } from '../src/workload/pattern.ts';
+import { Rng } from '../src/loadgen/pattern.ts';
 
 let gcFn: (() => void) | undefined;
 

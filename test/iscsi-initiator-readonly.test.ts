@@ -16,7 +16,7 @@ import { WRITE_FUA } from '../src/block/types.ts';
 import { openBlockDevice } from '../src/stores/open.ts';
 import type { IscsiBlockDevice } from '../src/iscsi-initiator/device.ts';
 import { VDISK_READONLY } from '../src/blkif/constants.ts';
-import { SimHost } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
 import { WRITE_PATTERN } from './helpers-guest.ts';
 import { modeSense10Cdb, modeSense6Cdb, parseWriteProtect } from '../src/iscsi-initiator/scsi-cdb.ts';
 

@@ -12,12 +12,12 @@ const SRC = join(ROOT, 'src');
 /** Layers from the ground up; a folder of src/ belongs to the first layer that names it. */
 const LAYERS: readonly (readonly string[])[] = [
   ['abi', 'internal', 'stats'],
-  ['blkif', 'xenstore', 'iscsi'],
+  ['blkif', 'xenstore', 'iscsi', 'nbd'],
   ['hypervisor', 'xenbus', 'config'],
-  ['block', 'scsi', 'iscsi-initiator', 'workload'],
+  ['block', 'scsi', 'iscsi-initiator', 'nbd-client', 'rbd', 'loadgen'],
   ['stores'],
-  ['blkback', 'blkfront', 'iscsi-target'],
-  ['guest', 'toolstack', 'fuzz', 'fio', 'report', 'control', 'rig'],
+  ['blkback', 'blkfront', 'iscsi-target', 'nbd-server'],
+  ['guest', 'sim-host', 'fuzz', 'fio', 'report', 'control', 'rig'],
   ['reproduce', 'xen-tcg'],
   ['bench'],
   ['cli', 'index.ts'],

@@ -155,3 +155,22 @@ test('formatTable: aligned columns, numbers right, text left', () => {
   assert.equal(formatCell(Number.NaN), 'NaN');
   assert.equal(formatCell('x'), 'x');
 });
+
+test('further tables follow the main one, each under its heading, escaped, with its caption', () => {
+  const html = renderReport({
+    ...sampleInput(),
+    tables: [
+      { title: "dom0's CPU per I/O", columns: ['job', 'ours/kernel'], rows: [['randw', '1.25']], caption: 'samples <2 s> apart' },
+      { title: 'system calls per request', columns: ['disk', 'per request'], rows: [['xvdb', '0.45']] },
+    ],
+  });
+  const results = html.slice(html.indexOf('<section id="results">'), html.indexOf('<section id="configs">'));
+  const cpu = results.indexOf('<h3>dom0&#39;s CPU per I/O</h3>');
+  const sys = results.indexOf('<h3>system calls per request</h3>');
+  assert.ok(cpu > results.indexOf('</table>'), 'after the main table');
+  assert.ok(sys > cpu, 'in the order given');
+  assert.match(results.slice(cpu, sys), /<td[^>]*>1\.25<\/td>/);
+  assert.match(results.slice(cpu, sys), /<p>samples &lt;2 s&gt; apart<\/p>/);
+  assert.match(results.slice(sys), /<td[^>]*>xvdb<\/td>/);
+  assert.equal((results.match(/<table class="results">/g) ?? []).length, 3);
+});

@@ -9,8 +9,8 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { createRamDisk } from '../src/block/ram.ts';
-import { SimHost } from '../src/toolstack/host.ts';
-import type { GuestHandle } from '../src/toolstack/host.ts';
+import { SimHost } from '../src/sim-host/host.ts';
+import type { GuestHandle } from '../src/sim-host/host.ts';
 import { absNow } from './helpers-xenstore.ts';
 import type { FloodResult, NeighbourResult, XsGuestParams } from './helpers-xenstore.ts';
 

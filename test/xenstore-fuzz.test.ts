@@ -17,7 +17,7 @@ import { XsDecoder, encodeMessage, splitNul } from '../src/xenstore/codec.ts';
 import type { XsMessage } from '../src/xenstore/codec.ts';
 import { XENSTORE_PAYLOAD_MAX, XsType } from '../src/xenstore/constants.ts';
 import { transportPair } from '../src/xenstore/transport.ts';
-import { Rng } from '../src/workload/pattern.ts';
+import { Rng } from '../src/loadgen/pattern.ts';
 import { MiB, RawSocketPeer, heldBytes } from './helpers-xenstore.ts';
 import { missingTools, run, stopIfMissing } from './helpers-tools.ts';
 

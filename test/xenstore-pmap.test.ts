@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { PMap } from '../src/xenstore/pmap.ts';
-import { Rng } from '../src/workload/pattern.ts';
+import { Rng } from '../src/loadgen/pattern.ts';
 
 /** Insertion-ordered model: a re-set key keeps its place, a deleted and re-added one goes last. */
 function modelKeys(m: Map<string, number>): string[] {

@@ -9,7 +9,7 @@ import { allocAlignedShared } from '../block/aligned-memory.ts';
 import { openDirectDisk } from '../block/direct.ts';
 import type { IoEngine } from '../block/direct.ts';
 import { linuxAioProblem } from '../internal/linux-aio.ts';
-import { runRandomIo } from '../workload/random-io.ts';
+import { runRandomIo } from '../loadgen/random-io.ts';
 import type { BenchCase, BenchResult } from './blkif-bench.ts';
 import { KERNEL_FIO_ACCOUNTING, KernelPath } from './kernel-fio.ts';
 import { orderLine, rotation } from '../reproduce/rotation.ts';

@@ -8,9 +8,9 @@
 import { allocAlignedShared } from '../block/aligned-memory.ts';
 import { createRamDisk } from '../block/ram.ts';
 import type { BlockDevice } from '../block/types.ts';
-import { SimHost } from '../toolstack/host.ts';
-import { runRandomIo } from '../workload/random-io.ts';
-import type { RandomIoParams } from '../workload/random-io.ts';
+import { SimHost } from '../sim-host/host.ts';
+import { runRandomIo } from '../loadgen/random-io.ts';
+import type { RandomIoParams } from '../loadgen/random-io.ts';
 import { KERNEL_FIO_ACCOUNTING, KernelPath } from './kernel-fio.ts';
 import { orderLine, rotation } from '../reproduce/rotation.ts';
 import { Spawner } from './spawner.ts';

@@ -9,8 +9,8 @@
 // (xen-call-counter.ts) and added at the price our real-Xen binding pays. The goal (issue 16): at
 // most 0.5 a request at QD 32 or more on the persistent and copy paths.
 import type { DataPath } from '../blkback/ring-server.ts';
-import { SimHost } from '../toolstack/host.ts';
-import type { RandomIoParams } from '../workload/random-io.ts';
+import { SimHost } from '../sim-host/host.ts';
+import type { RandomIoParams } from '../loadgen/random-io.ts';
 import { KernelPath } from './kernel-fio.ts';
 import { machineInfo } from './machine.ts';
 import type { MachineInfo } from './machine.ts';

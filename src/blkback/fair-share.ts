@@ -229,7 +229,8 @@ export class FairShare {
   /**
    * No other domain with a ring on this thread has requests waiting or in flight, or took any lately
    * (RECENT_QUANTA of the backend's service). Domains served only by other threads do not count:
-   * what a turn here costs, or a drained ring's poll, is this thread's time, not theirs.
+   * what a turn here costs, or an answered ring's spin for its next requests, is this thread's time,
+   * not theirs.
    */
   alone(share: DomainShare): boolean {
     const domains = this.#domains;

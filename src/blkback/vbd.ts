@@ -96,6 +96,10 @@ export class Vbd {
   #serial: Promise<void> = Promise.resolve();
   #watchToken = '';
   #removed = false;
+  /** Stops the store's size-change notifications (stores that give them: onSizeChange). */
+  #stopSizeWatch: (() => void) | undefined;
+  /** The `sectors` last written for the frontend (-1: none yet). */
+  #announcedSectors = -1;
 
   constructor(ctx: VbdContext, frontendDomid: number, devid: number) {
     this.#ctx = ctx;
@@ -179,7 +183,9 @@ export class Vbd {
         await this.#openFailed(err);
         return;
       }
-      const info = this.#opened.device.info;
+      const opened = this.#opened.device;
+      this.#stopSizeWatch = opened.onSizeChange?.(() => void this.#serial.then(() => this.#announceSize(opened)).catch(() => undefined));
+      const info = opened.info;
       this.#readOnly ||= info.readOnly;
       const discardEnable = (await xs.tryRead(`${this.backendPath}/${VbdKey.discardEnable}`)) ?? '1';
       this.#discard = info.canDiscard && discardEnable !== '0' && !this.#readOnly;
@@ -361,7 +367,8 @@ export class Vbd {
         await xs.write(`${be}/${VbdKey.featureDiscard}`, '1', tx);
       }
       // `sectors` is always in 512-byte units, as Linux writes it; sector-size only constrains alignment.
-      await xs.write(`${be}/${VbdKey.sectors}`, String(Math.floor(info.size / SECTOR_SIZE)), tx);
+      this.#announcedSectors = Math.floor(info.size / SECTOR_SIZE);
+      await xs.write(`${be}/${VbdKey.sectors}`, String(this.#announcedSectors), tx);
       await xs.write(`${be}/${VbdKey.info}`, String(this.#readOnly ? VDISK_READONLY : 0), tx);
       await xs.write(`${be}/${VbdKey.sectorSize}`, String(info.logicalBlockSize), tx);
       await xs.write(`${be}/${VbdKey.physicalSectorSize}`, String(info.physicalBlockSize), tx);
@@ -390,15 +397,23 @@ export class Vbd {
     // A refused resize is the caller's error, not the device's: it must not tear the disk down.
     const run = this.#serial.then(async () => {
       await device.resize!(newSize);
-      await this.#ctx.rings.deviceChanged(device); // rings served on workers see the new size
-      const xs = this.#ctx.hv.xenstore;
-      await xs.transaction(async (tx) => {
-        await xs.write(`${this.backendPath}/${VbdKey.sectors}`, String(Math.floor(device.info.size / SECTOR_SIZE)), tx);
-        await xs.write(`${this.backendPath}/${VbdKey.state}`, String(this.state), tx);
-      });
+      await this.#announceSize(device);
     });
     this.#serial = run.catch(() => undefined);
     return run;
+  }
+
+  /** Rings and frontend learn the store's current size (after resize(), or a change made by someone else). */
+  async #announceSize(device: BlockDevice): Promise<void> {
+    const sectors = Math.floor(device.info.size / SECTOR_SIZE);
+    if (this.#opened?.device !== device || sectors === this.#announcedSectors) return;
+    this.#announcedSectors = sectors;
+    await this.#ctx.rings.deviceChanged(device); // rings served on workers see the new size
+    const xs = this.#ctx.hv.xenstore;
+    await xs.transaction(async (tx) => {
+      await xs.write(`${this.backendPath}/${VbdKey.sectors}`, String(sectors), tx);
+      await xs.write(`${this.backendPath}/${VbdKey.state}`, String(this.state), tx);
+    });
   }
 
   /** The toolstack removed the device (or the domain died): stop serving and release the store. */
@@ -409,6 +424,7 @@ export class Vbd {
       const xs = this.#ctx.hv.xenstore;
       if (this.#watchToken !== '') await xs.unwatch(`${this.frontendPath}/${VbdKey.state}`, this.#watchToken).catch(() => undefined);
       await this.#disconnect();
+      this.#stopSizeWatch?.();
       await this.#opened?.release();
       this.#opened = null;
     });

@@ -80,6 +80,11 @@ export interface BlockDevice {
   blockStatus?(offset: number, length: number): Promise<readonly BlockExtent[]>;
   /** Grow or shrink (drivers that support it). */
   resize?(newSize: number): Promise<void>;
+  /**
+   * Stores whose size can change under us (a Ceph image resized by another client) call `listener`
+   * with the new size; the returned function stops that. blkback tells the guest (online resize).
+   */
+  onSizeChange?(listener: (size: number) => void): () => void;
   close(): Promise<void>;
   /**
    * How another thread of this process may open this same store for itself (shared-store.ts:

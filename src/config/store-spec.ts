@@ -14,9 +14,17 @@
 //                   mutual-secret-file=PATH (mutual CHAP: one "USERNAME SECRET" line, the target's
 //                   name and secret, as the target's --mutual-chap-file), digest=crc32c|none,
 //                   initiator-name=IQN, reconnect-timeout=SECONDS
+//   nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://..., nbds+unix://...
+//                   an NBD export through our client (src/nbd-client); src/config/nbd-uri.ts
+//   rbd:POOL/IMAGE[@SNAP][:id=NAME][:conf=PATH]
+//                   a Ceph RBD image through librbd (QEMU's syntax; src/config/rbd-spec.ts)
 //   PATH            an absolute or ./relative path: phy: if it is a block device, file: otherwise
 import { UsageError } from '../internal/errors.ts';
 import { parseSize } from './size.ts';
+import { parseRbdSpec } from './rbd-spec.ts';
+import type { RbdStoreSpec } from './rbd-spec.ts';
+import { isNbdUri, parseNbdUri } from './nbd-uri.ts';
+import type { NbdStoreSpec } from './nbd-uri.ts';
 
 export type StoreSpec =
   | { readonly kind: 'ram'; readonly size: number }
@@ -25,7 +33,9 @@ export type StoreSpec =
   | { readonly kind: 'direct'; readonly path: string }
   | { readonly kind: 'path'; readonly path: string }
   | { readonly kind: 'volatile'; readonly inner: StoreSpec }
-  | IscsiStoreSpec;
+  | IscsiStoreSpec
+  | NbdStoreSpec
+  | RbdStoreSpec;
 
 export interface IscsiStoreSpec {
   readonly kind: 'iscsi';
@@ -50,7 +60,8 @@ const ISCSI_DEFAULT_PORT = 3260;
 const ISCSI_DEFAULT_RECONNECT_S = 30;
 const ISCSI_OPTIONS = 'secret-file, mutual-secret-file, digest, initiator-name, reconnect-timeout';
 
-const KINDS = 'ram:SIZE, null:SIZE, file:PATH, phy:PATH, direct:PATH, volatile:SPEC, iscsi://HOST/IQN/LUN or a path';
+const KINDS =
+  'ram:SIZE, null:SIZE, file:PATH, phy:PATH, direct:PATH, volatile:SPEC, iscsi://HOST/IQN/LUN, nbd://HOST/EXPORT, nbd+unix:///EXPORT?socket=PATH, rbd:POOL/IMAGE or a path';
 
 export function parseStoreSpec(spec: string): StoreSpec {
   const fail = (why: string): never => {
@@ -58,6 +69,8 @@ export function parseStoreSpec(spec: string): StoreSpec {
   };
   if (spec === '') return fail(`empty (expected ${KINDS})`);
   if (spec.startsWith('iscsi://')) return parseIscsiSpec(spec, fail);
+  if (spec.startsWith('rbd:')) return parseRbdSpec(spec.slice('rbd:'.length), fail);
+  if (isNbdUri(spec)) return parseNbdUri(spec, fail);
   if (spec.startsWith('/') || spec.startsWith('./') || spec.startsWith('../')) return { kind: 'path', path: spec };
   const colon = spec.indexOf(':');
   if (colon < 0) return fail(`not a path and no type prefix (expected ${KINDS}; write ./${spec} for a relative path)`);

@@ -27,6 +27,9 @@
 // params=iscsi://... from the backend directory and logs in itself. Positional
 // 'iscsi://h/iqn/0,xvda,w' also works here, but real xl would strip "iscsi:" as the deprecated
 // prefix (script=block-iscsi) and pass '//h/iqn/0': write target= for configs real xl reads too.
+// NBD URIs (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://, nbds+unix://: see
+// src/config/nbd-uri.ts) are remote targets the same way, opened by our NBD client; real xl strips
+// a positional "nbd:" as the deprecated prefix too (script=block-nbd), so write target=nbd://....
 import { UsageError } from '../internal/errors.ts';
 import { parseStoreSpec } from './store-spec.ts';
 import { vdevToDeviceId } from './vdev.ts';
@@ -75,8 +78,8 @@ const PREFIX_BACKEND: Readonly<Record<string, XlBackendType>> = {
 const PREFIX_FORMAT = new Set(['raw', 'qcow', 'qcow2', 'vhd']);
 const PREFIX_SCRIPT = new Set(['iscsi', 'nbd', 'enbd', 'drbd']);
 const KNOWN_FORMATS = new Set(['raw', 'qcow', 'qcow2', 'vhd', 'qed', 'empty']);
-/** A target naming a remote LUN rather than a host path. */
-const REMOTE_TARGET = /^iscsi:\/\//;
+/** A target naming a remote LUN, NBD export or Ceph RBD image (QEMU's rbd:POOL/IMAGE) rather than a host path. */
+const REMOTE_TARGET = /^(?:(?:iscsi|nbds?|nbds?\+unix):\/\/|rbd:)/;
 
 /** Does this XlDisk target name a remote store (kept as written) rather than a host path? */
 export function isRemoteTarget(target: string): boolean {

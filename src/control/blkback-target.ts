@@ -20,7 +20,12 @@ const SECTOR = 512;
 export interface BlkbackTargetOptions {
   /** dom0's xenstore connection: lets `list` say what the toolstack asked for (phy:/dev/loop0, read-only). */
   readonly xenstore?: XenstoreClient;
-  /** How long attach and detach wait for blkback to pick the device up or drop it (default 10 s). */
+  /**
+   * How long attach and detach wait for blkback to pick the device up or drop it (default 60 s: a
+   * watch event takes well under a second on an idle host, but dom0 under QEMU emulation on a busy
+   * machine saw the entries 21 and 27 s after they were written (docs/xen-tcg.md); libxl's own
+   * hotplug timeout, LIBXL_HOTPLUG_TIMEOUT, is 40 s).
+   */
   readonly settleMs?: number;
   /**
    * Checks a disk's target as blkback's opener will (StoreRegistry.check: the path policy, whether
@@ -32,7 +37,7 @@ export interface BlkbackTargetOptions {
 
 export function blkbackControlTarget(blkback: Blkback, toolstack: Toolstack, options: BlkbackTargetOptions = {}): ControlTarget {
   const xs = options.xenstore;
-  const settleMs = options.settleMs ?? 10_000;
+  const settleMs = options.settleMs ?? 60_000;
 
   const sortedVbds = (): Vbd[] => [...blkback.vbds.values()].sort((a, b) => a.frontendDomid - b.frontendDomid || a.devid - b.devid);
 

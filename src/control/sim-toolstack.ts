@@ -6,8 +6,8 @@
 // anyway, as libxl's forced remove does.
 import type { XlDisk } from '../config/xl-disk.ts';
 import { BlockError, Errno } from '../internal/errors.ts';
-import type { SimHost } from '../toolstack/host.ts';
-import { guestDiskFromXl } from '../toolstack/from-xl.ts';
+import type { SimHost } from '../sim-host/host.ts';
+import { guestDiskFromXl } from '../sim-host/from-xl.ts';
 import { backendDir, DEFAULT_BACKEND_KIND, domainDir, DomainKey, frontendDir, VbdKey } from '../xenbus/device-paths.ts';
 import type { Toolstack } from './toolstack.ts';
 

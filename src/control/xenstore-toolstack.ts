@@ -1,12 +1,12 @@
 // A toolstack of our own for disks that xl cannot make: those under a backend directory other than
 // vbd and qdisk (`blkback serve --backend-kind NAME`, beside the kernel's xen-blkback). Attach
 // writes the backend's and the frontend's xenstore entries in one transaction, as libxl does;
-// detach closes the device with the guest and removes them (src/toolstack/disk-entries.ts). No
+// detach closes the device with the guest and removes them (src/sim-host/disk-entries.ts). No
 // hotplug script runs: serve opens the path in `params` itself.
 import type { XlDisk } from '../config/xl-disk.ts';
 import type { XenstoreClient } from '../hypervisor/types.ts';
 import { BlockError, Errno } from '../internal/errors.ts';
-import { removeDiskEntries, writeDiskEntries } from '../toolstack/disk-entries.ts';
+import { removeDiskEntries, writeDiskEntries } from '../sim-host/disk-entries.ts';
 import { backendDir, domainDir, DomainKey, frontendDir, VbdKey } from '../xenbus/device-paths.ts';
 import type { Toolstack } from './toolstack.ts';
 

@@ -14,8 +14,8 @@ import type { BlockDevice } from '../block/types.ts';
 import { vdevToDeviceId } from '../config/xl-disk.ts';
 import { ERROR_KINDS } from '../blkback/stats.ts';
 import type { ErrorKind } from '../blkback/stats.ts';
-import { SimHost } from '../toolstack/host.ts';
-import type { GuestHandle } from '../toolstack/host.ts';
+import { SimHost } from '../sim-host/host.ts';
+import type { GuestHandle } from '../sim-host/host.ts';
 import { domainErrorDir, errorRoot, VbdKey } from '../xenbus/device-paths.ts';
 import { CONTROL_ACK, CONTROL_STOP, emptyCounts, FINDING_KINDS, HOSTILE_DISKS, totalFindings } from './findings.ts';
 import type {

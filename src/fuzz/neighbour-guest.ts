@@ -6,7 +6,7 @@
 // request the backend lets past the end of a hostile disk lands here.
 import type { BlockDevice } from '../block/types.ts';
 import type { GuestContext } from '../guest/context.ts';
-import { checkSector, fillSectors, Rng } from '../workload/pattern.ts';
+import { checkSector, fillSectors, Rng } from '../loadgen/pattern.ts';
 import type { GuestFinding, NeighbourMessage, NeighbourParams, NeighbourProgress, NeighbourResult, NeighbourTally } from './findings.ts';
 
 const PROGRESS_MS = 250;

@@ -10,6 +10,14 @@ export interface NamedText {
   readonly text: string;
 }
 
+export interface ReportTable {
+  readonly title: string;
+  readonly columns: readonly string[];
+  readonly rows: readonly (readonly Cell[])[];
+  /** What the figures are and how they were made (plain text, escaped). */
+  readonly caption?: string;
+}
+
 export interface ReportInput {
   readonly title: string;
   readonly setup: {
@@ -23,6 +31,8 @@ export interface ReportInput {
   /** `svg` as renderBandwidthChart returns it; inlined as is. */
   readonly plots: readonly { readonly title: string; readonly svg: string; readonly caption?: string }[];
   readonly table: { readonly columns: readonly string[]; readonly rows: readonly (readonly Cell[])[] };
+  /** More results, each under its own heading after the main table (CPU per I/O, system calls). */
+  readonly tables?: readonly ReportTable[];
   /** Plain text (escaped); blank lines separate paragraphs. */
   readonly extra?: string;
 }
@@ -90,7 +100,12 @@ export function renderReport(input: ReportInput): string {
   });
   out.push('</section>');
 
-  out.push('<section id="results">', '<h2>Results</h2>', renderTable(input.table.columns, input.table.rows), '</section>');
+  out.push('<section id="results">', '<h2>Results</h2>', renderTable(input.table.columns, input.table.rows));
+  for (const table of input.tables ?? []) {
+    out.push(`<h3>${escapeXml(table.title)}</h3>`, renderTable(table.columns, table.rows));
+    if (table.caption !== undefined) out.push(`<p>${escapeXml(table.caption)}</p>`);
+  }
+  out.push('</section>');
 
   out.push('<section id="configs">', '<h2>Guest configurations</h2>', ...namedTexts(input.setup.configs), '</section>');
   out.push('<section id="jobs">', '<h2>Job files</h2>', ...namedTexts(input.setup.jobs), '</section>');

@@ -5,6 +5,6 @@ export { svgToPng } from './png.ts';
 export { bandwidthSeriesFromLogs, parseFioLog } from './bw-log.ts';
 export type { BandwidthSeries, FioLogRow, RunLogs } from './bw-log.ts';
 export { renderReport } from './html.ts';
-export type { NamedText, ReportInput } from './html.ts';
+export type { NamedText, ReportInput, ReportTable } from './html.ts';
 export { formatTable, formatCell } from './table.ts';
 export type { Cell } from './table.ts';

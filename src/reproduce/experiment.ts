@@ -14,12 +14,12 @@ import type { JobFileText } from '../fio/session.ts';
 import type { FioJob } from '../fio/job.ts';
 import type { JobResult } from '../fio/stats.ts';
 import { LatencyHistogram } from '../stats/latency-histogram.ts';
-import type { GuestConfig } from '../toolstack/host.ts';
-import { guestConfigFromXl } from '../toolstack/from-xl.ts';
+import type { GuestConfig } from '../sim-host/host.ts';
+import { guestConfigFromXl } from '../sim-host/from-xl.ts';
 import { fioRuntime } from './fio-runtime.ts';
 import { orderLine, rotation } from './rotation.ts';
 import { openBlockDevice } from '../stores/open.ts';
-import { SimHost } from '../toolstack/host.ts';
+import { SimHost } from '../sim-host/host.ts';
 import { SEED_LINK, parseLinkSpec } from '../rig/link-spec.ts';
 import type { LinkSpec } from '../rig/link-spec.ts';
 import { openIscsiRig } from '../rig/iscsi-rig.ts';
@@ -37,6 +37,8 @@ export interface ExperimentOptions {
   readonly storeBytes: number;
   /** Store spec overriding the /dev/shm file + loop device (both backends use it). */
   readonly storage?: string;
+  /** What the report says of `storage` (default: that --storage gave it). */
+  readonly storageNote?: string;
   /**
    * 'local' (default): the store above on this host. 'iscsi': the seed's rig, a RAM LUN on our
    * target in a network namespace behind `link` (default 1gbit), reached by our initiator.
@@ -191,7 +193,7 @@ interface PreparedStore {
 /** One file in /dev/shm: phy through a direct-I/O loop device, file through the page cache. */
 async function prepareStore(o: ExperimentOptions, notes: string[]): Promise<PreparedStore> {
   if (o.storage !== undefined) {
-    notes.push(`both backends use the store given with --storage: ${o.storage}`);
+    notes.push(o.storageNote ?? `both backends use the store given with --storage: ${o.storage}`);
     return { spec: { phy: o.storage, file: o.storage }, describe: { phy: o.storage, file: o.storage }, cleanup: () => undefined };
   }
   const image = `/dev/shm/blkback-reproduce-${process.pid}.img`;

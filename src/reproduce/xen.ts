@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { runXenHarness } from '../xen-tcg/run.ts';
 import type { FioFigures } from '../xen-tcg/checks.ts';
 import type { JobCpu } from '../xen-tcg/cpu.ts';
-import type { PairedRow } from '../xen-tcg/report.ts';
+import { cpuPerIoRows } from '../xen-tcg/report.ts';
+import type { CpuPerIoRow, PairedRow } from '../xen-tcg/report.ts';
+import type { SyscallFigures } from '../xen-tcg/syscalls.ts';
 
 export interface XenReproduceOptions {
   /** The report directory; the harness's own files go to <out>/xen-harness. */
@@ -33,6 +35,10 @@ export interface XenReproduceOutcome {
   readonly rows: readonly PairedRow[];
   readonly fio: readonly FioFigures[];
   readonly cpu: readonly JobCpu[];
+  /** dom0's CPU per I/O, per job, pair and backend (with a median row per job, pair 0). */
+  readonly cpuPerIo: readonly CpuPerIoRow[];
+  /** serve's system calls per request in dom0, per counted data path. */
+  readonly syscalls: readonly SyscallFigures[];
   readonly failedChecks: readonly string[];
   readonly images: Readonly<Record<string, unknown>>;
   /** Plots the harness drew, by job: the SVG text and where this module copied the PNG. */
@@ -42,7 +48,7 @@ export interface XenReproduceOutcome {
 interface HarnessSummary {
   readonly sameGuest?: PairedRow[];
   readonly images?: Record<string, unknown>;
-  readonly runs?: { fio?: FioFigures[]; cpu?: JobCpu[]; checks?: { name: string; ok: boolean; detail: string }[] }[];
+  readonly runs?: { fio?: FioFigures[]; cpu?: JobCpu[]; syscalls?: SyscallFigures[]; checks?: { name: string; ok: boolean; detail: string }[] }[];
 }
 
 export async function reproduceOnXen(o: XenReproduceOptions): Promise<XenReproduceOutcome> {
@@ -68,7 +74,18 @@ export async function reproduceOnXen(o: XenReproduceOptions): Promise<XenReprodu
   const status = await runXenHarness(argv, o.log);
   const resultsPath = join(harnessDir, 'results.json');
   if (!existsSync(resultsPath)) {
-    return { status: status === 0 ? 2 : status, harnessDir, rows: [], fio: [], cpu: [], failedChecks: [`no ${resultsPath}`], images: {}, plots: new Map() };
+    return {
+      status: status === 0 ? 2 : status,
+      harnessDir,
+      rows: [],
+      fio: [],
+      cpu: [],
+      cpuPerIo: [],
+      syscalls: [],
+      failedChecks: [`no ${resultsPath}`],
+      images: {},
+      plots: new Map(),
+    };
   }
   const summary = JSON.parse(readFileSync(resultsPath, 'utf8')) as HarnessSummary;
   const run = summary.runs?.[0];
@@ -87,6 +104,8 @@ export async function reproduceOnXen(o: XenReproduceOptions): Promise<XenReprodu
     rows: summary.sameGuest ?? [],
     fio: run?.fio ?? [],
     cpu: run?.cpu ?? [],
+    cpuPerIo: cpuPerIoRows(run?.fio ?? [], run?.cpu ?? []),
+    syscalls: run?.syscalls ?? [],
     failedChecks: (run?.checks ?? []).filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`),
     images: summary.images ?? {},
     plots,

@@ -14,6 +14,8 @@ import { openDirectDisk } from '../block/direct.ts';
 import type { IoEngine } from '../block/direct.ts';
 import { createVolatileCache } from '../block/volatile-cache.ts';
 import { openIscsiDevice } from '../iscsi-initiator/device.ts';
+import { openNbdDevice } from '../nbd-client/device.ts';
+import { openRbdDevice } from '../rbd/rbd-image.ts';
 
 export interface OpenBlockDeviceOptions {
   readonly readOnly?: boolean;
@@ -59,6 +61,10 @@ async function openParsed(s: StoreSpec, spec: string, opts: OpenBlockDeviceOptio
       return createVolatileCache(await openParsed(s.inner, spec, opts), { name: spec });
     case 'iscsi':
       return wrap(() => openIscsiDevice(s, { name: spec, readOnly }));
+    case 'nbd':
+      return wrap(() => openNbdDevice(s, { name: spec, readOnly }));
+    case 'rbd':
+      return wrap(() => openRbdDevice(s, { name: spec, readOnly }));
     case 'path': {
       let st;
       try {

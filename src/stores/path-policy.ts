@@ -15,10 +15,15 @@ import type { BlockDevice } from '../block/types.ts';
 import { Errno, UsageError } from '../internal/errors.ts';
 import { parseStoreSpec } from '../config/store-spec.ts';
 import type { StoreSpec } from '../config/store-spec.ts';
+import type { RbdStoreSpec } from '../config/rbd-spec.ts';
 import type { OpenBlockDeviceOptions } from './open.ts';
 import { createRamDisk } from '../block/ram.ts';
 import { createNullDisk } from '../block/null.ts';
 import { openIscsiDevice } from '../iscsi-initiator/device.ts';
+import { openRbdDevice } from '../rbd/rbd-image.ts';
+import { openNbdDevice } from '../nbd-client/device.ts';
+import { X509_FILES } from '../nbd-client/tls-credentials.ts';
+import type { NbdStoreSpec } from '../config/nbd-uri.ts';
 import { openFileDisk } from '../block/file.ts';
 import { openDirectDisk } from '../block/direct.ts';
 import { createVolatileCache } from '../block/volatile-cache.ts';
@@ -44,7 +49,7 @@ character devices such as /dev/null, directories, FIFOs and sockets.`;
 /** What a store spec resolves to under a policy. */
 export type CheckedStore =
   | { readonly kind: 'memory' }
-  /** A remote LUN (iscsi://); its CHAP secret file, if any, passed the policy like a disk file. */
+  /** A remote LUN (iscsi://) or export (nbd://, nbd+unix://); key files named in it passed the policy like a disk file. */
   | { readonly kind: 'remote' }
   | {
       readonly kind: 'block-device' | 'file';
@@ -186,6 +191,31 @@ async function checkSecretFile(file: string | undefined, spec: string, policy: P
   if (!p.stat.isFile()) throw new UsageError(`store spec '${spec}': secret file ${file} is not a regular file`, { errno: Errno.EACCES });
 }
 
+/** An rbd: spec's conf and keyring files are read by librados for whoever wrote the spec: they pass the policy too. */
+async function checkRbdFiles(s: RbdStoreSpec, spec: string, policy: PathPolicy): Promise<void> {
+  await checkSecretFile(s.conf, spec, policy);
+  await checkSecretFile(s.options.find(([k]) => k === 'keyring')?.[1], spec, policy);
+}
+
+/**
+ * An NBD URI's TLS files (a PSK file, the x509 directory's PEM files) are read by us for whoever
+ * wrote the spec: they pass the policy too. The server itself, over TCP or a Unix socket, is a
+ * remote peer, as an iSCSI target is.
+ */
+async function checkNbdFiles(s: NbdStoreSpec, spec: string, policy: PathPolicy): Promise<void> {
+  await checkSecretFile(s.tls?.pskFile, spec, policy);
+  const dir = s.tls?.certificates;
+  if (dir === undefined) return;
+  for (const name of X509_FILES) {
+    const file = path.join(dir, name);
+    const exists = await fs.promises.lstat(file).then(
+      () => true,
+      () => false,
+    );
+    if (exists) await checkSecretFile(file, spec, policy);
+  }
+}
+
 /**
  * Checks a store spec against the policy without keeping anything open: for early errors while
  * parsing a command line. (Only openStoreUnderPolicy is safe against files replaced meanwhile.)
@@ -204,6 +234,12 @@ async function checkParsed(s: StoreSpec, spec: string, policy: PathPolicy): Prom
     case 'iscsi':
       await checkSecretFile(s.secretFile, spec, policy);
       await checkSecretFile(s.mutualSecretFile, spec, policy);
+      return { kind: 'remote' };
+    case 'rbd':
+      await checkRbdFiles(s, spec, policy);
+      return { kind: 'remote' };
+    case 'nbd':
+      await checkNbdFiles(s, spec, policy);
       return { kind: 'remote' };
     case 'file':
     case 'direct':
@@ -237,6 +273,12 @@ async function openParsed(s: StoreSpec, spec: string, policy: PathPolicy, opts: 
       await checkSecretFile(s.secretFile, spec, policy);
       await checkSecretFile(s.mutualSecretFile, spec, policy);
       return openIscsiDevice(s, { name: spec, readOnly });
+    case 'rbd':
+      await checkRbdFiles(s, spec, policy);
+      return openRbdDevice(s, { name: spec, readOnly });
+    case 'nbd':
+      await checkNbdFiles(s, spec, policy);
+      return openNbdDevice(s, { name: spec, readOnly });
     case 'file':
     case 'direct':
     case 'path': {

@@ -5,7 +5,7 @@
 // mapped, so a guest revoking a grant mid-I/O can only make its own request fail.
 import { BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_SEGMENTS_PER_REQUEST, SECTOR_SIZE } from '../../blkif/constants.ts';
 import { GNTST, PAGE_SIZE } from '../../hypervisor/types.ts';
-import type { BackendGrants, GrantCopyOp } from '../../hypervisor/types.ts';
+import type { BackendGrants, GrantCopyEnd, GrantCopyOp } from '../../hypervisor/types.ts';
 import type { Rejection } from '../request-validator.ts';
 import { truncate } from './segment-views.ts';
 import { decodeIndirectPage, grantFailure } from './types.ts';
@@ -17,6 +17,13 @@ import type { Attached, DataPath, GuestDataPath, IndirectRequest, SegmentRequest
  * largest request's 8.
  */
 const INDIRECT_SCRATCH_PAGES = 4 * BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST;
+
+/** One copy op and the two ends it names, rewritten in place for each batch. */
+interface CopyRecord {
+  readonly guest: { ref: number; readonly domid: number; offset: number };
+  readonly local: { buffer: Uint8Array };
+  readonly op: { source: GrantCopyEnd; dest: GrantCopyEnd; length: number };
+}
 
 export class GrantCopyPath implements GuestDataPath {
   readonly kind: DataPath = 'copy';
@@ -30,7 +37,10 @@ export class GrantCopyPath implements GuestDataPath {
   readonly #maxRequestPages: number;
   /** Pages the segment lists of a batch of indirect requests are copied into. */
   readonly #indirectScratch: Uint8Array;
+  readonly #scratchPages: Uint8Array[] = [];
+  /** The batch being built, made of #records (reused: no objects allocated per segment). */
   readonly #ops: GrantCopyOp[] = [];
+  readonly #records: CopyRecord[] = [];
   readonly #outcome: (Rejection | null)[] = [];
 
   /** `maxRequestPages`: segments of the largest request the ring accepts (direct or indirect). */
@@ -43,6 +53,7 @@ export class GrantCopyPath implements GuestDataPath {
     this.#pool = grants.allocBuffer(pages * PAGE_SIZE);
     for (let i = pages - 1; i >= 0; i--) this.#free.push(i);
     this.#indirectScratch = grants.allocBuffer(INDIRECT_SCRATCH_PAGES * PAGE_SIZE);
+    for (let page = 0; page < INDIRECT_SCRATCH_PAGES; page++) this.#scratchPages.push(this.#indirectScratch.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE));
   }
 
   canTakeRequest(): boolean {
@@ -61,7 +72,6 @@ export class GrantCopyPath implements GuestDataPath {
   ): void {
     const scratch = this.#indirectScratch;
     const ops = this.#ops;
-    const domid = this.#domid;
     let from = 0;
     while (from < count) {
       // Requests [from, to) whose pages fit the scratch (the largest request alone always does).
@@ -69,13 +79,7 @@ export class GrantCopyPath implements GuestDataPath {
       let page = 0;
       while (to < count && page + requests[to]!.indirectPages <= INDIRECT_SCRATCH_PAGES) {
         const r = requests[to++]!;
-        for (let p = 0; p < r.indirectPages; p++, page++) {
-          ops.push({
-            source: { ref: r.indirectRefs[p]!, domid, offset: 0 },
-            dest: { buffer: scratch.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE) },
-            length: PAGE_SIZE,
-          });
-        }
+        for (let p = 0; p < r.indirectPages; p++, page++) this.#addOp(r.indirectRefs[p]!, 0, this.#scratchPages[page]!, false);
       }
       const status = this.#grants.copy(ops);
       truncate(ops, 0);
@@ -144,7 +148,7 @@ export class GrantCopyPath implements GuestDataPath {
     failed: (request: R, why: Rejection) => void,
   ): void {
     const ops = this.#ops;
-    for (let i = 0; i < count; i++) this.#appendOps(requests[i]!, toGuest, ops);
+    for (let i = 0; i < count; i++) this.#appendOps(requests[i]!, toGuest);
     const status = this.#grants.copy(ops);
     truncate(ops, 0);
     let at = 0;
@@ -166,13 +170,27 @@ export class GrantCopyPath implements GuestDataPath {
   close(): void {}
 
   /** Appends the copy ops between the request's guest segments and its bounce vector. */
-  #appendOps(request: SegmentRequest, toGuest: boolean, ops: GrantCopyOp[]): void {
-    const domid = this.#domid;
-    for (let i = 0; i < request.nseg; i++) {
-      const guest = { ref: request.segGref[i]!, domid, offset: request.segFirst[i]! * SECTOR_SIZE };
-      const local = { buffer: request.iov[i]! };
-      ops.push(toGuest ? { source: local, dest: guest, length: local.buffer.length } : { source: guest, dest: local, length: local.buffer.length });
+  #appendOps(request: SegmentRequest, toGuest: boolean): void {
+    for (let i = 0; i < request.nseg; i++) this.#addOp(request.segGref[i]!, request.segFirst[i]! * SECTOR_SIZE, request.iov[i]!, toGuest);
+  }
+
+  /** Appends one op between the guest's `ref` (from `offset`) and `buffer`, in a reused record. */
+  #addOp(ref: number, offset: number, buffer: Uint8Array, toGuest: boolean): void {
+    const ops = this.#ops;
+    let record = this.#records[ops.length];
+    if (record === undefined) {
+      const guest = { ref: 0, domid: this.#domid, offset: 0 };
+      const local = { buffer };
+      record = { guest, local, op: { source: guest, dest: local, length: 0 } };
+      this.#records.push(record);
     }
+    record.guest.ref = ref;
+    record.guest.offset = offset;
+    record.local.buffer = buffer;
+    record.op.source = toGuest ? record.local : record.guest;
+    record.op.dest = toGuest ? record.guest : record.local;
+    record.op.length = buffer.length;
+    ops.push(record.op);
   }
 
   /** The first failed copy among the request's ops (from `at` in `status`), or null. */

@@ -10,6 +10,11 @@ import type { IscsiBenchReport, IscsiBenchTarget } from '../../bench/iscsi-bench
 import { blkbackTarget } from '../../bench/iscsi-target.ts';
 import { startTgt } from '../../bench/iscsi-tgt.ts';
 import { formatLinkFill, runLinkFill } from '../../bench/link-fill.ts';
+import { runNetBench } from '../../bench/net-bench.ts';
+import { formatNetTables } from '../../bench/net-report.ts';
+import type { NetBenchReport } from '../../bench/net-report.ts';
+import { NBD_SERVERS } from '../../bench/nbd-servers.ts';
+import type { NbdServerKind } from '../../bench/nbd-servers.ts';
 import type { LinkFillReport } from '../../bench/link-fill.ts';
 import { formatRunnerTable, runRunnerBench } from '../../bench/runner-bench.ts';
 import type { RunnerBenchReport } from '../../bench/runner-bench.ts';
@@ -29,15 +34,16 @@ import { parseSize } from '../../config/size.ts';
 import { UsageError } from '../../internal/errors.ts';
 import type { Command } from '../command.ts';
 
-const SUITES = ['blkif', 'runner', 'seed', 'aio', 'iscsi', 'scale', 'syscalls', 'all'] as const;
+const SUITES = ['blkif', 'runner', 'seed', 'aio', 'iscsi', 'scale', 'syscalls', 'net', 'all'] as const;
 type Suite = (typeof SUITES)[number];
 
 const help = `blkback bench — measure the virtualization path, the fio runner and the seed's jobs
 
-usage: blkback bench [--suite blkif|runner|seed|aio|iscsi|scale|syscalls|all] [--seconds N] [--rounds N] [--quick] [--json]
+usage: blkback bench [--suite blkif|runner|seed|aio|iscsi|scale|syscalls|net|all] [--seconds N] [--rounds N] [--quick] [--json]
                      [--span SIZE] [--rw randread,randwrite] [--bs 4k,64k] [--iodepth 1,32,256]
                      [--no-kernel] [--seed-size SIZE] [--seed-jobs randw,iometer]
                      [--iscsi-targets A,B] [--iscsi-size SIZE] [--iscsi-count N]
+                     [--net-size SIZE] [--net-servers blkback,nbdkit,qemu-nbd] [--rbd-conf PATH --rbd-image POOL/IMAGE [--rbd-id NAME] | --no-rbd]
                      [--guests 1,2,4] [--queues 1,2] [--workers 1,2] [--warmup N] [--plot FILE] [--results FILE] [--ring-page-order N]
 
 Suites (default blkif; 'npm run bench' runs blkif as well):
@@ -83,6 +89,19 @@ Suites (default blkif; 'npm run bench' runs blkif as well):
           channel calls (function calls here, system calls on real Xen) at the price our real-Xen
           binding pays for each; goal at most 0.5 a request on persistent and copy (needs root,
           fio's loop device set-up and perf; not part of 'all')
+  net     stores over the network, the seed's jobs (jobs/randw.fio, jobs/iometer.fio, derived copies
+          for fio's network engines: src/bench/net-fio-jobs.ts), paths taking turns in each round:
+            server  our NBD server ('blkback nbd-server', a RAM disk) vs nbdkit (memory plugin) vs
+                    qemu-nbd (a /dev/shm raw file), every export prefilled with the same random bytes
+                    and driven by 'fio --ioengine=nbd' over a Unix socket (goal: ours >= 1.2x nbdkit)
+            client  our NBD client (our fio runner bare on nbd+unix:///...) vs fio's nbd engine, both
+                    against nbdkit (goal: ours >= 0.9x fio)
+            rbd     our rbd: store (our runner bare) vs 'fio --ioengine=rbd' on one image, prefilled
+                    first: of an existing cluster (--rbd-conf, --rbd-image), or of a throwaway one
+                    brought up for the run and torn down after (one mon, one memstore OSD; Debian's
+                    ceph-mon, ceph-osd, ceph-common: skipped, saying so, without them; goal: ours >= 0.9x fio)
+          MB/s, IOPS, server and client CPU per I/O, and each ratio as the median of the rounds' own
+          ratios; each figure names its command (needs fio, nbdkit, nbdcopy, qemu-nbd; not part of 'all')
   all     blkif, runner, seed, aio (about 7 minutes on 2 cores)
 
 Options:
@@ -100,7 +119,9 @@ Options:
                     mbps, targetCpuSeconds, targetCpuUsPerIo, clientCpuSeconds, command }; scale:
                     { machine, store, ..., rows: [{ guests, queues, workers, iops, fairness,
                     cpuUsPerIo, rssPerRing, heapPerRing, heapPerRingAfterIo, rssPerGuest, ... }],
-                    skipped }), or { machine, blkif, runner, seed, aio } for all
+                    skipped }; net: { machine, setup, skipped, goals, results: [{ part, job, path, round,
+                    position, ios, mbps, iops, serverCpuUsPerIo, clientCpuUsPerIo, command }] }), or
+                    { machine, blkif, runner, seed, aio } for all
  blkif only:
   --span SIZE       bytes of disk the random offsets cover (default 1G)
   --rw LIST         randread, randwrite or both (default both)
@@ -110,7 +131,15 @@ Options:
   --xenstore-socket PATH  serve the simulated host's xenstore on this Unix socket while it runs
  seed only:
   --seed-size SIZE  size= of every job and of the store (default 512m; --quick: 128m)
-  --seed-jobs LIST  randw, iometer or both (default both)
+  --seed-jobs LIST  randw, iometer or both (default both; net too)
+ net only:
+  --net-size SIZE   size= of every job and of every export (default 256m; --quick: 32m)
+  --net-servers LIST  the server part's servers: blkback, nbdkit, qemu-nbd (default all; 'none' for none)
+  --rbd-conf PATH   ceph.conf of an existing cluster, for the rbd part (default: a throwaway cluster)
+  --rbd-image POOL/IMAGE  the image the rbd part writes (its first --net-size bytes are overwritten;
+                    create it with --image-feature layering: fio opens it once per job)
+  --rbd-id NAME     the cephx user (default admin)
+  --no-rbd          no rbd part
  scale only:
   --guests LIST     guests per configuration (default 1,2,4,8,16,32,64; --quick: 1,4,16)
   --queues LIST     rings per guest (multi-queue), 1..4 (default 1,2,4)
@@ -137,6 +166,8 @@ examples:
   blkback bench --suite all --json > bench.json
   blkback bench --suite iscsi --iscsi-targets tgt,tgt --quick
   blkback bench --suite scale --guests 1,8,64 --plot /tmp/scale.png
+  blkback bench --suite net --quick
+  blkback bench --suite net --rounds 3 --rbd-conf /etc/ceph/ceph.conf --rbd-image rbd/bench
 `;
 
 export const benchCommand: Command = {
@@ -171,6 +202,12 @@ export const benchCommand: Command = {
         'data-path': { type: 'string' },
         results: { type: 'string' },
         'ring-page-order': { type: 'string' },
+        'net-size': { type: 'string' },
+        'net-servers': { type: 'string' },
+        'rbd-conf': { type: 'string' },
+        'rbd-image': { type: 'string' },
+        'rbd-id': { type: 'string' },
+        'no-rbd': { type: 'boolean', default: false },
       },
       strict: true,
     });
@@ -267,6 +304,9 @@ export const benchCommand: Command = {
       linkFillRun = () => runLinkFill({ seconds, sizeBytes: lunBytes, progress });
     }
 
+    let netRun: (() => Promise<NetBenchReport>) | null = null;
+    if (suite === 'net') netRun = netSuite(values, { quick, seconds: secondsFor(4, 1), rounds, progress });
+
     let scaleRun: (() => Promise<ScaleReport>) | null = null;
     if (suite === 'scale') {
       const seconds = secondsFor(3, 0.5);
@@ -317,6 +357,7 @@ export const benchCommand: Command = {
     const linkFill = linkFillRun === null ? null : await linkFillRun();
     const scale = scaleRun === null ? null : await scaleRun();
     const syscalls = syscallRun === null ? null : await syscallRun();
+    const net = netRun === null ? null : await netRun();
     if (scale !== null) {
       const plot = values.plot ?? 'bench-scale.png';
       writeFileSync(plot, svgToPng(renderScaleChart(scaleChartInput(scale))));
@@ -334,12 +375,12 @@ export const benchCommand: Command = {
         };
         doc = { machine: machineInfo(), blkif: strip(blkif), runner: strip(runner), seed: strip(seed), aio: strip(aio) };
       } else {
-        doc = blkif ?? runner ?? seed ?? aio ?? scale ?? syscalls ?? (iscsi === null ? null : { ...iscsi, linkFill });
+        doc = blkif ?? runner ?? seed ?? aio ?? scale ?? syscalls ?? net ?? (iscsi === null ? null : { ...iscsi, linkFill });
       }
       process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
       return 0;
     }
-    const m = (blkif ?? runner ?? seed ?? aio ?? iscsi ?? scale ?? syscalls)!.machine;
+    const m = (blkif ?? runner ?? seed ?? aio ?? iscsi ?? scale ?? syscalls ?? net)!.machine;
     process.stdout.write(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.loadAverage.join(' ')}\n`);
     if (blkif !== null)
       process.stdout.write(
@@ -370,6 +411,11 @@ export const benchCommand: Command = {
           `${scaleGoalLines(scale).join('\n')}\n`,
       );
     }
+    if (net !== null)
+      process.stdout.write(
+        `\n## net: NBD servers, NBD clients and Ceph RBD, the seed's jobs (${net.seconds} s x ${net.rounds} round${net.rounds === 1 ? '' : 's'}, size=${net.sizeBytes})\n` +
+          `command: blkback bench ${argv.join(' ')}\n${net.setup.map((l) => `${l}\n`).join('')}\n${formatNetTables(net)}\n`,
+      );
     if (syscalls !== null) process.stdout.write(`\n## syscalls: per request, backend threads, phy: disk\n\n${formatSyscallTable(syscalls)}\n`);
     if (aio !== null) {
       process.stdout.write(
@@ -379,3 +425,44 @@ export const benchCommand: Command = {
     return 0;
   },
 };
+
+interface NetValues {
+  readonly 'net-size'?: string | undefined;
+  readonly 'net-servers'?: string | undefined;
+  readonly 'seed-jobs'?: string | undefined;
+  readonly 'rbd-conf'?: string | undefined;
+  readonly 'rbd-image'?: string | undefined;
+  readonly 'rbd-id'?: string | undefined;
+  readonly 'no-rbd'?: boolean | undefined;
+}
+
+/** `--suite net`'s options, checked before anything runs. */
+function netSuite(values: NetValues, o: { quick: boolean; seconds: number; rounds: number; progress: (line: string) => void }): () => Promise<NetBenchReport> {
+  const size = parseSize(values['net-size'] ?? (o.quick ? '32m' : '256m'), '--net-size');
+  if (size % 65536 !== 0) throw new UsageError(`--net-size: ${size} is not a multiple of 64 KiB (the seed's largest block)`);
+  const jobs = (values['seed-jobs'] ?? SEED_JOBS.join(',')).split(',').map((s) => {
+    if (!(SEED_JOBS as readonly string[]).includes(s)) throw new UsageError(`--seed-jobs: '${s}' is not one of ${SEED_JOBS.join(', ')}`);
+    return s as SeedJob;
+  });
+  const serversText = values['net-servers'] ?? NBD_SERVERS.join(',');
+  const servers =
+    serversText === 'none'
+      ? []
+      : serversText.split(',').map((s) => {
+          if (!(NBD_SERVERS as readonly string[]).includes(s)) throw new UsageError(`--net-servers: '${s}' is not one of ${NBD_SERVERS.join(', ')} (or none)`);
+          return s as NbdServerKind;
+        });
+  const conf = values['rbd-conf'];
+  const image = values['rbd-image'];
+  if ((conf === undefined) !== (image === undefined)) throw new UsageError('--rbd-conf and --rbd-image go together: the cluster and the image on it');
+  if (image !== undefined && !/^[^/@:]+\/[^/@:]+$/.test(image)) throw new UsageError(`--rbd-image: '${image}' is not POOL/IMAGE`);
+  if (values['rbd-id'] !== undefined && conf === undefined) throw new UsageError('--rbd-id goes with --rbd-conf and --rbd-image');
+  if (values['no-rbd'] === true && conf !== undefined) throw new UsageError('--no-rbd skips the rbd part: it does not go with --rbd-conf');
+  const rbd =
+    conf === undefined || image === undefined
+      ? values['no-rbd'] === true
+        ? 'none'
+        : 'throwaway'
+      : { conf, image, ...(values['rbd-id'] === undefined ? {} : { id: values['rbd-id'] }) };
+  return () => runNetBench({ seconds: o.seconds, rounds: o.rounds, size, jobs, servers, progress: o.progress, rbd });
+}

@@ -4,6 +4,7 @@ import { ctlCommand } from './ctl.ts';
 import { fioCommand } from './fio.ts';
 import { fuzzCommand } from './fuzz.ts';
 import { iscsiTargetCommand } from './iscsi-target.ts';
+import { nbdServerCommand } from './nbd-server.ts';
 import { reproduceCommand } from './reproduce.ts';
 import { runCommand } from './run.ts';
 import { serveCommand } from './serve.ts';
@@ -15,6 +16,7 @@ export const commands: readonly Command[] = [
   runCommand,
   serveCommand,
   iscsiTargetCommand,
+  nbdServerCommand,
   ctlCommand,
   benchCommand,
   xenstoredCommand,

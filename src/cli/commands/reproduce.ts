@@ -9,7 +9,12 @@ import { bwLogsOf, runExperiment, summarize } from '../../reproduce/experiment.t
 import type { Backend } from '../../reproduce/experiment.ts';
 import { SEED_LINK, parseLinkSpec } from '../../rig/link-spec.ts';
 import { cpuOfBackend, reproduceOnXen } from '../../reproduce/xen.ts';
+import { openRbdRig, startThrowawayRbdRig } from '../../rig/rbd-rig.ts';
+import type { RbdRig } from '../../rig/rbd-rig.ts';
+import { parseStoreSpec } from '../../config/store-spec.ts';
 import type { XenReproduceOutcome } from '../../reproduce/xen.ts';
+import type { ReportTable } from '../../report/index.ts';
+import { SYSCALL_GOAL } from '../../xen-tcg/syscalls.ts';
 import type { Command } from '../command.ts';
 
 const SEED_RATIO = 0.85; // the mail: "qdisk was around 15% down compared to blkback"
@@ -17,7 +22,8 @@ const SEED_RATIO = 0.85; // the mail: "qdisk was around 15% down compared to blk
 const help = `blkback reproduce — the 2011 xen-devel experiment, end to end, with its plots
 
 usage: blkback reproduce [--quick] [--runs N] [--runtime T] [--size SIZE] [--out DIR]
-                        [--rig local|iscsi] [--link 1gbit|none|RATE] [--storage SPEC]
+                        [--rig local|iscsi|rbd] [--link 1gbit|none|RATE] [--storage SPEC]
+                        [--rbd-conf PATH --rbd-image POOL/IMAGE [--rbd-id NAME] | --ceph-osds 1|3]
        blkback reproduce --xen [--quick] [--runs N] [--size SIZE] [--out DIR] [--cache DIR]
 
 Runs the mail's two fio job files (randw.fio: 4 jobs of 64 KiB random writes; iometer.fio: 2 jobs of
@@ -54,10 +60,24 @@ Options:
                    report says so. Both guests reach the LUN through our initiator: there is no
                    host page cache over it, so file differs from phy by blkback's path alone
   --rig local      the store on this host, as described above (the default without root)
+  --rig rbd        the store on Ceph: both guests' /dev/sdb is one RBD image, reached through librbd
+                   (an rbd: store): the image --rbd-image of an existing cluster (--rbd-conf), whose
+                   first --size bytes the runs overwrite, or, without them, a throwaway cluster
+                   brought up for the run and torn down after (Debian's ceph-mon, ceph-osd and
+                   ceph-common; no systemd): one mon, --ceph-osds memstore OSDs, pool rbd. The report
+                   says what the cluster was (Ceph version, OSDs up, objectstore, the pool's size and
+                   min_size). As with iscsi, there is no host page cache under the file guest
+  --rbd-conf PATH  an existing cluster's ceph.conf (with --rig rbd)
+  --rbd-image POOL/IMAGE  the image on it
+  --rbd-id NAME    the cephx user (default admin)
+  --ceph-osds N    the throwaway cluster's OSDs: 1 (pool size 1) or 3 (size 3 / min_size 2, each OSD
+                   in a network namespace of its own, as three hosts; needs root); default 3 as
+                   root, else 1
   --link RATE      the storage link with --rig iscsi: ${SEED_LINK} (default, the mail's), none
                    (unshaped veth), or a tc rate such as 100mbit, 2.5gbit
-  --storage SPEC   use this store for both backends instead (ram:2G, /dev/nvme0n1, ...; implies
-                   --rig local)
+  --storage SPEC   use this store for both backends instead: any store spec (ram:2G, /dev/nvme0n1,
+                   nbd+unix:///EXPORT?socket=PATH, nbd://HOST/EXPORT, rbd:POOL/IMAGE[:conf=PATH],
+                   iscsi://HOST/IQN/LUN, ...); implies --rig local, and the report names it
 
 On real Xen (--xen; root, and QEMU, which it installs from Debian with debootstrap when missing):
 the mail's literal chain, booted as Xen 4.17 under QEMU's software emulation (no KVM needed). In
@@ -76,6 +96,8 @@ minutes; the path is printed); a run with --quick takes about 5-10 minutes, a fu
 
 examples:
   blkback reproduce --quick --out /tmp/seed
+  blkback reproduce --quick --storage 'nbd+unix:///?socket=/tmp/nbdkit.sock' --size 256M
+  blkback reproduce --rig rbd --rbd-conf /etc/ceph/ceph.conf --rbd-image rbd/seed --quick
   sudo blkback reproduce --xen --quick --out /tmp/seed-xen
 `;
 
@@ -97,14 +119,31 @@ export const reproduceCommand: Command = {
         link: { type: 'string' },
         xen: { type: 'boolean', default: false },
         cache: { type: 'string' },
+        'rbd-conf': { type: 'string' },
+        'rbd-image': { type: 'string' },
+        'rbd-id': { type: 'string' },
+        'ceph-osds': { type: 'string' },
       },
     });
     if (values.xen) return reproduceXen(values);
     if (values.cache !== undefined) throw new UsageError('--cache is the Xen image cache: it goes with --xen');
     const rig = values.rig ?? (values.storage === undefined && process.getuid?.() === 0 ? 'iscsi' : 'local');
-    if (rig !== 'local' && rig !== 'iscsi') throw new UsageError(`--rig ${rig}: expected local or iscsi`);
-    if (rig === 'iscsi' && values.storage !== undefined) throw new UsageError('--storage names a local store: it goes with --rig local, not --rig iscsi');
-    if (rig === 'local' && values.link !== undefined) throw new UsageError("--link shapes the iSCSI rig's storage link: it goes with --rig iscsi");
+    if (rig !== 'local' && rig !== 'iscsi' && rig !== 'rbd') throw new UsageError(`--rig ${rig}: expected local, iscsi or rbd`);
+    if (rig !== 'local' && values.storage !== undefined) throw new UsageError(`--storage gives the store itself: it goes with --rig local, not --rig ${rig}`);
+    if (rig !== 'iscsi' && values.link !== undefined) throw new UsageError("--link shapes the iSCSI rig's storage link: it goes with --rig iscsi");
+    const rbdConf = values['rbd-conf'];
+    const rbdImage = values['rbd-image'];
+    if (rig !== 'rbd' && (rbdConf ?? rbdImage ?? values['rbd-id'] ?? values['ceph-osds']) !== undefined)
+      throw new UsageError('--rbd-conf, --rbd-image, --rbd-id and --ceph-osds go with --rig rbd');
+    if ((rbdConf === undefined) !== (rbdImage === undefined))
+      throw new UsageError('--rbd-conf and --rbd-image go together (an existing cluster and the image on it); give neither for a throwaway cluster');
+    if (rbdConf !== undefined && values['ceph-osds'] !== undefined)
+      throw new UsageError('--ceph-osds sizes the throwaway cluster: it does not go with --rbd-conf');
+    if (values['rbd-id'] !== undefined && rbdConf === undefined) throw new UsageError('--rbd-id is the user of an existing cluster: it goes with --rbd-conf');
+    const cephOsds = values['ceph-osds'] === undefined ? (process.getuid?.() === 0 ? 3 : 1) : Number(values['ceph-osds']);
+    if (cephOsds !== 1 && cephOsds !== 3) throw new UsageError(`--ceph-osds: '${values['ceph-osds']}' is not 1 or 3`);
+    // A bad spec fails here, before any store is made.
+    if (values.storage !== undefined) parseStoreSpec(values.storage);
     const link = parseLinkSpec(values.link ?? SEED_LINK);
     const runs = values.runs !== undefined ? Number(values.runs) : values.quick ? 1 : 3;
     if (!Number.isInteger(runs) || runs < 1 || runs > 100) throw new UsageError(`--runs: '${values.runs}' is not a run count (1..100)`);
@@ -127,18 +166,39 @@ export const reproduceCommand: Command = {
       process.stderr.write(`${line}\n`);
     };
     const started = Date.now();
+    let rbdRig: RbdRig | undefined;
+    if (rig === 'rbd') {
+      if (rbdConf === undefined || rbdImage === undefined) {
+        rbdRig = await startThrowawayRbdRig({ osds: cephOsds, imageBytes: storeBytes, log });
+      } else {
+        log(`--rig rbd: reading the cluster in ${rbdConf} and opening ${rbdImage}`);
+        rbdRig = await openRbdRig({
+          conf: rbdConf,
+          image: rbdImage,
+          minBytes: storeBytes,
+          ...(values['rbd-id'] === undefined ? {} : { id: values['rbd-id'] }),
+        });
+      }
+      log(`cluster: ${rbdRig.description}`);
+    }
+    const storage = rbdRig?.spec ?? values.storage;
     const outcome = await runExperiment({
       jobFiles,
       guestConfigs,
       runs,
       runtimeSeconds: runtime,
       storeBytes,
-      ...(values.storage === undefined ? {} : { storage: values.storage }),
-      rig,
+      ...(storage === undefined ? {} : { storage }),
+      ...(rbdRig === undefined
+        ? {}
+        : {
+            storageNote: `the seed's rig on Ceph: ${rbdRig.description}; both guests reach the image through librbd, so there is no host page cache under the file guest`,
+          }),
+      rig: rig === 'iscsi' ? 'iscsi' : 'local',
       link,
       outDir: out,
       progress: log,
-    });
+    }).finally(() => rbdRig?.close());
 
     const plots: { title: string; svg: string; caption: string }[] = [];
     for (const job of ['randw', 'iometer']) {
@@ -179,7 +239,15 @@ export const reproduceCommand: Command = {
     const rigReport = outcome.rig;
     const rigSetup =
       rigReport === undefined
-        ? { rig: 'local' }
+        ? rbdRig === undefined
+          ? { rig: 'local' }
+          : {
+              rig: 'rbd',
+              cluster: rbdRig.description,
+              ceph_osds: rbdRig.cluster.osds,
+              objectstore: rbdRig.cluster.objectstores.join(', '),
+              pool_size: rbdRig.cluster.poolSize,
+            }
         : {
             rig: 'iscsi',
             link: rigReport.link,
@@ -236,6 +304,8 @@ interface XenValues {
   readonly link?: string;
   readonly storage?: string;
   readonly runtime?: string;
+  readonly 'rbd-conf'?: string;
+  readonly 'rbd-image'?: string;
 }
 
 async function reproduceXen(values: XenValues): Promise<number> {
@@ -244,6 +314,8 @@ async function reproduceXen(values: XenValues): Promise<number> {
     ['--link', values.link],
     ['--storage', values.storage],
     ['--runtime', values.runtime],
+    ['--rbd-conf', values['rbd-conf']],
+    ['--rbd-image', values['rbd-image']],
   ] as const) {
     if (given !== undefined)
       throw new UsageError(`${name} is not for --xen: its rig is fixed (our target and Linux's initiator in dom0; the jobs run to their size)`);
@@ -347,9 +419,50 @@ function writeXenReport(outcome: XenReproduceOutcome, out: string, runs: number)
       caption: `${job}.fio in the guest: write bandwidth per backend and run`,
     })),
     table: { columns, rows },
+    tables: xenExtraTables(outcome),
   });
   writeFileSync(join(out, 'report.html'), html);
   process.stdout.write(`${formatTable(columns, rows)}\n`);
+  for (const t of xenExtraTables(outcome)) process.stdout.write(`\n${t.title}\n${formatTable(t.columns, t.rows)}\n`);
+}
+
+/** CPU per I/O per backend and serve's system calls per request, as test:xen's summary gives them. */
+function xenExtraTables(outcome: XenReproduceOutcome): ReportTable[] {
+  const tables: ReportTable[] = [];
+  if (outcome.cpuPerIo.length > 0) {
+    tables.push({
+      title: "dom0's CPU per I/O",
+      columns: ['job', 'pair', 'kernel xen-blkback: dom0 CPU ms/I/O', 'blkback serve: dom0 CPU ms/I/O', 'of it serve', 'ours/kernel'],
+      rows: outcome.cpuPerIo.map((r) => [
+        r.job,
+        r.pair === 0 ? 'median' : r.pair,
+        r.kernelMs.toFixed(2),
+        r.oursMs.toFixed(2),
+        r.serveMs.toFixed(2),
+        r.ratio.toFixed(2),
+      ]),
+      caption:
+        "dom0's busy CPUs during each run (2-second samples) times the run's seconds, over its I/Os (fio's writes and verify reads). " +
+        'Emulated CPU time swings from boot to boot: compare the backends within a pair.',
+    });
+  }
+  if (outcome.syscalls.length > 0) {
+    tables.push({
+      title: "serve's system calls per request",
+      columns: ['disk', 'data path', 'requests', 'system calls', 'per request', `goal <= ${SYSCALL_GOAL}`, 'most frequent, per request'],
+      rows: outcome.syscalls.map((f) => [
+        f.disk,
+        f.dataPath ?? 'unknown',
+        f.requests,
+        f.syscalls,
+        f.perRequest.toFixed(2),
+        f.perRequest <= SYSCALL_GOAL ? 'PASS' : 'MISS',
+        f.top.map((t) => `${t.name} ${t.perRequest.toFixed(2)}`).join(', '),
+      ]),
+      caption: 'Counted by strace -c -f -p <serve> in dom0 while the guest ran 4 KiB random reads, then writes, at queue depth 32 on that disk alone.',
+    });
+  }
+  return tables;
 }
 
 /** '12.3 s (45% of one core over 27 s)'. */

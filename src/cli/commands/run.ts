@@ -7,13 +7,13 @@ import { parseSize } from '../../config/size.ts';
 import { ALLOW_PATH_OPTION_HELP, PATH_POLICY_HELP, resolvePathPolicy } from '../../stores/path-policy.ts';
 import { UsageError } from '../../internal/errors.ts';
 import { configureSocketAccess, takeAllowUidOptions } from '../../internal/unix-listener.ts';
-import { SimHost } from '../../toolstack/host.ts';
+import { SimHost } from '../../sim-host/host.ts';
 import { blkbackControlTarget } from '../../control/blkback-target.ts';
 import { serveControl } from '../../control/server.ts';
 import type { ControlServer } from '../../control/server.ts';
 import { simToolstack } from '../../control/sim-toolstack.ts';
-import { guestConfigFromXl } from '../../toolstack/from-xl.ts';
-import type { VerifyResult } from '../../workload/verify.ts';
+import { guestConfigFromXl } from '../../sim-host/from-xl.ts';
+import type { VerifyResult } from '../../loadgen/verify.ts';
 import type { Command } from '../command.ts';
 
 const help = `blkback run — start simulated guests from xl config files and check their disks

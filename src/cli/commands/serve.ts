@@ -18,7 +18,7 @@ import { configureSocketAccess, takeAllowUidOptions } from '../../internal/unix-
 import { IO_ENGINES } from '../../block/direct.ts';
 import { linuxAioProblem } from '../../internal/linux-aio.ts';
 import type { IoEngine } from '../../block/direct.ts';
-import { StoreRegistry } from '../../toolstack/stores.ts';
+import { StoreRegistry } from '../../sim-host/stores.ts';
 import { backendRoot } from '../../xenbus/device-paths.ts';
 import { ALLOW_PATH_OPTION_HELP, PATH_POLICY_HELP, resolvePathPolicy } from '../../stores/path-policy.ts';
 import type { Command } from '../command.ts';

@@ -1,7 +1,7 @@
 // Guest workload: the benchmark's random-I/O load on one disk.
 import type { GuestContext } from '../context.ts';
-import { runRandomIo } from '../../workload/random-io.ts';
-import type { RandomIoParams } from '../../workload/random-io.ts';
+import { runRandomIo } from '../../loadgen/random-io.ts';
+import type { RandomIoParams } from '../../loadgen/random-io.ts';
 
 export default async function randomIo(ctx: GuestContext, params: unknown): Promise<unknown> {
   const p = params as RandomIoParams & { disk?: string };

@@ -3,8 +3,8 @@
 // before and after the rings connect), then keeps `iodepth` random reads of `bs` bytes in flight
 // until told to stop, counting each read and checking its stamp in the shared control block.
 import { Blkfront } from '../../blkfront/blkfront.ts';
-import { Rng } from '../../workload/pattern.ts';
-import { hasStamp, ScaleControl, ScalePhase, STAMP_BLOCK } from '../../workload/scale-control.ts';
+import { Rng } from '../../loadgen/pattern.ts';
+import { hasStamp, ScaleControl, ScalePhase, STAMP_BLOCK } from '../../loadgen/scale-control.ts';
 import type { GuestContext } from '../context.ts';
 
 export interface ScaleReaderParams {

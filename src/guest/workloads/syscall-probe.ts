@@ -2,8 +2,8 @@
 // leave this thread's system calls out of the backend's), then runs the random-I/O load.
 import { createRequire } from 'node:module';
 import type { GuestContext } from '../context.ts';
-import { runRandomIo } from '../../workload/random-io.ts';
-import type { RandomIoParams } from '../../workload/random-io.ts';
+import { runRandomIo } from '../../loadgen/random-io.ts';
+import type { RandomIoParams } from '../../loadgen/random-io.ts';
 
 const require = createRequire(import.meta.url);
 

@@ -1,7 +1,7 @@
 // Guest workload: the integrity load on one of the guest's disks, plus blkfront's counters.
 import type { GuestContext } from '../context.ts';
-import { runVerify } from '../../workload/verify.ts';
-import type { VerifyParams } from '../../workload/verify.ts';
+import { runVerify } from '../../loadgen/verify.ts';
+import type { VerifyParams } from '../../loadgen/verify.ts';
 
 export default async function verify(ctx: GuestContext, params: unknown): Promise<unknown> {
   const p = (params ?? {}) as VerifyParams & { disk?: string };

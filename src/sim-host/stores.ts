@@ -45,8 +45,8 @@ export interface StoreRequest {
   readonly readOnly?: boolean;
 }
 
-/** Specs opened as written when mapped or trusted (an iscsi:// URL names a LUN, not a host path). */
-const PREFIXED = /^(phy|file|direct|iscsi):/;
+/** Specs opened as written when mapped or trusted (an iscsi:// or nbd:// URL or an rbd: image names a LUN, export or image, not a host path). */
+const PREFIXED = /^(phy|file|direct|iscsi|rbd|nbds?|nbds?\+unix):/;
 const MEMORY = /^(ram|null):/;
 
 export class StoreRegistry {
