@@ -76,8 +76,8 @@ options:
                            xen-blkback). Linux blkfront uses one per guest vCPU up to this (and up
                            to its own max_queues, 4 by default); 1 gives every disk one ring
   --max-inflight N         requests in flight across all disks before rings wait (default 4096)
-  --workers N              data-plane worker threads (0..${MAX_WORKERS}; default 0, the main thread,
-                           until workers have run on real Xen; try the CPU count). Each guest ring (each queue of each disk) is served by one of
+  --workers N              data-plane worker threads (0..${MAX_WORKERS}; default 0, the main thread;
+                           2 passed test:xen's same-guest boot on real Xen, which CI runs with it). Each guest ring (each queue of each disk) is served by one of
                            them, the least loaded when it connects: the worker maps the ring, binds
                            its event channel with its own /dev/xen/gntdev and /dev/xen/evtchn
                            handles and does its I/O, while the main thread keeps xenstore, the
