@@ -4,9 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { DirectReplyReader } from '../src/nbd/client-extras.ts';
-import type { DataTarget, DirectReplySink } from '../src/nbd/client-extras.ts';
-import type { ChunkHeader } from '../src/nbd/reply-reader.ts';
+import { ReplyReader } from '../src/nbd/reply-reader.ts';
+import type { ChunkHeader, DataTarget, ReplySink } from '../src/nbd/reply-reader.ts';
 import { NBD_REPLY_FLAG_DONE } from '../src/nbd/constants.ts';
 import { encodeErrorChunk, encodeOffsetHoleChunk, encodeSimpleReply, OFFSET_DATA_HEADER_LENGTH, writeOffsetDataHeader } from '../src/nbd/transmission.ts';
 
@@ -17,7 +16,7 @@ interface Seen {
   framing: string[];
 }
 
-function sinkFor(reads: Map<number, Uint8Array>, seen: Seen): DirectReplySink {
+function sinkFor(reads: Map<number, Uint8Array>, seen: Seen): ReplySink {
   return {
     simpleReplyTarget: (_hi, lo) => {
       const buf = reads.get(lo);
@@ -55,7 +54,7 @@ test('replies cut anywhere and delivered through one reused buffer reach the sin
       [3, new Uint8Array(b.length)],
     ]);
     const seen: Seen = { simple: [], offsetData: [], chunks: [], framing: [] };
-    const reader = new DirectReplyReader(sinkFor(reads, seen), 1 << 20);
+    const reader = new ReplyReader(sinkFor(reads, seen), 1 << 20);
     const reused = Buffer.alloc(cut);
     for (let at = 0; at < stream.length; at += cut) {
       const n = Math.min(cut, stream.length - at);

@@ -312,22 +312,22 @@ test('ReplyReader: simple replies with read data and structured chunks at every 
     [
       '67446698 00000000 00000000 00000001 aabbccdd', // read of 4, no error
       '67446698 00000005 00000000 00000002', // error: no data follows
-      '668e33ef 0000 0001 00000000 00000003 0000000a 0000000000000200 1122', // OFFSET_DATA
+      '668e33ef 0000 0001 00000000 00000003 0000000a 0000000000000200 1122', // OFFSET_DATA at 0x200, 2 bytes
       '668e33ef 0001 0000 00000000 00000003 00000000', // NONE, DONE
       '67446698 00000000 00000000 00000004', // a flush: no data
     ].join(''),
   );
-  const readLengths = new Map([
-    [1, 4],
-    [2, 4],
-    [4, 0],
-  ]);
   for (const chunks of splits(stream)) {
     const seen: unknown[] = [];
+    const read1 = new Uint8Array(4);
+    const read3 = new Uint8Array(4);
     const reader = new ReplyReader(
       {
-        simpleReplyDataLength: (_hi, lo) => readLengths.get(lo) ?? -1,
-        onSimpleReply: (error, _hi, lo, data) => seen.push(['simple', error, lo, data?.toString('hex') ?? null]),
+        simpleReplyTarget: (_hi, lo) =>
+          lo === 1 ? { length: 4, target: { iov: [read1], at: 0 } } : lo === 4 ? { length: 0, target: { iov: [], at: 0 } } : undefined,
+        onSimpleReply: (error, _hi, lo) => seen.push(['simple', error, lo]),
+        offsetDataTarget: (_h: ChunkHeader, offset) => ({ iov: [read3], at: offset - 0x200 }),
+        onOffsetData: (h: ChunkHeader, offset, length) => seen.push(['data', h.cookieLo, offset, length]),
         onChunk: (h: ChunkHeader, payload) => seen.push(['chunk', h.flags, h.type, h.cookieLo, payload.toString('hex')]),
         onFramingError: (kind) => assert.fail(kind),
       },
@@ -335,26 +335,31 @@ test('ReplyReader: simple replies with read data and structured chunks at every 
     );
     for (const chunk of chunks) reader.push(Buffer.from(chunk));
     assert.deepEqual(seen, [
-      ['simple', 0, 1, 'aabbccdd'],
-      ['simple', 5, 2, null],
-      ['chunk', 0, 1, 3, '00000000000002001122'],
+      ['simple', 0, 1],
+      ['simple', 5, 2],
+      ['data', 3, 0x200, 2],
       ['chunk', 1, 0, 3, ''],
-      ['simple', 0, 4, null],
+      ['simple', 0, 4],
     ]);
+    assert.equal(Buffer.from(read1).toString('hex'), 'aabbccdd');
+    assert.equal(Buffer.from(read3).toString('hex'), '11220000');
   }
 });
 
-test('ReplyReader stops at a bad magic, an oversized chunk or an unknown cookie', () => {
+test('ReplyReader stops at a bad magic, an oversized chunk, an unknown cookie or a short OFFSET_DATA chunk', () => {
   for (const [stream, kind] of [
     [hex('67446699 00000000 00000000 00000001'), 'bad-magic'],
-    [hex('668e33ef 0000 0001 00000000 00000003 00100001'), 'chunk-too-long'],
+    [hex('668e33ef 0000 0005 00000000 00000003 00100001'), 'chunk-too-long'],
     [hex('67446698 00000000 00000000 00000009'), 'unknown-cookie'],
+    [hex('668e33ef 0000 0001 00000000 00000003 00000004'), 'bad-chunk'],
   ] as const) {
     const errors: string[] = [];
     const reader = new ReplyReader(
       {
-        simpleReplyDataLength: () => -1,
+        simpleReplyTarget: () => undefined,
         onSimpleReply: () => assert.fail('no reply expected'),
+        offsetDataTarget: () => assert.fail('no data expected'),
+        onOffsetData: () => assert.fail('no data expected'),
         onChunk: () => assert.fail('no chunk expected'),
         onFramingError: (k) => errors.push(k),
       },

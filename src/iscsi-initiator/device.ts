@@ -15,6 +15,7 @@
 // read-only disk, and writes, discards and write-zeroes are refused here with EROFS, never sent.
 import { readFile } from 'node:fs/promises';
 import type { BlockDevice, BlockDeviceInfo } from '../block/types.ts';
+import { Reconnector, UnflushedWrites } from '../block/reconnect.ts';
 import { WRITE_FUA } from '../block/types.ts';
 import type { IscsiStoreSpec } from '../config/store-spec.ts';
 import { BlockError, Errno, UsageError } from '../internal/errors.ts';
@@ -61,7 +62,6 @@ const MAX_COMMAND_RETRIES = 16;
 const BUSY_RETRY_MS = 10;
 /** Connections one command may be sent on before it fails (a command the target always drops). */
 const MAX_RESENDS = 8;
-const RECONNECT_BACKOFF_MS = [50, 100, 200, 500, 1000] as const;
 
 export interface IscsiDeviceCounters extends SessionCounters {
   reconnects: number;
@@ -173,17 +173,10 @@ export class IscsiBlockDevice implements BlockDevice {
   #maxTransfer = MAX_TRANSFER_BYTES;
   #maxUnmapBlocks = DEFAULT_MAX_UNMAP_BLOCKS;
   #session: InitiatorSession | undefined;
-  #reconnecting: Promise<InitiatorSession> | undefined;
-  /** When the session was lost (reconnect deadlines count from here); undefined while connected. */
-  #lostAt: number | undefined;
-  /** A reconnect window ran out: later requests get one attempt each, not a new window. */
-  #gaveUp = false;
+  readonly #reconnector: Reconnector<InitiatorSession>;
   #closed = false;
-  /** Writes acknowledged so far, and how many of the first of them a completed flush covers. */
-  #writesAcked = 0;
-  #writesFlushed = 0;
-  /** The session was lost or reset with possibly unflushed writes: the next flush fails. */
-  #cacheLost = false;
+  /** Acknowledged writes a flush has not covered yet; a lost session or a reset flags them. */
+  readonly #unflushed = new UnflushedWrites();
 
   readonly #nop: { readonly nopIntervalMs: number; readonly nopTimeoutMs: number };
   readonly #connectTransport: typeof connectTcp;
@@ -209,6 +202,18 @@ export class IscsiBlockDevice implements BlockDevice {
     this.#where = where;
     this.#chap = chap;
     this.#readOnly = readOnly;
+    this.#reconnector = new Reconnector({
+      windowMs: spec.reconnectTimeoutMs,
+      connect: async () => {
+        const session = await this.#connect();
+        this.#session = session;
+        this.counters.reconnects++;
+        return session;
+      },
+      closed: () => (this.#closed ? new BlockError('BLK_ERR_CLOSED', `${this.#where}: device closed`) : undefined),
+      gaveUp: (lastError) =>
+        new IscsiConnectionLost(`${this.#where}: connection lost and not restored within ${spec.reconnectTimeoutMs / 1000} s (last attempt: ${lastError})`),
+    });
   }
 
   get info(): BlockDeviceInfo {
@@ -307,12 +312,11 @@ export class IscsiBlockDevice implements BlockDevice {
     });
     session.onLost(() => {
       if (this.#session === session) {
-        this.#lostAt = Date.now();
+        this.#reconnector.lost();
         this.#lostVolatileState();
       }
     });
-    this.#lostAt = undefined;
-    this.#gaveUp = false;
+    this.#reconnector.connected();
     return session;
   }
 
@@ -332,7 +336,7 @@ export class IscsiBlockDevice implements BlockDevice {
 
   /** The target's cache may have dropped what it held: flag it if writes could be there. */
   #lostVolatileState(): void {
-    if (this.#writesAcked > this.#writesFlushed) this.#cacheLost = true;
+    this.#unflushed.cacheMayBeLost();
   }
 
   /** The live session, logging in again after a loss (within the reconnect window). */
@@ -340,34 +344,7 @@ export class IscsiBlockDevice implements BlockDevice {
     const s = this.#session;
     if (s !== undefined && !s.lost) return Promise.resolve(s);
     if (this.#closed) return Promise.reject(new BlockError('BLK_ERR_CLOSED', `${this.#where}: device closed`, { errno: Errno.EIO }));
-    this.#reconnecting ??= this.#reconnect().finally(() => {
-      this.#reconnecting = undefined;
-    });
-    return this.#reconnecting;
-  }
-
-  async #reconnect(): Promise<InitiatorSession> {
-    const lostAt = this.#lostAt ?? Date.now();
-    const deadline = this.#gaveUp ? Date.now() : lostAt + this.#spec.reconnectTimeoutMs;
-    let lastError = 'no attempt';
-    for (let attempt = 0; ; attempt++) {
-      if (this.#closed) throw new BlockError('BLK_ERR_CLOSED', `${this.#where}: device closed`);
-      try {
-        const session = await this.#connect();
-        this.#session = session;
-        this.counters.reconnects++;
-        return session;
-      } catch (err) {
-        lastError = err instanceof Error ? err.message : String(err);
-      }
-      const wait = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)]!;
-      if (Date.now() + wait > deadline) break;
-      await sleep(wait);
-    }
-    this.#gaveUp = true;
-    throw new IscsiConnectionLost(
-      `${this.#where}: connection lost and not restored within ${this.#spec.reconnectTimeoutMs / 1000} s (last attempt: ${lastError})`,
-    );
+    return this.#reconnector.reconnect();
   }
 
   /** One command to a GOOD status: resent on a new session after a loss, retried after unit attentions. */
@@ -438,25 +415,23 @@ export class IscsiBlockDevice implements BlockDevice {
       const c = new Uint8Array(16);
       writeCdb(c, offset / this.#blockSize, whole.byteLength / this.#blockSize, fua);
       await this.#run({ cdb: c, lun: this.#spec.lun, dataOut: whole }, 'WRITE(16)');
-      if (!fua) this.#writesAcked++;
+      if (!fua) this.#unflushed.acked();
       return;
     }
     await this.#chunks(whole.byteLength, this.#maxTransfer, async (at, length) => {
       const c = new Uint8Array(16);
       writeCdb(c, (offset + at) / this.#blockSize, length / this.#blockSize, fua);
       await this.#run({ cdb: c, lun: this.#spec.lun, dataOut: whole.subarray(at, at + length) }, 'WRITE(16)');
-      if (!fua) this.#writesAcked++;
+      if (!fua) this.#unflushed.acked();
     });
   }
 
   async flush(): Promise<void> {
     // nothing was written through a read-only device, so nothing of ours can sit in a cache
     if (this.#readOnlyReason() !== undefined) return;
-    const covers = this.#writesAcked;
+    const covers = this.#unflushed.flushStarting();
     await this.#run({ cdb: cdb(synchronizeCacheCdb), lun: this.#spec.lun }, 'SYNCHRONIZE CACHE(16)');
-    this.#writesFlushed = Math.max(this.#writesFlushed, covers);
-    if (this.#cacheLost) {
-      this.#cacheLost = false;
+    if (this.#unflushed.flushed(covers)) {
       this.counters.lostCacheFlushes++;
       throw new BlockError(
         'BLK_ERR_ISCSI_CACHE_LOST',
@@ -491,7 +466,7 @@ export class IscsiBlockDevice implements BlockDevice {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#watchdog);
-    await this.#reconnecting?.catch(() => undefined);
+    await this.#reconnector.settled();
     const s = this.#session;
     if (s === undefined) return;
     await s.logout(LOGOUT_TIMEOUT_MS);

@@ -1,7 +1,7 @@
 // One NBD connection in the transmission phase: requests go out with a header and their data in
 // one writev, many at once, each with its own cookie; replies (simple or structured, in any order)
 // are matched back by cookie, and read data is copied from the socket's chunks straight into the
-// caller's buffers (DirectReplyReader). A lost connection, or a server that breaks the protocol,
+// caller's buffers (ReplyReader). A lost connection, or a server that breaks the protocol,
 // fails every request in flight with NbdConnectionLost: the device decides whether to send them
 // again on a new connection.
 import type { Socket } from 'node:net';
@@ -16,9 +16,8 @@ import {
   ReplyType,
   commandName,
 } from '../nbd/constants.ts';
-import { DirectReplyReader } from '../nbd/client-extras.ts';
-import type { DataTarget, DirectReplySink } from '../nbd/client-extras.ts';
-import type { ChunkHeader } from '../nbd/reply-reader.ts';
+import { ReplyReader } from '../nbd/reply-reader.ts';
+import type { ChunkHeader, DataTarget, ReplySink } from '../nbd/reply-reader.ts';
 import { decodeBlockStatus, decodeErrorChunk, decodeOffsetHole, writeRequestHeader } from '../nbd/transmission.ts';
 import type { RequestHeader } from '../nbd/transmission.ts';
 import { NbdProtocolError } from '../nbd/errors.ts';
@@ -53,12 +52,12 @@ interface Pending {
   extents: BlockExtent[] | undefined;
 }
 
-export class NbdConnection implements DirectReplySink {
+export class NbdConnection implements ReplySink {
   readonly info: ExportInfo;
   readonly #socket: Socket;
   readonly #where: string;
   readonly #counters: ConnectionCounters;
-  readonly #reader: DirectReplyReader;
+  readonly #reader: ReplyReader;
   readonly #pending = new Map<number, Pending>();
   readonly #onLost: (() => void)[] = [];
   readonly #request: RequestHeader = { flags: 0, type: 0, cookieHi: 0, cookieLo: 0, offset: 0, length: 0 };
@@ -75,7 +74,7 @@ export class NbdConnection implements DirectReplySink {
     this.info = info;
     this.#where = where;
     this.#counters = counters;
-    this.#reader = new DirectReplyReader(this, MAX_CHUNK_PAYLOAD, early);
+    this.#reader = new ReplyReader(this, MAX_CHUNK_PAYLOAD, early);
     socket.setNoDelay?.(true);
     onSocketBytes(socket, (bytes) => this.#reader.push(bytes));
     socket.on('error', () => undefined); // 'close' follows and says it
@@ -200,7 +199,7 @@ export class NbdConnection implements DirectReplySink {
     this.shutdown(`the server broke the protocol: ${message}`);
   }
 
-  // ---- DirectReplySink ----------------------------------------------------------------------
+  // ---- ReplySink ----------------------------------------------------------------------
 
   simpleReplyTarget(cookieHi: number, cookieLo: number): { length: number; target: DataTarget } | undefined {
     const p = cookieHi === 0 ? this.#pending.get(cookieLo) : undefined;

@@ -15,6 +15,7 @@
 import type { Socket } from 'node:net';
 import type { BlockDevice, BlockDeviceInfo, BlockExtent } from '../block/types.ts';
 import { WRITE_FUA } from '../block/types.ts';
+import { Reconnector, UnflushedWrites } from '../block/reconnect.ts';
 import { describeNbdTarget } from '../config/nbd-uri.ts';
 import type { NbdStoreSpec } from '../config/nbd-uri.ts';
 import { BlockError, Errno } from '../internal/errors.ts';
@@ -32,7 +33,6 @@ const CONNECT_TIMEOUT_MS = 10_000;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Connections one request may be sent on before it fails (a request the server always drops). */
 const MAX_RESENDS = 8;
-const RECONNECT_BACKOFF_MS = [50, 100, 200, 500, 1000] as const;
 /** TRIM, WRITE_ZEROES and BLOCK_STATUS lengths are u32: cut larger ranges below 4 GiB. */
 const MAX_RANGE = 0x80000000;
 /** Largest zero buffer written when the server has no WRITE_ZEROES. */
@@ -79,17 +79,9 @@ export class NbdBlockDevice implements BlockDevice {
   #blockSize = 512;
   #maxPayload = 32 << 20;
   #connection: NbdConnection | undefined;
-  #reconnecting: Promise<NbdConnection> | undefined;
-  /** When the connection was lost (reconnect deadlines count from here); undefined while connected. */
-  #lostAt: number | undefined;
-  /** A reconnect window ran out: later requests get one attempt each, not a new window. */
-  #gaveUp = false;
+  readonly #reconnector: Reconnector<NbdConnection>;
   #closed = false;
-  /** Writes acknowledged so far, and how many of the first of them a completed flush covers. */
-  #writesAcked = 0;
-  #writesFlushed = 0;
-  /** The connection was lost with possibly unflushed writes: the next flush fails. */
-  #cacheLost = false;
+  readonly #unflushed = new UnflushedWrites();
   #zeroes: Uint8Array | undefined;
 
   constructor(spec: NbdStoreSpec, name: string, where: string, creds: TlsCredentials | undefined, readOnly: boolean, connectTimeoutMs: number) {
@@ -99,6 +91,18 @@ export class NbdBlockDevice implements BlockDevice {
     this.#creds = creds;
     this.#readOnly = readOnly;
     this.#connectTimeoutMs = connectTimeoutMs;
+    this.#reconnector = new Reconnector({
+      windowMs: spec.reconnectTimeoutMs,
+      connect: async () => {
+        const c = await this.#connect();
+        this.#connection = c;
+        this.counters.reconnects++;
+        return c;
+      },
+      closed: () => (this.#closed ? new BlockError('BLK_ERR_CLOSED', `${this.#where}: device closed`, { errno: Errno.EIO }) : undefined),
+      gaveUp: (lastError) =>
+        new NbdConnectionLost(`${this.#where}: connection lost and not restored within ${spec.reconnectTimeoutMs / 1000} s (last attempt: ${lastError})`),
+    });
   }
 
   get info(): BlockDeviceInfo {
@@ -157,12 +161,11 @@ export class NbdBlockDevice implements BlockDevice {
     const c = new NbdConnection(done.socket, done.info, this.#where, this.counters, done.early);
     c.onLost(() => {
       if (this.#connection !== c) return;
-      this.#lostAt = Date.now();
-      // the server's cache may have gone with it: flag it if our writes could be there
-      if (this.#flag(TransmissionFlag.NBD_FLAG_SEND_FLUSH) && this.#writesAcked > this.#writesFlushed) this.#cacheLost = true;
+      this.#reconnector.lost();
+      // the server's cache may have gone with it (it has one when it offers flush)
+      if (this.#flag(TransmissionFlag.NBD_FLAG_SEND_FLUSH)) this.#unflushed.cacheMayBeLost();
     });
-    this.#lostAt = undefined;
-    this.#gaveUp = false;
+    this.#reconnector.connected();
     return c;
   }
 
@@ -171,34 +174,7 @@ export class NbdBlockDevice implements BlockDevice {
     const c = this.#connection;
     if (c !== undefined && !c.lost) return Promise.resolve(c);
     if (this.#closed) return Promise.reject(new BlockError('BLK_ERR_CLOSED', `${this.#where}: device closed`, { errno: Errno.EIO }));
-    this.#reconnecting ??= this.#reconnect().finally(() => {
-      this.#reconnecting = undefined;
-    });
-    return this.#reconnecting;
-  }
-
-  async #reconnect(): Promise<NbdConnection> {
-    const lostAt = this.#lostAt ?? Date.now();
-    const deadline = this.#gaveUp ? Date.now() : lostAt + this.#spec.reconnectTimeoutMs;
-    let lastError = 'no attempt';
-    for (let attempt = 0; ; attempt++) {
-      if (this.#closed) throw new BlockError('BLK_ERR_CLOSED', `${this.#where}: device closed`, { errno: Errno.EIO });
-      try {
-        const c = await this.#connect();
-        this.#connection = c;
-        this.counters.reconnects++;
-        return c;
-      } catch (err) {
-        lastError = err instanceof Error ? err.message : String(err);
-      }
-      const wait = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)]!;
-      if (Date.now() + wait > deadline) break;
-      await sleep(wait);
-    }
-    this.#gaveUp = true;
-    throw new NbdConnectionLost(
-      `${this.#where}: connection lost and not restored within ${this.#spec.reconnectTimeoutMs / 1000} s (last attempt: ${lastError})`,
-    );
+    return this.#reconnector.reconnect();
   }
 
   /** One request to an answer: sent again on a new connection after a loss. */
@@ -249,7 +225,7 @@ export class NbdBlockDevice implements BlockDevice {
     if (length === 0) return;
     const one = async (at: number, n: number, data: readonly Uint8Array[]): Promise<void> => {
       await this.#run('write', (c) => c.write(offset + at, data, fua));
-      if (!fua) this.#writesAcked++;
+      if (!fua) this.#unflushed.acked();
     };
     if (length <= this.#maxPayload) await one(0, length, iov);
     else await this.#pieces(length, this.#maxPayload, (at, n) => one(at, n, sliceIov(iov, at, n)));
@@ -260,11 +236,9 @@ export class NbdBlockDevice implements BlockDevice {
   async flush(): Promise<void> {
     // nothing was written through a read-only device, and without SEND_FLUSH there is no cache
     if (this.#readOnly || !this.#flag(TransmissionFlag.NBD_FLAG_SEND_FLUSH)) return;
-    const covers = this.#writesAcked;
+    const covers = this.#unflushed.flushStarting();
     await this.#run('flush', (c) => c.command(Command.NBD_CMD_FLUSH, 0, 0));
-    this.#writesFlushed = Math.max(this.#writesFlushed, covers);
-    if (this.#cacheLost) {
-      this.#cacheLost = false;
+    if (this.#unflushed.flushed(covers)) {
       this.counters.lostCacheFlushes++;
       throw new BlockError(
         'BLK_ERR_NBD_CACHE_LOST',
@@ -281,7 +255,7 @@ export class NbdBlockDevice implements BlockDevice {
       throw new BlockError('BLK_ERR_UNSUPPORTED', `${this.#where}: the server does not offer trim (no NBD_FLAG_SEND_TRIM)`, { errno: Errno.EOPNOTSUPP });
     await this.#pieces(length, this.#rangeLimit(), async (at, n) => {
       await this.#run('trim', (c) => c.command(Command.NBD_CMD_TRIM, offset + at, n));
-      this.#writesAcked++;
+      this.#unflushed.acked();
     });
   }
 
@@ -291,7 +265,7 @@ export class NbdBlockDevice implements BlockDevice {
     if (this.#flag(TransmissionFlag.NBD_FLAG_SEND_WRITE_ZEROES)) {
       await this.#pieces(length, this.#rangeLimit(), async (at, n) => {
         await this.#run('write-zeroes', (c) => c.command(Command.NBD_CMD_WRITE_ZEROES, offset + at, n));
-        this.#writesAcked++;
+        this.#unflushed.acked();
       });
       return;
     }
@@ -315,7 +289,7 @@ export class NbdBlockDevice implements BlockDevice {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#reconnecting?.catch(() => undefined);
+    await this.#reconnector.settled();
     this.#connection?.disconnect();
   }
 
@@ -378,8 +352,4 @@ function sliceIov(iov: readonly Uint8Array[], at: number, length: number): Uint8
     skip = 0;
   }
   return out;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
