@@ -108,7 +108,12 @@ test('bench --suite scale --quick: a row per guest count, every guest reads the 
       assert.ok(row.cpuUsPerIo > 0, `${what}: the backend thread spent CPU`);
       assert.ok(row.ringPages >= 1);
       assert.equal(row.badReads, 0, `${what}: every read carried the stamp of the block asked for`);
+      assert.ok(
+        row.warmupSeconds >= 0.09 && row.warmupSeconds < 1,
+        `${what}: the fixed warm-up (0.1 s, timers may fire a little early), ${row.warmupSeconds} s`,
+      );
     }
+    assert.equal(report.maxWarmupSeconds, report.warmupSeconds, 'a fixed warm-up');
     assert.equal(report.rows[0]!.fairness, 1, 'one guest is as fair as can be');
     assert.deepEqual(report.skipped, [], 'every configuration ran');
 
@@ -120,6 +125,26 @@ test('bench --suite scale --quick: a row per guest count, every guest reads the 
 
     const png = readFileSync(plot);
     assert.deepEqual([...png.subarray(0, 8)], PNG_SIGNATURE);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bench --suite scale --warmup auto: at least 1 s, then 2 s windows until three in a row do not beat the best, said in the report', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'blkback-scale-auto-'));
+  try {
+    const results = join(dir, 'scale.json');
+    const args = ['bench', '--suite', 'scale', '--seconds', '0.3', '--warmup', 'auto', '--guests', '1', '--queues', '1', '--workers', '0'];
+    const r = await runCli([...args, '--results', results, '--plot', join(dir, 'scale.png')]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(readFileSync(results, 'utf8')) as ScaleReport;
+    assert.equal(report.warmupSeconds, 1);
+    assert.equal(report.maxWarmupSeconds, 90);
+    const row = report.rows[0]!;
+    // 1 s, then at least one rising window (the first beats nothing) and three flat ones
+    assert.ok(row.warmupSeconds >= 1 + 4 * 2 - 0.1 && row.warmupSeconds <= 90 + 1, `warm-up ${row.warmupSeconds} s`);
+    assert.match(r.stdout, /warm-up until the rate stopped rising \(1-90 s\)/);
+    assert.match(r.stderr, /warm-up until the rate stops rising \(1-90 s\)/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

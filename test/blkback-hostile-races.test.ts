@@ -123,7 +123,7 @@ async function raceRun(t: TestContext, dataPath: DataPath): Promise<void> {
     const sl = r.slot;
     t.diagnostic(
       `${dataPath} slots: ${sl.rounds} rounds, ${sl.rewrites} word rewrites (${sl.lateRewrites} after the backend took the requests, in ${sl.lateRounds} rounds); ` +
-        `${sl.ok} OKAY, ${sl.errors} ERROR (${sl.partialErrors} partly copied), ${sl.notSupported} EOPNOTSUPP`,
+        `${sl.ok} OKAY (${sl.partPages} with a part-page segment), ${sl.errors} ERROR (${sl.partialErrors} partly copied), ${sl.notSupported} EOPNOTSUPP`,
     );
     assert.ok(sl.gateWorks, "the slot attack's store waited for the guest's gate");
     assert.equal(sl.mismatches, 0, `every answer and effect fits one copy of the slot: ${sl.details.join('; ')}`);

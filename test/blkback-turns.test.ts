@@ -68,7 +68,10 @@ function turnCounting(inner: BlockDevice, serialMs = 0, batchedSubmission = true
 class FakeRing implements FairRing {
   waiting = 0;
   kicks = 0;
+  /** waitingRequests() calls: each is a read of req_prod in a guest's memory on a real ring. */
+  looks = 0;
   waitingRequests(): number {
+    this.looks++;
     return this.waiting;
   }
   hasQueued(): boolean {
@@ -104,6 +107,31 @@ test('FairShare: alone, a turn may take 32 requests past its segment quantum; ne
   ringB.waiting = 0;
   fair.took(a, 1);
   assert.equal(fair.answered(a), false, 'and not once 2 had none');
+});
+
+test('FairShare: 64 busy domains within a quantum of each other: a request reads no other ring; one a quantum behind is found', () => {
+  const fair = new FairShare(TURN_COST);
+  const rings = Array.from({ length: 64 }, () => new FakeRing());
+  const shares = rings.map((r, i) => fair.join(i + 1, r));
+  for (const r of rings) r.waiting = 32;
+  // Round robin, a request each: every clock stays within a quantum of the others.
+  for (let round = 0; round < 4; round++) {
+    for (const s of shares) {
+      assert.equal(fair.mayTake(s), true);
+      fair.took(s, 1);
+    }
+  }
+  for (const r of rings) r.looks = 0;
+  for (const s of shares) assert.equal(fair.mayTake(s), true);
+  assert.equal(
+    rings.reduce((n, r) => n + r.looks, 0),
+    0,
+    "no domain was a quantum behind: nobody's req_prod was read (before: 63 per request)",
+  );
+  // Domain 1 takes on alone past a quantum: now the others are behind it and waiting.
+  for (let i = 0; i < TURN_COST; i++) fair.took(shares[0]!, 1);
+  assert.equal(fair.mayTake(shares[0]!), false, 'a quantum ahead of waiting neighbours: it yields');
+  assert.equal(rings[1]!.kicks, 1, 'and kicks the first one behind');
 });
 
 test('FairShare: while two domains have requests waiting neither gets a quantum ahead; one back from a pause waits for no more than the request in progress', () => {

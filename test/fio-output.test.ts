@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import type { Ddir } from '../src/fio/job.ts';
 import { LatencyHistogram } from '../src/stats/latency-histogram.ts';
 import {
   N2S,
@@ -17,6 +18,7 @@ import {
   formatPercentiles,
   formatStatusLine,
   formatTerse,
+  formatLogRow,
   logFileNames,
   num2str,
   openJobLogs,
@@ -168,6 +170,36 @@ test('log file names follow fio 3.33 (bare key, prefix, lat trio, per_job_logs=0
   });
   assert.deepEqual(logFileNames(makeJob({ writeBwLog: 'shared', perJobLogs: false })), { bw: 'shared_bw.log' });
   assert.equal(openJobLogs(makeJob(), tmpdir()), null);
+});
+
+test('log rows written as bytes are formatLogRow byte for byte: digits, signs, 2^53, prio, across flushes', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fio-out-'));
+  try {
+    const edges = [0, 1, 9, 10, 99, 100, 2 ** 31 - 2, 2 ** 31 - 1, 2 ** 31, 2 ** 32 + 5, 1e15 + 7, 2 ** 53 - 1, 2 ** 53, 1e21, 123.9, -0, -7, -(2 ** 40)];
+    let seed = 12345;
+    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 ** (seed % 54);
+    for (const [logOffset, logPrio] of [
+      [false, false],
+      [true, false],
+      [true, true],
+      [false, true],
+    ] as const) {
+      const sink = openJobLogs(makeJob({ name: 'b', writeLatLog: '', logOffset, logPrio }), dir)!;
+      let expected = '';
+      for (let i = 0; i < 20_000; i++) {
+        const v = i < edges.length ? edges[i]! : rand();
+        const t = i % 3 === 0 ? v : i;
+        const bs = i % 5 === 0 ? v : 4096;
+        const off = i % 7 === 0 ? v : i * 512;
+        sink.row('lat', t, v, (i % 3) as Ddir, bs, off);
+        expected += formatLogRow(t, v, (i % 3) as Ddir, bs, logOffset ? off : null, logPrio);
+      }
+      await sink.close();
+      assert.equal(readFileSync(join(dir, 'b_lat.1.log'), 'utf8'), expected, `logOffset=${logOffset} logPrio=${logPrio}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('log rows: columns as fio prints them, offsets optional, shared logs appended job by job', async () => {

@@ -2,7 +2,9 @@
 // 16 of ours and more than are waiting (src/iscsi-initiator/session.ts, HOLD_MIN_AT_TARGET): they
 // leave in one write of about half the depth instead of one write per socket read. Below that depth,
 // and for anything the target waits for (NOP answers), nothing waits; a target that sits on its
-// commands does not keep the held ones for more than 10 ms.
+// commands does not keep the held ones for more than 10 ms. Large transfers wait only while the waiting
+// ones move less than 128 KiB (HOLD_MAX_BYTES): a batch of 16 64 KiB reads made tgt's answers stall on
+// a full socket.
 //
 // The target here is a fake in this process behind the device's `connect` hook: it logs the
 // initiator in (the shared negotiator), answers READs only when the test says so, and records each
@@ -187,14 +189,14 @@ const turns = (n = 3): Promise<void> =>
   });
 
 /** `depth` readers that each read again as soon as a read completes, until stopped. */
-function keepReading(device: IscsiBlockDevice, depth: number): { stop(): void; done: Promise<void> } {
+function keepReading(device: IscsiBlockDevice, depth: number, size = 4096): { stop(): void; done: Promise<void> } {
   let stopped = false;
   let next = 0;
   const worker = async (): Promise<void> => {
-    const iov = [new Uint8Array(4096)];
+    const iov = [new Uint8Array(size)];
     while (!stopped) {
       const at = next;
-      next = (next + 4096) % (LUN_BLOCKS * BLOCK);
+      next = (next + size) % (LUN_BLOCKS * BLOCK);
       await device.readv(at, iov);
     }
   };
@@ -240,6 +242,24 @@ test('QD 32: new commands wait until the target has no more of ours than are wai
     assert.equal(fake.writes.length - before, 1, 'one write');
     assert.equal(fake.commandsSince(before), 16, 'with 16 commands');
     assert.equal(fake.pending.length, 32);
+    await drain(fake, run);
+  }));
+
+test('QD 32 of 64 KiB reads: commands wait only until 128 KiB of transfers wait, so answers never come in megabyte bursts', () =>
+  withHeldTarget(async (fake, device) => {
+    const run = keepReading(device, 32, 65536);
+    await turns();
+    assert.equal(fake.pending.length, 32);
+    for (let i = 1; i <= 6; i += 2) {
+      const before = fake.writes.length;
+      fake.answer(1);
+      await turns();
+      assert.equal(fake.commandsSince(before), 0, `answer ${i}: one 64 KiB read waits`);
+      fake.answer(1);
+      await turns();
+      assert.equal(fake.writes.length - before, 1, `answer ${i + 1}: one write`);
+      assert.equal(fake.commandsSince(before), 2, `answer ${i + 1}: the two waiting reads (128 KiB) leave together`);
+    }
     await drain(fake, run);
   }));
 

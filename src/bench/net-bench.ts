@@ -7,6 +7,8 @@
 //   rbd     our rbd: store (our runner bare on it) vs `fio --ioengine=rbd` on the same image, prefilled
 //           first (librbd answers reads of unwritten objects without asking an OSD). Goal >= 0.9x.
 // Paths of a part take turns within each round, the first rotating with the round (rotation.ts).
+// The NBD parts' rounds come first; the rbd part's follow, with the NBD servers stopped and the
+// cluster brought up only then, so that neither skews the other's figures.
 // fio runs from a helper forked early (spawner.ts: no fork from this process once it has grown).
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
@@ -130,6 +132,14 @@ export async function runNetBench(o: NetBenchOptions): Promise<NetBenchReport> {
         });
       }
     }
+    // The rbd part runs after the NBD parts, its cluster brought up only then: Ceph's daemons keep
+    // busy even when idle (a load of 5 here while it comes up) and would skew the NBD figures.
+    const rbdPaths = (o.rbd ?? 'none') === 'none' ? 0 : 2;
+    let total = o.rounds * o.jobs.length * (parts.reduce((n, p) => n + p.paths.length, 0) + rbdPaths);
+    let n = 0;
+    await runRounds(parts);
+    for (const s of servers.values()) await s.stop();
+    servers.clear();
     const rig = await openRig();
     if (rig !== null) {
       o.progress(`[net] prefilling ${o.size} bytes of ${rig.spec} with random data`);
@@ -137,28 +147,31 @@ export async function runNetBench(o: NetBenchOptions): Promise<NetBenchReport> {
       setup.push(`rbd: ${rig.description}; first ${o.size} bytes prefilled with random data; our runner opens the image once, fio's rbd engine once per job`);
       const engine: NetFioEngine = { ioengine: 'rbd', pool: rig.pool, image: rig.image, clientname: rig.id };
       const conf = /:conf=([^:]+)/.exec(rig.spec)?.[1];
-      parts.push({
-        part: 'rbd',
-        paths: [ourRunnerPath(OUR_RBD, rig.spec, null), fioPath(FIO_RBD, engine, null, conf === undefined ? {} : { CEPH_CONF: conf })],
-      });
-    }
+      await runRounds([
+        {
+          part: 'rbd',
+          paths: [ourRunnerPath(OUR_RBD, rig.spec, null), fioPath(FIO_RBD, engine, null, conf === undefined ? {} : { CEPH_CONF: conf })],
+        },
+      ]);
+    } else total -= o.rounds * o.jobs.length * rbdPaths;
 
-    const total = o.rounds * o.jobs.length * parts.reduce((n, p) => n + p.paths.length, 0);
-    let n = 0;
-    for (let round = 1; round <= o.rounds; round++) {
-      for (const job of o.jobs) {
-        for (const { part, paths } of parts) {
-          for (const [i, p] of rotation(paths, round).entries()) {
-            n++;
-            o.progress(`[net ${n}/${total}] round ${round}: ${job} ${part}: ${p.label} (${o.seconds} s)`);
-            // One path failing (a peer that crashed) leaves the others' figures standing; the report says so.
-            try {
-              const m = await p.run(job, texts.get(job)!);
-              results.push({ part, job, path: p.label, round, position: i + 1, ...m });
-            } catch (err) {
-              const line = `${p.label}, ${job}, round ${round}: failed: ${(err as Error).message.split('\n')[0]}`;
-              o.progress(`[net] ${line}`);
-              skipped.push(line);
+    /** Every round of these parts; a part's paths take turns within each round. */
+    async function runRounds(planned: readonly { part: NetPart; paths: PlannedPath[] }[]): Promise<void> {
+      for (let round = 1; round <= o.rounds; round++) {
+        for (const job of o.jobs) {
+          for (const { part, paths } of planned) {
+            for (const [i, p] of rotation(paths, round).entries()) {
+              n++;
+              o.progress(`[net ${n}/${total}] round ${round}: ${job} ${part}: ${p.label} (${o.seconds} s)`);
+              // One path failing (a peer that crashed) leaves the others' figures standing; the report says so.
+              try {
+                const m = await p.run(job, texts.get(job)!);
+                results.push({ part, job, path: p.label, round, position: i + 1, ...m });
+              } catch (err) {
+                const line = `${p.label}, ${job}, round ${round}: failed: ${(err as Error).message.split('\n')[0]}`;
+                o.progress(`[net] ${line}`);
+                skipped.push(line);
+              }
             }
           }
         }

@@ -5,6 +5,7 @@
 //   - CPU µs per I/O with 2 (or N) data-plane workers no higher than with 1
 import type { ScaleChartInput, ScaleSeries } from '../report/scale-chart.ts';
 import type { ScaleReport, ScaleRow } from './scale-bench.ts';
+import { warmupLabel } from './scale-bench.ts';
 
 export const SCALE_GOALS = {
   iopsVsOneGuest: 0.9,
@@ -67,8 +68,8 @@ export function iopsVsOneGuest(report: ScaleReport, row: ScaleRow): number | und
 export function formatScaleTable(report: ScaleReport): string {
   const g = SCALE_GOALS;
   const lines = [
-    `| guests | queues | workers | IOPS | vs 1 guest (goal ≥ ${g.iopsVsOneGuest} at ${g.goalGuests}) | fairness (goal ≤ ${g.fairness}) | backend CPU µs/IO | backend threads running + waiting for a CPU (s/s) | process CPU µs/IO | process CPU (cores) | responses per guest wake-up | RSS/ring (goal ≤ 1 MiB) | backend heap/ring after I/O (goal ≤ 1 MiB) | RSS/guest | bad reads |`,
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    `| guests | queues | workers | IOPS | vs 1 guest (goal ≥ ${g.iopsVsOneGuest} at ${g.goalGuests}) | fairness (goal ≤ ${g.fairness}) | backend CPU µs/IO | backend threads running + waiting for a CPU (s/s) | process CPU µs/IO | process CPU (cores) | responses per guest wake-up | RSS/ring (goal ≤ 1 MiB) | backend heap/ring after I/O (goal ≤ 1 MiB) | RSS/guest | bad reads | warm-up (s) |`,
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of report.rows) {
     const ratio = iopsVsOneGuest(report, r);
@@ -76,7 +77,7 @@ export function formatScaleTable(report: ScaleReport): string {
     const fairness = r.fairness === null ? `∞ ${FAIL}` : `${num(r.fairness, 2)} ${mark(r.fairness <= g.fairness)}`;
     lines.push(
       `| ${r.guests} | ${r.queues} | ${r.workers} | ${num(r.iops)} | ${ratioText} | ${fairness} | ${num(r.cpuUsPerIo, 2)} | ${num(r.backendCpuShare, 2)} + ${num(r.backendWaitShare, 2)} | ${num(r.processCpuUsPerIo, 2)} | ${num(r.processCpuShare, 2)} | ` +
-        `${num(r.responsesPerGuestWakeup, 1)} | ${kib(r.rssPerRing)} ${mark(r.rssPerRing <= g.bytesPerRing)} | ${kib(r.heapPerRingAfterIo)} ${mark(r.heapPerRingAfterIo <= g.bytesPerRing)} | ${num(r.rssPerGuest / 2 ** 20, 1)} MiB | ${r.badReads} |`,
+        `${num(r.responsesPerGuestWakeup, 1)} | ${kib(r.rssPerRing)} ${mark(r.rssPerRing <= g.bytesPerRing)} | ${kib(r.heapPerRingAfterIo)} ${mark(r.heapPerRingAfterIo <= g.bytesPerRing)} | ${num(r.rssPerGuest / 2 ** 20, 1)} MiB | ${r.badReads} | ${num(r.warmupSeconds, 1)} |`,
     );
   }
   return lines.join('\n');
@@ -148,7 +149,7 @@ export function scaleChartInput(report: ScaleReport): ScaleChartInput {
   const m = report.machine;
   return {
     title: `One blkback, G guests: 4 KiB random reads, QD${report.iodepth} each`,
-    subtitle: `${report.seconds} s measured after ${report.warmupSeconds} s warm-up; RAM store; ${m.cpu}, ${m.cores} cores, Node ${m.node}`,
+    subtitle: `${report.seconds} s measured after a ${warmupLabel(report.warmupSeconds, report.maxWarmupSeconds, 'stopped')}; RAM store; ${m.cpu}, ${m.cores} cores, Node ${m.node}`,
     series,
     ...(base === undefined
       ? {}

@@ -9,7 +9,8 @@
 // PDUs made while one socket read is handled leave in one write once it is handled. At a queue depth
 // of 16 or more new commands wait a little longer, until the target has no more of ours left than
 // wait here (HOLD_MIN_AT_TARGET): then about half the depth leaves in one write, which saves system
-// calls and wake-ups on both sides while the target still has half the depth to work on.
+// calls and wake-ups on both sides while the target still has half the depth to work on. Large
+// transfers wait only while less than 128 KiB of them wait (HOLD_MAX_BYTES).
 //
 // Anything from the target that breaks the protocol (data outside the command's buffer, an R2T for
 // a read, an unknown task) counts in `counters.protocolErrors` and ends the connection: the commands
@@ -125,6 +126,13 @@ const MAX_CONTINUED_RESPONSES = 64;
 const HOLD_MIN_AT_TARGET = 16;
 /** ...and never longer than this by default (a target sitting on many commands). */
 const HOLD_MAX_MS = 10;
+/**
+ * ...and only while the held commands move less data than this. A batch of large transfers makes
+ * the target answer more at once than a socket buffer holds: its writes then stall on a full socket
+ * (tgt at 64 KiB QD32 spent 112 µs of CPU per read with the batches, 79 without them), while the
+ * system calls a batch saves are lost in the cost of moving the data. 4 KiB commands batch as before.
+ */
+const HOLD_MAX_BYTES = 131072;
 
 export interface SessionOptions {
   /** Longest a command is held back for a batch (default 10 ms; tests raise it to see the rule alone). */
@@ -170,6 +178,8 @@ export class InitiatorSession implements PduSink {
   #lun = -1;
   /** SCSI commands in the writer's batch, not yet handed to the transport. */
   #unflushed = 0;
+  /** Data the unflushed commands transfer, both directions (see HOLD_MAX_BYTES). */
+  #unflushedBytes = 0;
   /** The batch has a PDU that must not wait (login, ping, NOP answer, Data-Out for an R2T, logout). */
   #urgent = false;
   /** The writer's flush, while the batch is held back (see HOLD_MIN_AT_TARGET). */
@@ -179,6 +189,7 @@ export class InitiatorSession implements PduSink {
   readonly #holdMaxMs: number;
   readonly #flushBatch = (): void => {
     this.#unflushed = 0;
+    this.#unflushedBytes = 0;
     this.#urgent = false;
     this.#writerFlush?.();
   };
@@ -442,6 +453,7 @@ export class InitiatorSession implements PduSink {
     this.#cmdSN = snAdd(this.#cmdSN, 1);
     this.counters.commands++;
     this.#unflushed++;
+    this.#unflushedBytes += edtl;
     this.#writer.send(immediate > 0 ? out!.subarray(0, immediate) : null);
     this.counters.immediateBytes += immediate;
     if (unsolicited > immediate) {
@@ -467,7 +479,7 @@ export class InitiatorSession implements PduSink {
 
   /** Whether the batch may wait: nothing urgent in it, and the target busy with more than it holds. */
   #mayHold(): boolean {
-    if (this.#urgent) return false;
+    if (this.#urgent || this.#unflushedBytes >= HOLD_MAX_BYTES) return false;
     const atTarget = this.#tasks.size - this.#unflushed;
     return atTarget >= HOLD_MIN_AT_TARGET && atTarget > this.#unflushed;
   }

@@ -98,13 +98,14 @@ export class NbdConnection implements ReplySink {
 
   /** Reads [offset, offset+length) into `iov` from byte `at` of it. */
   read(offset: number, length: number, iov: readonly Uint8Array[], at: number): Promise<void> {
-    return this.#send(Command.NBD_CMD_READ, 0, offset, length, { iov, at }, undefined).then(nothing);
+    // resolves with undefined (a read has no extents): no .then() to make it a Promise<void>
+    return this.#send(Command.NBD_CMD_READ, 0, offset, length, { iov, at }, undefined) as Promise<unknown> as Promise<void>;
   }
 
   write(offset: number, iov: readonly Uint8Array[], fua: boolean): Promise<void> {
     let length = 0;
     for (const b of iov) length += b.byteLength;
-    return this.#send(Command.NBD_CMD_WRITE, fua ? CommandFlag.NBD_CMD_FLAG_FUA : 0, offset, length, undefined, iov).then(nothing);
+    return this.#send(Command.NBD_CMD_WRITE, fua ? CommandFlag.NBD_CMD_FLAG_FUA : 0, offset, length, undefined, iov) as Promise<unknown> as Promise<void>;
   }
 
   /** A command without data either way: FLUSH, TRIM, WRITE_ZEROES, CACHE. */

@@ -177,28 +177,27 @@ export class NbdBlockDevice implements BlockDevice {
     return this.#reconnector.reconnect();
   }
 
-  /** One request to an answer: sent again on a new connection after a loss. */
-  async #run(what: string, op: (c: NbdConnection) => Promise<void>): Promise<void> {
+  /**
+   * One request to an answer: sent again on a new connection after a loss. `lost`: the error of a
+   * first attempt the caller made itself and lost with its connection.
+   */
+  async #run(what: string, op: (c: NbdConnection) => Promise<void>, lost?: Error): Promise<void> {
     let resends = 0;
+    let last = lost;
     for (;;) {
+      if (last !== undefined) {
+        if (this.#closed || ++resends >= MAX_RESENDS)
+          throw new NbdConnectionLost(`${this.#where}: ${what}: failed on ${resends} connections, the last: ${last.message}`);
+        this.counters.resent++;
+      }
       const live = this.#connection;
       const c = live !== undefined && !live.lost ? live : await this.#current();
       try {
         await op(c);
         return;
       } catch (err) {
-        let lost = err instanceof NbdConnectionLost;
-        if (err instanceof NbdCommandError && err.nbdError === NbdErrno.NBD_ESHUTDOWN) {
-          // the server is going away: this request goes again on the next connection
-          c.shutdown('the server is shutting down (ESHUTDOWN)');
-          lost = true;
-        }
-        if (!lost) throw err;
-        if (!this.#closed && ++resends < MAX_RESENDS) {
-          this.counters.resent++;
-          continue;
-        }
-        throw new NbdConnectionLost(`${this.#where}: ${what}: failed on ${resends} connections, the last: ${(err as Error).message}`);
+        if (!lostWith(c, err)) throw err;
+        last = err as Error;
       }
     }
   }
@@ -213,6 +212,17 @@ export class NbdBlockDevice implements BlockDevice {
   async readv(offset: number, iov: readonly Uint8Array[]): Promise<void> {
     const length = total(iov);
     if (length === 0) return; // the protocol leaves zero-length requests unspecified: never send one
+    const live = this.#connection;
+    if (length <= this.#maxPayload && live !== undefined && !live.lost) {
+      // as in writev: no closure or second async frame unless the connection is lost
+      try {
+        await live.read(offset, length, iov, 0);
+      } catch (err) {
+        if (!lostWith(live, err)) throw err;
+        await this.#run('read', (c) => c.read(offset, length, iov, 0), err as Error);
+      }
+      return;
+    }
     if (length <= this.#maxPayload) return this.#run('read', (c) => c.read(offset, length, iov, 0));
     await this.#pieces(length, this.#maxPayload, (at, n) => this.#run('read', (c) => c.read(offset + at, n, iov, at)));
   }
@@ -223,6 +233,18 @@ export class NbdBlockDevice implements BlockDevice {
     const fua = wantFua && this.#flag(TransmissionFlag.NBD_FLAG_SEND_FUA);
     const length = total(iov);
     if (length === 0) return;
+    const live = this.#connection;
+    if (length <= this.#maxPayload && (!wantFua || fua) && live !== undefined && !live.lost) {
+      // The usual case without closures or a second async frame; after a loss, #run sends it again.
+      try {
+        await live.write(offset, iov, fua);
+      } catch (err) {
+        if (!lostWith(live, err)) throw err;
+        await this.#run('write', (c) => c.write(offset, iov, fua), err as Error);
+      }
+      if (!fua) this.#unflushed.acked();
+      return;
+    }
     const one = async (at: number, n: number, data: readonly Uint8Array[]): Promise<void> => {
       await this.#run('write', (c) => c.write(offset + at, data, fua));
       if (!fua) this.#unflushed.acked();
@@ -307,6 +329,18 @@ export class NbdBlockDevice implements BlockDevice {
     for (let at = 0; at < length; at += max) all.push(fn(at, Math.min(max, length - at)));
     await Promise.all(all);
   }
+}
+
+/**
+ * Whether `err` means the request was lost with its connection, to be sent again on the next: the
+ * connection dropped, or the server answered ESHUTDOWN (it is going away; the connection is ended).
+ */
+function lostWith(c: NbdConnection, err: unknown): boolean {
+  if (err instanceof NbdCommandError && err.nbdError === NbdErrno.NBD_ESHUTDOWN) {
+    c.shutdown('the server is shutting down (ESHUTDOWN)');
+    return true;
+  }
+  return err instanceof NbdConnectionLost;
 }
 
 function describe(e: ExportInfo, blockSize: number, readOnly: boolean): BlockDeviceInfo {

@@ -133,33 +133,32 @@ export class TransmissionSession {
       return;
     }
     this.#begin(type === Command.NBD_CMD_READ ? length : 0);
-    let done: Promise<void>;
+    // Each handler ends the request itself (#end) when it is done: no promise chained on for that.
     switch (type) {
       case Command.NBD_CMD_READ:
-        done = this.#read(flags, cookieHi, cookieLo, offset, length);
+        void this.#read(flags, cookieHi, cookieLo, offset, length);
         break;
       case Command.NBD_CMD_WRITE:
         counters.bytesWritten += length;
-        done = this.#write(flags, cookieHi, cookieLo, offset, length, payload!);
+        void this.#write(flags, cookieHi, cookieLo, offset, length, payload!);
         break;
       case Command.NBD_CMD_FLUSH:
-        done = this.#simple(cookieHi, cookieLo, this.#device.flush(), type);
+        void this.#simple(cookieHi, cookieLo, this.#device.flush(), type);
         break;
       case Command.NBD_CMD_TRIM:
-        done = this.#simple(cookieHi, cookieLo, length === 0 ? undefined : this.#withFua(flags, this.#device.discard(offset, length)), type);
+        void this.#simple(cookieHi, cookieLo, length === 0 ? undefined : this.#withFua(flags, this.#device.discard(offset, length)), type);
         break;
       case Command.NBD_CMD_WRITE_ZEROES:
-        done = this.#simple(cookieHi, cookieLo, length === 0 ? undefined : this.#withFua(flags, this.#zero(flags, offset, length)), type);
+        void this.#simple(cookieHi, cookieLo, length === 0 ? undefined : this.#withFua(flags, this.#zero(flags, offset, length)), type);
         break;
       case Command.NBD_CMD_CACHE:
         // A hint; every store here either has no cache to fill or fills it on the next read anyway.
-        done = this.#simple(cookieHi, cookieLo, undefined, type);
+        void this.#simple(cookieHi, cookieLo, undefined, type);
         break;
       default:
-        done = this.#blockStatus(flags, cookieHi, cookieLo, offset, length);
+        void this.#blockStatus(flags, cookieHi, cookieLo, offset, length);
         break;
     }
-    void done.finally(() => this.#end(type === Command.NBD_CMD_READ ? length : 0));
   }
 
   #begin(readBytes: number): void {
@@ -188,10 +187,10 @@ export class TransmissionSession {
     if (length === 0) return this.#simple(cookieHi, cookieLo, undefined, Command.NBD_CMD_WRITE);
     if (isAligned(payload)) {
       this.#host.hold(payload);
-      return this.#simple(cookieHi, cookieLo, this.#device.writev(offset, payload, fua), Command.NBD_CMD_WRITE).finally(() => this.#host.release(payload));
+      return this.#simple(cookieHi, cookieLo, this.#device.writev(offset, payload, fua), Command.NBD_CMD_WRITE, () => this.#host.release(payload));
     }
     const { buffer, data } = gatherAligned(payload, length);
-    return this.#simple(cookieHi, cookieLo, this.#device.writev(offset, [data], fua), Command.NBD_CMD_WRITE).finally(() => returnPayloadBuffer(buffer));
+    return this.#simple(cookieHi, cookieLo, this.#device.writev(offset, [data], fua), Command.NBD_CMD_WRITE, () => returnPayloadBuffer(buffer));
   }
 
   async #withFua(flags: number, op: Promise<void>): Promise<void> {
@@ -206,8 +205,11 @@ export class TransmissionSession {
     return this.#device.writev(offset, iov);
   }
 
-  /** Answers with a simple reply once `op` settles (at once when undefined: a no-op). */
-  async #simple(cookieHi: number, cookieLo: number, op: Promise<void> | undefined, type: number): Promise<void> {
+  /**
+   * Answers with a simple reply once `op` settles (at once when undefined: a no-op), after
+   * `settled` (a write's payload let go); then ends the request.
+   */
+  async #simple(cookieHi: number, cookieLo: number, op: Promise<void> | undefined, type: number, settled?: () => void): Promise<void> {
     let error = 0;
     if (op !== undefined) {
       try {
@@ -216,63 +218,70 @@ export class TransmissionSession {
         error = this.#storeError(type, err);
       }
     }
-    if (this.#closed) return;
-    const reply = Buffer.allocUnsafe(SIMPLE_REPLY_LENGTH);
-    writeSimpleReply(reply, 0, error, cookieHi, cookieLo);
-    this.#host.send([reply]);
+    settled?.();
+    if (!this.#closed) {
+      const reply = Buffer.allocUnsafe(SIMPLE_REPLY_LENGTH);
+      writeSimpleReply(reply, 0, error, cookieHi, cookieLo);
+      this.#host.send([reply]);
+    }
+    this.#end(0);
   }
 
   async #read(flags: number, cookieHi: number, cookieLo: number, offset: number, length: number): Promise<void> {
-    const device = this.#device;
-    const structured = this.#state.structuredReplies;
-    if (length === 0) {
-      if (structured) this.#host.send([encodeNoneChunk(cookieHi, cookieLo)]);
-      else this.#sendSimpleRead(cookieHi, cookieLo, undefined);
-      return;
-    }
     try {
-      // Holes are worth looking for only when they can be answered as holes.
-      const sparse = structured && (flags & CommandFlag.NBD_CMD_FLAG_DF) === 0 && device.blockStatus !== undefined;
-      const extents = sparse ? await this.#extents(offset, length) : undefined;
-      if (extents === undefined || extents.every((e) => e.allocated)) {
-        // Pooled: a fresh buffer per read would be external memory for the GC to chase.
-        const buffer = takePayloadBuffer(length);
-        const data = buffer.subarray(0, length);
-        try {
-          await device.readv(offset, [data]);
-        } catch (err) {
-          returnPayloadBuffer(buffer);
-          throw err;
-        }
-        this.#host.counters.bytesRead += length;
-        if (this.#closed) return returnPayloadBuffer(buffer);
-        const header = Buffer.allocUnsafe(structured ? OFFSET_DATA_HEADER_LENGTH : SIMPLE_REPLY_LENGTH);
-        if (structured) writeOffsetDataHeader(header, 0, NBD_REPLY_FLAG_DONE, cookieHi, cookieLo, offset, length);
-        else writeSimpleReply(header, 0, 0, cookieHi, cookieLo);
-        this.#host.send([header, data], () => returnPayloadBuffer(buffer));
+      const device = this.#device;
+      const structured = this.#state.structuredReplies;
+      if (length === 0) {
+        if (structured) this.#host.send([encodeNoneChunk(cookieHi, cookieLo)]);
+        else this.#sendSimpleRead(cookieHi, cookieLo, undefined);
         return;
       }
-      const parts: Uint8Array[] = [];
-      for (let i = 0; i < extents.length; i++) {
-        const e = extents[i]!;
-        const last = i === extents.length - 1 ? NBD_REPLY_FLAG_DONE : 0;
-        if (!e.allocated) {
-          parts.push(encodeOffsetHoleChunk(last, cookieHi, cookieLo, e.offset, e.length));
-          continue;
+      try {
+        // Holes are worth looking for only when they can be answered as holes.
+        const sparse = structured && (flags & CommandFlag.NBD_CMD_FLAG_DF) === 0 && device.blockStatus !== undefined;
+        const extents = sparse ? await this.#extents(offset, length) : undefined;
+        if (extents === undefined || extents.every((e) => e.allocated)) {
+          // Pooled: a fresh buffer per read would be external memory for the GC to chase.
+          const buffer = takePayloadBuffer(length);
+          const data = buffer.subarray(0, length);
+          try {
+            await device.readv(offset, [data]);
+          } catch (err) {
+            returnPayloadBuffer(buffer);
+            throw err;
+          }
+          this.#host.counters.bytesRead += length;
+          if (this.#closed) return returnPayloadBuffer(buffer);
+          const header = Buffer.allocUnsafe(structured ? OFFSET_DATA_HEADER_LENGTH : SIMPLE_REPLY_LENGTH);
+          if (structured) writeOffsetDataHeader(header, 0, NBD_REPLY_FLAG_DONE, cookieHi, cookieLo, offset, length);
+          else writeSimpleReply(header, 0, 0, cookieHi, cookieLo);
+          this.#host.send([header, data], () => returnPayloadBuffer(buffer));
+          return;
         }
-        const data = Buffer.allocUnsafe(e.length);
-        await device.readv(e.offset, [data]);
-        const header = Buffer.allocUnsafe(OFFSET_DATA_HEADER_LENGTH);
-        writeOffsetDataHeader(header, 0, last, cookieHi, cookieLo, e.offset, e.length);
-        parts.push(header, data);
+        const parts: Uint8Array[] = [];
+        for (let i = 0; i < extents.length; i++) {
+          const e = extents[i]!;
+          const last = i === extents.length - 1 ? NBD_REPLY_FLAG_DONE : 0;
+          if (!e.allocated) {
+            parts.push(encodeOffsetHoleChunk(last, cookieHi, cookieLo, e.offset, e.length));
+            continue;
+          }
+          const data = Buffer.allocUnsafe(e.length);
+          await device.readv(e.offset, [data]);
+          const header = Buffer.allocUnsafe(OFFSET_DATA_HEADER_LENGTH);
+          writeOffsetDataHeader(header, 0, last, cookieHi, cookieLo, e.offset, e.length);
+          parts.push(header, data);
+        }
+        this.#host.counters.bytesRead += length;
+        if (!this.#closed) this.#host.send(parts);
+      } catch (err) {
+        const errno = this.#storeError(Command.NBD_CMD_READ, err);
+        if (this.#closed) return;
+        if (structured) this.#host.send([encodeErrorChunk(NBD_REPLY_FLAG_DONE, cookieHi, cookieLo, errno, 'read failed')]);
+        else this.#sendSimpleRead(cookieHi, cookieLo, undefined, errno);
       }
-      this.#host.counters.bytesRead += length;
-      if (!this.#closed) this.#host.send(parts);
-    } catch (err) {
-      const errno = this.#storeError(Command.NBD_CMD_READ, err);
-      if (this.#closed) return;
-      if (structured) this.#host.send([encodeErrorChunk(NBD_REPLY_FLAG_DONE, cookieHi, cookieLo, errno, 'read failed')]);
-      else this.#sendSimpleRead(cookieHi, cookieLo, undefined, errno);
+    } finally {
+      this.#end(length);
     }
   }
 
@@ -309,17 +318,21 @@ export class TransmissionSession {
   }
 
   async #blockStatus(flags: number, cookieHi: number, cookieLo: number, offset: number, length: number): Promise<void> {
-    let descriptors: BlockStatusDescriptor[];
     try {
-      const one = (flags & CommandFlag.NBD_CMD_FLAG_REQ_ONE) !== 0;
-      const extents = this.#device.blockStatus === undefined ? [{ offset, length, allocated: true }] : await this.#extents(offset, length, one ? 1 : 1024);
-      descriptors = (one ? extents.slice(0, 1) : extents).map((e) => ({ length: e.length, flags: e.allocated ? 0 : NBD_STATE_HOLE | NBD_STATE_ZERO }));
-    } catch (err) {
-      const errno = this.#storeError(Command.NBD_CMD_BLOCK_STATUS, err);
-      if (!this.#closed) this.#host.send([encodeErrorChunk(NBD_REPLY_FLAG_DONE, cookieHi, cookieLo, errno, 'block status failed')]);
-      return;
+      let descriptors: BlockStatusDescriptor[];
+      try {
+        const one = (flags & CommandFlag.NBD_CMD_FLAG_REQ_ONE) !== 0;
+        const extents = this.#device.blockStatus === undefined ? [{ offset, length, allocated: true }] : await this.#extents(offset, length, one ? 1 : 1024);
+        descriptors = (one ? extents.slice(0, 1) : extents).map((e) => ({ length: e.length, flags: e.allocated ? 0 : NBD_STATE_HOLE | NBD_STATE_ZERO }));
+      } catch (err) {
+        const errno = this.#storeError(Command.NBD_CMD_BLOCK_STATUS, err);
+        if (!this.#closed) this.#host.send([encodeErrorChunk(NBD_REPLY_FLAG_DONE, cookieHi, cookieLo, errno, 'block status failed')]);
+        return;
+      }
+      if (!this.#closed) this.#host.send([encodeBlockStatusChunk(NBD_REPLY_FLAG_DONE, cookieHi, cookieLo, BASE_ALLOCATION_ID, descriptors)]);
+    } finally {
+      this.#end(0);
     }
-    if (!this.#closed) this.#host.send([encodeBlockStatusChunk(NBD_REPLY_FLAG_DONE, cookieHi, cookieLo, BASE_ALLOCATION_ID, descriptors)]);
   }
 
   #replyError(type: number, cookieHi: number, cookieLo: number, errno: number, message: string): void {

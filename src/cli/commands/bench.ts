@@ -19,7 +19,7 @@ import type { LinkFillReport } from '../../bench/link-fill.ts';
 import { formatRunnerTable, runRunnerBench } from '../../bench/runner-bench.ts';
 import type { RunnerBenchReport } from '../../bench/runner-bench.ts';
 import { formatSeedTables, runSeedBench, SEED_JOBS } from '../../bench/seed-bench.ts';
-import { runScaleBench, SCALE_GUESTS, SCALE_QUICK_GUESTS } from '../../bench/scale-bench.ts';
+import { runScaleBench, SCALE_GUESTS, SCALE_MAX_WARMUP_S, SCALE_QUICK_GUESTS, warmupLabel } from '../../bench/scale-bench.ts';
 import type { ScaleReport } from '../../bench/scale-bench.ts';
 import { formatScaleTable, scaleChartInput, scaleGoalLines, storeLine } from '../../bench/scale-report.ts';
 import { renderScaleChart } from '../../report/scale-chart.ts';
@@ -81,7 +81,9 @@ Suites (default blkif; 'npm run bench' runs blkif as well):
           queues per guest, data-plane workers): total IOPS, fairness (max/min per-guest IOPS), the
           backend threads' CPU µs per I/O (its main thread and data-plane workers), memory per
           connected ring and per guest, reads checked against each block's stamp; each figure
-          beside its goal; a PNG of IOPS and fairness vs guests (a few minutes; not part of 'all')
+          beside its goal; a PNG of IOPS and fairness vs guests (the default sweep of 42
+          configurations takes about 25 minutes on 2 cores with the automatic warm-up; --guests,
+          --queues and --workers narrow it; not part of 'all')
   syscalls  system calls per request of the backend on a phy: disk (a loop device, direct-io=on,
           over /dev/shm), per data path (persistent, copy, map; --data-path to choose), random
           reads and writes of 4 and 64 KiB at QD32 from a simulated guest: 'perf stat --per-thread
@@ -99,7 +101,8 @@ Suites (default blkif; 'npm run bench' runs blkif as well):
             rbd     our rbd: store (our runner bare) vs 'fio --ioengine=rbd' on one image, prefilled
                     first: of an existing cluster (--rbd-conf, --rbd-image), or of a throwaway one
                     brought up for the run and torn down after (one mon, one memstore OSD; Debian's
-                    ceph-mon, ceph-osd, ceph-common: skipped, saying so, without them; goal: ours >= 0.9x fio)
+                    ceph-mon, ceph-osd, ceph-common: skipped, saying so, without them; goal: ours >= 0.9x fio);
+                    its rounds run after the NBD parts', the cluster brought up only then
           MB/s, IOPS, server and client CPU per I/O, and each ratio as the median of the rounds' own
           ratios; each figure names its command (needs fio, nbdkit, nbdcopy, qemu-nbd; not part of 'all')
   all     blkif, runner, seed, aio (about 7 minutes on 2 cores)
@@ -145,7 +148,9 @@ Options:
   --queues LIST     rings per guest (multi-queue), 1..4 (default 1,2,4)
   --workers LIST    blkback data-plane worker threads, 0 for none (every ring on the main thread)
                     (default 1,N with N the cores)
-  --warmup N        seconds every configuration runs before its measured window (default 1; --quick: 0.25)
+  --warmup N|auto   seconds every configuration runs before its measured window; auto (the default):
+                    at least 1 s, then on until the total rate stops rising, at most 90 s (each guest
+                    is a V8 isolate warming up its own code: 64 on 2 cores took over 30 s); --quick: 0.25
   --plot FILE       where the PNG of IOPS and fairness vs guests goes (default bench-scale.png)
   --results FILE    also write the JSON document (as --json prints it) to FILE
   --ring-page-order N  the backend's max-ring-page-order, 0..4 (default 4: 16-page rings of 512 slots)
@@ -310,8 +315,10 @@ export const benchCommand: Command = {
     let scaleRun: (() => Promise<ScaleReport>) | null = null;
     if (suite === 'scale') {
       const seconds = secondsFor(3, 0.5);
-      const warmup = values.warmup === undefined ? (quick ? 0.25 : 1) : Number(values.warmup);
-      if (!(warmup >= 0)) throw new UsageError(`--warmup: '${values.warmup}' is not a number of seconds`);
+      // auto: at least 1 s, then until the rate stops rising, at most SCALE_MAX_WARMUP_S.
+      const auto = values.warmup === undefined ? !quick : values.warmup === 'auto';
+      const warmup = auto ? 1 : values.warmup === undefined ? 0.25 : Number(values.warmup);
+      if (!(warmup >= 0)) throw new UsageError(`--warmup: '${values.warmup}' is not a number of seconds or 'auto'`);
       const list = (option: string, text: string, max: number, min = 1): number[] =>
         text.split(',').map((s) => {
           const n = Number(s);
@@ -326,7 +333,16 @@ export const benchCommand: Command = {
       if (order !== undefined && !(Number.isInteger(order) && order >= 0 && order <= 4))
         throw new UsageError(`--ring-page-order: '${orderText}' is not a whole number from 0 to 4`);
       scaleRun = () =>
-        runScaleBench({ guests, queues, workers, warmupSeconds: warmup, seconds, progress, ...(order === undefined ? {} : { maxRingPageOrder: order }) });
+        runScaleBench({
+          guests,
+          queues,
+          workers,
+          warmupSeconds: warmup,
+          ...(auto ? { maxWarmupSeconds: SCALE_MAX_WARMUP_S } : {}),
+          seconds,
+          progress,
+          ...(order === undefined ? {} : { maxRingPageOrder: order }),
+        });
     }
 
     let syscallRun: (() => Promise<SyscallReport>) | null = null;
@@ -404,7 +420,7 @@ export const benchCommand: Command = {
     }
     if (scale !== null) {
       process.stdout.write(
-        `\n## scale: one blkback, G guests, 4 KiB random reads at QD${scale.iodepth} each (${scale.warmupSeconds} s warm-up, ${scale.seconds} s measured)\n` +
+        `\n## scale: one blkback, G guests, 4 KiB random reads at QD${scale.iodepth} each (${warmupLabel(scale.warmupSeconds, scale.maxWarmupSeconds, 'stopped')}, ${scale.seconds} s measured)\n` +
           `${storeLine(scale)}\n` +
           `guest memory: ${scale.guestMemoryBytes >> 10} KiB each; backend CPU: its main thread and data-plane workers (/proc/self/task/TID), the guests are worker threads too\n` +
           `${scale.skipped.map((s) => `not run: ${s.what}=${s.value}, ${s.reason}\n`).join('')}command: blkback bench ${argv.join(' ')}\n\n${formatScaleTable(scale)}\n\n` +

@@ -21,11 +21,12 @@ export const NBD_SOCKET_NAME = 'nbd.sock';
 const MAX_NBD_WORKERS = 64;
 
 /**
- * One worker per core but the main thread's (at least one): on 2 cores, fio's nbd engine on the
- * seed jobs ran as fast with 1 worker as with 2, at less CPU per request (docs/nbd.md "Transmission workers").
+ * One worker per core: the main thread only shakes hands. On a quiet 2-core machine fio's nbd
+ * engine on the seed jobs got about 1.2x nbdkit with 2 workers, 1.1x with 1 (docs/nbd.md
+ * "Transmission workers").
  */
 function defaultWorkers(): number {
-  return Math.min(Math.max(1, availableParallelism() - 1), MAX_NBD_WORKERS);
+  return Math.min(Math.max(1, availableParallelism()), MAX_NBD_WORKERS);
 }
 
 const help = `blkback nbd-server — serve block stores as NBD exports
@@ -69,8 +70,8 @@ Where it listens:
                            socket is then 0666 and the credential check alone decides)
 
 Threads:
-  --workers N              transmission worker threads (0..${MAX_NBD_WORKERS}; default: one per core less
-                           one, at least one; here ${defaultWorkers()}). The handshake stays on the main thread; then each plain
+  --workers N              transmission worker threads (0..${MAX_NBD_WORKERS}; default: one per core,
+                           here ${defaultWorkers()}). The handshake stays on the main thread; then each plain
                            connection to an export whose store can be shared (ram:, file:, phy:, a
                            path) is served by the worker with the fewest connections. TLS
                            connections and network stores stay on the main thread. 0: everything

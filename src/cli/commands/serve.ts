@@ -2,6 +2,7 @@
 // directory, --backend-kind) and serves each disk the toolstack sets up there (xl create, xl
 // block-attach, blkback ctl attach) until SIGINT or SIGTERM, with the control socket for `blkback
 // ctl`. On a machine without Xen it says what is missing and exits 2.
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Blkback, isBackendKind } from '../../blkback/blkback.ts';
 import { MAX_QUEUES_LIMIT } from '../../blkback/vbd.ts';
@@ -76,18 +77,19 @@ options:
                            xen-blkback). Linux blkfront uses one per guest vCPU up to this (and up
                            to its own max_queues, 4 by default); 1 gives every disk one ring
   --max-inflight N         requests in flight across all disks before rings wait (default 4096)
-  --workers N              data-plane worker threads (0..${MAX_WORKERS}; default 0, the main thread;
-                           2 passed test:xen's same-guest boot on real Xen, which CI runs with it). Each guest ring (each queue of each disk) is served by one of
-                           them, the least loaded when it connects: the worker maps the ring, binds
-                           its event channel with its own /dev/xen/gntdev and /dev/xen/evtchn
-                           handles and does its I/O, while the main thread keeps xenstore, the
-                           handshake and the control socket. Statistics, the in-flight cap and
-                           the fair share between guests are the backend's, across workers
-                           (domains on one worker share its time fairly; a guest spreading
-                           queues over workers is charged on each for all it gets). 0 serves
-                           every ring on the main thread. Disks whose store a worker cannot
-                           open for itself (iscsi://) are still served on a worker, with their
-                           I/O passed to the main thread ('ctl stats': 'store via main thread')
+  --workers N              data-plane worker threads (0..${MAX_WORKERS}; default: this machine's CPU
+                           count, as Linux's xen-blkback runs a thread per ring). Each guest ring
+                           (each queue of each disk) is served by one of them, the least loaded
+                           when it connects: the worker maps the ring, binds its event channel
+                           with its own /dev/xen/gntdev and /dev/xen/evtchn handles and does its
+                           I/O, while the main thread keeps xenstore, the handshake and the
+                           control socket. Statistics, the in-flight cap and the fair share
+                           between guests are the backend's, across workers (domains on one
+                           worker share its time fairly; a guest spreading queues over workers is
+                           charged on each for all it gets). 0 serves every ring on the main
+                           thread. Disks whose store a worker cannot open for itself (iscsi://)
+                           are still served on a worker, with their I/O passed to the main thread
+                           ('ctl stats': 'store via main thread')
   --data-path persistent|copy|map
                            how guest data moves (default persistent): 'persistent' advertises
                            feature-persistent and, with a frontend that agrees (Linux blkfront
@@ -176,9 +178,8 @@ export const serveCommand: Command = {
     const maxRingPageOrder = count(values['max-ring-page-order'], '--max-ring-page-order', 0, 4);
     const maxQueues = count(values['max-queues'], '--max-queues', 1, MAX_QUEUES_LIMIT);
     const maxInflight = count(values['max-inflight'], '--max-inflight', 1, 1 << 20);
-    // Default 0 until worker threads have run under real Xen (the simulation and the stand-in Xen
-    // libraries are all they have met): --workers N opts in.
-    const workers = count(values.workers, '--workers', 0, MAX_WORKERS) ?? 0;
+    // Default: one data-plane thread per CPU (real Xen: test:xen's PV, PVH and same-guest boots run so).
+    const workers = count(values.workers, '--workers', 0, MAX_WORKERS) ?? Math.min(MAX_WORKERS, availableParallelism());
     const dataPath = values['data-path'] ?? 'persistent';
     if (dataPath !== 'copy' && dataPath !== 'map' && dataPath !== 'persistent') {
       throw new UsageError(`serve: --data-path '${dataPath}' is not one of persistent, copy, map`);

@@ -45,14 +45,24 @@ export function formatLogRow(timeMs: number, value: number, ddir: Ddir, bs: numb
 }
 
 const FLUSH_BYTES = 64 * 1024;
+/** Room for one row past FLUSH_BYTES: five numbers (at most 24 characters each, as String() prints them), separators, prio. */
+const ROW_MAX = 256;
 /** Past this much data queued for the disk, writes go synchronous: memory stays bounded. */
 const MAX_IN_FLIGHT = 8 * 1024 * 1024;
 
-/** An append-only text file written in the background. */
+const COMMA_SPACE = 0x2c20; // ", " as a big-endian pair
+const ZERO = 0x30;
+
+/**
+ * An append-only log file written in the background. Rows are formatted as ASCII straight into a
+ * byte buffer: a per-I/O lat log makes three rows per I/O, and building them as strings cost a
+ * sixth of the runner's CPU on the seed's iometer job (string concatenation, flattening, garbage).
+ */
 class BufferedFile {
   readonly path: string;
   readonly #fd: number;
-  #buf = '';
+  #buf = Buffer.allocUnsafe(FLUSH_BYTES + ROW_MAX);
+  #len = 0;
   #inFlight = 0;
   #pos = 0;
   #chain: Promise<void> = Promise.resolve();
@@ -67,15 +77,88 @@ class BufferedFile {
     }
   }
 
-  write(text: string): void {
-    this.#buf += text;
-    if (this.#buf.length >= FLUSH_BYTES) this.#flush();
+  /** One row, byte for byte what formatLogRow gives. */
+  writeRow(timeMs: number, value: number, ddir: number, bs: number, offset: number | null, logPrio: boolean): void {
+    this.#int(Math.max(0, Math.trunc(timeMs)));
+    this.#sep();
+    this.#int(Math.trunc(value));
+    this.#sep();
+    this.#int(ddir);
+    this.#sep();
+    this.#int(Math.trunc(bs));
+    this.#sep();
+    if (offset !== null) {
+      this.#int(Math.trunc(offset));
+      this.#sep();
+    }
+    const b = this.#buf;
+    if (logPrio) {
+      b[this.#len++] = ZERO;
+      b[this.#len++] = 0x78; // x
+      for (let i = 0; i < 4; i++) b[this.#len++] = ZERO;
+    } else b[this.#len++] = ZERO;
+    b[this.#len++] = 0x0a;
+    if (this.#len >= FLUSH_BYTES) this.#flush();
+  }
+
+  #sep(): void {
+    this.#buf.writeUInt16BE(COMMA_SPACE, this.#len);
+    this.#len += 2;
+  }
+
+  /** A whole number in decimal, as `${n}` prints it (a minus sign, no exponent below 2^53). */
+  #int(n: number): void {
+    const b = this.#buf;
+    if (n < 0) {
+      b[this.#len++] = 0x2d;
+      n = -n;
+    }
+    if (n < 10) {
+      b[this.#len++] = ZERO + n;
+      return;
+    }
+    if (!(n <= Number.MAX_SAFE_INTEGER)) {
+      this.#len += b.write(String(n), this.#len, 'latin1'); // exponent form, NaN: as a string would
+      return;
+    }
+    if (n < 0x7fffffff) {
+      this.#small(n, 0);
+      return;
+    }
+    // Split where int32 arithmetic is exact: n = hi * 10^9 + lo (the float division may round up).
+    let hi = Math.floor(n / 1e9);
+    let lo = n - hi * 1e9;
+    if (lo < 0) {
+      hi--;
+      lo += 1e9;
+    } else if (lo >= 1e9) {
+      hi++;
+      lo -= 1e9;
+    }
+    this.#small(hi, 0);
+    this.#small(lo, 9);
+  }
+
+  /** 0 <= v < 2^31, at least `width` digits (zero-padded). */
+  #small(v: number, width: number): void {
+    const b = this.#buf;
+    let digits = 1;
+    for (let p = 10; p <= v; p *= 10) digits++;
+    if (digits < width) digits = width;
+    let at = this.#len + digits;
+    this.#len = at;
+    for (let i = 0; i < digits; i++) {
+      const q = (v / 10) | 0;
+      b[--at] = ZERO + v - q * 10;
+      v = q;
+    }
   }
 
   #flush(): void {
-    if (this.#buf === '') return;
-    const data = Buffer.from(this.#buf, 'utf8');
-    this.#buf = '';
+    if (this.#len === 0) return;
+    const data = this.#buf.subarray(0, this.#len);
+    this.#buf = Buffer.allocUnsafe(FLUSH_BYTES + ROW_MAX);
+    this.#len = 0;
     // Every chunk has its own file position, so a synchronous write may overtake queued ones safely.
     const pos = this.#pos;
     this.#pos += data.length;
@@ -187,7 +270,7 @@ class JobLogs implements LogSink {
   }
 
   row(kind: LogKind, timeMs: number, value: number, ddir: Ddir, bs: number, offset: number): void {
-    this.#files.get(kind)?.write(formatLogRow(timeMs, value, ddir, bs, this.#offset ? offset : null, this.#prio));
+    this.#files.get(kind)?.writeRow(timeMs, value, ddir, bs, this.#offset ? offset : null, this.#prio);
   }
 
   async close(): Promise<void> {
