@@ -17,7 +17,7 @@
 // in flight fail with IscsiConnectionLost, which the device above may retry on a new connection.
 import { randomBytes } from 'node:crypto';
 import { Bhs, putU32, snAdd, snLess, snLessOrEqual, u32 } from '../iscsi/bhs.ts';
-import { AsyncEvent, Flag, IMMEDIATE_BIT, LoginStatus, Opcode, RESERVED_TAG } from '../iscsi/constants.ts';
+import { AsyncEvent, BHS_LENGTH, Flag, IMMEDIATE_BIT, LoginStatus, Opcode, RESERVED_TAG } from '../iscsi/constants.ts';
 import { PduReader } from '../iscsi/pdu-reader.ts';
 import type { FramingErrorKind, PduSink } from '../iscsi/pdu-reader.ts';
 import { PduWriter } from '../iscsi/pdu-writer.ts';
@@ -160,6 +160,16 @@ export function randomIsid(): Uint8Array {
 export class InitiatorSession implements PduSink {
   readonly counters: SessionCounters;
   readonly reader = new PduReader(this);
+
+  /** Data-In payload the commands in flight still wait for (the transport's low-water mark). */
+  get dataInDue(): number {
+    return this.#dataInDue;
+  }
+
+  /** Wire size (header included) of the last Data-In PDU that carried data. */
+  get lastDataInPdu(): number {
+    return this.#lastDataInPdu;
+  }
   readonly #writer: PduWriter;
   readonly #transport: SessionTransport;
   readonly #onUnitAttention: () => void;
@@ -167,6 +177,10 @@ export class InitiatorSession implements PduSink {
   #loginWaiter: LoginWaiter | undefined;
   #logoutWaiter: (() => void) | undefined;
   readonly #tasks = new Map<number, Task>();
+  /** Data-In payload the tasks in flight still wait for (reads whose data has not all come). */
+  #dataInDue = 0;
+  /** Wire size of the last Data-In PDU with data (header included). */
+  #lastDataInPdu = 0;
   readonly #queue: Task[] = [];
   #nextItt = 1;
   #cmdSN = 1;
@@ -256,6 +270,7 @@ export class InitiatorSession implements PduSink {
     this.#writer.close();
     const tasks = [...this.#tasks.values(), ...this.#queue];
     this.#tasks.clear();
+    this.#dataInDue = 0;
     this.#queue.length = 0;
     for (const t of tasks) t.reject(e);
     this.#loginWaiter?.resolve({ header: Buffer.alloc(0), data: Buffer.alloc(0) });
@@ -426,6 +441,7 @@ export class InitiatorSession implements PduSink {
 
   #start(task: Task): void {
     this.#tasks.set(task.itt, task);
+    if (task.req.dataOut === undefined) this.#dataInDue += task.req.dataIn?.byteLength ?? 0;
     if (this.#tasks.size > this.counters.maxInFlight) this.counters.maxInFlight = this.#tasks.size;
     this.#sendCommand(task);
   }
@@ -633,6 +649,8 @@ export class InitiatorSession implements PduSink {
       return this.#fail(`Data-In outside the command's buffer (offset ${offset}, ${length} bytes)`);
     }
     task.received += length;
+    if (task.req.dataOut === undefined) this.#dataInDue -= length;
+    if (length > 0) this.#lastDataInPdu = BHS_LENGTH + length;
     if (((h[Bhs.FLAGS] as number) & Flag.S) === 0) return;
     this.#statSN(h);
     this.#complete(task, h[Bhs.BYTE3] as number, undefined, h);
@@ -643,7 +661,7 @@ export class InitiatorSession implements PduSink {
     const task = this.#tasks.get(u32(h, Bhs.ITT));
     if (task === undefined) return this.#fail('SCSI Response for a task we do not have');
     if ((h[Bhs.BYTE2] as number) !== 0) {
-      this.#tasks.delete(task.itt);
+      this.#forget(task);
       task.reject(
         new BlockError('BLK_ERR_ISCSI_TARGET_FAILURE', `the target failed the command (iSCSI response 0x${(h[Bhs.BYTE2] as number).toString(16)})`, {
           errno: Errno.EIO,
@@ -659,8 +677,14 @@ export class InitiatorSession implements PduSink {
     this.#complete(task, h[Bhs.BYTE3] as number, sense, h);
   }
 
-  #complete(task: Task, status: number, sense: Uint8Array | undefined, h: Uint8Array): void {
+  /** The task leaves the window; data it was still due (a read answered short) is no longer awaited. */
+  #forget(task: Task): void {
     this.#tasks.delete(task.itt);
+    if (task.req.dataOut === undefined) this.#dataInDue -= (task.req.dataIn?.byteLength ?? 0) - task.received;
+  }
+
+  #complete(task: Task, status: number, sense: Uint8Array | undefined, h: Uint8Array): void {
+    this.#forget(task);
     const f = h[Bhs.FLAGS] as number;
     const residual = (f & Flag.U) !== 0 ? u32(h, Bhs.WORD44) : 0;
     task.resolve({ status, sense, residual });

@@ -5,7 +5,12 @@
 // each chunk out before returning (Data-In payload straight into the command's buffer), so nothing
 // needs a fresh 64 KiB Buffer per read, which cost an allocation, page faults and GC per read.
 // Each read may fill only a part of it, sized by the PDUs seen lately (see ReadSizer).
+//
+// While large reads are in flight the socket's receive low-water mark (SO_RCVLOWAT) is one Data-In
+// PDU, so the kernel wakes us once a whole PDU (or more) waits rather than at each arriving piece
+// (see LowWaterMark).
 import net from 'node:net';
+import { receiveLowWater } from '../internal/receive-low-water.ts';
 import type { InitiatorSession, SessionTransport } from './session.ts';
 
 /** The read buffer: several 64 KiB Data-In PDUs per system call at high queue depths. */
@@ -23,6 +28,8 @@ export interface TcpConnection {
   readonly transport: SessionTransport;
   /** Starts feeding the session; call once the session exists. */
   attach(session: InitiatorSession): void;
+  /** The socket's receive low-water mark as we last set it (1: not raised, or not settable here). */
+  receiveLowWater?(): number;
 }
 
 export function connectTcp(host: string, port: number, timeoutMs: number, where: string): Promise<TcpConnection> {
@@ -32,6 +39,7 @@ export function connectTcp(host: string, port: number, timeoutMs: number, where:
     const early: Buffer[] = [];
     const own = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES); // memory of its own (not the pool)
     const reads = new ReadSizer(own);
+    let lowWater: LowWaterMark | undefined;
     const socket = net.createConnection({
       host,
       port,
@@ -40,8 +48,10 @@ export function connectTcp(host: string, port: number, timeoutMs: number, where:
         // asked after every read for the buffer of the next one
         buffer: () => reads.next(session),
         callback: (n, buf) => {
-          if (session !== undefined) session.receive(buf, n);
-          else early.push(Buffer.from(buf.subarray(0, n)));
+          if (session !== undefined) {
+            session.receive(buf, n);
+            lowWater?.afterRead(session);
+          } else early.push(Buffer.from(buf.subarray(0, n)));
           return true; // keep reading (false would pause the socket)
         },
       },
@@ -58,6 +68,12 @@ export function connectTcp(host: string, port: number, timeoutMs: number, where:
       clearTimeout(timer);
       socket.removeAllListeners('error');
       socket.on('error', () => undefined); // 'close' follows and says it
+      const setLowWater = receiveLowWater(socket);
+      if (setLowWater !== undefined) {
+        const mark = new LowWaterMark(setLowWater);
+        lowWater = mark;
+        socket.once('close', () => mark.stop());
+      }
       const transport: SessionTransport = {
         write(chunks, done) {
           if (socket.destroyed) return done();
@@ -76,6 +92,7 @@ export function connectTcp(host: string, port: number, timeoutMs: number, where:
       };
       resolve({
         transport,
+        receiveLowWater: () => lowWater?.mark ?? 1,
         attach(s) {
           session = s;
           for (const chunk of early.splice(0)) s.receive(chunk);
@@ -114,4 +131,74 @@ class ReadSizer {
     }
     return this.#view;
   }
+}
+
+/** Data-In PDUs smaller than this are read as they come: holding them back saves little and delays the commands their answers let go. */
+const MIN_LOW_WATER = 16 * 1024;
+/** With the mark up and no read for this long, it goes back to 1 byte (see LowWaterMark). */
+const LOW_WATER_WATCHDOG_MS = 2;
+
+/**
+ * The socket's receive low-water mark, set after each read: one Data-In PDU of the size seen last,
+ * while the reads in flight still wait for at least that much data; otherwise 1 byte (a response,
+ * an R2T, a NOP-In: anything may come next, and nothing is shorter than its 48-byte header).
+ *
+ * The data a read waits for is what it asked, but a target may answer it shorter (an error, a
+ * residual): then fewer bytes come than the mark asks, and they would wait in the socket. A
+ * watchdog drops the mark to 1 byte when no read came for 2 ms while it was up (a
+ * target answering a busy queue does not pause that long), so such an answer is late by about that
+ * much, never stuck. Against tgt with 64 KiB reads at queue depth 32 it took our initiator from
+ * 0.97x to 1.11x libiscsi's iscsi-perf (docs/iscsi.md).
+ */
+class LowWaterMark {
+  readonly #set: (bytes: number) => boolean;
+  #mark = 1;
+  #reads = 0;
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #broken = false;
+
+  constructor(set: (bytes: number) => boolean) {
+    this.#set = set;
+  }
+
+  get mark(): number {
+    return this.#mark;
+  }
+
+  afterRead(session: InitiatorSession): void {
+    this.#reads++;
+    const pdu = session.lastDataInPdu;
+    // data the socket still owes for sure-ish: what the reads wait for, less what the reader holds of a PDU already
+    const due = session.dataInDue - session.reader.buffered;
+    const want = pdu >= MIN_LOW_WATER && due >= pdu ? pdu : 1;
+    if (want !== this.#mark) this.#apply(want);
+  }
+
+  stop(): void {
+    if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+    this.#watchdog = undefined;
+    this.#broken = true;
+  }
+
+  #apply(bytes: number): void {
+    if (this.#broken) return;
+    if (!this.#set(bytes)) {
+      this.stop(); // the socket is gone, or the kernel refuses: read as Node does
+      return;
+    }
+    this.#mark = bytes;
+    if (bytes > 1 && this.#watchdog === undefined) {
+      this.#reads = 0;
+      this.#watchdog = setInterval(this.#check, LOW_WATER_WATCHDOG_MS);
+      this.#watchdog.unref();
+    } else if (bytes === 1 && this.#watchdog !== undefined) {
+      clearInterval(this.#watchdog);
+      this.#watchdog = undefined;
+    }
+  }
+
+  readonly #check = (): void => {
+    if (this.#reads === 0) this.#apply(1);
+    this.#reads = 0;
+  };
 }
