@@ -1,7 +1,7 @@
 // The initiator's receive low-water mark (src/iscsi-initiator/transport.ts, LowWaterMark): raised
-// to one Data-In PDU only while the reads in flight still wait for that much data and the PDUs are
-// large; back to 1 byte otherwise; and a watchdog brings it down when the data does not come (a
-// target answering a read short), so the bytes that did come are read, not left in the socket.
+// only while a deep queue of large reads waits for its data (a quarter of it, one read buffer at
+// most); 1 byte otherwise; and a watchdog brings it down when the data does not come (a target
+// answering a read short), so the bytes that did come are read, not left in the socket.
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -77,26 +77,29 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   );
 }
 
-test('the mark is one Data-In PDU while at least that much data is due, and 1 byte otherwise', async (t) => {
+/** The read buffer (READ_BUFFER_BYTES): the highest the mark goes. */
+const BUFFER = 256 * 1024;
+
+test('the mark is a quarter of the data due with a deep queue of large PDUs, and 1 byte otherwise', async (t) => {
   const r = await rig(t);
   if (r.tcp.receiveLowWater?.() === undefined) return t.skip('no receive low-water mark on this platform');
   assert.equal(r.tcp.receiveLowWater(), 1, 'nothing read yet');
-  r.state.lastDataInPdu = PDU;
-  r.state.dataInDue = 8 * 65536;
-  r.server.write(Buffer.alloc(PDU));
-  await within(r.received(PDU), 2000, 'the first PDU');
-  assert.equal(r.tcp.receiveLowWater(), PDU, 'large reads due: one PDU');
-
-  r.state.dataInDue = 1000; // less than a PDU is due: anything may be next
-  r.server.write(Buffer.alloc(PDU));
-  await within(r.received(2 * PDU), 2000, 'the second PDU');
-  assert.equal(r.tcp.receiveLowWater(), 1);
-
-  r.state.lastDataInPdu = 48 + 4096; // small PDUs are read as they come
-  r.state.dataInDue = 1 << 20;
-  r.server.write(Buffer.alloc(48 + 4096));
-  await within(r.received(2 * PDU + 48 + 4096), 2000, 'the small PDU');
-  assert.equal(r.tcp.receiveLowWater(), 1);
+  let sent = 0;
+  // Each step sends as many bytes as the mark asks, so nothing waits for the watchdog.
+  const step = async (dataInDue: number, lastDataInPdu: number, what: string): Promise<number> => {
+    r.state.dataInDue = dataInDue;
+    r.state.lastDataInPdu = lastDataInPdu;
+    const bytes = Math.max(PDU, r.tcp.receiveLowWater!());
+    r.server.write(Buffer.alloc(bytes));
+    sent += bytes;
+    await within(r.received(sent), 2000, what);
+    return r.tcp.receiveLowWater!();
+  };
+  assert.equal(await step(32 * 65536, PDU, 'QD32 of 64 KiB due'), BUFFER, 'a quarter of 2 MiB, capped at one read buffer');
+  assert.equal(await step(10 * PDU, PDU, '10 PDUs due'), Math.floor((10 * PDU) / 4), 'a quarter of what is due');
+  assert.equal(await step(7 * PDU, PDU, '7 PDUs due'), 1, 'a shallow queue waits on latency: no mark');
+  assert.equal(await step(1 << 20, 48 + 4096, 'small PDUs'), 1, 'small PDUs are read as they come');
+  assert.equal(await step(1000, PDU, 'little due'), 1);
 });
 
 test('data that never comes: the watchdog lowers the mark and a short answer is read at once after', async (t) => {
@@ -106,13 +109,13 @@ test('data that never comes: the watchdog lowers the mark and a short answer is 
   r.state.dataInDue = 32 * 65536;
   r.server.write(Buffer.alloc(PDU));
   await within(r.received(PDU), 2000, 'the first PDU');
-  assert.equal(r.tcp.receiveLowWater(), PDU);
+  assert.equal(r.tcp.receiveLowWater(), BUFFER);
   // The target answers the next read with a 48-byte response and nothing else: far less than the
   // mark. Without the watchdog these bytes would wait in the socket for data that never comes.
   r.server.write(Buffer.alloc(48));
   await within(r.received(PDU + 48), 1000, 'the short answer');
   assert.equal(r.marks.at(-1), 1, 'the short answer was read once the watchdog had lowered the mark (the kernel held it back before)');
-  assert.equal(r.tcp.receiveLowWater(), PDU, 'and raised again: the fake session still waits for data');
+  assert.equal(r.tcp.receiveLowWater(), BUFFER, 'and raised again: the fake session still waits for data');
   // A quiet socket with nothing due keeps 1 byte (a NOP-In must never wait).
   r.state.dataInDue = 0;
   r.server.write(Buffer.alloc(48));

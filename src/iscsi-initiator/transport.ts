@@ -6,9 +6,9 @@
 // needs a fresh 64 KiB Buffer per read, which cost an allocation, page faults and GC per read.
 // Each read may fill only a part of it, sized by the PDUs seen lately (see ReadSizer).
 //
-// While large reads are in flight the socket's receive low-water mark (SO_RCVLOWAT) is one Data-In
-// PDU, so the kernel wakes us once a whole PDU (or more) waits rather than at each arriving piece
-// (see LowWaterMark).
+// While a deep queue of large reads is in flight the socket's receive low-water mark (SO_RCVLOWAT)
+// is raised, so the kernel wakes us once several whole Data-In PDUs wait rather than at each
+// arriving piece (see LowWaterMark).
 import net from 'node:net';
 import { receiveLowWater } from '../internal/receive-low-water.ts';
 import type { InitiatorSession, SessionTransport } from './session.ts';
@@ -135,20 +135,25 @@ class ReadSizer {
 
 /** Data-In PDUs smaller than this are read as they come: holding them back saves little and delays the commands their answers let go. */
 const MIN_LOW_WATER = 16 * 1024;
+/** PDUs of data that must be due before the mark goes up (see LowWaterMark.afterRead). */
+const LOW_WATER_DEPTH = 8;
+/** Most Data-In PDUs one wake-up waits for (a 256 KiB read holds 4 PDUs of 64 KiB). */
+const LOW_WATER_PDUS = 4;
 /** With the mark up and no read for this long, it goes back to 1 byte (see LowWaterMark). */
 const LOW_WATER_WATCHDOG_MS = 2;
 
 /**
- * The socket's receive low-water mark, set after each read: one Data-In PDU of the size seen last,
- * while the reads in flight still wait for at least that much data; otherwise 1 byte (a response,
- * an R2T, a NOP-In: anything may come next, and nothing is shorter than its 48-byte header).
+ * The socket's receive low-water mark, set after each read. While the reads in flight wait for at
+ * least LOW_WATER_DEPTH Data-In PDUs of the size seen last, it is a quarter of that data (one
+ * PDU at least, LOW_WATER_PDUS or a read buffer at most); otherwise 1 byte (a response, an R2T, a
+ * NOP-In: anything may come next, and nothing is shorter than its 48-byte header).
  *
  * The data a read waits for is what it asked, but a target may answer it shorter (an error, a
  * residual): then fewer bytes come than the mark asks, and they would wait in the socket. A
  * watchdog drops the mark to 1 byte when no read came for 2 ms while it was up (a
  * target answering a busy queue does not pause that long), so such an answer is late by about that
- * much, never stuck. Against tgt with 64 KiB reads at queue depth 32 it took our initiator from
- * 0.97x to 1.11x libiscsi's iscsi-perf (docs/iscsi.md).
+ * much, never stuck. With 64 KiB reads at queue depth 32 it took our initiator from 0.98x to 1.26x
+ * libiscsi's iscsi-perf against tgt, and from 0.87x to 1.06x against our own target (docs/iscsi.md).
  */
 class LowWaterMark {
   readonly #set: (bytes: number) => boolean;
@@ -170,7 +175,11 @@ class LowWaterMark {
     const pdu = session.lastDataInPdu;
     // data the socket still owes for sure-ish: what the reads wait for, less what the reader holds of a PDU already
     const due = session.dataInDue - session.reader.buffered;
-    const want = pdu >= MIN_LOW_WATER && due >= pdu ? pdu : 1;
+    // Only with a deep queue of large reads (at least LOW_WATER_DEPTH PDUs due): a quarter of what
+    // is due, so three quarters of the queue's data is still on its way when we wake and the target
+    // never runs dry; at most LOW_WATER_PDUS. A shallow queue waits on each read's latency, which a
+    // wake-up per whole PDU only lengthens.
+    const want = pdu >= MIN_LOW_WATER && due >= LOW_WATER_DEPTH * pdu ? Math.min(LOW_WATER_PDUS * pdu, READ_BUFFER_BYTES, Math.floor(due / 4)) : 1;
     if (want !== this.#mark) this.#apply(want);
   }
 
