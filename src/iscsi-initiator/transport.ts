@@ -144,15 +144,15 @@ const LOW_WATER_WATCHDOG_MS = 2;
 
 /**
  * The socket's receive low-water mark, set after each read. While the reads in flight wait for at
- * least LOW_WATER_DEPTH Data-In PDUs of the size seen last, it is a quarter of that data (one
- * PDU at least, LOW_WATER_PDUS or a read buffer at most); otherwise 1 byte (a response, an R2T, a
+ * least LOW_WATER_DEPTH Data-In PDUs of the size seen last, it is a quarter of that data
+ * (LOW_WATER_PDUS or a read buffer at most); otherwise 1 byte (a response, an R2T, a
  * NOP-In: anything may come next, and nothing is shorter than its 48-byte header).
  *
  * The data a read waits for is what it asked, but a target may answer it shorter (an error, a
  * residual): then fewer bytes come than the mark asks, and they would wait in the socket. A
- * watchdog drops the mark to 1 byte when no read came for 2 ms while it was up (a
- * target answering a busy queue does not pause that long), so such an answer is late by about that
- * much, never stuck. With 64 KiB reads at queue depth 32 it took our initiator from 0.98x to 1.26x
+ * watchdog drops the mark to 1 byte when no read came for 2 ms while it was up, so such an answer
+ * is late by about that much, never stuck (a slow target trips it too: then we read as without a
+ * mark). With 64 KiB reads at queue depth 32 it took our initiator from 0.98x to 1.26x
  * libiscsi's iscsi-perf against tgt, and from 0.87x to 1.06x against our own target (docs/iscsi.md).
  */
 class LowWaterMark {
