@@ -4,6 +4,7 @@
 // it through libc's setsockopt. Linux only; elsewhere, or without koffi, it is simply not set.
 import type net from 'node:net';
 import { libcBinding } from './libc-binding.ts';
+import { socketFd } from './socket-fd.ts';
 
 /** SOL_SOCKET and SO_RCVLOWAT (asm-generic/socket.h: 1 and 18). */
 const SOL_SOCKET = 1;
@@ -20,8 +21,6 @@ const libc = libcBinding<SockoptCalls>(
   }),
 );
 
-type Handle = { _handle?: { fd?: number } | null };
-
 /**
  * A setter of the socket's receive low-water mark (bytes; true when set), or undefined when it
  * cannot be set here. The descriptor is looked up at each call: once the socket is closed there is
@@ -29,11 +28,11 @@ type Handle = { _handle?: { fd?: number } | null };
  */
 export function receiveLowWater(socket: net.Socket): ((bytes: number) => boolean) | undefined {
   const calls = libc.get();
-  if (calls === undefined || typeof (socket as unknown as Handle)._handle?.fd !== 'number') return undefined;
+  if (calls === undefined || socketFd(socket) === undefined) return undefined;
   const value = [1];
   return (bytes) => {
-    const fd = (socket as unknown as Handle)._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0) return false;
+    const fd = socketFd(socket);
+    if (fd === undefined) return false;
     value[0] = bytes;
     return calls.setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, value, 4) === 0;
   };

@@ -5,6 +5,7 @@
 // until the last one goes.
 import type net from 'node:net';
 import { libcBinding } from '../internal/libc-binding.ts';
+import { socketFd } from '../internal/socket-fd.ts';
 
 interface FdCalls {
   dup(fd: number): number;
@@ -27,8 +28,8 @@ export function handoffProblem(): string | undefined {
 /** A second descriptor of this socket's kernel socket (for another thread), or undefined when there is none to take. */
 export function dupSocketFd(socket: net.Socket): number | undefined {
   const calls = libc.get();
-  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
-  if (calls === undefined || typeof fd !== 'number' || fd < 0) return undefined;
+  const fd = socketFd(socket);
+  if (calls === undefined || fd === undefined) return undefined;
   const copy = calls.dup(fd);
   return copy >= 0 ? copy : undefined;
 }
